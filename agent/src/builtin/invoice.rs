@@ -1,0 +1,77 @@
+//! `InvoiceHandler`: totals an invoice from `items`
+//! (`[{"description", "quantity", "unit_price_cents"}]`) and `tax_rate_percent`.
+//! Amounts are integer cents, so no rounding error creeps in.
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+
+/// Computes an invoice's subtotal, tax and total.
+pub struct InvoiceHandler;
+
+#[async_trait]
+impl TaskHandler for InvoiceHandler {
+    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        let items = context
+            .payload
+            .get("items")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| {
+                TaskError::bad_payload(
+                    "items",
+                    "an array of {description, quantity, unit_price_cents}",
+                )
+            })?;
+        let tax_rate = context
+            .payload
+            .get("tax_rate_percent")
+            .map_or(Some(0.0), |v| v.as_f64())
+            .filter(|rate| (0.0..=100.0).contains(rate))
+            .ok_or_else(|| TaskError::bad_payload("tax_rate_percent", "a number from 0 to 100"))?;
+        let mut lines = Vec::with_capacity(items.len());
+        let mut subtotal: i64 = 0;
+        for (i, item) in items.iter().enumerate() {
+            let quantity = item
+                .get("quantity")
+                .and_then(|v| v.as_i64())
+                .filter(|&q| q > 0)
+                .ok_or_else(|| {
+                    TaskError::bad_payload(&format!("items[{i}].quantity"), "a positive integer")
+                })?;
+            let unit = item
+                .get("unit_price_cents")
+                .and_then(|v| v.as_i64())
+                .filter(|&p| p >= 0)
+                .ok_or_else(|| {
+                    TaskError::bad_payload(
+                        &format!("items[{i}].unit_price_cents"),
+                        "a non-negative integer",
+                    )
+                })?;
+            let amount = quantity
+                .checked_mul(unit)
+                .ok_or_else(|| TaskError::Permanent(format!("items[{i}] amount overflows")))?;
+            subtotal = subtotal
+                .checked_add(amount)
+                .ok_or_else(|| TaskError::Permanent("invoice total overflows".into()))?;
+            lines.push(json!({
+                "description": item.get("description").cloned().unwrap_or_default(),
+                "quantity": quantity,
+                "amount_cents": amount,
+            }));
+        }
+        let tax = (subtotal as f64 * tax_rate / 100.0).round() as i64;
+        Ok(TaskResult::new(json!({
+            "invoice_id": format!("INV-{}", context.task_id),
+            "lines": lines,
+            "subtotal_cents": subtotal,
+            "tax_cents": tax,
+            "total_cents": subtotal + tax,
+        })))
+    }
+
+    fn description(&self) -> String {
+        "Generates an invoice: line amounts, subtotal, tax and total in cents".into()
+    }
+}

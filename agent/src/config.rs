@@ -1,0 +1,138 @@
+//! [`RegistryConfig`]: which domains and task types an agent enables, read
+//! from `TASK_ENABLED_DOMAINS`, `TASK_DISABLED_TYPES` and `TASK_FEATURE_FLAGS`.
+
+use std::collections::HashMap;
+
+/// The domains enabled when `TASK_ENABLED_DOMAINS` is unset.
+pub const DEFAULT_ENABLED_DOMAINS: &str = "user_management,billing,system_maintenance";
+
+/// Which handlers an agent registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// Domains to register (`TASK_ENABLED_DOMAINS`, comma-separated).
+    pub enabled_domains: Vec<String>,
+    /// Task types to leave out (`TASK_DISABLED_TYPES`, comma-separated).
+    pub disabled_task_types: Vec<String>,
+    /// Per-handler settings, keyed by task type.
+    pub handler_configs: HashMap<String, serde_json::Value>,
+    /// Feature flags (`TASK_FEATURE_FLAGS`, `name:true,other:false`).
+    pub feature_flags: HashMap<String, bool>,
+}
+
+/// A malformed configuration value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong and how to write it.
+    pub message: String,
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_flags(value: &str) -> Result<HashMap<String, bool>, ConfigError> {
+    split_list(value)
+        .into_iter()
+        .map(|pair| {
+            let malformed = || ConfigError {
+                variable: "TASK_FEATURE_FLAGS",
+                message: format!(
+                    "'{pair}' is not a flag: write name:true or name:false, comma-separated"
+                ),
+            };
+            let (name, value) = pair.split_once(':').ok_or_else(malformed)?;
+            let value = match value.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(malformed()),
+            };
+            Ok((name.trim().to_owned(), value))
+        })
+        .collect()
+}
+
+impl RegistryConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(RegistryConfig {
+            enabled_domains: split_list(
+                &lookup("TASK_ENABLED_DOMAINS")
+                    .unwrap_or_else(|| DEFAULT_ENABLED_DOMAINS.to_owned()),
+            ),
+            disabled_task_types: split_list(&lookup("TASK_DISABLED_TYPES").unwrap_or_default()),
+            handler_configs: HashMap::new(),
+            feature_flags: parse_flags(&lookup("TASK_FEATURE_FLAGS").unwrap_or_default())?,
+        })
+    }
+
+    /// Whether a feature flag is on (unset flags are off).
+    pub fn feature_enabled(&self, flag: &str) -> bool {
+        self.feature_flags.get(flag).copied().unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn reads_lists_and_flags() {
+        let config = RegistryConfig::from_lookup(lookup(&[
+            ("TASK_ENABLED_DOMAINS", "billing, user_management"),
+            ("TASK_DISABLED_TYPES", "password_reset,"),
+            (
+                "TASK_FEATURE_FLAGS",
+                "new_payment_flow:false,enhanced_emails:true",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.enabled_domains, ["billing", "user_management"]);
+        assert_eq!(config.disabled_task_types, ["password_reset"]);
+        assert!(config.feature_enabled("enhanced_emails"));
+        assert!(!config.feature_enabled("new_payment_flow"));
+        assert!(!config.feature_enabled("unset"));
+    }
+
+    #[test]
+    fn defaults_enable_the_three_example_domains() {
+        let config = RegistryConfig::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(
+            config.enabled_domains,
+            ["user_management", "billing", "system_maintenance"]
+        );
+    }
+
+    #[test]
+    fn malformed_flags_are_refused_with_the_variable_named() {
+        let err =
+            RegistryConfig::from_lookup(lookup(&[("TASK_FEATURE_FLAGS", "enhanced_emails=yes")]))
+                .unwrap_err();
+        assert_eq!(err.variable, "TASK_FEATURE_FLAGS");
+        assert!(
+            err.to_string()
+                .contains("'enhanced_emails=yes' is not a flag"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! `taskplane-agent`: serves the example domains enabled by
+//! `TASK_ENABLED_DOMAINS` against the control plane at `TASKPLANE_SERVER`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use taskplane_agent::runtime::DEFAULT_SERVER;
+use taskplane_agent::signal::{init_logging, shutdown_signal};
+use taskplane_agent::{Agent, AppServices, RegistryConfig, setup_registry_with_config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let server = std::env::var("TASKPLANE_SERVER").unwrap_or_else(|_| DEFAULT_SERVER.to_owned());
+    let name =
+        std::env::var("TASKPLANE_AGENT_NAME").unwrap_or_else(|_| "taskplane-agent".to_owned());
+    let max_concurrency = match std::env::var("TASKPLANE_MAX_CONCURRENCY") {
+        Ok(value) => value.parse().with_context(|| {
+            format!("TASKPLANE_MAX_CONCURRENCY='{value}' is not a whole number")
+        })?,
+        Err(_) => 16,
+    };
+    let config = RegistryConfig::from_env()?;
+    let (registry, unknown) = setup_registry_with_config(&config, Arc::new(AppServices::default()));
+    if !unknown.is_empty() {
+        bail!(
+            "TASK_ENABLED_DOMAINS names unknown domains: {}; known: user_management, billing, system_maintenance",
+            unknown.join(", ")
+        );
+    }
+    tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
+    Agent::builder()
+        .registry(registry)
+        .server(server)
+        .name(name)
+        .max_concurrency(max_concurrency)
+        .build()?
+        .run(shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The agent's [`TaskRegistry`]: which handler runs which task type,
+//! organised by domain ([`DomainRegistry`]).
+//!
+//! Registering one task type twice is a mistake the developer sees at
+//! start-up: the first handler stays, the duplicate is recorded, and
+//! [`TaskRegistry::check`] (which `Agent::run` calls) refuses to start.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use taskplane_proto::names::check_name;
+
+use crate::handler::TaskHandler;
+
+/// The domain of handlers registered outside any [`DomainRegistry`].
+pub const DEFAULT_DOMAIN: &str = "default";
+
+/// A group of task types of one business domain, registered together.
+pub trait DomainRegistry: Send + Sync {
+    /// Registers the domain's handlers and returns their task types.
+    fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String>;
+
+    /// The domain's name, e.g. `"billing"`.
+    fn domain_name(&self) -> &'static str;
+}
+
+/// What the registry knows about one task type.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HandlerInfo {
+    /// The task type.
+    pub task_type: String,
+    /// Its domain, if it was registered through one.
+    pub domain: Option<String>,
+    /// When its handler was registered.
+    pub registered_at: Option<DateTime<Utc>>,
+    /// The handler's capability tags.
+    pub capabilities: Vec<String>,
+    /// The handler's description.
+    pub description: String,
+    /// The handler versions served.
+    pub versions: Vec<String>,
+}
+
+/// A problem found while building a registry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegistryError {
+    /// One task type was registered twice.
+    #[error("task type '{0}' is registered twice: give each handler its own task type")]
+    DuplicateTaskType(String),
+    /// A task type or domain name breaks the naming grammar.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The registry has no handler at all.
+    #[error("the registry has no handlers: enable at least one domain (TASK_ENABLED_DOMAINS)")]
+    Empty,
+}
+
+/// Handlers by task type, grouped by domain.
+#[derive(Default)]
+pub struct TaskRegistry {
+    handlers: HashMap<String, Box<dyn TaskHandler>>,
+    domains: BTreeMap<String, Vec<String>>,
+    registration_times: HashMap<String, DateTime<Utc>>,
+    errors: Vec<RegistryError>,
+}
+
+impl TaskRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        TaskRegistry::default()
+    }
+
+    /// Registers every handler of a domain under `domain`.
+    pub fn register_domain(&mut self, domain: &str, domain_registry: Box<dyn DomainRegistry>) {
+        if let Err(message) = check_name("domain", domain) {
+            self.errors.push(RegistryError::InvalidName(message));
+            return;
+        }
+        let task_types = domain_registry.register_handlers(self);
+        tracing::info!(domain, task_types = task_types.len(), "registered domain");
+        let types = self.domains.entry(domain.to_owned()).or_default();
+        for task_type in task_types {
+            if !types.contains(&task_type) {
+                types.push(task_type);
+            }
+        }
+    }
+
+    /// Registers the handler of one task type. A second handler for the same
+    /// type is refused and recorded as an error (see [`TaskRegistry::check`]).
+    pub fn register_handler(
+        &mut self,
+        task_type: impl Into<String>,
+        handler: Box<dyn TaskHandler>,
+    ) {
+        let task_type = task_type.into();
+        if let Err(message) = check_name("task type", &task_type) {
+            self.errors.push(RegistryError::InvalidName(message));
+            return;
+        }
+        if self.handlers.contains_key(&task_type) {
+            tracing::error!(
+                task_type,
+                "task type registered twice; keeping the first handler"
+            );
+            self.errors
+                .push(RegistryError::DuplicateTaskType(task_type));
+            return;
+        }
+        tracing::debug!(task_type, "registering handler");
+        self.registration_times
+            .insert(task_type.clone(), Utc::now());
+        self.handlers.insert(task_type, handler);
+    }
+
+    /// Removes a task type's handler (e.g. disabled by configuration).
+    pub fn remove_handler(&mut self, task_type: &str) -> Option<Box<dyn TaskHandler>> {
+        let removed = self.handlers.remove(task_type);
+        if removed.is_some() {
+            self.registration_times.remove(task_type);
+            for types in self.domains.values_mut() {
+                types.retain(|t| t != task_type);
+            }
+        }
+        removed
+    }
+
+    /// The handler of a task type.
+    pub fn get_handler(&self, task_type: &str) -> Option<&dyn TaskHandler> {
+        self.handlers.get(task_type).map(|handler| handler.as_ref())
+    }
+
+    /// Every task type with a handler, sorted.
+    pub fn list_task_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.handlers.keys().cloned().collect();
+        types.sort();
+        types
+    }
+
+    /// Every domain registered, sorted.
+    pub fn list_domains(&self) -> Vec<String> {
+        self.domains.keys().cloned().collect()
+    }
+
+    /// The task types of one domain.
+    pub fn get_domain_task_types(&self, domain: &str) -> Option<&Vec<String>> {
+        self.domains.get(domain)
+    }
+
+    /// What the registry knows about one task type.
+    pub fn get_handler_info(&self, task_type: &str) -> Option<HandlerInfo> {
+        self.handlers.get(task_type).map(|handler| HandlerInfo {
+            task_type: task_type.to_owned(),
+            domain: self.find_domain_for_task_type(task_type),
+            registered_at: self.registration_times.get(task_type).copied(),
+            capabilities: handler.capabilities(),
+            description: handler.description(),
+            versions: handler.versions(),
+        })
+    }
+
+    /// [`HandlerInfo`] of every task type, sorted by type.
+    pub fn list_all_handlers(&self) -> Vec<HandlerInfo> {
+        self.list_task_types()
+            .iter()
+            .filter_map(|t| self.get_handler_info(t))
+            .collect()
+    }
+
+    /// Whether a task type has a handler here.
+    pub fn validate_task_type(&self, task_type: &str) -> bool {
+        self.handlers.contains_key(task_type)
+    }
+
+    /// The domain a task type was registered through.
+    pub fn find_domain_for_task_type(&self, task_type: &str) -> Option<String> {
+        self.domains
+            .iter()
+            .find(|(_, types)| types.iter().any(|t| t == task_type))
+            .map(|(domain, _)| domain.clone())
+    }
+
+    /// How many task types have a handler.
+    pub fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+
+    /// Task types by domain, as sent in `register`; handlers registered
+    /// outside any domain go to [`DEFAULT_DOMAIN`].
+    pub fn task_types_by_domain(&self) -> BTreeMap<String, Vec<HandlerInfo>> {
+        let mut by_domain: BTreeMap<String, Vec<HandlerInfo>> = BTreeMap::new();
+        for info in self.list_all_handlers() {
+            let domain = info
+                .domain
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DOMAIN.to_owned());
+            by_domain.entry(domain).or_default().push(info);
+        }
+        by_domain
+    }
+
+    /// Every problem found while building the registry; an agent refuses to
+    /// start with any.
+    pub fn check(&self) -> Result<(), Vec<RegistryError>> {
+        let mut errors = self.errors.clone();
+        if self.handlers.is_empty() {
+            errors.push(RegistryError::Empty);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! taskplane's wire API, package `taskplane.v1`.
+//!
+//! - [`v1`]: messages and the generated `TaskService`, `RegistryService` and
+//!   `AgentService` clients and servers (built from a `tonic::transport::Channel`).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, well-known types
+//!   included, that server reflection serves.
+//! - [`json`]: lossless-as-possible conversion between `google.protobuf.Struct`
+//!   and `serde_json`, used wherever payloads and results cross the wire.
+//! - [`names`]: the grammar of task type and domain names.
+
+pub mod json;
+pub mod names;
+
+/// Generated code for `taskplane.v1`; never edited by hand.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("taskplane.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every taskplane proto and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/taskplane_descriptor.bin"));
+
+pub use prost_types;

@@ -1,0 +1,311 @@
+//! `taskplane.v1.AgentService.Connect`: one bidirectional stream per agent.
+//!
+//! The first message must be `register`. Its task types are written in one
+//! transaction, or none is and the stream ends with the error's status. Then
+//! the session's dispatcher pushes assignments while this side reads results,
+//! heartbeats, credit and drain. When the stream closes, for whatever reason,
+//! the session's leased tasks go back to the queue at once.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use taskplane_proto::json::struct_to_json;
+use taskplane_proto::names::check_name;
+use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
+use taskplane_proto::v1::agent_service_server::AgentService;
+use taskplane_proto::v1::server_message::Message as ServerMessageKind;
+use taskplane_proto::v1::{
+    AgentMessage, Register, Registered, ServerMessage, TaskResult, task_result,
+};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::convert::proto_duration;
+use crate::dispatch::dispatch_session;
+use crate::error::{Error, Result};
+use crate::model::TaskTypeSpec;
+use crate::plane::{ControlPlane, ReportedOutcome};
+use crate::sessions::{NewSession, Session};
+use crate::store::AgentSessionRecord;
+
+/// The most slots one session may ask for.
+const MAX_CONCURRENCY: u32 = 10_000;
+/// Outbound messages buffered beyond the agent's slots (cancels, notices).
+const OUTBOUND_HEADROOM: usize = 64;
+
+/// Serves `AgentService`.
+pub struct AgentApi {
+    plane: Arc<ControlPlane>,
+}
+
+impl AgentApi {
+    /// Serves the given control plane.
+    pub fn new(plane: Arc<ControlPlane>) -> Self {
+        AgentApi { plane }
+    }
+}
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+/// Checks a registration and turns it into task-type specs; any bad entry
+/// rejects the whole registration.
+fn registration_specs(register: &Register) -> Result<Vec<TaskTypeSpec>> {
+    if register.agent_name.trim().is_empty() {
+        return Err(invalid(
+            "register.agent_name is empty: name the agent, e.g. \"billing-agent\"".into(),
+        ));
+    }
+    if register.max_concurrency > MAX_CONCURRENCY {
+        return Err(invalid(format!(
+            "register.max_concurrency is {}; the limit is {MAX_CONCURRENCY}",
+            register.max_concurrency
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    let mut specs = Vec::new();
+    for domain in &register.domains {
+        check_name("domain", &domain.domain).map_err(invalid)?;
+        for task_type in &domain.task_types {
+            check_name("task type", &task_type.task_type)
+                .map_err(|e| invalid(format!("in domain '{}': {e}", domain.domain)))?;
+            if !seen.insert(task_type.task_type.as_str()) {
+                return Err(invalid(format!(
+                    "task type '{}' is registered twice: list each task type once",
+                    task_type.task_type
+                )));
+            }
+            specs.push(TaskTypeSpec {
+                task_type: task_type.task_type.clone(),
+                domain: domain.domain.clone(),
+                description: task_type.description.clone(),
+                versions: task_type.versions.clone(),
+                capabilities: task_type.capabilities.clone(),
+                default_max_attempts: None,
+                default_timeout: None,
+            });
+        }
+    }
+    if specs.is_empty() {
+        return Err(invalid(
+            "register names no task types: an agent must serve at least one task type".into(),
+        ));
+    }
+    Ok(specs)
+}
+
+fn message_name(message: &AgentMessageKind) -> &'static str {
+    match message {
+        AgentMessageKind::Register(_) => "register",
+        AgentMessageKind::Heartbeat(_) => "heartbeat",
+        AgentMessageKind::Result(_) => "result",
+        AgentMessageKind::Credit(_) => "credit",
+        AgentMessageKind::Drain(_) => "drain",
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ConnectStream = ServerStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ServerStream>, Status> {
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(AgentMessage {
+                message: Some(AgentMessageKind::Register(register)),
+            }) => register,
+            Some(AgentMessage {
+                message: Some(other),
+            }) => {
+                return Err(Status::invalid_argument(format!(
+                    "the first message on AgentService.Connect must be `register`, not `{}`",
+                    message_name(&other)
+                )));
+            }
+            Some(AgentMessage { message: None }) => {
+                return Err(Status::invalid_argument(
+                    "the first message on AgentService.Connect must be `register`; it was empty",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the stream closed before `register`",
+                ));
+            }
+        };
+        let specs = registration_specs(&register)?;
+        self.plane
+            .store
+            .register_task_types(&specs)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(agent = %register.agent_name, %error, "registration refused");
+            })?;
+
+        let slots = register.max_concurrency.max(1);
+        let (outbound, receiver) = tokio::sync::mpsc::channel(slots as usize + OUTBOUND_HEADROOM);
+        let session = Arc::new(Session::new(NewSession {
+            agent_id: Uuid::now_v7(),
+            agent_name: register.agent_name.clone(),
+            domains: register.domains.iter().map(|d| d.domain.clone()).collect(),
+            task_types: specs.iter().map(|s| s.task_type.clone()).collect(),
+            labels: register.labels.clone().into_iter().collect(),
+            max_concurrency: slots,
+            outbound,
+        }));
+        let registered = Registered {
+            agent_id: session.agent_id.to_string(),
+            session_id: session.id.to_string(),
+            lease_duration: Some(proto_duration(self.plane.config.lease_duration)),
+            heartbeat_interval: Some(proto_duration(self.plane.config.heartbeat_interval)),
+        };
+        session
+            .outbound
+            .try_send(Ok(ServerMessage {
+                message: Some(ServerMessageKind::Registered(registered)),
+            }))
+            .expect("a new channel has room for its first message");
+        self.plane
+            .store
+            .record_session_start(&AgentSessionRecord {
+                session_id: session.id,
+                agent_id: session.agent_id,
+                agent_name: session.agent_name.clone(),
+                domains: session.domains.clone(),
+                labels: session.labels.clone(),
+                max_concurrency: slots,
+                connected_at: session.connected_at,
+            })
+            .await?;
+        self.plane.sessions.insert(session.clone());
+        tracing::info!(agent = %session.agent_name, session_id = %session.id, task_types = session.task_types.len(), slots, "agent registered");
+
+        let plane = self.plane.clone();
+        self.plane.tasks.spawn(run_session(plane, session, inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Serves one registered session until its stream closes or the server shuts
+/// down, then returns its leased tasks to the queue.
+async fn run_session(
+    plane: Arc<ControlPlane>,
+    session: Arc<Session>,
+    mut inbound: Streaming<AgentMessage>,
+) {
+    let dispatcher = plane
+        .tasks
+        .spawn(dispatch_session(plane.clone(), session.clone()));
+    loop {
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            () = plane.shutdown.cancelled() => break,
+        };
+        match message {
+            Ok(Some(AgentMessage {
+                message: Some(message),
+            })) => {
+                session.seen();
+                if let Err(status) = handle_message(&plane, &session, message).await {
+                    tracing::warn!(session_id = %session.id, %status, "ending agent stream");
+                    let _ = session.outbound.send(Err(status)).await;
+                    break;
+                }
+            }
+            Ok(Some(AgentMessage { message: None })) => {}
+            Ok(None) => break,
+            Err(status) => {
+                tracing::info!(session_id = %session.id, %status, "agent stream broke");
+                break;
+            }
+        }
+    }
+    session.closed.cancel();
+    let _ = dispatcher.await;
+    plane.sessions.remove(session.id);
+    if let Err(error) = plane.release(&session).await {
+        tracing::error!(session_id = %session.id, %error, "could not release the session's tasks; lease expiry will");
+    }
+    if let Err(error) = plane.store.record_session_end(session.id).await {
+        tracing::warn!(session_id = %session.id, %error, "could not record the session's end");
+    }
+    tracing::info!(agent = %session.agent_name, session_id = %session.id, "agent disconnected");
+}
+
+async fn handle_message(
+    plane: &ControlPlane,
+    session: &Session,
+    message: AgentMessageKind,
+) -> Result<(), Status> {
+    match message {
+        AgentMessageKind::Register(_) => {
+            return Err(Status::failed_precondition(
+                "`register` was already sent on this stream: send it once, first",
+            ));
+        }
+        AgentMessageKind::Heartbeat(_) => {}
+        AgentMessageKind::Result(result) => handle_result(plane, session, result).await?,
+        AgentMessageKind::Credit(credit) => {
+            if credit.slots > MAX_CONCURRENCY {
+                return Err(Status::invalid_argument(format!(
+                    "credit.slots is {}; the limit is {MAX_CONCURRENCY}",
+                    credit.slots
+                )));
+            }
+            session.set_slots(credit.slots);
+        }
+        AgentMessageKind::Drain(_) => {
+            tracing::info!(session_id = %session.id, "agent is draining");
+            session.drain();
+        }
+    }
+    Ok(())
+}
+
+async fn handle_result(
+    plane: &ControlPlane,
+    session: &Session,
+    result: TaskResult,
+) -> Result<(), Status> {
+    let task_id = Uuid::parse_str(&result.task_id).map_err(|_| {
+        Status::invalid_argument(format!(
+            "result.task_id '{}' is not a task id",
+            result.task_id.escape_debug()
+        ))
+    })?;
+    if !session.holds(task_id) {
+        tracing::warn!(session_id = %session.id, task_id = %task_id, "result for a task this session does not hold; ignored");
+        return Ok(());
+    }
+    let outcome = match result.outcome {
+        Some(task_result::Outcome::Completed(completed)) => ReportedOutcome::Completed(
+            completed
+                .result
+                .as_ref()
+                .map(struct_to_json)
+                .unwrap_or_default(),
+        ),
+        Some(task_result::Outcome::Failed(failed)) => ReportedOutcome::Failed {
+            error: failed.error,
+            retryable: failed.retryable,
+        },
+        None => {
+            return Err(Status::invalid_argument(
+                "result has neither `completed` nor `failed`",
+            ));
+        }
+    };
+    plane
+        .report(session, task_id, result.attempt, outcome)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The gRPC services. Each method is thin: convert the request, call the
+//! control plane, convert the answer; errors map to `Status` in one place
+//! (`crate::error`).
+
+mod agents;
+mod registry;
+mod tasks;
+
+pub use agents::AgentApi;
+pub use registry::RegistryApi;
+pub use tasks::TaskApi;

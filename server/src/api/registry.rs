@@ -1,0 +1,194 @@
+//! `taskplane.v1.RegistryService`: what can run, and who runs it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use taskplane_proto::names::check_name;
+use taskplane_proto::v1::registry_service_server::RegistryService;
+use taskplane_proto::v1::{
+    AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListAgentsResponse,
+    ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest, ListTaskTypesResponse,
+    RegisterTaskTypeRequest, ValidateTaskTypeRequest, ValidateTaskTypeResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{handler_info, std_duration, timestamp};
+use crate::error::{Error, Result};
+use crate::model::TaskTypeSpec;
+use crate::plane::ControlPlane;
+
+/// Serves `RegistryService`.
+pub struct RegistryApi {
+    plane: Arc<ControlPlane>,
+}
+
+impl RegistryApi {
+    /// Serves the given control plane.
+    pub fn new(plane: Arc<ControlPlane>) -> Self {
+        RegistryApi { plane }
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+#[tonic::async_trait]
+impl RegistryService for RegistryApi {
+    async fn register_task_type(
+        &self,
+        request: Request<RegisterTaskTypeRequest>,
+    ) -> Result<Response<HandlerInfo>, Status> {
+        let request = request.into_inner();
+        check_name("task_type", &request.task_type).map_err(invalid)?;
+        check_name("domain", &request.domain).map_err(invalid)?;
+        let spec = TaskTypeSpec {
+            task_type: request.task_type,
+            domain: request.domain,
+            description: request.description,
+            versions: request.versions,
+            capabilities: request.capabilities,
+            default_max_attempts: Some(request.default_max_attempts).filter(|&n| n > 0),
+            default_timeout: request
+                .default_timeout
+                .as_ref()
+                .map(|t| std_duration("default_timeout", t))
+                .transpose()?,
+        };
+        let registered = self.plane.store.register_task_types(&[spec]).await?;
+        let task_type = &registered[0];
+        tracing::info!(task_type = %task_type.task_type, domain = %task_type.domain, "task type registered by an operator");
+        Ok(Response::new(handler_info(
+            task_type,
+            self.plane.sessions.live_agents_for(&task_type.task_type),
+        )))
+    }
+
+    async fn list_task_types(
+        &self,
+        request: Request<ListTaskTypesRequest>,
+    ) -> Result<Response<ListTaskTypesResponse>, Status> {
+        let domain = request.into_inner().domain;
+        let task_types = self
+            .plane
+            .store
+            .list_task_types(Some(domain.as_str()).filter(|d| !d.is_empty()))
+            .await?;
+        let task_types = task_types
+            .iter()
+            .map(|t| handler_info(t, self.plane.sessions.live_agents_for(&t.task_type)))
+            .collect();
+        Ok(Response::new(ListTaskTypesResponse { task_types }))
+    }
+
+    async fn get_task_type(
+        &self,
+        request: Request<GetTaskTypeRequest>,
+    ) -> Result<Response<HandlerInfo>, Status> {
+        let name = request.into_inner().task_type;
+        check_name("task_type", &name).map_err(invalid)?;
+        let task_type = self.plane.store.get_task_type(&name).await?.ok_or_else(|| {
+            Error::NotFound(format!("task type '{name}' is not registered: RegistryService.ListTaskTypes lists the registered ones"))
+        })?;
+        Ok(Response::new(handler_info(
+            &task_type,
+            self.plane.sessions.live_agents_for(&name),
+        )))
+    }
+
+    async fn validate_task_type(
+        &self,
+        request: Request<ValidateTaskTypeRequest>,
+    ) -> Result<Response<ValidateTaskTypeResponse>, Status> {
+        let request = request.into_inner();
+        let answer = |valid: bool, reason: String, live_agents: u32| {
+            Response::new(ValidateTaskTypeResponse {
+                valid,
+                reason,
+                live_agents,
+            })
+        };
+        if let Err(reason) = check_name("task_type", &request.task_type) {
+            return Ok(answer(false, reason, 0));
+        }
+        let live_agents = self.plane.sessions.live_agents_for(&request.task_type);
+        let Some(task_type) = self.plane.store.get_task_type(&request.task_type).await? else {
+            return Ok(answer(
+                false,
+                format!("task type '{}' is not registered", request.task_type),
+                live_agents,
+            ));
+        };
+        if !request.version.is_empty() && !task_type.versions.contains(&request.version) {
+            let served = if task_type.versions.is_empty() {
+                "none".to_owned()
+            } else {
+                task_type.versions.join(", ")
+            };
+            return Ok(answer(
+                false,
+                format!(
+                    "version '{}' of task type '{}' is not registered (registered: {served})",
+                    request.version, request.task_type
+                ),
+                live_agents,
+            ));
+        }
+        Ok(answer(true, String::new(), live_agents))
+    }
+
+    async fn list_domains(
+        &self,
+        _request: Request<ListDomainsRequest>,
+    ) -> Result<Response<ListDomainsResponse>, Status> {
+        let mut domains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for task_type in self.plane.store.list_task_types(None).await? {
+            domains
+                .entry(task_type.domain)
+                .or_default()
+                .push(task_type.task_type);
+        }
+        let sessions = self.plane.sessions.list();
+        let domains = domains
+            .into_iter()
+            .map(|(domain, task_types)| DomainInfo {
+                live_agents: sessions
+                    .iter()
+                    .filter(|s| s.domains.contains(&domain))
+                    .count() as u32,
+                domain,
+                task_types,
+            })
+            .collect();
+        Ok(Response::new(ListDomainsResponse { domains }))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let agents = self
+            .plane
+            .sessions
+            .list()
+            .iter()
+            .map(|session| {
+                let snapshot = session.snapshot();
+                AgentInfo {
+                    agent_id: session.agent_id.to_string(),
+                    session_id: session.id.to_string(),
+                    agent_name: session.agent_name.clone(),
+                    domains: session.domains.clone(),
+                    task_types: session.task_types.clone(),
+                    max_concurrency: snapshot.slots,
+                    running: snapshot.running,
+                    labels: session.labels.clone().into_iter().collect(),
+                    connected_at: Some(timestamp(session.connected_at)),
+                    last_seen_at: Some(timestamp(snapshot.last_seen_at)),
+                    draining: snapshot.draining,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+}

@@ -1,0 +1,222 @@
+//! `taskplane.v1.TaskService`: enqueue tasks and follow them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskplane_proto::v1::task_service_server::TaskService;
+use taskplane_proto::v1::{
+    CancelTaskRequest, EnqueueTaskRequest, EnqueueTaskResponse, EnqueueTasksRequest,
+    EnqueueTasksResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, RetryTaskRequest,
+    Task as ProtoTask, WatchTaskRequest,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{new_task, proto_task, status_filter, task_id};
+use crate::error::{Error, Result};
+use crate::model::{Enqueued, Task, TaskFilter};
+use crate::plane::ControlPlane;
+
+/// The default and the largest page of `ListTasks`.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+/// How often a watcher re-reads its task even without a notice (changes made
+/// by other replicas arrive this way).
+const WATCH_REFRESH: Duration = Duration::from_secs(1);
+
+/// Serves `TaskService`.
+pub struct TaskApi {
+    plane: Arc<ControlPlane>,
+}
+
+impl TaskApi {
+    /// Serves the given control plane.
+    pub fn new(plane: Arc<ControlPlane>) -> Self {
+        TaskApi { plane }
+    }
+
+    async fn load(&self, id: Uuid) -> Result<Task> {
+        self.plane.store.get_task(id).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no task has id {id}: check the id returned by EnqueueTask"
+            ))
+        })
+    }
+}
+
+fn enqueue_response(enqueued: Enqueued) -> EnqueueTaskResponse {
+    EnqueueTaskResponse {
+        task: Some(proto_task(&enqueued.task)),
+        created: enqueued.created,
+    }
+}
+
+type TaskStream = Pin<Box<dyn Stream<Item = Result<ProtoTask, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn enqueue_task(
+        &self,
+        request: Request<EnqueueTaskRequest>,
+    ) -> Result<Response<EnqueueTaskResponse>, Status> {
+        let task = new_task(request.into_inner(), &self.plane.config, None)?;
+        let enqueued = self.plane.enqueue(vec![task]).await?;
+        let enqueued = enqueued
+            .into_iter()
+            .next()
+            .expect("one task in, one task out");
+        tracing::info!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
+        Ok(Response::new(enqueue_response(enqueued)))
+    }
+
+    async fn enqueue_tasks(
+        &self,
+        request: Request<EnqueueTasksRequest>,
+    ) -> Result<Response<EnqueueTasksResponse>, Status> {
+        let requests = request.into_inner().tasks;
+        if requests.is_empty() {
+            return Err(
+                Error::InvalidArgument("tasks is empty: send at least one task".into()).into(),
+            );
+        }
+        let limit = self.plane.config.max_batch_size;
+        if requests.len() > limit {
+            return Err(Error::InvalidArgument(format!(
+                "{} tasks in one batch; the limit is {limit}: split the batch",
+                requests.len()
+            ))
+            .into());
+        }
+        let tasks = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| new_task(r, &self.plane.config, Some(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let enqueued = self.plane.enqueue(tasks).await?;
+        tracing::info!(tasks = enqueued.len(), "enqueued batch");
+        Ok(Response::new(EnqueueTasksResponse {
+            results: enqueued.into_iter().map(enqueue_response).collect(),
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<ProtoTask>, Status> {
+        let id = task_id(&request.into_inner().id)?;
+        Ok(Response::new(proto_task(&self.load(id).await?)))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(Uuid::parse_str(token).map_err(|_| {
+                Error::InvalidArgument("page_token is not one this server issued: pass next_page_token from the previous answer".into())
+            })?),
+        };
+        let filter = TaskFilter {
+            task_type: Some(request.task_type).filter(|t| !t.is_empty()),
+            domain: Some(request.domain).filter(|d| !d.is_empty()),
+            status: status_filter(request.status)?,
+            before,
+            limit,
+        };
+        let tasks = self.plane.store.list_tasks(&filter).await?;
+        let next_page_token = match tasks.last() {
+            Some(last) if tasks.len() as u32 == limit => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListTasksResponse {
+            tasks: tasks.iter().map(proto_task).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<ProtoTask>, Status> {
+        let request = request.into_inner();
+        let id = task_id(&request.id)?;
+        let reason = match request.reason.as_str() {
+            "" => "cancelled by a client".to_owned(),
+            reason => reason.to_owned(),
+        };
+        let task = self.plane.cancel(id, &reason).await?;
+        tracing::info!(task_id = %id, "cancelled");
+        Ok(Response::new(proto_task(&task)))
+    }
+
+    async fn retry_task(
+        &self,
+        request: Request<RetryTaskRequest>,
+    ) -> Result<Response<ProtoTask>, Status> {
+        let id = task_id(&request.into_inner().id)?;
+        let task = self.plane.retry(id).await?;
+        tracing::info!(task_id = %id, "retried");
+        Ok(Response::new(proto_task(&task)))
+    }
+
+    type WatchTaskStream = TaskStream;
+
+    async fn watch_task(
+        &self,
+        request: Request<WatchTaskRequest>,
+    ) -> Result<Response<TaskStream>, Status> {
+        let id = task_id(&request.into_inner().id)?;
+        // Subscribe before the first read so no change falls between them.
+        let mut notices = self.plane.events.subscribe();
+        let first = self.load(id).await?;
+        let store = self.plane.store.clone();
+        let shutdown = self.plane.shutdown.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        self.plane.tasks.spawn(async move {
+            let mut last = first;
+            if sender.send(Ok(proto_task(&last))).await.is_err() {
+                return;
+            }
+            while !last.status.is_terminal() {
+                tokio::select! {
+                    notice = notices.recv() => match notice {
+                        Ok(changed) if changed != id => continue,
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = tokio::time::sleep(WATCH_REFRESH) => {}
+                    () = sender.closed() => return,
+                    () = shutdown.cancelled() => {
+                        let _ = sender.send(Err(Status::unavailable("the server is shutting down: watch again"))).await;
+                        return;
+                    }
+                }
+                let current = match store.get_task(id).await {
+                    Ok(Some(task)) => task,
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                if current != last {
+                    if sender.send(Ok(proto_task(&current))).await.is_err() {
+                        return;
+                    }
+                    last = current;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}

@@ -1,0 +1,234 @@
+//! Conversions between domain types and `taskplane.v1` messages, and the
+//! validation of what clients send.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost_types::{Duration as ProtoDuration, Timestamp};
+use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::names::check_name;
+use taskplane_proto::v1;
+use uuid::Uuid;
+
+use crate::config::QueueConfig;
+use crate::error::{Error, Result};
+use crate::model::{NewTask, Task, TaskStatus, TaskType};
+
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// The most metadata entries accepted on one task.
+const MAX_METADATA_ENTRIES: usize = 64;
+/// The most attempts a task may ask for.
+const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// The longest execution timeout a task may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A protobuf timestamp for an instant.
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf duration.
+pub fn proto_duration(duration: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: duration.as_secs() as i64,
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+/// A `std` duration from a protobuf one; `field` names it in the error.
+pub fn std_duration(field: &str, duration: &ProtoDuration) -> Result<Duration> {
+    Duration::try_from(*duration).map_err(|_| {
+        Error::InvalidArgument(format!("{field} must be a positive duration, e.g. \"30s\""))
+    })
+}
+
+fn instant(field: &str, at: &Timestamp) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{field} is out of range: use an RFC 3339 time such as \"2030-01-01T00:00:00Z\""
+        ))
+    })
+}
+
+/// The wire form of a status.
+pub fn proto_status(status: TaskStatus) -> v1::TaskStatus {
+    match status {
+        TaskStatus::Pending => v1::TaskStatus::Pending,
+        TaskStatus::Running => v1::TaskStatus::Running,
+        TaskStatus::Completed => v1::TaskStatus::Completed,
+        TaskStatus::Dead => v1::TaskStatus::Dead,
+        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+    }
+}
+
+/// The domain form of a wire status filter; UNSPECIFIED means any.
+pub fn status_filter(status: i32) -> Result<Option<TaskStatus>> {
+    Ok(match v1::TaskStatus::try_from(status) {
+        Ok(v1::TaskStatus::Unspecified) => None,
+        Ok(v1::TaskStatus::Pending) => Some(TaskStatus::Pending),
+        Ok(v1::TaskStatus::Running) => Some(TaskStatus::Running),
+        Ok(v1::TaskStatus::Completed) => Some(TaskStatus::Completed),
+        Ok(v1::TaskStatus::Dead) => Some(TaskStatus::Dead),
+        Ok(v1::TaskStatus::Cancelled) => Some(TaskStatus::Cancelled),
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "status {status} is unknown: use TASK_STATUS_PENDING, _RUNNING, _COMPLETED, _DEAD or _CANCELLED"
+            )));
+        }
+    })
+}
+
+/// The wire form of a task.
+pub fn proto_task(task: &Task) -> v1::Task {
+    v1::Task {
+        id: task.id.to_string(),
+        task_type: task.task_type.clone(),
+        domain: task.domain.clone(),
+        payload: Some(json_to_struct(&task.payload)),
+        status: proto_status(task.status) as i32,
+        priority: task.priority,
+        attempts: task.attempts,
+        max_attempts: task.max_attempts,
+        run_at: Some(timestamp(task.run_at)),
+        created_at: Some(timestamp(task.created_at)),
+        started_at: task.started_at.map(timestamp),
+        finished_at: task.finished_at.map(timestamp),
+        result: task.result.as_ref().map(json_to_struct),
+        last_error: task.last_error.clone().unwrap_or_default(),
+        idempotency_key: task.idempotency_key.clone().unwrap_or_default(),
+        handler_version: task.handler_version.clone(),
+        metadata: task.metadata.clone().into_iter().collect(),
+        timeout: Some(proto_duration(task.timeout)),
+        updated_at: Some(timestamp(task.updated_at)),
+    }
+}
+
+/// The wire form of a task type, with its live agent count.
+pub fn handler_info(task_type: &TaskType, live_agents: u32) -> v1::HandlerInfo {
+    v1::HandlerInfo {
+        task_type: task_type.task_type.clone(),
+        domain: task_type.domain.clone(),
+        description: task_type.description.clone(),
+        versions: task_type.versions.clone(),
+        capabilities: task_type.capabilities.clone(),
+        registered_at: Some(timestamp(task_type.registered_at)),
+        updated_at: Some(timestamp(task_type.updated_at)),
+        live_agents,
+        default_max_attempts: task_type.default_max_attempts,
+        default_timeout: Some(proto_duration(task_type.default_timeout)),
+    }
+}
+
+/// Parses a task id, naming the problem if it is not a UUID.
+pub fn task_id(id: &str) -> Result<Uuid> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(
+            "id is required: pass the id EnqueueTask returned".into(),
+        ));
+    }
+    Uuid::parse_str(id).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "id '{}' is not a task id: task ids are UUIDs such as 0193…",
+            id.escape_debug()
+        ))
+    })
+}
+
+/// Validates an enqueue request; `position` names it within a batch.
+pub fn new_task(
+    request: v1::EnqueueTaskRequest,
+    config: &QueueConfig,
+    position: Option<usize>,
+) -> Result<NewTask> {
+    let at = position
+        .map(|i| format!("tasks[{i}]: "))
+        .unwrap_or_default();
+    let invalid = |message: String| Error::InvalidArgument(format!("{at}{message}"));
+    if request.task_type.is_empty() {
+        return Err(invalid("task_type is required: name a registered task type, e.g. \"welcome_email\" (RegistryService.ListTaskTypes lists them)".into()));
+    }
+    check_name("task_type", &request.task_type).map_err(invalid)?;
+    let Some(payload) = request.payload else {
+        return Err(invalid(
+            "payload is required: send a JSON object, {} when the task needs no input".into(),
+        ));
+    };
+    let payload = struct_to_json(&payload);
+    let size = serde_json::to_vec(&payload)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
+    if size > config.max_payload_bytes {
+        return Err(invalid(format!(
+            "payload is {size} bytes of JSON; the limit is {} bytes: store large data elsewhere and pass a reference (an URL or a key)",
+            config.max_payload_bytes
+        )));
+    }
+    if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(invalid(format!(
+            "idempotency_key is {} characters; the limit is {MAX_IDEMPOTENCY_KEY_LEN}",
+            request.idempotency_key.len()
+        )));
+    }
+    if request.max_attempts > MAX_ATTEMPTS_LIMIT {
+        return Err(invalid(format!(
+            "max_attempts is {}; the limit is {MAX_ATTEMPTS_LIMIT} (0 takes the task type's default)",
+            request.max_attempts
+        )));
+    }
+    if request.metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(invalid(format!(
+            "metadata has {} entries; the limit is {MAX_METADATA_ENTRIES}",
+            request.metadata.len()
+        )));
+    }
+    let timeout = request
+        .timeout
+        .as_ref()
+        .map(|t| std_duration("timeout", t))
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    if timeout.is_some_and(|t| t.is_zero() || t > MAX_TIMEOUT) {
+        return Err(invalid(
+            "timeout must be more than 0s and at most 7 days".into(),
+        ));
+    }
+    let run_at = request
+        .run_at
+        .as_ref()
+        .map(|t| instant("run_at", t))
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(NewTask {
+        task_type: request.task_type,
+        payload,
+        priority: request.priority,
+        run_at,
+        idempotency_key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
+        max_attempts: Some(request.max_attempts).filter(|&n| n > 0),
+        timeout,
+        handler_version: request.handler_version,
+        metadata: request.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+/// The assignment that sends a claimed task to its agent.
+pub fn assignment(task: &Task, lease_expires_at: DateTime<Utc>) -> v1::ServerMessage {
+    v1::ServerMessage {
+        message: Some(v1::server_message::Message::Assignment(v1::Assignment {
+            task_id: task.id.to_string(),
+            task_type: task.task_type.clone(),
+            payload: Some(json_to_struct(&task.payload)),
+            attempt: task.attempts,
+            handler_version: task.handler_version.clone(),
+            metadata: task.metadata.clone().into_iter().collect(),
+            lease_expires_at: Some(timestamp(lease_expires_at)),
+            timeout: Some(proto_duration(task.timeout)),
+            domain: task.domain.clone(),
+        })),
+    }
+}

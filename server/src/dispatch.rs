@@ -1,0 +1,74 @@
+//! Pushing work to agents.
+//!
+//! Each session has one dispatcher: it claims ready tasks of the session's
+//! types, as many as the agent has free slots (up to a batch), and sends them
+//! as assignments. It sleeps until woken by new work, a freed slot or more
+//! credit, or until the poll interval passes (delayed tasks becoming due).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::convert::assignment;
+use crate::model::Lease;
+use crate::plane::ControlPlane;
+use crate::sessions::Session;
+
+/// Feeds one session until it closes.
+pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
+    let lease_length =
+        chrono::Duration::from_std(plane.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let free = session.free_slots().min(plane.config.max_claim_batch);
+        let mut filled = false;
+        if free > 0 {
+            let lease = Lease {
+                session_id: session.id,
+                agent_id: session.agent_id,
+                expires_at: Utc::now() + lease_length,
+            };
+            match plane.store.claim(&session.task_types, free, &lease).await {
+                Ok(tasks) => {
+                    filled = tasks.len() as u32 == free;
+                    plane.events.changed(tasks.iter().map(|t| t.id));
+                    for task in &tasks {
+                        session.track(task.id, task.attempts);
+                        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, "assigned");
+                        if session
+                            .outbound
+                            .send(Ok(assignment(task, lease.expires_at)))
+                            .await
+                            .is_err()
+                        {
+                            // The stream is gone; closing the session releases the leases.
+                            return;
+                        }
+                    }
+                }
+                Err(error) => tracing::error!(%error, session_id = %session.id, "claim failed"),
+            }
+        }
+        if filled {
+            continue;
+        }
+        tokio::select! {
+            () = session.wake.notified() => {}
+            () = tokio::time::sleep(plane.config.poll_interval) => {}
+            () = session.closed.cancelled() => return,
+        }
+    }
+}
+
+/// Extends live leases and reaps expired ones every heartbeat interval, until shutdown.
+pub async fn maintain_leases(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(plane.config.heartbeat_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = plane.maintain_leases().await {
+            tracing::error!(%error, "lease maintenance failed");
+        }
+    }
+}

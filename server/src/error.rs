@@ -1,0 +1,49 @@
+//! Domain errors and their one mapping to `tonic::Status`.
+//!
+//! Clients see a message that says what is wrong and what to do; they never
+//! see SQL or driver text (storage faults are logged and reported as
+//! `INTERNAL` without detail).
+
+/// Everything a control-plane operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; nothing was changed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is well-formed but the system is not in a state to accept it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The named task or task type does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken by something else (e.g. a task type of another domain).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The database failed; details are logged, not sent.
+    #[error("storage error: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// A migration failed at start-up.
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stored data could not be decoded (a corrupt or foreign row).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for results of control-plane operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
+            Error::FailedPrecondition(message) => tonic::Status::failed_precondition(message),
+            Error::NotFound(message) => tonic::Status::not_found(message),
+            Error::AlreadyExists(message) => tonic::Status::already_exists(message),
+            internal @ (Error::Storage(_) | Error::Migration(_) | Error::Corrupt(_)) => {
+                tracing::error!(error = %internal, "internal error");
+                tonic::Status::internal("internal storage error; the server log has the details")
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The taskplane control plane.
+//!
+//! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
+//!   reflection) and shuts down gracefully.
+//! - [`api`]: the thin gRPC service implementations.
+//! - [`plane`]: the operations the services share, keeping the store, the
+//!   live sessions and the change notices consistent.
+//! - [`store`]: durable state behind one trait; [`store::SqliteStore`] is the
+//!   embedded default.
+//! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
+//!   the dispatchers that push leased tasks to them.
+//! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
+//!   domain types, wire conversion and validation, the error → status
+//!   mapping, configuration, retry delays and task-change notices.
+
+pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod convert;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod model;
+pub mod plane;
+pub mod server;
+pub mod sessions;
+pub mod store;
+
+pub use config::{QueueConfig, ServerConfig};
+pub use server::Server;

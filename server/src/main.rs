@@ -1,0 +1,131 @@
+//! `taskplane`: the control plane (`serve`), or the control plane with an
+//! agent of the example domains in one process (`dev`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use taskplane_agent::signal::{init_logging, shutdown_signal};
+use taskplane_agent::{Agent, AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_server::{QueueConfig, Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+/// taskplane: durable background tasks over gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the control plane.
+    Serve(ServeArgs),
+    /// Runs the control plane and an agent of the example domains in one process.
+    Dev(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The gRPC listen address.
+    #[arg(long, env = "TASKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The database: sqlite://path/to/file.db (created if missing).
+    #[arg(
+        long,
+        env = "TASKPLANE_DATABASE_URL",
+        default_value = "sqlite://taskplane-data/taskplane.db"
+    )]
+    database_url: String,
+    /// Seconds an assignment's lease lasts unless the agent stays connected.
+    #[arg(long, env = "TASKPLANE_LEASE_SECONDS", default_value_t = 30)]
+    lease_seconds: u64,
+    /// The largest task payload accepted, in bytes of JSON.
+    #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    max_payload_bytes: usize,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        let lease_duration = std::time::Duration::from_secs(self.lease_seconds.max(3));
+        ServerConfig {
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            queue: QueueConfig {
+                lease_duration,
+                heartbeat_interval: lease_duration / 3,
+                max_payload_bytes: self.max_payload_bytes,
+                ..QueueConfig::default()
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Dev(args) => dev(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.config()).await?;
+    tracing::info!(address = %server.local_addr(), database = %args.database_url, "taskplane control plane listening");
+    println!("taskplane listening on {}", server.local_addr());
+    server.serve(shutdown_signal()).await
+}
+
+async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.config()).await?;
+    let address = server.local_addr();
+    let stop = CancellationToken::new();
+    let server_stop = stop.clone();
+    let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
+
+    let (registry, unknown) = setup_registry_with_config(
+        &RegistryConfig::from_env()?,
+        Arc::new(AppServices {
+            export_dir: PathBuf::from("taskplane-data/exports"),
+        }),
+    );
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "TASK_ENABLED_DOMAINS names unknown domains: {}",
+            unknown.join(", ")
+        );
+    }
+    let agent = Agent::builder()
+        .registry(registry)
+        .server(format!("http://{address}"))
+        .name("dev-agent")
+        .build()?;
+    print_welcome(address);
+    let agent_stop = stop.clone();
+    let agent_result = agent.run(async move {
+        shutdown_signal().await;
+        agent_stop.cancel();
+    });
+    let agent_result = agent_result.await;
+    stop.cancel();
+    server_task.await??;
+    Ok(agent_result?)
+}
+
+fn print_welcome(address: SocketAddr) {
+    println!(
+        r#"taskplane dev listening on {address}
+An agent serving user_management, billing and system_maintenance is connected.
+
+Try it (grpcurl lists every service through reflection):
+  grpcurl -plaintext {address} list
+  grpcurl -plaintext {address} taskplane.v1.RegistryService/ListTaskTypes
+  grpcurl -plaintext -d '{{"task_type": "invoice_generation", "payload": {{"items": [{{"description": "plan", "quantity": 2, "unit_price_cents": 1500}}], "tax_rate_percent": 20}}}}' {address} taskplane.v1.TaskService/EnqueueTask
+  grpcurl -plaintext -d '{{"id": "<id from EnqueueTask>"}}' {address} taskplane.v1.TaskService/GetTask
+  grpcurl -plaintext -d '{{"status": "TASK_STATUS_COMPLETED"}}' {address} taskplane.v1.TaskService/ListTasks
+Ctrl-C stops both."#
+    );
+}

@@ -1,0 +1,225 @@
+//! The control plane's domain types, independent of gRPC and of any database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A JSON object: what payloads and results are.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting for its `run_at` and a free agent slot.
+    Pending,
+    /// Leased to an agent.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Failed for good.
+    Dead,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Dead => "dead",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the name stored in the database.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "pending" => TaskStatus::Pending,
+            "running" => TaskStatus::Running,
+            "completed" => TaskStatus::Completed,
+            "dead" => TaskStatus::Dead,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True when the task will not change again unless retried.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// UUIDv7.
+    pub id: Uuid,
+    /// The registered type it runs as.
+    pub task_type: String,
+    /// The domain owning the type.
+    pub domain: String,
+    /// The handler's input.
+    pub payload: JsonObject,
+    /// Where it is in its life.
+    pub status: TaskStatus,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts started; the current one is the lease's fencing token.
+    pub attempts: u32,
+    /// Attempts allowed before the task is DEAD.
+    pub max_attempts: u32,
+    /// How long one attempt may run.
+    pub timeout: Duration,
+    /// Not delivered before this instant.
+    pub run_at: DateTime<Utc>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What the handler returned.
+    pub result: Option<JsonObject>,
+    /// The latest error.
+    pub last_error: Option<String>,
+    /// Deduplicates enqueues of one type.
+    pub idempotency_key: Option<String>,
+    /// The handler version asked for ("" when any).
+    pub handler_version: String,
+    /// Free-form string metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A validated request to enqueue one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// The registered type to run.
+    pub task_type: String,
+    /// The handler's input.
+    pub payload: JsonObject,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Delay until; `None` is now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Deduplication key within the type.
+    pub idempotency_key: Option<String>,
+    /// `None` takes the type's default.
+    pub max_attempts: Option<u32>,
+    /// `None` takes the type's default.
+    pub timeout: Option<Duration>,
+    /// "" lets the agent choose.
+    pub handler_version: String,
+    /// Free-form string metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The outcome of enqueueing one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    /// The stored task (the existing one when the idempotency key matched).
+    pub task: Task,
+    /// False when an idempotency key matched an existing task.
+    pub created: bool,
+}
+
+/// What the control plane knows of a task type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskType {
+    /// Its name.
+    pub task_type: String,
+    /// The domain that owns it.
+    pub domain: String,
+    /// What it does, in words.
+    pub description: String,
+    /// Handler versions served, e.g. `["v1", "v2"]`.
+    pub versions: Vec<String>,
+    /// Free-form capability tags.
+    pub capabilities: Vec<String>,
+    /// Attempts for tasks that set none.
+    pub default_max_attempts: u32,
+    /// Timeout for tasks that set none.
+    pub default_timeout: Duration,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Latest registration.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A validated registration of one task type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskTypeSpec {
+    /// Its name.
+    pub task_type: String,
+    /// The domain that owns it.
+    pub domain: String,
+    /// What it does, in words.
+    pub description: String,
+    /// Handler versions served.
+    pub versions: Vec<String>,
+    /// Free-form capability tags.
+    pub capabilities: Vec<String>,
+    /// `None` keeps the stored value or the server default.
+    pub default_max_attempts: Option<u32>,
+    /// `None` keeps the stored value or the server default.
+    pub default_timeout: Option<Duration>,
+}
+
+/// Who holds a lease and until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// The agent stream holding it.
+    pub session_id: Uuid,
+    /// The agent instance.
+    pub agent_id: Uuid,
+    /// When it lapses unless extended.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, as reported by its agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// The handler succeeded.
+    Completed(JsonObject),
+    /// The handler failed; `retry_at` is when to try again if attempts remain
+    /// (`None` for a non-retryable failure).
+    Failed {
+        /// The handler's error.
+        error: String,
+        /// When to retry, if the failure is retryable.
+        retry_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// What a reported result did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultOutcome {
+    /// The result was recorded; the task as it now is.
+    Applied(Task),
+    /// The attempt is no longer the current lease; nothing changed.
+    Stale,
+}
+
+/// Filters and paging for listing tasks (newest first).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    /// Only this type.
+    pub task_type: Option<String>,
+    /// Only this domain.
+    pub domain: Option<String>,
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this id (the page token).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u32,
+}

@@ -1,0 +1,181 @@
+//! The control plane's operations, shared by every gRPC service: the store,
+//! the live sessions and the change notices, kept consistent with each other.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use taskplane_proto::v1::{Cancel, ServerMessage, server_message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::backoff::retry_delay;
+use crate::config::QueueConfig;
+use crate::error::Result;
+use crate::events::TaskEvents;
+use crate::model::{AttemptResult, Enqueued, NewTask, ResultOutcome, Task, TaskStatus};
+use crate::sessions::{Session, Sessions};
+use crate::store::Store;
+
+/// How an agent says an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportedOutcome {
+    /// The handler returned this result.
+    Completed(crate::model::JsonObject),
+    /// The handler failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+/// The store, the live sessions and the change notices of one replica.
+pub struct ControlPlane {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Agents connected to this replica.
+    pub sessions: Sessions,
+    /// Task-change notices for watchers.
+    pub events: TaskEvents,
+    /// Queue tunables.
+    pub config: QueueConfig,
+    /// Every task spawned for sessions and watchers, drained at shutdown.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl ControlPlane {
+    /// Builds a control plane over a store.
+    pub fn new(store: Arc<dyn Store>, config: QueueConfig) -> Self {
+        ControlPlane {
+            store,
+            sessions: Sessions::default(),
+            events: TaskEvents::default(),
+            config,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Stores tasks atomically and wakes the agents that serve their types.
+    pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+        let enqueued = self.store.enqueue(tasks).await?;
+        self.sessions.wake_for(
+            enqueued
+                .iter()
+                .filter(|e| e.created)
+                .map(|e| e.task.task_type.as_str()),
+        );
+        self.events
+            .changed(enqueued.iter().filter(|e| e.created).map(|e| e.task.id));
+        Ok(enqueued)
+    }
+
+    /// Records what an agent reported for an attempt it was assigned. A stale
+    /// attempt changes nothing and is answered with `cancel`, so the agent
+    /// knows its work no longer counts.
+    pub async fn report(
+        &self,
+        session: &Session,
+        task_id: Uuid,
+        attempt: u32,
+        outcome: ReportedOutcome,
+    ) -> Result<ResultOutcome> {
+        session.untrack(task_id);
+        let result = match outcome {
+            ReportedOutcome::Completed(value) => AttemptResult::Completed(value),
+            ReportedOutcome::Failed { error, retryable } => AttemptResult::Failed {
+                error,
+                retry_at: retryable.then(|| {
+                    let delay = retry_delay(attempt, self.config.retry_base, self.config.retry_cap);
+                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+                }),
+            },
+        };
+        let outcome = self.store.finish_attempt(task_id, attempt, result).await?;
+        match &outcome {
+            ResultOutcome::Applied(task) => {
+                if task.status == TaskStatus::Pending {
+                    self.sessions.wake_for([task.task_type.as_str()]);
+                }
+                self.events.changed([task_id]);
+            }
+            ResultOutcome::Stale => {
+                tracing::warn!(task_id = %task_id, attempt, session_id = %session.id, "stale result rejected");
+                let reason = format!(
+                    "attempt {attempt} of task {task_id} is no longer the current lease; its result was not recorded"
+                );
+                let _ = session
+                    .outbound
+                    .try_send(Ok(cancel_message(task_id, reason)));
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Cancels a task; a running task's agent, if connected here, is told to stop.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<Task> {
+        let (before, after) = self.store.cancel(id, reason).await?;
+        if before.status == TaskStatus::Running
+            && let Some(holder) = self.sessions.holder_of(id)
+        {
+            holder.untrack(id);
+            let _ = holder
+                .outbound
+                .try_send(Ok(cancel_message(id, reason.to_owned())));
+        }
+        self.events.changed([id]);
+        Ok(after)
+    }
+
+    /// Puts a DEAD or CANCELLED task back in the queue.
+    pub async fn retry(&self, id: Uuid) -> Result<Task> {
+        let task = self.store.retry(id).await?;
+        self.sessions.wake_for([task.task_type.as_str()]);
+        self.events.changed([id]);
+        Ok(task)
+    }
+
+    /// Returns a closed session's leased tasks to the queue at once.
+    pub async fn release(&self, session: &Session) -> Result<()> {
+        let released = self.store.release_session(session.id).await?;
+        if !released.is_empty() {
+            tracing::info!(session_id = %session.id, tasks = released.len(), "returned leased tasks to the queue");
+            self.sessions
+                .wake_for(session.task_types.iter().map(String::as_str));
+            self.events.changed(released);
+        }
+        Ok(())
+    }
+
+    /// Extends the leases of every live session here and returns expired
+    /// leases (of silent agents or dead replicas) to the queue.
+    pub async fn maintain_leases(&self) -> Result<()> {
+        let live: Vec<Uuid> = self.sessions.list().iter().map(|s| s.id).collect();
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(self.config.lease_duration)
+                .unwrap_or(chrono::Duration::MAX);
+        self.store.extend_leases(&live, expires_at).await?;
+        let reaped = self.store.reap_expired_leases(Utc::now()).await?;
+        if !reaped.is_empty() {
+            tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
+            for session in self.sessions.list() {
+                session.wake.notify_one();
+            }
+            self.events.changed(reaped);
+        }
+        Ok(())
+    }
+}
+
+fn cancel_message(task_id: Uuid, reason: String) -> ServerMessage {
+    ServerMessage {
+        message: Some(server_message::Message::Cancel(Cancel {
+            task_id: task_id.to_string(),
+            reason,
+        })),
+    }
+}

@@ -1,0 +1,230 @@
+//! Live agent sessions on this replica, held in memory.
+//!
+//! A session is one `AgentService.Connect` stream. It tracks the agent's slots
+//! (credit) and the assignments it has not answered yet, so the server never
+//! has more unfinished assignments on a session than the agent has slots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use taskplane_proto::v1::ServerMessage;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Where a session's outbound messages go.
+pub type Outbound = mpsc::Sender<Result<ServerMessage, tonic::Status>>;
+
+/// One connected agent stream.
+pub struct Session {
+    /// The stream's id.
+    pub id: Uuid,
+    /// The agent instance.
+    pub agent_id: Uuid,
+    /// The name the agent registered with.
+    pub agent_name: String,
+    /// Domains it serves.
+    pub domains: Vec<String>,
+    /// Task types it serves.
+    pub task_types: Vec<String>,
+    /// Labels it sent.
+    pub labels: BTreeMap<String, String>,
+    /// When it registered.
+    pub connected_at: DateTime<Utc>,
+    /// Messages to the agent.
+    pub outbound: Outbound,
+    /// Wakes the session's dispatcher (new work, freed slot, more credit).
+    pub wake: Notify,
+    /// Cancelled when the session ends.
+    pub closed: CancellationToken,
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    slots: u32,
+    max_concurrency: u32,
+    in_flight: HashMap<Uuid, u32>,
+    draining: bool,
+    last_seen_at: DateTime<Utc>,
+}
+
+/// What a session looks like now, for operators.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// Current slots (credit).
+    pub slots: u32,
+    /// Slots announced at registration.
+    pub max_concurrency: u32,
+    /// Assignments not answered yet.
+    pub running: u32,
+    /// Whether the agent asked for no new work.
+    pub draining: bool,
+    /// The latest message from the agent.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Everything a new session is made of.
+pub struct NewSession {
+    /// The agent instance.
+    pub agent_id: Uuid,
+    /// The name the agent registered with.
+    pub agent_name: String,
+    /// Domains it serves.
+    pub domains: Vec<String>,
+    /// Task types it serves.
+    pub task_types: Vec<String>,
+    /// Labels it sent.
+    pub labels: BTreeMap<String, String>,
+    /// Its slots.
+    pub max_concurrency: u32,
+    /// Messages to the agent.
+    pub outbound: Outbound,
+}
+
+impl Session {
+    /// Creates a session with all its slots free.
+    pub fn new(new: NewSession) -> Self {
+        let now = Utc::now();
+        Session {
+            id: Uuid::now_v7(),
+            agent_id: new.agent_id,
+            agent_name: new.agent_name,
+            domains: new.domains,
+            task_types: new.task_types,
+            labels: new.labels,
+            connected_at: now,
+            outbound: new.outbound,
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+            state: Mutex::new(SessionState {
+                slots: new.max_concurrency,
+                max_concurrency: new.max_concurrency,
+                in_flight: HashMap::new(),
+                draining: false,
+                last_seen_at: now,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().expect("session state lock poisoned")
+    }
+
+    /// Slots free for new assignments (0 while draining).
+    pub fn free_slots(&self) -> u32 {
+        let state = self.state();
+        if state.draining {
+            return 0;
+        }
+        state.slots.saturating_sub(state.in_flight.len() as u32)
+    }
+
+    /// Records an assignment sent to the agent.
+    pub fn track(&self, task_id: Uuid, attempt: u32) {
+        self.state().in_flight.insert(task_id, attempt);
+    }
+
+    /// Forgets an assignment the agent answered (or that ended otherwise),
+    /// freeing its slot. Returns whether it was in flight.
+    pub fn untrack(&self, task_id: Uuid) -> bool {
+        let freed = self.state().in_flight.remove(&task_id).is_some();
+        if freed {
+            self.wake.notify_one();
+        }
+        freed
+    }
+
+    /// Whether this session holds the task.
+    pub fn holds(&self, task_id: Uuid) -> bool {
+        self.state().in_flight.contains_key(&task_id)
+    }
+
+    /// Sets the agent's slots (credit); 0 pauses delivery.
+    pub fn set_slots(&self, slots: u32) {
+        self.state().slots = slots;
+        self.wake.notify_one();
+    }
+
+    /// Stops new assignments; running ones finish.
+    pub fn drain(&self) {
+        self.state().draining = true;
+    }
+
+    /// Notes that the agent spoke.
+    pub fn seen(&self) {
+        self.state().last_seen_at = Utc::now();
+    }
+
+    /// The session's state now.
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let state = self.state();
+        SessionSnapshot {
+            slots: state.slots,
+            max_concurrency: state.max_concurrency,
+            running: state.in_flight.len() as u32,
+            draining: state.draining,
+            last_seen_at: state.last_seen_at,
+        }
+    }
+}
+
+/// Every live session on this replica.
+#[derive(Default)]
+pub struct Sessions {
+    sessions: RwLock<HashMap<Uuid, Arc<Session>>>,
+}
+
+impl Sessions {
+    /// Adds a registered session.
+    pub fn insert(&self, session: Arc<Session>) {
+        self.write().insert(session.id, session);
+    }
+
+    /// Removes an ended session.
+    pub fn remove(&self, id: Uuid) {
+        self.write().remove(&id);
+    }
+
+    /// Every live session, oldest first.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<_> = self.read().values().cloned().collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
+    }
+
+    /// How many live sessions serve a task type.
+    pub fn live_agents_for(&self, task_type: &str) -> u32 {
+        self.read()
+            .values()
+            .filter(|s| s.task_types.iter().any(|t| t == task_type))
+            .count() as u32
+    }
+
+    /// Wakes the dispatchers of the sessions that serve any of these types.
+    pub fn wake_for<'a>(&self, task_types: impl IntoIterator<Item = &'a str>) {
+        let task_types: Vec<&str> = task_types.into_iter().collect();
+        for session in self.read().values() {
+            if session
+                .task_types
+                .iter()
+                .any(|t| task_types.contains(&t.as_str()))
+            {
+                session.wake.notify_one();
+            }
+        }
+    }
+
+    /// The session holding a task's lease, if it is on this replica.
+    pub fn holder_of(&self, task_id: Uuid) -> Option<Arc<Session>> {
+        self.read().values().find(|s| s.holds(task_id)).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Arc<Session>>> {
+        self.sessions.read().expect("sessions lock poisoned")
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, Arc<Session>>> {
+        self.sessions.write().expect("sessions lock poisoned")
+    }
+}
