@@ -7,7 +7,7 @@
 //!
 //! - [`handler`]: [`TaskHandler`], [`TaskContext`], [`TaskResult`], [`TaskError`].
 //! - [`registry`]: [`TaskRegistry`] and [`DomainRegistry`].
-//! - [`config`]: [`RegistryConfig::from_env`].
+//! - [`config`]: which domains and types are enabled, [`RegistryConfig::from_env`].
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains.
 //! - [`domains`]: the design guide's example domains.
 //! - [`builtin`]: handlers the example domains are made of.

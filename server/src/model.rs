@@ -204,7 +204,7 @@ pub enum AttemptResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResultOutcome {
     /// The result was recorded; the task as it now is.
-    Applied(Task),
+    Applied(Box<Task>),
     /// The attempt is no longer the current lease; nothing changed.
     Stale,
 }

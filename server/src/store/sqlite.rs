@@ -524,7 +524,7 @@ impl Store for SqliteStore {
             .await?
             .ok_or_else(|| not_found(id))?;
         tx.commit().await?;
-        Ok(ResultOutcome::Applied(task))
+        Ok(ResultOutcome::Applied(Box::new(task)))
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {

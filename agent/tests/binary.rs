@@ -1,0 +1,92 @@
+//! The `taskplane-agent` binary's start-up checks and its life without a
+//! server: it refuses bad configuration clearly, and while the control plane
+//! is unreachable it keeps retrying until SIGTERM, then exits 0.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn agent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskplane-agent"));
+    command
+        .env_remove("TASK_ENABLED_DOMAINS")
+        .env_remove("TASK_DISABLED_TYPES")
+        .env_remove("TASK_FEATURE_FLAGS");
+    command
+}
+
+#[tokio::test]
+async fn unknown_domains_and_malformed_flags_stop_the_agent_with_a_clear_error() {
+    let output = agent()
+        .env("TASK_ENABLED_DOMAINS", "billing,marketing")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TASK_ENABLED_DOMAINS names unknown domains: marketing"),
+        "{stderr}"
+    );
+
+    let output = agent()
+        .env("TASK_FEATURE_FLAGS", "fast_path=on")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TASK_FEATURE_FLAGS: 'fast_path=on' is not a flag"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_server_it_retries_until_sigterm_then_exits_cleanly() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = agent()
+        .env("TASKPLANE_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut attempts = 0;
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("cannot reach the control plane") {
+                attempts += 1;
+                if attempts == 2 {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("retries are logged");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

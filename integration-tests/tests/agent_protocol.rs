@@ -1,0 +1,371 @@
+//! The agent stream protocol spoken by hand, message by message: register
+//! first, atomic registration, credit-based delivery, fencing, and leases
+//! returned the moment a stream closes.
+
+use std::time::Duration;
+
+use integration_tests::{TestServer, enqueue_request, wait_for};
+use serde_json::json;
+use taskplane_proto::v1::agent_message::Message as Agent;
+use taskplane_proto::v1::server_message::Message as Server;
+use taskplane_proto::v1::{
+    AgentMessage, Assignment, Completed, Credit, DomainRegistration, GetTaskRequest, Heartbeat,
+    ListTaskTypesRequest, Register, ServerMessage, TaskResult, TaskStatus, TaskTypeRegistration,
+    task_result,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+
+fn register(agent_name: &str, domains: &[(&str, &[&str])], slots: u32) -> AgentMessage {
+    AgentMessage {
+        message: Some(Agent::Register(Register {
+            agent_name: agent_name.into(),
+            domains: domains
+                .iter()
+                .map(|(domain, types)| DomainRegistration {
+                    domain: (*domain).into(),
+                    task_types: types
+                        .iter()
+                        .map(|t| TaskTypeRegistration {
+                            task_type: (*t).into(),
+                            versions: vec!["v1".into()],
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+                .collect(),
+            max_concurrency: slots,
+            labels: Default::default(),
+        })),
+    }
+}
+
+/// A hand-driven agent stream.
+struct RawAgent {
+    outbound: mpsc::Sender<AgentMessage>,
+    inbound: Streaming<ServerMessage>,
+}
+
+impl RawAgent {
+    /// Opens a stream whose first message is `first`; returns the server's
+    /// answer to opening it.
+    async fn open(server: &TestServer, first: AgentMessage) -> Result<RawAgent, tonic::Status> {
+        let (outbound, receiver) = mpsc::channel(64);
+        outbound.send(first).await.unwrap();
+        let inbound = server
+            .agents()
+            .await
+            .connect(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        Ok(RawAgent { outbound, inbound })
+    }
+
+    async fn next(&mut self) -> Server {
+        let message = tokio::time::timeout(integration_tests::PATIENCE, self.inbound.message())
+            .await
+            .expect("a message in time");
+        message
+            .expect("stream ok")
+            .expect("stream open")
+            .message
+            .expect("message set")
+    }
+
+    async fn next_assignment(&mut self) -> Assignment {
+        match self.next().await {
+            Server::Assignment(assignment) => assignment,
+            other => panic!("expected an assignment, got {other:?}"),
+        }
+    }
+
+    /// Whether another message arrives within `wait`.
+    async fn quiet_for(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.inbound.message())
+            .await
+            .is_err()
+    }
+
+    async fn complete(&self, assignment: &Assignment) {
+        self.send_result(&assignment.task_id, assignment.attempt)
+            .await;
+    }
+
+    async fn send_result(&self, task_id: &str, attempt: u32) {
+        let result = TaskResult {
+            task_id: task_id.into(),
+            attempt,
+            outcome: Some(task_result::Outcome::Completed(Completed { result: None })),
+        };
+        self.outbound
+            .send(AgentMessage {
+                message: Some(Agent::Result(result)),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn registered_types(server: &TestServer) -> Vec<String> {
+    let listed = server
+        .registry()
+        .await
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    listed.task_types.into_iter().map(|t| t.task_type).collect()
+}
+
+#[tokio::test]
+async fn the_first_message_must_be_register() {
+    let server = TestServer::start().await;
+    let heartbeat = AgentMessage {
+        message: Some(Agent::Heartbeat(Heartbeat::default())),
+    };
+    let err = RawAgent::open(&server, heartbeat)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("must be `register`, not `heartbeat`"),
+        "{}",
+        err.message()
+    );
+
+    let empty = AgentMessage { message: None };
+    let err = RawAgent::open(&server, empty).await.err().expect("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(registered_types(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn registration_is_atomic() {
+    let server = TestServer::start().await;
+
+    // One bad name among good ones: nothing is written.
+    let bad = register("a", &[("billing", &["invoice_generation", "Bad Type"])], 4);
+    let err = RawAgent::open(&server, bad).await.err().expect("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("'Bad Type' is not a valid name"),
+        "{}",
+        err.message()
+    );
+    assert!(registered_types(&server).await.is_empty());
+
+    // A type owned by another domain: ALREADY_EXISTS, and the other new
+    // type of the same registration is not written either.
+    let mut billing = RawAgent::open(
+        &server,
+        register("billing", &[("billing", &["invoice_generation"])], 4),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(billing.next().await, Server::Registered(_)));
+    let conflicting = register(
+        "users",
+        &[("user_management", &["welcome_email", "invoice_generation"])],
+        4,
+    );
+    let err = RawAgent::open(&server, conflicting)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.message()
+            .contains("'invoice_generation' belongs to domain 'billing'"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(registered_types(&server).await, ["invoice_generation"]);
+
+    // The same type twice in one registration is refused too.
+    let twice = register(
+        "dup",
+        &[("billing", &["refund"]), ("billing", &["refund"])],
+        1,
+    );
+    assert_eq!(
+        RawAgent::open(&server, twice).await.err().unwrap().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(registered_types(&server).await, ["invoice_generation"]);
+}
+
+#[tokio::test]
+async fn delivery_never_exceeds_the_agents_credit() {
+    let server = TestServer::start().await;
+    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
+        .await
+        .unwrap();
+    let Server::Registered(registered) = agent.next().await else {
+        panic!("registered first")
+    };
+    assert!(!registered.session_id.is_empty() && registered.lease_duration.is_some());
+
+    let mut tasks = server.tasks().await;
+    for i in 0..5 {
+        tasks
+            .enqueue_task(enqueue_request("render", json!({"page": i})))
+            .await
+            .unwrap();
+    }
+    let first = agent.next_assignment().await;
+    let second = agent.next_assignment().await;
+    assert_ne!(first.task_id, second.task_id);
+    assert!(
+        agent.quiet_for(Duration::from_millis(300)).await,
+        "a third assignment arrived with both slots busy"
+    );
+
+    // Each result frees one slot: exactly one more assignment follows.
+    agent.complete(&first).await;
+    let third = agent.next_assignment().await;
+    assert!(
+        agent.quiet_for(Duration::from_millis(300)).await,
+        "more than one slot was freed"
+    );
+
+    // Credit 0 pauses delivery even when slots free up; credit 3 resumes it.
+    agent
+        .outbound
+        .send(AgentMessage {
+            message: Some(Agent::Credit(Credit { slots: 0 })),
+        })
+        .await
+        .unwrap();
+    agent.complete(&second).await;
+    agent.complete(&third).await;
+    assert!(
+        agent.quiet_for(Duration::from_millis(300)).await,
+        "delivered with zero credit"
+    );
+    agent
+        .outbound
+        .send(AgentMessage {
+            message: Some(Agent::Credit(Credit { slots: 3 })),
+        })
+        .await
+        .unwrap();
+    let fourth = agent.next_assignment().await;
+    let fifth = agent.next_assignment().await;
+    let done = [
+        first.task_id,
+        second.task_id,
+        third.task_id,
+        fourth.task_id,
+        fifth.task_id,
+    ];
+    let unique: std::collections::BTreeSet<_> = done.iter().collect();
+    assert_eq!(unique.len(), 5, "each task is assigned once");
+}
+
+#[tokio::test]
+async fn stale_results_are_fenced_and_the_agent_is_told() {
+    let server = TestServer::start().await;
+    let mut agent = RawAgent::open(&server, register("fenced", &[("reports", &["render"])], 1))
+        .await
+        .unwrap();
+    agent.next().await;
+    let mut tasks = server.tasks().await;
+    tasks
+        .enqueue_task(enqueue_request("render", json!({})))
+        .await
+        .unwrap();
+    let assignment = agent.next_assignment().await;
+
+    // A result for an attempt that is not the current lease changes nothing.
+    agent
+        .send_result(&assignment.task_id, assignment.attempt + 1)
+        .await;
+    match agent.next().await {
+        Server::Cancel(cancel) => {
+            assert_eq!(cancel.task_id, assignment.task_id);
+            assert!(
+                cancel.reason.contains("no longer the current lease"),
+                "{}",
+                cancel.reason
+            );
+        }
+        other => panic!("expected a cancel notice, got {other:?}"),
+    }
+    let task = tasks
+        .get_task(GetTaskRequest {
+            id: assignment.task_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        task.status(),
+        TaskStatus::Running,
+        "the stale result must not finish the task"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_stream_returns_its_leased_tasks_at_once() {
+    let server = TestServer::start().await;
+    let mut agent = RawAgent::open(&server, register("doomed", &[("reports", &["render"])], 4))
+        .await
+        .unwrap();
+    agent.next().await;
+    let mut tasks = server.tasks().await;
+    let id = tasks
+        .enqueue_task(enqueue_request("render", json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let assignment = agent.next_assignment().await;
+    assert_eq!(
+        (assignment.task_id.as_str(), assignment.attempt),
+        (id.as_str(), 1)
+    );
+    drop(agent);
+
+    // Back to PENDING long before the 5 s lease could expire, attempt counted.
+    wait_for(|| {
+        let mut tasks = tasks.clone();
+        let id = id.clone();
+        async move {
+            tasks
+                .get_task(GetTaskRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+                == TaskStatus::Pending
+        }
+    })
+    .await;
+    let task = tasks
+        .get_task(GetTaskRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.attempts, 1);
+    assert!(
+        task.last_error.contains("stream closed"),
+        "{}",
+        task.last_error
+    );
+
+    // Another agent picks it up as attempt 2 and completes it.
+    let mut rescuer = RawAgent::open(&server, register("rescuer", &[("reports", &["render"])], 1))
+        .await
+        .unwrap();
+    rescuer.next().await;
+    let retry = rescuer.next_assignment().await;
+    assert_eq!((retry.task_id.as_str(), retry.attempt), (id.as_str(), 2));
+    rescuer.complete(&retry).await;
+    let task = integration_tests::wait_terminal(&mut tasks, &id).await;
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 2));
+}

