@@ -51,4 +51,4 @@ pub use config::RegistryConfig;
 pub use domains::{AppServices, setup_registry_with_config};
 pub use handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 pub use registry::{DomainRegistry, HandlerInfo, TaskRegistry};
-pub use runtime::{Agent, AgentBuilder, AgentError};
+pub use runtime::{Agent, AgentBuilder, AgentError, ConnectionState};

@@ -16,7 +16,7 @@ use taskplane_proto::v1::{
     AgentMessage, Assignment, Completed, DomainRegistration, Drain, Failed, Heartbeat, Register,
     TaskTypeRegistration, task_result,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,20 @@ use crate::registry::{RegistryError, TaskRegistry};
 
 /// The server agents connect to when none is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Where an agent's connection to the control plane stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not registered: connecting, or waiting to reconnect.
+    Connecting,
+    /// Registered on a stream; tasks can arrive.
+    Registered {
+        /// The server's id of this stream.
+        session_id: String,
+    },
+    /// Stopped for good (drained, or refused).
+    Stopped,
+}
 
 /// Why an agent stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +136,7 @@ impl AgentBuilder {
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
             drain_grace: self.drain_grace,
+            state: watch::channel(ConnectionState::Connecting).0,
         })
     }
 }
@@ -136,6 +151,7 @@ pub struct Agent {
     reconnect_min: Duration,
     reconnect_max: Duration,
     drain_grace: Duration,
+    state: watch::Sender<ConnectionState>,
 }
 
 /// How one connection ended.
@@ -161,6 +177,12 @@ impl Agent {
         }
     }
 
+    /// Follows the connection's state, e.g. to report readiness or to wait
+    /// until the agent has registered.
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
     /// Serves until `shutdown` resolves, reconnecting with backoff whenever the
     /// stream breaks. On shutdown it sends `drain`, lets running tasks finish
     /// (up to the drain grace) and reports them. Returns an error only when
@@ -168,6 +190,7 @@ impl Agent {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
         let stop = CancellationToken::new();
         let stopper = stop.clone();
+        let state = self.state.clone();
         let run = async move {
             let mut delay = self.reconnect_min;
             loop {
@@ -177,6 +200,7 @@ impl Agent {
                 match self.serve_once(&stop).await {
                     Ok(SessionEnd::Drained) => return Ok(()),
                     Ok(SessionEnd::Lost(reason)) => {
+                        self.state.send_replace(ConnectionState::Connecting);
                         tracing::warn!(%reason, "lost the control plane; reconnecting");
                         delay = self.reconnect_min;
                     }
@@ -194,13 +218,15 @@ impl Agent {
         };
         tokio::pin!(run);
         tokio::pin!(shutdown);
-        tokio::select! {
+        let result = tokio::select! {
             result = &mut run => result,
             () = &mut shutdown => {
                 stopper.cancel();
                 run.await
             }
-        }
+        };
+        state.send_replace(ConnectionState::Stopped);
+        result
     }
 
     fn register_message(&self) -> AgentMessage {
@@ -271,6 +297,9 @@ impl Agent {
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
         tracing::info!(session_id = %registered.session_id, task_types = self.registry.handler_count(), "registered with the control plane");
+        self.state.send_replace(ConnectionState::Registered {
+            session_id: registered.session_id.clone(),
+        });
 
         let mut running: HashMap<String, CancellationToken> = HashMap::new();
         let mut handlers: JoinSet<String> = JoinSet::new();

@@ -11,6 +11,7 @@ use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{EnqueueTaskRequest, Task, TaskStatus, WatchTaskRequest};
+use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,11 @@ pub fn fast_queue() -> QueueConfig {
         lease_duration: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(500),
         poll_interval: Duration::from_millis(50),
-        retry_base: Duration::from_millis(20),
-        retry_cap: Duration::from_millis(200),
+        default_retry_policy: RetryPolicy {
+            initial_backoff: Duration::from_millis(20),
+            backoff_factor: 2.0,
+            max_backoff: Duration::from_millis(200),
+        },
         ..QueueConfig::default()
     }
 }

@@ -1,7 +1,6 @@
 //! Runs the README's grpcurl walk-through, command by command, against a live
 //! server with the example domains' agent, as a newcomer would.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use integration_tests::{TestAgent, TestServer};
@@ -26,8 +25,24 @@ fn walkthrough_commands() -> Vec<String> {
         .collect()
 }
 
+/// Every top-level message declared in the proto files.
+fn proto_messages() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/taskplane/v1");
+    let mut messages = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        messages.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("message "))
+                .map(|l| l.trim_end_matches(" {}").trim_end_matches(" {").to_owned()),
+        );
+    }
+    assert!(messages.len() > 30, "found {messages:?}");
+    messages
+}
+
 fn grpcurl_available() -> bool {
-    Command::new("grpcurl")
+    std::process::Command::new("grpcurl")
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -139,13 +154,15 @@ async fn the_readme_walkthrough_works_against_a_live_server() {
     }
 
     // Every message of the API can be described through reflection.
-    for message in [
-        "taskplane.v1.AgentMessage",
-        "taskplane.v1.ServerMessage",
-        "taskplane.v1.Task",
-        "taskplane.v1.HandlerInfo",
-    ] {
-        run(&format!("grpcurl -plaintext {address} describe {message}")).await;
+    for message in proto_messages() {
+        let described = run(&format!(
+            "grpcurl -plaintext {address} describe taskplane.v1.{message}"
+        ))
+        .await;
+        assert!(
+            described.contains(&format!("taskplane.v1.{message} is a message")),
+            "{described}"
+        );
     }
     agent.stop().await.unwrap();
     server.stop().await;

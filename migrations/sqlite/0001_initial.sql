@@ -9,6 +9,9 @@ CREATE TABLE task_types (
     capabilities         TEXT NOT NULL DEFAULT '[]',
     default_max_attempts INTEGER NOT NULL,
     default_timeout_ms   INTEGER NOT NULL,
+    retry_initial_ms     INTEGER NOT NULL,
+    retry_factor         REAL NOT NULL,
+    retry_max_ms         INTEGER NOT NULL,
     registered_at        INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL
 );
@@ -25,6 +28,9 @@ CREATE TABLE tasks (
     attempts         INTEGER NOT NULL DEFAULT 0,
     max_attempts     INTEGER NOT NULL,
     timeout_ms       INTEGER NOT NULL,
+    retry_initial_ms INTEGER NOT NULL,
+    retry_factor     REAL NOT NULL,
+    retry_max_ms     INTEGER NOT NULL,
     run_at           INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::model::RetryPolicy;
+
 /// Everything the control plane needs to run.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -31,10 +33,8 @@ pub struct QueueConfig {
     pub max_batch_size: usize,
     /// The most tasks claimed for one session in one statement.
     pub max_claim_batch: u32,
-    /// Retry backoff of the first retry.
-    pub retry_base: Duration,
-    /// Retry backoff never exceeds this.
-    pub retry_cap: Duration,
+    /// Retry policy for task types registered without one.
+    pub default_retry_policy: RetryPolicy,
     /// Attempts for task types registered without a default.
     pub default_max_attempts: u32,
     /// Timeout for task types registered without a default.
@@ -60,8 +60,7 @@ impl Default for QueueConfig {
             max_payload_bytes: 1024 * 1024,
             max_batch_size: 1000,
             max_claim_batch: 100,
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(300),
+            default_retry_policy: RetryPolicy::default(),
             default_max_attempts: 3,
             default_timeout: Duration::from_secs(300),
         }

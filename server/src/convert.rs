@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
-use crate::model::{NewTask, Task, TaskStatus, TaskType};
+use crate::model::{NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
 
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -53,6 +53,56 @@ fn instant(field: &str, at: &Timestamp) -> Result<DateTime<Utc>> {
             "{field} is out of range: use an RFC 3339 time such as \"2030-01-01T00:00:00Z\""
         ))
     })
+}
+
+/// The wire form of a retry policy.
+pub fn proto_retry_policy(policy: &RetryPolicy) -> v1::RetryPolicy {
+    v1::RetryPolicy {
+        initial_backoff: Some(proto_duration(policy.initial_backoff)),
+        backoff_factor: policy.backoff_factor,
+        max_backoff: Some(proto_duration(policy.max_backoff)),
+    }
+}
+
+/// Validates a wire retry policy into overrides; unset fields override nothing.
+pub fn retry_policy_patch(policy: Option<&v1::RetryPolicy>) -> Result<RetryPolicyPatch> {
+    let Some(policy) = policy else {
+        return Ok(RetryPolicyPatch::default());
+    };
+    let positive = |field: &str, value: Option<&ProtoDuration>| -> Result<Option<Duration>> {
+        let Some(value) = value else { return Ok(None) };
+        let duration = std_duration(field, value)?;
+        if duration.is_zero() || duration > MAX_TIMEOUT {
+            return Err(Error::InvalidArgument(format!(
+                "{field} must be more than 0s and at most 7 days"
+            )));
+        }
+        Ok(Some(duration))
+    };
+    let patch = RetryPolicyPatch {
+        initial_backoff: positive(
+            "retry_policy.initial_backoff",
+            policy.initial_backoff.as_ref(),
+        )?,
+        backoff_factor: match policy.backoff_factor {
+            0.0 => None,
+            factor if (1.0..=100.0).contains(&factor) => Some(factor),
+            factor => {
+                return Err(Error::InvalidArgument(format!(
+                    "retry_policy.backoff_factor is {factor}: use a number from 1 to 100 (0 keeps the default)"
+                )));
+            }
+        },
+        max_backoff: positive("retry_policy.max_backoff", policy.max_backoff.as_ref())?,
+    };
+    if let (Some(initial), Some(max)) = (patch.initial_backoff, patch.max_backoff)
+        && max < initial
+    {
+        return Err(Error::InvalidArgument(
+            "retry_policy.max_backoff is shorter than initial_backoff".into(),
+        ));
+    }
+    Ok(patch)
 }
 
 /// The wire form of a status.
@@ -105,6 +155,7 @@ pub fn proto_task(task: &Task) -> v1::Task {
         metadata: task.metadata.clone().into_iter().collect(),
         timeout: Some(proto_duration(task.timeout)),
         updated_at: Some(timestamp(task.updated_at)),
+        retry_policy: Some(proto_retry_policy(&task.retry_policy)),
     }
 }
 
@@ -121,6 +172,7 @@ pub fn handler_info(task_type: &TaskType, live_agents: u32) -> v1::HandlerInfo {
         live_agents,
         default_max_attempts: task_type.default_max_attempts,
         default_timeout: Some(proto_duration(task_type.default_timeout)),
+        default_retry_policy: Some(proto_retry_policy(&task_type.default_retry_policy)),
     }
 }
 
@@ -203,6 +255,8 @@ pub fn new_task(
         .map(|t| instant("run_at", t))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
+    let retry_policy =
+        retry_policy_patch(request.retry_policy.as_ref()).map_err(|e| invalid(e.to_string()))?;
     Ok(NewTask {
         task_type: request.task_type,
         payload,
@@ -213,6 +267,7 @@ pub fn new_task(
         timeout,
         handler_version: request.handler_version,
         metadata: request.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        retry_policy,
     })
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use taskplane_agent::signal::{init_logging, shutdown_signal};
-use taskplane_agent::{Agent, AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_agent::{
+    Agent, AppServices, ConnectionState, RegistryConfig, setup_registry_with_config,
+};
 use taskplane_server::{QueueConfig, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +105,18 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
         .server(format!("http://{address}"))
         .name("dev-agent")
         .build()?;
-    print_welcome(address);
+    // Print the welcome once the agent is registered: what it invites the
+    // user to do works from that moment.
+    let mut connection = agent.connection_state();
+    tokio::spawn(async move {
+        if connection
+            .wait_for(|state| matches!(state, ConnectionState::Registered { .. }))
+            .await
+            .is_ok()
+        {
+            print_welcome(address);
+        }
+    });
     let agent_stop = stop.clone();
     let agent_result = agent.run(async move {
         shutdown_signal().await;

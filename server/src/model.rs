@@ -57,6 +57,49 @@ impl TaskStatus {
     }
 }
 
+/// How failed attempts are retried (see [`crate::backoff::retry_delay`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// The delay before the first retry.
+    pub initial_backoff: Duration,
+    /// How much each further retry's delay grows (at least 1).
+    pub backoff_factor: f64,
+    /// No delay exceeds this.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_backoff: Duration::from_secs(1),
+            backoff_factor: 2.0,
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A partial [`RetryPolicy`]: the fields set override a base policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetryPolicyPatch {
+    /// Overrides `initial_backoff`.
+    pub initial_backoff: Option<Duration>,
+    /// Overrides `backoff_factor`.
+    pub backoff_factor: Option<f64>,
+    /// Overrides `max_backoff`.
+    pub max_backoff: Option<Duration>,
+}
+
+impl RetryPolicyPatch {
+    /// `base` with this patch's fields applied.
+    pub fn apply_to(&self, base: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            initial_backoff: self.initial_backoff.unwrap_or(base.initial_backoff),
+            backoff_factor: self.backoff_factor.unwrap_or(base.backoff_factor),
+            max_backoff: self.max_backoff.unwrap_or(base.max_backoff),
+        }
+    }
+}
+
 /// A stored task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -98,6 +141,8 @@ pub struct Task {
     pub handler_version: String,
     /// Free-form string metadata.
     pub metadata: BTreeMap<String, String>,
+    /// How its failed attempts are retried.
+    pub retry_policy: RetryPolicy,
 }
 
 /// A validated request to enqueue one task.
@@ -121,6 +166,8 @@ pub struct NewTask {
     pub handler_version: String,
     /// Free-form string metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Overrides of the type's retry policy.
+    pub retry_policy: RetryPolicyPatch,
 }
 
 /// The outcome of enqueueing one task.
@@ -149,6 +196,8 @@ pub struct TaskType {
     pub default_max_attempts: u32,
     /// Timeout for tasks that set none.
     pub default_timeout: Duration,
+    /// Retry policy for tasks that set none.
+    pub default_retry_policy: RetryPolicy,
     /// First registration.
     pub registered_at: DateTime<Utc>,
     /// Latest registration.
@@ -172,6 +221,8 @@ pub struct TaskTypeSpec {
     pub default_max_attempts: Option<u32>,
     /// `None` keeps the stored value or the server default.
     pub default_timeout: Option<Duration>,
+    /// Overrides of the stored (or the server's default) retry policy.
+    pub default_retry_policy: RetryPolicyPatch,
 }
 
 /// Who holds a lease and until when.
@@ -190,13 +241,14 @@ pub struct Lease {
 pub enum AttemptResult {
     /// The handler succeeded.
     Completed(JsonObject),
-    /// The handler failed; `retry_at` is when to try again if attempts remain
-    /// (`None` for a non-retryable failure).
+    /// The handler failed.
     Failed {
         /// The handler's error.
         error: String,
-        /// When to retry, if the failure is retryable.
-        retry_at: Option<DateTime<Utc>>,
+        /// Whether another attempt may succeed (if attempts remain).
+        retryable: bool,
+        /// A uniform sample in `[0, 1)` that jitters the retry delay.
+        jitter: f64,
     },
 }
 

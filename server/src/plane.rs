@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::backoff::retry_delay;
 use crate::config::QueueConfig;
 use crate::error::Result;
 use crate::events::TaskEvents;
@@ -89,10 +88,8 @@ impl ControlPlane {
             ReportedOutcome::Completed(value) => AttemptResult::Completed(value),
             ReportedOutcome::Failed { error, retryable } => AttemptResult::Failed {
                 error,
-                retry_at: retryable.then(|| {
-                    let delay = retry_delay(attempt, self.config.retry_base, self.config.retry_cap);
-                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
-                }),
+                retryable,
+                jitter: rand::random::<f64>(),
             },
         };
         let outcome = self.store.finish_attempt(task_id, attempt, result).await?;

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::convert::proto_duration;
 use crate::dispatch::dispatch_session;
 use crate::error::{Error, Result};
-use crate::model::TaskTypeSpec;
+use crate::model::{RetryPolicyPatch, TaskTypeSpec};
 use crate::plane::{ControlPlane, ReportedOutcome};
 use crate::sessions::{NewSession, Session};
 use crate::store::AgentSessionRecord;
@@ -89,6 +89,7 @@ fn registration_specs(register: &Register) -> Result<Vec<TaskTypeSpec>> {
                 capabilities: task_type.capabilities.clone(),
                 default_max_attempts: None,
                 default_timeout: None,
+                default_retry_policy: RetryPolicyPatch::default(),
             });
         }
     }

@@ -12,7 +12,7 @@ use taskplane_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::convert::{handler_info, std_duration, timestamp};
+use crate::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
 use crate::error::{Error, Result};
 use crate::model::TaskTypeSpec;
 use crate::plane::ControlPlane;
@@ -54,6 +54,7 @@ impl RegistryService for RegistryApi {
                 .as_ref()
                 .map(|t| std_duration("default_timeout", t))
                 .transpose()?,
+            default_retry_policy: retry_policy_patch(request.default_retry_policy.as_ref())?,
         };
         let registered = self.plane.store.register_task_types(&[spec]).await?;
         let task_type = &registered[0];

@@ -21,15 +21,16 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{AgentSessionRecord, Store};
+use crate::backoff::retry_delay;
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskStatus, TaskType,
-    TaskTypeSpec,
+    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, RetryPolicy, Task, TaskFilter,
+    TaskStatus, TaskType, TaskTypeSpec,
 };
 
 const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, \
-    max_attempts, timeout_ms, run_at, created_at, updated_at, started_at, finished_at, result, \
+    max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, finished_at, result, \
     last_error, idempotency_key, handler_version, metadata";
 
 /// The SQLite implementation of [`Store`].
@@ -38,6 +39,7 @@ pub struct SqliteStore {
     readers: SqlitePool,
     default_max_attempts: u32,
     default_timeout: Duration,
+    default_retry_policy: RetryPolicy,
 }
 
 impl SqliteStore {
@@ -71,6 +73,7 @@ impl SqliteStore {
             readers,
             default_max_attempts: queue.default_max_attempts,
             default_timeout: queue.default_timeout,
+            default_retry_policy: queue.default_retry_policy,
         })
     }
 
@@ -98,6 +101,20 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
 
 fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn millis_duration(row: &SqliteRow, column: &str) -> Result<Duration> {
+    Ok(Duration::from_millis(
+        row.try_get::<i64, _>(column)?.max(0) as u64
+    ))
+}
+
+fn retry_policy_from_row(row: &SqliteRow) -> Result<RetryPolicy> {
+    Ok(RetryPolicy {
+        initial_backoff: millis_duration(row, "retry_initial_ms")?,
+        backoff_factor: row.try_get("retry_factor")?,
+        max_backoff: millis_duration(row, "retry_max_ms")?,
+    })
 }
 
 fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
@@ -130,7 +147,7 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
         priority: row.try_get("priority")?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
-        timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms")?.max(0) as u64),
+        timeout: millis_duration(row, "timeout_ms")?,
         run_at: from_millis(row.try_get("run_at")?)?,
         created_at: from_millis(row.try_get("created_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
@@ -141,6 +158,7 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
         idempotency_key: row.try_get("idempotency_key")?,
         handler_version: row.try_get("handler_version")?,
         metadata: parse_json("metadata", row.try_get("metadata")?)?,
+        retry_policy: retry_policy_from_row(row)?,
     })
 }
 
@@ -152,9 +170,8 @@ fn task_type_from_row(row: &SqliteRow) -> Result<TaskType> {
         versions: parse_json("versions", row.try_get("versions")?)?,
         capabilities: parse_json("capabilities", row.try_get("capabilities")?)?,
         default_max_attempts: row.try_get("default_max_attempts")?,
-        default_timeout: Duration::from_millis(
-            row.try_get::<i64, _>("default_timeout_ms")?.max(0) as u64
-        ),
+        default_timeout: millis_duration(row, "default_timeout_ms")?,
+        default_retry_policy: retry_policy_from_row(row)?,
         registered_at: from_millis(row.try_get("registered_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
     })
@@ -247,15 +264,24 @@ impl Store for SqliteStore {
                 .default_timeout
                 .or(existing.as_ref().map(|t| t.default_timeout))
                 .unwrap_or(self.default_timeout);
+            let retry = spec.default_retry_policy.apply_to(
+                existing
+                    .as_ref()
+                    .map_or(self.default_retry_policy, |t| t.default_retry_policy),
+            );
             let row = sqlx::query(
                 "INSERT INTO task_types (task_type, domain, description, versions, capabilities,
-                     default_max_attempts, default_timeout_ms, registered_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     default_max_attempts, default_timeout_ms, retry_initial_ms, retry_factor,
+                     retry_max_ms, registered_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)
                  ON CONFLICT (task_type) DO UPDATE SET
                      description = excluded.description, versions = excluded.versions,
                      capabilities = excluded.capabilities,
                      default_max_attempts = excluded.default_max_attempts,
                      default_timeout_ms = excluded.default_timeout_ms,
+                     retry_initial_ms = excluded.retry_initial_ms,
+                     retry_factor = excluded.retry_factor,
+                     retry_max_ms = excluded.retry_max_ms,
                      updated_at = excluded.updated_at
                  RETURNING *",
             )
@@ -267,6 +293,9 @@ impl Store for SqliteStore {
             .bind(max_attempts)
             .bind(duration_millis(timeout))
             .bind(now)
+            .bind(duration_millis(retry.initial_backoff))
+            .bind(retry.backoff_factor)
+            .bind(duration_millis(retry.max_backoff))
             .fetch_one(&mut *tx)
             .await?;
             registered.push(task_type_from_row(&row)?);
@@ -353,12 +382,14 @@ impl Store for SqliteStore {
                 idempotency_key: new.idempotency_key,
                 handler_version: new.handler_version,
                 metadata: new.metadata,
+                retry_policy: new.retry_policy.apply_to(task_type.default_retry_policy),
             };
             sqlx::query(
                 "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
                      max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
-                     handler_version, metadata)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12)",
+                     handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12,
+                     ?13, ?14, ?15)",
             )
             .bind(task.id.to_string())
             .bind(task.task_type.clone())
@@ -372,6 +403,9 @@ impl Store for SqliteStore {
             .bind(task.idempotency_key.clone())
             .bind(task.handler_version.clone())
             .bind(json_text(&task.metadata))
+            .bind(duration_millis(task.retry_policy.initial_backoff))
+            .bind(task.retry_policy.backoff_factor)
+            .bind(duration_millis(task.retry_policy.max_backoff))
             .execute(&mut *tx)
             .await?;
             enqueued.push(Enqueued {
@@ -463,51 +497,62 @@ impl Store for SqliteStore {
         attempt: u32,
         result: AttemptResult,
     ) -> Result<ResultOutcome> {
-        let now = millis(Utc::now());
+        let now_at = Utc::now();
+        let now = millis(now_at);
         let mut tx = self.write().await?;
-        let updated = match &result {
-            AttemptResult::Completed(value) => {
-                sqlx::query(
-                    "UPDATE tasks SET status = 'completed', result = ?1, last_error = NULL,
-                     finished_at = ?2, updated_at = ?2,
-                     lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-                 WHERE id = ?3 AND status = 'running' AND attempts = ?4",
-                )
-                .bind(json_text(value))
-                .bind(now)
-                .bind(id.to_string())
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?
-            }
-            AttemptResult::Failed { error, retry_at } => {
-                sqlx::query(
-                    "UPDATE tasks SET
-                     status = CASE WHEN ?1 IS NOT NULL AND attempts < max_attempts
-                                   THEN 'pending' ELSE 'dead' END,
-                     run_at = CASE WHEN ?1 IS NOT NULL AND attempts < max_attempts
-                                   THEN ?1 ELSE run_at END,
-                     finished_at = CASE WHEN ?1 IS NOT NULL AND attempts < max_attempts
-                                   THEN NULL ELSE ?2 END,
-                     last_error = ?3, updated_at = ?2,
-                     lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-                 WHERE id = ?4 AND status = 'running' AND attempts = ?5",
-                )
-                .bind(retry_at.map(millis))
-                .bind(now)
-                .bind(error.clone())
-                .bind(id.to_string())
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?
-            }
+        let Some(task) = fetch_task(&mut tx, id).await? else {
+            return Ok(ResultOutcome::Stale);
         };
-        if updated.rows_affected() == 0 {
+        if task.status != TaskStatus::Running || task.attempts != attempt {
             return Ok(ResultOutcome::Stale);
         }
-        let (outcome, error) = match &result {
-            AttemptResult::Completed(_) => ("completed", None),
-            AttemptResult::Failed { error, .. } => ("failed", Some(error.clone())),
+        let (status, result_text, error, run_at) = match &result {
+            AttemptResult::Completed(value) => (
+                TaskStatus::Completed,
+                Some(json_text(value)),
+                None,
+                task.run_at,
+            ),
+            AttemptResult::Failed {
+                error,
+                retryable,
+                jitter,
+            } => {
+                if *retryable && task.attempts < task.max_attempts {
+                    let delay = retry_delay(attempt, &task.retry_policy, *jitter);
+                    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    (
+                        TaskStatus::Pending,
+                        None,
+                        Some(error.clone()),
+                        now_at + delay,
+                    )
+                } else {
+                    (TaskStatus::Dead, None, Some(error.clone()), task.run_at)
+                }
+            }
+        };
+        // The status check above and this condition are the fence: only the
+        // current attempt of a RUNNING task can finish it.
+        sqlx::query(
+            "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
+                 finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
+                 lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             WHERE id = ?6 AND status = 'running' AND attempts = ?7",
+        )
+        .bind(status.as_str())
+        .bind(result_text)
+        .bind(error.clone())
+        .bind(millis(run_at))
+        .bind(now)
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if error.is_some() {
+            "failed"
+        } else {
+            "completed"
         };
         sqlx::query(
             "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
@@ -715,6 +760,7 @@ mod tests {
             capabilities: vec![],
             default_max_attempts: None,
             default_timeout: None,
+            default_retry_policy: Default::default(),
         }
     }
 
@@ -729,6 +775,7 @@ mod tests {
             timeout: None,
             handler_version: String::new(),
             metadata: BTreeMap::new(),
+            retry_policy: Default::default(),
         }
     }
 
