@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
-use crate::model::{NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
+use crate::model::{Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
 
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -156,6 +156,19 @@ pub fn proto_task(task: &Task) -> v1::Task {
         timeout: Some(proto_duration(task.timeout)),
         updated_at: Some(timestamp(task.updated_at)),
         retry_policy: Some(proto_retry_policy(&task.retry_policy)),
+    }
+}
+
+/// The wire form of an attempt.
+pub fn proto_attempt(attempt: &Attempt) -> v1::TaskAttempt {
+    v1::TaskAttempt {
+        attempt: attempt.attempt,
+        agent_id: attempt.agent_id.clone(),
+        session_id: attempt.session_id.clone(),
+        started_at: Some(timestamp(attempt.started_at)),
+        finished_at: attempt.finished_at.map(timestamp),
+        outcome: attempt.outcome.clone().unwrap_or_default(),
+        error: attempt.error.clone().unwrap_or_default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
 //!   reflection) and shuts down gracefully.
+//! - [`cli`]: the `taskplane` command line (`serve`, `dev`).
 //! - [`api`]: the thin gRPC service implementations.
 //! - [`plane`]: the operations the services share, keeping the store, the
 //!   live sessions and the change notices consistent.
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

@@ -261,6 +261,25 @@ pub enum ResultOutcome {
     Stale,
 }
 
+/// One attempt of a task, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The attempt number (the lease's fencing token).
+    pub attempt: u32,
+    /// The agent instance that ran it.
+    pub agent_id: String,
+    /// The stream it was assigned on.
+    pub session_id: String,
+    /// When it was assigned.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How it ended: completed, failed, lost or cancelled.
+    pub outcome: Option<String>,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+}
+
 /// Filters and paging for listing tasks (newest first).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {

@@ -151,7 +151,20 @@ impl ControlPlane {
     /// Extends the leases of every live session here and returns expired
     /// leases (of silent agents or dead replicas) to the queue.
     pub async fn maintain_leases(&self) -> Result<()> {
-        let live: Vec<Uuid> = self.sessions.list().iter().map(|s| s.id).collect();
+        let silence_limit =
+            chrono::Duration::from_std(self.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let mut live = Vec::new();
+        for session in self.sessions.list() {
+            if now - session.snapshot().last_seen_at > silence_limit {
+                // Its stream may look open, but the agent stopped speaking:
+                // end the session, which returns its tasks to the queue.
+                tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
+                session.closed.cancel();
+            } else {
+                live.push(session.id);
+            }
+        }
         let expires_at = Utc::now()
             + chrono::Duration::from_std(self.config.lease_duration)
                 .unwrap_or(chrono::Duration::MAX);

@@ -36,14 +36,13 @@ pub struct Session {
     pub outbound: Outbound,
     /// Wakes the session's dispatcher (new work, freed slot, more credit).
     pub wake: Notify,
-    /// Cancelled when the session ends.
+    /// Cancelled to end the session (silent agent) and when it ends.
     pub closed: CancellationToken,
     state: Mutex<SessionState>,
 }
 
 struct SessionState {
     slots: u32,
-    max_concurrency: u32,
     in_flight: HashMap<Uuid, u32>,
     draining: bool,
     last_seen_at: DateTime<Utc>,
@@ -54,8 +53,6 @@ struct SessionState {
 pub struct SessionSnapshot {
     /// Current slots (credit).
     pub slots: u32,
-    /// Slots announced at registration.
-    pub max_concurrency: u32,
     /// Assignments not answered yet.
     pub running: u32,
     /// Whether the agent asked for no new work.
@@ -99,7 +96,6 @@ impl Session {
             closed: CancellationToken::new(),
             state: Mutex::new(SessionState {
                 slots: new.max_concurrency,
-                max_concurrency: new.max_concurrency,
                 in_flight: HashMap::new(),
                 draining: false,
                 last_seen_at: now,
@@ -161,7 +157,6 @@ impl Session {
         let state = self.state();
         SessionSnapshot {
             slots: state.slots,
-            max_concurrency: state.max_concurrency,
             running: state.in_flight.len() as u32,
             draining: state.draining,
             last_seen_at: state.last_seen_at,

@@ -209,7 +209,15 @@ async fn run_session(
     loop {
         let message = tokio::select! {
             message = inbound.message() => message,
-            () = plane.shutdown.cancelled() => break,
+            () = session.closed.cancelled() => {
+                let status = Status::deadline_exceeded("the agent was silent for longer than its lease: reconnect");
+                let _ = session.outbound.try_send(Err(status));
+                break;
+            }
+            () = plane.shutdown.cancelled() => {
+                let _ = session.outbound.try_send(Err(Status::unavailable("the server is shutting down: reconnect")));
+                break;
+            }
         };
         match message {
             Ok(Some(AgentMessage {

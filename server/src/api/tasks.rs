@@ -7,14 +7,14 @@ use std::time::Duration;
 use taskplane_proto::v1::task_service_server::TaskService;
 use taskplane_proto::v1::{
     CancelTaskRequest, EnqueueTaskRequest, EnqueueTaskResponse, EnqueueTasksRequest,
-    EnqueueTasksResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, RetryTaskRequest,
-    Task as ProtoTask, WatchTaskRequest,
+    EnqueueTasksResponse, GetTaskRequest, ListTaskAttemptsRequest, ListTaskAttemptsResponse,
+    ListTasksRequest, ListTasksResponse, RetryTaskRequest, Task as ProtoTask, WatchTaskRequest,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::convert::{new_task, proto_task, status_filter, task_id};
+use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, Task, TaskFilter};
 use crate::plane::ControlPlane;
@@ -165,6 +165,18 @@ impl TaskService for TaskApi {
         let task = self.plane.retry(id).await?;
         tracing::info!(task_id = %id, "retried");
         Ok(Response::new(proto_task(&task)))
+    }
+
+    async fn list_task_attempts(
+        &self,
+        request: Request<ListTaskAttemptsRequest>,
+    ) -> Result<Response<ListTaskAttemptsResponse>, Status> {
+        let id = task_id(&request.into_inner().id)?;
+        self.load(id).await?;
+        let attempts = self.plane.store.list_attempts(id).await?;
+        Ok(Response::new(ListTaskAttemptsResponse {
+            attempts: attempts.iter().map(proto_attempt).collect(),
+        }))
     }
 
     type WatchTaskStream = TaskStream;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskType,
+    Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskType,
     TaskTypeSpec,
 };
 
@@ -60,6 +60,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// One task, if it exists.
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+
+    /// Every attempt of a task, oldest first.
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>>;
 
     /// Tasks matching the filter, newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use crate::backoff::retry_delay;
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, RetryPolicy, Task, TaskFilter,
+    Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, RetryPolicy, Task, TaskFilter,
     TaskStatus, TaskType, TaskTypeSpec,
 };
 
@@ -40,6 +41,7 @@ pub struct SqliteStore {
     default_max_attempts: u32,
     default_timeout: Duration,
     default_retry_policy: RetryPolicy,
+    claim_rotation: AtomicUsize,
 }
 
 impl SqliteStore {
@@ -74,6 +76,7 @@ impl SqliteStore {
             default_max_attempts: queue.default_max_attempts,
             default_timeout: queue.default_timeout,
             default_retry_policy: queue.default_retry_policy,
+            claim_rotation: AtomicUsize::new(0),
         })
     }
 
@@ -237,6 +240,42 @@ async fn return_to_queue(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Leases up to `limit` ready tasks of one type, in priority then age order.
+async fn claim_type(
+    tx: &mut Transaction<'static, Sqlite>,
+    task_type: &str,
+    limit: u32,
+    lease: &Lease,
+    now: i64,
+) -> Result<Vec<Task>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
+             updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
+         WHERE id IN (
+             SELECT id FROM tasks
+             WHERE status = 'pending' AND task_type = ?5 AND run_at <= ?1
+             ORDER BY priority DESC, run_at, id LIMIT ?6)
+         RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(now)
+    .bind(lease.session_id.to_string())
+    .bind(lease.agent_id.to_string())
+    .bind(millis(lease.expires_at))
+    .bind(task_type.to_owned())
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+    // RETURNING does not keep the subquery's order.
+    tasks.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(tasks)
 }
 
 #[async_trait]
@@ -427,6 +466,29 @@ impl Store for SqliteStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query("SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt")
+            .bind(id.to_string())
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Attempt {
+                    attempt: row.try_get("attempt")?,
+                    agent_id: row.try_get("agent_id")?,
+                    session_id: row.try_get("session_id")?,
+                    started_at: from_millis(row.try_get("started_at")?)?,
+                    finished_at: row
+                        .try_get::<Option<i64>, _>("finished_at")?
+                        .map(from_millis)
+                        .transpose()?,
+                    outcome: row.try_get("outcome")?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks
@@ -449,26 +511,36 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let now = millis(Utc::now());
+        // Per-type fairness: each type gets an equal share of the slots first,
+        // starting from a rotating type, so one type's flood cannot starve
+        // another; slots a type leaves unused go to types with more waiting.
+        let start = self.claim_rotation.fetch_add(1, Ordering::Relaxed) % task_types.len();
+        let rotated: Vec<&String> = task_types[start..]
+            .iter()
+            .chain(&task_types[..start])
+            .collect();
+        let share = (limit / rotated.len() as u32).max(1);
         let mut tx = self.write().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
-                 updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
-             WHERE id IN (
-                 SELECT id FROM tasks
-                 WHERE status = 'pending' AND run_at <= ?1
-                   AND task_type IN (SELECT value FROM json_each(?5))
-                 ORDER BY priority DESC, run_at, id LIMIT ?6)
-             RETURNING {TASK_COLUMNS}"
-        )))
-        .bind(now)
-        .bind(lease.session_id.to_string())
-        .bind(lease.agent_id.to_string())
-        .bind(millis(lease.expires_at))
-        .bind(json_text(task_types))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        let mut tasks = Vec::new();
+        let mut more_waiting = Vec::new();
+        for task_type in &rotated {
+            let wanted = share.min(limit - tasks.len() as u32);
+            if wanted == 0 {
+                break;
+            }
+            let claimed = claim_type(&mut tx, task_type, wanted, lease, now).await?;
+            if claimed.len() as u32 == wanted {
+                more_waiting.push(*task_type);
+            }
+            tasks.extend(claimed);
+        }
+        for task_type in more_waiting {
+            let wanted = limit - tasks.len() as u32;
+            if wanted == 0 {
+                break;
+            }
+            tasks.extend(claim_type(&mut tx, task_type, wanted, lease, now).await?);
+        }
         if !tasks.is_empty() {
             let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
             sqlx::query(
@@ -481,13 +553,6 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        // RETURNING does not keep the subquery's order.
-        tasks.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
         Ok(tasks)
     }
 
@@ -854,11 +919,39 @@ mod tests {
             store.release_session(lease.session_id).await.unwrap().len(),
             2
         );
-        let statuses: Vec<TaskStatus> = futures_statuses(&store, &claimed).await;
+        let statuses: Vec<TaskStatus> = statuses_of(&store, &claimed).await;
         assert_eq!(statuses, vec![TaskStatus::Pending, TaskStatus::Dead]);
     }
 
-    async fn futures_statuses(store: &SqliteStore, tasks: &[Task]) -> Vec<TaskStatus> {
+    #[tokio::test]
+    async fn one_types_flood_does_not_starve_another() {
+        let (_dir, store) = store().await;
+        store
+            .register_task_types(&[spec("flood", "d"), spec("trickle", "d")])
+            .await
+            .unwrap();
+        store
+            .enqueue((0..50).map(|_| new_task("flood")).collect())
+            .await
+            .unwrap();
+        store
+            .enqueue(vec![new_task("trickle"), new_task("trickle")])
+            .await
+            .unwrap();
+        let types = ["flood".to_string(), "trickle".to_string()];
+        let claimed = store.claim(&types, 4, &lease()).await.unwrap();
+        let trickle = claimed.iter().filter(|t| t.task_type == "trickle").count();
+        assert_eq!(
+            (claimed.len(), trickle),
+            (4, 2),
+            "the older flood must not take every slot"
+        );
+        // Unused shares go to the type with more waiting.
+        let claimed = store.claim(&types, 10, &lease()).await.unwrap();
+        assert!(claimed.iter().all(|t| t.task_type == "flood") && claimed.len() == 10);
+    }
+
+    async fn statuses_of(store: &SqliteStore, tasks: &[Task]) -> Vec<TaskStatus> {
         let mut statuses = Vec::new();
         for task in tasks {
             statuses.push(store.get_task(task.id).await.unwrap().unwrap().status);

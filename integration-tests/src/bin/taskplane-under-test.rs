@@ -1,0 +1,7 @@
+//! The `taskplane` command line, built into this package so that its tests
+//! can start, kill -9 and restart real control-plane processes.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    taskplane_server::cli::run().await
+}

@@ -1,0 +1,491 @@
+//! Fault tests with real processes: a control plane (`taskplane serve`) and
+//! test agents, killed with SIGKILL, stopped with SIGSTOP, drained with
+//! SIGTERM, while tasks are in flight. Every accepted task must end exactly
+//! once, as the store and the agents' journals both show.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use integration_tests::PATIENCE;
+use serde_json::json;
+use taskplane_proto::json::json_to_struct;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, ListTaskAttemptsRequest,
+    ListTasksRequest, TaskStatus,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// A `taskplane serve` process with short, test-sized timings.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    async fn start(database: &Path, port: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}", database.display()),
+            ])
+            .args(["--lease", "1s", "--poll-interval", "50ms"])
+            .args([
+                "--retry-initial-backoff",
+                "20ms",
+                "--retry-max-backoff",
+                "100ms",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("server prints in time")
+            .unwrap();
+        assert!(
+            line.is_some_and(|l| l.contains("listening on")),
+            "server did not start"
+        );
+        ServerProcess { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn tasks(&self) -> TaskServiceClient<Channel> {
+        TaskServiceClient::new(
+            Channel::from_shared(self.url())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// A `test-agent` process serving task type `work`.
+struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    fn start(server_url: &str, name: &str, slots: u32, journal: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_test-agent"))
+            .env("TASKPLANE_SERVER", server_url)
+            .env("TEST_AGENT_NAME", name)
+            .env("TEST_AGENT_SLOTS", slots.to_string())
+            .env("TEST_AGENT_JOURNAL", journal)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("agent starts");
+        AgentProcess { child }
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .await
+                .unwrap()
+                .success()
+        );
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM").await;
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn work(ms: u64) -> EnqueueTaskRequest {
+    EnqueueTaskRequest {
+        task_type: "work".into(),
+        payload: Some(json_to_struct(json!({ "ms": ms }).as_object().unwrap())),
+        max_attempts: 25,
+        ..Default::default()
+    }
+}
+
+/// Registers `work` ahead of any agent, as an operator would.
+async fn register_work(server: &ServerProcess) {
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel)
+        .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
+            task_type: "work".into(),
+            domain: "testing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn enqueue(client: &mut TaskServiceClient<Channel>, count: usize, ms: u64) -> Vec<String> {
+    let request = EnqueueTasksRequest {
+        tasks: (0..count).map(|_| work(ms)).collect(),
+    };
+    let results = client
+        .enqueue_tasks(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    results.into_iter().map(|r| r.task.unwrap().id).collect()
+}
+
+/// Journal lines by event, then by task id: how many times each happened.
+fn journal(path: &Path) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut events: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some(event), Some(id)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        *events
+            .entry(event.to_owned())
+            .or_default()
+            .entry(id.to_owned())
+            .or_default() += 1;
+    }
+    events
+}
+
+/// Waits until every task is terminal, then checks each completed exactly
+/// once in the store: status COMPLETED and exactly one completed attempt.
+async fn audit_all_completed_once(client: &mut TaskServiceClient<Channel>, ids: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        loop {
+            let task = client
+                .get_task(GetTaskRequest { id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            if task.status() == TaskStatus::Completed {
+                break;
+            }
+            assert_ne!(
+                task.status(),
+                TaskStatus::Dead,
+                "task {id} died: {}",
+                task.last_error
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} still {:?}",
+                task.status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let attempts = client
+            .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .attempts;
+        let completed = attempts.iter().filter(|a| a.outcome == "completed").count();
+        assert_eq!(
+            completed, 1,
+            "task {id} completed {completed} times: {attempts:?}"
+        );
+        assert!(
+            attempts.iter().all(|a| !a.outcome.is_empty()),
+            "an attempt of {id} never ended: {attempts:?}"
+        );
+    }
+}
+
+async fn running_count(client: &mut TaskServiceClient<Channel>) -> usize {
+    let request = ListTasksRequest {
+        status: TaskStatus::Running as i32,
+        page_size: 500,
+        ..Default::default()
+    };
+    client
+        .list_tasks(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .len()
+}
+
+struct Scene {
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Scene {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn database(&self) -> PathBuf {
+        self.dir.path().join("taskplane.db")
+    }
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal.log")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_agent_holding_leases_loses_nothing() {
+    let scene = Scene::new();
+    let server = ServerProcess::start(&scene.database(), free_port()).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let victim = AgentProcess::start(&server.url(), "victim", 8, &scene.journal());
+    let ids = enqueue(&mut client, 24, 400).await;
+
+    // Kill it while it holds leases.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while running_count(&mut client).await < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim never filled its slots"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    victim.kill9().await;
+    let rescuer = AgentProcess::start(&server.url(), "rescuer", 8, &scene.journal());
+    audit_all_completed_once(&mut client, &ids).await;
+
+    let runs = journal(&scene.journal());
+    let done: usize = runs.get("done").map_or(0, |d| d.values().sum());
+    assert_eq!(
+        done,
+        ids.len(),
+        "each task finished once on the agents' side too"
+    );
+    let lost_attempts: usize = {
+        let mut lost = 0;
+        for id in &ids {
+            let attempts = client
+                .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .attempts;
+            lost += attempts.iter().filter(|a| a.outcome == "lost").count();
+        }
+        lost
+    };
+    assert!(
+        lost_attempts >= 8,
+        "the killed agent's attempts are recorded as lost ({lost_attempts})"
+    );
+    assert!(rescuer.terminate().await.success());
+    server.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves() {
+    let scene = Scene::new();
+    let port = free_port();
+    let server = ServerProcess::start(&scene.database(), port).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let agent = AgentProcess::start(&server.url(), "survivor", 4, &scene.journal());
+    let ids = enqueue(&mut client, 40, 100).await;
+
+    // Let some complete, then kill the server mid-stream.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let completed_before: BTreeSet<String> = loop {
+        let request = ListTasksRequest {
+            status: TaskStatus::Completed as i32,
+            page_size: 500,
+            ..Default::default()
+        };
+        let done = client.list_tasks(request).await.unwrap().into_inner().tasks;
+        if done.len() >= 8 {
+            break done.into_iter().map(|t| t.id).collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill9().await;
+
+    // Same database, same address: the agent finds it again on its own.
+    let server = ServerProcess::start(&scene.database(), port).await;
+    let mut client = server.tasks().await;
+    audit_all_completed_once(&mut client, &ids).await;
+    let runs = journal(&scene.journal());
+    for id in &completed_before {
+        assert_eq!(
+            runs["start"].get(id),
+            Some(&1),
+            "task {id} completed before the crash and ran again"
+        );
+    }
+    assert!(agent.terminate().await.success());
+    server.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out() {
+    let scene = Scene::new();
+    let server = ServerProcess::start(&scene.database(), free_port()).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let frozen = AgentProcess::start(&server.url(), "frozen", 1, &scene.journal());
+    let id = enqueue(&mut client, 1, 1500).await.remove(0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while journal(&scene.journal())
+        .get("start")
+        .is_none_or(|s| !s.contains_key(&id))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Freeze it mid-task: no heartbeats, the 1 s lease runs out.
+    frozen.signal("-STOP").await;
+    let rescuer = AgentProcess::start(&server.url(), "rescuer", 1, &scene.journal());
+    audit_all_completed_once(&mut client, std::slice::from_ref(&id)).await;
+    frozen.signal("-CONT").await;
+    // The frozen agent wakes, finishes its stale attempt, and cannot report it.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let attempts = client
+        .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts;
+    let outcomes: Vec<(u32, &str)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str()))
+        .collect();
+    assert_eq!(outcomes, [(1, "lost"), (2, "completed")]);
+    let task = client
+        .get_task(GetTaskRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 2));
+    frozen.kill9().await;
+    rescuer.kill9().await;
+    server.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more() {
+    let scene = Scene::new();
+    let server = ServerProcess::start(&scene.database(), free_port()).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let agent = AgentProcess::start(&server.url(), "draining", 2, &scene.journal());
+    let running = enqueue(&mut client, 2, 600).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while running_count(&mut client).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = enqueue(&mut client, 3, 0).await;
+    let exit = agent.terminate().await;
+    assert!(exit.success(), "a drained agent exits 0: {exit:?}");
+    for id in &running {
+        let task = client
+            .get_task(GetTaskRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (task.status(), task.attempts),
+            (TaskStatus::Completed, 1),
+            "finished during the drain"
+        );
+    }
+    for id in &waiting {
+        let task = client
+            .get_task(GetTaskRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (task.status(), task.attempts),
+            (TaskStatus::Pending, 0),
+            "a draining agent takes no new task"
+        );
+    }
+    server.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing() {
+    let scene = Scene::new();
+    let server = ServerProcess::start(&scene.database(), free_port()).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let mut agents: Vec<AgentProcess> = (0..3)
+        .map(|i| AgentProcess::start(&server.url(), &format!("soak-{i}"), 16, &scene.journal()))
+        .collect();
+    let mut ids = Vec::new();
+    // A fixed seed: a failure replays the same schedule.
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20 {
+        ids.extend(enqueue(&mut client, 100, next() % 20).await);
+        let victim = (next() % agents.len() as u64) as usize;
+        let replaced = std::mem::replace(
+            &mut agents[victim],
+            AgentProcess::start(
+                &server.url(),
+                &format!("soak-r{round}"),
+                16,
+                &scene.journal(),
+            ),
+        );
+        replaced.kill9().await;
+        tokio::time::sleep(Duration::from_millis(next() % 150)).await;
+    }
+    audit_all_completed_once(&mut client, &ids).await;
+    assert_eq!(ids.len(), 2000);
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len());
+    for agent in agents {
+        assert!(agent.terminate().await.success());
+    }
+    server.kill9().await;
+}

@@ -1,0 +1,162 @@
+//! The `taskplane` command line: the control plane (`serve`), or the control
+//! plane with an agent of the example domains in one process (`dev`). It lives
+//! in the library so that test harnesses run exactly what the binary runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::RetryPolicy;
+use crate::{QueueConfig, Server, ServerConfig};
+use clap::{Args, Parser, Subcommand};
+use taskplane_agent::signal::{init_logging, shutdown_signal};
+use taskplane_agent::{
+    Agent, AppServices, ConnectionState, RegistryConfig, setup_registry_with_config,
+};
+use tokio_util::sync::CancellationToken;
+
+/// taskplane: durable background tasks over gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the control plane.
+    Serve(ServeArgs),
+    /// Runs the control plane and an agent of the example domains in one process.
+    Dev(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The gRPC listen address.
+    #[arg(long, env = "TASKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The database: sqlite://path/to/file.db (created if missing).
+    #[arg(
+        long,
+        env = "TASKPLANE_DATABASE_URL",
+        default_value = "sqlite://taskplane-data/taskplane.db"
+    )]
+    database_url: String,
+    /// How long an assignment's lease lasts; a silent agent loses its tasks
+    /// after this long. Agents heartbeat three times per lease.
+    #[arg(long, env = "TASKPLANE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// How often idle agents' queues are checked for delayed tasks coming due.
+    #[arg(long, env = "TASKPLANE_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// The first retry's delay, for task types registered without their own.
+    #[arg(long, env = "TASKPLANE_RETRY_INITIAL_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    retry_initial_backoff: Duration,
+    /// The longest retry delay, for task types registered without their own.
+    #[arg(long, env = "TASKPLANE_RETRY_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
+    retry_max_backoff: Duration,
+    /// The largest task payload accepted, in bytes of JSON.
+    #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    max_payload_bytes: usize,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            queue: QueueConfig {
+                lease_duration: self.lease,
+                heartbeat_interval: self.lease / 3,
+                poll_interval: self.poll_interval,
+                default_retry_policy: RetryPolicy {
+                    initial_backoff: self.retry_initial_backoff,
+                    max_backoff: self.retry_max_backoff.max(self.retry_initial_backoff),
+                    ..RetryPolicy::default()
+                },
+                max_payload_bytes: self.max_payload_bytes,
+                ..QueueConfig::default()
+            },
+        }
+    }
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub async fn run() -> anyhow::Result<()> {
+    init_logging();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Dev(args) => dev(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.config()).await?;
+    tracing::info!(address = %server.local_addr(), database = %args.database_url, "taskplane control plane listening");
+    println!("taskplane listening on {}", server.local_addr());
+    server.serve(shutdown_signal()).await
+}
+
+async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.config()).await?;
+    let address = server.local_addr();
+    let stop = CancellationToken::new();
+    let server_stop = stop.clone();
+    let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
+
+    let (registry, unknown) = setup_registry_with_config(
+        &RegistryConfig::from_env()?,
+        Arc::new(AppServices {
+            export_dir: PathBuf::from("taskplane-data/exports"),
+        }),
+    );
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "TASK_ENABLED_DOMAINS names unknown domains: {}",
+            unknown.join(", ")
+        );
+    }
+    let agent = Agent::builder()
+        .registry(registry)
+        .server(format!("http://{address}"))
+        .name("dev-agent")
+        .build()?;
+    // Print the welcome once the agent is registered: what it invites the
+    // user to do works from that moment.
+    let mut connection = agent.connection_state();
+    tokio::spawn(async move {
+        if connection
+            .wait_for(|state| matches!(state, ConnectionState::Registered { .. }))
+            .await
+            .is_ok()
+        {
+            print_welcome(address);
+        }
+    });
+    let agent_stop = stop.clone();
+    let agent_result = agent.run(async move {
+        shutdown_signal().await;
+        agent_stop.cancel();
+    });
+    let agent_result = agent_result.await;
+    stop.cancel();
+    server_task.await??;
+    Ok(agent_result?)
+}
+
+fn print_welcome(address: SocketAddr) {
+    println!(
+        r#"taskplane dev listening on {address}
+An agent serving user_management, billing and system_maintenance is connected.
+
+Try it (grpcurl lists every service through reflection):
+  grpcurl -plaintext {address} list
+  grpcurl -plaintext {address} taskplane.v1.RegistryService/ListTaskTypes
+  grpcurl -plaintext -d '{{"task_type": "invoice_generation", "payload": {{"items": [{{"description": "plan", "quantity": 2, "unit_price_cents": 1500}}], "tax_rate_percent": 20}}}}' {address} taskplane.v1.TaskService/EnqueueTask
+  grpcurl -plaintext -d '{{"id": "<id from EnqueueTask>"}}' {address} taskplane.v1.TaskService/GetTask
+  grpcurl -plaintext -d '{{"status": "TASK_STATUS_COMPLETED"}}' {address} taskplane.v1.TaskService/ListTasks
+Ctrl-C stops both."#
+    );
+}
