@@ -25,6 +25,10 @@ use tonic::transport::Endpoint;
 use crate::handler::{TaskContext, TaskError};
 use crate::registry::{RegistryError, TaskRegistry};
 
+/// How long a cancelled or timed-out handler may take to stop by itself
+/// before its future is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// The server agents connect to when none is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 
@@ -431,14 +435,26 @@ async fn run_assignment(
             "this agent has no handler for task type '{}'",
             assignment.task_type
         ))),
-        Some(handler) => tokio::select! {
-            outcome = handler.handle(context) => outcome,
-            () = tokio::time::sleep(timeout) => {
-                cancel.cancel();
-                Err(TaskError::Timeout(timeout))
+        Some(handler) => {
+            let work = handler.handle(context);
+            tokio::pin!(work);
+            // Cancellation is cooperative first: the token fires and the
+            // handler gets a grace period to stop by itself; after that its
+            // future is dropped.
+            let stopped = tokio::select! {
+                outcome = &mut work => Ok(outcome),
+                () = tokio::time::sleep(timeout) => Err(TaskError::Timeout(timeout)),
+                () = cancel.cancelled() => Err(TaskError::Cancelled("the control plane cancelled the task".into())),
+            };
+            match stopped {
+                Ok(outcome) => outcome,
+                Err(reason) => {
+                    cancel.cancel();
+                    let _ = tokio::time::timeout(CANCEL_GRACE, work).await;
+                    Err(reason)
+                }
             }
-            () = cancel.cancelled() => Err(TaskError::Cancelled("the control plane cancelled the task".into())),
-        },
+        }
     };
     let outcome = match outcome {
         Ok(result) => {

@@ -1,0 +1,432 @@
+//! The task lifecycle in detail, in process over real gRPC and SQLite:
+//! backoff, dead letters and RetryTask, delays, priority, idempotency under
+//! concurrency, cancellation, timeouts and WatchTask.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use integration_tests::{TestAgent, TestServer, enqueue_request, wait_terminal};
+use prost_types::Timestamp;
+use serde_json::json;
+use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_proto::v1::{
+    CancelTaskRequest, ListTaskAttemptsRequest, ListTasksRequest, RetryPolicy, RetryTaskRequest,
+    TaskStatus, WatchTaskRequest,
+};
+use tonic::Code;
+
+/// Fails (retryably) while `attempt < fail_until`; sleeps `ms` first unless cancelled.
+struct Scripted {
+    saw_cancel: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for Scripted {
+    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        let ms = context.payload["ms"].as_u64().unwrap_or(0);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            () = context.cancellation.cancelled() => {
+                self.saw_cancel.store(true, Ordering::SeqCst);
+                return Err(TaskError::Cancelled("handler stopped".into()));
+            }
+        }
+        let fail_until = context.payload["fail_until"].as_u64().unwrap_or(0) as u32;
+        if context.attempt < fail_until {
+            return Err(TaskError::Retryable(format!(
+                "attempt {} failed",
+                context.attempt
+            )));
+        }
+        Ok(TaskResult::new(json!({ "attempt": context.attempt })))
+    }
+}
+
+async fn setup() -> (TestServer, TestAgent, Arc<AtomicBool>) {
+    let server = TestServer::start().await;
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let mut registry = TaskRegistry::new();
+    registry.register_handler(
+        "scripted",
+        Box::new(Scripted {
+            saw_cancel: saw_cancel.clone(),
+        }),
+    );
+    let agent = TestAgent::start(&server, "scripted-agent", registry).await;
+    (server, agent, saw_cancel)
+}
+
+fn millis(timestamp: &Option<Timestamp>) -> i64 {
+    let t = timestamp.as_ref().expect("timestamp set");
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+fn in_ms(ms: i64) -> Timestamp {
+    let at = std::time::SystemTime::now() + Duration::from_millis(ms as u64);
+    Timestamp::from(at)
+}
+
+#[tokio::test]
+async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revives_them() {
+    let (server, agent, _) = setup().await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("scripted", json!({"fail_until": 99}));
+    request.max_attempts = 3;
+    request.retry_policy = Some(RetryPolicy {
+        initial_backoff: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+        backoff_factor: 2.0,
+        max_backoff: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+    });
+    let id = tasks
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let dead = wait_terminal(&mut tasks, &id).await;
+    assert_eq!((dead.status(), dead.attempts), (TaskStatus::Dead, 3));
+    assert_eq!(dead.last_error, "attempt 3 failed");
+
+    // The whole history is kept, and no retry came before its backoff:
+    // retry n waits at least half of 200 ms · 2^(n-1).
+    let attempts = tasks
+        .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts;
+    let errors: Vec<&str> = attempts.iter().map(|a| a.error.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["attempt 1 failed", "attempt 2 failed", "attempt 3 failed"]
+    );
+    for (n, pair) in attempts.windows(2).enumerate() {
+        let waited = millis(&pair[1].started_at) - millis(&pair[0].finished_at);
+        let minimum = 100 * (1 << n);
+        assert!(
+            waited >= minimum,
+            "retry {} came after {waited} ms, before its {minimum} ms backoff",
+            n + 1
+        );
+    }
+
+    // RetryTask revives a DEAD task with fresh attempts; a COMPLETED one cannot be retried.
+    let revived = tasks
+        .retry_task(RetryTaskRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revived.status(), TaskStatus::Pending);
+    assert_eq!(revived.max_attempts, 6, "three more attempts");
+    let dead_again = wait_terminal(&mut tasks, &id).await;
+    assert_eq!(
+        (dead_again.status(), dead_again.attempts),
+        (TaskStatus::Dead, 6)
+    );
+
+    let ok = tasks
+        .enqueue_task(enqueue_request("scripted", json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    wait_terminal(&mut tasks, &ok).await;
+    let err = tasks
+        .retry_task(RetryTaskRequest { id: ok })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("only DEAD or CANCELLED tasks can be retried"),
+        "{}",
+        err.message()
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn delayed_tasks_are_not_delivered_early() {
+    let (server, agent, _) = setup().await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("scripted", json!({}));
+    request.run_at = Some(in_ms(400));
+    let task = tasks
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let done = wait_terminal(&mut tasks, &task.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed);
+    assert!(
+        millis(&done.started_at) >= millis(&task.run_at),
+        "started before run_at"
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ready_tasks_go_out_by_priority_then_age() {
+    let server = TestServer::start().await;
+    let mut registry = server.registry().await;
+    registry
+        .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
+            task_type: "ordered".into(),
+            // Handlers registered outside a DomainRegistry belong to "default".
+            domain: taskplane_agent::registry::DEFAULT_DOMAIN.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut tasks = server.tasks().await;
+    let mut ids = Vec::new();
+    for (name, priority) in [("low-old", 0), ("high", 10), ("low-new", 0), ("mid", 5)] {
+        let mut request = enqueue_request("ordered", json!({ "name": name }));
+        request.priority = priority;
+        ids.push((
+            name,
+            tasks
+                .enqueue_task(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap()
+                .id,
+        ));
+    }
+    // A one-slot agent receives them one at a time, in delivery order.
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Record(Arc<std::sync::Mutex<Vec<String>>>);
+    #[async_trait::async_trait]
+    impl TaskHandler for Record {
+        async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(context.payload["name"].as_str().unwrap().to_owned());
+            Ok(TaskResult::empty())
+        }
+    }
+    let mut handlers = TaskRegistry::new();
+    handlers.register_handler("ordered", Box::new(Record(order.clone())));
+    let agent = taskplane_agent::Agent::builder()
+        .registry(handlers)
+        .server(server.url())
+        .max_concurrency(1)
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let running = tokio::spawn(agent.run(async move { token.cancelled().await }));
+    for (_, id) in &ids {
+        wait_terminal(&mut tasks, id).await;
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["high", "mid", "low-old", "low-new"]
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_enqueues_of_one_key_make_one_task() {
+    let (server, agent, _) = setup().await;
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let mut client = server.tasks().await;
+        handles.push(tokio::spawn(async move {
+            let mut request = enqueue_request("scripted", json!({}));
+            request.idempotency_key = "order-42".into();
+            client.enqueue_task(request).await.unwrap().into_inner()
+        }));
+    }
+    let mut created = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for handle in handles {
+        let response = handle.await.unwrap();
+        created += usize::from(response.created);
+        ids.insert(response.task.unwrap().id);
+    }
+    assert_eq!((created, ids.len()), (1, 1), "one task, created once");
+    let mut tasks = server.tasks().await;
+    let listed = tasks
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 1);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_pending_and_running_tasks() {
+    let (server, agent, saw_cancel) = setup().await;
+    let mut tasks = server.tasks().await;
+
+    // Pending: delayed far ahead, cancelled before it could run.
+    let mut later = enqueue_request("scripted", json!({}));
+    later.run_at = Some(in_ms(60_000));
+    let pending = tasks
+        .enqueue_task(later)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let cancelled = tasks
+        .cancel_task(CancelTaskRequest {
+            id: pending.clone(),
+            reason: "customer changed their mind".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (cancelled.status(), cancelled.attempts),
+        (TaskStatus::Cancelled, 0)
+    );
+    assert_eq!(cancelled.last_error, "customer changed their mind");
+
+    // Running: the agent is told, the handler's token fires, the task ends CANCELLED.
+    let long = tasks
+        .enqueue_task(enqueue_request("scripted", json!({"ms": 30_000})))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let mut watch = tasks
+        .watch_task(WatchTaskRequest { id: long.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    while watch.message().await.unwrap().unwrap().status() != TaskStatus::Running {}
+    tasks
+        .cancel_task(CancelTaskRequest {
+            id: long.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let end = wait_terminal(&mut tasks, &long).await;
+    assert_eq!(end.status(), TaskStatus::Cancelled);
+    integration_tests::wait_for(|| {
+        let saw = saw_cancel.clone();
+        async move { saw.load(Ordering::SeqCst) }
+    })
+    .await;
+    let again = tasks
+        .cancel_task(CancelTaskRequest {
+            id: long,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // A cancelled task can be retried: it runs now and completes.
+    let revived = tasks
+        .retry_task(RetryTaskRequest {
+            id: pending.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revived.status(), TaskStatus::Pending);
+    let task = wait_terminal(&mut tasks, &pending).await;
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 1));
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails() {
+    let (server, agent, saw_cancel) = setup().await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("scripted", json!({"ms": 30_000}));
+    request.timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 200_000_000,
+    });
+    request.max_attempts = 1;
+    let id = tasks
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let dead = wait_terminal(&mut tasks, &id).await;
+    assert_eq!(dead.status(), TaskStatus::Dead);
+    assert!(
+        dead.last_error.contains("ran past its timeout of 200ms"),
+        "{}",
+        dead.last_error
+    );
+    assert!(
+        saw_cancel.load(Ordering::SeqCst),
+        "the handler's cancellation token fired"
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn watch_task_streams_every_state_until_terminal() {
+    let (server, agent, _) = setup().await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("scripted", json!({"ms": 100}));
+    request.run_at = Some(in_ms(200));
+    let id = tasks
+        .enqueue_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let mut stream = tasks
+        .watch_task(WatchTaskRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut states = Vec::new();
+    while let Some(task) = stream.message().await.unwrap() {
+        if states.last() != Some(&task.status()) {
+            states.push(task.status());
+        }
+    }
+    assert_eq!(
+        states,
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Completed
+        ]
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
