@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod builtin;
 pub mod config;
 pub mod domains;

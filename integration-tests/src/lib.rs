@@ -2,6 +2,8 @@
 //! ephemeral loopback port over a real SQLite file, real gRPC clients, and
 //! real SDK agents, all stopped when the test ends.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

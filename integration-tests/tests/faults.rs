@@ -489,3 +489,40 @@ async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing()
     }
     server.kill9().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything() {
+    let scene = Scene::new();
+    let port = free_port();
+    let mut server = ServerProcess::start(&scene.database(), port).await;
+    register_work(&server).await;
+    let mut client = server.tasks().await;
+    let agent = AgentProcess::start(&server.url(), "patient", 4, &scene.journal());
+    let ids = enqueue(&mut client, 12, 300).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while running_count(&mut client).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = server.child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(PATIENCE, server.child.wait())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert!(exit.success(), "graceful stop exits 0: {exit:?}");
+
+    // A restart on the same database finishes every task exactly once.
+    let server = ServerProcess::start(&scene.database(), port).await;
+    let mut client = server.tasks().await;
+    audit_all_completed_once(&mut client, &ids).await;
+    assert!(agent.terminate().await.success());
+    server.kill9().await;
+}

@@ -8,6 +8,8 @@
 //!   and `serde_json`, used wherever payloads and results cross the wire.
 //! - [`names`]: the grammar of task type and domain names.
 
+#![warn(missing_docs)]
+
 pub mod json;
 pub mod names;
 

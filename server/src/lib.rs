@@ -14,6 +14,8 @@
 //!   domain types, wire conversion and validation, the error → status
 //!   mapping, configuration, retry delays and task-change notices.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod backoff;
 pub mod cli;
