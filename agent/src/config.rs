@@ -17,6 +17,9 @@ pub struct RegistryConfig {
     pub handler_configs: HashMap<String, serde_json::Value>,
     /// Feature flags (`TASK_FEATURE_FLAGS`, `name:true,other:false`).
     pub feature_flags: HashMap<String, bool>,
+    /// Refuse to start on an unknown domain instead of warning
+    /// (`TASK_STRICT_CONFIG=true`).
+    pub strict: bool,
 }
 
 /// A malformed configuration value.
@@ -75,7 +78,33 @@ impl RegistryConfig {
             disabled_task_types: split_list(&lookup("TASK_DISABLED_TYPES").unwrap_or_default()),
             handler_configs: HashMap::new(),
             feature_flags: parse_flags(&lookup("TASK_FEATURE_FLAGS").unwrap_or_default())?,
+            strict: match lookup("TASK_STRICT_CONFIG").as_deref().map(str::trim) {
+                None | Some("" | "false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "TASK_STRICT_CONFIG",
+                        message: format!("'{other}' is not a boolean: write true or false"),
+                    });
+                }
+            },
         })
+    }
+
+    /// Judges the unknown domains [`crate::setup_registry_with_config`]
+    /// reported: an error under `strict`, otherwise fine (they were warned).
+    pub fn check_unknown_domains(&self, unknown: &[String]) -> Result<(), ConfigError> {
+        if self.strict && !unknown.is_empty() {
+            return Err(ConfigError {
+                variable: "TASK_ENABLED_DOMAINS",
+                message: format!(
+                    "unknown domains {} (known: user_management, billing, system_maintenance); \
+                     TASK_STRICT_CONFIG=true refuses to start",
+                    unknown.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether a feature flag is on (unset flags are off).

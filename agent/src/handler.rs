@@ -30,6 +30,40 @@ pub trait TaskHandler: Send + Sync {
     fn capabilities(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Checks the handler's own dependencies (a connection, a directory).
+    /// `None` (the default) means the handler has nothing to check. Results
+    /// travel in heartbeats and show in `ListAgents` and `GetTaskType`.
+    async fn health_check(&self) -> Option<HandlerHealth> {
+        None
+    }
+}
+
+/// The result of a handler's self-check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HandlerHealth {
+    /// Whether the handler can do its work now.
+    pub healthy: bool,
+    /// What was checked, or what is wrong, in words.
+    pub message: String,
+}
+
+impl HandlerHealth {
+    /// A passing check.
+    pub fn healthy(message: impl Into<String>) -> Self {
+        HandlerHealth {
+            healthy: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failing check, saying what is wrong.
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        HandlerHealth {
+            healthy: false,
+            message: message.into(),
+        }
+    }
 }
 
 /// Everything a handler knows about the attempt it runs.
@@ -53,6 +87,25 @@ pub struct TaskContext {
     pub deadline: DateTime<Utc>,
     /// Cancelled when the task is cancelled, times out or the agent stops.
     pub cancellation: CancellationToken,
+}
+
+impl TaskContext {
+    /// A context for running a handler outside an agent, e.g. in a unit
+    /// test: attempt 1, no metadata, a five-minute deadline, a fresh
+    /// cancellation token, and a placeholder task id.
+    pub fn new(task_type: impl Into<String>, payload: serde_json::Value) -> Self {
+        TaskContext {
+            task_id: "00000000-0000-7000-8000-000000000000".to_owned(),
+            task_type: task_type.into(),
+            domain: String::new(),
+            payload,
+            metadata: HashMap::new(),
+            attempt: 1,
+            handler_version: String::new(),
+            deadline: Utc::now() + chrono::Duration::minutes(5),
+            cancellation: CancellationToken::new(),
+        }
+    }
 }
 
 /// What a successful handler returns: a JSON object stored as the task's result.

@@ -7,11 +7,40 @@
 //!
 //! - [`handler`]: [`TaskHandler`], [`TaskContext`], [`TaskResult`], [`TaskError`].
 //! - [`registry`]: [`TaskRegistry`] and [`DomainRegistry`].
+//! - [`versioned`]: [`VersionedHandler`], v3 → v2 → v1 fallback.
+//! - [`factory`]: [`HandlerFactory`] and [`FactoryRegistry`], handlers built
+//!   from injected services.
 //! - [`config`]: which domains and types are enabled, [`RegistryConfig::from_env`].
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains.
 //! - [`domains`]: the design guide's example domains.
 //! - [`builtin`]: handlers the example domains are made of.
 //! - [`signal`]: graceful shutdown and logging set-up for the binaries.
+//!
+//! # Differences from the design guide
+//!
+//! The guide's examples compile with these mechanical changes:
+//!
+//! - `register_handler` takes `impl Into<String>` (a `&str` works too). A
+//!   second handler for one task type is not an overwrite: the first stays,
+//!   and [`AgentBuilder::build`] refuses to start, naming the duplicate.
+//! - `TaskHandler` describes itself to the server through optional methods
+//!   (`description`, `versions`, `capabilities`, `health_check`); there is no
+//!   `as_any` downcast for health checks.
+//! - `TaskContext::metadata` is `HashMap<String, String>`: `get(..)` gives a
+//!   `&String`, so the guide's `.as_str()` on it needs no `if let`. The task's
+//!   own `handler_version` field (set at enqueue) is consulted first.
+//! - `setup_registry_with_config` takes the configuration by reference and the
+//!   shared [`AppServices`], and also returns the unknown domains it warned
+//!   about, so callers can refuse them ([`RegistryConfig::check_unknown_domains`]
+//!   under `TASK_STRICT_CONFIG=true`). `RegistryConfig::from_env` returns a
+//!   `Result`: a malformed `TASK_FEATURE_FLAGS` is an error, not ignored.
+//! - The guide's two registration steps are one: the agent registers its task
+//!   types atomically when it connects ([`Agent::run`]); there is no
+//!   `TaskProcessor` and no HTTP call.
+//! - `VersionedHandler` is built with [`VersionedHandler::new`] and
+//!   `with_version`; its fields are private.
+//!
+//! # Example
 //!
 //! ```no_run
 //! use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
@@ -44,13 +73,17 @@
 pub mod builtin;
 pub mod config;
 pub mod domains;
+pub mod factory;
 pub mod handler;
 pub mod registry;
 pub mod runtime;
 pub mod signal;
+pub mod versioned;
 
 pub use config::RegistryConfig;
 pub use domains::{AppServices, setup_registry_with_config};
-pub use handler::{TaskContext, TaskError, TaskHandler, TaskResult};
-pub use registry::{DomainRegistry, HandlerInfo, TaskRegistry};
+pub use factory::{FactoryRegistry, HandlerFactory};
+pub use handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
+pub use registry::{DomainRegistry, HandlerInfo, RegistryHealthStatus, TaskRegistry};
 pub use runtime::{Agent, AgentBuilder, AgentError, ConnectionState};
+pub use versioned::{HandlerVersion, VersionedHandler};

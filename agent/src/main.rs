@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use taskplane_agent::runtime::DEFAULT_SERVER;
 use taskplane_agent::signal::{init_logging, shutdown_signal};
 use taskplane_agent::{Agent, AppServices, RegistryConfig, setup_registry_with_config};
@@ -22,12 +22,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = RegistryConfig::from_env()?;
     let (registry, unknown) = setup_registry_with_config(&config, Arc::new(AppServices::default()));
-    if !unknown.is_empty() {
-        bail!(
-            "TASK_ENABLED_DOMAINS names unknown domains: {}; known: user_management, billing, system_maintenance",
-            unknown.join(", ")
-        );
-    }
+    config.check_unknown_domains(&unknown)?;
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
     Agent::builder()
         .registry(registry)

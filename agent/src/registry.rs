@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use taskplane_proto::names::check_name;
 
-use crate::handler::TaskHandler;
+use crate::handler::{HandlerHealth, TaskHandler};
 
 /// The domain of handlers registered outside any [`DomainRegistry`].
 pub const DEFAULT_DOMAIN: &str = "default";
@@ -39,6 +39,20 @@ pub struct HandlerInfo {
     pub description: String,
     /// The handler versions served.
     pub versions: Vec<String>,
+}
+
+/// The self-checks of a registry's handlers, by task type.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RegistryHealthStatus {
+    /// Each checked handler's result.
+    pub handlers: BTreeMap<String, HandlerHealth>,
+}
+
+impl RegistryHealthStatus {
+    /// Whether every checked handler is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.handlers.values().all(|health| health.healthy)
+    }
 }
 
 /// A problem found while building a registry.
@@ -197,6 +211,23 @@ impl TaskRegistry {
             by_domain.entry(domain).or_default().push(info);
         }
         by_domain
+    }
+
+    /// Runs every handler's self-check concurrently; handlers with nothing
+    /// to check are left out.
+    pub async fn health_check(&self) -> RegistryHealthStatus {
+        let checks = self.handlers.iter().map(|(task_type, handler)| async move {
+            handler
+                .health_check()
+                .await
+                .map(|health| (task_type.clone(), health))
+        });
+        let handlers = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        RegistryHealthStatus { handlers }
     }
 
     /// Every problem found while building the registry; an agent refuses to

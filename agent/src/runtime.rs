@@ -13,8 +13,8 @@ use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
-    AgentMessage, Assignment, Completed, DomainRegistration, Drain, Failed, Heartbeat, Register,
-    TaskTypeRegistration, task_result,
+    AgentMessage, Assignment, Completed, DomainRegistration, Drain, Failed, HandlerHealth,
+    Heartbeat, Register, TaskTypeRegistration, task_result,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use crate::handler::{TaskContext, TaskError};
-use crate::registry::{RegistryError, TaskRegistry};
+use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
 
 /// How long a cancelled or timed-out handler may take to stop by itself
 /// before its future is dropped.
@@ -307,6 +307,7 @@ impl Agent {
 
         let mut running: HashMap<String, CancellationToken> = HashMap::new();
         let mut handlers: JoinSet<String> = JoinSet::new();
+        let mut heartbeats: JoinSet<()> = JoinSet::new();
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
         loop {
@@ -335,9 +336,12 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let beat = AgentMessage { message: Some(AgentMessageKind::Heartbeat(Heartbeat { running_task_ids: running.keys().cloned().collect() })) };
-                    if outbound.send(beat).await.is_err() {
-                        return Ok(SessionEnd::Lost("the outbound stream closed".into()));
+                    // One heartbeat in flight at a time: handler self-checks
+                    // run off the loop, bounded to half the interval.
+                    while heartbeats.try_join_next().is_some() {}
+                    if heartbeats.is_empty() {
+                        let running_task_ids = running.keys().cloned().collect();
+                        heartbeats.spawn(send_heartbeat(self.registry.clone(), running_task_ids, heartbeat_every / 2, outbound.clone()));
                     }
                 }
                 () = stop.cancelled() => {
@@ -400,6 +404,44 @@ impl ConnectError {
             _ => ConnectError::Unreachable(status.to_string()),
         }
     }
+}
+
+/// Runs the handlers' self-checks (up to `budget`) and sends a heartbeat
+/// naming the running tasks.
+async fn send_heartbeat(
+    registry: Arc<TaskRegistry>,
+    running_task_ids: Vec<String>,
+    budget: Duration,
+    outbound: mpsc::Sender<AgentMessage>,
+) {
+    let health = tokio::time::timeout(budget, registry.health_check())
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "handler health checks ran past their budget; sending none"
+            );
+            RegistryHealthStatus::default()
+        });
+    let handler_health = health
+        .handlers
+        .into_iter()
+        .map(|(task_type, health)| HandlerHealth {
+            task_type,
+            healthy: health.healthy,
+            message: health.message,
+        })
+        .collect();
+    let beat = Heartbeat {
+        running_task_ids,
+        handler_health,
+    };
+    // A closed stream is noticed by the session loop.
+    let _ = outbound
+        .send(AgentMessage {
+            message: Some(AgentMessageKind::Heartbeat(beat)),
+        })
+        .await;
 }
 
 /// Runs one assignment and reports its result; returns the task id.

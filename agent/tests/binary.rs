@@ -20,34 +20,38 @@ fn agent() -> Command {
 }
 
 #[tokio::test]
-async fn unknown_domains_and_malformed_flags_stop_the_agent_with_a_clear_error() {
-    let output = agent()
-        .env("TASK_ENABLED_DOMAINS", "billing,marketing")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("TASK_ENABLED_DOMAINS names unknown domains: marketing"),
-        "{stderr}"
-    );
-
-    let output = agent()
-        .env("TASK_FEATURE_FLAGS", "fast_path=on")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("TASK_FEATURE_FLAGS: 'fast_path=on' is not a flag"),
-        "{stderr}"
-    );
+async fn bad_configuration_stops_the_agent_with_a_clear_error() {
+    let cases = [
+        (
+            vec![
+                ("TASK_ENABLED_DOMAINS", "billing,marketing"),
+                ("TASK_STRICT_CONFIG", "true"),
+            ],
+            "unknown domains marketing",
+        ),
+        (
+            vec![("TASK_ENABLED_DOMAINS", "marketing")],
+            "the registry has no handlers",
+        ),
+        (
+            vec![("TASK_FEATURE_FLAGS", "fast_path=on")],
+            "TASK_FEATURE_FLAGS: 'fast_path=on' is not a flag",
+        ),
+        (
+            vec![("TASK_STRICT_CONFIG", "yes")],
+            "TASK_STRICT_CONFIG: 'yes' is not a boolean",
+        ),
+    ];
+    for (env, expected) in cases {
+        let output = agent().envs(env.clone()).output().await.unwrap();
+        assert!(!output.status.success(), "{env:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
 }
 
 #[tokio::test]
-async fn without_a_server_it_retries_until_sigterm_then_exits_cleanly() {
+async fn without_a_server_it_warns_of_unknown_domains_retries_until_sigterm_then_exits_cleanly() {
     // A port nothing listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -56,6 +60,7 @@ async fn without_a_server_it_retries_until_sigterm_then_exits_cleanly() {
         .port();
     let mut child = agent()
         .env("TASKPLANE_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("TASK_ENABLED_DOMAINS", "billing,marketing")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -63,8 +68,10 @@ async fn without_a_server_it_retries_until_sigterm_then_exits_cleanly() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut attempts = 0;
+    let mut warned = false;
     tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            warned |= line.contains("unknown domain in TASK_ENABLED_DOMAINS");
             if line.contains("cannot reach the control plane") {
                 attempts += 1;
                 if attempts == 2 {
@@ -75,6 +82,7 @@ async fn without_a_server_it_retries_until_sigterm_then_exits_cleanly() {
     })
     .await
     .expect("retries are logged");
+    assert!(warned, "the unknown domain was warned about");
     let pid = child.id().unwrap().to_string();
     assert!(
         Command::new("kill")

@@ -106,18 +106,14 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let server_stop = stop.clone();
     let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
 
+    let config = RegistryConfig::from_env()?;
     let (registry, unknown) = setup_registry_with_config(
-        &RegistryConfig::from_env()?,
+        &config,
         Arc::new(AppServices {
             export_dir: PathBuf::from("taskplane-data/exports"),
         }),
     );
-    if !unknown.is_empty() {
-        anyhow::bail!(
-            "TASK_ENABLED_DOMAINS names unknown domains: {}",
-            unknown.join(", ")
-        );
-    }
+    config.check_unknown_domains(&unknown)?;
     let agent = Agent::builder()
         .registry(registry)
         .server(format!("http://{address}"))

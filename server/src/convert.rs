@@ -173,7 +173,11 @@ pub fn proto_attempt(attempt: &Attempt) -> v1::TaskAttempt {
 }
 
 /// The wire form of a task type, with its live agent count.
-pub fn handler_info(task_type: &TaskType, live_agents: u32) -> v1::HandlerInfo {
+pub fn handler_info(
+    task_type: &TaskType,
+    live_agents: u32,
+    health: Vec<v1::AgentHandlerHealth>,
+) -> v1::HandlerInfo {
     v1::HandlerInfo {
         task_type: task_type.task_type.clone(),
         domain: task_type.domain.clone(),
@@ -186,6 +190,7 @@ pub fn handler_info(task_type: &TaskType, live_agents: u32) -> v1::HandlerInfo {
         default_max_attempts: task_type.default_max_attempts,
         default_timeout: Some(proto_duration(task_type.default_timeout)),
         default_retry_policy: Some(proto_retry_policy(&task_type.default_retry_policy)),
+        health,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use taskplane_proto::v1::ServerMessage;
+use taskplane_proto::v1::{HandlerHealth, ServerMessage};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -46,6 +46,8 @@ struct SessionState {
     in_flight: HashMap<Uuid, u32>,
     draining: bool,
     last_seen_at: DateTime<Utc>,
+    health: Vec<HandlerHealth>,
+    health_checked_at: Option<DateTime<Utc>>,
 }
 
 /// What a session looks like now, for operators.
@@ -59,6 +61,10 @@ pub struct SessionSnapshot {
     pub draining: bool,
     /// The latest message from the agent.
     pub last_seen_at: DateTime<Utc>,
+    /// The handlers' latest self-checks.
+    pub health: Vec<HandlerHealth>,
+    /// When the agent sent them.
+    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
 /// Everything a new session is made of.
@@ -99,6 +105,8 @@ impl Session {
                 in_flight: HashMap::new(),
                 draining: false,
                 last_seen_at: now,
+                health: Vec::new(),
+                health_checked_at: None,
             }),
         }
     }
@@ -152,6 +160,13 @@ impl Session {
         self.state().last_seen_at = Utc::now();
     }
 
+    /// Records the handlers' self-checks from a heartbeat.
+    pub fn set_health(&self, health: Vec<HandlerHealth>) {
+        let mut state = self.state();
+        state.health = health;
+        state.health_checked_at = Some(Utc::now());
+    }
+
     /// The session's state now.
     pub fn snapshot(&self) -> SessionSnapshot {
         let state = self.state();
@@ -160,6 +175,8 @@ impl Session {
             running: state.in_flight.len() as u32,
             draining: state.draining,
             last_seen_at: state.last_seen_at,
+            health: state.health.clone(),
+            health_checked_at: state.health_checked_at,
         }
     }
 }
@@ -190,10 +207,19 @@ impl Sessions {
 
     /// How many live sessions serve a task type.
     pub fn live_agents_for(&self, task_type: &str) -> u32 {
-        self.read()
+        self.serving(task_type).len() as u32
+    }
+
+    /// The live sessions that serve a task type, oldest first.
+    pub fn serving(&self, task_type: &str) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<_> = self
+            .read()
             .values()
             .filter(|s| s.task_types.iter().any(|t| t == task_type))
-            .count() as u32
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
     }
 
     /// Wakes the dispatchers of the sessions that serve any of these types.

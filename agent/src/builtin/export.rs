@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::json;
 
-use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use crate::handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 
 /// Writes JSON exports under one directory.
 pub struct ExportHandler {
@@ -56,5 +56,19 @@ impl TaskHandler for ExportHandler {
 
     fn capabilities(&self) -> Vec<String> {
         vec!["filesystem".into()]
+    }
+
+    async fn health_check(&self) -> Option<HandlerHealth> {
+        let directory = self.directory.display();
+        let probe = self.directory.join(".taskplane-health-probe");
+        let writable = async {
+            tokio::fs::create_dir_all(&self.directory).await?;
+            tokio::fs::write(&probe, b"ok").await?;
+            tokio::fs::remove_file(&probe).await
+        };
+        Some(match writable.await {
+            Ok(()) => HandlerHealth::healthy(format!("{directory} is writable")),
+            Err(error) => HandlerHealth::unhealthy(format!("cannot write to {directory}: {error}")),
+        })
     }
 }

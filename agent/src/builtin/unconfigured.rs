@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use crate::handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 
 /// Fails every attempt, naming the service the task type needs.
 pub struct UnconfiguredHandler {
@@ -34,5 +34,12 @@ impl TaskHandler for UnconfiguredHandler {
 
     fn description(&self) -> String {
         self.description.into()
+    }
+
+    async fn health_check(&self) -> Option<HandlerHealth> {
+        Some(HandlerHealth::unhealthy(format!(
+            "needs {}; none is configured",
+            self.service
+        )))
     }
 }

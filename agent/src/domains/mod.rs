@@ -110,6 +110,7 @@ mod tests {
             disabled_task_types: vec!["password_reset".to_string()],
             handler_configs: HashMap::new(),
             feature_flags: HashMap::new(),
+            strict: false,
         };
         let (registry, unknown) =
             setup_registry_with_config(&config, Arc::new(AppServices::default()));
@@ -121,6 +122,19 @@ mod tests {
             "domain not enabled"
         );
         assert_eq!(unknown, ["marketing"]);
+        assert!(
+            config.check_unknown_domains(&unknown).is_ok(),
+            "not strict: warned only"
+        );
+        let strict = RegistryConfig {
+            strict: true,
+            ..config.clone()
+        };
+        let err = strict.check_unknown_domains(&unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown domains marketing"),
+            "{err}"
+        );
         assert_eq!(
             registry
                 .get_domain_task_types("user_management")

@@ -261,7 +261,7 @@ async fn handle_message(
                 "`register` was already sent on this stream: send it once, first",
             ));
         }
-        AgentMessageKind::Heartbeat(_) => {}
+        AgentMessageKind::Heartbeat(heartbeat) => session.set_health(heartbeat.handler_health),
         AgentMessageKind::Result(result) => handle_result(plane, session, result).await?,
         AgentMessageKind::Credit(credit) => {
             if credit.slots > MAX_CONCURRENCY {

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::registry_service_server::RegistryService;
 use taskplane_proto::v1::{
-    AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListAgentsResponse,
-    ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest, ListTaskTypesResponse,
-    RegisterTaskTypeRequest, ValidateTaskTypeRequest, ValidateTaskTypeResponse,
+    AgentHandlerHealth, AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest,
+    ListAgentsResponse, ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest,
+    ListTaskTypesResponse, RegisterTaskTypeRequest, ValidateTaskTypeRequest,
+    ValidateTaskTypeResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
 use crate::error::{Error, Result};
-use crate::model::TaskTypeSpec;
+use crate::model::{TaskType, TaskTypeSpec};
 use crate::plane::ControlPlane;
 
 /// Serves `RegistryService`.
@@ -26,6 +27,33 @@ impl RegistryApi {
     /// Serves the given control plane.
     pub fn new(plane: Arc<ControlPlane>) -> Self {
         RegistryApi { plane }
+    }
+}
+
+impl RegistryApi {
+    /// A task type as stored, with its live agents and their latest
+    /// self-checks of its handler.
+    fn describe(&self, task_type: &TaskType) -> HandlerInfo {
+        let serving = self.plane.sessions.serving(&task_type.task_type);
+        let health = serving
+            .iter()
+            .filter_map(|session| {
+                let snapshot = session.snapshot();
+                let checked_at = snapshot.health_checked_at?;
+                let check = snapshot
+                    .health
+                    .into_iter()
+                    .find(|h| h.task_type == task_type.task_type)?;
+                Some(AgentHandlerHealth {
+                    agent_name: session.agent_name.clone(),
+                    session_id: session.id.to_string(),
+                    healthy: check.healthy,
+                    message: check.message,
+                    checked_at: Some(timestamp(checked_at)),
+                })
+            })
+            .collect();
+        handler_info(task_type, serving.len() as u32, health)
     }
 }
 
@@ -59,10 +87,7 @@ impl RegistryService for RegistryApi {
         let registered = self.plane.store.register_task_types(&[spec]).await?;
         let task_type = &registered[0];
         tracing::info!(task_type = %task_type.task_type, domain = %task_type.domain, "task type registered by an operator");
-        Ok(Response::new(handler_info(
-            task_type,
-            self.plane.sessions.live_agents_for(&task_type.task_type),
-        )))
+        Ok(Response::new(self.describe(task_type)))
     }
 
     async fn list_task_types(
@@ -75,10 +100,7 @@ impl RegistryService for RegistryApi {
             .store
             .list_task_types(Some(domain.as_str()).filter(|d| !d.is_empty()))
             .await?;
-        let task_types = task_types
-            .iter()
-            .map(|t| handler_info(t, self.plane.sessions.live_agents_for(&t.task_type)))
-            .collect();
+        let task_types = task_types.iter().map(|t| self.describe(t)).collect();
         Ok(Response::new(ListTaskTypesResponse { task_types }))
     }
 
@@ -91,10 +113,7 @@ impl RegistryService for RegistryApi {
         let task_type = self.plane.store.get_task_type(&name).await?.ok_or_else(|| {
             Error::NotFound(format!("task type '{name}' is not registered: RegistryService.ListTaskTypes lists the registered ones"))
         })?;
-        Ok(Response::new(handler_info(
-            &task_type,
-            self.plane.sessions.live_agents_for(&name),
-        )))
+        Ok(Response::new(self.describe(&task_type)))
     }
 
     async fn validate_task_type(
@@ -187,6 +206,7 @@ impl RegistryService for RegistryApi {
                     connected_at: Some(timestamp(session.connected_at)),
                     last_seen_at: Some(timestamp(snapshot.last_seen_at)),
                     draining: snapshot.draining,
+                    handler_health: snapshot.health,
                 }
             })
             .collect();
