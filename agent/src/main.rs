@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
     Agent::builder()
         .registry(registry)
-        .server(server)
+        .server(&server)
         .name(name)
         .max_concurrency(max_concurrency)
         .build()?

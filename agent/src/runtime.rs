@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -53,7 +54,9 @@ pub enum AgentError {
     #[error("the task registry is not valid: {}", join(.0))]
     Registry(Vec<RegistryError>),
     /// The server address cannot be used.
-    #[error("server address '{0}' is not a valid URL: use e.g. http://127.0.0.1:50051")]
+    #[error(
+        "server address '{0}' is not a valid URL: use e.g. http://127.0.0.1:50051 (several, comma-separated)"
+    )]
     BadServerAddress(String),
     /// The server refused the registration (bad name, domain conflict, denied).
     #[error("the server refused the registration: {0}")]
@@ -71,7 +74,7 @@ fn join(errors: &[RegistryError]) -> String {
 /// Builds an [`Agent`].
 pub struct AgentBuilder {
     registry: Option<TaskRegistry>,
-    server: String,
+    servers: Vec<String>,
     name: String,
     max_concurrency: u32,
     labels: BTreeMap<String, String>,
@@ -87,9 +90,26 @@ impl AgentBuilder {
         self
     }
 
-    /// The control plane's URL (default [`DEFAULT_SERVER`]).
-    pub fn server(mut self, url: impl Into<String>) -> Self {
-        self.server = url.into();
+    /// The control plane's URL (default [`DEFAULT_SERVER`]); a
+    /// comma-separated list names several replicas (see [`AgentBuilder::servers`]).
+    pub fn server(self, url: impl AsRef<str>) -> Self {
+        self.servers([url])
+    }
+
+    /// Several control-plane replicas: the agent connects to the first it
+    /// can reach and moves on to the next whenever a connection fails or is
+    /// lost. A comma-separated list is accepted too.
+    pub fn servers<S: AsRef<str>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.servers = urls
+            .into_iter()
+            .flat_map(|url| {
+                url.as_ref()
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|url| !url.is_empty())
+            .collect();
         self
     }
 
@@ -129,11 +149,17 @@ impl AgentBuilder {
     pub fn build(self) -> Result<Agent, AgentError> {
         let registry = self.registry.unwrap_or_default();
         registry.check().map_err(AgentError::Registry)?;
-        Endpoint::from_shared(self.server.clone())
-            .map_err(|_| AgentError::BadServerAddress(self.server.clone()))?;
+        if self.servers.is_empty() {
+            return Err(AgentError::BadServerAddress(String::new()));
+        }
+        for server in &self.servers {
+            Endpoint::from_shared(server.clone())
+                .map_err(|_| AgentError::BadServerAddress(server.clone()))?;
+        }
         Ok(Agent {
             registry: Arc::new(registry),
-            server: self.server,
+            servers: self.servers,
+            next_server: AtomicUsize::new(0),
             name: self.name,
             max_concurrency: self.max_concurrency,
             labels: self.labels,
@@ -148,7 +174,8 @@ impl AgentBuilder {
 /// A worker process's connection to the control plane.
 pub struct Agent {
     registry: Arc<TaskRegistry>,
-    server: String,
+    servers: Vec<String>,
+    next_server: AtomicUsize,
     name: String,
     max_concurrency: u32,
     labels: BTreeMap<String, String>,
@@ -171,7 +198,7 @@ impl Agent {
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             registry: None,
-            server: DEFAULT_SERVER.to_owned(),
+            servers: vec![DEFAULT_SERVER.to_owned()],
             name: "taskplane-agent".to_owned(),
             max_concurrency: 16,
             labels: BTreeMap::new(),
@@ -206,11 +233,14 @@ impl Agent {
                     Ok(SessionEnd::Lost(reason)) => {
                         self.state.send_replace(ConnectionState::Connecting);
                         tracing::warn!(%reason, "lost the control plane; reconnecting");
+                        self.next_server.fetch_add(1, Ordering::Relaxed);
                         delay = self.reconnect_min;
                     }
                     Err(ConnectError::Refused(status)) => return Err(AgentError::Refused(status)),
                     Err(ConnectError::Unreachable(reason)) => {
-                        tracing::warn!(server = %self.server, %reason, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane");
+                        let server = self.current_server();
+                        tracing::warn!(%server, %reason, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane");
+                        self.next_server.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 tokio::select! {
@@ -261,9 +291,13 @@ impl Agent {
         }
     }
 
+    fn current_server(&self) -> &str {
+        &self.servers[self.next_server.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
     /// One connection: register, then serve until the stream ends or shutdown.
     async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
-        let channel = Endpoint::from_shared(self.server.clone())
+        let channel = Endpoint::from_shared(self.current_server().to_owned())
             .expect("checked by the builder")
             .connect_timeout(Duration::from_secs(5))
             .connect()

@@ -38,7 +38,55 @@ pub fn fast_queue() -> QueueConfig {
     }
 }
 
-/// A control plane running in this process on a real socket and database file.
+/// The database a test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A fresh SQLite file in the server's temporary directory.
+    Sqlite,
+    /// A private schema in the test PostgreSQL database (this URL).
+    Postgres(String),
+}
+
+impl Backend {
+    /// The database URL for a server whose data directory is `dir`.
+    pub fn database_url(&self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("taskplane.db").display()),
+            Backend::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// Runs each named test body, an `async fn(Backend)`, once on SQLite and once
+/// on PostgreSQL (skipped with a printed line when PostgreSQL is unreachable
+/// and not required; see `taskplane_server::testing`).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($(#[$meta:meta])* $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(schema) = taskplane_server::testing::PostgresSchema::create().await else { return };
+                    super::$test($crate::Backend::Postgres(schema.url.clone())).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+/// A control plane running in this process on a real socket and database.
 pub struct TestServer {
     /// Where it listens.
     pub address: SocketAddr,
@@ -50,19 +98,16 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server with [`fast_queue`] settings.
-    pub async fn start() -> Self {
-        Self::start_with(fast_queue()).await
+    pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, fast_queue()).await
     }
 
-    /// Starts a server with the given queue settings on a fresh SQLite file.
-    pub async fn start_with(queue: QueueConfig) -> Self {
+    /// Starts a server with the given queue settings on a fresh database.
+    pub async fn start_with(backend: &Backend, queue: QueueConfig) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: format!(
-                "sqlite://{}",
-                data_dir.path().join("taskplane.db").display()
-            ),
+            database_url: backend.database_url(data_dir.path()),
             queue,
         };
         let server = Server::bind(config).await.expect("server binds");

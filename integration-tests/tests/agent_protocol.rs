@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{TestServer, enqueue_request, wait_for};
+use integration_tests::{Backend, TestServer, enqueue_request, wait_for};
 use serde_json::json;
 use taskplane_proto::v1::agent_message::Message as Agent;
 use taskplane_proto::v1::server_message::Message as Server;
@@ -118,9 +118,8 @@ async fn registered_types(server: &TestServer) -> Vec<String> {
     listed.task_types.into_iter().map(|t| t.task_type).collect()
 }
 
-#[tokio::test]
-async fn the_first_message_must_be_register() {
-    let server = TestServer::start().await;
+async fn the_first_message_must_be_register(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let heartbeat = AgentMessage {
         message: Some(Agent::Heartbeat(Heartbeat::default())),
     };
@@ -142,9 +141,8 @@ async fn the_first_message_must_be_register() {
     assert!(registered_types(&server).await.is_empty());
 }
 
-#[tokio::test]
-async fn registration_is_atomic() {
-    let server = TestServer::start().await;
+async fn registration_is_atomic(backend: Backend) {
+    let server = TestServer::start(&backend).await;
 
     // One bad name among good ones: nothing is written.
     let bad = register("a", &[("billing", &["invoice_generation", "Bad Type"])], 4);
@@ -197,9 +195,8 @@ async fn registration_is_atomic() {
     assert_eq!(registered_types(&server).await, ["invoice_generation"]);
 }
 
-#[tokio::test]
-async fn delivery_never_exceeds_the_agents_credit() {
-    let server = TestServer::start().await;
+async fn delivery_never_exceeds_the_agents_credit(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
         .await
         .unwrap();
@@ -265,9 +262,8 @@ async fn delivery_never_exceeds_the_agents_credit() {
     assert_eq!(unique.len(), 5, "each task is assigned once");
 }
 
-#[tokio::test]
-async fn stale_results_are_fenced_and_the_agent_is_told() {
-    let server = TestServer::start().await;
+async fn stale_results_are_fenced_and_the_agent_is_told(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut agent = RawAgent::open(&server, register("fenced", &[("reports", &["render"])], 1))
         .await
         .unwrap();
@@ -308,9 +304,8 @@ async fn stale_results_are_fenced_and_the_agent_is_told() {
     );
 }
 
-#[tokio::test]
-async fn a_closed_stream_returns_its_leased_tasks_at_once() {
-    let server = TestServer::start().await;
+async fn a_closed_stream_returns_its_leased_tasks_at_once(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut agent = RawAgent::open(&server, register("doomed", &[("reports", &["render"])], 4))
         .await
         .unwrap();
@@ -369,3 +364,11 @@ async fn a_closed_stream_returns_its_leased_tasks_at_once() {
     let task = integration_tests::wait_terminal(&mut tasks, &id).await;
     assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 2));
 }
+
+integration_tests::on_every_backend!(
+    the_first_message_must_be_register,
+    registration_is_atomic,
+    delivery_never_exceeds_the_agents_credit,
+    stale_results_are_fenced_and_the_agent_is_told,
+    a_closed_stream_returns_its_leased_tasks_at_once,
+);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use integration_tests::{TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
 use taskplane_proto::json::struct_to_json;
@@ -58,9 +58,8 @@ fn math_registry(calls: Arc<AtomicU32>) -> TaskRegistry {
     registry
 }
 
-#[tokio::test]
-async fn an_enqueued_task_is_pushed_handled_and_completed() {
-    let server = TestServer::start().await;
+async fn an_enqueued_task_is_pushed_handled_and_completed(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let agent = TestAgent::start(&server, "math", math_registry(Arc::default())).await;
     let mut tasks = server.tasks().await;
 
@@ -101,9 +100,8 @@ async fn an_enqueued_task_is_pushed_handled_and_completed() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_failed_handler_shows_its_error_and_retryable_failures_are_retried() {
-    let server = TestServer::start().await;
+async fn a_failed_handler_shows_its_error_and_retryable_failures_are_retried(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let calls = Arc::new(AtomicU32::new(0));
     let agent = TestAgent::start(&server, "math", math_registry(calls.clone())).await;
     let mut tasks = server.tasks().await;
@@ -151,9 +149,8 @@ async fn a_failed_handler_shows_its_error_and_retryable_failures_are_retried() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unregistered_types_fail_precondition_and_write_nothing() {
-    let server = TestServer::start().await;
+async fn unregistered_types_fail_precondition_and_write_nothing(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let agent = TestAgent::start(&server, "math", math_registry(Arc::default())).await;
     let mut tasks = server.tasks().await;
 
@@ -191,12 +188,14 @@ async fn unregistered_types_fail_precondition_and_write_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_requests_are_invalid_arguments_a_person_can_act_on() {
-    let server = TestServer::start_with(taskplane_server::QueueConfig {
-        max_payload_bytes: 1024,
-        ..integration_tests::fast_queue()
-    })
+async fn malformed_requests_are_invalid_arguments_a_person_can_act_on(backend: Backend) {
+    let server = TestServer::start_with(
+        &backend,
+        taskplane_server::QueueConfig {
+            max_payload_bytes: 1024,
+            ..integration_tests::fast_queue()
+        },
+    )
     .await;
     let _agent = TestAgent::start(&server, "math", math_registry(Arc::default())).await;
     let mut tasks = server.tasks().await;
@@ -251,9 +250,8 @@ async fn malformed_requests_are_invalid_arguments_a_person_can_act_on() {
     );
 }
 
-#[tokio::test]
-async fn a_batch_is_stored_atomically_and_pages_through_list_tasks() {
-    let server = TestServer::start().await;
+async fn a_batch_is_stored_atomically_and_pages_through_list_tasks(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut registry = server.registry().await;
     registry
         .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
@@ -314,3 +312,11 @@ fn uuid_version(id: &str) -> u32 {
 fn uuid_like() -> String {
     "01900000-0000-7000-8000-000000000000".to_owned()
 }
+
+integration_tests::on_every_backend!(
+    an_enqueued_task_is_pushed_handled_and_completed,
+    a_failed_handler_shows_its_error_and_retryable_failures_are_retried,
+    unregistered_types_fail_precondition_and_write_nothing,
+    malformed_requests_are_invalid_arguments_a_person_can_act_on,
+    a_batch_is_stored_atomically_and_pages_through_list_tasks,
+);

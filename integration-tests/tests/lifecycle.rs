@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use integration_tests::{TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
 use prost_types::Timestamp;
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
@@ -43,8 +43,8 @@ impl TaskHandler for Scripted {
     }
 }
 
-async fn setup() -> (TestServer, TestAgent, Arc<AtomicBool>) {
-    let server = TestServer::start().await;
+async fn setup(backend: &Backend) -> (TestServer, TestAgent, Arc<AtomicBool>) {
+    let server = TestServer::start(backend).await;
     let saw_cancel = Arc::new(AtomicBool::new(false));
     let mut registry = TaskRegistry::new();
     registry.register_handler(
@@ -67,9 +67,10 @@ fn in_ms(ms: i64) -> Timestamp {
     Timestamp::from(at)
 }
 
-#[tokio::test]
-async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revives_them() {
-    let (server, agent, _) = setup().await;
+async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revives_them(
+    backend: Backend,
+) {
+    let (server, agent, _) = setup(&backend).await;
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({"fail_until": 99}));
     request.max_attempts = 3;
@@ -157,9 +158,8 @@ async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revi
     server.stop().await;
 }
 
-#[tokio::test]
-async fn delayed_tasks_are_not_delivered_early() {
-    let (server, agent, _) = setup().await;
+async fn delayed_tasks_are_not_delivered_early(backend: Backend) {
+    let (server, agent, _) = setup(&backend).await;
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({}));
     request.run_at = Some(in_ms(400));
@@ -180,9 +180,8 @@ async fn delayed_tasks_are_not_delivered_early() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn ready_tasks_go_out_by_priority_then_age() {
-    let server = TestServer::start().await;
+async fn ready_tasks_go_out_by_priority_then_age(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut registry = server.registry().await;
     registry
         .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
@@ -246,9 +245,8 @@ async fn ready_tasks_go_out_by_priority_then_age() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn fifty_concurrent_enqueues_of_one_key_make_one_task() {
-    let (server, agent, _) = setup().await;
+async fn fifty_concurrent_enqueues_of_one_key_make_one_task(backend: Backend) {
+    let (server, agent, _) = setup(&backend).await;
     let mut handles = Vec::new();
     for _ in 0..50 {
         let mut client = server.tasks().await;
@@ -278,9 +276,8 @@ async fn fifty_concurrent_enqueues_of_one_key_make_one_task() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn cancelling_pending_and_running_tasks() {
-    let (server, agent, saw_cancel) = setup().await;
+async fn cancelling_pending_and_running_tasks(backend: Backend) {
+    let (server, agent, saw_cancel) = setup(&backend).await;
     let mut tasks = server.tasks().await;
 
     // Pending: delayed far ahead, cancelled before it could run.
@@ -361,9 +358,8 @@ async fn cancelling_pending_and_running_tasks() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails() {
-    let (server, agent, saw_cancel) = setup().await;
+async fn a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails(backend: Backend) {
+    let (server, agent, saw_cancel) = setup(&backend).await;
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({"ms": 30_000}));
     request.timeout = Some(prost_types::Duration {
@@ -394,9 +390,8 @@ async fn a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn watch_task_streams_every_state_until_terminal() {
-    let (server, agent, _) = setup().await;
+async fn watch_task_streams_every_state_until_terminal(backend: Backend) {
+    let (server, agent, _) = setup(&backend).await;
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({"ms": 100}));
     request.run_at = Some(in_ms(200));
@@ -430,3 +425,13 @@ async fn watch_task_streams_every_state_until_terminal() {
     agent.stop().await.unwrap();
     server.stop().await;
 }
+
+integration_tests::on_every_backend!(
+    retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revives_them,
+    delayed_tasks_are_not_delivered_early,
+    ready_tasks_go_out_by_priority_then_age,
+    fifty_concurrent_enqueues_of_one_key_make_one_task,
+    cancelling_pending_and_running_tasks,
+    a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails,
+    watch_task_streams_every_state_until_terminal,
+);

@@ -1,6 +1,6 @@
 //! Server reflection v1 and v1alpha list every service, and health answers.
 
-use integration_tests::TestServer;
+use integration_tests::{Backend, TestServer};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -35,9 +35,8 @@ async fn list_services_v1(server: &TestServer) -> Vec<String> {
     names
 }
 
-#[tokio::test]
-async fn reflection_v1_lists_every_service() {
-    let server = TestServer::start().await;
+async fn reflection_v1_lists_every_service(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     assert_eq!(
         list_services_v1(&server).await,
         [
@@ -52,9 +51,8 @@ async fn reflection_v1_lists_every_service() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn health_reports_serving_for_each_service() {
-    let server = TestServer::start().await;
+async fn health_reports_serving_for_each_service(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut health = HealthClient::new(server.channel().await);
     for service in [
         "taskplane.v1.TaskService",
@@ -76,3 +74,8 @@ async fn health_reports_serving_for_each_service() {
     }
     server.stop().await;
 }
+
+integration_tests::on_every_backend!(
+    reflection_v1_lists_every_service,
+    health_reports_serving_for_each_service,
+);

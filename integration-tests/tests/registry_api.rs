@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use integration_tests::{TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
 use serde_json::json;
 use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
@@ -32,9 +32,8 @@ fn example_registry(
     registry
 }
 
-#[tokio::test]
-async fn two_domain_agents_register_their_own_types_and_are_introspectable() {
-    let server = TestServer::start().await;
+async fn two_domain_agents_register_their_own_types_and_are_introspectable(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let billing = TestAgent::start(
         &server,
@@ -235,9 +234,8 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_agent_claiming_another_domains_type_is_refused() {
-    let server = TestServer::start().await;
+async fn an_agent_claiming_another_domains_type_is_refused(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let _billing = TestAgent::start(
         &server,
@@ -290,3 +288,8 @@ async fn an_agent_claiming_another_domains_type_is_refused() {
         "nothing of a refused registration is written"
     );
 }
+
+integration_tests::on_every_backend!(
+    two_domain_agents_register_their_own_types_and_are_introspectable,
+    an_agent_claiming_another_domains_type_is_refused,
+);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use integration_tests::{TestAgent, TestServer, enqueue_request, wait_for, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_for, wait_terminal};
 use serde_json::json;
 use taskplane_agent::{
     Agent, AgentError, AppServices, HandlerHealth, HandlerVersion, RegistryConfig, TaskContext,
@@ -20,9 +20,8 @@ use taskplane_proto::v1::{
 /// registry from configuration, served by an agent, processes a task to
 /// COMPLETED. (The guide's `welcome_email` needs an SMTP server here, so the
 /// task is an invoice.)
-#[tokio::test]
-async fn test_registry_with_processor() {
-    let server = TestServer::start().await;
+async fn test_registry_with_processor(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let config = RegistryConfig::from_lookup(|_| None).unwrap();
     let (registry, _) = setup_registry_with_config(
@@ -59,9 +58,8 @@ impl TaskHandler for Report {
     }
 }
 
-#[tokio::test]
-async fn served_versions_are_visible_to_clients_and_tasks_fall_back() {
-    let server = TestServer::start().await;
+async fn served_versions_are_visible_to_clients_and_tasks_fall_back(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let mut registry = TaskRegistry::new();
     let versioned = VersionedHandler::new(HandlerVersion::V1)
         .with_version(HandlerVersion::V1, Box::new(Report("csv")))
@@ -162,9 +160,8 @@ impl TaskHandler for Flippable {
     }
 }
 
-#[tokio::test]
-async fn handler_health_travels_in_heartbeats_to_list_agents_and_get_task_type() {
-    let server = TestServer::start().await;
+async fn handler_health_travels_in_heartbeats_to_list_agents_and_get_task_type(backend: Backend) {
+    let server = TestServer::start(&backend).await;
     let healthy = Arc::new(AtomicBool::new(true));
     let mut registry = TaskRegistry::new();
     registry.register_handler("sync_upstream", Box::new(Flippable(healthy.clone())));
@@ -212,8 +209,8 @@ async fn handler_health_travels_in_heartbeats_to_list_agents_and_get_task_type()
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_task_type_registered_twice_stops_the_agent_at_start_up() {
+#[test]
+fn a_task_type_registered_twice_stops_the_agent_at_start_up() {
     let mut registry = TaskRegistry::new();
     registry.register_handler("report", Box::new(Report("first")));
     registry.register_handler("report", Box::new(Report("second")));
@@ -233,3 +230,9 @@ async fn a_task_type_registered_twice_stops_the_agent_at_start_up() {
         "{error}"
     );
 }
+
+integration_tests::on_every_backend!(
+    test_registry_with_processor,
+    served_versions_are_visible_to_clients_and_tasks_fall_back,
+    handler_health_travels_in_heartbeats_to_list_agents_and_get_task_type,
+);

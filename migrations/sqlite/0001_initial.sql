@@ -73,13 +73,20 @@ CREATE TABLE task_attempts (
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 
+-- Agent sessions of every replica. The owning replica refreshes status and
+-- last_seen_at every heartbeat interval; a replica that dies stops, so its
+-- sessions fall out of ListAgents after one lease.
 CREATE TABLE agents (
     session_id       TEXT PRIMARY KEY NOT NULL,
     agent_id         TEXT NOT NULL,
     agent_name       TEXT NOT NULL,
     domains          TEXT NOT NULL,
+    task_types       TEXT NOT NULL,
     labels           TEXT NOT NULL,
-    max_concurrency  INTEGER NOT NULL,
     connected_at     INTEGER NOT NULL,
-    disconnected_at  INTEGER
+    last_seen_at     INTEGER NOT NULL,
+    disconnected_at  INTEGER,
+    status           TEXT NOT NULL
 );
+
+CREATE INDEX agents_live ON agents (last_seen_at) WHERE disconnected_at IS NULL;

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::assignment;
@@ -69,6 +70,29 @@ pub async fn maintain_leases(plane: Arc<ControlPlane>, shutdown: CancellationTok
         }
         if let Err(error) = plane.maintain_leases().await {
             tracing::error!(%error, "lease maintenance failed");
+        }
+    }
+}
+
+/// Wakes this replica's agents when another replica announces ready work of
+/// their types, until shutdown. Without such announcements (SQLite), returns
+/// at once.
+pub async fn relay_ready_notifications(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
+    let mut notifications = match plane.store.ready_notifications().await {
+        Ok(Some(notifications)) => notifications,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for other replicas' work; relying on the poll interval");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            notification = notifications.next() => match notification {
+                Some(task_type) => plane.sessions.wake_for([task_type.as_str()]),
+                None => return,
+            },
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   embedded default.
 //! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
 //!   the dispatchers that push leased tasks to them.
+//! - [`testing`]: a private PostgreSQL schema per test.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
 //!   domain types, wire conversion and validation, the error → status
 //!   mapping, configuration, retry delays and task-change notices.
@@ -29,6 +30,7 @@ pub mod plane;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod testing;
 
 pub use config::{QueueConfig, ServerConfig};
 pub use server::Server;

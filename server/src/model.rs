@@ -280,6 +280,56 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// A handler's latest self-check, as an agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandlerCheck {
+    /// The task type whose handler checked itself.
+    pub task_type: String,
+    /// Whether it can do its work.
+    pub healthy: bool,
+    /// What was checked or what is wrong.
+    pub message: String,
+}
+
+/// What changes during an agent session's life, refreshed every heartbeat
+/// interval by the replica that owns the stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionStatus {
+    /// Current slots (credit).
+    pub slots: u32,
+    /// Assignments not answered yet.
+    pub running: u32,
+    /// Whether the agent asked for no new work.
+    pub draining: bool,
+    /// The latest message from the agent.
+    pub last_seen_at: DateTime<Utc>,
+    /// The handlers' latest self-checks.
+    pub health: Vec<HandlerCheck>,
+    /// When the agent sent them.
+    pub health_checked_at: Option<DateTime<Utc>>,
+}
+
+/// An agent session, as every replica sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSession {
+    /// The stream's id.
+    pub session_id: Uuid,
+    /// The agent instance.
+    pub agent_id: Uuid,
+    /// The name the agent gave.
+    pub agent_name: String,
+    /// Domains it serves.
+    pub domains: Vec<String>,
+    /// Task types it serves.
+    pub task_types: Vec<String>,
+    /// Labels it sent.
+    pub labels: BTreeMap<String, String>,
+    /// When the stream registered.
+    pub connected_at: DateTime<Utc>,
+    /// Its state as of the latest refresh.
+    pub status: SessionStatus,
+}
+
 /// Filters and paging for listing tasks (newest first).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {

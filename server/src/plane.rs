@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::config::QueueConfig;
 use crate::error::Result;
 use crate::events::TaskEvents;
-use crate::model::{AttemptResult, Enqueued, NewTask, ResultOutcome, Task, TaskStatus};
+use crate::model::{
+    AgentSession, AttemptResult, Enqueued, NewTask, ResultOutcome, Task, TaskStatus,
+};
 use crate::sessions::{Session, Sessions};
 use crate::store::Store;
 
@@ -113,6 +115,25 @@ impl ControlPlane {
         Ok(outcome)
     }
 
+    /// Agent sessions of every replica, freshest view first: this replica's
+    /// own sessions from memory, the others as their replicas last recorded
+    /// them (a replica that stopped refreshing for a lease is gone).
+    pub async fn live_sessions(&self) -> Result<Vec<AgentSession>> {
+        let lease =
+            chrono::Duration::from_std(self.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+        let local: Vec<AgentSession> = self.sessions.list().iter().map(|s| s.describe()).collect();
+        let mut sessions: Vec<AgentSession> = self
+            .store
+            .live_sessions(Utc::now() - lease)
+            .await?
+            .into_iter()
+            .filter(|remote| local.iter().all(|l| l.session_id != remote.session_id))
+            .collect();
+        sessions.extend(local);
+        sessions.sort_by_key(|s| s.session_id);
+        Ok(sessions)
+    }
+
     /// Cancels a task; a running task's agent, if connected here, is told to stop.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<Task> {
         let (before, after) = self.store.cancel(id, reason).await?;
@@ -156,19 +177,19 @@ impl ControlPlane {
         let now = Utc::now();
         let mut live = Vec::new();
         for session in self.sessions.list() {
-            if now - session.snapshot().last_seen_at > silence_limit {
+            let status = session.status();
+            if now - status.last_seen_at > silence_limit {
                 // Its stream may look open, but the agent stopped speaking:
                 // end the session, which returns its tasks to the queue.
                 tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
                 session.closed.cancel();
             } else {
-                live.push(session.id);
+                live.push((session.id, status));
             }
         }
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(self.config.lease_duration)
-                .unwrap_or(chrono::Duration::MAX);
-        self.store.extend_leases(&live, expires_at).await?;
+        self.store
+            .refresh_sessions(&live, now + silence_limit)
+            .await?;
         let reaped = self.store.reap_expired_leases(Utc::now()).await?;
         if !reaped.is_empty() {
             tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
 use crate::config::ServerConfig;
-use crate::dispatch::maintain_leases;
+use crate::dispatch::{maintain_leases, relay_ready_notifications};
 use crate::plane::ControlPlane;
 use crate::store;
 
@@ -84,6 +84,10 @@ impl Server {
         plane
             .tasks
             .spawn(maintain_leases(plane.clone(), plane.shutdown.clone()));
+        plane.tasks.spawn(relay_ready_notifications(
+            plane.clone(),
+            plane.shutdown.clone(),
+        ));
         let stop = plane.shutdown.clone();
         let signal_stop = stop.clone();
         tokio::spawn(async move {

@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use taskplane_proto::v1::{HandlerHealth, ServerMessage};
+use taskplane_proto::v1::ServerMessage;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::model::{AgentSession, HandlerCheck, SessionStatus};
 
 /// Where a session's outbound messages go.
 pub type Outbound = mpsc::Sender<Result<ServerMessage, tonic::Status>>;
@@ -46,25 +48,8 @@ struct SessionState {
     in_flight: HashMap<Uuid, u32>,
     draining: bool,
     last_seen_at: DateTime<Utc>,
-    health: Vec<HandlerHealth>,
+    health: Vec<HandlerCheck>,
     health_checked_at: Option<DateTime<Utc>>,
-}
-
-/// What a session looks like now, for operators.
-#[derive(Debug, Clone)]
-pub struct SessionSnapshot {
-    /// Current slots (credit).
-    pub slots: u32,
-    /// Assignments not answered yet.
-    pub running: u32,
-    /// Whether the agent asked for no new work.
-    pub draining: bool,
-    /// The latest message from the agent.
-    pub last_seen_at: DateTime<Utc>,
-    /// The handlers' latest self-checks.
-    pub health: Vec<HandlerHealth>,
-    /// When the agent sent them.
-    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
 /// Everything a new session is made of.
@@ -161,22 +146,36 @@ impl Session {
     }
 
     /// Records the handlers' self-checks from a heartbeat.
-    pub fn set_health(&self, health: Vec<HandlerHealth>) {
+    pub fn set_health(&self, health: Vec<HandlerCheck>) {
         let mut state = self.state();
         state.health = health;
         state.health_checked_at = Some(Utc::now());
     }
 
     /// The session's state now.
-    pub fn snapshot(&self) -> SessionSnapshot {
+    pub fn status(&self) -> SessionStatus {
         let state = self.state();
-        SessionSnapshot {
+        SessionStatus {
             slots: state.slots,
             running: state.in_flight.len() as u32,
             draining: state.draining,
             last_seen_at: state.last_seen_at,
             health: state.health.clone(),
             health_checked_at: state.health_checked_at,
+        }
+    }
+
+    /// The session as every replica sees it.
+    pub fn describe(&self) -> AgentSession {
+        AgentSession {
+            session_id: self.id,
+            agent_id: self.agent_id,
+            agent_name: self.agent_name.clone(),
+            domains: self.domains.clone(),
+            task_types: self.task_types.clone(),
+            labels: self.labels.clone(),
+            connected_at: self.connected_at,
+            status: self.status(),
         }
     }
 }
@@ -201,23 +200,6 @@ impl Sessions {
     /// Every live session, oldest first.
     pub fn list(&self) -> Vec<Arc<Session>> {
         let mut sessions: Vec<_> = self.read().values().cloned().collect();
-        sessions.sort_by_key(|s| s.id);
-        sessions
-    }
-
-    /// How many live sessions serve a task type.
-    pub fn live_agents_for(&self, task_type: &str) -> u32 {
-        self.serving(task_type).len() as u32
-    }
-
-    /// The live sessions that serve a task type, oldest first.
-    pub fn serving(&self, task_type: &str) -> Vec<Arc<Session>> {
-        let mut sessions: Vec<_> = self
-            .read()
-            .values()
-            .filter(|s| s.task_types.iter().any(|t| t == task_type))
-            .cloned()
-            .collect();
         sessions.sort_by_key(|s| s.id);
         sessions
     }

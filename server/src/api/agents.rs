@@ -26,10 +26,9 @@ use uuid::Uuid;
 use crate::convert::proto_duration;
 use crate::dispatch::dispatch_session;
 use crate::error::{Error, Result};
-use crate::model::{RetryPolicyPatch, TaskTypeSpec};
+use crate::model::{HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
 use crate::plane::{ControlPlane, ReportedOutcome};
 use crate::sessions::{NewSession, Session};
-use crate::store::AgentSessionRecord;
 
 /// The most slots one session may ask for.
 const MAX_CONCURRENCY: u32 = 10_000;
@@ -177,15 +176,7 @@ impl AgentService for AgentApi {
             .expect("a new channel has room for its first message");
         self.plane
             .store
-            .record_session_start(&AgentSessionRecord {
-                session_id: session.id,
-                agent_id: session.agent_id,
-                agent_name: session.agent_name.clone(),
-                domains: session.domains.clone(),
-                labels: session.labels.clone(),
-                max_concurrency: slots,
-                connected_at: session.connected_at,
-            })
+            .record_session_start(&session.describe())
             .await?;
         self.plane.sessions.insert(session.clone());
         tracing::info!(agent = %session.agent_name, session_id = %session.id, task_types = session.task_types.len(), slots, "agent registered");
@@ -261,7 +252,17 @@ async fn handle_message(
                 "`register` was already sent on this stream: send it once, first",
             ));
         }
-        AgentMessageKind::Heartbeat(heartbeat) => session.set_health(heartbeat.handler_health),
+        AgentMessageKind::Heartbeat(heartbeat) => session.set_health(
+            heartbeat
+                .handler_health
+                .into_iter()
+                .map(|h| HandlerCheck {
+                    task_type: h.task_type,
+                    healthy: h.healthy,
+                    message: h.message,
+                })
+                .collect(),
+        ),
         AgentMessageKind::Result(result) => handle_result(plane, session, result).await?,
         AgentMessageKind::Credit(credit) => {
             if credit.slots > MAX_CONCURRENCY {

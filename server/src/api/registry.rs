@@ -6,16 +6,16 @@ use std::sync::Arc;
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::registry_service_server::RegistryService;
 use taskplane_proto::v1::{
-    AgentHandlerHealth, AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest,
-    ListAgentsResponse, ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest,
-    ListTaskTypesResponse, RegisterTaskTypeRequest, ValidateTaskTypeRequest,
+    AgentHandlerHealth, AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerHealth, HandlerInfo,
+    ListAgentsRequest, ListAgentsResponse, ListDomainsRequest, ListDomainsResponse,
+    ListTaskTypesRequest, ListTaskTypesResponse, RegisterTaskTypeRequest, ValidateTaskTypeRequest,
     ValidateTaskTypeResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
 use crate::error::{Error, Result};
-use crate::model::{TaskType, TaskTypeSpec};
+use crate::model::{AgentSession, TaskType, TaskTypeSpec};
 use crate::plane::ControlPlane;
 
 /// Serves `RegistryService`.
@@ -30,30 +30,64 @@ impl RegistryApi {
     }
 }
 
-impl RegistryApi {
-    /// A task type as stored, with its live agents and their latest
-    /// self-checks of its handler.
-    fn describe(&self, task_type: &TaskType) -> HandlerInfo {
-        let serving = self.plane.sessions.serving(&task_type.task_type);
-        let health = serving
-            .iter()
-            .filter_map(|session| {
-                let snapshot = session.snapshot();
-                let checked_at = snapshot.health_checked_at?;
-                let check = snapshot
-                    .health
-                    .into_iter()
-                    .find(|h| h.task_type == task_type.task_type)?;
-                Some(AgentHandlerHealth {
-                    agent_name: session.agent_name.clone(),
-                    session_id: session.id.to_string(),
-                    healthy: check.healthy,
-                    message: check.message,
-                    checked_at: Some(timestamp(checked_at)),
-                })
+/// A task type as stored, with the live agents serving it and their latest
+/// self-checks of its handler.
+fn describe(task_type: &TaskType, sessions: &[AgentSession]) -> HandlerInfo {
+    let serving: Vec<&AgentSession> = sessions
+        .iter()
+        .filter(|s| s.task_types.contains(&task_type.task_type))
+        .collect();
+    let health = serving
+        .iter()
+        .filter_map(|session| {
+            let checked_at = session.status.health_checked_at?;
+            let check = session
+                .status
+                .health
+                .iter()
+                .find(|h| h.task_type == task_type.task_type)?;
+            Some(AgentHandlerHealth {
+                agent_name: session.agent_name.clone(),
+                session_id: session.session_id.to_string(),
+                healthy: check.healthy,
+                message: check.message.clone(),
+                checked_at: Some(timestamp(checked_at)),
             })
-            .collect();
-        handler_info(task_type, serving.len() as u32, health)
+        })
+        .collect();
+    handler_info(task_type, serving.len() as u32, health)
+}
+
+fn live_agents_for(task_type: &str, sessions: &[AgentSession]) -> u32 {
+    sessions
+        .iter()
+        .filter(|s| s.task_types.iter().any(|t| t == task_type))
+        .count() as u32
+}
+
+fn agent_info(session: &AgentSession) -> AgentInfo {
+    AgentInfo {
+        agent_id: session.agent_id.to_string(),
+        session_id: session.session_id.to_string(),
+        agent_name: session.agent_name.clone(),
+        domains: session.domains.clone(),
+        task_types: session.task_types.clone(),
+        max_concurrency: session.status.slots,
+        running: session.status.running,
+        labels: session.labels.clone().into_iter().collect(),
+        connected_at: Some(timestamp(session.connected_at)),
+        last_seen_at: Some(timestamp(session.status.last_seen_at)),
+        draining: session.status.draining,
+        handler_health: session
+            .status
+            .health
+            .iter()
+            .map(|h| HandlerHealth {
+                task_type: h.task_type.clone(),
+                healthy: h.healthy,
+                message: h.message.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -87,7 +121,10 @@ impl RegistryService for RegistryApi {
         let registered = self.plane.store.register_task_types(&[spec]).await?;
         let task_type = &registered[0];
         tracing::info!(task_type = %task_type.task_type, domain = %task_type.domain, "task type registered by an operator");
-        Ok(Response::new(self.describe(task_type)))
+        Ok(Response::new(describe(
+            task_type,
+            &self.plane.live_sessions().await?,
+        )))
     }
 
     async fn list_task_types(
@@ -100,7 +137,8 @@ impl RegistryService for RegistryApi {
             .store
             .list_task_types(Some(domain.as_str()).filter(|d| !d.is_empty()))
             .await?;
-        let task_types = task_types.iter().map(|t| self.describe(t)).collect();
+        let sessions = self.plane.live_sessions().await?;
+        let task_types = task_types.iter().map(|t| describe(t, &sessions)).collect();
         Ok(Response::new(ListTaskTypesResponse { task_types }))
     }
 
@@ -113,7 +151,10 @@ impl RegistryService for RegistryApi {
         let task_type = self.plane.store.get_task_type(&name).await?.ok_or_else(|| {
             Error::NotFound(format!("task type '{name}' is not registered: RegistryService.ListTaskTypes lists the registered ones"))
         })?;
-        Ok(Response::new(self.describe(&task_type)))
+        Ok(Response::new(describe(
+            &task_type,
+            &self.plane.live_sessions().await?,
+        )))
     }
 
     async fn validate_task_type(
@@ -131,7 +172,7 @@ impl RegistryService for RegistryApi {
         if let Err(reason) = check_name("task_type", &request.task_type) {
             return Ok(answer(false, reason, 0));
         }
-        let live_agents = self.plane.sessions.live_agents_for(&request.task_type);
+        let live_agents = live_agents_for(&request.task_type, &self.plane.live_sessions().await?);
         let Some(task_type) = self.plane.store.get_task_type(&request.task_type).await? else {
             return Ok(answer(
                 false,
@@ -168,7 +209,7 @@ impl RegistryService for RegistryApi {
                 .or_default()
                 .push(task_type.task_type);
         }
-        let sessions = self.plane.sessions.list();
+        let sessions = self.plane.live_sessions().await?;
         let domains = domains
             .into_iter()
             .map(|(domain, task_types)| DomainInfo {
@@ -189,26 +230,10 @@ impl RegistryService for RegistryApi {
     ) -> Result<Response<ListAgentsResponse>, Status> {
         let agents = self
             .plane
-            .sessions
-            .list()
+            .live_sessions()
+            .await?
             .iter()
-            .map(|session| {
-                let snapshot = session.snapshot();
-                AgentInfo {
-                    agent_id: session.agent_id.to_string(),
-                    session_id: session.id.to_string(),
-                    agent_name: session.agent_name.clone(),
-                    domains: session.domains.clone(),
-                    task_types: session.task_types.clone(),
-                    max_concurrency: snapshot.slots,
-                    running: snapshot.running,
-                    labels: session.labels.clone().into_iter().collect(),
-                    connected_at: Some(timestamp(session.connected_at)),
-                    last_seen_at: Some(timestamp(snapshot.last_seen_at)),
-                    draining: snapshot.draining,
-                    handler_health: snapshot.health,
-                }
-            })
+            .map(agent_info)
             .collect();
         Ok(Response::new(ListAgentsResponse { agents }))
     }

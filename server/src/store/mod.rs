@@ -4,9 +4,15 @@
 //! writes is atomic: it commits all of its rows or none. Conditional updates
 //! (`status = 'running' AND attempts = ?`) are the fence against stale results.
 
+mod postgres;
+mod rows;
+mod rules;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,30 +21,16 @@ use uuid::Uuid;
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskType,
-    TaskTypeSpec,
+    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
+    Task, TaskFilter, TaskType, TaskTypeSpec,
 };
 
+pub use postgres::PostgresStore;
+pub use rules::TypeDefaults;
 pub use sqlite::SqliteStore;
 
-/// A registered agent session, as recorded for operators.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentSessionRecord {
-    /// The stream's id.
-    pub session_id: Uuid,
-    /// The agent instance.
-    pub agent_id: Uuid,
-    /// The name the agent gave.
-    pub agent_name: String,
-    /// Domains it serves.
-    pub domains: Vec<String>,
-    /// Labels it sent.
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// Its slots at registration.
-    pub max_concurrency: u32,
-    /// When the stream registered.
-    pub connected_at: DateTime<Utc>,
-}
+/// A stream of task types that became ready on another replica.
+pub type ReadyNotifications = std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>;
 
 /// The durable side of the control plane.
 #[async_trait]
@@ -83,8 +75,14 @@ pub trait Store: Send + Sync + 'static {
     /// has no attempts left): its stream closed. Returns the ids it touched.
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>>;
 
-    /// Extends the leases of every RUNNING task held by these sessions.
-    async fn extend_leases(&self, session_ids: &[Uuid], expires_at: DateTime<Utc>) -> Result<()>;
+    /// The owning replica's periodic refresh of its live sessions: records
+    /// their status and extends the leases of every RUNNING task they hold,
+    /// in one transaction.
+    async fn refresh_sessions(
+        &self,
+        sessions: &[(Uuid, SessionStatus)],
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Returns tasks whose lease expired before `now` to the queue (or DEAD).
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>>;
@@ -97,18 +95,105 @@ pub trait Store: Send + Sync + 'static {
     async fn retry(&self, id: Uuid) -> Result<Task>;
 
     /// Records that an agent session registered.
-    async fn record_session_start(&self, session: &AgentSessionRecord) -> Result<()>;
+    async fn record_session_start(&self, session: &AgentSession) -> Result<()>;
 
     /// Records that an agent session ended.
     async fn record_session_end(&self, session_id: Uuid) -> Result<()>;
+
+    /// Sessions of every replica that have not ended and were refreshed
+    /// since `seen_since` (a replica that died stops refreshing its own).
+    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>>;
+
+    /// Wake-ups from other replicas: the task types that got ready work.
+    /// `None` when the backend has no other replicas to hear from.
+    async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>>;
+}
+
+/// Why an attempt ended `lost` when its agent's stream closed.
+const STREAM_CLOSED: &str = "the agent's stream closed while it ran this attempt";
+/// Why an attempt ended `lost` when its lease ran out.
+const LEASE_EXPIRED: &str = "the lease expired before the agent reported";
+
+/// The order of per-type claims that makes one claim fair across task types:
+/// each type first gets an equal share of the slots, starting from a type
+/// that rotates with every claim, so one type's flood cannot starve another;
+/// slots a type leaves unused then go to the types that had more waiting.
+struct FairClaim<'a> {
+    first_pass: std::collections::VecDeque<&'a str>,
+    more_waiting: std::collections::VecDeque<&'a str>,
+    in_first_pass: bool,
+    share: u32,
+    remaining: u32,
+}
+
+impl<'a> FairClaim<'a> {
+    fn new(task_types: &'a [String], limit: u32, rotation: &AtomicUsize) -> Self {
+        let start = rotation.fetch_add(1, Ordering::Relaxed) % task_types.len().max(1);
+        let first_pass = task_types[start..]
+            .iter()
+            .chain(&task_types[..start])
+            .map(String::as_str)
+            .collect();
+        let share = (limit / task_types.len().max(1) as u32).max(1);
+        FairClaim {
+            first_pass,
+            more_waiting: Default::default(),
+            in_first_pass: true,
+            share,
+            remaining: limit,
+        }
+    }
+
+    /// The next type to claim from and how many to ask for.
+    fn next_step(&mut self) -> Option<(&'a str, u32)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if let Some(task_type) = self.first_pass.pop_front() {
+            return Some((task_type, self.share.min(self.remaining)));
+        }
+        self.in_first_pass = false;
+        self.more_waiting
+            .pop_front()
+            .map(|task_type| (task_type, self.remaining))
+    }
+
+    /// Notes what a step claimed: a type that filled its first-pass share
+    /// may have more waiting.
+    fn record(&mut self, task_type: &'a str, wanted: u32, claimed: u32) {
+        self.remaining -= claimed.min(self.remaining);
+        if self.in_first_pass && claimed == wanted {
+            self.more_waiting.push_back(task_type);
+        }
+    }
+}
+
+/// Claimed tasks in delivery order: priority, then age (RETURNING does not
+/// keep a subquery's order).
+fn delivery_order(mut tasks: Vec<Task>) -> Vec<Task> {
+    tasks.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    tasks
 }
 
 /// Opens the store named by a database URL and applies its migrations.
 pub async fn open(database_url: &str, queue: &QueueConfig) -> Result<Arc<dyn Store>> {
+    let defaults = TypeDefaults {
+        max_attempts: queue.default_max_attempts,
+        timeout: queue.default_timeout,
+        retry_policy: queue.default_retry_policy,
+    };
     if database_url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::open(database_url, queue).await?));
+        return Ok(Arc::new(SqliteStore::open(database_url, defaults).await?));
+    }
+    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        return Ok(Arc::new(PostgresStore::open(database_url, defaults).await?));
     }
     Err(Error::InvalidArgument(format!(
-        "unsupported database url '{database_url}': use sqlite://path/to/file.db"
+        "unsupported database url '{database_url}': use sqlite://path/to/file.db or postgres://user@host/database"
     )))
 }

@@ -1,0 +1,614 @@
+//! The PostgreSQL store, for several `taskplane serve` replicas on one database.
+//!
+//! Claims lock ready rows with `FOR UPDATE SKIP LOCKED` inside a CTE (so the
+//! planner cannot lock more rows than the limit), replicas sharing one queue
+//! never block each other. Enqueues and re-queues `NOTIFY taskplane_ready`
+//! with the task type (never the payload: NOTIFY carries at most 8 KB), once
+//! per type per transaction; every replica `LISTEN`s on its own connection and
+//! wakes its agents. Transactions never stay open while a task runs, and the
+//! pool sets `idle_in_transaction_session_timeout` as a backstop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
+use super::rules::{self, TypeDefaults};
+use super::{ReadyNotifications, Store};
+use crate::error::Result;
+use crate::model::{
+    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
+    Task, TaskFilter, TaskType, TaskTypeSpec,
+};
+
+/// The channel replicas LISTEN on; payloads are task types.
+const READY_CHANNEL: &str = "taskplane_ready";
+
+const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS payload, status, priority, \
+    attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
+    updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
+    metadata::text AS metadata";
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PostgresStore {
+    pool: PgPool,
+    defaults: TypeDefaults,
+    claim_rotation: AtomicUsize,
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+impl PostgresStore {
+    /// Connects and applies `migrations/postgres` (sqlx holds an advisory
+    /// lock while migrating, so replicas starting together are safe).
+    pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
+        let options = PgConnectOptions::from_str(database_url)?.options([
+            ("idle_in_transaction_session_timeout", "30s"),
+            ("lock_timeout", "10s"),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore {
+            pool,
+            defaults,
+            claim_rotation: AtomicUsize::new(0),
+        })
+    }
+}
+
+async fn fetch_task(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Task>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1::uuid{lock}"
+    )))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(rows::task).transpose()
+}
+
+async fn fetch_task_type(tx: &mut Tx, task_type: &str) -> Result<Option<TaskType>> {
+    let row = sqlx::query("SELECT * FROM task_types WHERE task_type = $1")
+        .bind(task_type.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(rows::task_type).transpose()
+}
+
+/// Wakes every replica's agents for these task types when the transaction commits.
+async fn notify_ready(tx: &mut Tx, task_types: impl IntoIterator<Item = &str>) -> Result<()> {
+    let distinct: BTreeSet<&str> = task_types.into_iter().collect();
+    for task_type in distinct {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(READY_CHANNEL)
+            .bind(task_type.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Returns leased tasks matching `condition` (bound to `$1`) to the queue,
+/// or to DEAD when they have no attempts left, ending their attempts `lost`.
+async fn return_to_queue(
+    tx: &mut Tx,
+    condition: &str,
+    bound: String,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<Uuid>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET
+            status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+            finished_at = CASE WHEN attempts >= max_attempts THEN $2 ELSE NULL END,
+            last_error = $3, updated_at = $2,
+            lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND {condition}
+         RETURNING id::text, task_type, attempts"
+    )))
+    .bind(bound)
+    .bind(now)
+    .bind(reason.to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+    let attempts: Vec<i64> = rows.iter().map(|(_, _, attempt)| *attempt).collect();
+    sqlx::query(
+        "UPDATE task_attempts SET finished_at = $1, outcome = 'lost', error = $2
+         FROM unnest($3::text[], $4::bigint[]) AS lost(task_id, attempt)
+         WHERE task_attempts.task_id = lost.task_id AND task_attempts.attempt = lost.attempt
+           AND task_attempts.finished_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason.to_owned())
+    .bind(&ids)
+    .bind(&attempts)
+    .execute(&mut **tx)
+    .await?;
+    notify_ready(tx, rows.iter().map(|(_, task_type, _)| task_type.as_str())).await?;
+    rows.iter().map(|(id, _, _)| parse_uuid(id)).collect()
+}
+
+/// Leases up to `limit` ready tasks of one type, skipping rows other replicas hold.
+async fn claim_type(
+    tx: &mut Tx,
+    task_type: &str,
+    limit: u32,
+    lease: &Lease,
+    now: i64,
+) -> Result<Vec<Task>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH ready AS (
+             SELECT id AS ready_id FROM tasks
+             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1
+             ORDER BY priority DESC, run_at, id LIMIT $6
+             FOR UPDATE SKIP LOCKED)
+         UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
+             updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
+         FROM ready WHERE id = ready.ready_id
+         RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(now)
+    .bind(lease.session_id.to_string())
+    .bind(lease.agent_id.to_string())
+    .bind(millis(lease.expires_at))
+    .bind(task_type.to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(rows::task).collect()
+}
+
+async fn insert_task(tx: &mut Tx, task: &Task) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
+             max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
+             handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
+         VALUES ($1::uuid, $2, $3, $4::jsonb, 'pending', $5, 0, $6, $7, $8, $9, $9, $10, $11, $12::jsonb,
+             $13, $14, $15)
+         ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    )
+    .bind(task.id.to_string())
+    .bind(task.task_type.clone())
+    .bind(task.domain.clone())
+    .bind(json_text(&task.payload))
+    .bind(i64::from(task.priority))
+    .bind(i64::from(task.max_attempts))
+    .bind(duration_millis(task.timeout))
+    .bind(millis(task.run_at))
+    .bind(millis(task.created_at))
+    .bind(task.idempotency_key.clone())
+    .bind(task.handler_version.clone())
+    .bind(json_text(&task.metadata))
+    .bind(duration_millis(task.retry_policy.initial_backoff))
+    .bind(task.retry_policy.backoff_factor)
+    .bind(duration_millis(task.retry_policy.max_backoff))
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let mut registered = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let existing = fetch_task_type(&mut tx, &spec.task_type).await?;
+            let settings = rules::merged_defaults(spec, existing.as_ref(), &self.defaults);
+            // The WHERE keeps a concurrent registration from another domain
+            // from being overwritten: no row comes back, and we report it.
+            let row = sqlx::query(
+                "INSERT INTO task_types (task_type, domain, description, versions, capabilities,
+                     default_max_attempts, default_timeout_ms, retry_initial_ms, retry_factor,
+                     retry_max_ms, registered_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                 ON CONFLICT (task_type) DO UPDATE SET
+                     description = excluded.description, versions = excluded.versions,
+                     capabilities = excluded.capabilities,
+                     default_max_attempts = excluded.default_max_attempts,
+                     default_timeout_ms = excluded.default_timeout_ms,
+                     retry_initial_ms = excluded.retry_initial_ms,
+                     retry_factor = excluded.retry_factor,
+                     retry_max_ms = excluded.retry_max_ms,
+                     updated_at = excluded.updated_at
+                 WHERE task_types.domain = excluded.domain
+                 RETURNING *",
+            )
+            .bind(spec.task_type.clone())
+            .bind(spec.domain.clone())
+            .bind(spec.description.clone())
+            .bind(json_text(&spec.versions))
+            .bind(json_text(&spec.capabilities))
+            .bind(i64::from(settings.max_attempts))
+            .bind(duration_millis(settings.timeout))
+            .bind(duration_millis(settings.retry_policy.initial_backoff))
+            .bind(settings.retry_policy.backoff_factor)
+            .bind(duration_millis(settings.retry_policy.max_backoff))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(row) => registered.push(rows::task_type(&row)?),
+                None => {
+                    let owner = fetch_task_type(&mut tx, &spec.task_type)
+                        .await?
+                        .map(|t| t.domain)
+                        .unwrap_or_default();
+                    return Err(rules::domain_conflict(spec, &owner));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(registered)
+    }
+
+    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
+        let row = sqlx::query("SELECT * FROM task_types WHERE task_type = $1")
+            .bind(task_type.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::task_type).transpose()
+    }
+
+    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
+        let rows = sqlx::query(
+            "SELECT * FROM task_types WHERE ($1::text IS NULL OR domain = $1) ORDER BY task_type",
+        )
+        .bind(domain.map(str::to_owned))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::task_type).collect()
+    }
+
+    async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+        let now = rows::now();
+        let mut tx = self.pool.begin().await?;
+        let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
+        let mut enqueued = Vec::with_capacity(tasks.len());
+        for new in tasks {
+            if !types.contains_key(&new.task_type) {
+                let task_type = fetch_task_type(&mut tx, &new.task_type)
+                    .await?
+                    .ok_or_else(|| rules::unregistered(&new.task_type))?;
+                types.insert(new.task_type.clone(), task_type);
+            }
+            let task_type = &types[&new.task_type];
+            let task = rules::new_task(new, task_type, now);
+            if insert_task(&mut tx, &task).await? {
+                enqueued.push(Enqueued {
+                    task,
+                    created: true,
+                });
+                continue;
+            }
+            // The idempotency key is taken (perhaps by a concurrent enqueue
+            // that just committed): answer with that task.
+            let id: String = sqlx::query_scalar(
+                "SELECT id::text FROM tasks WHERE task_type = $1 AND idempotency_key = $2",
+            )
+            .bind(task.task_type.clone())
+            .bind(task.idempotency_key.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = parse_uuid(&id)?;
+            let existing = fetch_task(&mut tx, id, false)
+                .await?
+                .ok_or_else(|| rules::not_found(id))?;
+            enqueued.push(Enqueued {
+                task: existing,
+                created: false,
+            });
+        }
+        notify_ready(
+            &mut tx,
+            enqueued
+                .iter()
+                .filter(|e| e.created)
+                .map(|e| e.task.task_type.as_str()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(enqueued)
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1::uuid"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::task).transpose()
+    }
+
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query("SELECT * FROM task_attempts WHERE task_id = $1 ORDER BY attempt")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::attempt).collect()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE ($1::text IS NULL OR task_type = $1) AND ($2::text IS NULL OR domain = $2)
+               AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id < $4::uuid)
+             ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(filter.task_type.clone())
+        .bind(filter.domain.clone())
+        .bind(filter.status.map(|s| s.as_str().to_owned()))
+        .bind(filter.before.map(|id| id.to_string()))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::task).collect()
+    }
+
+    async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+        if limit == 0 || task_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
+        let mut tasks = Vec::new();
+        while let Some((task_type, wanted)) = plan.next_step() {
+            let claimed = claim_type(&mut tx, task_type, wanted, lease, now).await?;
+            plan.record(task_type, wanted, claimed.len() as u32);
+            tasks.extend(claimed);
+        }
+        if !tasks.is_empty() {
+            let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+            let attempts: Vec<i64> = tasks.iter().map(|t| i64::from(t.attempts)).collect();
+            sqlx::query(
+                "INSERT INTO task_attempts (task_id, attempt, agent_id, session_id, started_at)
+                 SELECT task_id, attempt, $3, $4, $5 FROM unnest($1::text[], $2::bigint[]) AS a(task_id, attempt)",
+            )
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(lease.agent_id.to_string())
+            .bind(lease.session_id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(super::delivery_order(tasks))
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> Result<ResultOutcome> {
+        let now = rows::now();
+        let mut tx = self.pool.begin().await?;
+        let Some(task) = fetch_task(&mut tx, id, true).await? else {
+            return Ok(ResultOutcome::Stale);
+        };
+        let Some(end) = rules::end_attempt(&task, attempt, &result, now) else {
+            return Ok(ResultOutcome::Stale);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
+                 finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END, updated_at = $5,
+                 lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             WHERE id = $6::uuid AND status = 'running' AND attempts = $7
+             RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(end.status.as_str())
+        .bind(end.result)
+        .bind(end.error.clone())
+        .bind(millis(end.run_at))
+        .bind(millis(now))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3 WHERE task_id = $4 AND attempt = $5")
+            .bind(millis(now))
+            .bind(end.outcome)
+            .bind(end.error)
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ResultOutcome::Applied(Box::new(rows::task(&row)?)))
+    }
+
+    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let released = return_to_queue(
+            &mut tx,
+            "lease_session = $1",
+            session_id.to_string(),
+            super::STREAM_CLOSED,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn refresh_sessions(
+        &self,
+        sessions: &[(Uuid, SessionStatus)],
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
+        let statuses: Vec<String> = sessions
+            .iter()
+            .map(|(_, status)| json_text(status))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE status = 'running' AND lease_session = ANY($2)")
+            .bind(millis(lease_expires_at))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE agents SET last_seen_at = $1, status = s.status
+             FROM unnest($2::text[], $3::text[]) AS s(session_id, status)
+             WHERE agents.session_id = s.session_id",
+        )
+        .bind(millis(Utc::now()))
+        .bind(&ids)
+        .bind(&statuses)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
+        let now = millis(now);
+        let mut tx = self.pool.begin().await?;
+        // Safe with every replica reaping: each row is updated once, and a
+        // second reaper finds it no longer RUNNING.
+        let reaped = return_to_queue(
+            &mut tx,
+            "lease_expires_at < $1::bigint",
+            now.to_string(),
+            super::LEASE_EXPIRED,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(reaped)
+    }
+
+    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let before = fetch_task(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| rules::not_found(id))?;
+        rules::check_cancellable(&before)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'cancelled', last_error = $1, finished_at = $2,
+                 updated_at = $2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             WHERE id = $3::uuid RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(reason.to_owned())
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE task_attempts SET finished_at = $1, outcome = 'cancelled', error = $2
+             WHERE task_id = $3 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason.to_owned())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((before, rows::task(&row)?))
+    }
+
+    async fn retry(&self, id: Uuid) -> Result<Task> {
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let task = fetch_task(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| rules::not_found(id))?;
+        rules::check_retryable(&task)?;
+        let fresh_attempts = fetch_task_type(&mut tx, &task.task_type)
+            .await?
+            .map_or(self.defaults.max_attempts, |t| t.default_max_attempts);
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'pending', max_attempts = attempts + $1, run_at = $2,
+                 updated_at = $2, finished_at = NULL, result = NULL
+             WHERE id = $3::uuid RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(i64::from(fresh_attempts))
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        notify_ready(&mut tx, [task.task_type.as_str()]).await?;
+        tx.commit().await?;
+        rows::task(&row)
+    }
+
+    async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agents (session_id, agent_id, agent_name, domains, task_types, labels,
+                 connected_at, last_seen_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        )
+        .bind(session.session_id.to_string())
+        .bind(session.agent_id.to_string())
+        .bind(session.agent_name.clone())
+        .bind(json_text(&session.domains))
+        .bind(json_text(&session.task_types))
+        .bind(json_text(&session.labels))
+        .bind(millis(session.connected_at))
+        .bind(json_text(&session.status))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE agents SET disconnected_at = $1 WHERE session_id = $2")
+            .bind(millis(Utc::now()))
+            .bind(session_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
+        let rows = sqlx::query(
+            "SELECT * FROM agents WHERE disconnected_at IS NULL AND last_seen_at >= $1 ORDER BY session_id",
+        )
+        .bind(millis(seen_since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::agent_session).collect()
+    }
+
+    async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {
+        // LISTEN needs a connection of its own; PgListener reconnects by
+        // itself, and the dispatchers' slow poll covers what a reconnect misses.
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(READY_CHANNEL).await?;
+        let stream = listener
+            .into_stream()
+            .filter_map(|notification| async move {
+                match notification {
+                    Ok(notification) => Some(notification.payload().to_owned()),
+                    Err(error) => {
+                        tracing::warn!(%error, "ready notifications interrupted; reconnecting");
+                        None
+                    }
+                }
+            });
+        Ok(Some(Box::pin(stream)))
+    }
+}

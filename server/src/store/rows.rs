@@ -1,0 +1,187 @@
+//! Decoding stored rows into domain types, shared by every backend.
+//!
+//! Both schemas store times as Unix milliseconds (`BIGINT`), durations as
+//! milliseconds, JSON as text (PostgreSQL's `jsonb` is selected `::text`) and
+//! ids as text (PostgreSQL's `uuid` is selected `::text`), so one decoder
+//! serves both through the small [`Columns`] trait.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{AgentSession, Attempt, RetryPolicy, Task, TaskStatus, TaskType};
+
+/// Typed column access, implemented for each backend's row type.
+pub trait Columns {
+    /// A non-null text column.
+    fn text(&self, column: &str) -> Result<String>;
+    /// A nullable text column.
+    fn optional_text(&self, column: &str) -> Result<Option<String>>;
+    /// A non-null integer column.
+    fn integer(&self, column: &str) -> Result<i64>;
+    /// A nullable integer column.
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>>;
+    /// A non-null floating-point column.
+    fn real(&self, column: &str) -> Result<f64>;
+}
+
+macro_rules! impl_columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn optional_text(&self, column: &str) -> Result<Option<String>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn integer(&self, column: &str) -> Result<i64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn optional_integer(&self, column: &str) -> Result<Option<i64>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn real(&self, column: &str) -> Result<f64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+
+impl_columns!(sqlx::sqlite::SqliteRow);
+impl_columns!(sqlx::postgres::PgRow);
+
+/// An instant as stored.
+pub fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// An instant from its stored form.
+pub fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| Error::Corrupt(format!("timestamp {ms}")))
+}
+
+/// The current instant, truncated to what is stored, so answers read back equal.
+pub fn now() -> DateTime<Utc> {
+    from_millis(millis(Utc::now())).expect("now is representable")
+}
+
+/// A duration as stored.
+pub fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// JSON text of a value.
+pub fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON values always serialize")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
+}
+
+/// A task id from its stored text.
+pub fn parse_uuid(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| Error::Corrupt(format!("task id {text}: {e}")))
+}
+
+fn count(row: &impl Columns, column: &str) -> Result<u32> {
+    let value = row.integer(column)?;
+    u32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} {value}")))
+}
+
+fn duration(row: &impl Columns, column: &str) -> Result<Duration> {
+    Ok(Duration::from_millis(row.integer(column)?.max(0) as u64))
+}
+
+fn time(row: &impl Columns, column: &str) -> Result<DateTime<Utc>> {
+    from_millis(row.integer(column)?)
+}
+
+fn optional_time(row: &impl Columns, column: &str) -> Result<Option<DateTime<Utc>>> {
+    row.optional_integer(column)?.map(from_millis).transpose()
+}
+
+fn retry_policy(row: &impl Columns) -> Result<RetryPolicy> {
+    Ok(RetryPolicy {
+        initial_backoff: duration(row, "retry_initial_ms")?,
+        backoff_factor: row.real("retry_factor")?,
+        max_backoff: duration(row, "retry_max_ms")?,
+    })
+}
+
+/// A task from a row holding the task columns.
+pub fn task(row: &impl Columns) -> Result<Task> {
+    let status = row.text("status")?;
+    Ok(Task {
+        id: parse_uuid(&row.text("id")?)?,
+        task_type: row.text("task_type")?,
+        domain: row.text("domain")?,
+        payload: parse_json("payload", &row.text("payload")?)?,
+        status: TaskStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
+        priority: i32::try_from(row.integer("priority")?)
+            .map_err(|_| Error::Corrupt("priority".into()))?,
+        attempts: count(row, "attempts")?,
+        max_attempts: count(row, "max_attempts")?,
+        timeout: duration(row, "timeout_ms")?,
+        run_at: time(row, "run_at")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+        started_at: optional_time(row, "started_at")?,
+        finished_at: optional_time(row, "finished_at")?,
+        result: row
+            .optional_text("result")?
+            .map(|text| parse_json("result", &text))
+            .transpose()?,
+        last_error: row.optional_text("last_error")?,
+        idempotency_key: row.optional_text("idempotency_key")?,
+        handler_version: row.text("handler_version")?,
+        metadata: parse_json("metadata", &row.text("metadata")?)?,
+        retry_policy: retry_policy(row)?,
+    })
+}
+
+/// A task type from a `task_types` row.
+pub fn task_type(row: &impl Columns) -> Result<TaskType> {
+    Ok(TaskType {
+        task_type: row.text("task_type")?,
+        domain: row.text("domain")?,
+        description: row.text("description")?,
+        versions: parse_json("versions", &row.text("versions")?)?,
+        capabilities: parse_json("capabilities", &row.text("capabilities")?)?,
+        default_max_attempts: count(row, "default_max_attempts")?,
+        default_timeout: duration(row, "default_timeout_ms")?,
+        default_retry_policy: retry_policy(row)?,
+        registered_at: time(row, "registered_at")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// An attempt from a `task_attempts` row.
+pub fn attempt(row: &impl Columns) -> Result<Attempt> {
+    Ok(Attempt {
+        attempt: count(row, "attempt")?,
+        agent_id: row.text("agent_id")?,
+        session_id: row.text("session_id")?,
+        started_at: time(row, "started_at")?,
+        finished_at: optional_time(row, "finished_at")?,
+        outcome: row.optional_text("outcome")?,
+        error: row.optional_text("error")?,
+    })
+}
+
+/// An agent session from an `agents` row.
+pub fn agent_session(row: &impl Columns) -> Result<AgentSession> {
+    Ok(AgentSession {
+        session_id: parse_uuid(&row.text("session_id")?)?,
+        agent_id: parse_uuid(&row.text("agent_id")?)?,
+        agent_name: row.text("agent_name")?,
+        domains: parse_json("domains", &row.text("domains")?)?,
+        task_types: parse_json("task_types", &row.text("task_types")?)?,
+        labels: parse_json("labels", &row.text("labels")?)?,
+        connected_at: time(row, "connected_at")?,
+        status: parse_json("status", &row.text("status")?)?,
+    })
+}

@@ -1,0 +1,183 @@
+//! The decisions every backend makes the same way, kept out of SQL so they
+//! exist once: building a new task, merging a type's defaults, deciding how
+//! a reported attempt ends, and the errors clients see.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::backoff::retry_delay;
+use crate::error::Error;
+use crate::model::{AttemptResult, NewTask, RetryPolicy, Task, TaskStatus, TaskType, TaskTypeSpec};
+
+/// Server-wide defaults for task types registered without their own.
+#[derive(Debug, Clone, Copy)]
+pub struct TypeDefaults {
+    /// Attempts.
+    pub max_attempts: u32,
+    /// Execution timeout.
+    pub timeout: std::time::Duration,
+    /// Retry policy.
+    pub retry_policy: RetryPolicy,
+}
+
+/// The settings a registration stores: the spec's, else the stored type's,
+/// else the server's.
+pub fn merged_defaults(
+    spec: &TaskTypeSpec,
+    existing: Option<&TaskType>,
+    defaults: &TypeDefaults,
+) -> TypeDefaults {
+    TypeDefaults {
+        max_attempts: spec
+            .default_max_attempts
+            .or(existing.map(|t| t.default_max_attempts))
+            .unwrap_or(defaults.max_attempts),
+        timeout: spec
+            .default_timeout
+            .or(existing.map(|t| t.default_timeout))
+            .unwrap_or(defaults.timeout),
+        retry_policy: spec
+            .default_retry_policy
+            .apply_to(existing.map_or(defaults.retry_policy, |t| t.default_retry_policy)),
+    }
+}
+
+/// The error when a registration names a type another domain owns.
+pub fn domain_conflict(spec: &TaskTypeSpec, owner: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "task type '{}' belongs to domain '{owner}', not '{}': rename the type or serve it from the '{owner}' domain",
+        spec.task_type, spec.domain
+    ))
+}
+
+/// The error when a task names an unregistered type.
+pub fn unregistered(task_type: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "task type '{task_type}' is not registered: start an agent that serves it, or register it with \
+         RegistryService.RegisterTaskType"
+    ))
+}
+
+/// The error when a task id matches nothing.
+pub fn not_found(id: Uuid) -> Error {
+    Error::NotFound(format!(
+        "no task has id {id}: check the id returned by EnqueueTask"
+    ))
+}
+
+/// A new PENDING task of a registered type, with the type's defaults filled in.
+pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task {
+    Task {
+        id: Uuid::now_v7(),
+        domain: task_type.domain.clone(),
+        status: TaskStatus::Pending,
+        attempts: 0,
+        max_attempts: new.max_attempts.unwrap_or(task_type.default_max_attempts),
+        timeout: new.timeout.unwrap_or(task_type.default_timeout),
+        // Stored at millisecond precision; never in the past.
+        run_at: new
+            .run_at
+            .map_or(now, |at| {
+                super::rows::from_millis(at.timestamp_millis()).unwrap_or(now)
+            })
+            .max(now),
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+        result: None,
+        last_error: None,
+        retry_policy: new.retry_policy.apply_to(task_type.default_retry_policy),
+        task_type: new.task_type,
+        payload: new.payload,
+        priority: new.priority,
+        idempotency_key: new.idempotency_key,
+        handler_version: new.handler_version,
+        metadata: new.metadata,
+    }
+}
+
+/// How a reported attempt changes its task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    /// The task's new status.
+    pub status: TaskStatus,
+    /// The result to store (completed attempts).
+    pub result: Option<String>,
+    /// The error to store (failed attempts).
+    pub error: Option<String>,
+    /// When the task may run next (retries) or its unchanged `run_at`.
+    pub run_at: DateTime<Utc>,
+    /// The attempt row's outcome.
+    pub outcome: &'static str,
+}
+
+/// Decides how `attempt` ends `task`; `None` when the attempt is not the
+/// current lease (the fence: the result must change nothing).
+pub fn end_attempt(
+    task: &Task,
+    attempt: u32,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) -> Option<AttemptEnd> {
+    if task.status != TaskStatus::Running || task.attempts != attempt {
+        return None;
+    }
+    Some(match result {
+        AttemptResult::Completed(value) => AttemptEnd {
+            status: TaskStatus::Completed,
+            result: Some(super::rows::json_text(value)),
+            error: None,
+            run_at: task.run_at,
+            outcome: "completed",
+        },
+        AttemptResult::Failed {
+            error,
+            retryable,
+            jitter,
+        } => {
+            let retry = *retryable && task.attempts < task.max_attempts;
+            let run_at = if retry {
+                let delay = retry_delay(attempt, &task.retry_policy, *jitter);
+                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+            } else {
+                task.run_at
+            };
+            AttemptEnd {
+                status: if retry {
+                    TaskStatus::Pending
+                } else {
+                    TaskStatus::Dead
+                },
+                result: None,
+                error: Some(error.clone()),
+                run_at,
+                outcome: "failed",
+            }
+        }
+    })
+}
+
+/// Checks that a task can be cancelled.
+pub fn check_cancellable(task: &Task) -> Result<(), Error> {
+    if task.status.is_terminal() {
+        return Err(Error::FailedPrecondition(format!(
+            "task {} is already {}: only PENDING or RUNNING tasks can be cancelled",
+            task.id,
+            task.status.as_str().to_uppercase()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a task can be retried.
+pub fn check_retryable(task: &Task) -> Result<(), Error> {
+    if !matches!(task.status, TaskStatus::Dead | TaskStatus::Cancelled) {
+        return Err(Error::FailedPrecondition(format!(
+            "task {} is {}: only DEAD or CANCELLED tasks can be retried",
+            task.id,
+            task.status.as_str().to_uppercase()
+        )));
+    }
+    Ok(())
+}

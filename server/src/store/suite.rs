@@ -1,0 +1,283 @@
+//! One test suite for every storage backend: each test below runs against a
+//! real SQLite file and a real PostgreSQL schema.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::rules::TypeDefaults;
+use super::{PostgresStore, SqliteStore, Store};
+use crate::config::QueueConfig;
+use crate::error::Error;
+use crate::model::{
+    AttemptResult, JsonObject, Lease, NewTask, ResultOutcome, Task, TaskStatus, TaskTypeSpec,
+};
+use crate::testing::PostgresSchema;
+
+fn defaults() -> TypeDefaults {
+    let queue = QueueConfig::default();
+    TypeDefaults {
+        max_attempts: queue.default_max_attempts,
+        timeout: queue.default_timeout,
+        retry_policy: queue.default_retry_policy,
+    }
+}
+
+/// Runs each named test body against both backends.
+macro_rules! for_each_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("nested/dir/t.db").display());
+                    let store = super::SqliteStore::open(&url, super::defaults()).await.unwrap();
+                    super::$test(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(schema) = super::PostgresSchema::create().await else { return };
+                    let store = super::PostgresStore::open(&schema.url, super::defaults()).await.unwrap();
+                    super::$test(&store).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    registration_with_a_conflicting_entry_writes_nothing,
+    claim_orders_by_priority_then_age_and_fences_stale_results,
+    released_sessions_return_tasks_and_exhausted_ones_die,
+    one_types_flood_does_not_starve_another,
+    expired_leases_are_reaped_and_live_ones_extended,
+    idempotency_keys_return_the_existing_task,
+);
+
+fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
+    TaskTypeSpec {
+        task_type: task_type.into(),
+        domain: domain.into(),
+        description: String::new(),
+        versions: vec!["v1".into()],
+        capabilities: vec![],
+        default_max_attempts: None,
+        default_timeout: None,
+        default_retry_policy: Default::default(),
+    }
+}
+
+fn new_task(task_type: &str) -> NewTask {
+    NewTask {
+        task_type: task_type.into(),
+        payload: JsonObject::new(),
+        priority: 0,
+        run_at: None,
+        idempotency_key: None,
+        max_attempts: None,
+        timeout: None,
+        handler_version: String::new(),
+        metadata: BTreeMap::new(),
+        retry_policy: Default::default(),
+    }
+}
+
+fn lease() -> Lease {
+    Lease {
+        session_id: Uuid::now_v7(),
+        agent_id: Uuid::now_v7(),
+        expires_at: Utc::now() + chrono::Duration::seconds(30),
+    }
+}
+
+async fn statuses_of(store: &dyn Store, tasks: &[Task]) -> Vec<TaskStatus> {
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(store.get_task(task.id).await.unwrap().unwrap().status);
+    }
+    statuses
+}
+
+async fn registration_with_a_conflicting_entry_writes_nothing(store: &dyn Store) {
+    store
+        .register_task_types(&[spec("invoice_generation", "billing")])
+        .await
+        .unwrap();
+    let err = store
+        .register_task_types(&[
+            spec("welcome_email", "user_management"),
+            spec("invoice_generation", "user_management"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists(ref m) if m.contains("belongs to domain 'billing'")),
+        "{err}"
+    );
+    assert!(
+        store
+            .get_task_type("welcome_email")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let unregistered = store
+        .enqueue(vec![new_task("welcome_email")])
+        .await
+        .unwrap_err();
+    assert!(matches!(unregistered, Error::FailedPrecondition(_)));
+}
+
+async fn claim_orders_by_priority_then_age_and_fences_stale_results(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let mut low = new_task("a");
+    low.priority = 1;
+    let mut high = new_task("a");
+    high.priority = 5;
+    let enqueued = store.enqueue(vec![low, new_task("a"), high]).await.unwrap();
+    let claimed = store.claim(&["a".into()], 10, &lease()).await.unwrap();
+    let order: Vec<Uuid> = claimed.iter().map(|t| t.id).collect();
+    assert_eq!(
+        order,
+        [
+            enqueued[2].task.id,
+            enqueued[0].task.id,
+            enqueued[1].task.id
+        ],
+        "priority, then age"
+    );
+    assert_eq!(claimed[0].attempts, 1);
+
+    let first = claimed[0].id;
+    let stale = store
+        .finish_attempt(first, 7, AttemptResult::Completed(JsonObject::new()))
+        .await
+        .unwrap();
+    assert_eq!(stale, ResultOutcome::Stale);
+    let done = store
+        .finish_attempt(first, 1, AttemptResult::Completed(JsonObject::new()))
+        .await
+        .unwrap();
+    assert!(matches!(done, ResultOutcome::Applied(ref t) if t.status == TaskStatus::Completed));
+    let again = store
+        .finish_attempt(first, 1, AttemptResult::Completed(JsonObject::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        ResultOutcome::Stale,
+        "a finished attempt cannot finish twice"
+    );
+    let attempts = store.list_attempts(first).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+}
+
+async fn released_sessions_return_tasks_and_exhausted_ones_die(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let mut once = new_task("a");
+    once.max_attempts = Some(1);
+    store.enqueue(vec![new_task("a"), once]).await.unwrap();
+    let lease = lease();
+    let claimed = store.claim(&["a".into()], 10, &lease).await.unwrap();
+    assert_eq!(
+        store.release_session(lease.session_id).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        statuses_of(store, &claimed).await,
+        vec![TaskStatus::Pending, TaskStatus::Dead]
+    );
+    let attempts = store.list_attempts(claimed[0].id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
+}
+
+async fn one_types_flood_does_not_starve_another(store: &dyn Store) {
+    store
+        .register_task_types(&[spec("flood", "d"), spec("trickle", "d")])
+        .await
+        .unwrap();
+    store
+        .enqueue((0..50).map(|_| new_task("flood")).collect())
+        .await
+        .unwrap();
+    store
+        .enqueue(vec![new_task("trickle"), new_task("trickle")])
+        .await
+        .unwrap();
+    let types = ["flood".to_string(), "trickle".to_string()];
+    let claimed = store.claim(&types, 4, &lease()).await.unwrap();
+    let trickle = claimed.iter().filter(|t| t.task_type == "trickle").count();
+    assert_eq!(
+        (claimed.len(), trickle),
+        (4, 2),
+        "the older flood must not take every slot"
+    );
+    // Unused shares go to the type with more waiting.
+    let claimed = store.claim(&types, 10, &lease()).await.unwrap();
+    assert!(claimed.iter().all(|t| t.task_type == "flood") && claimed.len() == 10);
+}
+
+async fn expired_leases_are_reaped_and_live_ones_extended(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .enqueue(vec![new_task("a"), new_task("a")])
+        .await
+        .unwrap();
+    let live = Lease {
+        expires_at: Utc::now() + chrono::Duration::milliseconds(50),
+        ..lease()
+    };
+    let dead = Lease {
+        expires_at: Utc::now() + chrono::Duration::milliseconds(50),
+        ..lease()
+    };
+    let kept = store.claim(&["a".into()], 1, &live).await.unwrap();
+    let lost = store.claim(&["a".into()], 1, &dead).await.unwrap();
+    let status = crate::model::SessionStatus {
+        slots: 1,
+        running: 1,
+        draining: false,
+        last_seen_at: Utc::now(),
+        health: vec![],
+        health_checked_at: None,
+    };
+    store
+        .refresh_sessions(
+            &[(live.session_id, status)],
+            Utc::now() + chrono::Duration::seconds(30),
+        )
+        .await
+        .unwrap();
+    let reaped = store
+        .reap_expired_leases(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(reaped, [lost[0].id], "only the unrefreshed lease expires");
+    assert_eq!(statuses_of(store, &kept).await, [TaskStatus::Running]);
+    assert_eq!(statuses_of(store, &lost).await, [TaskStatus::Pending]);
+}
+
+async fn idempotency_keys_return_the_existing_task(store: &dyn Store) {
+    store
+        .register_task_types(&[spec("a", "d"), spec("b", "d")])
+        .await
+        .unwrap();
+    let keyed = |task_type: &str| NewTask {
+        idempotency_key: Some("order-1".into()),
+        ..new_task(task_type)
+    };
+    let first = store.enqueue(vec![keyed("a")]).await.unwrap().remove(0);
+    let second = store.enqueue(vec![keyed("a")]).await.unwrap().remove(0);
+    assert!(first.created && !second.created);
+    assert_eq!(first.task.id, second.task.id);
+    let other_type = store.enqueue(vec![keyed("b")]).await.unwrap().remove(0);
+    assert!(other_type.created, "keys are scoped to their task type");
+}

@@ -1,0 +1,63 @@
+//! Test support: a fresh, private PostgreSQL schema per test, so tests run
+//! in parallel against the real server without seeing each other's rows.
+//!
+//! The server is found through `TASKPLANE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached
+//! the PostgreSQL half of a suite is skipped with a printed line — unless
+//! `TASKPLANE_REQUIRE_POSTGRES=1` (set by `.ci/run`), which makes that a
+//! failure.
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A private schema in the test PostgreSQL database.
+pub struct PostgresSchema {
+    admin_url: String,
+    schema: String,
+    /// A database URL whose connections use only this schema.
+    pub url: String,
+}
+
+impl PostgresSchema {
+    /// Creates a fresh schema, or returns `None` (after printing why) when
+    /// PostgreSQL is unreachable and not required.
+    pub async fn create() -> Option<Self> {
+        let admin_url =
+            std::env::var("TASKPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let mut admin = match PgConnection::connect(&admin_url).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                assert!(
+                    std::env::var("TASKPLANE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                    "PostgreSQL is required (TASKPLANE_REQUIRE_POSTGRES=1) but {admin_url} is unreachable: {error}"
+                );
+                println!("SKIPPED postgres half: {admin_url} is unreachable ({error})");
+                return None;
+            }
+        };
+        let schema = format!("taskplane_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .expect("creating a test schema");
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{separator}options[search_path]={schema}");
+        Some(PostgresSchema {
+            admin_url,
+            schema,
+            url,
+        })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
