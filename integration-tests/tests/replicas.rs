@@ -156,7 +156,8 @@ async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_enqueued_on_one_replica_wakes_an_agent_on_another_and_all_agents_are_listed() {
+async fn work_enqueued_on_one_replica_wakes_an_agent_on_another_all_agents_are_listed_and_keys_stay_unique()
+ {
     let Some(schema) = PostgresSchema::create().await else {
         return;
     };
@@ -200,6 +201,34 @@ async fn work_enqueued_on_one_replica_wakes_an_agent_on_another_and_all_agents_a
             "task {id} did not run on B's agent"
         );
     }
+
+    // Idempotency holds across replicas: 50 concurrent enqueues of one key,
+    // half on each replica, make one task.
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let channel = if i % 2 == 0 {
+            a.channel().await
+        } else {
+            b.channel().await
+        };
+        handles.push(tokio::spawn(async move {
+            let mut request = work(0);
+            request.idempotency_key = "invoice-7".into();
+            TaskServiceClient::new(channel)
+                .enqueue_task(request)
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut created = 0;
+    let mut distinct = std::collections::BTreeSet::new();
+    for handle in handles {
+        let response = handle.await.unwrap();
+        created += usize::from(response.created);
+        distinct.insert(response.task.unwrap().id);
+    }
+    assert_eq!((created, distinct.len()), (1, 1));
     a.kill9().await;
     b.kill9().await;
     schema.drop().await;

@@ -10,6 +10,7 @@
 //!   embedded default.
 //! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
 //!   the dispatchers that push leased tasks to them.
+//! - [`completer`]: results written in batches, one transaction each.
 //! - [`testing`]: a private PostgreSQL schema per test.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
 //!   domain types, wire conversion and validation, the error → status
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod completer;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

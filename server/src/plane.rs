@@ -9,12 +9,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
 use crate::error::Result;
 use crate::events::TaskEvents;
-use crate::model::{
-    AgentSession, AttemptResult, Enqueued, NewTask, ResultOutcome, Task, TaskStatus,
-};
+use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
 use crate::sessions::{Session, Sessions};
 use crate::store::Store;
 
@@ -42,6 +41,8 @@ pub struct ControlPlane {
     pub events: TaskEvents,
     /// Queue tunables.
     pub config: QueueConfig,
+    /// Batches the results agents report.
+    pub completer: Completer,
     /// Every task spawned for sessions and watchers, drained at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
@@ -56,6 +57,7 @@ impl ControlPlane {
             sessions: Sessions::default(),
             events: TaskEvents::default(),
             config,
+            completer: Completer::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
@@ -75,16 +77,17 @@ impl ControlPlane {
         Ok(enqueued)
     }
 
-    /// Records what an agent reported for an attempt it was assigned. A stale
-    /// attempt changes nothing and is answered with `cancel`, so the agent
-    /// knows its work no longer counts.
+    /// Records what an agent reported for an attempt it was assigned: frees
+    /// its slot at once and queues the result for the next batched write
+    /// (see [`crate::completer`]). A stale attempt changes nothing and is
+    /// answered with `cancel`, so the agent knows its work no longer counts.
     pub async fn report(
         &self,
-        session: &Session,
+        session: Arc<Session>,
         task_id: Uuid,
         attempt: u32,
         outcome: ReportedOutcome,
-    ) -> Result<ResultOutcome> {
+    ) {
         session.untrack(task_id);
         let result = match outcome {
             ReportedOutcome::Completed(value) => AttemptResult::Completed(value),
@@ -94,25 +97,14 @@ impl ControlPlane {
                 jitter: rand::random::<f64>(),
             },
         };
-        let outcome = self.store.finish_attempt(task_id, attempt, result).await?;
-        match &outcome {
-            ResultOutcome::Applied(task) => {
-                if task.status == TaskStatus::Pending {
-                    self.sessions.wake_for([task.task_type.as_str()]);
-                }
-                self.events.changed([task_id]);
-            }
-            ResultOutcome::Stale => {
-                tracing::warn!(task_id = %task_id, attempt, session_id = %session.id, "stale result rejected");
-                let reason = format!(
-                    "attempt {attempt} of task {task_id} is no longer the current lease; its result was not recorded"
-                );
-                let _ = session
-                    .outbound
-                    .try_send(Ok(cancel_message(task_id, reason)));
-            }
-        }
-        Ok(outcome)
+        self.completer
+            .complete(Completion {
+                session,
+                task_id,
+                attempt,
+                result,
+            })
+            .await;
     }
 
     /// Agent sessions of every replica, freshest view first: this replica's
@@ -202,7 +194,8 @@ impl ControlPlane {
     }
 }
 
-fn cancel_message(task_id: Uuid, reason: String) -> ServerMessage {
+/// The `cancel` message telling an agent to stop a task.
+pub fn cancel_message(task_id: Uuid, reason: String) -> ServerMessage {
     ServerMessage {
         message: Some(server_message::Message::Cancel(Cancel {
             task_id: task_id.to_string(),

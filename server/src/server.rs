@@ -10,8 +10,10 @@ use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
+use crate::completer::run_completer;
 use crate::config::ServerConfig;
 use crate::dispatch::{maintain_leases, relay_ready_notifications};
 use crate::plane::ControlPlane;
@@ -88,6 +90,10 @@ impl Server {
             plane.clone(),
             plane.shutdown.clone(),
         ));
+        // The completer outlives the sessions: it is stopped only after they
+        // have all ended, and writes every queued result before it returns.
+        let completer_stop = CancellationToken::new();
+        let completer = tokio::spawn(run_completer(plane.clone(), completer_stop.clone()));
         let stop = plane.shutdown.clone();
         let signal_stop = stop.clone();
         tokio::spawn(async move {
@@ -109,6 +115,8 @@ impl Server {
             .await?;
         plane.tasks.close();
         plane.tasks.wait().await;
+        completer_stop.cancel();
+        completer.await?;
         tracing::info!("server stopped");
         Ok(())
     }

@@ -232,6 +232,9 @@ async fn run_session(
     session.closed.cancel();
     let _ = dispatcher.await;
     plane.sessions.remove(session.id);
+    // Results this session reported must be written before its leases are
+    // released, or a finished task would go back to the queue.
+    plane.completer.flush().await;
     if let Err(error) = plane.release(&session).await {
         tracing::error!(session_id = %session.id, %error, "could not release the session's tasks; lease expiry will");
     }
@@ -243,7 +246,7 @@ async fn run_session(
 
 async fn handle_message(
     plane: &ControlPlane,
-    session: &Session,
+    session: &Arc<Session>,
     message: AgentMessageKind,
 ) -> Result<(), Status> {
     match message {
@@ -283,7 +286,7 @@ async fn handle_message(
 
 async fn handle_result(
     plane: &ControlPlane,
-    session: &Session,
+    session: &Arc<Session>,
     result: TaskResult,
 ) -> Result<(), Status> {
     let task_id = Uuid::parse_str(&result.task_id).map_err(|_| {
@@ -315,7 +318,7 @@ async fn handle_result(
         }
     };
     plane
-        .report(session, task_id, result.attempt, outcome)
-        .await?;
+        .report(session.clone(), task_id, result.attempt, outcome)
+        .await;
     Ok(())
 }

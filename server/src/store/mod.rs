@@ -63,13 +63,24 @@ pub trait Store: Send + Sync + 'static {
     /// counted, in priority then age order.
     async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>>;
 
-    /// Records an attempt's result if `attempt` is still the current lease.
+    /// Records many attempts' results in one transaction, each only if its
+    /// attempt is still the current lease (otherwise it is `Stale` and changes
+    /// nothing). Outcomes come back in input order.
+    async fn finish_attempts(
+        &self,
+        results: Vec<(Uuid, u32, AttemptResult)>,
+    ) -> Result<Vec<ResultOutcome>>;
+
+    /// Records one attempt's result; see [`Store::finish_attempts`].
     async fn finish_attempt(
         &self,
         id: Uuid,
         attempt: u32,
         result: AttemptResult,
-    ) -> Result<ResultOutcome>;
+    ) -> Result<ResultOutcome> {
+        let mut outcomes = self.finish_attempts(vec![(id, attempt, result)]).await?;
+        Ok(outcomes.pop().expect("one result in, one outcome out"))
+    }
 
     /// Returns every task leased by a session to the queue (or to DEAD when it
     /// has no attempts left): its stream closed. Returns the ids it touched.

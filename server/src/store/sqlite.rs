@@ -174,6 +174,47 @@ async fn expire_leases(tx: &mut Tx, ids: Vec<String>, reason: &str, now: i64) ->
     ids.iter().map(|id| parse_uuid(id)).collect()
 }
 
+/// Records one attempt's result inside a batch's transaction.
+async fn finish_one(
+    tx: &mut Tx,
+    id: Uuid,
+    attempt: u32,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) -> Result<ResultOutcome> {
+    let Some(task) = fetch_task(tx, id).await? else {
+        return Ok(ResultOutcome::Stale);
+    };
+    let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
+        return Ok(ResultOutcome::Stale);
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
+             finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
+             lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         WHERE id = ?6 AND status = 'running' AND attempts = ?7
+         RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(end.status.as_str())
+    .bind(end.result)
+    .bind(end.error.clone())
+    .bind(millis(end.run_at))
+    .bind(millis(now))
+    .bind(id.to_string())
+    .bind(attempt)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3 WHERE task_id = ?4 AND attempt = ?5")
+        .bind(millis(now))
+        .bind(end.outcome)
+        .bind(end.error)
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await?;
+    Ok(ResultOutcome::Applied(Box::new(rows::task(&row)?)))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
@@ -348,50 +389,18 @@ impl Store for SqliteStore {
         Ok(super::delivery_order(tasks))
     }
 
-    async fn finish_attempt(
+    async fn finish_attempts(
         &self,
-        id: Uuid,
-        attempt: u32,
-        result: AttemptResult,
-    ) -> Result<ResultOutcome> {
+        results: Vec<(Uuid, u32, AttemptResult)>,
+    ) -> Result<Vec<ResultOutcome>> {
         let now = rows::now();
         let mut tx = self.write().await?;
-        let Some(task) = fetch_task(&mut tx, id).await? else {
-            return Ok(ResultOutcome::Stale);
-        };
-        let Some(end) = rules::end_attempt(&task, attempt, &result, now) else {
-            return Ok(ResultOutcome::Stale);
-        };
-        sqlx::query(
-            "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
-                 finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
-                 lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-             WHERE id = ?6 AND status = 'running' AND attempts = ?7",
-        )
-        .bind(end.status.as_str())
-        .bind(end.result)
-        .bind(end.error.clone())
-        .bind(millis(end.run_at))
-        .bind(millis(now))
-        .bind(id.to_string())
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3 WHERE task_id = ?4 AND attempt = ?5",
-        )
-        .bind(millis(now))
-        .bind(end.outcome)
-        .bind(end.error)
-        .bind(id.to_string())
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-        let task = fetch_task(&mut tx, id)
-            .await?
-            .ok_or_else(|| rules::not_found(id))?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for (id, attempt, result) in results {
+            outcomes.push(finish_one(&mut tx, id, attempt, &result, now).await?);
+        }
         tx.commit().await?;
-        Ok(ResultOutcome::Applied(Box::new(task)))
+        Ok(outcomes)
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {

@@ -59,6 +59,7 @@ for_each_backend!(
     one_types_flood_does_not_starve_another,
     expired_leases_are_reaped_and_live_ones_extended,
     idempotency_keys_return_the_existing_task,
+    a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
 );
 
 fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -280,4 +281,54 @@ async fn idempotency_keys_return_the_existing_task(store: &dyn Store) {
     assert_eq!(first.task.id, second.task.id);
     let other_type = store.enqueue(vec![keyed("b")]).await.unwrap().remove(0);
     assert!(other_type.created, "keys are scoped to their task type");
+}
+
+async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let mut once = new_task("a");
+    once.max_attempts = Some(1);
+    store
+        .enqueue(vec![new_task("a"), new_task("a"), once])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 3, &lease()).await.unwrap();
+    let failed = |retryable| AttemptResult::Failed {
+        error: "boom".into(),
+        retryable,
+        jitter: 0.0,
+    };
+    let outcomes = store
+        .finish_attempts(vec![
+            (
+                claimed[0].id,
+                1,
+                AttemptResult::Completed(JsonObject::new()),
+            ),
+            (
+                claimed[1].id,
+                2,
+                AttemptResult::Completed(JsonObject::new()),
+            ),
+            (claimed[1].id, 1, failed(true)),
+            (claimed[2].id, 1, failed(true)),
+        ])
+        .await
+        .unwrap();
+    let statuses: Vec<Option<TaskStatus>> = outcomes
+        .iter()
+        .map(|o| match o {
+            ResultOutcome::Applied(task) => Some(task.status),
+            ResultOutcome::Stale => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            Some(TaskStatus::Completed),
+            None,
+            Some(TaskStatus::Pending),
+            Some(TaskStatus::Dead)
+        ],
+        "in input order; the wrong attempt is stale; retryable with attempts left retries; none left is dead"
+    );
 }

@@ -1,0 +1,167 @@
+//! Batched completions (group commit of results).
+//!
+//! Results reported on agent streams are queued here instead of each taking
+//! its own transaction. One loop takes everything queued at that moment and
+//! records it in a single transaction; while that commits, new results queue
+//! up for the next one. Under load batches grow by themselves, and an idle
+//! system adds no delay: a lone result is written at once.
+//!
+//! A result that was queued but not yet written when the process dies is
+//! lost like an unreported one: the task stays RUNNING until its lease
+//! expires and then runs again (delivery is at least once).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
+use crate::plane::ControlPlane;
+use crate::sessions::Session;
+
+/// The most results written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// One attempt's result, as reported on a session.
+pub struct Completion {
+    /// The session that reported it (told if the result is stale).
+    pub session: Arc<Session>,
+    /// The task.
+    pub task_id: Uuid,
+    /// The attempt (the lease's fencing token).
+    pub attempt: u32,
+    /// How it ended.
+    pub result: AttemptResult,
+}
+
+enum Command {
+    Complete(Completion),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side: where sessions hand their results.
+pub struct Completer {
+    sender: mpsc::Sender<Command>,
+    receiver: Mutex<Option<mpsc::Receiver<Command>>>,
+}
+
+impl Default for Completer {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        Completer {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl Completer {
+    /// Queues a result to be written with the next batch.
+    pub async fn complete(&self, completion: Completion) {
+        if self
+            .sender
+            .send(Command::Complete(completion))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the completer has stopped; the result is dropped and the lease will expire"
+            );
+        }
+    }
+
+    /// Waits until every result queued before this call is written.
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.sender.send(Command::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn take_receiver(&self) -> Option<mpsc::Receiver<Command>> {
+        self.receiver
+            .lock()
+            .expect("completer lock poisoned")
+            .take()
+    }
+}
+
+/// Writes queued results in batches until `stop`, then writes what is left.
+pub async fn run_completer(plane: Arc<ControlPlane>, stop: CancellationToken) {
+    let Some(mut receiver) = plane.completer.take_receiver() else {
+        tracing::error!("the completer loop was started twice");
+        return;
+    };
+    loop {
+        let first = tokio::select! {
+            command = receiver.recv() => command,
+            () = stop.cancelled() => {
+                receiver.close();
+                receiver.recv().await
+            }
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        write_batch(&plane, batch).await;
+    }
+}
+
+async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut flushes = Vec::new();
+    for command in batch {
+        match command {
+            Command::Complete(completion) => completions.push(completion),
+            Command::Flush(ack) => flushes.push(ack),
+        }
+    }
+    if !completions.is_empty() {
+        let items = completions
+            .iter()
+            .map(|c| (c.task_id, c.attempt, c.result.clone()))
+            .collect();
+        match plane.store.finish_attempts(items).await {
+            Ok(outcomes) => {
+                for (completion, outcome) in completions.iter().zip(outcomes) {
+                    announce(plane, completion, outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, results = completions.len(), "could not record results; their leases will expire")
+            }
+        }
+    }
+    for ack in flushes {
+        let _ = ack.send(());
+    }
+}
+
+/// Tells whoever cares what a written result did.
+fn announce(plane: &ControlPlane, completion: &Completion, outcome: ResultOutcome) {
+    match outcome {
+        ResultOutcome::Applied(task) => {
+            if task.status == TaskStatus::Pending {
+                plane.sessions.wake_for([task.task_type.as_str()]);
+            }
+            plane.events.changed([task.id]);
+        }
+        ResultOutcome::Stale => {
+            let (task_id, attempt) = (completion.task_id, completion.attempt);
+            tracing::warn!(task_id = %task_id, attempt, session_id = %completion.session.id, "stale result rejected");
+            let reason = format!(
+                "attempt {attempt} of task {task_id} is no longer the current lease; its result was not recorded"
+            );
+            let _ = completion
+                .session
+                .outbound
+                .try_send(Ok(crate::plane::cancel_message(task_id, reason)));
+        }
+    }
+}
