@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 /// The domains enabled when `TASK_ENABLED_DOMAINS` is unset.
-pub const DEFAULT_ENABLED_DOMAINS: &str = "user_management,billing,system_maintenance";
+pub const DEFAULT_ENABLED_DOMAINS: &str = "user_management,billing,system_maintenance,platform";
 
 /// Which handlers an agent registers.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +98,7 @@ impl RegistryConfig {
             return Err(ConfigError {
                 variable: "TASK_ENABLED_DOMAINS",
                 message: format!(
-                    "unknown domains {} (known: user_management, billing, system_maintenance); \
+                    "unknown domains {} (known: user_management, billing, system_maintenance, platform); \
                      TASK_STRICT_CONFIG=true refuses to start",
                     unknown.join(", ")
                 ),
@@ -144,11 +144,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_enable_the_three_example_domains() {
+    fn defaults_enable_the_example_domains_and_the_platform_built_ins() {
         let config = RegistryConfig::from_lookup(lookup(&[])).unwrap();
         assert_eq!(
             config.enabled_domains,
-            ["user_management", "billing", "system_maintenance"]
+            [
+                "user_management",
+                "billing",
+                "system_maintenance",
+                "platform"
+            ]
         );
     }
 

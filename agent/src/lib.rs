@@ -13,7 +13,8 @@
 //! - [`config`]: which domains and types are enabled, [`RegistryConfig::from_env`].
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains.
 //! - [`domains`]: the design guide's example domains.
-//! - [`builtin`]: handlers the example domains are made of.
+//! - [`builtin`]: handlers that do real work (SMTP, webhooks, files, reports…).
+//! - [`services`]: [`AppServices`], the shared services injected into them.
 //! - [`signal`]: graceful shutdown and logging set-up for the binaries.
 //!
 //! # Differences from the design guide
@@ -77,13 +78,15 @@ pub mod factory;
 pub mod handler;
 pub mod registry;
 pub mod runtime;
+pub mod services;
 pub mod signal;
 pub mod versioned;
 
 pub use config::RegistryConfig;
-pub use domains::{AppServices, setup_registry_with_config};
+pub use domains::setup_registry_with_config;
 pub use factory::{FactoryRegistry, HandlerFactory};
 pub use handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 pub use registry::{DomainRegistry, HandlerInfo, RegistryHealthStatus, TaskRegistry};
 pub use runtime::{Agent, AgentBuilder, AgentError, ConnectionState};
+pub use services::AppServices;
 pub use versioned::{HandlerVersion, VersionedHandler};

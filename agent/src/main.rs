@@ -21,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => 16,
     };
     let config = RegistryConfig::from_env()?;
-    let (registry, unknown) = setup_registry_with_config(&config, Arc::new(AppServices::default()));
+    let (registry, unknown) =
+        setup_registry_with_config(&config, Arc::new(AppServices::from_env()));
     config.check_unknown_domains(&unknown)?;
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
     Agent::builder()

@@ -80,12 +80,8 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let config = RegistryConfig::from_lookup(|_| None).unwrap();
-    let (registry, _) = setup_registry_with_config(
-        &config,
-        Arc::new(AppServices {
-            export_dir: exports.path().to_owned(),
-        }),
-    );
+    let (registry, _) =
+        setup_registry_with_config(&config, Arc::new(AppServices::new(exports.path())));
     let agent = TestAgent::start(&server, "dev-agent", registry).await;
     let address = server.address.to_string();
     let localize = |command: &str| command.replace(README_ADDRESS, &address);
@@ -106,7 +102,7 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
 
     let types: serde_json::Value =
         serde_json::from_str(&run(&localize(&commands[1])).await).unwrap();
-    assert_eq!(types["taskTypes"].as_array().unwrap().len(), 12);
+    assert_eq!(types["taskTypes"].as_array().unwrap().len(), 17);
 
     let enqueued: serde_json::Value =
         serde_json::from_str(&run(&localize(&commands[2])).await).unwrap();
@@ -124,10 +120,25 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         task = serde_json::from_str(&run(&get).await).unwrap();
     }
+    let result = &task["result"];
+    let summary = [
+        &result["count"],
+        &result["sum"],
+        &result["min"],
+        &result["max"],
+        &result["mean"],
+    ];
     assert_eq!(
-        task["result"],
-        serde_json::json!({"count": 5, "sum": 14, "min": 1, "max": 5, "mean": 2.8})
+        summary,
+        [
+            &serde_json::json!(5),
+            &serde_json::json!(14),
+            &serde_json::json!(1),
+            &serde_json::json!(5),
+            &serde_json::json!(2.8)
+        ]
     );
+    assert!(result["percentiles"]["p50"].is_number(), "{result}");
     assert_eq!(task["attempts"], 1);
 
     let listed: serde_json::Value =

@@ -22,12 +22,8 @@ fn example_registry(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let config = RegistryConfig::from_lookup(|name| env.get(name).cloned()).unwrap();
-    let (registry, unknown) = setup_registry_with_config(
-        &config,
-        Arc::new(AppServices {
-            export_dir: export_dir.to_owned(),
-        }),
-    );
+    let (registry, unknown) =
+        setup_registry_with_config(&config, Arc::new(AppServices::new(export_dir)));
     assert!(unknown.is_empty());
     registry
 }
@@ -171,7 +167,7 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable(backe
     let export = tasks
         .enqueue_task(enqueue_request(
             "profile_export",
-            json!({"document": {"user_id": 7, "name": "Ada"}}),
+            json!({"rows": [{"user_id": 7, "name": "Ada"}], "format": "json"}),
         ))
         .await
         .unwrap()
@@ -192,13 +188,13 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable(backe
         .to_owned();
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(written, json!({"user_id": 7, "name": "Ada"}));
+    assert_eq!(written["rows"], json!([{"user_id": 7, "name": "Ada"}]));
 
     // An email with no SMTP server configured fails honestly, never "sent".
     let email = tasks
         .enqueue_task(enqueue_request(
             "welcome_email",
-            json!({"to": "ada@example.com"}),
+            json!({"to": "ada@example.com", "name": "Ada"}),
         ))
         .await
         .unwrap()
@@ -212,7 +208,9 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable(backe
         "non-retryable"
     );
     assert!(
-        email.last_error.contains("needs an SMTP server"),
+        email
+            .last_error
+            .contains("no SMTP server is configured: set TASKPLANE_SMTP_URL"),
         "{}",
         email.last_error
     );
@@ -250,11 +248,15 @@ async fn an_agent_claiming_another_domains_type_is_refused(backend: Backend) {
         fn register_handlers(&self, registry: &mut taskplane_agent::TaskRegistry) -> Vec<String> {
             registry.register_handler(
                 "invoice_generation",
-                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler),
+                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler::new(
+                    std::env::temp_dir(),
+                )),
             );
             registry.register_handler(
                 "shiny_new_type",
-                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler),
+                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler::new(
+                    std::env::temp_dir(),
+                )),
             );
             vec!["invoice_generation".into(), "shiny_new_type".into()]
         }

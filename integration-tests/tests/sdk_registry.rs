@@ -24,12 +24,8 @@ async fn test_registry_with_processor(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let exports = tempfile::tempdir().unwrap();
     let config = RegistryConfig::from_lookup(|_| None).unwrap();
-    let (registry, _) = setup_registry_with_config(
-        &config,
-        Arc::new(AppServices {
-            export_dir: exports.path().into(),
-        }),
-    );
+    let (registry, _) =
+        setup_registry_with_config(&config, Arc::new(AppServices::new(exports.path())));
     let agent = TestAgent::start(&server, "processor", registry).await;
     let mut tasks = server.tasks().await;
     let task_id = tasks

@@ -3,7 +3,6 @@
 //! in the library so that test harnesses run exactly what the binary runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,7 +109,8 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let (registry, unknown) = setup_registry_with_config(
         &config,
         Arc::new(AppServices {
-            export_dir: PathBuf::from("taskplane-data/exports"),
+            control_plane: format!("http://{address}"),
+            ..AppServices::from_env()
         }),
     );
     config.check_unknown_domains(&unknown)?;
@@ -145,7 +145,7 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
 fn print_welcome(address: SocketAddr) {
     println!(
         r#"taskplane dev listening on {address}
-An agent serving user_management, billing and system_maintenance is connected.
+An agent serving user_management, billing, system_maintenance and platform is connected.
 
 Try it (grpcurl lists every service through reflection):
   grpcurl -plaintext {address} list

@@ -111,12 +111,7 @@ async fn dev_runs_tasks_end_to_end_and_stops_on_sigterm() {
     );
     let mut tasks = client(&address).await;
 
-    let done = run_to_end(
-        &mut tasks,
-        "metric_aggregation",
-        json!({"values": [2, 4, 9]}),
-    )
-    .await;
+    let done = run_to_end(&mut tasks, "metric_aggregation", json!({"rows": [2, 4, 9]})).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
     assert_eq!(
         struct_to_json(done.result.as_ref().unwrap())["mean"],
@@ -126,12 +121,12 @@ async fn dev_runs_tasks_end_to_end_and_stops_on_sigterm() {
     let email = run_to_end(
         &mut tasks,
         "welcome_email",
-        json!({"to": "ada@example.com"}),
+        json!({"to": "ada@example.com", "name": "Ada"}),
     )
     .await;
     assert_eq!(email.status(), TaskStatus::Dead);
     assert!(
-        email.last_error.contains("needs an SMTP server"),
+        email.last_error.contains("no SMTP server is configured"),
         "{}",
         email.last_error
     );

@@ -1,14 +1,25 @@
 //! `InvoiceHandler`: totals an invoice from `items`
-//! (`[{"description", "quantity", "unit_price_cents"}]`) and `tax_rate_percent`.
-//! Amounts are integer cents, so no rounding error creeps in.
+//! (`[{"description", "quantity", "unit_price_cents"}]`) and `tax_rate_percent`,
+//! and renders it as a Markdown report (through [`super::report`]) in its
+//! output directory. Amounts are integer cents, so no rounding error creeps in.
 
 use async_trait::async_trait;
 use serde_json::json;
 
+use super::report::{ReportFormat, render, write_report};
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
-/// Computes an invoice's subtotal, tax and total.
-pub struct InvoiceHandler;
+/// Computes an invoice's subtotal, tax and total, and writes it out.
+pub struct InvoiceHandler {
+    output_dir: std::path::PathBuf,
+}
+
+impl InvoiceHandler {
+    /// Writes invoices into `output_dir`.
+    pub fn new(output_dir: std::path::PathBuf) -> Self {
+        InvoiceHandler { output_dir }
+    }
+}
 
 #[async_trait]
 impl TaskHandler for InvoiceHandler {
@@ -62,16 +73,47 @@ impl TaskHandler for InvoiceHandler {
             }));
         }
         let tax = (subtotal as f64 * tax_rate / 100.0).round() as i64;
+        let invoice_id = format!("INV-{}", context.task_id);
+        let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = lines
+            .iter()
+            .filter_map(|line| line.as_object().cloned())
+            .collect();
+        for (label, amount) in [
+            ("subtotal", subtotal),
+            ("tax", tax),
+            ("total", subtotal + tax),
+        ] {
+            rows.push(serde_json::Map::from_iter([
+                ("description".to_owned(), json!(label)),
+                ("amount_cents".to_owned(), json!(amount)),
+            ]));
+        }
+        let columns = ["description", "quantity", "amount_cents"].map(String::from);
+        let document = render(
+            ReportFormat::Markdown,
+            &format!("Invoice {invoice_id}"),
+            &columns,
+            &rows,
+        );
+        let file = write_report(
+            &self.output_dir,
+            &invoice_id,
+            ReportFormat::Markdown,
+            &document,
+        )
+        .await?;
         Ok(TaskResult::new(json!({
-            "invoice_id": format!("INV-{}", context.task_id),
+            "invoice_id": invoice_id,
             "lines": lines,
             "subtotal_cents": subtotal,
             "tax_cents": tax,
             "total_cents": subtotal + tax,
+            "file": file,
         })))
     }
 
     fn description(&self) -> String {
-        "Generates an invoice: line amounts, subtotal, tax and total in cents".into()
+        "Generates an invoice: line amounts, subtotal, tax and total in cents, as a Markdown file"
+            .into()
     }
 }

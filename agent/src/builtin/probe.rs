@@ -1,56 +1,106 @@
-//! `TcpProbeHandler`: connects to `host`:`port` and reports the latency;
-//! fails when the connection is refused or takes longer than `budget_ms`.
+//! `HealthCheckHandler`: an HTTP(S) or TCP probe within a latency budget.
+//!
+//! Payload: `url` (HTTP probe: GET, expecting `expected_status`, default
+//! 200) or `host` and `port` (TCP connect probe); `budget_ms` (default
+//! 1000). A probe that fails, answers the wrong status, or takes longer than
+//! the budget fails the attempt (retryably: the target may recover).
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::required_str;
+use super::optional_u64;
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
-/// Probes a TCP endpoint.
-pub struct TcpProbeHandler;
+/// Probes HTTP or TCP endpoints.
+pub struct HealthCheckHandler {
+    client: reqwest::Client,
+}
+
+impl HealthCheckHandler {
+    /// Probes with this HTTP client.
+    pub fn new(client: reqwest::Client) -> Self {
+        HealthCheckHandler { client }
+    }
+}
+
+fn over_budget(target: &str, elapsed: Duration, budget: Duration) -> Result<(), TaskError> {
+    if elapsed > budget {
+        return Err(TaskError::Retryable(format!(
+            "{target} answered in {} ms, over the {} ms budget",
+            elapsed.as_millis(),
+            budget.as_millis()
+        )));
+    }
+    Ok(())
+}
 
 #[async_trait]
-impl TaskHandler for TcpProbeHandler {
+impl TaskHandler for HealthCheckHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
-        let host = required_str(&context.payload, "host")?;
-        let port = context
-            .payload
-            .get("port")
-            .and_then(|v| v.as_u64())
-            .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| TaskError::bad_payload("port", "a port number from 0 to 65535"))?;
-        let budget = Duration::from_millis(
-            context
-                .payload
-                .get("budget_ms")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(1000),
-        );
+        let payload = &context.payload;
+        let budget = Duration::from_millis(optional_u64(payload, "budget_ms")?.unwrap_or(1000));
         let started = Instant::now();
+        if let Some(url) = payload.get("url").and_then(|u| u.as_str()) {
+            let expected = optional_u64(payload, "expected_status")?.unwrap_or(200);
+            let response = self
+                .client
+                .get(url)
+                .timeout(budget)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_builder() {
+                        TaskError::Permanent(format!("'{url}' is not a URL to probe: {e}"))
+                    } else {
+                        TaskError::Retryable(format!(
+                            "{url} did not answer within {} ms: {e}",
+                            budget.as_millis()
+                        ))
+                    }
+                })?;
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            if u64::from(status) != expected {
+                return Err(TaskError::Retryable(format!(
+                    "{url} answered {status}, expected {expected}"
+                )));
+            }
+            over_budget(url, elapsed, budget)?;
+            return Ok(TaskResult::new(
+                json!({ "target": url, "status": status, "latency_ms": elapsed.as_secs_f64() * 1000.0 }),
+            ));
+        }
+        let host = super::required_str(payload, "host")
+            .map_err(|_| TaskError::bad_payload("url, or host and port", "the target to probe"))?;
+        let port = optional_u64(payload, "port")?
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| TaskError::bad_payload("port", "a port number"))?;
+        let target = format!("{host}:{port}");
         match tokio::time::timeout(budget, tokio::net::TcpStream::connect((host, port))).await {
-            Ok(Ok(_)) => Ok(TaskResult::new(json!({
-                "target": format!("{host}:{port}"),
-                "reachable": true,
-                "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
-            }))),
+            Ok(Ok(_)) => {
+                let elapsed = started.elapsed();
+                over_budget(&target, elapsed, budget)?;
+                Ok(TaskResult::new(
+                    json!({ "target": target, "reachable": true, "latency_ms": elapsed.as_secs_f64() * 1000.0 }),
+                ))
+            }
             Ok(Err(error)) => Err(TaskError::Retryable(format!(
-                "{host}:{port} is unreachable: {error}"
+                "{target} is unreachable: {error}"
             ))),
             Err(_) => Err(TaskError::Retryable(format!(
-                "{host}:{port} did not answer within the {} ms budget",
+                "{target} did not accept within the {} ms budget",
                 budget.as_millis()
             ))),
         }
     }
 
     fn description(&self) -> String {
-        "Probes a TCP endpoint (payload.host, payload.port) within a latency budget".into()
+        "Probes an HTTP(S) URL or a TCP port within a latency budget".into()
     }
 
     fn capabilities(&self) -> Vec<String> {
-        vec!["tcp".into()]
+        vec!["http".into(), "tcp".into()]
     }
 }

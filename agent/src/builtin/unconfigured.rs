@@ -1,23 +1,24 @@
 //! `UnconfiguredHandler`: stands for a task type whose external service this
-//! agent was not given. Every attempt fails at once with a permanent error
-//! that names the missing service, so nothing is ever reported as done that
-//! was not done.
+//! agent was not given, or was given wrongly. Every attempt fails at once
+//! with a permanent error that says what is missing and how to fix it, so
+//! nothing is ever reported as done that was not done.
 
 use async_trait::async_trait;
 
 use crate::handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 
-/// Fails every attempt, naming the service the task type needs.
+/// Fails every attempt with the configuration problem that stops it.
 pub struct UnconfiguredHandler {
-    service: &'static str,
-    description: &'static str,
+    problem: String,
+    description: String,
 }
 
 impl UnconfiguredHandler {
-    /// A handler whose work needs `service` (e.g. "an SMTP server").
-    pub fn new(service: &'static str, description: &'static str) -> Self {
+    /// A handler that cannot work because of `problem` (a sentence saying
+    /// what is missing and which setting fixes it).
+    pub fn new(problem: String, description: String) -> Self {
         UnconfiguredHandler {
-            service,
+            problem,
             description,
         }
     }
@@ -25,21 +26,18 @@ impl UnconfiguredHandler {
 
 #[async_trait]
 impl TaskHandler for UnconfiguredHandler {
-    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+    async fn handle(&self, _context: TaskContext) -> Result<TaskResult, TaskError> {
         Err(TaskError::Permanent(format!(
-            "task type '{}' needs {}, and this agent has none configured; nothing was done",
-            context.task_type, self.service
+            "{}; nothing was done",
+            self.problem
         )))
     }
 
     fn description(&self) -> String {
-        self.description.into()
+        self.description.clone()
     }
 
     async fn health_check(&self) -> Option<HandlerHealth> {
-        Some(HandlerHealth::unhealthy(format!(
-            "needs {}; none is configured",
-            self.service
-        )))
+        Some(HandlerHealth::unhealthy(self.problem.clone()))
     }
 }

@@ -1,44 +1,35 @@
 //! The `billing` domain: invoices, payments and subscriptions.
 
-use crate::builtin::invoice::InvoiceHandler;
-use crate::builtin::unconfigured::UnconfiguredHandler;
-use crate::registry::{DomainRegistry, TaskRegistry};
+use std::sync::Arc;
 
-/// Registers the billing handlers.
-pub struct BillingDomainRegistry;
+use super::factories::{self, factories};
+use crate::registry::{DomainRegistry, TaskRegistry};
+use crate::services::AppServices;
+
+/// Registers the billing handlers, built from the shared services.
+pub struct BillingDomainRegistry {
+    services: Arc<AppServices>,
+}
+
+impl BillingDomainRegistry {
+    /// The domain, with the services its handlers use.
+    pub fn new(services: Arc<AppServices>) -> Self {
+        BillingDomainRegistry { services }
+    }
+}
 
 impl DomainRegistry for BillingDomainRegistry {
     fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String> {
-        registry.register_handler("invoice_generation", Box::new(InvoiceHandler));
-        registry.register_handler(
-            "payment_processing",
-            Box::new(UnconfiguredHandler::new(
-                "a payment gateway",
-                "Charges a payment through the gateway",
-            )),
-        );
-        registry.register_handler(
-            "subscription_renewal",
-            Box::new(UnconfiguredHandler::new(
-                "a payment gateway",
-                "Renews a subscription and charges it",
-            )),
-        );
-        registry.register_handler(
-            "failed_payment_retry",
-            Box::new(UnconfiguredHandler::new(
-                "a payment gateway",
-                "Retries a declined payment",
-            )),
-        );
-        [
-            "invoice_generation",
-            "payment_processing",
-            "subscription_renewal",
-            "failed_payment_retry",
-        ]
-        .map(String::from)
-        .to_vec()
+        factories(
+            &self.services,
+            &[
+                ("invoice_generation", factories::invoice_generation),
+                ("payment_processing", factories::payment_processing),
+                ("subscription_renewal", factories::subscription_renewal),
+                ("failed_payment_retry", factories::failed_payment_retry),
+            ],
+        )
+        .register_all(registry)
     }
 
     fn domain_name(&self) -> &'static str {

@@ -5,40 +5,29 @@
 //! deployment model (`TASK_ENABLED_DOMAINS=billing taskplane-agent`).
 
 mod billing;
+pub mod factories;
+mod platform;
 mod system_maintenance;
 mod user_management;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use billing::BillingDomainRegistry;
+pub use platform::PlatformDomainRegistry;
 pub use system_maintenance::SystemDomainRegistry;
 pub use user_management::UserDomainRegistry;
 
 use crate::config::RegistryConfig;
 use crate::registry::{DomainRegistry, TaskRegistry};
-
-/// Shared services injected into the example domains' handlers.
-#[derive(Debug, Clone)]
-pub struct AppServices {
-    /// Where export files are written.
-    pub export_dir: PathBuf,
-}
-
-impl Default for AppServices {
-    fn default() -> Self {
-        AppServices {
-            export_dir: PathBuf::from("taskplane-data/exports"),
-        }
-    }
-}
+use crate::services::AppServices;
 
 /// The example domain of a name, built with the given services.
 pub fn example_domain(name: &str, services: &Arc<AppServices>) -> Option<Box<dyn DomainRegistry>> {
     Some(match name {
         "user_management" => Box::new(UserDomainRegistry::new(services.clone())),
-        "billing" => Box::new(BillingDomainRegistry),
-        "system_maintenance" => Box::new(SystemDomainRegistry),
+        "billing" => Box::new(BillingDomainRegistry::new(services.clone())),
+        "system_maintenance" => Box::new(SystemDomainRegistry::new(services.clone())),
+        "platform" => Box::new(PlatformDomainRegistry::new(services.clone())),
         _ => return None,
     })
 }
@@ -58,7 +47,7 @@ pub fn setup_registry_with_config(
             None => {
                 tracing::warn!(
                     domain,
-                    "unknown domain in TASK_ENABLED_DOMAINS; known: user_management, billing, system_maintenance"
+                    "unknown domain in TASK_ENABLED_DOMAINS; known: user_management, billing, system_maintenance, platform"
                 );
                 unknown.push(domain.clone());
             }
@@ -86,7 +75,8 @@ mod tests {
     #[test]
     fn test_user_domain_registration() {
         let mut registry = TaskRegistry::new();
-        let user_domain = UserDomainRegistry::new(Arc::new(AppServices::default()));
+        let user_domain =
+            UserDomainRegistry::new(Arc::new(AppServices::new("taskplane-data/agent")));
         let task_types = user_domain.register_handlers(&mut registry);
         assert_eq!(task_types.len(), 4);
         for task_type in [
@@ -113,7 +103,7 @@ mod tests {
             strict: false,
         };
         let (registry, unknown) =
-            setup_registry_with_config(&config, Arc::new(AppServices::default()));
+            setup_registry_with_config(&config, Arc::new(AppServices::new("taskplane-data/agent")));
         assert!(registry.get_handler("welcome_email").is_some());
         assert!(registry.get_handler("account_cleanup").is_some());
         assert!(registry.get_handler("password_reset").is_none(), "disabled");
@@ -145,12 +135,16 @@ mod tests {
     }
 
     #[test]
-    fn all_three_domains_register_twelve_types_without_conflict() {
+    fn the_default_domains_register_seventeen_types_without_conflict() {
         let config = RegistryConfig::from_lookup(|_| None).unwrap();
         let (registry, unknown) =
-            setup_registry_with_config(&config, Arc::new(AppServices::default()));
+            setup_registry_with_config(&config, Arc::new(AppServices::new("taskplane-data/agent")));
         assert!(unknown.is_empty());
-        assert_eq!(registry.handler_count(), 12);
+        assert_eq!(
+            registry.handler_count(),
+            17,
+            "the guide's twelve and five platform built-ins"
+        );
         assert_eq!(registry.check(), Ok(()));
         assert_eq!(
             registry

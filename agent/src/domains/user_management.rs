@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use super::AppServices;
-use crate::builtin::export::ExportHandler;
-use crate::builtin::unconfigured::UnconfiguredHandler;
+use super::factories::{self, factories};
 use crate::registry::{DomainRegistry, TaskRegistry};
+use crate::services::AppServices;
 
-/// Registers the user-management handlers.
+/// Registers the user-management handlers, built from the shared services.
 pub struct UserDomainRegistry {
     services: Arc<AppServices>,
 }
@@ -22,39 +21,16 @@ impl UserDomainRegistry {
 
 impl DomainRegistry for UserDomainRegistry {
     fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String> {
-        registry.register_handler(
-            "welcome_email",
-            Box::new(UnconfiguredHandler::new(
-                "an SMTP server",
-                "Sends the welcome email to a new user",
-            )),
-        );
-        registry.register_handler(
-            "password_reset",
-            Box::new(UnconfiguredHandler::new(
-                "an SMTP server",
-                "Sends a password-reset link",
-            )),
-        );
-        registry.register_handler(
-            "account_cleanup",
-            Box::new(UnconfiguredHandler::new(
-                "a user database",
-                "Deletes a closed account's data",
-            )),
-        );
-        registry.register_handler(
-            "profile_export",
-            Box::new(ExportHandler::new(self.services.export_dir.clone())),
-        );
-        [
-            "welcome_email",
-            "password_reset",
-            "account_cleanup",
-            "profile_export",
-        ]
-        .map(String::from)
-        .to_vec()
+        factories(
+            &self.services,
+            &[
+                ("welcome_email", factories::welcome_email),
+                ("password_reset", factories::password_reset),
+                ("account_cleanup", factories::account_cleanup),
+                ("profile_export", factories::profile_export),
+            ],
+        )
+        .register_all(registry)
     }
 
     fn domain_name(&self) -> &'static str {
