@@ -3,8 +3,10 @@
 //! of one task type (read from the control plane's `ListTasks`).
 //!
 //! Payload: `format` (`csv`, `json` or `markdown`; default `json`), `title`,
-//! `name` (the file's stem; default the task id), `columns` (order; default
-//! every key in first-seen order), and either `rows` (an array of objects)
+//! `name` (the file's stem; default the task id), `columns` (order; default:
+//! every key, sorted within a row, later rows' new keys appended — payloads
+//! travel as protobuf Structs, which do not keep key order), and either
+//! `rows` (an array of objects)
 //! or `history` (`{"task_type", "status"?, "limit"?}`; at most 1000 tasks).
 //! The result names the file, its size and its SHA-256.
 
@@ -18,6 +20,15 @@ use taskplane_proto::v1::{ListTasksRequest, TaskStatus};
 use super::{safe_file_stem, sha256_hex};
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
+/// The columns of a history report, in this order.
+const HISTORY_COLUMNS: [&str; 6] = [
+    "id",
+    "status",
+    "attempts",
+    "created_at",
+    "finished_at",
+    "last_error",
+];
 /// The most tasks a history report reads.
 const MAX_HISTORY: u32 = 1000;
 
@@ -62,7 +73,7 @@ fn cell(value: Option<&Value>) -> String {
     }
 }
 
-/// Every key of the rows, in first-seen order.
+/// Every key of the rows: a row's keys sorted, later rows' new keys appended.
 fn columns_of(rows: &[Map<String, Value>]) -> Vec<String> {
     let mut columns: Vec<String> = Vec::new();
     for row in rows {
@@ -252,25 +263,31 @@ impl TaskHandler for ReportHandler {
                 .and_then(|f| f.as_str())
                 .unwrap_or("json"),
         )?;
-        let rows: Vec<Map<String, Value>> = match (payload.get("rows"), payload.get("history")) {
-            (Some(rows), _) => rows
-                .as_array()
-                .and_then(|rows| rows.iter().map(|r| r.as_object().cloned()).collect())
-                .ok_or_else(|| TaskError::bad_payload("rows", "an array of objects"))?,
-            (None, Some(history)) => self.history(history).await?,
-            (None, None) => {
-                return Err(TaskError::bad_payload(
-                    "rows or history",
-                    "the report's data",
-                ));
-            }
-        };
+        let (rows, default_columns): (Vec<Map<String, Value>>, Option<Vec<String>>) =
+            match (payload.get("rows"), payload.get("history")) {
+                (Some(rows), _) => (
+                    rows.as_array()
+                        .and_then(|rows| rows.iter().map(|r| r.as_object().cloned()).collect())
+                        .ok_or_else(|| TaskError::bad_payload("rows", "an array of objects"))?,
+                    None,
+                ),
+                (None, Some(history)) => (
+                    self.history(history).await?,
+                    Some(HISTORY_COLUMNS.map(String::from).to_vec()),
+                ),
+                (None, None) => {
+                    return Err(TaskError::bad_payload(
+                        "rows or history",
+                        "the report's data",
+                    ));
+                }
+            };
         let columns = match payload.get("columns") {
             Some(columns) => columns
                 .as_array()
                 .and_then(|c| c.iter().map(|c| c.as_str().map(str::to_owned)).collect())
                 .ok_or_else(|| TaskError::bad_payload("columns", "a list of column names"))?,
-            None => columns_of(&rows),
+            None => default_columns.unwrap_or_else(|| columns_of(&rows)),
         };
         let title = payload
             .get("title")
