@@ -3,116 +3,28 @@
 //! replica sees every agent, and a replica killed with SIGKILL loses nothing.
 //! PostgreSQL only: an SQLite file belongs to one process.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration_tests::PATIENCE;
-use serde_json::json;
-use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest,
-    ListTaskAttemptsRequest, RegisterTaskTypeRequest, TaskStatus,
+    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, TaskStatus,
 };
 use taskplane_server::testing::PostgresSchema;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+
+mod common;
+
+use common::{AgentProcess, ServerProcess, free_port, register_work, work};
+
+/// A replica whose poll interval is so long that only notifications can wake
+/// its agents in time.
+async fn start_replica(database_url: &str) -> ServerProcess {
+    ServerProcess::start_polling(database_url, free_port(), "60s").await
+}
 use tonic::transport::Channel;
 
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Replica {
-    /// A replica whose poll interval is so long that only notifications can
-    /// wake its agents in time.
-    async fn start(database_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                database_url,
-            ])
-            .args(["--lease", "1s", "--poll-interval", "60s"])
-            .args([
-                "--retry-initial-backoff",
-                "20ms",
-                "--retry-max-backoff",
-                "100ms",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(line.is_some_and(|l| l.contains("listening on")));
-        Replica {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn kill9(mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
-}
-
-fn agent(servers: &str, name: &str, journal: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_test-agent"))
-        .env("TASKPLANE_SERVER", servers)
-        .env("TEST_AGENT_NAME", name)
-        .env("TEST_AGENT_SLOTS", "8")
-        .env("TEST_AGENT_JOURNAL", journal)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-fn work(ms: u64) -> EnqueueTaskRequest {
-    EnqueueTaskRequest {
-        task_type: "work".into(),
-        payload: Some(json_to_struct(json!({ "ms": ms }).as_object().unwrap())),
-        max_attempts: 25,
-        ..Default::default()
-    }
-}
-
-async fn register_work(replica: &Replica) {
-    RegistryServiceClient::new(replica.channel().await)
-        .register_task_type(RegisterTaskTypeRequest {
-            task_type: "work".into(),
-            domain: "testing".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
-async fn wait_agents(replica: &Replica, count: usize) {
+async fn wait_agents(replica: &ServerProcess, count: usize) {
     let mut registry = RegistryServiceClient::new(replica.channel().await);
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -162,20 +74,19 @@ async fn work_enqueued_on_one_replica_wakes_an_agent_on_another_all_agents_are_l
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Replica::start(&schema.url).await;
-    let b = Replica::start(&schema.url).await;
+    let a = start_replica(&schema.url).await;
+    let b = start_replica(&schema.url).await;
     register_work(&a).await;
-    let mut on_a = agent(&a.url, "on-a", &dir.path().join("a.log"));
+    let on_a = AgentProcess::start(&a.url(), "on-a", 8, &dir.path().join("a.log"));
     wait_agents(&a, 1).await;
-    let _on_b = agent(&b.url, "on-b", &dir.path().join("b.log"));
+    let _on_b = AgentProcess::start(&b.url(), "on-b", 8, &dir.path().join("b.log"));
     // Each replica lists the agents of both.
     wait_agents(&a, 2).await;
     wait_agents(&b, 2).await;
 
     // Stop the agent on A so only B's agent can run the tasks; enqueue on A.
     // With a 60 s poll interval, only a notification wakes B in time.
-    on_a.start_kill().unwrap();
-    on_a.wait().await.unwrap();
+    on_a.kill9().await;
     wait_agents(&a, 1).await;
     let mut client_a = TaskServiceClient::new(a.channel().await);
     let started = Instant::now();
@@ -240,14 +151,13 @@ async fn a_replica_killed_mid_run_loses_nothing_its_agents_move_to_the_other() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Replica::start(&schema.url).await;
-    let b = Replica::start(&schema.url).await;
+    let a = start_replica(&schema.url).await;
+    let b = start_replica(&schema.url).await;
     register_work(&a).await;
-    let both = format!("{},{}", a.url, b.url);
     let journal = dir.path().join("journal.log");
     let mut agents = vec![
-        agent(&both, "first-a", &journal),
-        agent(&format!("{},{}", b.url, a.url), "first-b", &journal),
+        AgentProcess::start(&format!("{},{}", a.url(), b.url()), "first-a", 8, &journal),
+        AgentProcess::start(&format!("{},{}", b.url(), a.url()), "first-b", 8, &journal),
     ];
     wait_agents(&b, 2).await;
 
@@ -270,7 +180,7 @@ async fn a_replica_killed_mid_run_loses_nothing_its_agents_move_to_the_other() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.kill9().await;
-    agents.push(agent(&b.url, "late", &journal));
+    agents.push(AgentProcess::start(&b.url(), "late", 8, &journal));
 
     let mut client = TaskServiceClient::new(b.channel().await);
     for id in &ids {
@@ -284,9 +194,8 @@ async fn a_replica_killed_mid_run_loses_nothing_its_agents_move_to_the_other() {
         let completed = attempts.iter().filter(|a| a.outcome == "completed").count();
         assert_eq!(completed, 1, "task {id}: {attempts:?}");
     }
-    for mut child in agents {
-        child.start_kill().unwrap();
-        child.wait().await.unwrap();
+    for agent in agents {
+        agent.kill9().await;
     }
     b.kill9().await;
     schema.drop().await;

@@ -1,0 +1,171 @@
+//! Real processes for fault tests: `taskplane serve` (built into this package
+//! as `taskplane-under-test`) and `test-agent`, started with test-sized
+//! timings, signalled and killed.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of these helpers"
+)]
+
+use std::path::Path;
+use std::process::Stdio;
+
+use integration_tests::PATIENCE;
+use serde_json::json;
+use taskplane_proto::json::json_to_struct;
+use taskplane_proto::v1::EnqueueTaskRequest;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// A `taskplane serve` process with short, test-sized timings.
+pub struct ServerProcess {
+    /// The process.
+    pub child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    pub async fn start(database_url: &str, port: u16) -> Self {
+        Self::start_polling(database_url, port, "50ms").await
+    }
+
+    /// Starts with the given delayed-task poll interval (a long one proves
+    /// that wake-ups arrive by notification).
+    pub async fn start_polling(database_url: &str, port: u16, poll_interval: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", database_url])
+            .args(["--lease", "1s", "--poll-interval", poll_interval])
+            .args([
+                "--retry-initial-backoff",
+                "20ms",
+                "--retry-max-backoff",
+                "100ms",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("server prints in time")
+            .unwrap();
+        assert!(
+            line.is_some_and(|l| l.contains("listening on")),
+            "server did not start"
+        );
+        ServerProcess { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A `TaskService` client.
+    pub async fn tasks(&self) -> TaskServiceClient<Channel> {
+        TaskServiceClient::new(
+            Channel::from_shared(self.url())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// A `test-agent` process serving task type `work`.
+pub struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    pub fn start(server_url: &str, name: &str, slots: u32, journal: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_test-agent"))
+            .env("TASKPLANE_SERVER", server_url)
+            .env("TEST_AGENT_NAME", name)
+            .env("TEST_AGENT_SLOTS", slots.to_string())
+            .env("TEST_AGENT_JOURNAL", journal)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("agent starts");
+        AgentProcess { child }
+    }
+
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .await
+                .unwrap()
+                .success()
+        );
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM").await;
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn work(ms: u64) -> EnqueueTaskRequest {
+    EnqueueTaskRequest {
+        task_type: "work".into(),
+        payload: Some(json_to_struct(json!({ "ms": ms }).as_object().unwrap())),
+        max_attempts: 25,
+        ..Default::default()
+    }
+}
+
+/// Registers `work` ahead of any agent, as an operator would.
+pub async fn register_work(server: &ServerProcess) {
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel)
+        .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
+            task_type: "work".into(),
+            domain: "testing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
