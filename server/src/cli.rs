@@ -29,6 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Runs the control plane and an agent of the example domains in one process.
     Dev(ServeArgs),
+    /// Measures throughput and latency with no-op handlers (see docs/performance.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -84,10 +86,14 @@ impl ServeArgs {
 
 /// Parses the process arguments and runs the chosen subcommand.
 pub async fn run() -> anyhow::Result<()> {
-    init_logging();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Bench(_)) {
+        init_logging();
+    }
+    match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => dev(args).await,
+        Command::Bench(args) => crate::bench::run_benchmarks(args).await,
     }
 }
 

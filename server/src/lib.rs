@@ -2,7 +2,8 @@
 //!
 //! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
 //!   reflection) and shuts down gracefully.
-//! - [`cli`]: the `taskplane` command line (`serve`, `dev`).
+//! - [`cli`]: the `taskplane` command line (`serve`, `dev`, `bench`).
+//! - [`bench`]: the benchmark workloads and the limit row.
 //! - [`api`]: the thin gRPC service implementations.
 //! - [`plane`]: the operations the services share, keeping the store, the
 //!   live sessions and the change notices consistent.
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod bench;
 pub mod cli;
 pub mod completer;
 pub mod config;

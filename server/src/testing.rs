@@ -1,5 +1,6 @@
-//! Test support: a fresh, private PostgreSQL schema per test, so tests run
-//! in parallel against the real server without seeing each other's rows.
+//! Test and benchmark support: a fresh, private PostgreSQL schema per test,
+//! so tests run in parallel against the real server without seeing each
+//! other's rows.
 //!
 //! The server is found through `TASKPLANE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached
@@ -12,7 +13,7 @@ use sqlx::postgres::PgConnection;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A private schema in the test PostgreSQL database.
+/// A private schema in a PostgreSQL database.
 pub struct PostgresSchema {
     admin_url: String,
     schema: String,
@@ -21,31 +22,35 @@ pub struct PostgresSchema {
 }
 
 impl PostgresSchema {
-    /// Creates a fresh schema, or returns `None` (after printing why) when
-    /// PostgreSQL is unreachable and not required.
+    /// Creates a fresh schema in the test database, or returns `None` (after
+    /// printing why) when PostgreSQL is unreachable and not required.
     pub async fn create() -> Option<Self> {
         let admin_url =
             std::env::var("TASKPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let mut admin = match PgConnection::connect(&admin_url).await {
-            Ok(connection) => connection,
+        match Self::create_in(&admin_url).await {
+            Ok(schema) => Some(schema),
             Err(error) => {
                 assert!(
                     std::env::var("TASKPLANE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
                     "PostgreSQL is required (TASKPLANE_REQUIRE_POSTGRES=1) but {admin_url} is unreachable: {error}"
                 );
                 println!("SKIPPED postgres half: {admin_url} is unreachable ({error})");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// Creates a fresh schema in the database at `admin_url`.
+    pub async fn create_in(admin_url: &str) -> Result<Self, sqlx::Error> {
+        let mut admin = PgConnection::connect(admin_url).await?;
         let schema = format!("taskplane_test_{}", uuid::Uuid::now_v7().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut admin)
-            .await
-            .expect("creating a test schema");
+            .await?;
         let separator = if admin_url.contains('?') { '&' } else { '?' };
         let url = format!("{admin_url}{separator}options[search_path]={schema}");
-        Some(PostgresSchema {
-            admin_url,
+        Ok(PostgresSchema {
+            admin_url: admin_url.to_owned(),
             schema,
             url,
         })

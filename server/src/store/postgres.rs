@@ -46,13 +46,18 @@ pub struct PostgresStore {
 type Tx = Transaction<'static, Postgres>;
 
 impl PostgresStore {
+    /// The connection settings every taskplane PostgreSQL connection uses.
+    pub fn connect_options(database_url: &str) -> Result<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(database_url)?.options([
+            ("idle_in_transaction_session_timeout", "30s"),
+            ("lock_timeout", "10s"),
+        ]))
+    }
+
     /// Connects and applies `migrations/postgres` (sqlx holds an advisory
     /// lock while migrating, so replicas starting together are safe).
     pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
-        let options = PgConnectOptions::from_str(database_url)?.options([
-            ("idle_in_transaction_session_timeout", "30s"),
-            ("lock_timeout", "10s"),
-        ]);
+        let options = Self::connect_options(database_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .connect_with(options)

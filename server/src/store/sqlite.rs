@@ -45,12 +45,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file named by a `sqlite://`
     /// URL and applies `migrations/sqlite`.
     pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(database_url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+        let options = Self::connect_options(database_url)?;
         if let Some(parent) = options
             .get_filename()
             .parent()
@@ -73,6 +68,16 @@ impl SqliteStore {
             defaults,
             claim_rotation: AtomicUsize::new(0),
         })
+    }
+
+    /// The connection settings every taskplane SQLite connection uses.
+    pub fn connect_options(database_url: &str) -> Result<SqliteConnectOptions> {
+        Ok(SqliteConnectOptions::from_str(database_url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true))
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {

@@ -1,0 +1,162 @@
+//! The limit row: the minimum SQL a durable task needs — insert it, lease it,
+//! mark it done — batched 100 per transaction, on the same kind of database
+//! with the same schema and settings, without gRPC or any taskplane code in
+//! the way. taskplane's W1 figures are reported as fractions of these.
+
+use std::time::Instant;
+
+use serde_json::json;
+use sqlx::QueryBuilder;
+
+use crate::error::Result;
+use crate::store::{PostgresStore, SqliteStore};
+
+/// Rows per transaction.
+const BATCH: usize = 100;
+
+/// Inserted and processed tasks per second.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Inserts per second.
+    pub enqueue_per_sec: f64,
+    /// Claims plus completions per second.
+    pub process_per_sec: f64,
+}
+
+const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, \
+    max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at) ";
+
+const REGISTER: &str = "INSERT INTO task_types (task_type, domain, default_max_attempts, default_timeout_ms, \
+    retry_initial_ms, retry_factor, retry_max_ms, registered_at, updated_at) \
+    VALUES ('limit', 'limit', 3, 1000, 1000, 2.0, 1000, 0, 0)";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Measures the limits on a fresh SQLite file at `url`.
+pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteStore::connect_options(url)?)
+        .await?;
+    sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+    sqlx::query(REGISTER).execute(&pool).await?;
+    let started = Instant::now();
+    for chunk in (0..tasks).collect::<Vec<_>>().chunks(BATCH) {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut insert = QueryBuilder::new(INSERT_COLUMNS);
+        insert.push_values(chunk, |mut row, _| {
+            let now = now_ms();
+            row.push_bind(uuid::Uuid::now_v7().to_string())
+                .push("'limit'")
+                .push("'limit'")
+                .push("'{}'")
+                .push("'pending'")
+                .push("0")
+                .push("0")
+                .push("3")
+                .push("1000")
+                .push("1000")
+                .push("2.0")
+                .push("1000")
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    loop {
+        let now = now_ms();
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1, lease_expires_at = ?1
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND task_type = 'limit' AND run_at <= ?1
+                          ORDER BY priority DESC, run_at, id LIMIT 100)
+             RETURNING id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            break;
+        }
+        sqlx::query("UPDATE tasks SET status = 'completed', finished_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
+            .bind(now)
+            .bind(json!(ids).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(Limits {
+        enqueue_per_sec: enqueue,
+        process_per_sec: tasks as f64 / started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Measures the limits in a fresh PostgreSQL schema at `url`.
+pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(PostgresStore::connect_options(url)?)
+        .await?;
+    sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+    sqlx::query(REGISTER).execute(&pool).await?;
+    let started = Instant::now();
+    for chunk in (0..tasks).collect::<Vec<_>>().chunks(BATCH) {
+        let mut tx = pool.begin().await?;
+        let mut insert = QueryBuilder::new(INSERT_COLUMNS);
+        insert.push_values(chunk, |mut row, _| {
+            let now = now_ms();
+            row.push_bind(uuid::Uuid::now_v7().to_string())
+                .push_unseparated("::uuid")
+                .push("'limit'")
+                .push("'limit'")
+                .push("'{}'::jsonb")
+                .push("'pending'")
+                .push("0")
+                .push("0")
+                .push("3")
+                .push("1000")
+                .push("1000")
+                .push("2.0")
+                .push("1000")
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    loop {
+        let now = now_ms();
+        let mut tx = pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "WITH ready AS (SELECT id AS ready_id FROM tasks WHERE status = 'pending' AND task_type = 'limit' AND run_at <= $1
+                            ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED)
+             UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1, lease_expires_at = $1
+             FROM ready WHERE id = ready.ready_id RETURNING id::text",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            break;
+        }
+        sqlx::query("UPDATE tasks SET status = 'completed', finished_at = $1 WHERE id = ANY($2::text[]::uuid[])")
+            .bind(now)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(Limits {
+        enqueue_per_sec: enqueue,
+        process_per_sec: tasks as f64 / started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,101 @@
+//! `taskplane bench`: throughput and latency workloads with no-op handlers,
+//! against an embedded server it starts (SQLite or PostgreSQL) or a running
+//! one (`--server`), with a "limit row" — the minimum SQL a durable task
+//! needs, batched 100 per transaction, on the same database — so figures can
+//! be read as fractions of what the database allows on this machine.
+//!
+//! - [`workloads`]: W1 throughput, W2 latency, W3 backlog, W4 scale-out.
+//! - [`limit`]: the limit row.
+//! - [`probe`]: the no-op agent that counts executions and start times.
+
+mod limit;
+mod probe;
+mod workloads;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+pub use workloads::run_benchmarks;
+
+/// Which database the embedded server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchBackend {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema in `--postgres-url`.
+    Postgres,
+}
+
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people, with progress bars on a terminal.
+    Table,
+    /// One JSON document, nothing else on stdout.
+    Json,
+}
+
+/// `taskplane bench` options.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Databases to run against (repeat or comma-separate for several).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite")]
+    pub backend: Vec<BenchBackend>,
+    /// The PostgreSQL server for `--backend postgres` (a private schema is created and dropped).
+    #[arg(
+        long,
+        env = "TASKPLANE_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
+    /// Benchmark a running server instead of starting one (no limit row, no W3 seeding, no W4).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Workloads to run.
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
+    pub workloads: Vec<String>,
+    /// W1: tasks to enqueue and process.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: usize,
+    /// W1: tasks per EnqueueTasks call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// W1: tasks enqueued one RPC at a time (reported separately).
+    #[arg(long, default_value_t = 2000)]
+    pub single_tasks: usize,
+    /// W1: concurrent clients for one-by-one enqueues.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Agents (each one stream).
+    #[arg(long, default_value_t = 1)]
+    pub agents: usize,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: u32,
+    /// W2/W3: tasks per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// W2/W3: how long to enqueue at that rate.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// W3: PENDING tasks of another type (and as many COMPLETED) seeded first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// One measured figure set of one workload on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The database.
+    pub backend: BenchBackend,
+    /// W1, W2, …
+    pub workload: String,
+    /// What was measured, e.g. "processed tasks/s".
+    pub figures: serde_json::Map<String, serde_json::Value>,
+}

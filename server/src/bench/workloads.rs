@@ -1,0 +1,573 @@
+//! The workloads: W1 throughput, W2 latency, W3 latency and throughput over
+//! a large backlog, W4 two replicas on one PostgreSQL database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taskplane_agent::Agent;
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, EnqueueTasksRequest, ListTasksRequest, RegisterTaskTypeRequest, TaskStatus,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::limit::{self, Limits};
+use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
+use super::{BenchArgs, BenchBackend, Measurement, OutputFormat};
+use crate::config::{QueueConfig, ServerConfig};
+use crate::server::Server;
+use crate::testing::PostgresSchema;
+
+/// A database the benchmark owns for one backend, dropped afterwards.
+struct Database {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<PostgresSchema>,
+}
+
+impl Database {
+    async fn create(backend: BenchBackend, postgres_url: &str) -> anyhow::Result<Self> {
+        Ok(match backend {
+            BenchBackend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                Database {
+                    url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                    _dir: Some(dir),
+                    schema: None,
+                }
+            }
+            BenchBackend::Postgres => {
+                let schema = PostgresSchema::create_in(postgres_url).await.map_err(|e| {
+                    anyhow::anyhow!("PostgreSQL at {postgres_url} is unreachable: {e}")
+                })?;
+                Database {
+                    url: schema.url.clone(),
+                    _dir: None,
+                    schema: Some(schema),
+                }
+            }
+        })
+    }
+
+    async fn drop(self) {
+        if let Some(schema) = self.schema {
+            schema.drop().await;
+        }
+    }
+}
+
+/// A server the benchmark started in this process.
+struct RunningServer {
+    url: String,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    async fn start(database_url: &str) -> anyhow::Result<Self> {
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            database_url: database_url.to_owned(),
+            queue: QueueConfig::default(),
+        };
+        let server = Server::bind(config).await?;
+        let url = format!("http://{}", server.local_addr());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
+        Ok(RunningServer { url, stop, task })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+/// Agents running the no-op handler.
+struct Agents {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<Result<(), taskplane_agent::AgentError>>>,
+}
+
+impl Agents {
+    async fn start(
+        servers: &[String],
+        count: usize,
+        concurrency: u32,
+        probe: &Arc<Probe>,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for i in 0..count {
+            let agent = Agent::builder()
+                .registry(registry(probe))
+                .server(&servers[i % servers.len()])
+                .name(format!("bench-{i}"))
+                .max_concurrency(concurrency)
+                .build()?;
+            let mut state = agent.connection_state();
+            let token = stop.clone();
+            tasks.push(tokio::spawn(
+                agent.run(async move { token.cancelled().await }),
+            ));
+            state
+                .wait_for(|s| matches!(s, taskplane_agent::ConnectionState::Registered { .. }))
+                .await?;
+        }
+        Ok(Agents { stop, tasks })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_owned())?.connect().await?)
+}
+
+async fn register_types(url: &str) -> anyhow::Result<()> {
+    let mut registry = RegistryServiceClient::new(channel(url).await?);
+    for task_type in [NOOP_TYPE, BACKLOG_TYPE] {
+        let request = RegisterTaskTypeRequest {
+            task_type: task_type.into(),
+            domain: "bench".into(),
+            ..Default::default()
+        };
+        registry.register_task_type(request).await?;
+    }
+    Ok(())
+}
+
+fn noop(task_type: &str) -> EnqueueTaskRequest {
+    EnqueueTaskRequest {
+        task_type: task_type.into(),
+        payload: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+fn progress(args: &BenchArgs, length: u64, label: &str) -> indicatif::ProgressBar {
+    if args.output == OutputFormat::Json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>28} {bar:40} {pos}/{len} {per_sec}")
+            .expect("a valid template"),
+    );
+    bar.set_message(label.to_owned());
+    bar
+}
+
+/// Enqueues `count` no-op tasks in batches; returns tasks/s.
+async fn enqueue_batched(
+    url: &str,
+    task_type: &str,
+    count: usize,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f64> {
+    let mut client = TaskServiceClient::new(channel(url).await?);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < count {
+        let size = batch.min(count - sent);
+        client
+            .enqueue_tasks(EnqueueTasksRequest {
+                tasks: (0..size).map(|_| noop(task_type)).collect(),
+            })
+            .await?;
+        sent += size;
+        bar.set_position(sent as u64);
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Enqueues `count` tasks one RPC each from `clients` concurrent clients; returns tasks/s.
+async fn enqueue_single(url: &str, count: usize, clients: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..clients {
+        let mut client = TaskServiceClient::new(channel(url).await?);
+        let share = count / clients + usize::from(worker < count % clients);
+        workers.push(tokio::spawn(async move {
+            for _ in 0..share {
+                client.enqueue_task(noop(NOOP_TYPE)).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Waits until the probe saw `expected` distinct tasks and the store has no
+/// PENDING or RUNNING no-op task left.
+async fn wait_drained(
+    url: &str,
+    probe: &Probe,
+    expected: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while probe.distinct() < expected {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {expected} tasks ran within 10 minutes",
+            probe.distinct()
+        );
+        bar.set_position(probe.distinct() as u64);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bar.set_position(expected as u64);
+    let mut client = TaskServiceClient::new(channel(url).await?);
+    for status in [TaskStatus::Pending, TaskStatus::Running] {
+        loop {
+            let request = ListTasksRequest {
+                task_type: NOOP_TYPE.into(),
+                status: status as i32,
+                page_size: 1,
+                ..Default::default()
+            };
+            if client
+                .list_tasks(request)
+                .await?
+                .into_inner()
+                .tasks
+                .is_empty()
+            {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tasks still {status:?} after 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
+
+/// W1: enqueue N (batched), then drain with the agents; one-by-one enqueue separately.
+async fn w1(
+    args: &BenchArgs,
+    servers: &[String],
+    limits: Option<Limits>,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let probe = Arc::new(Probe::default());
+    let bar = progress(args, args.tasks as u64, "W1 enqueue (batched)");
+    let enqueue_batched_rate =
+        enqueue_batched(&servers[0], NOOP_TYPE, args.tasks, args.batch_size, &bar).await?;
+    bar.finish_and_clear();
+    let started = Instant::now();
+    let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
+    let bar = progress(args, args.tasks as u64, "W1 process");
+    wait_drained(&servers[0], &probe, args.tasks, &bar).await?;
+    let processed_rate = args.tasks as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let duplicates = probe.duplicates();
+    let lost = args.tasks - probe.distinct();
+    probe.reset();
+    let enqueue_single_rate = enqueue_single(&servers[0], args.single_tasks, args.clients).await?;
+    let bar = progress(args, args.single_tasks as u64, "W1 process one-by-one");
+    wait_drained(&servers[0], &probe, args.single_tasks, &bar).await?;
+    bar.finish_and_clear();
+    let duplicates = duplicates + probe.duplicates();
+    agents.stop().await;
+    let mut figures = serde_json::Map::new();
+    figures.insert("tasks".into(), json!(args.tasks));
+    figures.insert(
+        "enqueue_batched_per_sec".into(),
+        json!(enqueue_batched_rate.round()),
+    );
+    figures.insert(
+        "enqueue_single_per_sec".into(),
+        json!(enqueue_single_rate.round()),
+    );
+    figures.insert("processed_per_sec".into(), json!(processed_rate.round()));
+    figures.insert("lost".into(), json!(lost));
+    figures.insert("duplicated".into(), json!(duplicates));
+    if let Some(limits) = limits {
+        figures.insert(
+            "limit_enqueue_per_sec".into(),
+            json!(limits.enqueue_per_sec.round()),
+        );
+        figures.insert(
+            "limit_process_per_sec".into(),
+            json!(limits.process_per_sec.round()),
+        );
+        figures.insert(
+            "enqueue_fraction_of_limit".into(),
+            json!((enqueue_batched_rate / limits.enqueue_per_sec * 100.0).round() / 100.0),
+        );
+        figures.insert(
+            "processed_fraction_of_limit".into(),
+            json!((processed_rate / limits.process_per_sec * 100.0).round() / 100.0),
+        );
+    }
+    Ok(figures)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// W2: enqueue at a steady rate with idle agents; enqueue → handler start latency.
+async fn w2(
+    args: &BenchArgs,
+    servers: &[String],
+    label: &str,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let probe = Arc::new(Probe::default());
+    let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
+    let mut client = TaskServiceClient::new(channel(&servers[0]).await?);
+    let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
+    let bar = progress(args, total as u64, label);
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = Vec::with_capacity(total);
+    for _ in 0..total {
+        ticker.tick().await;
+        let at = Instant::now();
+        let id = client
+            .enqueue_task(noop(NOOP_TYPE))
+            .await?
+            .into_inner()
+            .task
+            .map(|t| t.id)
+            .unwrap_or_default();
+        sent.push((id, at));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while probe.distinct() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut latencies: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            probe
+                .started(id)
+                .map(|started| started.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    agents.stop().await;
+    let mut figures = serde_json::Map::new();
+    figures.insert("tasks".into(), json!(total));
+    figures.insert("rate_per_sec".into(), json!(args.rate));
+    figures.insert("started".into(), json!(latencies.len()));
+    for (name, p) in [
+        ("p50_ms", 50.0),
+        ("p95_ms", 95.0),
+        ("p99_ms", 99.0),
+        ("max_ms", 100.0),
+    ] {
+        figures.insert(
+            name.into(),
+            json!((percentile(&latencies, p) * 1000.0).round() / 1000.0),
+        );
+    }
+    Ok(figures)
+}
+
+/// Seeds W3's backlog straight into the database: `count` PENDING tasks of a
+/// type no agent serves and `count` COMPLETED ones.
+async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    // One statement per 100,000 rows keeps each transaction short.
+    let chunk = 100_000;
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(crate::store::SqliteStore::connect_options(database_url)?)
+            .await?;
+        for status in ["pending", "completed"] {
+            for start in (0..count).step_by(chunk) {
+                let rows = chunk.min(count - start);
+                sqlx::query(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                     INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms,
+                         retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at)
+                     SELECT printf('00000000-0000-7000-8%03d-%012d', ?4, ?5 + i), ?2, 'bench', '{}', ?3, 0, 0, 3, 1000, 1000, 2.0, 1000, ?6, ?6, ?6 FROM n",
+                )
+                .bind(rows as i64)
+                .bind(BACKLOG_TYPE)
+                .bind(status)
+                .bind(i64::from(status == "completed"))
+                .bind(start as i64)
+                .bind(now)
+                .execute(&pool)
+                .await?;
+            }
+        }
+        return Ok(());
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(crate::store::PostgresStore::connect_options(database_url)?)
+        .await?;
+    for status in ["pending", "completed"] {
+        for start in (0..count).step_by(chunk) {
+            let rows = chunk.min(count - start);
+            sqlx::query(
+                "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms,
+                     retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at)
+                 SELECT gen_random_uuid(), $1, 'bench', '{}'::jsonb, $2, 0, 0, 3, 1000, 1000, 2.0, 1000, $3, $3, $3
+                 FROM generate_series(1, $4)",
+            )
+            .bind(BACKLOG_TYPE)
+            .bind(status)
+            .bind(now)
+            .bind(rows as i64)
+            .execute(&pool)
+            .await?;
+        }
+    }
+    sqlx::query("ANALYZE tasks").execute(&pool).await?;
+    Ok(())
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// Runs the chosen workloads on each backend and prints the report.
+pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
+    let mut measurements: Vec<Measurement> = Vec::new();
+    let wants = |name: &str| args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name));
+    for &backend in &args.backend {
+        let database = match &args.server {
+            Some(_) => None,
+            None => Some(Database::create(backend, &args.postgres_url).await?),
+        };
+        let server = match &database {
+            Some(database) => Some(RunningServer::start(&database.url).await?),
+            None => None,
+        };
+        let url = server.as_ref().map_or_else(
+            || args.server.clone().unwrap_or_default(),
+            |s| s.url.clone(),
+        );
+        register_types(&url).await?;
+        let mut record = |workload: &str, figures: serde_json::Map<String, Value>| {
+            measurements.push(Measurement {
+                backend,
+                workload: workload.into(),
+                figures,
+            });
+        };
+        let limits = match (&args.server, wants("w1")) {
+            (None, true) => {
+                let scratch = Database::create(backend, &args.postgres_url).await?;
+                let limits = match backend {
+                    BenchBackend::Sqlite => limit::sqlite(&scratch.url, args.tasks).await?,
+                    BenchBackend::Postgres => limit::postgres(&scratch.url, args.tasks).await?,
+                };
+                scratch.drop().await;
+                Some(limits)
+            }
+            _ => None,
+        };
+        let servers = vec![url.clone()];
+        if wants("w1") {
+            record("W1 throughput", w1(&args, &servers, limits).await?);
+        }
+        if wants("w2") {
+            record("W2 latency", w2(&args, &servers, "W2 steady rate").await?);
+        }
+        if let (true, Some(database)) = (wants("w3"), &database) {
+            let seeded = Instant::now();
+            seed_backlog(&database.url, args.backlog).await?;
+            let mut figures = w2(&args, &servers, "W3 steady rate over backlog").await?;
+            figures.insert("backlog_pending".into(), json!(args.backlog));
+            figures.insert("backlog_completed".into(), json!(args.backlog));
+            figures.insert(
+                "seed_seconds".into(),
+                json!(seeded.elapsed().as_secs_f64().round()),
+            );
+            let w1_figures = w1(&args, &servers, limits).await?;
+            figures.insert(
+                "processed_per_sec".into(),
+                w1_figures["processed_per_sec"].clone(),
+            );
+            record("W3 backlog", figures);
+        }
+        if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
+            let second = RunningServer::start(&database.url).await?;
+            let replicas = vec![url.clone(), second.url.clone()];
+            let agents_args = BenchArgs {
+                agents: args.agents.max(2),
+                ..args.clone()
+            };
+            record("W4 two replicas", w1(&agents_args, &replicas, None).await?);
+            second.stop().await?;
+        }
+        if let Some(server) = server {
+            server.stop().await?;
+        }
+        if let Some(database) = database {
+            database.drop().await;
+        }
+    }
+    print_report(&args, &measurements);
+    Ok(())
+}
+
+fn print_report(args: &BenchArgs, measurements: &[Measurement]) {
+    let peak = peak_rss_mib();
+    if args.output == OutputFormat::Json {
+        let report = json!({
+            "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+            "peak_rss_mib": peak,
+            "results": measurements,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("JSON serializes")
+        );
+        return;
+    }
+    println!("{:<10} {:<18} figures", "backend", "workload");
+    for measurement in measurements {
+        let figures: Vec<String> = measurement
+            .figures
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<10} {:<18} {}",
+            format!("{:?}", measurement.backend).to_lowercase(),
+            measurement.workload,
+            figures.join("  ")
+        );
+    }
+    if let Some(peak) = peak {
+        println!("peak RSS of this process (server, agents and clients): {peak} MiB");
+    }
+}
