@@ -16,11 +16,24 @@ use crate::model::Lease;
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
 
+/// How long a busy session lets freed slots accumulate before claiming.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Feeds one session until it closes.
 pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
     let lease_length =
         chrono::Duration::from_std(plane.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    // Below this many free slots, a busy session waits a moment for more to
+    // free up, so claims come in batches rather than one task at a time.
+    let low_watermark = (session.status().slots / 4).clamp(1, plane.config.max_claim_batch);
     loop {
+        let status = session.status();
+        if status.running > 0 && session.free_slots() < low_watermark {
+            tokio::select! {
+                () = tokio::time::sleep(COALESCE) => {}
+                () = session.closed.cancelled() => return,
+            }
+        }
         let free = session.free_slots().min(plane.config.max_claim_batch);
         let mut filled = false;
         if free > 0 {

@@ -206,6 +206,61 @@ async fn insert_task(tx: &mut Tx, task: &Task) -> Result<bool> {
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Completes many attempts in two statements: the tasks still RUNNING at
+/// that attempt become COMPLETED (the fence), and their attempts end.
+/// Returns the tasks that changed.
+async fn complete_in_bulk(
+    tx: &mut Tx,
+    results: &[(Uuid, u32, AttemptResult)],
+    bulk: &[usize],
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>> {
+    if bulk.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(bulk.len());
+    let mut attempts = Vec::with_capacity(bulk.len());
+    let mut values = Vec::with_capacity(bulk.len());
+    for &index in bulk {
+        let (id, attempt, result) = &results[index];
+        let AttemptResult::Completed(value) = result else {
+            unreachable!("bulk holds completions only")
+        };
+        ids.push(id.to_string());
+        attempts.push(i64::from(*attempt));
+        values.push(json_text(value));
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
+             finished_at = $1, updated_at = $1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
+         WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
+         RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(millis(now))
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&values)
+    .fetch_all(&mut **tx)
+    .await?;
+    let applied: Vec<Task> = rows.iter().map(rows::task).collect::<Result<_>>()?;
+    if !applied.is_empty() {
+        let ids: Vec<String> = applied.iter().map(|t| t.id.to_string()).collect();
+        let attempts: Vec<i64> = applied.iter().map(|t| i64::from(t.attempts)).collect();
+        sqlx::query(
+            "UPDATE task_attempts SET finished_at = $1, outcome = 'completed', error = NULL
+             FROM unnest($2::text[], $3::bigint[]) AS k(done_id, done_attempt)
+             WHERE task_id = k.done_id AND attempt = k.done_attempt",
+        )
+        .bind(millis(now))
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(applied)
+}
+
 /// Records one attempt's result inside a batch's transaction.
 async fn finish_one(
     tx: &mut Tx,
@@ -444,13 +499,20 @@ impl Store for PostgresStore {
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
         let now = rows::now();
+        let (bulk, single) = rules::split_completions(&results);
+        let mut outcomes = vec![None; results.len()];
         let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(results.len());
-        for (id, attempt, result) in results {
-            outcomes.push(finish_one(&mut tx, id, attempt, &result, now).await?);
+        let applied = complete_in_bulk(&mut tx, &results, &bulk, now).await?;
+        rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
+        for index in single {
+            let (id, attempt, result) = &results[index];
+            outcomes[index] = Some(finish_one(&mut tx, *id, *attempt, result, now).await?);
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every result has an outcome"))
+            .collect())
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {

@@ -181,3 +181,37 @@ pub fn check_retryable(task: &Task) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Splits a batch of results: the indices of completions that can be written
+/// together in one statement (the first result of each task), and the rest
+/// (failures, which need their own retry decision, and repeats).
+pub fn split_completions(results: &[(Uuid, u32, AttemptResult)]) -> (Vec<usize>, Vec<usize>) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut bulk, mut single) = (Vec::new(), Vec::new());
+    for (index, (id, _, result)) in results.iter().enumerate() {
+        if matches!(result, AttemptResult::Completed(_)) && seen.insert(*id) {
+            bulk.push(index);
+        } else {
+            single.push(index);
+        }
+    }
+    (bulk, single)
+}
+
+/// Puts bulk-written tasks back in input order: each index of `bulk` gets
+/// its task if the write applied to it, `Stale` if not.
+pub fn bulk_outcomes(
+    results: &[(Uuid, u32, AttemptResult)],
+    bulk: &[usize],
+    applied: Vec<Task>,
+    outcomes: &mut [Option<crate::model::ResultOutcome>],
+) {
+    let mut applied: std::collections::HashMap<Uuid, Task> =
+        applied.into_iter().map(|t| (t.id, t)).collect();
+    for &index in bulk {
+        outcomes[index] = Some(match applied.remove(&results[index].0) {
+            Some(task) => crate::model::ResultOutcome::Applied(Box::new(task)),
+            None => crate::model::ResultOutcome::Stale,
+        });
+    }
+}

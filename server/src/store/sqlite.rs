@@ -179,6 +179,56 @@ async fn expire_leases(tx: &mut Tx, ids: Vec<String>, reason: &str, now: i64) ->
     ids.iter().map(|id| parse_uuid(id)).collect()
 }
 
+/// Completes many attempts in two statements: the tasks still RUNNING at
+/// that attempt become COMPLETED (the fence), and their attempts end.
+/// Returns the tasks that changed.
+async fn complete_in_bulk(
+    tx: &mut Tx,
+    results: &[(Uuid, u32, AttemptResult)],
+    bulk: &[usize],
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>> {
+    if bulk.is_empty() {
+        return Ok(Vec::new());
+    }
+    let items: Vec<serde_json::Value> = bulk
+        .iter()
+        .map(|&i| {
+            let (id, attempt, result) = &results[i];
+            let AttemptResult::Completed(value) = result else { unreachable!("bulk holds completions only") };
+            serde_json::json!({ "id": id.to_string(), "attempt": attempt, "result": json_text(value) })
+        })
+        .collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET status = 'completed', result = c.value ->> '$.result', last_error = NULL,
+             finished_at = ?1, updated_at = ?1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         FROM json_each(?2) AS c
+         WHERE tasks.id = c.value ->> '$.id' AND tasks.status = 'running' AND tasks.attempts = c.value ->> '$.attempt'
+         RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(millis(now))
+    .bind(serde_json::Value::Array(items).to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    let applied: Vec<Task> = rows.iter().map(rows::task).collect::<Result<_>>()?;
+    if !applied.is_empty() {
+        let keys: Vec<serde_json::Value> = applied
+            .iter()
+            .map(|t| serde_json::json!({ "id": t.id.to_string(), "attempt": t.attempts }))
+            .collect();
+        sqlx::query(
+            "UPDATE task_attempts SET finished_at = ?1, outcome = 'completed', error = NULL
+             FROM json_each(?2) AS k
+             WHERE task_attempts.task_id = k.value ->> '$.id' AND task_attempts.attempt = k.value ->> '$.attempt'",
+        )
+        .bind(millis(now))
+        .bind(serde_json::Value::Array(keys).to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(applied)
+}
+
 /// Records one attempt's result inside a batch's transaction.
 async fn finish_one(
     tx: &mut Tx,
@@ -399,13 +449,20 @@ impl Store for SqliteStore {
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
         let now = rows::now();
+        let (bulk, single) = rules::split_completions(&results);
+        let mut outcomes = vec![None; results.len()];
         let mut tx = self.write().await?;
-        let mut outcomes = Vec::with_capacity(results.len());
-        for (id, attempt, result) in results {
-            outcomes.push(finish_one(&mut tx, id, attempt, &result, now).await?);
+        let applied = complete_in_bulk(&mut tx, &results, &bulk, now).await?;
+        rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
+        for index in single {
+            let (id, attempt, result) = &results[index];
+            outcomes[index] = Some(finish_one(&mut tx, *id, *attempt, result, now).await?);
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every result has an outcome"))
+            .collect())
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
