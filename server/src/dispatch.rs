@@ -109,3 +109,19 @@ pub async fn relay_ready_notifications(plane: Arc<ControlPlane>, shutdown: Cance
         }
     }
 }
+
+/// How often the write-ahead log is checkpointed.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checkpoints the database's write-ahead log in the background, until shutdown.
+pub async fn checkpoint_wal(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = plane.store.checkpoint().await {
+            tracing::warn!(%error, "checkpoint failed; the next one retries");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AgentApi, RegistryApi, TaskApi};
 use crate::completer::run_completer;
 use crate::config::ServerConfig;
-use crate::dispatch::{maintain_leases, relay_ready_notifications};
+use crate::dispatch::{checkpoint_wal, maintain_leases, relay_ready_notifications};
 use crate::plane::ControlPlane;
 use crate::store;
 
@@ -86,6 +86,9 @@ impl Server {
         plane
             .tasks
             .spawn(maintain_leases(plane.clone(), plane.shutdown.clone()));
+        plane
+            .tasks
+            .spawn(checkpoint_wal(plane.clone(), plane.shutdown.clone()));
         plane.tasks.spawn(relay_ready_notifications(
             plane.clone(),
             plane.shutdown.clone(),

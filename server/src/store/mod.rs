@@ -115,6 +115,13 @@ pub trait Store: Send + Sync + 'static {
     /// since `seen_since` (a replica that died stops refreshing its own).
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>>;
 
+    /// Moves the write-ahead log into the database, off the write path. The
+    /// server calls it a few times a second; a no-op where the database
+    /// checkpoints by itself.
+    async fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Wake-ups from other replicas: the task types that got ready work.
     /// `None` when the backend has no other replicas to hear from.
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>>;
