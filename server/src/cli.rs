@@ -1,11 +1,14 @@
-//! The `taskplane` command line: the control plane (`serve`), or the control
-//! plane with an agent of the example domains in one process (`dev`). It lives
-//! in the library so that test harnesses run exactly what the binary runs.
+//! The `taskplane` command line: the control plane (`serve`), the control
+//! plane with an agent of the example domains in one process (`dev`), the
+//! benchmark (`bench`), and the client commands (`enqueue`, `task`, `types`,
+//! `agents`, `domains`; see [`crate::client_cli`]). It lives in the library
+//! so that test harnesses run exactly what the binary runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client_cli::{self, ClientArgs, EnqueueArgs, TaskCommand, TypesCommand};
 use crate::model::RetryPolicy;
 use crate::{QueueConfig, Server, ServerConfig};
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +34,48 @@ enum Command {
     Dev(ServeArgs),
     /// Measures throughput and latency with no-op handlers (see docs/performance.md).
     Bench(crate::bench::BenchArgs),
+    /// Enqueues a task (--wait follows it to the end).
+    Enqueue {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: EnqueueArgs,
+    },
+    /// Shows, lists, cancels, retries or watches tasks.
+    Task {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Lists, shows or registers task types.
+    Types {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TypesCommand,
+    },
+    /// Lists the connected agents.
+    Agents {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Lists the domains.
+    Domains {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+}
+
+/// A command group whose only action is `list`.
+#[derive(Subcommand)]
+enum ListOnly {
+    /// Lists them.
+    List,
 }
 
 #[derive(Args)]
@@ -87,14 +132,35 @@ impl ServeArgs {
 /// Parses the process arguments and runs the chosen subcommand.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Bench(_)) {
+    if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) {
         init_logging();
     }
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => dev(args).await,
         Command::Bench(args) => crate::bench::run_benchmarks(args).await,
+        Command::Enqueue { client, args } => finish(client_cli::enqueue(&client, args).await),
+        Command::Task { client, command } => finish(client_cli::task(&client, command).await),
+        Command::Types { client, command } => finish(client_cli::types(&client, command).await),
+        Command::Agents {
+            client,
+            command: ListOnly::List,
+        } => finish(client_cli::agents(&client).await),
+        Command::Domains {
+            client,
+            command: ListOnly::List,
+        } => finish(client_cli::domains(&client).await),
     }
+}
+
+/// Ends a client command: errors go to stderr with the gRPC status in words,
+/// and the process exits 1.
+fn finish(result: Result<(), client_cli::ClientError>) -> anyhow::Result<()> {
+    if let Err(error) = result {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

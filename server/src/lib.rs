@@ -2,7 +2,8 @@
 //!
 //! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
 //!   reflection) and shuts down gracefully.
-//! - [`cli`]: the `taskplane` command line (`serve`, `dev`, `bench`).
+//! - [`cli`]: the `taskplane` command line (`serve`, `dev`, `bench`, client
+//!   commands in [`client_cli`]).
 //! - [`bench`]: the benchmark workloads and the limit row.
 //! - [`api`]: the thin gRPC service implementations.
 //! - [`plane`]: the operations the services share, keeping the store, the
@@ -23,6 +24,7 @@ pub mod api;
 pub mod backoff;
 pub mod bench;
 pub mod cli;
+pub mod client_cli;
 pub mod completer;
 pub mod config;
 pub mod convert;

@@ -184,3 +184,101 @@ async fn serve_keeps_tasks_across_restarts() {
     );
     assert!(terminate(child).await.success());
 }
+
+/// Runs `taskplane <args> --server <url>` and returns (success, stdout, stderr).
+async fn taskplane(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .args(args)
+        .args(["--server", url])
+        .output()
+        .await
+        .expect("taskplane runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, address) = start(dir.path(), &["dev"]).await;
+    let url = format!("http://{address}");
+
+    let (ok, out, _) = taskplane(&url, &["types", "list"]).await;
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("metric_aggregation"))
+        .unwrap_or_default();
+    assert!(
+        ok && out.starts_with("TASK_TYPE") && row.contains("system_maintenance"),
+        "{out}"
+    );
+
+    let (ok, out, _) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "metric_aggregation",
+            "--payload",
+            r#"{"rows": [1, 2, 3]}"#,
+            "--wait",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (task["status"].as_str(), task["result"]["sum"].as_f64()),
+        (Some("COMPLETED"), Some(6.0))
+    );
+    let id = task["id"].as_str().unwrap();
+
+    let (ok, out, _) = taskplane(&url, &["task", "get", id]).await;
+    assert!(ok && out.contains("COMPLETED"), "{out}");
+    let (ok, out, _) = taskplane(
+        &url,
+        &["task", "list", "--status", "completed", "--output", "json"],
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && listed[0]["id"] == id, "{out}");
+    let (ok, out, _) = taskplane(&url, &["task", "attempts", id]).await;
+    assert!(ok && out.contains("completed"), "{out}");
+    let (ok, out, _) = taskplane(&url, &["agents", "list"]).await;
+    assert!(ok && out.contains("dev-agent"), "{out}");
+
+    // A dead task makes --wait exit 1; errors carry the status in words.
+    let (ok, _, err) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "welcome_email",
+            "--payload",
+            r#"{"to": "a@example.com", "name": "A"}"#,
+            "--wait",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("ended DEAD"), "{err}");
+    let (ok, _, err) = taskplane(&url, &["enqueue", "send_fax"]).await;
+    assert!(
+        !ok && err.contains("error: FAILED_PRECONDITION: task type 'send_fax' is not registered"),
+        "{err}"
+    );
+    let (ok, _, err) =
+        taskplane(&url, &["enqueue", "metric_aggregation", "--payload", "[1]"]).await;
+    assert!(
+        !ok && err.contains("--payload must be a JSON object"),
+        "{err}"
+    );
+    let (ok, _, err) = taskplane("http://127.0.0.1:1", &["types", "list"]).await;
+    assert!(
+        !ok && err.contains("cannot reach the control plane"),
+        "{err}"
+    );
+    assert!(terminate(child).await.success());
+}
