@@ -55,6 +55,14 @@ enum Command {
         #[command(subcommand)]
         command: TypesCommand,
     },
+    /// Counts tasks per type and status, and the last minute's completions.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// Lists the connected agents.
     Agents {
         #[command(flatten)]
@@ -142,6 +150,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Enqueue { client, args } => finish(client_cli::enqueue(&client, args).await),
         Command::Task { client, command } => finish(client_cli::task(&client, command).await),
         Command::Types { client, command } => finish(client_cli::types(&client, command).await),
+        Command::Stats { client, domain } => finish(client_cli::stats(&client, domain).await),
         Command::Agents {
             client,
             command: ListOnly::List,

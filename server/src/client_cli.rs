@@ -11,10 +11,10 @@ use taskplane_proto::json::{json_to_struct, struct_to_json};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    CancelTaskRequest, EnqueueTaskRequest, GetTaskRequest, GetTaskTypeRequest, HandlerInfo,
-    ListAgentsRequest, ListDomainsRequest, ListTaskAttemptsRequest, ListTaskTypesRequest,
-    ListTasksRequest, RegisterTaskTypeRequest, RetryTaskRequest, Task, TaskStatus,
-    WatchTaskRequest,
+    CancelTaskRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
+    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
+    ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
+    RetryTaskRequest, Task, TaskStatus, WatchTaskRequest,
 };
 use tonic::transport::Channel;
 
@@ -497,6 +497,36 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
             );
         }
     }
+    Ok(())
+}
+
+/// `taskplane stats`: queue depth per type and status, and the last minute's throughput.
+pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), ClientError> {
+    let mut client = TaskServiceClient::new(channel(args).await?);
+    let request = GetQueueStatsRequest {
+        domain: domain.unwrap_or_default(),
+    };
+    let stats = client
+        .get_queue_stats(request)
+        .await?
+        .into_inner()
+        .task_types;
+    let rows: Vec<Value> = stats
+        .iter()
+        .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
+        .collect();
+    let columns = [
+        "task_type",
+        "domain",
+        "pending",
+        "running",
+        "completed",
+        "dead",
+        "cancelled",
+        "completed_per_min",
+        "dead_per_min",
+    ];
+    print(args.output, &columns, &rows, Value::Array(rows.clone()));
     Ok(())
 }
 

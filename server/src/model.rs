@@ -330,6 +330,21 @@ pub struct AgentSession {
     pub status: SessionStatus,
 }
 
+/// How many tasks of one type are in each status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeStats {
+    /// The task type.
+    pub task_type: String,
+    /// Its domain.
+    pub domain: String,
+    /// Counts by status.
+    pub by_status: std::collections::BTreeMap<&'static str, u64>,
+    /// Completed since the `since` instant asked for.
+    pub completed_recently: u64,
+    /// Dead since the `since` instant asked for.
+    pub dead_recently: u64,
+}
+
 /// Filters and paging for listing tasks (newest first).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {

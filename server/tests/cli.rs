@@ -248,6 +248,19 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     assert!(ok && listed[0]["id"] == id, "{out}");
     let (ok, out, _) = taskplane(&url, &["task", "attempts", id]).await;
     assert!(ok && out.contains("completed"), "{out}");
+    let (ok, out, _) = taskplane(&url, &["stats", "--output", "json"]).await;
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task_type"] == "metric_aggregation")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ok && row["completed"] == 1 && row["completed_per_min"] == 1 && row["pending"] == 0,
+        "{out}"
+    );
     let (ok, out, _) = taskplane(&url, &["agents", "list"]).await;
     assert!(ok && out.contains("dev-agent"), "{out}");
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use taskplane_proto::v1::task_service_server::TaskService;
 use taskplane_proto::v1::{
     CancelTaskRequest, EnqueueTaskRequest, EnqueueTaskResponse, EnqueueTasksRequest,
-    EnqueueTasksResponse, GetTaskRequest, ListTaskAttemptsRequest, ListTaskAttemptsResponse,
-    ListTasksRequest, ListTasksResponse, RetryTaskRequest, Task as ProtoTask, WatchTaskRequest,
+    EnqueueTasksResponse, GetQueueStatsRequest, GetQueueStatsResponse, GetTaskRequest,
+    ListTaskAttemptsRequest, ListTaskAttemptsResponse, ListTasksRequest, ListTasksResponse,
+    RetryTaskRequest, Task as ProtoTask, TaskTypeStats, WatchTaskRequest,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::error::{Error, Result};
-use crate::model::{Enqueued, Task, TaskFilter};
+use crate::model::{Enqueued, Task, TaskFilter, TaskStatus};
 use crate::plane::ControlPlane;
 
 /// The default and the largest page of `ListTasks`.
@@ -177,6 +178,37 @@ impl TaskService for TaskApi {
         Ok(Response::new(ListTaskAttemptsResponse {
             attempts: attempts.iter().map(proto_attempt).collect(),
         }))
+    }
+
+    async fn get_queue_stats(
+        &self,
+        request: Request<GetQueueStatsRequest>,
+    ) -> Result<Response<GetQueueStatsResponse>, Status> {
+        let domain = request.into_inner().domain;
+        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+        let stats = self
+            .plane
+            .store
+            .queue_stats(Some(domain.as_str()).filter(|d| !d.is_empty()), since)
+            .await?;
+        let count = |stats: &crate::model::TypeStats, status: TaskStatus| {
+            stats.by_status.get(status.as_str()).copied().unwrap_or(0)
+        };
+        let task_types = stats
+            .iter()
+            .map(|s| TaskTypeStats {
+                task_type: s.task_type.clone(),
+                domain: s.domain.clone(),
+                pending: count(s, TaskStatus::Pending),
+                running: count(s, TaskStatus::Running),
+                completed: count(s, TaskStatus::Completed),
+                dead: count(s, TaskStatus::Dead),
+                cancelled: count(s, TaskStatus::Cancelled),
+                completed_last_minute: s.completed_recently,
+                dead_last_minute: s.dead_recently,
+            })
+            .collect();
+        Ok(Response::new(GetQueueStatsResponse { task_types }))
     }
 
     type WatchTaskStream = TaskStream;

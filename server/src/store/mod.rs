@@ -22,7 +22,7 @@ use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec,
+    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 
 pub use postgres::PostgresStore;
@@ -55,6 +55,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every attempt of a task, oldest first.
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>>;
+
+    /// Task counts per type and status (of one domain, if given), with the
+    /// completions and deaths since `since`.
+    async fn queue_stats(
+        &self,
+        domain: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TypeStats>>;
 
     /// Tasks matching the filter, newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;

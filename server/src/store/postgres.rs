@@ -25,7 +25,7 @@ use super::{ReadyNotifications, Store};
 use crate::error::Result;
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec,
+    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -443,6 +443,23 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::attempt).collect()
+    }
+
+    async fn queue_stats(
+        &self,
+        domain: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TypeStats>> {
+        let rows = sqlx::query(
+            "SELECT task_type, domain, status, count(*) AS count,
+                    coalesce(sum(CASE WHEN finished_at >= $2 THEN 1 ELSE 0 END), 0)::bigint AS recent
+             FROM tasks WHERE ($1::text IS NULL OR domain = $1) GROUP BY task_type, domain, status",
+        )
+        .bind(domain.map(str::to_owned))
+        .bind(millis(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::queue_stats(&rows)
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{AgentSession, Attempt, RetryPolicy, Task, TaskStatus, TaskType};
+use crate::model::{AgentSession, Attempt, RetryPolicy, Task, TaskStatus, TaskType, TypeStats};
 
 /// Typed column access, implemented for each backend's row type.
 pub trait Columns {
@@ -170,6 +170,32 @@ pub fn attempt(row: &impl Columns) -> Result<Attempt> {
         outcome: row.optional_text("outcome")?,
         error: row.optional_text("error")?,
     })
+}
+
+/// Folds `(task_type, domain, status, count, recent)` rows into per-type stats.
+pub fn queue_stats(rows: &[impl Columns]) -> Result<Vec<TypeStats>> {
+    let mut stats: std::collections::BTreeMap<String, TypeStats> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        let task_type = row.text("task_type")?;
+        let entry = stats.entry(task_type.clone()).or_insert_with(|| TypeStats {
+            task_type,
+            ..TypeStats::default()
+        });
+        entry.domain = row.text("domain")?;
+        let status = row.text("status")?;
+        let status = TaskStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?;
+        let count = row.integer("count")?.max(0) as u64;
+        let recent = row.integer("recent")?.max(0) as u64;
+        entry.by_status.insert(status.as_str(), count);
+        match status {
+            TaskStatus::Completed => entry.completed_recently = recent,
+            TaskStatus::Dead => entry.dead_recently = recent,
+            _ => {}
+        }
+    }
+    Ok(stats.into_values().collect())
 }
 
 /// An agent session from an `agents` row.

@@ -26,7 +26,7 @@ use super::{ReadyNotifications, Store};
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec,
+    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 
 const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
@@ -410,6 +410,23 @@ impl Store for SqliteStore {
             .fetch_all(&self.readers)
             .await?;
         rows.iter().map(rows::attempt).collect()
+    }
+
+    async fn queue_stats(
+        &self,
+        domain: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TypeStats>> {
+        let rows = sqlx::query(
+            "SELECT task_type, domain, status, count(*) AS count,
+                    sum(CASE WHEN finished_at >= ?2 THEN 1 ELSE 0 END) AS recent
+             FROM tasks WHERE (?1 IS NULL OR domain = ?1) GROUP BY task_type, domain, status",
+        )
+        .bind(domain.map(str::to_owned))
+        .bind(millis(since))
+        .fetch_all(&self.readers)
+        .await?;
+        rows::queue_stats(&rows)
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {

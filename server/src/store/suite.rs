@@ -60,6 +60,7 @@ for_each_backend!(
     expired_leases_are_reaped_and_live_ones_extended,
     idempotency_keys_return_the_existing_task,
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
+    queue_stats_count_each_status_and_recent_completions,
 );
 
 fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -330,5 +331,52 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(st
             Some(TaskStatus::Dead)
         ],
         "in input order; the wrong attempt is stale; retryable with attempts left retries; none left is dead"
+    );
+}
+
+async fn queue_stats_count_each_status_and_recent_completions(store: &dyn Store) {
+    store
+        .register_task_types(&[spec("a", "d"), spec("b", "e")])
+        .await
+        .unwrap();
+    store
+        .enqueue(vec![
+            new_task("a"),
+            new_task("a"),
+            new_task("a"),
+            new_task("b"),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 1, &lease()).await.unwrap();
+    store
+        .finish_attempt(
+            claimed[0].id,
+            1,
+            AttemptResult::Completed(JsonObject::new()),
+        )
+        .await
+        .unwrap();
+    let stats = store
+        .queue_stats(None, Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let a = stats.iter().find(|s| s.task_type == "a").unwrap();
+    assert_eq!(
+        (
+            a.by_status.get("pending"),
+            a.by_status.get("completed"),
+            a.completed_recently
+        ),
+        (Some(&2), Some(&1), 1)
+    );
+    let only_e = store.queue_stats(Some("e"), Utc::now()).await.unwrap();
+    assert_eq!(only_e.len(), 1);
+    assert_eq!(
+        (
+            only_e[0].task_type.as_str(),
+            only_e[0].by_status.get("pending")
+        ),
+        ("b", Some(&1))
     );
 }
