@@ -236,6 +236,17 @@ pub fn enqueue_request(task_type: &str, payload: serde_json::Value) -> EnqueueTa
     }
 }
 
+/// Enqueues one task and returns it as stored (panics on an error status).
+pub async fn enqueue(client: &mut TaskServiceClient<Channel>, request: EnqueueTaskRequest) -> Task {
+    client
+        .enqueue_task(request)
+        .await
+        .expect("enqueue accepted")
+        .into_inner()
+        .task
+        .expect("the stored task")
+}
+
 /// Follows a task with `WatchTask` until it is terminal; returns its final state.
 pub async fn wait_terminal(client: &mut TaskServiceClient<Channel>, id: &str) -> Task {
     let watch = async {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Backend, TestServer, enqueue_request, wait_for};
+use integration_tests::{Backend, TestServer, enqueue, enqueue_request, wait_for};
 use serde_json::json;
 use taskplane_proto::v1::agent_message::Message as Agent;
 use taskplane_proto::v1::server_message::Message as Server;
@@ -311,13 +311,8 @@ async fn a_closed_stream_returns_its_leased_tasks_at_once(backend: Backend) {
         .unwrap();
     agent.next().await;
     let mut tasks = server.tasks().await;
-    let id = tasks
-        .enqueue_task(enqueue_request("render", json!({})))
+    let id = enqueue(&mut tasks, enqueue_request("render", json!({})))
         .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
         .id;
     let assignment = agent.next_assignment().await;
     assert_eq!(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
 use serde_json::{Value, json};
 use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
@@ -53,14 +53,7 @@ async fn run(
     task_type: &str,
     payload: Value,
 ) -> taskplane_proto::v1::Task {
-    let id = tasks
-        .enqueue_task(enqueue_request(task_type, payload))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = enqueue(tasks, enqueue_request(task_type, payload)).await.id;
     wait_terminal(tasks, &id).await
 }
 

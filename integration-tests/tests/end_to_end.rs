@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
 use taskplane_proto::json::struct_to_json;
@@ -107,26 +107,18 @@ async fn a_failed_handler_shows_its_error_and_retryable_failures_are_retried(bac
     let mut tasks = server.tasks().await;
 
     // A bad payload is a permanent failure: DEAD after one attempt, error kept.
-    let bad = tasks
-        .enqueue_task(enqueue_request("add", json!({"a": "two"})))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let bad = enqueue(&mut tasks, enqueue_request("add", json!({"a": "two"}))).await;
     let dead = wait_terminal(&mut tasks, &bad.id).await;
     assert_eq!(dead.status(), TaskStatus::Dead);
     assert_eq!(dead.attempts, 1);
     assert_eq!(dead.last_error, "payload field 'a' must be an integer");
 
     // Retryable failures back off and run again until attempt 3 succeeds.
-    let flaky = tasks
-        .enqueue_task(enqueue_request("flaky", json!({"succeed_on": 3})))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let flaky = enqueue(
+        &mut tasks,
+        enqueue_request("flaky", json!({"succeed_on": 3})),
+    )
+    .await;
     let done = wait_terminal(&mut tasks, &flaky.id).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
     assert_eq!(done.attempts, 3);
@@ -135,13 +127,7 @@ async fn a_failed_handler_shows_its_error_and_retryable_failures_are_retried(bac
     // With no attempts left, a retryable failure is DEAD too.
     let mut hopeless = enqueue_request("flaky", json!({}));
     hopeless.max_attempts = 2;
-    let hopeless = tasks
-        .enqueue_task(hopeless)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let hopeless = enqueue(&mut tasks, hopeless).await;
     let dead = wait_terminal(&mut tasks, &hopeless.id).await;
     assert_eq!((dead.status(), dead.attempts), (TaskStatus::Dead, 2));
     assert_eq!(dead.last_error, "transient failure on attempt 2");

@@ -94,6 +94,18 @@ async fn audit_all_completed_once(client: &mut TaskServiceClient<Channel>, ids: 
     }
 }
 
+/// Waits until at least `count` tasks are RUNNING.
+async fn wait_running(client: &mut TaskServiceClient<Channel>, count: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while running_count(client).await < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {count} tasks started in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn running_count(client: &mut TaskServiceClient<Channel>) -> usize {
     let request = ListTasksRequest {
         status: TaskStatus::Running as i32,
@@ -138,14 +150,7 @@ async fn kill_9_of_an_agent_holding_leases_loses_nothing(backend: Backend) {
     let ids = enqueue(&mut client, 24, 400).await;
 
     // Kill it while it holds leases.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while running_count(&mut client).await < 8 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the victim never filled its slots"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_running(&mut client, 8).await;
     victim.kill9().await;
     let rescuer = AgentProcess::start(&server.url(), "rescuer", 8, &scene.journal());
     audit_all_completed_once(&mut client, &ids).await;
@@ -271,11 +276,7 @@ async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more(backend:
     let mut client = server.tasks().await;
     let agent = AgentProcess::start(&server.url(), "draining", 2, &scene.journal());
     let running = enqueue(&mut client, 2, 600).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while running_count(&mut client).await < 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_running(&mut client, 2).await;
     let waiting = enqueue(&mut client, 3, 0).await;
     let exit = agent.terminate().await;
     assert!(exit.success(), "a drained agent exits 0: {exit:?}");
@@ -356,11 +357,7 @@ async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything(back
     let mut client = server.tasks().await;
     let agent = AgentProcess::start(&server.url(), "patient", 4, &scene.journal());
     let ids = enqueue(&mut client, 12, 300).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while running_count(&mut client).await == 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_running(&mut client, 1).await;
     let pid = server.child.id().unwrap().to_string();
     assert!(
         Command::new("kill")

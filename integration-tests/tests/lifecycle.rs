@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
 use prost_types::Timestamp;
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
@@ -85,14 +85,7 @@ async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revi
             nanos: 0,
         }),
     });
-    let id = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = enqueue(&mut tasks, request).await.id;
     let dead = wait_terminal(&mut tasks, &id).await;
     assert_eq!((dead.status(), dead.attempts), (TaskStatus::Dead, 3));
     assert_eq!(dead.last_error, "attempt 3 failed");
@@ -134,13 +127,8 @@ async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revi
         (TaskStatus::Dead, 6)
     );
 
-    let ok = tasks
-        .enqueue_task(enqueue_request("scripted", json!({})))
+    let ok = enqueue(&mut tasks, enqueue_request("scripted", json!({})))
         .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
         .id;
     wait_terminal(&mut tasks, &ok).await;
     let err = tasks
@@ -163,13 +151,7 @@ async fn delayed_tasks_are_not_delivered_early(backend: Backend) {
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({}));
     request.run_at = Some(in_ms(400));
-    let task = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let task = enqueue(&mut tasks, request).await;
     let done = wait_terminal(&mut tasks, &task.id).await;
     assert_eq!(done.status(), TaskStatus::Completed);
     assert!(
@@ -197,17 +179,7 @@ async fn ready_tasks_go_out_by_priority_then_age(backend: Backend) {
     for (name, priority) in [("low-old", 0), ("high", 10), ("low-new", 0), ("mid", 5)] {
         let mut request = enqueue_request("ordered", json!({ "name": name }));
         request.priority = priority;
-        ids.push((
-            name,
-            tasks
-                .enqueue_task(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .task
-                .unwrap()
-                .id,
-        ));
+        ids.push((name, enqueue(&mut tasks, request).await.id));
     }
     // A one-slot agent receives them one at a time, in delivery order.
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -283,14 +255,7 @@ async fn cancelling_pending_and_running_tasks(backend: Backend) {
     // Pending: delayed far ahead, cancelled before it could run.
     let mut later = enqueue_request("scripted", json!({}));
     later.run_at = Some(in_ms(60_000));
-    let pending = tasks
-        .enqueue_task(later)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let pending = enqueue(&mut tasks, later).await.id;
     let cancelled = tasks
         .cancel_task(CancelTaskRequest {
             id: pending.clone(),
@@ -306,14 +271,12 @@ async fn cancelling_pending_and_running_tasks(backend: Backend) {
     assert_eq!(cancelled.last_error, "customer changed their mind");
 
     // Running: the agent is told, the handler's token fires, the task ends CANCELLED.
-    let long = tasks
-        .enqueue_task(enqueue_request("scripted", json!({"ms": 30_000})))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let long = enqueue(
+        &mut tasks,
+        enqueue_request("scripted", json!({"ms": 30_000})),
+    )
+    .await
+    .id;
     let mut watch = tasks
         .watch_task(WatchTaskRequest { id: long.clone() })
         .await
@@ -367,14 +330,7 @@ async fn a_handler_past_its_timeout_is_cancelled_and_the_attempt_fails(backend: 
         nanos: 200_000_000,
     });
     request.max_attempts = 1;
-    let id = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = enqueue(&mut tasks, request).await.id;
     let dead = wait_terminal(&mut tasks, &id).await;
     assert_eq!(dead.status(), TaskStatus::Dead);
     assert!(
@@ -395,14 +351,7 @@ async fn watch_task_streams_every_state_until_terminal(backend: Backend) {
     let mut tasks = server.tasks().await;
     let mut request = enqueue_request("scripted", json!({"ms": 100}));
     request.run_at = Some(in_ms(200));
-    let id = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = enqueue(&mut tasks, request).await.id;
     let mut stream = tasks
         .watch_task(WatchTaskRequest { id })
         .await

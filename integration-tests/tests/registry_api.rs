@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_terminal};
+use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
 use serde_json::json;
 use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
@@ -154,26 +154,22 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable(backe
     // Each agent gets only its own domain's tasks: a billing task completes
     // on the billing agent, a user task on the user agent.
     let mut tasks = server.tasks().await;
-    let invoice = tasks
-        .enqueue_task(enqueue_request(
+    let invoice = enqueue(
+        &mut tasks,
+        enqueue_request(
             "invoice_generation",
             json!({"items": [{"quantity": 3, "unit_price_cents": 250}], "tax_rate_percent": 10}),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
-    let export = tasks
-        .enqueue_task(enqueue_request(
+        ),
+    )
+    .await;
+    let export = enqueue(
+        &mut tasks,
+        enqueue_request(
             "profile_export",
             json!({"rows": [{"user_id": 7, "name": "Ada"}], "format": "json"}),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        ),
+    )
+    .await;
     let invoice = wait_terminal(&mut tasks, &invoice.id).await;
     assert_eq!(invoice.status(), TaskStatus::Completed, "{invoice:?}");
     assert_eq!(
@@ -191,16 +187,14 @@ async fn two_domain_agents_register_their_own_types_and_are_introspectable(backe
     assert_eq!(written["rows"], json!([{"user_id": 7, "name": "Ada"}]));
 
     // An email with no SMTP server configured fails honestly, never "sent".
-    let email = tasks
-        .enqueue_task(enqueue_request(
+    let email = enqueue(
+        &mut tasks,
+        enqueue_request(
             "welcome_email",
             json!({"to": "ada@example.com", "name": "Ada"}),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        ),
+    )
+    .await;
     let email = wait_terminal(&mut tasks, &email.id).await;
     assert_eq!(
         (email.status(), email.attempts),

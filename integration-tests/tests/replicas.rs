@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::PATIENCE;
+use integration_tests::{PATIENCE, enqueue};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
@@ -92,14 +92,7 @@ async fn work_enqueued_on_one_replica_wakes_an_agent_on_another_all_agents_are_l
     let started = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let id = client_a
-            .enqueue_task(work(0))
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
-            .id;
+        let id = enqueue(&mut client_a, work(0)).await.id;
         wait_completed(&mut client_a, &id).await;
         ids.push(id);
     }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue_request, wait_for, wait_terminal};
+use integration_tests::{
+    Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_for, wait_terminal,
+};
 use serde_json::json;
 use taskplane_agent::{
     Agent, AgentError, AppServices, HandlerHealth, HandlerVersion, RegistryConfig, TaskContext,
@@ -28,17 +30,15 @@ async fn test_registry_with_processor(backend: Backend) {
         setup_registry_with_config(&config, Arc::new(AppServices::new(exports.path())));
     let agent = TestAgent::start(&server, "processor", registry).await;
     let mut tasks = server.tasks().await;
-    let task_id = tasks
-        .enqueue_task(enqueue_request(
+    let task_id = enqueue(
+        &mut tasks,
+        enqueue_request(
             "invoice_generation",
             json!({"items": [{"quantity": 1, "unit_price_cents": 999}]}),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+        ),
+    )
+    .await
+    .id;
     let task = wait_terminal(&mut tasks, &task_id).await;
     assert_eq!(task.status(), TaskStatus::Completed);
     agent.stop().await.unwrap();
@@ -97,14 +97,7 @@ async fn served_versions_are_visible_to_clients_and_tasks_fall_back(backend: Bac
 
     let mut tasks = server.tasks().await;
     let mut run = async |request: taskplane_proto::v1::EnqueueTaskRequest| {
-        let id = tasks
-            .enqueue_task(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
-            .id;
+        let id = enqueue(&mut tasks, request).await.id;
         wait_terminal(&mut tasks, &id).await
     };
     let mut v3_request = enqueue_request("report", json!({}));

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use serde_json::json;
-use sqlx::QueryBuilder;
 
 use crate::error::Result;
 use crate::store::{PostgresStore, SqliteStore};
@@ -23,15 +22,66 @@ pub struct Limits {
     pub process_per_sec: f64,
 }
 
-const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, \
-    max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at) ";
-
 const REGISTER: &str = "INSERT INTO task_types (task_type, domain, default_max_attempts, default_timeout_ms, \
     retry_initial_ms, retry_factor, retry_max_ms, registered_at, updated_at) \
     VALUES ('limit', 'limit', 3, 1000, 1000, 2.0, 1000, 0, 0)";
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// How one database spells the parts of the INSERT that differ.
+struct Dialect {
+    id_cast: &'static str,
+    payload: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    id_cast: "",
+    payload: "'{}'",
+};
+const POSTGRES: Dialect = Dialect {
+    id_cast: "::uuid",
+    payload: "'{}'::jsonb",
+};
+
+/// One multi-row INSERT of `rows` pending tasks. Every value is generated
+/// here (fresh UUIDs, the clock), so writing them literally is safe.
+fn insert_sql(dialect: &Dialect, rows: usize) -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    let values: Vec<String> = (0..rows)
+        .map(|_| {
+            format!(
+                "('{}'{}, 'limit', 'limit', {}, 'pending', 0, 0, 3, 1000, 1000, 2.0, 1000, {now}, {now}, {now})",
+                uuid::Uuid::now_v7(),
+                dialect.id_cast,
+                dialect.payload
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms, \
+         retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// Times `insert` over every batch of `tasks`, then `process` until it finds nothing.
+async fn measure(
+    tasks: usize,
+    mut insert: impl AsyncFnMut(usize) -> Result<()>,
+    mut process: impl AsyncFnMut() -> Result<usize>,
+) -> Result<Limits> {
+    let started = Instant::now();
+    let mut left = tasks;
+    while left > 0 {
+        let rows = left.min(BATCH);
+        insert(rows).await?;
+        left -= rows;
+    }
+    let enqueue_per_sec = tasks as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    while process().await? > 0 {}
+    Ok(Limits {
+        enqueue_per_sec,
+        process_per_sec: tasks as f64 / started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Measures the limits on a fresh SQLite file at `url`.
@@ -42,35 +92,16 @@ pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
         .await?;
     sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
     sqlx::query(REGISTER).execute(&pool).await?;
-    let started = Instant::now();
-    for chunk in (0..tasks).collect::<Vec<_>>().chunks(BATCH) {
+    let insert = async |rows: usize| {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut insert = QueryBuilder::new(INSERT_COLUMNS);
-        insert.push_values(chunk, |mut row, _| {
-            let now = now_ms();
-            row.push_bind(uuid::Uuid::now_v7().to_string())
-                .push("'limit'")
-                .push("'limit'")
-                .push("'{}'")
-                .push("'pending'")
-                .push("0")
-                .push("0")
-                .push("3")
-                .push("1000")
-                .push("1000")
-                .push("2.0")
-                .push("1000")
-                .push_bind(now)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        insert.build().execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(insert_sql(&SQLITE, rows)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-    }
-    let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    loop {
-        let now = now_ms();
+        Ok(())
+    };
+    let process = async || {
+        let now = chrono::Utc::now().timestamp_millis();
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1, lease_expires_at = ?1
@@ -81,20 +112,15 @@ pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        if ids.is_empty() {
-            break;
-        }
         sqlx::query("UPDATE tasks SET status = 'completed', finished_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
             .bind(now)
             .bind(json!(ids).to_string())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-    }
-    Ok(Limits {
-        enqueue_per_sec: enqueue,
-        process_per_sec: tasks as f64 / started.elapsed().as_secs_f64(),
-    })
+        Ok(ids.len())
+    };
+    measure(tasks, insert, process).await
 }
 
 /// Measures the limits in a fresh PostgreSQL schema at `url`.
@@ -105,36 +131,16 @@ pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
         .await?;
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;
     sqlx::query(REGISTER).execute(&pool).await?;
-    let started = Instant::now();
-    for chunk in (0..tasks).collect::<Vec<_>>().chunks(BATCH) {
+    let insert = async |rows: usize| {
         let mut tx = pool.begin().await?;
-        let mut insert = QueryBuilder::new(INSERT_COLUMNS);
-        insert.push_values(chunk, |mut row, _| {
-            let now = now_ms();
-            row.push_bind(uuid::Uuid::now_v7().to_string())
-                .push_unseparated("::uuid")
-                .push("'limit'")
-                .push("'limit'")
-                .push("'{}'::jsonb")
-                .push("'pending'")
-                .push("0")
-                .push("0")
-                .push("3")
-                .push("1000")
-                .push("1000")
-                .push("2.0")
-                .push("1000")
-                .push_bind(now)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        insert.build().execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(insert_sql(&POSTGRES, rows)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-    }
-    let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    loop {
-        let now = now_ms();
+        Ok(())
+    };
+    let process = async || {
+        let now = chrono::Utc::now().timestamp_millis();
         let mut tx = pool.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "WITH ready AS (SELECT id AS ready_id FROM tasks WHERE status = 'pending' AND task_type = 'limit' AND run_at <= $1
@@ -145,18 +151,13 @@ pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        if ids.is_empty() {
-            break;
-        }
         sqlx::query("UPDATE tasks SET status = 'completed', finished_at = $1 WHERE id = ANY($2::text[]::uuid[])")
             .bind(now)
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-    }
-    Ok(Limits {
-        enqueue_per_sec: enqueue,
-        process_per_sec: tasks as f64 / started.elapsed().as_secs_f64(),
-    })
+        Ok(ids.len())
+    };
+    measure(tasks, insert, process).await
 }
