@@ -127,11 +127,19 @@ struct Scene {
 }
 
 impl Scene {
-    fn new(backend: Backend) -> Self {
-        Scene {
+    /// A scene with a server on `port` that knows task type `work`, and a client of it.
+    async fn start(
+        backend: Backend,
+        port: u16,
+    ) -> (Self, ServerProcess, TaskServiceClient<Channel>) {
+        let scene = Scene {
             dir: tempfile::tempdir().unwrap(),
             backend,
-        }
+        };
+        let server = ServerProcess::start(&scene.database(), port).await;
+        register_work(&server).await;
+        let client = server.tasks().await;
+        (scene, server, client)
     }
     fn database(&self) -> String {
         self.backend.database_url(self.dir.path())
@@ -142,10 +150,7 @@ impl Scene {
 }
 
 async fn kill_9_of_an_agent_holding_leases_loses_nothing(backend: Backend) {
-    let scene = Scene::new(backend);
-    let server = ServerProcess::start(&scene.database(), free_port()).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let victim = AgentProcess::start(&server.url(), "victim", 8, &scene.journal());
     let ids = enqueue(&mut client, 24, 400).await;
 
@@ -184,11 +189,8 @@ async fn kill_9_of_an_agent_holding_leases_loses_nothing(backend: Backend) {
 }
 
 async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves(backend: Backend) {
-    let scene = Scene::new(backend);
     let port = free_port();
-    let server = ServerProcess::start(&scene.database(), port).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, server, mut client) = Scene::start(backend, port).await;
     let agent = AgentProcess::start(&server.url(), "survivor", 4, &scene.journal());
     let ids = enqueue(&mut client, 40, 100).await;
 
@@ -226,10 +228,7 @@ async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves(b
 }
 
 async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out(backend: Backend) {
-    let scene = Scene::new(backend);
-    let server = ServerProcess::start(&scene.database(), free_port()).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let frozen = AgentProcess::start(&server.url(), "frozen", 1, &scene.journal());
     let id = enqueue(&mut client, 1, 1500).await.remove(0);
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -270,10 +269,7 @@ async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out(backend:
 }
 
 async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more(backend: Backend) {
-    let scene = Scene::new(backend);
-    let server = ServerProcess::start(&scene.database(), free_port()).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let agent = AgentProcess::start(&server.url(), "draining", 2, &scene.journal());
     let running = enqueue(&mut client, 2, 600).await;
     wait_running(&mut client, 2).await;
@@ -308,10 +304,7 @@ async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more(backend:
 }
 
 async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing(backend: Backend) {
-    let scene = Scene::new(backend);
-    let server = ServerProcess::start(&scene.database(), free_port()).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let mut agents: Vec<AgentProcess> = (0..3)
         .map(|i| AgentProcess::start(&server.url(), &format!("soak-{i}"), 16, &scene.journal()))
         .collect();
@@ -350,11 +343,8 @@ async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing(b
 }
 
 async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything(backend: Backend) {
-    let scene = Scene::new(backend);
     let port = free_port();
-    let mut server = ServerProcess::start(&scene.database(), port).await;
-    register_work(&server).await;
-    let mut client = server.tasks().await;
+    let (scene, mut server, mut client) = Scene::start(backend, port).await;
     let agent = AgentProcess::start(&server.url(), "patient", 4, &scene.journal());
     let ids = enqueue(&mut client, 12, 300).await;
     wait_running(&mut client, 1).await;
