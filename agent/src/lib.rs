@@ -11,6 +11,8 @@
 //! - [`factory`]: [`HandlerFactory`] and [`FactoryRegistry`], handlers built
 //!   from injected services.
 //! - [`config`]: which domains and types are enabled, [`RegistryConfig::from_env`].
+//! - [`connection`]: [`ConnectOptions`], the token and TLS settings for
+//!   reaching the control plane.
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains.
 //! - [`domains`]: the design guide's example domains.
 //! - [`builtin`]: handlers that do real work (SMTP, webhooks, files, reports…).
@@ -73,6 +75,7 @@
 
 pub mod builtin;
 pub mod config;
+pub mod connection;
 pub mod domains;
 pub mod factory;
 pub mod handler;
@@ -83,6 +86,7 @@ pub mod signal;
 pub mod versioned;
 
 pub use config::RegistryConfig;
+pub use connection::ConnectOptions;
 pub use domains::setup_registry_with_config;
 pub use factory::{FactoryRegistry, HandlerFactory};
 pub use handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};

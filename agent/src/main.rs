@@ -1,12 +1,16 @@
 //! `taskplane-agent`: serves the example domains enabled by
-//! `TASK_ENABLED_DOMAINS` against the control plane at `TASKPLANE_SERVER`.
+//! `TASK_ENABLED_DOMAINS` against the control plane at `TASKPLANE_SERVER`,
+//! with the token in `TASKPLANE_TOKEN` and TLS files in `TASKPLANE_TLS_CA`,
+//! `TASKPLANE_TLS_CERT` and `TASKPLANE_TLS_KEY`.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use taskplane_agent::runtime::DEFAULT_SERVER;
 use taskplane_agent::signal::{init_logging, shutdown_signal};
-use taskplane_agent::{Agent, AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_agent::{
+    Agent, AppServices, ConnectOptions, RegistryConfig, setup_registry_with_config,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -30,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .server(&server)
         .name(name)
         .max_concurrency(max_concurrency)
+        .connect_options(ConnectOptions::from_env())
         .build()?
         .run(shutdown_signal())
         .await?;

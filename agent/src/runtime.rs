@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
+use crate::connection::ConnectOptions;
 use crate::handler::{TaskContext, TaskError};
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
 
@@ -58,6 +58,9 @@ pub enum AgentError {
         "server address '{0}' is not a valid URL: use e.g. http://127.0.0.1:50051 (several, comma-separated)"
     )]
     BadServerAddress(String),
+    /// The token or TLS settings cannot be used.
+    #[error("{0}")]
+    BadConnectOptions(String),
     /// The server refused the registration (bad name, domain conflict, denied).
     #[error("the server refused the registration: {0}")]
     Refused(tonic::Status),
@@ -81,9 +84,16 @@ pub struct AgentBuilder {
     reconnect_min: Duration,
     reconnect_max: Duration,
     drain_grace: Duration,
+    connect_options: ConnectOptions,
 }
 
 impl AgentBuilder {
+    /// The token and TLS settings (default: none, plaintext).
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connect_options = options;
+        self
+    }
+
     /// The handlers to serve (required).
     pub fn registry(mut self, registry: TaskRegistry) -> Self {
         self.registry = Some(registry);
@@ -153,9 +163,15 @@ impl AgentBuilder {
             return Err(AgentError::BadServerAddress(String::new()));
         }
         for server in &self.servers {
-            Endpoint::from_shared(server.clone())
+            tonic::transport::Endpoint::from_shared(server.clone())
                 .map_err(|_| AgentError::BadServerAddress(server.clone()))?;
+            self.connect_options
+                .endpoint(server)
+                .map_err(|e| AgentError::BadConnectOptions(e.to_string()))?;
         }
+        self.connect_options
+            .bearer()
+            .map_err(|e| AgentError::BadConnectOptions(e.to_string()))?;
         Ok(Agent {
             registry: Arc::new(registry),
             servers: self.servers,
@@ -166,6 +182,7 @@ impl AgentBuilder {
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
             drain_grace: self.drain_grace,
+            connect_options: self.connect_options,
             state: watch::channel(ConnectionState::Connecting).0,
         })
     }
@@ -182,6 +199,7 @@ pub struct Agent {
     reconnect_min: Duration,
     reconnect_max: Duration,
     drain_grace: Duration,
+    connect_options: ConnectOptions,
     state: watch::Sender<ConnectionState>,
 }
 
@@ -205,6 +223,7 @@ impl Agent {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             drain_grace: Duration::from_secs(30),
+            connect_options: ConnectOptions::default(),
         }
     }
 
@@ -297,10 +316,9 @@ impl Agent {
 
     /// One connection: register, then serve until the stream ends or shutdown.
     async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
-        let channel = Endpoint::from_shared(self.current_server().to_owned())
-            .expect("checked by the builder")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
+        let channel = self
+            .connect_options
+            .connect(self.current_server())
             .await
             .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
         let mut client = AgentServiceClient::new(channel);

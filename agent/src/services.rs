@@ -28,6 +28,8 @@ pub struct AppServices {
     pub backup_database_url: Option<String>,
     /// The control plane, for reports over task history (`TASKPLANE_SERVER`).
     pub control_plane: String,
+    /// The token and TLS settings for reaching it (`TASKPLANE_TOKEN`, `TASKPLANE_TLS_*`).
+    pub connect_options: crate::ConnectOptions,
     /// The HTTP client shared by webhook and health-check handlers.
     pub http: reqwest::Client,
 }
@@ -44,6 +46,7 @@ impl AppServices {
             log_dir: None,
             backup_database_url: None,
             control_plane: crate::runtime::DEFAULT_SERVER.to_owned(),
+            connect_options: crate::ConnectOptions::default(),
             http: http_client(),
         }
     }
@@ -62,6 +65,7 @@ impl AppServices {
         services.payment_gateway_url = var("TASKPLANE_PAYMENT_GATEWAY_URL");
         services.log_dir = var("TASKPLANE_LOG_DIR").map(PathBuf::from);
         services.backup_database_url = var("TASKPLANE_BACKUP_DATABASE_URL");
+        services.connect_options = crate::ConnectOptions::from_env();
         if let Some(server) = var("TASKPLANE_SERVER") {
             // Reports read history from the first replica listed.
             services.control_plane = server

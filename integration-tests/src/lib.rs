@@ -106,6 +106,7 @@ impl TestServer {
     pub async fn start_with(backend: &Backend, queue: QueueConfig) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config = ServerConfig {
+            security: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: backend.database_url(data_dir.path()),
             queue,

@@ -1,15 +1,19 @@
 //! The `taskplane` command line: the control plane (`serve`), the control
 //! plane with an agent of the example domains in one process (`dev`), the
-//! benchmark (`bench`), and the client commands (`enqueue`, `task`, `types`,
-//! `agents`, `domains`; see [`crate::client_cli`]). It lives in the library
+//! benchmark (`bench`), the client commands (`enqueue`, `task`, `types`,
+//! `agents`, `domains`; see [`crate::client_cli`]) and token management
+//! (`token`; see [`crate::token_cli`]). It lives in the library
 //! so that test harnesses run exactly what the binary runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client_cli::{self, ClientArgs, EnqueueArgs, TaskCommand, TypesCommand};
+use crate::config::{AuthConfig, SecurityConfig, TlsFiles};
 use crate::model::RetryPolicy;
+use crate::token_cli::{TokenCommand, TokenStoreArgs};
 use crate::{QueueConfig, Server, ServerConfig};
 use clap::{Args, Parser, Subcommand};
 use taskplane_agent::signal::{init_logging, shutdown_signal};
@@ -29,7 +33,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane.
-    Serve(ServeArgs),
+    Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
     /// Runs the control plane and an agent of the example domains in one process.
     Dev(ServeArgs),
     /// Measures throughput and latency with no-op handlers (see docs/performance.md).
@@ -77,6 +86,13 @@ enum Command {
         #[command(subcommand)]
         command: ListOnly,
     },
+    /// Creates, revokes and lists bearer tokens (in the database or a tokens file).
+    Token {
+        #[command(flatten)]
+        store: TokenStoreArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
 }
 
 /// A command group whose only action is `list`.
@@ -114,6 +130,75 @@ struct ServeArgs {
     /// The largest task payload accepted, in bytes of JSON.
     #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
     max_payload_bytes: usize,
+    /// The largest result a handler may report, in encoded bytes; a larger
+    /// one fails its attempt for good.
+    #[arg(long, env = "TASKPLANE_MAX_RESULT_BYTES", default_value_t = 1024 * 1024)]
+    max_result_bytes: usize,
+    /// The largest gRPC message accepted, in bytes.
+    #[arg(long, env = "TASKPLANE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
+}
+
+/// TLS, tokens and per-token limits (`serve` only; `dev` stays plaintext
+/// on loopback).
+#[derive(Args)]
+struct SecurityArgs {
+    /// Require bearer tokens (created with `taskplane token create`).
+    #[arg(long, env = "TASKPLANE_AUTH")]
+    auth: bool,
+    /// Also accept the tokens in this TOML file (implies --auth).
+    #[arg(long, env = "TASKPLANE_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// How long a token looked up in the database is trusted before it is
+    /// looked up again; a revocation takes effect within this time.
+    #[arg(long, env = "TASKPLANE_TOKEN_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    token_cache_ttl: Duration,
+    /// The server's certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, env = "TASKPLANE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "TASKPLANE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, env = "TASKPLANE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// How often the TLS and tokens files are checked for changes (SIGHUP
+    /// re-reads them at once).
+    #[arg(long, env = "TASKPLANE_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
+    /// Serve without tokens on an address other than loopback.
+    #[arg(long, env = "TASKPLANE_INSECURE")]
+    insecure: bool,
+    /// The most agent streams one token may hold open (0: no limit).
+    #[arg(long, env = "TASKPLANE_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
+    max_streams_per_token: usize,
+    /// The most tasks one token may enqueue per second (0: no limit).
+    #[arg(long, env = "TASKPLANE_ENQUEUE_RATE_PER_TOKEN", default_value_t = 0)]
+    enqueue_rate_per_token: u32,
+}
+
+impl SecurityArgs {
+    fn apply(&self, config: &mut ServerConfig) {
+        config.security = SecurityConfig {
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+            auth: (self.auth || self.tokens_file.is_some()).then(|| AuthConfig {
+                tokens_file: self.tokens_file.clone(),
+                cache_ttl: self.token_cache_ttl,
+            }),
+            insecure: self.insecure,
+            reload_interval: self.reload_interval,
+        };
+        config.queue.max_streams_per_token = self.max_streams_per_token;
+        config.queue.enqueue_rate_per_token = self.enqueue_rate_per_token;
+    }
 }
 
 impl ServeArgs {
@@ -131,8 +216,11 @@ impl ServeArgs {
                     ..RetryPolicy::default()
                 },
                 max_payload_bytes: self.max_payload_bytes,
+                max_result_bytes: self.max_result_bytes,
+                max_message_bytes: self.max_message_bytes,
                 ..QueueConfig::default()
             },
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -140,11 +228,11 @@ impl ServeArgs {
 /// Parses the process arguments and runs the chosen subcommand.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) {
+    if matches!(cli.command, Command::Serve { .. } | Command::Dev(_)) {
         init_logging();
     }
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve { args, security } => serve(args, security).await,
         Command::Dev(args) => dev(args).await,
         Command::Bench(args) => crate::bench::run_benchmarks(args).await,
         Command::Enqueue { client, args } => finish(client_cli::enqueue(&client, args).await),
@@ -159,6 +247,7 @@ pub async fn run() -> anyhow::Result<()> {
             client,
             command: ListOnly::List,
         } => finish(client_cli::domains(&client).await),
+        Command::Token { store, command } => crate::token_cli::token(&store, command).await,
     }
 }
 
@@ -172,8 +261,10 @@ fn finish(result: Result<(), client_cli::ClientError>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::bind(args.config()).await?;
+async fn serve(args: ServeArgs, security: SecurityArgs) -> anyhow::Result<()> {
+    let mut config = args.config();
+    security.apply(&mut config);
+    let server = Server::bind(config).await?;
     tracing::info!(address = %server.local_addr(), database = %args.database_url, "taskplane control plane listening");
     println!("taskplane listening on {}", server.local_addr());
     server.serve(shutdown_signal()).await

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use taskplane_agent::ConnectOptions;
+use taskplane_agent::connection::{AuthChannel, ConnectError};
 use taskplane_proto::json::{json_to_struct, struct_to_json};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
@@ -16,7 +18,6 @@ use taskplane_proto::v1::{
     ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
     RetryTaskRequest, Task, TaskStatus, WatchTaskRequest,
 };
-use tonic::transport::Channel;
 
 /// Where the server is and how to print.
 #[derive(Debug, Args)]
@@ -32,6 +33,18 @@ pub struct ClientArgs {
     /// How answers are printed.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub output: Output,
+    /// The bearer token, for servers that check tokens.
+    #[arg(long, global = true, env = "TASKPLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA that signed the server's certificate (PEM), for https:// servers.
+    #[arg(long, global = true, env = "TASKPLANE_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for servers that require mutual TLS.
+    #[arg(long, global = true, env = "TASKPLANE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TASKPLANE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// How answers are printed.
@@ -175,13 +188,17 @@ fn code_name(code: tonic::Code) -> String {
         })
 }
 
-async fn channel(args: &ClientArgs) -> Result<Channel, ClientError> {
-    let endpoint = Channel::from_shared(args.server.clone())
-        .map_err(|e| ClientError::Usage(format!("--server {}: {e}", args.server)))?;
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| ClientError::Unreachable(args.server.clone(), e.to_string()))
+async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
+    let options = ConnectOptions {
+        token: args.token.clone(),
+        tls_ca: args.tls_ca.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+    };
+    options.connect(&args.server).await.map_err(|e| match e {
+        ConnectError::Setup(reason) => ClientError::Usage(reason),
+        ConnectError::Unreachable(server, reason) => ClientError::Unreachable(server, reason),
+    })
 }
 
 fn status_name(status: i32) -> String {
@@ -293,7 +310,7 @@ fn print_task(output: Output, task: &Task) {
 }
 
 async fn watch(
-    client: &mut TaskServiceClient<Channel>,
+    client: &mut TaskServiceClient<AuthChannel>,
     id: &str,
     output: Output,
 ) -> Result<Task, ClientError> {

@@ -3,6 +3,7 @@
 //! environment variables; tests build it directly with short timeouts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::model::RetryPolicy;
@@ -16,6 +17,64 @@ pub struct ServerConfig {
     pub database_url: String,
     /// Tunables of the queue and the agent protocol.
     pub queue: QueueConfig,
+    /// TLS and authentication; both off by default (local development).
+    pub security: SecurityConfig,
+}
+
+/// TLS and authentication settings.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Serve TLS with these files; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Require bearer tokens; `None` lets every request through.
+    pub auth: Option<AuthConfig>,
+    /// Allow serving without authentication on an address other than
+    /// loopback (otherwise the server refuses to start).
+    pub insecure: bool,
+    /// How often the certificate, key, client CA and tokens files are
+    /// checked for changes (they are also re-read on SIGHUP).
+    pub reload_interval: Duration,
+}
+
+/// The PEM files of the server's TLS identity.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Bearer-token authentication.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Tokens kept in a TOML file besides those in the database.
+    pub tokens_file: Option<PathBuf>,
+    /// How long a database token lookup is reused; a revocation takes
+    /// effect within this time.
+    pub cache_ttl: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            tls: None,
+            auth: None,
+            insecure: false,
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: None,
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Tunables of the queue and the agent protocol.
@@ -39,6 +98,16 @@ pub struct QueueConfig {
     pub default_max_attempts: u32,
     /// Timeout for task types registered without a default.
     pub default_timeout: Duration,
+    /// The largest result an agent may report, in bytes of JSON.
+    pub max_result_bytes: usize,
+    /// The largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// The most task types one agent registration may carry.
+    pub max_registered_types: usize,
+    /// The most agent streams one token may hold open at once (0: no limit).
+    pub max_streams_per_token: usize,
+    /// The most tasks one token may enqueue per second (0: no limit).
+    pub enqueue_rate_per_token: u32,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +116,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://taskplane-data/taskplane.db".to_owned(),
             queue: QueueConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -63,6 +133,11 @@ impl Default for QueueConfig {
             default_retry_policy: RetryPolicy::default(),
             default_max_attempts: 3,
             default_timeout: Duration::from_secs(300),
+            max_result_bytes: 1024 * 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_registered_types: 1000,
+            max_streams_per_token: 64,
+            enqueue_rate_per_token: 0,
         }
     }
 }

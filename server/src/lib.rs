@@ -6,6 +6,8 @@
 //!   commands in [`client_cli`]).
 //! - [`bench`]: the benchmark workloads and the limit row.
 //! - [`api`]: the thin gRPC service implementations.
+//! - [`auth`] and [`tls`]: bearer tokens, roles, domain scopes, per-token
+//!   quotas, and TLS with certificates reloaded while serving.
 //! - [`plane`]: the operations the services share, keeping the store, the
 //!   live sessions and the change notices consistent.
 //! - [`store`]: durable state behind one trait; [`store::SqliteStore`] is the
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod bench;
 pub mod cli;
@@ -33,10 +36,13 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod plane;
+pub mod reload;
 pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod testing;
+pub mod tls;
+pub mod token_cli;
 
 pub use config::{QueueConfig, ServerConfig};
 pub use server::Server;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::auth::Quotas;
 use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
 use crate::error::Result;
@@ -47,6 +48,8 @@ pub struct ControlPlane {
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Per-token stream counts and enqueue rates.
+    pub quotas: Arc<Quotas>,
 }
 
 impl ControlPlane {
@@ -56,10 +59,14 @@ impl ControlPlane {
             store,
             sessions: Sessions::default(),
             events: TaskEvents::default(),
-            config,
             completer: Completer::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            quotas: Arc::new(Quotas::new(
+                config.max_streams_per_token,
+                config.enqueue_rate_per_token,
+            )),
+            config,
         }
     }
 

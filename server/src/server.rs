@@ -1,5 +1,6 @@
-//! Assembling and running the control plane: storage, the gRPC services,
-//! health, reflection and the background lease keeper, with graceful shutdown.
+//! Assembling and running the control plane: storage, the gRPC services
+//! behind authentication and (optionally) TLS, health, reflection and the
+//! background lease keeper, with graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,22 +14,38 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
+use crate::auth::{AuthLayer, Authenticator};
 use crate::completer::run_completer;
-use crate::config::ServerConfig;
+use crate::config::{SecurityConfig, ServerConfig};
 use crate::dispatch::{checkpoint_wal, maintain_leases, relay_ready_notifications};
 use crate::plane::ControlPlane;
+use crate::reload::{Reloadable, watch_and_reload};
 use crate::store;
+use crate::tls::ServerTls;
 
 /// A control plane bound to its address, ready to serve.
 pub struct Server {
     listener: TcpListener,
     plane: Arc<ControlPlane>,
+    tls: Option<Arc<ServerTls>>,
+    authenticator: Option<Arc<Authenticator>>,
+    reload_interval: std::time::Duration,
 }
 
 impl Server {
-    /// Opens the database (applying migrations) and binds the listen address.
+    /// Opens the database (applying migrations), reads the TLS and tokens
+    /// files and binds the listen address. Refuses to serve without
+    /// authentication beyond loopback unless `security.insecure` is set.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        check_exposure(&config)?;
+        let security = &config.security;
+        let tls = match &security.tls {
+            Some(files) => Some(Arc::new(
+                ServerTls::load(files.clone()).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
         let store = store::open(&config.database_url, &config.queue)
             .await
             .with_context(|| format!("opening the database {}", config.database_url))?;
@@ -38,9 +55,19 @@ impl Server {
                 config.listen
             )
         })?;
+        let authenticator = match &security.auth {
+            Some(auth) => Some(Arc::new(
+                Authenticator::new(store.clone(), auth.tokens_file.clone(), auth.cache_ttl)
+                    .map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
         Ok(Server {
             listener,
             plane: Arc::new(ControlPlane::new(store, config.queue)),
+            tls,
+            authenticator,
+            reload_interval: security.reload_interval,
         })
     }
 
@@ -51,6 +78,30 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The files to re-read on change or SIGHUP: TLS and the tokens file.
+    fn reloadables(&self) -> Vec<Reloadable> {
+        let mut items = Vec::new();
+        if let Some(tls) = &self.tls {
+            let reloaded = tls.clone();
+            items.push(Reloadable {
+                name: "TLS certificate",
+                paths: tls.paths().into_iter().map(Into::into).collect(),
+                reload: Box::new(move || reloaded.reload()),
+            });
+        }
+        if let Some(authenticator) = &self.authenticator
+            && let Some(path) = authenticator.tokens_file()
+        {
+            let reloaded = authenticator.clone();
+            items.push(Reloadable {
+                name: "tokens file",
+                paths: vec![path.to_owned()],
+                reload: Box::new(move || reloaded.reload()),
+            });
+        }
+        items
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, ends agent
     /// streams (returning their leased tasks to the queue) and waits for every
     /// spawned task.
@@ -58,6 +109,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let reloadables = self.reloadables();
         let plane = self.plane;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -82,6 +134,7 @@ impl Server {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        let max_message = plane.config.max_message_bytes;
 
         plane
             .tasks
@@ -91,6 +144,11 @@ impl Server {
             .spawn(checkpoint_wal(plane.clone(), plane.shutdown.clone()));
         plane.tasks.spawn(relay_ready_notifications(
             plane.clone(),
+            plane.shutdown.clone(),
+        ));
+        plane.tasks.spawn(watch_and_reload(
+            reloadables,
+            self.reload_interval,
             plane.shutdown.clone(),
         ));
         // The completer outlives the sessions: it is stopped only after they
@@ -104,18 +162,39 @@ impl Server {
             signal_stop.cancel();
         });
 
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(self.authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(TaskServiceServer::new(TaskApi::new(plane.clone())))
-            .add_service(RegistryServiceServer::new(RegistryApi::new(plane.clone())))
-            .add_service(AgentServiceServer::new(AgentApi::new(plane.clone())))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                stop.cancelled_owned(),
+            .add_service(
+                TaskServiceServer::new(TaskApi::new(plane.clone()))
+                    .max_decoding_message_size(max_message),
             )
-            .await?;
+            .add_service(
+                RegistryServiceServer::new(RegistryApi::new(plane.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                AgentServiceServer::new(AgentApi::new(plane.clone()))
+                    .max_decoding_message_size(max_message),
+            );
+        match &self.tls {
+            Some(tls) => {
+                let incoming = crate::tls::incoming(self.listener, tls.clone(), stop.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await?
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(self.listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await?
+            }
+        }
         plane.tasks.close();
         plane.tasks.wait().await;
         completer_stop.cancel();
@@ -123,4 +202,30 @@ impl Server {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// Refuses to expose an unauthenticated server beyond loopback unless told
+/// to, and warns when tokens would cross the network in the clear.
+fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
+    let SecurityConfig {
+        tls,
+        auth,
+        insecure,
+        ..
+    } = &config.security;
+    if config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if auth.is_none() && !insecure {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: anyone who reaches it could run tasks. \
+             Turn tokens on (--auth, see `taskplane token create`), listen on 127.0.0.1, \
+             or pass --insecure if a proxy in front authenticates",
+            config.listen
+        );
+    }
+    if auth.is_some() && tls.is_none() {
+        tracing::warn!(address = %config.listen, "tokens are checked but TLS is off: tokens cross the network in the clear (pass --tls-cert and --tls-key)");
+    }
+    Ok(())
 }

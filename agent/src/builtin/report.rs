@@ -18,6 +18,7 @@ use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{ListTasksRequest, TaskStatus};
 
 use super::{safe_file_stem, sha256_hex};
+use crate::connection::{ConnectError, ConnectOptions};
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
 /// The columns of a history report, in this order.
@@ -152,15 +153,22 @@ pub async fn write_report(
 pub struct ReportHandler {
     output_dir: PathBuf,
     control_plane: String,
+    connect_options: ConnectOptions,
     description: String,
 }
 
 impl ReportHandler {
-    /// Writes into `output_dir`; history is read from `control_plane`.
-    pub fn new(output_dir: PathBuf, control_plane: String) -> Self {
+    /// Writes into `output_dir`; history is read from `control_plane`,
+    /// reached with `connect_options`.
+    pub fn new(
+        output_dir: PathBuf,
+        control_plane: String,
+        connect_options: ConnectOptions,
+    ) -> Self {
         ReportHandler {
             output_dir,
             control_plane,
+            connect_options,
             description: "Renders rows or task history as CSV, JSON or Markdown".into(),
         }
     }
@@ -193,20 +201,15 @@ impl ReportHandler {
             .and_then(|l| l.as_u64())
             .unwrap_or(100)
             .min(u64::from(MAX_HISTORY)) as u32;
-        let channel = tonic::transport::Endpoint::from_shared(self.control_plane.clone())
-            .map_err(|e| {
-                TaskError::Permanent(format!(
-                    "control plane address '{}': {e}",
-                    self.control_plane
-                ))
-            })?
-            .connect()
+        let channel = self
+            .connect_options
+            .connect(&self.control_plane)
             .await
-            .map_err(|e| {
-                TaskError::Retryable(format!(
-                    "cannot reach the control plane at {}: {e}",
-                    self.control_plane
-                ))
+            .map_err(|e| match e {
+                ConnectError::Setup(reason) => {
+                    TaskError::Permanent(format!("control plane: {reason}"))
+                }
+                unreachable => TaskError::Retryable(unreachable.to_string()),
             })?;
         let mut client = TaskServiceClient::new(channel);
         let mut rows = Vec::new();
@@ -322,7 +325,11 @@ mod tests {
     #[tokio::test]
     async fn renders_each_format_with_a_checksum_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let handler = ReportHandler::new(dir.path().to_owned(), "http://127.0.0.1:1".into());
+        let handler = ReportHandler::new(
+            dir.path().to_owned(),
+            "http://127.0.0.1:1".into(),
+            ConnectOptions::default(),
+        );
         let rows = json!([{"region": "eu", "total": 12}, {"region": "us|west", "total": 7, "note": "late"}]);
         for (format, expected) in [
             ("csv", "region,total,note\neu,12,\nus|west,7,late\n"),

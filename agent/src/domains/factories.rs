@@ -175,14 +175,19 @@ pub fn report_generation(services: &AppServices) -> Box<dyn TaskHandler> {
     Box::new(ReportHandler::new(
         services.dir("reports"),
         services.control_plane.clone(),
+        services.connect_options.clone(),
     ))
 }
 
 /// `profile_export`: a user's data as a report in the `exports` directory.
 pub fn profile_export(services: &AppServices) -> Box<dyn TaskHandler> {
     Box::new(
-        ReportHandler::new(services.dir("exports"), services.control_plane.clone())
-            .with_description("Exports a user's profile rows as a JSON, CSV or Markdown file"),
+        ReportHandler::new(
+            services.dir("exports"),
+            services.control_plane.clone(),
+            services.connect_options.clone(),
+        )
+        .with_description("Exports a user's profile rows as a JSON, CSV or Markdown file"),
     )
 }
 

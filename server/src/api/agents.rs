@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use prost::Message as _;
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
@@ -23,6 +24,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::auth::{Principal, StreamPermit, check_domain};
+use crate::config::QueueConfig;
 use crate::convert::proto_duration;
 use crate::dispatch::dispatch_session;
 use crate::error::{Error, Result};
@@ -34,6 +37,10 @@ use crate::sessions::{NewSession, Session};
 const MAX_CONCURRENCY: u32 = 10_000;
 /// Outbound messages buffered beyond the agent's slots (cancels, notices).
 const OUTBOUND_HEADROOM: usize = 64;
+/// The longest task-type description accepted, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// The most versions or capabilities one task type may list.
+const MAX_LIST_ENTRIES: usize = 100;
 
 /// Serves `AgentService`.
 pub struct AgentApi {
@@ -55,7 +62,14 @@ fn invalid(message: String) -> Error {
 
 /// Checks a registration and turns it into task-type specs; any bad entry
 /// rejects the whole registration.
-fn registration_specs(register: &Register) -> Result<Vec<TaskTypeSpec>> {
+fn registration_specs(register: &Register, config: &QueueConfig) -> Result<Vec<TaskTypeSpec>> {
+    let count: usize = register.domains.iter().map(|d| d.task_types.len()).sum();
+    if count > config.max_registered_types {
+        return Err(invalid(format!(
+            "register names {count} task types; the limit is {}: split the agent by domain",
+            config.max_registered_types
+        )));
+    }
     if register.agent_name.trim().is_empty() {
         return Err(invalid(
             "register.agent_name is empty: name the agent, e.g. \"billing-agent\"".into(),
@@ -77,6 +91,15 @@ fn registration_specs(register: &Register) -> Result<Vec<TaskTypeSpec>> {
             if !seen.insert(task_type.task_type.as_str()) {
                 return Err(invalid(format!(
                     "task type '{}' is registered twice: list each task type once",
+                    task_type.task_type
+                )));
+            }
+            if task_type.description.len() > MAX_DESCRIPTION_BYTES
+                || task_type.versions.len() > MAX_LIST_ENTRIES
+                || task_type.capabilities.len() > MAX_LIST_ENTRIES
+            {
+                return Err(invalid(format!(
+                    "task type '{}' is described too long: at most {MAX_DESCRIPTION_BYTES} bytes of description and {MAX_LIST_ENTRIES} versions and capabilities",
                     task_type.task_type
                 )));
             }
@@ -118,6 +141,8 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
+        let permit = self.plane.quotas.open_stream(principal.as_ref())?;
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(AgentMessage {
@@ -142,7 +167,10 @@ impl AgentService for AgentApi {
                 ));
             }
         };
-        let specs = registration_specs(&register)?;
+        let specs = registration_specs(&register, &self.plane.config)?;
+        for domain in &register.domains {
+            check_domain(principal.as_ref(), &domain.domain, "register task types")?;
+        }
         self.plane
             .store
             .register_task_types(&specs)
@@ -182,17 +210,21 @@ impl AgentService for AgentApi {
         tracing::info!(agent = %session.agent_name, session_id = %session.id, task_types = session.task_types.len(), slots, "agent registered");
 
         let plane = self.plane.clone();
-        self.plane.tasks.spawn(run_session(plane, session, inbound));
+        self.plane
+            .tasks
+            .spawn(run_session(plane, session, inbound, permit));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
 /// Serves one registered session until its stream closes or the server shuts
-/// down, then returns its leased tasks to the queue.
+/// down, then returns its leased tasks to the queue. The permit counts the
+/// stream against its token until then.
 async fn run_session(
     plane: Arc<ControlPlane>,
     session: Arc<Session>,
     mut inbound: Streaming<AgentMessage>,
+    permit: StreamPermit,
 ) {
     let dispatcher = plane
         .tasks
@@ -241,6 +273,7 @@ async fn run_session(
     if let Err(error) = plane.store.record_session_end(session.id).await {
         tracing::warn!(session_id = %session.id, %error, "could not record the session's end");
     }
+    drop(permit);
     tracing::info!(agent = %session.agent_name, session_id = %session.id, "agent disconnected");
 }
 
@@ -284,6 +317,11 @@ async fn handle_message(
     Ok(())
 }
 
+/// The encoded size of a reported result.
+fn result_size(completed: &taskplane_proto::v1::Completed) -> usize {
+    completed.result.as_ref().map_or(0, |r| r.encoded_len())
+}
+
 async fn handle_result(
     plane: &ControlPlane,
     session: &Arc<Session>,
@@ -300,6 +338,21 @@ async fn handle_result(
         return Ok(());
     }
     let outcome = match result.outcome {
+        Some(task_result::Outcome::Completed(completed))
+            if result_size(&completed) > plane.config.max_result_bytes =>
+        {
+            // Refusing the message would end the stream and run the task
+            // again; the attempt fails for good instead, saying why.
+            let size = result_size(&completed);
+            tracing::warn!(session_id = %session.id, %task_id, size, "result too large; the attempt fails");
+            ReportedOutcome::Failed {
+                error: format!(
+                    "the handler's result is {size} bytes; the limit is {} (--max-result-bytes): store large results elsewhere and return a reference",
+                    plane.config.max_result_bytes
+                ),
+                retryable: false,
+            }
+        }
         Some(task_result::Outcome::Completed(completed)) => ReportedOutcome::Completed(
             completed
                 .result

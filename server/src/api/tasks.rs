@@ -15,6 +15,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::auth::{DomainScope, Principal, check_domain};
 use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, Task, TaskFilter, TaskStatus};
@@ -45,6 +46,71 @@ impl TaskApi {
             ))
         })
     }
+
+    /// Loads a task the caller may see: one of its token's domains.
+    async fn load_visible(&self, id: Uuid, principal: Option<&Principal>) -> Result<Task, Status> {
+        let task = self.load(id).await?;
+        match principal {
+            Some(principal) if !principal.domains.allows(&task.domain) => {
+                tracing::warn!(token = %principal.token_id, name = %principal.name, task_id = %id, "denied: task outside the token's domains");
+                Err(Status::permission_denied(
+                    "this token may not act on this task: its domain is outside the token's scope",
+                ))
+            }
+            _ => Ok(task),
+        }
+    }
+
+    /// Checks a caller's quota and domain scope for tasks of these types.
+    async fn check_enqueue<'a>(
+        &self,
+        principal: Option<&Principal>,
+        task_types: impl Iterator<Item = &'a str>,
+        count: usize,
+    ) -> Result<(), Status> {
+        self.plane.quotas.charge_enqueue(principal, count)?;
+        if principal.is_none_or(|p| p.domains == DomainScope::All) {
+            return Ok(());
+        }
+        let task_types: std::collections::BTreeSet<&str> = task_types.collect();
+        for task_type in task_types {
+            // An unregistered type is refused by the store with its own message.
+            if let Some(registered) = self.plane.store.get_task_type(task_type).await? {
+                check_domain(principal, &registered.domain, "enqueue tasks")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that a scoped token's listing names (directly or through a
+    /// task type) a domain the token holds.
+    async fn check_listing(
+        &self,
+        principal: Option<&Principal>,
+        domain: &str,
+        task_type: &str,
+    ) -> Result<(), Status> {
+        let domain = match (domain, task_type) {
+            ("", "") => None,
+            ("", task_type) => self
+                .plane
+                .store
+                .get_task_type(task_type)
+                .await?
+                .map(|t| t.domain),
+            (domain, _) => Some(domain.to_owned()),
+        };
+        match (principal, &domain) {
+            (Some(principal), None) if principal.domains != DomainScope::All => {
+                Err(Status::permission_denied(format!(
+                    "this token may read only domains {}: pass one of them as `domain`",
+                    principal.domains.to_list().join(", ")
+                )))
+            }
+            (_, Some(domain)) => check_domain(principal, domain, "read tasks"),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn enqueue_response(enqueued: Enqueued) -> EnqueueTaskResponse {
@@ -62,7 +128,15 @@ impl TaskService for TaskApi {
         &self,
         request: Request<EnqueueTaskRequest>,
     ) -> Result<Response<EnqueueTaskResponse>, Status> {
-        let task = new_task(request.into_inner(), &self.plane.config, None)?;
+        let principal = request.extensions().get::<Principal>().cloned();
+        let request = request.into_inner();
+        self.check_enqueue(
+            principal.as_ref(),
+            std::iter::once(request.task_type.as_str()),
+            1,
+        )
+        .await?;
+        let task = new_task(request, &self.plane.config, None)?;
         let enqueued = self.plane.enqueue(vec![task]).await?;
         let enqueued = enqueued
             .into_iter()
@@ -76,6 +150,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<EnqueueTasksRequest>,
     ) -> Result<Response<EnqueueTasksResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let requests = request.into_inner().tasks;
         if requests.is_empty() {
             return Err(
@@ -90,6 +165,12 @@ impl TaskService for TaskApi {
             ))
             .into());
         }
+        self.check_enqueue(
+            principal.as_ref(),
+            requests.iter().map(|r| r.task_type.as_str()),
+            requests.len(),
+        )
+        .await?;
         let tasks = requests
             .into_iter()
             .enumerate()
@@ -106,15 +187,20 @@ impl TaskService for TaskApi {
         &self,
         request: Request<GetTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let id = task_id(&request.into_inner().id)?;
-        Ok(Response::new(proto_task(&self.load(id).await?)))
+        let task = self.load_visible(id, principal.as_ref()).await?;
+        Ok(Response::new(proto_task(&task)))
     }
 
     async fn list_tasks(
         &self,
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
+        self.check_listing(principal.as_ref(), &request.domain, &request.task_type)
+            .await?;
         let limit = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -147,8 +233,10 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CancelTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
         let id = task_id(&request.id)?;
+        self.load_visible(id, principal.as_ref()).await?;
         let reason = match request.reason.as_str() {
             "" => "cancelled by a client".to_owned(),
             reason => reason.to_owned(),
@@ -162,7 +250,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<RetryTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let id = task_id(&request.into_inner().id)?;
+        self.load_visible(id, principal.as_ref()).await?;
         let task = self.plane.retry(id).await?;
         tracing::info!(task_id = %id, "retried");
         Ok(Response::new(proto_task(&task)))
@@ -172,8 +262,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<ListTaskAttemptsRequest>,
     ) -> Result<Response<ListTaskAttemptsResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let id = task_id(&request.into_inner().id)?;
-        self.load(id).await?;
+        self.load_visible(id, principal.as_ref()).await?;
         let attempts = self.plane.store.list_attempts(id).await?;
         Ok(Response::new(ListTaskAttemptsResponse {
             attempts: attempts.iter().map(proto_attempt).collect(),
@@ -184,7 +275,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<GetQueueStatsRequest>,
     ) -> Result<Response<GetQueueStatsResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let domain = request.into_inner().domain;
+        self.check_listing(principal.as_ref(), &domain, "").await?;
         let since = chrono::Utc::now() - chrono::Duration::minutes(1);
         let stats = self
             .plane
@@ -217,10 +310,11 @@ impl TaskService for TaskApi {
         &self,
         request: Request<WatchTaskRequest>,
     ) -> Result<Response<TaskStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let id = task_id(&request.into_inner().id)?;
         // Subscribe before the first read so no change falls between them.
         let mut notices = self.plane.events.subscribe();
-        let first = self.load(id).await?;
+        let first = self.load_visible(id, principal.as_ref()).await?;
         let store = self.plane.store.clone();
         let shutdown = self.plane.shutdown.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(16);

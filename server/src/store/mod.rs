@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -129,6 +130,18 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Keeps a new token's record and hash (never the token itself).
+    async fn create_token(&self, token: &IssuedToken) -> Result<()>;
+
+    /// Marks a token revoked; false if no live token has this id.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// The token whose SHA-256 is `sha256`, revoked or not.
+    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>>;
 
     /// Wake-ups from other replicas: the task types that got ready work.
     /// `None` when the backend has no other replicas to hear from.

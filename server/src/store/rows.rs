@@ -10,6 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::auth::tokens::TokenRecord;
+use crate::auth::{DomainScope, Role};
 use crate::error::{Error, Result};
 use crate::model::{AgentSession, Attempt, RetryPolicy, Task, TaskStatus, TaskType, TypeStats};
 
@@ -209,5 +211,20 @@ pub fn agent_session(row: &impl Columns) -> Result<AgentSession> {
         labels: parse_json("labels", &row.text("labels")?)?,
         connected_at: time(row, "connected_at")?,
         status: parse_json("status", &row.text("status")?)?,
+    })
+}
+
+/// A token as stored (`api_tokens`).
+pub fn token_record(row: &impl Columns) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        role: Role::parse(&row.text("role")?).map_err(Error::Corrupt)?,
+        domains: DomainScope::from_list(parse_json("domains", &row.text("domains")?)?),
+        created_at: time(row, "created_at")?,
+        revoked_at: row
+            .optional_integer("revoked_at")?
+            .map(from_millis)
+            .transpose()?,
     })
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
 use super::{ReadyNotifications, Store};
+use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
@@ -662,6 +663,47 @@ impl Store for SqliteStore {
             .execute(&self.checkpointer)
             .await?;
         Ok(())
+    }
+
+    async fn create_token(&self, token: &IssuedToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, domains, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.record.id)
+        .bind(&token.record.name)
+        .bind(token.record.role.as_str())
+        .bind(json_text(&token.record.domains.to_list()))
+        .bind(&token.sha256)
+        .bind(millis(token.record.created_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(millis(Utc::now()))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(rows::token_record).collect()
+    }
+
+    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(rows::token_record).transpose()
     }
 
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {
