@@ -7,12 +7,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use taskplane_agent::ConnectOptions;
+use taskplane_agent::connection::AuthChannel;
 use taskplane_agent::{Agent, AgentError, TaskRegistry};
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{EnqueueTaskRequest, Task, TaskStatus, WatchTaskRequest};
+use taskplane_server::config::SecurityConfig;
 use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig};
 use tokio::task::JoinHandle;
@@ -92,6 +95,9 @@ pub struct TestServer {
     pub address: SocketAddr,
     /// Holds the database file.
     pub data_dir: tempfile::TempDir,
+    /// The database the server uses.
+    pub database_url: String,
+    tls: bool,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -104,12 +110,23 @@ impl TestServer {
 
     /// Starts a server with the given queue settings on a fresh database.
     pub async fn start_with(backend: &Backend, queue: QueueConfig) -> Self {
+        Self::start_secured(backend, queue, SecurityConfig::default()).await
+    }
+
+    /// Starts a server with TLS and token settings on a fresh database.
+    pub async fn start_secured(
+        backend: &Backend,
+        queue: QueueConfig,
+        security: SecurityConfig,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let database_url = backend.database_url(data_dir.path());
+        let tls = security.tls.is_some();
         let config = ServerConfig {
-            security: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: backend.database_url(data_dir.path()),
+            database_url: database_url.clone(),
             queue,
+            security,
         };
         let server = Server::bind(config).await.expect("server binds");
         let address = server.local_addr();
@@ -119,14 +136,25 @@ impl TestServer {
         TestServer {
             address,
             data_dir,
+            database_url,
+            tls,
             stop,
             task,
         }
     }
 
-    /// The server's URL.
+    /// The server's URL (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
+    }
+
+    /// A channel carrying these credentials, or why it could not connect.
+    pub async fn connect_as(
+        &self,
+        options: &ConnectOptions,
+    ) -> Result<AuthChannel, taskplane_agent::connection::ConnectError> {
+        options.connect(&self.url()).await
     }
 
     /// A channel to the server.

@@ -229,3 +229,31 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn exposed(listen: &str, auth: bool, insecure: bool) -> anyhow::Result<()> {
+        check_exposure(&ServerConfig {
+            listen: listen.parse().unwrap(),
+            security: SecurityConfig {
+                auth: auth.then(AuthConfig::default),
+                insecure,
+                ..SecurityConfig::default()
+            },
+            ..ServerConfig::default()
+        })
+    }
+
+    #[test]
+    fn only_loopback_tokens_or_explicit_consent_may_serve() {
+        assert!(exposed("127.0.0.1:1", false, false).is_ok());
+        assert!(exposed("[::1]:1", false, false).is_ok());
+        assert!(exposed("0.0.0.0:1", false, false).is_err());
+        assert!(exposed("10.1.2.3:1", false, false).is_err());
+        assert!(exposed("0.0.0.0:1", true, false).is_ok());
+        assert!(exposed("0.0.0.0:1", false, true).is_ok());
+    }
+}

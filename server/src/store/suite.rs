@@ -61,6 +61,7 @@ for_each_backend!(
     idempotency_keys_return_the_existing_task,
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
     queue_stats_count_each_status_and_recent_completions,
+    tokens_are_found_by_hash_and_revoked_once,
 );
 
 fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -378,5 +379,54 @@ async fn queue_stats_count_each_status_and_recent_completions(store: &dyn Store)
             only_e[0].by_status.get("pending")
         ),
         ("b", Some(&1))
+    );
+}
+
+async fn tokens_are_found_by_hash_and_revoked_once(store: &dyn Store) {
+    use crate::auth::tokens::{hash, issue};
+    use crate::auth::{DomainScope, Role};
+    let billing = issue("billing-agent", Role::Agent, vec!["billing".into()]).unwrap();
+    let admin = issue("ops", Role::Admin, vec![]).unwrap();
+    store.create_token(&billing).await.unwrap();
+    store.create_token(&admin).await.unwrap();
+
+    let found = store
+        .find_token(&hash(&billing.token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.role, Role::Agent);
+    assert_eq!(
+        found.domains,
+        DomainScope::from_list(vec!["billing".into()])
+    );
+    assert_eq!(found.revoked_at, None);
+    assert!(
+        store
+            .find_token(&hash("tp_nope_0"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(store.revoke_token(&billing.record.id).await.unwrap());
+    assert!(
+        !store.revoke_token(&billing.record.id).await.unwrap(),
+        "revoking twice changes nothing"
+    );
+    assert!(!store.revoke_token("no-such-id").await.unwrap());
+    let revoked = store
+        .find_token(&hash(&billing.token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.id == admin.record.id && t.domains == DomainScope::All)
     );
 }
