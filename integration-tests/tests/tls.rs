@@ -1,0 +1,370 @@
+//! TLS between clients, agents and the server: certificates made for each
+//! test by a real CA (rcgen), handshakes over real loopback sockets.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use integration_tests::{Backend, TestServer, fast_queue, wait_for};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
+use serde_json::json;
+use taskplane_agent::connection::ConnectError;
+use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
+use taskplane_proto::json::json_to_struct;
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, GetTaskRequest, ListAgentsRequest, ListDomainsRequest, TaskStatus,
+};
+use taskplane_server::auth::Role;
+use taskplane_server::auth::tokens::{TokensFile, issue};
+use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
+use tokio_util::sync::CancellationToken;
+
+/// A certificate authority that signs certificates into a directory.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Signs a certificate for 127.0.0.1 and localhost, valid now unless
+    /// `expired`; returns its certificate and key PEM.
+    fn sign(&self, expired: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "taskplane test");
+        if expired {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// PEM files in a temporary directory.
+struct Files(tempfile::TempDir);
+
+impl Files {
+    fn new() -> Self {
+        Files(tempfile::tempdir().unwrap())
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        // Write then rename, as secret managers do, so a reload never reads half a file.
+        let partial = self.0.path().join(format!(".{name}.partial"));
+        std::fs::write(&partial, text).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+        path
+    }
+
+    /// Writes a server identity signed by `ca` and returns its TLS settings.
+    fn server_identity(&self, ca: &Ca, expired: bool) -> TlsFiles {
+        let (cert, key) = ca.sign(expired);
+        TlsFiles {
+            cert: self.write("server.pem", &cert),
+            key: self.write("server.key", &key),
+            client_ca: None,
+        }
+    }
+}
+
+fn trusting(files: &Files, ca: &Ca, name: &str) -> ConnectOptions {
+    ConnectOptions {
+        tls_ca: Some(files.write(name, &ca.pem)),
+        ..ConnectOptions::default()
+    }
+}
+
+/// Whether a client with these options can make a call.
+async fn can_call(server: &TestServer, options: &ConnectOptions) -> Result<(), String> {
+    let channel = server
+        .connect_as(options)
+        .await
+        .map_err(|e| e.to_string())?;
+    RegistryServiceClient::new(channel)
+        .list_domains(ListDomainsRequest::default())
+        .await
+        .map(drop)
+        .map_err(|status| format!("{status:?}"))
+}
+
+fn tls_only(tls: TlsFiles) -> SecurityConfig {
+    SecurityConfig {
+        tls: Some(tls),
+        reload_interval: Duration::from_millis(50),
+        ..SecurityConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_verify_the_server_by_its_ca() {
+    let files = Files::new();
+    let ca = Ca::new("taskplane CA");
+    let stranger = Ca::new("some other CA");
+    let server = TestServer::start_secured(
+        &Backend::Sqlite,
+        fast_queue(),
+        tls_only(files.server_identity(&ca, false)),
+    )
+    .await;
+    can_call(&server, &trusting(&files, &ca, "ca.pem"))
+        .await
+        .expect("the right CA verifies the server");
+
+    let wrong = can_call(&server, &trusting(&files, &stranger, "stranger.pem"))
+        .await
+        .expect_err("another CA does not");
+    assert!(
+        wrong.to_lowercase().contains("issuer") || wrong.contains("certificate"),
+        "{wrong}"
+    );
+
+    // Plaintext to a TLS port fails too, and says the URL needs https.
+    let plaintext = ConnectOptions::default()
+        .connect(&format!("http://{}", server.address))
+        .await;
+    let plaintext_call = match plaintext {
+        Err(error) => Err(error.to_string()),
+        Ok(channel) => RegistryServiceClient::new(channel)
+            .list_domains(ListDomainsRequest::default())
+            .await
+            .map(drop)
+            .map_err(|s| s.to_string()),
+    };
+    assert!(plaintext_call.is_err());
+    // TLS files with an http:// URL are a setup mistake, named as such.
+    let mixed = trusting(&files, &ca, "ca.pem")
+        .connect(&format!("http://{}", server.address))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(mixed, ConnectError::Setup(ref m) if m.contains("https://")),
+        "{mixed}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_server_certificate_is_refused_by_clients() {
+    let files = Files::new();
+    let ca = Ca::new("taskplane CA");
+    let server = TestServer::start_secured(
+        &Backend::Sqlite,
+        fast_queue(),
+        tls_only(files.server_identity(&ca, true)),
+    )
+    .await;
+    let error = can_call(&server, &trusting(&files, &ca, "ca.pem"))
+        .await
+        .expect_err("expired");
+    assert!(error.to_lowercase().contains("expired"), "{error}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
+    let files = Files::new();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let stranger = Ca::new("stranger CA");
+    let mut tls = files.server_identity(&server_ca, false);
+    tls.client_ca = Some(files.write("client-ca.pem", &client_ca.pem));
+    let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), tls_only(tls)).await;
+
+    let without = trusting(&files, &server_ca, "server-ca.pem");
+    assert!(
+        can_call(&server, &without).await.is_err(),
+        "no client certificate"
+    );
+
+    let with_identity = |ca: &Ca, name: &str| {
+        let (cert, key) = ca.sign(false);
+        ConnectOptions {
+            tls_cert: Some(files.write(&format!("{name}.pem"), &cert)),
+            tls_key: Some(files.write(&format!("{name}.key"), &key)),
+            ..without.clone()
+        }
+    };
+    can_call(&server, &with_identity(&client_ca, "client"))
+        .await
+        .expect("a certificate from the client CA is admitted");
+    assert!(
+        can_call(&server, &with_identity(&stranger, "stranger"))
+            .await
+            .is_err(),
+        "a certificate from another CA is not"
+    );
+    // Half an identity is a setup error, named as such.
+    let half = ConnectOptions {
+        tls_key: None,
+        ..with_identity(&client_ca, "half")
+    };
+    let error = server.connect_as(&half).await.err().expect("refused");
+    assert!(matches!(error, ConnectError::Setup(_)), "{error}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_without_a_restart() {
+    let files = Files::new();
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let server = TestServer::start_secured(
+        &Backend::Sqlite,
+        fast_queue(),
+        tls_only(files.server_identity(&old_ca, false)),
+    )
+    .await;
+    let trusts_old = trusting(&files, &old_ca, "old.pem");
+    let trusts_new = trusting(&files, &new_ca, "new.pem");
+    can_call(&server, &trusts_old).await.unwrap();
+    assert!(can_call(&server, &trusts_new).await.is_err());
+
+    // A broken replacement is refused and the old certificate stays.
+    files.write("server.key", "not a key");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    can_call(&server, &trusts_old)
+        .await
+        .expect("still served by the old certificate");
+
+    files.server_identity(&new_ca, false);
+    wait_for(|| {
+        let server = &server;
+        let trusts_new = trusts_new.clone();
+        async move { can_call(server, &trusts_new).await.is_ok() }
+    })
+    .await;
+    assert!(
+        can_call(&server, &trusts_old).await.is_err(),
+        "new connections get the new certificate"
+    );
+    server.stop().await;
+}
+
+struct Echo;
+
+#[async_trait::async_trait]
+impl TaskHandler for Echo {
+    async fn handle(&self, context: TaskContext) -> Result<taskplane_agent::TaskResult, TaskError> {
+        Ok(taskplane_agent::TaskResult::new(
+            json!({ "echo": context.payload }),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_token_over_tls_serves_its_domain() {
+    let files = Files::new();
+    let ca = Ca::new("taskplane CA");
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens_path = tokens_dir.path().join("tokens.toml");
+    // Handlers registered outside a domain belong to `default`.
+    let agent_token = issue("echo-agent", Role::Agent, vec!["default".into()]).unwrap();
+    let client_token = issue("echo-client", Role::Client, vec![]).unwrap();
+    let mut file = TokensFile::default();
+    file.add(&agent_token);
+    file.add(&client_token);
+    file.save(&tokens_path).unwrap();
+    let security = SecurityConfig {
+        auth: Some(AuthConfig {
+            tokens_file: Some(tokens_path),
+            ..AuthConfig::default()
+        }),
+        ..tls_only(files.server_identity(&ca, false))
+    };
+    let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), security).await;
+    let trust = trusting(&files, &ca, "ca.pem");
+
+    let mut registry = TaskRegistry::new();
+    registry.register_handler("echo_task", Box::new(Echo));
+    let agent = Agent::builder()
+        .registry(registry)
+        .server(server.url())
+        .name("echo-agent")
+        .connect_options(ConnectOptions {
+            token: Some(agent_token.token.clone()),
+            ..trust.clone()
+        })
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let agent_stop = stop.clone();
+    let agent_task = tokio::spawn(agent.run(async move { agent_stop.cancelled().await }));
+
+    let client = ConnectOptions {
+        token: Some(client_token.token.clone()),
+        ..trust
+    };
+    let channel = server.connect_as(&client).await.unwrap();
+    let mut tasks = TaskServiceClient::new(channel.clone());
+    wait_for(|| {
+        let mut registry = RegistryServiceClient::new(channel.clone());
+        async move {
+            let agents = registry
+                .list_agents(ListAgentsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .agents;
+            agents.iter().any(|a| a.agent_name == "echo-agent")
+        }
+    })
+    .await;
+    let id = tasks
+        .enqueue_task(EnqueueTaskRequest {
+            task_type: "echo_task".into(),
+            payload: Some(json_to_struct(json!({"word": "hi"}).as_object().unwrap())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    wait_for(|| {
+        let mut tasks = tasks.clone();
+        let id = id.clone();
+        async move {
+            tasks
+                .get_task(GetTaskRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+                == TaskStatus::Completed
+        }
+    })
+    .await;
+    let done = tasks
+        .get_task(GetTaskRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        taskplane_proto::json::struct_to_json(done.result.as_ref().unwrap())["echo"]["word"],
+        "hi"
+    );
+    stop.cancel();
+    agent_task.await.unwrap().unwrap();
+    server.stop().await;
+}
