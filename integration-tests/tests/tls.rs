@@ -153,8 +153,7 @@ async fn clients_verify_the_server_by_its_ca() {
     let mixed = trusting(&files, &ca, "ca.pem")
         .connect(&format!("http://{}", server.address))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(mixed, ConnectError::Setup(ref m) if m.contains("https://")),
         "{mixed}"
@@ -217,7 +216,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
         tls_key: None,
         ..with_identity(&client_ca, "half")
     };
-    let error = server.connect_as(&half).await.err().expect("refused");
+    let error = server.connect_as(&half).await.expect_err("refused");
     assert!(matches!(error, ConnectError::Setup(_)), "{error}");
     server.stop().await;
 }

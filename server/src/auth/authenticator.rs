@@ -69,7 +69,7 @@ impl Authenticator {
         let from_file = self.file.read().expect("tokens file lock").find(&sha256);
         let record = match from_file {
             Some(record) => Some(record),
-            None => self.from_database(&sha256).await?,
+            None => self.lookup_in_database(&sha256).await?,
         };
         match record {
             Some(record) if record.revoked_at.is_none() => Ok(record.principal()),
@@ -88,7 +88,7 @@ impl Authenticator {
         }
     }
 
-    async fn from_database(&self, sha256: &str) -> Result<Option<TokenRecord>, Status> {
+    async fn lookup_in_database(&self, sha256: &str) -> Result<Option<TokenRecord>, Status> {
         if let Some((record, at)) = self.cache.lock().expect("token cache lock").get(sha256)
             && at.elapsed() < self.cache_ttl
         {

@@ -1,0 +1,485 @@
+//! Hostile input against a real server: random agent-message sequences
+//! (out of order, malformed, results for tasks never leased), raw bytes that
+//! are not protobuf, and payloads too large or too deep. The server must
+//! never panic, never change a task it did not lease, and keep serving.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use integration_tests::{Backend, PATIENCE, TestAgent, TestServer, enqueue_request, fast_queue};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use serde_json::json;
+use taskplane_agent::{
+    DomainRegistry, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult,
+};
+use taskplane_proto::json::json_to_struct;
+use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
+use taskplane_proto::v1::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+
+/// Counts panics anywhere in this process (the server runs in it).
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+}
+
+fn name() -> impl Strategy<Value = String> {
+    // Valid and invalid names alike: empty, upper case, odd characters.
+    prop_oneof!["[a-z]{1,6}", ".{0,6}"]
+}
+
+fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
+    let id = prop_oneof![prop::sample::select(task_ids), ".{0,40}"];
+    let kind = prop_oneof![
+        (
+            name(),
+            prop::collection::vec((name(), prop::collection::vec(name(), 0..3)), 0..3),
+            any::<u32>()
+        )
+            .prop_map(|(agent_name, domains, max_concurrency)| {
+                AgentMessageKind::Register(Register {
+                    agent_name,
+                    domains: domains
+                        .into_iter()
+                        .map(|(domain, types)| DomainRegistration {
+                            domain,
+                            task_types: types
+                                .into_iter()
+                                .map(|task_type| TaskTypeRegistration {
+                                    task_type,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    max_concurrency,
+                    labels: Default::default(),
+                })
+            }),
+        prop::collection::vec(id.clone(), 0..3).prop_map(|running_task_ids| {
+            AgentMessageKind::Heartbeat(Heartbeat {
+                running_task_ids,
+                handler_health: vec![],
+            })
+        }),
+        (id, any::<u32>(), any::<Option<bool>>(), ".{0,20}").prop_map(
+            |(task_id, attempt, outcome, text)| {
+                AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
+                    task_id,
+                    attempt,
+                    outcome: outcome.map(|completed| {
+                        if completed {
+                            task_result::Outcome::Completed(Completed {
+                                result: Some(json_to_struct(
+                                    json!({ "forged": text }).as_object().unwrap(),
+                                )),
+                            })
+                        } else {
+                            task_result::Outcome::Failed(Failed {
+                                error: text,
+                                retryable: false,
+                            })
+                        }
+                    }),
+                })
+            }
+        ),
+        any::<u32>().prop_map(|slots| AgentMessageKind::Credit(Credit { slots })),
+        Just(AgentMessageKind::Drain(Drain {})),
+    ];
+    prop::option::weighted(0.95, kind).prop_map(|message| AgentMessage { message })
+}
+
+/// A sequence, half of the time after a valid registration.
+fn session(task_ids: Vec<String>) -> impl Strategy<Value = Vec<AgentMessage>> {
+    (
+        any::<bool>(),
+        prop::collection::vec(message(task_ids), 0..10),
+    )
+        .prop_map(|(registered, mut messages)| {
+            if registered {
+                let register = AgentMessage {
+                    message: Some(AgentMessageKind::Register(Register {
+                        agent_name: "fuzzer".into(),
+                        domains: vec![DomainRegistration {
+                            domain: "fuzz".into(),
+                            task_types: vec![TaskTypeRegistration {
+                                task_type: "fuzz_target".into(),
+                                ..Default::default()
+                            }],
+                        }],
+                        max_concurrency: 2,
+                        labels: Default::default(),
+                    })),
+                };
+                messages.insert(0, register);
+            }
+            messages
+        })
+}
+
+struct Finish;
+
+#[async_trait::async_trait]
+impl TaskHandler for Finish {
+    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        Ok(TaskResult::new(json!({ "seen": context.payload })))
+    }
+}
+
+struct Vault;
+
+impl DomainRegistry for Vault {
+    fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String> {
+        registry.register_handler("guarded", Box::new(Finish));
+        vec!["guarded".into()]
+    }
+
+    fn domain_name(&self) -> &'static str {
+        "vault"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_agent_streams_never_panic_the_server_or_touch_tasks_they_do_not_hold() {
+    count_panics();
+    let server = TestServer::start(&Backend::Sqlite).await;
+    let mut tasks = server.tasks().await;
+    server
+        .registry()
+        .await
+        .register_task_type(RegisterTaskTypeRequest {
+            task_type: "guarded".into(),
+            domain: "vault".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let guarded = integration_tests::enqueue(
+        &mut tasks,
+        enqueue_request("guarded", json!({"amount": 42})),
+    )
+    .await;
+    let ids = vec![guarded.id.clone(), uuid_like(&guarded.id)];
+
+    // A fixed seed: the same sequences on every run, so a failure repeats.
+    let mut runner = TestRunner::deterministic();
+    let strategy = session(ids);
+    let mut refused = 0;
+    for case in 0..64 {
+        let messages = strategy.new_tree(&mut runner).unwrap().current();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        for message in messages.iter().cloned() {
+            sender.send(message).await.unwrap();
+        }
+        drop(sender);
+        let outcome = tokio::time::timeout(PATIENCE, async {
+            let mut stream = server
+                .agents()
+                .await
+                .connect(ReceiverStream::new(receiver))
+                .await?
+                .into_inner();
+            while stream.message().await?.is_some() {}
+            Ok::<(), tonic::Status>(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("case {case} hung: {messages:?}"));
+        if let Err(status) = outcome {
+            refused += 1;
+            assert!(
+                matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists
+                ),
+                "case {case}: unexpected {status:?} for {messages:?}"
+            );
+        }
+    }
+    assert!(refused > 0, "some sequences are malformed and refused");
+
+    // Raw bytes that are not protobuf, on a unary and a streaming method.
+    for bytes in [
+        vec![0xff; 7],
+        vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        vec![0x12; 64],
+    ] {
+        let status = raw_unary(
+            &server,
+            "/taskplane.v1.TaskService/EnqueueTask",
+            bytes.clone(),
+        )
+        .await
+        .expect_err("not a message");
+        assert_ne!(status.code(), Code::Ok);
+        let status = raw_stream(&server, "/taskplane.v1.AgentService/Connect", bytes)
+            .await
+            .expect_err("not a message");
+        assert_ne!(status.code(), Code::Ok);
+    }
+
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the server panicked");
+    let untouched = tasks
+        .get_task(GetTaskRequest {
+            id: guarded.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(untouched.status(), TaskStatus::Pending);
+    assert_eq!(untouched.attempts, 0);
+    assert_eq!(untouched.payload, guarded.payload);
+
+    // And it still serves: a real agent finishes the guarded task.
+    let mut registry = TaskRegistry::new();
+    registry.register_domain("vault", Box::new(Vault));
+    let agent = TestAgent::start(&server, "vault-agent", registry).await;
+    let done = integration_tests::wait_terminal(&mut tasks, &guarded.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed);
+    agent.stop().await.unwrap();
+    server.stop().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the server panicked");
+}
+
+/// Another well-formed id: the guarded task's with its last digit changed.
+fn uuid_like(id: &str) -> String {
+    let mut id = id.to_owned();
+    let last = if id.ends_with('0') { "1" } else { "0" };
+    id.replace_range(id.len() - 1.., last);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_too_large_or_too_deep_are_refused_and_store_nothing() {
+    let queue = taskplane_server::QueueConfig {
+        max_payload_bytes: 16 * 1024,
+        max_message_bytes: 64 * 1024,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    server
+        .registry()
+        .await
+        .register_task_type(RegisterTaskTypeRequest {
+            task_type: "sized".into(),
+            domain: "limits".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut tasks = server.tasks().await;
+
+    let over_payload = tasks
+        .enqueue_task(enqueue_request(
+            "sized",
+            json!({"blob": "x".repeat(20 * 1024)}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(over_payload.code(), Code::InvalidArgument);
+    assert!(over_payload.message().contains("limit"), "{over_payload:?}");
+
+    let over_message = tasks
+        .enqueue_task(enqueue_request(
+            "sized",
+            json!({"blob": "x".repeat(100 * 1024)}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(over_message.code(), Code::OutOfRange, "{over_message:?}");
+    assert!(over_message.message().contains("limit"));
+
+    let mut deep = json!({"leaf": 1});
+    for _ in 0..200 {
+        deep = json!({ "child": deep });
+    }
+    let too_deep = tasks
+        .enqueue_task(enqueue_request("sized", deep))
+        .await
+        .unwrap_err();
+    assert_ne!(too_deep.code(), Code::Ok);
+
+    let stored = tasks
+        .list_tasks(ListTasksRequest {
+            task_type: "sized".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert!(stored.is_empty(), "nothing was stored: {stored:?}");
+    integration_tests::enqueue(&mut tasks, enqueue_request("sized", json!({"ok": true}))).await;
+    server.stop().await;
+}
+
+struct Huge;
+
+#[async_trait::async_trait]
+impl TaskHandler for Huge {
+    async fn handle(&self, _: TaskContext) -> Result<TaskResult, TaskError> {
+        Ok(TaskResult::new(json!({ "blob": "y".repeat(8 * 1024) })))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_limit_fails_its_task_for_good_with_the_reason() {
+    let queue = taskplane_server::QueueConfig {
+        max_result_bytes: 1024,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let mut registry = TaskRegistry::new();
+    registry.register_handler("huge_result", Box::new(Huge));
+    let agent = TestAgent::start(&server, "huge", registry).await;
+    let mut tasks = server.tasks().await;
+    let task =
+        integration_tests::enqueue(&mut tasks, enqueue_request("huge_result", json!({}))).await;
+    let done = integration_tests::wait_terminal(&mut tasks, &task.id).await;
+    assert_eq!(done.status(), TaskStatus::Dead);
+    assert_eq!(
+        done.attempts, 1,
+        "not retried: the same result would fail again"
+    );
+    assert!(
+        done.last_error.contains("limit is 1024"),
+        "{}",
+        done.last_error
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_beyond_the_size_limit_are_refused_whole() {
+    let queue = taskplane_server::QueueConfig {
+        max_registered_types: 2,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(AgentMessage {
+            message: Some(AgentMessageKind::Register(Register {
+                agent_name: "big".into(),
+                domains: vec![DomainRegistration {
+                    domain: "big".into(),
+                    task_types: ["one", "two", "three"]
+                        .iter()
+                        .map(|t| TaskTypeRegistration {
+                            task_type: t.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }],
+                max_concurrency: 1,
+                labels: Default::default(),
+            })),
+        })
+        .await
+        .unwrap();
+    let status = server
+        .agents()
+        .await
+        .connect(ReceiverStream::new(receiver))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("the limit is 2"), "{status:?}");
+    let types = server
+        .registry()
+        .await
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .task_types;
+    assert!(types.is_empty());
+    server.stop().await;
+}
+
+/// Sends `bytes` as the whole request message of a unary method.
+async fn raw_unary(
+    server: &TestServer,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(bytes),
+        PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Sends `bytes` as one message on a streaming method and reads its answer.
+async fn raw_stream(
+    server: &TestServer,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let mut stream = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter([bytes])),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await?
+        .into_inner();
+    while stream.message().await?.is_some() {}
+    Ok(())
+}
+
+/// Passes bytes through unchanged, to send what no generated client would.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
