@@ -679,6 +679,8 @@ async fn revoked_database_tokens_are_refused(backend: Backend) {
         .unwrap();
     let issued = issue("ops", Role::Admin, vec![]).unwrap();
     store.create_token(&issued).await.unwrap();
+    let agent_token = issue("worker", Role::Agent, vec![]).unwrap();
+    store.create_token(&agent_token).await.unwrap();
     let mut registry =
         RegistryServiceClient::new(channel(&server, Some(issued.token.clone())).await);
     wait_for(|| {
@@ -707,6 +709,28 @@ async fn revoked_database_tokens_are_refused(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+
+    // A revoked agent token loses the stream it already has.
+    let mut stream = open_stream(
+        channel(&server, Some(agent_token.token.clone())).await,
+        register_message("worker", &[("ops", &["ops_run"])]),
+    )
+    .await
+    .unwrap();
+    assert!(store.revoke_token(&agent_token.record.id).await.unwrap());
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("revoked"));
     server.stop().await;
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::auth::Quotas;
+use crate::auth::{Authenticator, Quotas};
 use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
 use crate::error::Result;
@@ -50,11 +50,19 @@ pub struct ControlPlane {
     pub shutdown: CancellationToken,
     /// Per-token stream counts and enqueue rates.
     pub quotas: Arc<Quotas>,
+    /// Checks tokens, when authentication is on; open agent streams are
+    /// re-checked with it so a revoked token loses its agents too.
+    pub authenticator: Option<Arc<Authenticator>>,
 }
 
 impl ControlPlane {
-    /// Builds a control plane over a store.
-    pub fn new(store: Arc<dyn Store>, config: QueueConfig) -> Self {
+    /// Builds a control plane over a store, checking tokens with
+    /// `authenticator` (`None`: authentication off).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: QueueConfig,
+        authenticator: Option<Arc<Authenticator>>,
+    ) -> Self {
         ControlPlane {
             store,
             sessions: Sessions::default(),
@@ -67,6 +75,7 @@ impl ControlPlane {
                 config.enqueue_rate_per_token,
             )),
             config,
+            authenticator,
         }
     }
 

@@ -64,7 +64,11 @@ impl Server {
         };
         Ok(Server {
             listener,
-            plane: Arc::new(ControlPlane::new(store, config.queue)),
+            plane: Arc::new(ControlPlane::new(
+                store,
+                config.queue,
+                authenticator.clone(),
+            )),
             tls,
             authenticator,
             reload_interval: security.reload_interval,

@@ -212,26 +212,41 @@ impl AgentService for AgentApi {
         let plane = self.plane.clone();
         self.plane
             .tasks
-            .spawn(run_session(plane, session, inbound, permit));
+            .spawn(run_session(plane, session, inbound, principal, permit));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
 /// Serves one registered session until its stream closes or the server shuts
 /// down, then returns its leased tasks to the queue. The permit counts the
-/// stream against its token until then.
+/// stream against its token until then; the token is checked again every
+/// heartbeat interval, and a revoked one ends the stream.
 async fn run_session(
     plane: Arc<ControlPlane>,
     session: Arc<Session>,
     mut inbound: Streaming<AgentMessage>,
+    principal: Option<Principal>,
     permit: StreamPermit,
 ) {
     let dispatcher = plane
         .tasks
         .spawn(dispatch_session(plane.clone(), session.clone()));
+    let mut recheck = tokio::time::interval(plane.config.heartbeat_interval);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             message = inbound.message() => message,
+            _ = recheck.tick(), if principal.is_some() => {
+                if let (Some(authenticator), Some(principal)) = (&plane.authenticator, &principal)
+                    && !authenticator.still_valid(principal).await
+                {
+                    tracing::warn!(session_id = %session.id, token = %principal.token_id, "the agent's token is no longer valid; ending its stream");
+                    let status = Status::unauthenticated("this agent's token was revoked: start the agent with a valid token");
+                    let _ = session.outbound.try_send(Err(status));
+                    break;
+                }
+                continue;
+            }
             () = session.closed.cancelled() => {
                 let status = Status::deadline_exceeded("the agent was silent for longer than its lease: reconnect");
                 let _ = session.outbound.try_send(Err(status));

@@ -65,14 +65,25 @@ impl Authenticator {
 
     /// The principal a token stands for, or `UNAUTHENTICATED`.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Status> {
-        let sha256 = hash(token);
-        let from_file = self.file.read().expect("tokens file lock").find(&sha256);
+        self.authenticate_hash(&hash(token)).await
+    }
+
+    /// Whether the token a principal came with is still valid (not revoked,
+    /// still in the tokens file); asked again for long-lived agent streams.
+    pub async fn still_valid(&self, principal: &Principal) -> bool {
+        self.authenticate_hash(&principal.token_sha256)
+            .await
+            .is_ok()
+    }
+
+    async fn authenticate_hash(&self, sha256: &str) -> Result<Principal, Status> {
+        let from_file = self.file.read().expect("tokens file lock").find(sha256);
         let record = match from_file {
             Some(record) => Some(record),
-            None => self.lookup_in_database(&sha256).await?,
+            None => self.lookup_in_database(sha256).await?,
         };
         match record {
-            Some(record) if record.revoked_at.is_none() => Ok(record.principal()),
+            Some(record) if record.revoked_at.is_none() => Ok(record.principal(sha256)),
             Some(record) => {
                 tracing::warn!(token = %record.id, name = %record.name, "refused a revoked token");
                 Err(Status::unauthenticated(

@@ -96,6 +96,8 @@ impl DomainScope {
 pub struct Principal {
     /// The token's public id (the part of the token before its secret).
     pub token_id: String,
+    /// The SHA-256 of the token, to check again later that it still holds.
+    pub token_sha256: String,
     /// The token's name, for logs.
     pub name: String,
     /// What the token may call.

@@ -34,10 +34,12 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    /// The principal a request carrying this token acts as.
-    pub fn principal(&self) -> Principal {
+    /// The principal a request carrying this token (whose SHA-256 is
+    /// `sha256`) acts as.
+    pub fn principal(&self, sha256: &str) -> Principal {
         Principal {
             token_id: self.id.clone(),
+            token_sha256: sha256.to_owned(),
             name: self.name.clone(),
             role: self.role,
             domains: self.domains.clone(),
@@ -231,7 +233,7 @@ mod tests {
         let file = TokensFile::load(&path).unwrap();
         let found = file.find(&hash(&issued.token)).expect("found by hash");
         assert_eq!(
-            found.principal().domains,
+            found.domains,
             DomainScope::from_list(vec!["billing".into()])
         );
         assert!(file.find(&hash("tp_x_wrong")).is_none());
