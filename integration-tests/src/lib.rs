@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use integration_tests::pki::Ca;
 use integration_tests::{Backend, TestServer, fast_queue, wait_for};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
 use serde_json::json;
 use taskplane_agent::connection::ConnectError;
 use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
@@ -19,43 +19,6 @@ use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::{TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
 use tokio_util::sync::CancellationToken;
-
-/// A certificate authority that signs certificates into a directory.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca {
-            issuer: Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// Signs a certificate for 127.0.0.1 and localhost, valid now unless
-    /// `expired`; returns its certificate and key PEM.
-    fn sign(&self, expired: bool) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "taskplane test");
-        if expired {
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// PEM files in a temporary directory.
 struct Files(tempfile::TempDir);

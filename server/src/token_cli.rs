@@ -19,13 +19,14 @@ pub struct TokenStoreArgs {
     /// The server's database (as given to `taskplane serve`).
     #[arg(
         long,
+        global = true,
         env = "TASKPLANE_DATABASE_URL",
         default_value = "sqlite://taskplane-data/taskplane.db"
     )]
     database_url: String,
     /// Keep tokens in this TOML file instead of the database (the server's
     /// --tokens-file).
-    #[arg(long, env = "TASKPLANE_TOKENS_FILE")]
+    #[arg(long, global = true, env = "TASKPLANE_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
     /// How answers are printed.
     #[arg(long, global = true, value_enum, default_value = "table")]

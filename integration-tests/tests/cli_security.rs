@@ -1,0 +1,235 @@
+//! The security settings as an operator uses them: `taskplane token`
+//! against a tokens file and a database, `taskplane serve` with TLS and
+//! tokens, client commands with `--token` and `--tls-ca`, revocation, and
+//! SIGHUP re-reading the tokens file.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use integration_tests::PATIENCE;
+use integration_tests::pki::Ca;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Runs the `taskplane` command line and returns (success, stdout, stderr).
+async fn taskplane(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+        .args(args)
+        .env_remove("TASKPLANE_TOKEN")
+        .output()
+        .await
+        .expect("taskplane runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `taskplane token create …`; returns the token printed.
+async fn create_token(store: &[&str], name: &str, role: &str, domain: Option<&str>) -> String {
+    let mut args = vec!["token", "create", "--name", name, "--role", role];
+    if let Some(domain) = domain {
+        args.extend(["--domain", domain]);
+    }
+    args.extend(store);
+    let (ok, out, err) = taskplane(&args).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("shown only now"), "{err}");
+    out.trim().to_owned()
+}
+
+/// Starts `taskplane serve` with the given extra arguments; returns the
+/// process and its https:// URL.
+async fn serve(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("prints in time")
+        .unwrap()
+        .expect("a line");
+    assert!(line.contains("listening on"), "{line}");
+    let address = line.rsplit(' ').next().unwrap().to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("https://{address}"))
+}
+
+/// Polls a client command until it succeeds (or fails, with `expect_ok` false).
+async fn eventually(args: &[&str], expect_ok: bool) -> (bool, String, String) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let result = taskplane(args).await;
+        if result.0 == expect_ok {
+            return result;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {args:?} gave {result:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_secure_a_server_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("ops CA");
+    let (cert, key) = ca.sign(false);
+    let ca_path = write(dir.path(), "ca.pem", &ca.pem);
+    let cert_path = write(dir.path(), "server.pem", &cert);
+    let key_path = write(dir.path(), "server.key", &key);
+    let tokens_file = dir.path().join("tokens.toml");
+    let database_url = format!(
+        "sqlite://{}",
+        dir.path().join("data/taskplane.db").display()
+    );
+    let in_file = ["--tokens-file", tokens_file.to_str().unwrap()];
+    let in_database = ["--database-url", database_url.as_str()];
+
+    // Tokens are made before the server runs: the first admin needs no server.
+    let admin = create_token(&in_file, "ops", "admin", None).await;
+    let reader = create_token(&in_database, "reader", "client", Some("billing")).await;
+    assert!(admin.starts_with("tp_") && reader.starts_with("tp_") && admin != reader);
+    let file_text = std::fs::read_to_string(&tokens_file).unwrap();
+    assert!(!file_text.contains(&admin), "only the hash is kept");
+    let (ok, out, _) = taskplane(&[
+        "token",
+        "list",
+        "--output",
+        "json",
+        in_database[0],
+        in_database[1],
+    ])
+    .await;
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["name"], "reader");
+    assert_eq!(listed[0]["role"], "client");
+    assert_eq!(listed[0]["domains"], serde_json::json!(["billing"]));
+    assert!(!out.contains(&reader));
+    let (ok, _, err) = taskplane(&[
+        "token", "create", "--name", "x", "--role", "root", in_file[0], in_file[1],
+    ])
+    .await;
+    assert!(!ok && err.contains("unknown role 'root'"), "{err}");
+
+    let (server, url) = serve(
+        dir.path(),
+        &[
+            "--database-url",
+            &database_url,
+            "--tokens-file",
+            tokens_file.to_str().unwrap(),
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+            "--token-cache-ttl",
+            "100ms",
+            "--reload-interval",
+            "1h",
+        ],
+    )
+    .await;
+    let ca_arg = ca_path.to_str().unwrap();
+    let client = |token: &str| {
+        vec![
+            "--server".to_owned(),
+            url.clone(),
+            "--tls-ca".to_owned(),
+            ca_arg.to_owned(),
+            "--token".to_owned(),
+            token.to_owned(),
+        ]
+    };
+    let with = |base: Vec<String>, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(base);
+        all
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        taskplane(&refs).await
+    };
+
+    // No token, and no CA: refused, each saying why.
+    let (ok, _, err) = taskplane(&["types", "list", "--server", &url, "--tls-ca", ca_arg]).await;
+    assert!(!ok && err.contains("UNAUTHENTICATED"), "{err}");
+    let (ok, _, err) = taskplane(&["types", "list", "--server", &url, "--token", &admin]).await;
+    assert!(!ok && err.to_lowercase().contains("certificate"), "{err}");
+
+    // The admin registers a type; the billing reader may list but not register.
+    let (ok, out, err) = run(with(
+        client(&admin),
+        &["types", "register", "invoice_run", "--domain", "billing"],
+    ))
+    .await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(with(client(&reader), &["types", "list"])).await;
+    assert!(ok && out.contains("invoice_run"), "{out}");
+    let (ok, _, err) = run(with(
+        client(&reader),
+        &["types", "register", "other", "--domain", "billing"],
+    ))
+    .await;
+    assert!(!ok && err.contains("PERMISSION_DENIED"), "{err}");
+
+    // Revoking the database token takes effect within the cache time.
+    let reader_id = reader.split('_').nth(1).unwrap().to_owned();
+    let (ok, _, err) = taskplane(&[
+        "token",
+        "revoke",
+        &reader_id,
+        in_database[0],
+        in_database[1],
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let listed = client(&reader);
+    let (_, _, err) = eventually(
+        &with(listed, &["types", "list"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        false,
+    )
+    .await;
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("revoked"),
+        "{err}"
+    );
+
+    // A token added to the file works after SIGHUP (the file is otherwise
+    // checked only hourly here).
+    let second = create_token(&in_file, "ops-2", "admin", None).await;
+    let pid = server.id().unwrap().to_string();
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(hup.success());
+    let second_args = with(client(&second), &["domains", "list"]);
+    let (ok, out, _) = eventually(
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        true,
+    )
+    .await;
+    assert!(ok && out.contains("billing"), "{out}");
+}
