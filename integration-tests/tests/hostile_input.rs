@@ -259,10 +259,11 @@ fn uuid_like(id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payloads_too_large_or_too_deep_are_refused_and_store_nothing() {
+async fn oversized_or_too_deep_requests_are_refused_and_store_nothing() {
     let queue = taskplane_server::QueueConfig {
         max_payload_bytes: 16 * 1024,
         max_message_bytes: 64 * 1024,
+        max_batch_size: 3,
         ..fast_queue()
     };
     let server = TestServer::start_with(&Backend::Sqlite, queue).await;
@@ -307,6 +308,26 @@ async fn payloads_too_large_or_too_deep_are_refused_and_store_nothing() {
         .await
         .unwrap_err();
     assert_ne!(too_deep.code(), Code::Ok);
+
+    let mut crowded = enqueue_request("sized", json!({}));
+    crowded.metadata = (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    let crowded = tasks.enqueue_task(crowded).await.unwrap_err();
+    assert_eq!(crowded.code(), Code::InvalidArgument);
+    assert!(crowded.message().contains("the limit is 64"), "{crowded:?}");
+
+    let big_batch = tasks
+        .enqueue_tasks(EnqueueTasksRequest {
+            tasks: (0..4)
+                .map(|_| enqueue_request("sized", json!({})))
+                .collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(big_batch.code(), Code::InvalidArgument);
+    assert!(
+        big_batch.message().contains("the limit is 3"),
+        "{big_batch:?}"
+    );
 
     let stored = tasks
         .list_tasks(ListTasksRequest {
