@@ -137,6 +137,12 @@ struct ServeArgs {
     /// The largest gRPC message accepted, in bytes.
     #[arg(long, env = "TASKPLANE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_message_bytes: usize,
+    /// How long finished tasks and their attempts are kept (0: forever).
+    #[arg(long, env = "TASKPLANE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// How often tasks past their retention are purged.
+    #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    purge_interval: Duration,
 }
 
 /// TLS, tokens and per-token limits (`serve` only; `dev` stays plaintext
@@ -218,6 +224,8 @@ impl ServeArgs {
                 max_payload_bytes: self.max_payload_bytes,
                 max_result_bytes: self.max_result_bytes,
                 max_message_bytes: self.max_message_bytes,
+                retention: Some(self.retention).filter(|r| !r.is_zero()),
+                purge_interval: self.purge_interval,
                 ..QueueConfig::default()
             },
             security: SecurityConfig::default(),

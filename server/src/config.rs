@@ -108,6 +108,13 @@ pub struct QueueConfig {
     pub max_streams_per_token: usize,
     /// The most tasks one token may enqueue per second (0: no limit).
     pub enqueue_rate_per_token: u32,
+    /// How long finished tasks (and their attempts) are kept; `None` keeps
+    /// them forever.
+    pub retention: Option<Duration>,
+    /// How often the retention purge runs.
+    pub purge_interval: Duration,
+    /// The most tasks one purge transaction deletes.
+    pub purge_batch: u32,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +145,9 @@ impl Default for QueueConfig {
             max_registered_types: 1000,
             max_streams_per_token: 64,
             enqueue_rate_per_token: 0,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            purge_interval: Duration::from_secs(60),
+            purge_batch: 1000,
         }
     }
 }

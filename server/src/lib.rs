@@ -15,6 +15,7 @@
 //! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
 //!   the dispatchers that push leased tasks to them.
 //! - [`completer`]: results written in batches, one transaction each.
+//! - [`retention`]: finished tasks purged in batches after the retention.
 //! - [`testing`]: a private PostgreSQL schema per test.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
 //!   domain types, wire conversion and validation, the error → status
@@ -37,6 +38,7 @@ pub mod events;
 pub mod model;
 pub mod plane;
 pub mod reload;
+pub mod retention;
 pub mod server;
 pub mod sessions;
 pub mod store;

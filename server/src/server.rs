@@ -20,6 +20,7 @@ use crate::config::{SecurityConfig, ServerConfig};
 use crate::dispatch::{checkpoint_wal, maintain_leases, relay_ready_notifications};
 use crate::plane::ControlPlane;
 use crate::reload::{Reloadable, watch_and_reload};
+use crate::retention::purge_expired;
 use crate::store;
 use crate::tls::ServerTls;
 
@@ -150,6 +151,9 @@ impl Server {
             plane.clone(),
             plane.shutdown.clone(),
         ));
+        plane
+            .tasks
+            .spawn(purge_expired(plane.clone(), plane.shutdown.clone()));
         plane.tasks.spawn(watch_and_reload(
             reloadables,
             self.reload_interval,

@@ -131,6 +131,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Deletes up to `limit` finished tasks (completed, dead, cancelled) that
+    /// finished before `before`, with their attempts, and agent sessions that
+    /// ended before it, in one short transaction. Returns the tasks deleted;
+    /// fewer than `limit` means nothing more is due.
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
     /// Keeps a new token's record and hash (never the token itself).
     async fn create_token(&self, token: &IssuedToken) -> Result<()>;
 

@@ -691,6 +691,31 @@ impl Store for PostgresStore {
         rows.iter().map(rows::agent_session).collect()
     }
 
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Walks the primary key up to the first id of `before`: a task that
+        // finished before it was created before it. SKIP LOCKED: a replica
+        // purging at the same time takes other rows, and none waits.
+        let deleted = sqlx::query(
+            "WITH doomed AS (
+                 SELECT id FROM tasks WHERE id < $1::uuid AND finished_at < $2
+                   AND status IN ('completed', 'dead', 'cancelled')
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
+             attempts AS (DELETE FROM task_attempts WHERE task_id IN (SELECT id::text FROM doomed))
+             DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)",
+        )
+        .bind(rules::first_id_at(before).to_string())
+        .bind(millis(before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM agents WHERE disconnected_at < $1")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted)
+    }
+
     async fn create_token(&self, token: &IssuedToken) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, name, role, domains, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -665,6 +665,39 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Walks the primary key up to the first id of `before`: a task that
+        // finished before it was created before it.
+        let first_kept = rules::first_id_at(before).to_string();
+        let cutoff = millis(before);
+        let doomed = "SELECT id FROM tasks WHERE id < ?1 AND finished_at < ?2
+             AND status IN ('completed', 'dead', 'cancelled') ORDER BY id LIMIT ?3";
+        let mut tx = self.write().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM task_attempts WHERE task_id IN ({doomed})"
+        )))
+        .bind(&first_kept)
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM tasks WHERE id IN ({doomed})"
+        )))
+        .bind(&first_kept)
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM agents WHERE disconnected_at < ?1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     async fn create_token(&self, token: &IssuedToken) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, name, role, domains, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -62,6 +62,7 @@ for_each_backend!(
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
     queue_stats_count_each_status_and_recent_completions,
     tokens_are_found_by_hash_and_revoked_once,
+    purges_delete_only_tasks_finished_before_the_cutoff,
 );
 
 fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -428,5 +429,57 @@ async fn tokens_are_found_by_hash_and_revoked_once(store: &dyn Store) {
         listed
             .iter()
             .any(|t| t.id == admin.record.id && t.domains == DomainScope::All)
+    );
+}
+
+async fn purges_delete_only_tasks_finished_before_the_cutoff(store: &dyn Store) {
+    store.register_task_types(&[spec("p", "d")]).await.unwrap();
+    let enqueued = store
+        .enqueue(vec![
+            new_task("p"),
+            new_task("p"),
+            new_task("p"),
+            new_task("p"),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["p".into()], 2, &lease()).await.unwrap();
+    store
+        .finish_attempts(vec![(
+            claimed[0].id,
+            1,
+            AttemptResult::Completed(JsonObject::new()),
+        )])
+        .await
+        .unwrap();
+    let cancelled = enqueued[3].task.id;
+    store.cancel(cancelled, "no longer needed").await.unwrap();
+    let running = claimed[1].id;
+    let pending = enqueued[2].task.id;
+    assert_eq!(store.list_attempts(claimed[0].id).await.unwrap().len(), 1);
+
+    // Nothing finished an hour ago.
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(store.purge_finished(hour_ago, 10).await.unwrap(), 0);
+
+    // Finished before now: one batch of one, then the rest, then nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = Utc::now();
+    assert_eq!(store.purge_finished(now, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_finished(now, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_finished(now, 10).await.unwrap(), 0);
+    assert!(store.get_task(claimed[0].id).await.unwrap().is_none());
+    assert!(
+        store.list_attempts(claimed[0].id).await.unwrap().is_empty(),
+        "attempts go with their task"
+    );
+    assert!(store.get_task(cancelled).await.unwrap().is_none());
+    assert_eq!(
+        store.get_task(running).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
+    assert_eq!(
+        store.get_task(pending).await.unwrap().unwrap().status,
+        TaskStatus::Pending
     );
 }
