@@ -106,6 +106,14 @@ impl TaskContext {
             cancellation: CancellationToken::new(),
         }
     }
+
+    /// The W3C trace context the task was enqueued with, if any: pass it on
+    /// (e.g. as an HTTP `traceparent` header) to keep one trace.
+    pub fn traceparent(&self) -> Option<taskplane_proto::trace::TraceParent> {
+        self.metadata
+            .get(taskplane_proto::trace::TRACEPARENT)
+            .and_then(|value| taskplane_proto::trace::TraceParent::parse(value))
+    }
 }
 
 /// What a successful handler returns: a JSON object stored as the task's result.

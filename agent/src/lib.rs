@@ -17,6 +17,8 @@
 //! - [`domains`]: the design guide's example domains.
 //! - [`builtin`]: handlers that do real work (SMTP, webhooks, files, reports…).
 //! - [`services`]: [`AppServices`], the shared services injected into them.
+//! - [`metrics`] and [`metrics_endpoint`]: the agent's Prometheus metrics
+//!   and the scrape endpoint both binaries use.
 //! - [`signal`]: graceful shutdown and logging set-up for the binaries.
 //!
 //! # Differences from the design guide
@@ -79,6 +81,8 @@ pub mod connection;
 pub mod domains;
 pub mod factory;
 pub mod handler;
+pub mod metrics;
+pub mod metrics_endpoint;
 pub mod registry;
 pub mod runtime;
 pub mod services;

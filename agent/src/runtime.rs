@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
@@ -21,9 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::connection::ConnectOptions;
 use crate::handler::{TaskContext, TaskError};
+use crate::metrics::AgentMetrics;
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
 
 /// How long a cancelled or timed-out handler may take to stop by itself
@@ -183,6 +186,7 @@ impl AgentBuilder {
             reconnect_max: self.reconnect_max,
             drain_grace: self.drain_grace,
             connect_options: self.connect_options,
+            metrics: Arc::new(AgentMetrics::default()),
             state: watch::channel(ConnectionState::Connecting).0,
         })
     }
@@ -200,6 +204,7 @@ pub struct Agent {
     reconnect_max: Duration,
     drain_grace: Duration,
     connect_options: ConnectOptions,
+    metrics: Arc<AgentMetrics>,
     state: watch::Sender<ConnectionState>,
 }
 
@@ -225,6 +230,12 @@ impl Agent {
             drain_grace: Duration::from_secs(30),
             connect_options: ConnectOptions::default(),
         }
+    }
+
+    /// The agent's metrics (tasks in flight, handler durations and errors),
+    /// for a scrape endpoint.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
     }
 
     /// Follows the connection's state, e.g. to report readiness or to wait
@@ -369,7 +380,7 @@ impl Agent {
                         Some(ServerMessageKind::Assignment(assignment)) => {
                             let cancel = CancellationToken::new();
                             running.insert(assignment.task_id.clone(), cancel.clone());
-                            handlers.spawn(run_assignment(self.registry.clone(), assignment, cancel, outbound.clone()));
+                            handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone()));
                         }
                         Some(ServerMessageKind::Cancel(cancel)) => {
                             if let Some(token) = running.get(&cancel.task_id) {
@@ -496,13 +507,49 @@ async fn send_heartbeat(
         .await;
 }
 
-/// Runs one assignment and reports its result; returns the task id.
+/// Runs one assignment and reports its result; returns the task id. The
+/// handler runs in a `task` span carrying the task id and, when the task
+/// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
 async fn run_assignment(
     registry: Arc<TaskRegistry>,
+    metrics: Arc<AgentMetrics>,
     assignment: Assignment,
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
 ) -> String {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        task_type = %assignment.task_type,
+        attempt = assignment.attempt,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = assignment
+        .metadata
+        .get(TRACEPARENT)
+        .and_then(|value| TraceParent::parse(value))
+    {
+        span.record("trace_id", trace.trace_id.as_str());
+        span.record("parent_span_id", trace.parent_id.as_str());
+    }
+    metrics.started();
+    let started = std::time::Instant::now();
+    let task_type = assignment.task_type.clone();
+    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound)
+        .instrument(span)
+        .await;
+    metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
+    task_id
+}
+
+/// Runs the handler and reports; returns the task id and the error, if any.
+async fn run_in_span(
+    registry: Arc<TaskRegistry>,
+    assignment: Assignment,
+    cancel: CancellationToken,
+    outbound: mpsc::Sender<AgentMessage>,
+) -> (String, Option<TaskError>) {
     let timeout = assignment
         .timeout
         .and_then(|d| Duration::try_from(d).ok())
@@ -550,19 +597,21 @@ async fn run_assignment(
             }
         }
     };
-    let outcome = match outcome {
+    let (outcome, error) = match outcome {
         Ok(result) => {
-            tracing::info!(task_id = %assignment.task_id, task_type = %assignment.task_type, attempt = assignment.attempt, "task completed");
-            task_result::Outcome::Completed(Completed {
+            tracing::info!("task completed");
+            let completed = task_result::Outcome::Completed(Completed {
                 result: Some(json_to_struct(&result.output)),
-            })
+            });
+            (completed, None)
         }
         Err(error) => {
-            tracing::warn!(task_id = %assignment.task_id, task_type = %assignment.task_type, attempt = assignment.attempt, %error, "task failed");
-            task_result::Outcome::Failed(Failed {
+            tracing::warn!(%error, "task failed");
+            let failed = task_result::Outcome::Failed(Failed {
                 error: error.to_string(),
                 retryable: error.is_retryable(),
-            })
+            });
+            (failed, Some(error))
         }
     };
     let message = AgentMessage {
@@ -573,7 +622,7 @@ async fn run_assignment(
         })),
     };
     if outbound.send(message).await.is_err() {
-        tracing::warn!(task_id = %assignment.task_id, "stream closed before the result was sent; the server re-queues the task");
+        tracing::warn!("stream closed before the result was sent; the server re-queues the task");
     }
-    assignment.task_id
+    (assignment.task_id, error)
 }

@@ -1,4 +1,5 @@
-//! Shutdown on SIGTERM or Ctrl-C, shared by the taskplane binaries.
+//! Shutdown on SIGTERM or Ctrl-C, and logging set-up, shared by the
+//! taskplane binaries.
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
@@ -18,14 +19,24 @@ pub async fn shutdown_signal() {
 }
 
 /// Installs the `tracing` subscriber of the taskplane binaries: `RUST_LOG`
-/// filters (default `info`); logs go to stderr, so stdout stays for what the
-/// command prints for people.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// filters (default `info`); `TASKPLANE_LOG_FORMAT=json` writes one JSON
+/// object per line (with the current span's fields, such as `task_id` and
+/// `trace_id`), `text` (the default) lines for people. Logs go to stderr,
+/// so stdout stays for what the command prints for people.
+pub fn init_logging() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("TASKPLANE_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => builder.init(),
+        Ok("json") => builder.json().with_current_span(true).init(),
+        Ok(other) => {
+            return Err(format!(
+                "TASKPLANE_LOG_FORMAT='{other}' is not a log format: use text or json"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -99,6 +99,8 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     /// The database the server uses.
     pub database_url: String,
+    /// Where its Prometheus metrics are served.
+    pub metrics_address: SocketAddr,
     tls: bool,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -129,9 +131,11 @@ impl TestServer {
             database_url: database_url.clone(),
             queue,
             security,
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
         let server = Server::bind(config).await.expect("server binds");
         let address = server.local_addr();
+        let metrics_address = server.metrics_addr().expect("metrics bound");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
@@ -139,6 +143,7 @@ impl TestServer {
             address,
             data_dir,
             database_url,
+            metrics_address,
             tls,
             stop,
             task,

@@ -815,6 +815,7 @@ async fn a_malformed_tokens_file_stops_the_start_with_the_reason() {
             }),
             ..SecurityConfig::default()
         },
+        metrics_listen: None,
     };
     let error = taskplane_server::Server::bind(config)
         .await

@@ -7,11 +7,13 @@
 //! - [`json`]: lossless-as-possible conversion between `google.protobuf.Struct`
 //!   and `serde_json`, used wherever payloads and results cross the wire.
 //! - [`names`]: the grammar of task type and domain names.
+//! - [`trace`]: the W3C `traceparent` a task carries from client to handler.
 
 #![warn(missing_docs)]
 
 pub mod json;
 pub mod names;
+pub mod trace;
 
 /// Generated code for `taskplane.v1`; never edited by hand.
 pub mod v1 {

@@ -140,6 +140,9 @@ struct ServeArgs {
     /// How long finished tasks and their attempts are kept (0: forever).
     #[arg(long, env = "TASKPLANE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// How often tasks past their retention are purged.
     #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     purge_interval: Duration,
@@ -229,6 +232,7 @@ impl ServeArgs {
                 ..QueueConfig::default()
             },
             security: SecurityConfig::default(),
+            metrics_listen: self.metrics_listen,
         }
     }
 }
@@ -237,7 +241,7 @@ impl ServeArgs {
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. } | Command::Dev(_)) {
-        init_logging();
+        init_logging().map_err(anyhow::Error::msg)?;
     }
     match cli.command {
         Command::Serve { args, security } => serve(args, security).await,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use taskplane_agent::ConnectOptions;
 use taskplane_agent::connection::{AuthChannel, ConnectError};
 use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
@@ -82,6 +83,10 @@ pub struct EnqueueArgs {
     /// Follow the task until it finishes; exit 1 unless it COMPLETED.
     #[arg(long)]
     pub wait: bool,
+    /// A W3C trace context (`00-<trace id>-<span id>-<flags>`) to carry to
+    /// the handler, e.g. $TRACEPARENT from a calling script.
+    #[arg(long, env = "TRACEPARENT")]
+    pub traceparent: Option<String>,
 }
 
 /// `taskplane task …`.
@@ -223,6 +228,7 @@ fn task_json(task: &Task) -> Value {
         "result": task.result.as_ref().map(|r| Value::Object(struct_to_json(r))),
         "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
         "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
+        "metadata": task.metadata,
     })
 }
 
@@ -360,6 +366,16 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
         max_attempts: enqueue.max_attempts.unwrap_or(0),
         ..Default::default()
     };
+    let mut request = tonic::Request::new(request);
+    if let Some(value) = &enqueue.traceparent {
+        let trace = TraceParent::parse(value).ok_or_else(|| {
+            ClientError::Usage(format!(
+                "--traceparent '{value}' is not a W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
+            ))
+        })?;
+        let header = trace.to_string().parse().expect("a trace context is ASCII");
+        request.metadata_mut().insert(TRACEPARENT, header);
+    }
     let mut client = TaskServiceClient::new(channel(args).await?);
     let response = client.enqueue_task(request).await?.into_inner();
     let task = response.task.unwrap_or_default();

@@ -12,6 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use taskplane_proto::trace::TRACEPARENT;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -147,6 +148,8 @@ async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
 fn announce(plane: &ControlPlane, completion: &Completion, outcome: ResultOutcome) {
     match outcome {
         ResultOutcome::Applied(task) => {
+            plane.metrics.recorded(&task);
+            tracing::debug!(task_id = %task.id, status = task.status.as_str(), trace = task.metadata.get(TRACEPARENT).map(String::as_str), "result recorded");
             if task.status == TaskStatus::Pending {
                 plane.sessions.wake_for([task.task_type.as_str()]);
             }

@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub queue: QueueConfig,
     /// TLS and authentication; both off by default (local development).
     pub security: SecurityConfig,
+    /// Where Prometheus scrapes `/metrics` (plain HTTP); `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// TLS and authentication settings.
@@ -124,6 +126,7 @@ impl Default for ServerConfig {
             database_url: "sqlite://taskplane-data/taskplane.db".to_owned(),
             queue: QueueConfig::default(),
             security: SecurityConfig::default(),
+            metrics_listen: None,
         }
     }
 }

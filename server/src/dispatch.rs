@@ -15,6 +15,7 @@ use crate::convert::assignment;
 use crate::model::Lease;
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
+use taskplane_proto::trace::TRACEPARENT;
 
 /// How long a busy session lets freed slots accumulate before claiming.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
@@ -46,9 +47,11 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
                 Ok(tasks) => {
                     filled = tasks.len() as u32 == free;
                     plane.events.changed(tasks.iter().map(|t| t.id));
+                    let now = Utc::now();
                     for task in &tasks {
                         session.track(task.id, task.attempts);
-                        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, "assigned");
+                        plane.metrics.assigned(task, now);
+                        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
                         if session
                             .outbound
                             .send(Ok(assignment(task, lease.expires_at)))

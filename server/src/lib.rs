@@ -15,6 +15,7 @@
 //! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
 //!   the dispatchers that push leased tasks to them.
 //! - [`completer`]: results written in batches, one transaction each.
+//! - [`metrics`]: the Prometheus metrics served on `--metrics-listen`.
 //! - [`retention`]: finished tasks purged in batches after the retention.
 //! - [`testing`]: a private PostgreSQL schema per test.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
@@ -35,6 +36,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod plane;
 pub mod reload;

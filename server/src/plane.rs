@@ -14,6 +14,7 @@ use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
 use crate::error::Result;
 use crate::events::TaskEvents;
+use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
 use crate::sessions::{Session, Sessions};
 use crate::store::Store;
@@ -53,6 +54,8 @@ pub struct ControlPlane {
     /// Checks tokens, when authentication is on; open agent streams are
     /// re-checked with it so a revoked token loses its agents too.
     pub authenticator: Option<Arc<Authenticator>>,
+    /// The Prometheus metrics of this replica.
+    pub metrics: ServerMetrics,
 }
 
 impl ControlPlane {
@@ -76,12 +79,19 @@ impl ControlPlane {
             )),
             config,
             authenticator,
+            metrics: ServerMetrics::default(),
         }
     }
 
     /// Stores tasks atomically and wakes the agents that serve their types.
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         let enqueued = self.store.enqueue(tasks).await?;
+        self.metrics.enqueued(
+            enqueued
+                .iter()
+                .filter(|e| e.created)
+                .map(|e| e.task.task_type.as_str()),
+        );
         self.sessions.wake_for(
             enqueued
                 .iter()
@@ -201,6 +211,7 @@ impl ControlPlane {
         let reaped = self.store.reap_expired_leases(Utc::now()).await?;
         if !reaped.is_empty() {
             tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
+            self.metrics.leases_expired(reaped.len());
             for session in self.sessions.list() {
                 session.wake.notify_one();
             }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use taskplane_agent::metrics_endpoint::{Render, serve_metrics};
 use taskplane_proto::v1::agent_service_server::AgentServiceServer;
 use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
@@ -31,6 +32,7 @@ pub struct Server {
     tls: Option<Arc<ServerTls>>,
     authenticator: Option<Arc<Authenticator>>,
     reload_interval: std::time::Duration,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -56,6 +58,12 @@ impl Server {
                 config.listen
             )
         })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("binding the metrics address {address}: pass another --metrics-listen")
+            })?),
+            None => None,
+        };
         let authenticator = match &security.auth {
             Some(auth) => Some(Arc::new(
                 Authenticator::new(store.clone(), auth.tokens_file.clone(), auth.cache_ttl)
@@ -73,7 +81,15 @@ impl Server {
             tls,
             authenticator,
             reload_interval: security.reload_interval,
+            metrics_listener,
         })
+    }
+
+    /// The metrics endpoint's address, if one was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -154,6 +170,16 @@ impl Server {
         plane
             .tasks
             .spawn(purge_expired(plane.clone(), plane.shutdown.clone()));
+        if let Some(listener) = self.metrics_listener {
+            let scraped = plane.clone();
+            let render: Render = Arc::new(move || {
+                let plane = scraped.clone();
+                Box::pin(async move { plane.metrics.scrape(&plane).await })
+            });
+            plane
+                .tasks
+                .spawn(serve_metrics(listener, render, plane.shutdown.clone()));
+        }
         plane.tasks.spawn(watch_and_reload(
             reloadables,
             self.reload_interval,

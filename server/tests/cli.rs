@@ -293,5 +293,31 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
         !ok && err.contains("cannot reach the control plane"),
         "{err}"
     );
+    // A trace context given on the command line travels with the task; a
+    // malformed one is refused before anything is sent.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (ok, out, _) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "metric_aggregation",
+            "--payload",
+            r#"{"rows": [1]}"#,
+            "--traceparent",
+            trace,
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    let traced: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && traced["metadata"]["traceparent"] == trace, "{out}");
+    let (ok, _, err) = taskplane(
+        &url,
+        &["enqueue", "metric_aggregation", "--traceparent", "nope"],
+    )
+    .await;
+    assert!(!ok && err.contains("not a W3C trace context"), "{err}");
+
     assert!(terminate(child).await.success());
 }

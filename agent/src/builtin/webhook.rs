@@ -111,6 +111,10 @@ impl TaskHandler for WebhookHandler {
             .header("content-type", "application/json")
             .header("x-taskplane-task-id", &context.task_id)
             .header("x-taskplane-attempt", context.attempt.to_string());
+        if let Some(trace) = context.traceparent() {
+            // The receiver joins the trace the task was enqueued in.
+            request = request.header("traceparent", trace.to_string());
+        }
         if let Some(headers) = payload.get("headers") {
             let headers = headers
                 .as_object()

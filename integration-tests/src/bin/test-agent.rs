@@ -86,7 +86,7 @@ fn env(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    init_logging().map_err(anyhow::Error::msg)?;
     let mut registry = TaskRegistry::new();
     registry.register_domain(
         "testing",

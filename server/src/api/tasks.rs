@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::task_service_server::TaskService;
 use taskplane_proto::v1::{
     CancelTaskRequest, EnqueueTaskRequest, EnqueueTaskResponse, EnqueueTasksRequest,
@@ -13,12 +14,13 @@ use taskplane_proto::v1::{
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::auth::{DomainScope, Principal, check_domain};
 use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::error::{Error, Result};
-use crate::model::{Enqueued, Task, TaskFilter, TaskStatus};
+use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
 use crate::plane::ControlPlane;
 
 /// The default and the largest page of `ListTasks`.
@@ -113,6 +115,33 @@ impl TaskApi {
     }
 }
 
+/// Keeps the caller's W3C trace context (the `traceparent` header) in each
+/// task's metadata, unless the task names its own; returns it for the span.
+fn carry_trace(
+    metadata: &tonic::metadata::MetadataMap,
+    tasks: &mut [NewTask],
+) -> Option<TraceParent> {
+    let trace = metadata
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse)?;
+    for task in tasks {
+        task.metadata
+            .entry(TRACEPARENT.to_owned())
+            .or_insert_with(|| trace.to_string());
+    }
+    Some(trace)
+}
+
+/// The span of one enqueue call: its trace id, if the caller sent one.
+fn enqueue_span(trace: Option<&TraceParent>, tasks: usize) -> tracing::Span {
+    let span = tracing::info_span!("enqueue", tasks, trace_id = tracing::field::Empty);
+    if let Some(trace) = trace {
+        span.record("trace_id", trace.trace_id.as_str());
+    }
+    span
+}
+
 fn enqueue_response(enqueued: Enqueued) -> EnqueueTaskResponse {
     EnqueueTaskResponse {
         task: Some(proto_task(&enqueued.task)),
@@ -129,21 +158,26 @@ impl TaskService for TaskApi {
         request: Request<EnqueueTaskRequest>,
     ) -> Result<Response<EnqueueTaskResponse>, Status> {
         let principal = request.extensions().get::<Principal>().cloned();
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         self.check_enqueue(
             principal.as_ref(),
             std::iter::once(request.task_type.as_str()),
             1,
         )
         .await?;
-        let task = new_task(request, &self.plane.config, None)?;
-        let enqueued = self.plane.enqueue(vec![task]).await?;
-        let enqueued = enqueued
-            .into_iter()
-            .next()
-            .expect("one task in, one task out");
-        tracing::info!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
-        Ok(Response::new(enqueue_response(enqueued)))
+        let mut tasks = vec![new_task(request, &self.plane.config, None)?];
+        let trace = carry_trace(&metadata, &mut tasks);
+        async {
+            let enqueued = self.plane.enqueue(tasks).await?;
+            let enqueued = enqueued
+                .into_iter()
+                .next()
+                .expect("one task in, one task out");
+            tracing::info!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
+            Ok(Response::new(enqueue_response(enqueued)))
+        }
+        .instrument(enqueue_span(trace.as_ref(), 1))
+        .await
     }
 
     async fn enqueue_tasks(
@@ -151,7 +185,8 @@ impl TaskService for TaskApi {
         request: Request<EnqueueTasksRequest>,
     ) -> Result<Response<EnqueueTasksResponse>, Status> {
         let principal = request.extensions().get::<Principal>().cloned();
-        let requests = request.into_inner().tasks;
+        let (metadata, _, request) = request.into_parts();
+        let requests = request.tasks;
         if requests.is_empty() {
             return Err(
                 Error::InvalidArgument("tasks is empty: send at least one task".into()).into(),
@@ -171,16 +206,22 @@ impl TaskService for TaskApi {
             requests.len(),
         )
         .await?;
-        let tasks = requests
+        let mut tasks = requests
             .into_iter()
             .enumerate()
             .map(|(i, r)| new_task(r, &self.plane.config, Some(i)))
             .collect::<Result<Vec<_>>>()?;
-        let enqueued = self.plane.enqueue(tasks).await?;
-        tracing::info!(tasks = enqueued.len(), "enqueued batch");
-        Ok(Response::new(EnqueueTasksResponse {
-            results: enqueued.into_iter().map(enqueue_response).collect(),
-        }))
+        let trace = carry_trace(&metadata, &mut tasks);
+        let span = enqueue_span(trace.as_ref(), tasks.len());
+        async {
+            let enqueued = self.plane.enqueue(tasks).await?;
+            tracing::info!(tasks = enqueued.len(), "enqueued batch");
+            Ok(Response::new(EnqueueTasksResponse {
+                results: enqueued.into_iter().map(enqueue_response).collect(),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn get_task(

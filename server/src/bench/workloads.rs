@@ -71,6 +71,7 @@ impl RunningServer {
     async fn start(database_url: &str) -> anyhow::Result<Self> {
         let config = ServerConfig {
             security: Default::default(),
+            metrics_listen: None,
             listen: "127.0.0.1:0".parse()?,
             database_url: database_url.to_owned(),
             queue: QueueConfig::default(),
