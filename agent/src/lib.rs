@@ -14,6 +14,7 @@
 //! - [`connection`]: [`ConnectOptions`], the token and TLS settings for
 //!   reaching the control plane.
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains.
+//! - [`environment`]: every variable the agent binary reads.
 //! - [`domains`]: the design guide's example domains.
 //! - [`builtin`]: handlers that do real work (SMTP, webhooks, files, reports…).
 //! - [`services`]: [`AppServices`], the shared services injected into them.
@@ -79,6 +80,7 @@ pub mod builtin;
 pub mod config;
 pub mod connection;
 pub mod domains;
+pub mod environment;
 pub mod factory;
 pub mod handler;
 pub mod metrics;

@@ -17,6 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args()
+        .skip(1)
+        .any(|arg| arg == "--help" || arg == "-h")
+    {
+        print!("{}", taskplane_agent::environment::help());
+        return Ok(());
+    }
     init_logging().map_err(anyhow::Error::msg)?;
     let server = std::env::var("TASKPLANE_SERVER").unwrap_or_else(|_| DEFAULT_SERVER.to_owned());
     let name =

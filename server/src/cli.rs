@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: ListOnly,
     },
+    /// Exits 0 when the server reports SERVING (for container health checks).
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Creates, revokes and lists bearer tokens (in the database or a tokens file).
     Token {
         #[command(flatten)]
@@ -259,6 +264,7 @@ pub async fn run() -> anyhow::Result<()> {
             client,
             command: ListOnly::List,
         } => finish(client_cli::domains(&client).await),
+        Command::Health { client } => finish(client_cli::health(&client).await),
         Command::Token { store, command } => crate::token_cli::token(&store, command).await,
     }
 }

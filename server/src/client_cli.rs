@@ -611,3 +611,23 @@ pub async fn domains(args: &ClientArgs) -> Result<(), ClientError> {
     );
     Ok(())
 }
+
+/// `taskplane health`: exits 0 when the server answers SERVING (for
+/// container health checks; needs no token).
+pub async fn health(args: &ClientArgs) -> Result<(), ClientError> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel(args).await?);
+    let status = client
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "the server is {}",
+            status.as_str_name()
+        )))
+    }
+}

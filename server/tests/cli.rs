@@ -206,6 +206,11 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     let (child, address) = start(dir.path(), &["dev"]).await;
     let url = format!("http://{address}");
 
+    let (ok, out, _) = taskplane(&url, &["health"]).await;
+    assert!(ok && out.trim() == "SERVING", "{out}");
+    let (ok, _, err) = taskplane("http://127.0.0.1:1", &["health"]).await;
+    assert!(!ok && err.contains("127.0.0.1:1"), "{err}");
+
     let (ok, out, _) = taskplane(&url, &["types", "list"]).await;
     let row = out
         .lines()
