@@ -299,21 +299,33 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
         .task
         .unwrap()
         .id;
-    let found = tokio::time::timeout(PATIENCE, async {
+    // The server's enqueue span and the agent's task span both carry the trace.
+    let (enqueued, found) = tokio::time::timeout(PATIENCE, async {
+        let mut enqueued = None;
         while let Some(line) = received.recv().await {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 panic!("a log line that is not JSON: {line}");
             };
-            if entry["fields"]["message"] == "task completed"
-                && entry["span"]["task_id"] == id.as_str()
-            {
-                return entry;
+            let this_task = entry["span"]["task_id"] == id.as_str();
+            if this_task && entry["fields"]["message"] == "enqueued" {
+                enqueued = Some(entry.clone());
+            }
+            if this_task && entry["fields"]["message"] == "task completed" {
+                return (
+                    enqueued.expect("enqueued is logged before the task runs"),
+                    entry,
+                );
             }
         }
         panic!("the log ended");
     })
     .await
     .expect("the handler's completion is logged");
+    assert_eq!(enqueued["span"]["name"], "enqueue");
+    assert_eq!(
+        enqueued["span"]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(
         found["span"]["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -135,7 +135,12 @@ fn carry_trace(
 
 /// The span of one enqueue call: its trace id, if the caller sent one.
 fn enqueue_span(trace: Option<&TraceParent>, tasks: usize) -> tracing::Span {
-    let span = tracing::info_span!("enqueue", tasks, trace_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "enqueue",
+        tasks,
+        task_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
     if let Some(trace) = trace {
         span.record("trace_id", trace.trace_id.as_str());
     }
@@ -173,6 +178,7 @@ impl TaskService for TaskApi {
                 .into_iter()
                 .next()
                 .expect("one task in, one task out");
+            tracing::Span::current().record("task_id", tracing::field::display(enqueued.task.id));
             tracing::info!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
             Ok(Response::new(enqueue_response(enqueued)))
         }
