@@ -145,6 +145,10 @@ struct ServeArgs {
     /// How long finished tasks and their attempts are kept (0: forever).
     #[arg(long, env = "TASKPLANE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// Serve without tokens on an address other than loopback (e.g. `dev`
+    /// in a container, or behind a proxy that authenticates).
+    #[arg(long, env = "TASKPLANE_INSECURE")]
+    insecure: bool,
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090).
     #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -180,9 +184,6 @@ struct SecurityArgs {
     /// re-reads them at once).
     #[arg(long, env = "TASKPLANE_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     reload_interval: Duration,
-    /// Serve without tokens on an address other than loopback.
-    #[arg(long, env = "TASKPLANE_INSECURE")]
-    insecure: bool,
     /// The most agent streams one token may hold open (0: no limit).
     #[arg(long, env = "TASKPLANE_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
     max_streams_per_token: usize,
@@ -207,7 +208,7 @@ impl SecurityArgs {
                 tokens_file: self.tokens_file.clone(),
                 cache_ttl: self.token_cache_ttl,
             }),
-            insecure: self.insecure,
+            insecure: config.security.insecure,
             reload_interval: self.reload_interval,
         };
         config.queue.max_streams_per_token = self.max_streams_per_token;
@@ -236,7 +237,10 @@ impl ServeArgs {
                 purge_interval: self.purge_interval,
                 ..QueueConfig::default()
             },
-            security: SecurityConfig::default(),
+            security: SecurityConfig {
+                insecure: self.insecure,
+                ..SecurityConfig::default()
+            },
             metrics_listen: self.metrics_listen,
         }
     }
