@@ -41,6 +41,18 @@ async fn bad_configuration_stops_the_agent_with_a_clear_error() {
             vec![("TASK_STRICT_CONFIG", "yes")],
             "TASK_STRICT_CONFIG: 'yes' is not a boolean",
         ),
+        (
+            vec![("TASKPLANE_LOG_FORMAT", "xml")],
+            "TASKPLANE_LOG_FORMAT='xml' is not a log format",
+        ),
+        (
+            vec![("TASKPLANE_TLS_CERT", "/nonexistent/cert.pem")],
+            "TLS files are set but 'http://127.0.0.1:50051' is not https://",
+        ),
+        (
+            vec![("TASKPLANE_METRICS_LISTEN", "not-an-address")],
+            "TASKPLANE_METRICS_LISTEN=not-an-address: cannot listen there",
+        ),
     ];
     for (env, expected) in cases {
         let output = agent().envs(env.clone()).output().await.unwrap();
@@ -97,4 +109,14 @@ async fn without_a_server_it_warns_of_unknown_domains_retries_until_sigterm_then
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn help_lists_every_variable_it_reads() {
+    let output = agent().arg("--help").output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (name, _) in taskplane_agent::environment::VARIABLES {
+        assert!(help.contains(name), "{name} missing from --help:\n{help}");
+    }
 }
