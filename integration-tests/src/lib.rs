@@ -16,7 +16,7 @@ use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{EnqueueTaskRequest, Task, TaskStatus, WatchTaskRequest};
+use taskplane_proto::v1::{EnqueueTaskRequest, GetTaskRequest, Task, TaskStatus, WatchTaskRequest};
 use taskplane_server::config::SecurityConfig;
 use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig};
@@ -272,8 +272,39 @@ pub fn enqueue_request(task_type: &str, payload: serde_json::Value) -> EnqueueTa
     }
 }
 
+/// What a generated client needs of its connection: a plain `Channel`, or
+/// one that carries a token (`AuthChannel`).
+pub trait Transport:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: tonic::codegen::Body<
+            Data = tonic::codegen::Bytes,
+            Error: Into<tonic::codegen::StdError> + Send,
+        > + Send
+                          + 'static,
+    >
+{
+}
+
+impl<T> Transport for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: tonic::codegen::Body<
+                Data = tonic::codegen::Bytes,
+                Error: Into<tonic::codegen::StdError> + Send,
+            > + Send
+                              + 'static,
+        >
+{
+}
+
 /// Enqueues one task and returns it as stored (panics on an error status).
-pub async fn enqueue(client: &mut TaskServiceClient<Channel>, request: EnqueueTaskRequest) -> Task {
+pub async fn enqueue<T: Transport>(
+    client: &mut TaskServiceClient<T>,
+    request: impl tonic::IntoRequest<EnqueueTaskRequest>,
+) -> Task {
     client
         .enqueue_task(request)
         .await
@@ -283,8 +314,35 @@ pub async fn enqueue(client: &mut TaskServiceClient<Channel>, request: EnqueueTa
         .expect("the stored task")
 }
 
+/// Polls a task every 20 ms until it reaches `status`; returns it then
+/// (panics after [`PATIENCE`]).
+pub async fn wait_status<T: Transport + Clone>(
+    client: &TaskServiceClient<T>,
+    id: &str,
+    status: TaskStatus,
+) -> Task {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let task = client
+            .clone()
+            .get_task(GetTaskRequest { id: id.to_owned() })
+            .await
+            .expect("get task")
+            .into_inner();
+        if task.status() == status {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} is still {:?}, not {status:?}, after {PATIENCE:?}",
+            task.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Follows a task with `WatchTask` until it is terminal; returns its final state.
-pub async fn wait_terminal(client: &mut TaskServiceClient<Channel>, id: &str) -> Task {
+pub async fn wait_terminal<T: Transport>(client: &mut TaskServiceClient<T>, id: &str) -> Task {
     let watch = async {
         let mut stream = client
             .watch_task(WatchTaskRequest { id: id.to_owned() })

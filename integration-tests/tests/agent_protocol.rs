@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Backend, TestServer, enqueue, enqueue_request, wait_for};
+use integration_tests::{Backend, TestServer, enqueue, enqueue_request, wait_status};
 use serde_json::json;
 use taskplane_proto::v1::agent_message::Message as Agent;
 use taskplane_proto::v1::server_message::Message as Server;
@@ -322,25 +322,7 @@ async fn a_closed_stream_returns_its_leased_tasks_at_once(backend: Backend) {
     drop(agent);
 
     // Back to PENDING long before the 5 s lease could expire, attempt counted.
-    wait_for(|| {
-        let mut tasks = tasks.clone();
-        let id = id.clone();
-        async move {
-            tasks
-                .get_task(GetTaskRequest { id })
-                .await
-                .unwrap()
-                .into_inner()
-                .status()
-                == TaskStatus::Pending
-        }
-    })
-    .await;
-    let task = tasks
-        .get_task(GetTaskRequest { id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let task = wait_status(&tasks, &id, TaskStatus::Pending).await;
     assert_eq!(task.attempts, 1);
     assert!(
         task.last_error.contains("stream closed"),

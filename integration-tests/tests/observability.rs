@@ -196,13 +196,7 @@ async fn the_enqueuers_trace_reaches_the_handler_and_bad_ones_are_ignored() {
     request
         .metadata_mut()
         .insert("traceparent", TRACEPARENT.parse().unwrap());
-    let traced = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let traced = enqueue(&mut tasks, request).await;
     assert_eq!(
         traced.metadata.get("traceparent").map(String::as_str),
         Some(TRACEPARENT)
@@ -215,13 +209,7 @@ async fn the_enqueuers_trace_reaches_the_handler_and_bad_ones_are_ignored() {
     request
         .metadata_mut()
         .insert("traceparent", "00-not-a-trace-01".parse().unwrap());
-    let untraced = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let untraced = enqueue(&mut tasks, request).await;
     assert!(!untraced.metadata.contains_key("traceparent"));
     let done = wait_terminal(&mut tasks, &untraced.id).await;
     assert_eq!(
@@ -291,14 +279,7 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
     request
         .metadata_mut()
         .insert("traceparent", TRACEPARENT.parse().unwrap());
-    let id = tasks
-        .enqueue_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = enqueue(&mut tasks, request).await.id;
     // The server's enqueue span and the agent's task span both carry the trace.
     let (enqueued, found) = tokio::time::timeout(PATIENCE, async {
         let mut enqueued = None;

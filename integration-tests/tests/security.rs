@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for};
+use integration_tests::{
+    Backend, PATIENCE, TestServer, enqueue, fast_queue, wait_for, wait_status,
+};
 use serde_json::json;
 use taskplane_agent::ConnectOptions;
 use taskplane_agent::connection::AuthChannel;
@@ -306,17 +308,15 @@ async fn every_role_is_allowed_exactly_its_methods_and_others_are_denied() {
         .register_task_type(task_type_request("probe", "probes"))
         .await
         .unwrap();
-    let task = TaskServiceClient::new(admin.clone())
-        .enqueue_task(EnqueueTaskRequest {
+    let task = enqueue(
+        &mut TaskServiceClient::new(admin.clone()),
+        EnqueueTaskRequest {
             task_type: "probe".into(),
             payload: payload(json!({"secret": "payload-text"})),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        },
+    )
+    .await;
 
     for (role_index, role) in ["client", "agent", "admin"].iter().enumerate() {
         let channel = channel(&server, Some(tokens.token(role))).await;
@@ -452,33 +452,29 @@ async fn domain_scopes_hold_for_registration_assignment_results_enqueue_and_read
 
     // Assignment and results: the welcome task goes to the users agent only,
     // and a billing agent's result for it changes nothing.
-    let welcome = admin_tasks
-        .enqueue_task(EnqueueTaskRequest {
+    let welcome = enqueue(
+        &mut admin_tasks,
+        EnqueueTaskRequest {
             task_type: "welcome_email".into(),
             payload: payload(json!({"to": "ada@example.com"})),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        },
+    )
+    .await;
     let assignment = users.assignment().await;
     assert_eq!(assignment.task_id, welcome.id);
     billing
         .complete(&welcome.id, assignment.attempt, json!({"forged": true}))
         .await;
-    let invoice = admin_tasks
-        .enqueue_task(EnqueueTaskRequest {
+    let invoice = enqueue(
+        &mut admin_tasks,
+        EnqueueTaskRequest {
             task_type: "invoice_new".into(),
             payload: payload(json!({})),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        },
+    )
+    .await;
     // The billing stream is still served (its forged result was ignored,
     // not fatal), and its next assignment is its own domain's task.
     assert_eq!(billing.assignment().await.task_id, invoice.id);
@@ -493,26 +489,7 @@ async fn domain_scopes_hold_for_registration_assignment_results_enqueue_and_read
     users
         .complete(&welcome.id, assignment.attempt, json!({"sent": true}))
         .await;
-    wait_for(|| {
-        let mut tasks = admin_tasks.clone();
-        let id = welcome.id.clone();
-        async move {
-            let task = tasks
-                .get_task(GetTaskRequest { id })
-                .await
-                .unwrap()
-                .into_inner();
-            task.status() == TaskStatus::Completed
-        }
-    })
-    .await;
-    let done = admin_tasks
-        .get_task(GetTaskRequest {
-            id: welcome.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = wait_status(&admin_tasks, &welcome.id, TaskStatus::Completed).await;
     assert_eq!(
         taskplane_proto::json::struct_to_json(done.result.as_ref().unwrap()),
         *json!({"sent": true}).as_object().unwrap()

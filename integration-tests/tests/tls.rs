@@ -5,16 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::pki::Ca;
-use integration_tests::{Backend, TestServer, fast_queue, wait_for};
+use integration_tests::{Backend, TestServer, enqueue, fast_queue, wait_for, wait_status};
 use serde_json::json;
 use taskplane_agent::connection::ConnectError;
 use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{
-    EnqueueTaskRequest, GetTaskRequest, ListAgentsRequest, ListDomainsRequest, TaskStatus,
-};
+use taskplane_proto::v1::{EnqueueTaskRequest, ListAgentsRequest, ListDomainsRequest, TaskStatus};
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::{TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
@@ -291,37 +289,17 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
         }
     })
     .await;
-    let id = tasks
-        .enqueue_task(EnqueueTaskRequest {
+    let id = enqueue(
+        &mut tasks,
+        EnqueueTaskRequest {
             task_type: "echo_task".into(),
             payload: Some(json_to_struct(json!({"word": "hi"}).as_object().unwrap())),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
-    wait_for(|| {
-        let mut tasks = tasks.clone();
-        let id = id.clone();
-        async move {
-            tasks
-                .get_task(GetTaskRequest { id })
-                .await
-                .unwrap()
-                .into_inner()
-                .status()
-                == TaskStatus::Completed
-        }
-    })
-    .await;
-    let done = tasks
-        .get_task(GetTaskRequest { id })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await
+    .id;
+    let done = wait_status(&tasks, &id, TaskStatus::Completed).await;
     assert_eq!(
         taskplane_proto::json::struct_to_json(done.result.as_ref().unwrap())["echo"]["word"],
         "hi"
