@@ -183,6 +183,19 @@ impl TestServer {
         RegistryServiceClient::new(self.channel().await)
     }
 
+    /// Registers a task type of `domain`, as an operator would, ahead of any agent.
+    pub async fn register_type(&self, task_type: &str, domain: &str) {
+        self.registry()
+            .await
+            .register_task_type(taskplane_proto::v1::RegisterTaskTypeRequest {
+                task_type: task_type.to_owned(),
+                domain: domain.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("the task type is registered");
+    }
+
     /// An `AgentService` client, for speaking the stream protocol by hand.
     pub async fn agents(&self) -> AgentServiceClient<Channel> {
         AgentServiceClient::new(self.channel().await)
@@ -220,21 +233,7 @@ impl TestAgent {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(agent.run(async move { token.cancelled().await }));
-        let registry = server.registry().await;
-        wait_for(|| {
-            let mut registry = registry.clone();
-            let name = name.to_owned();
-            async move {
-                let agents = registry
-                    .list_agents(taskplane_proto::v1::ListAgentsRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .agents;
-                agents.iter().any(|a| a.agent_name == name)
-            }
-        })
-        .await;
+        wait_for_agent(&server.registry().await, name).await;
         TestAgent { stop, task }
     }
 
@@ -243,6 +242,48 @@ impl TestAgent {
         self.stop.cancel();
         self.task.await.expect("agent task")
     }
+}
+
+/// Spawns a `taskplane` process (stdout is piped here) and waits for the
+/// line saying where it listens; returns the process and that address. The
+/// rest of stdout is drained so the process never blocks on it.
+pub async fn spawn_listening(
+    mut command: tokio::process::Command,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the process starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("it prints in time")
+        .expect("stdout is readable")
+        .unwrap_or_default();
+    assert!(line.contains("listening on"), "it did not start: {line:?}");
+    let address = line.rsplit(' ').next().expect("an address").to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, address)
+}
+
+/// Waits until the server lists an agent named `name`, so tasks enqueued
+/// next are pushed to it.
+pub async fn wait_for_agent<T: Transport + Clone>(registry: &RegistryServiceClient<T>, name: &str) {
+    wait_for(|| {
+        let mut registry = registry.clone();
+        async move {
+            let agents = registry
+                .list_agents(taskplane_proto::v1::ListAgentsRequest {})
+                .await
+                .expect("list agents")
+                .into_inner()
+                .agents;
+            agents.iter().any(|a| a.agent_name == name)
+        }
+    })
+    .await;
 }
 
 /// Polls `condition` every 20 ms until it holds; panics after [`PATIENCE`].

@@ -4,11 +4,9 @@
 //! SIGHUP re-reading the tokens file.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use integration_tests::PATIENCE;
 use integration_tests::pki::Ca;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use integration_tests::{PATIENCE, spawn_listening};
 use tokio::process::{Child, Command};
 
 /// Runs the `taskplane` command line and returns (success, stdout, stderr).
@@ -42,25 +40,14 @@ async fn create_token(store: &[&str], name: &str, role: &str, domain: Option<&st
 /// Starts `taskplane serve` with the given extra arguments; returns the
 /// process and its https:// URL.
 async fn serve(dir: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+    command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("prints in time")
-        .unwrap()
-        .expect("a line");
-    assert!(line.contains("listening on"), "{line}");
-    let address = line.rsplit(' ').next().unwrap().to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .env("RUST_LOG", "warn");
+    let (child, address) = spawn_listening(command).await;
     (child, format!("https://{address}"))
 }
 

@@ -6,11 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
 
-use integration_tests::PATIENCE;
+use integration_tests::spawn_listening;
 use taskplane_agent::config::DEFAULT_ENABLED_DOMAINS;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(path: &str) -> String {
@@ -404,7 +402,7 @@ async fn the_server_accepts_the_manifests_settings() {
     }
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, "").unwrap();
-    let mut child = command
+    command
         .args([
             "serve",
             "--listen",
@@ -418,19 +416,8 @@ async fn the_server_accepts_the_manifests_settings() {
         )
         .env("TASKPLANE_AUTH", "true")
         .env("TASKPLANE_TOKENS_FILE", &tokens)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        line.is_some_and(|l| l.contains("listening on")),
-        "the server did not start with the manifests' settings"
-    );
+        .env("RUST_LOG", "warn");
+    // Panics unless the server says it is listening.
+    let (mut child, _) = spawn_listening(command).await;
     child.start_kill().unwrap();
 }

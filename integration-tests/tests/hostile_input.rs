@@ -154,16 +154,7 @@ async fn random_agent_streams_never_panic_the_server_or_touch_tasks_they_do_not_
     count_panics();
     let server = TestServer::start(&Backend::Sqlite).await;
     let mut tasks = server.tasks().await;
-    server
-        .registry()
-        .await
-        .register_task_type(RegisterTaskTypeRequest {
-            task_type: "guarded".into(),
-            domain: "vault".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    server.register_type("guarded", "vault").await;
     let guarded = integration_tests::enqueue(
         &mut tasks,
         enqueue_request("guarded", json!({"amount": 42})),
@@ -267,16 +258,7 @@ async fn oversized_or_too_deep_requests_are_refused_and_store_nothing() {
         ..fast_queue()
     };
     let server = TestServer::start_with(&Backend::Sqlite, queue).await;
-    server
-        .registry()
-        .await
-        .register_task_type(RegisterTaskTypeRequest {
-            task_type: "sized".into(),
-            domain: "limits".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    server.register_type("sized", "limits").await;
     let mut tasks = server.tasks().await;
 
     let over_payload = tasks

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::{
-    Backend, PATIENCE, TestServer, enqueue, enqueue_request, fast_queue, wait_for, wait_terminal,
+    Backend, PATIENCE, TestServer, enqueue, enqueue_request, fast_queue, spawn_listening, wait_for,
+    wait_for_agent, wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::metrics_endpoint::{Render, encode, serve_metrics};
 use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
-use taskplane_proto::v1::{GetTaskRequest, RegisterTaskTypeRequest, TaskStatus};
+use taskplane_proto::v1::{GetTaskRequest, TaskStatus};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -57,16 +58,7 @@ impl TaskHandler for Broken {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_and_agent_metrics_count_what_happened() {
     let server = TestServer::start(&Backend::Sqlite).await;
-    server
-        .registry()
-        .await
-        .register_task_type(RegisterTaskTypeRequest {
-            task_type: "unserved".into(),
-            domain: "idle".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    server.register_type("unserved", "idle").await;
     let mut registry = TaskRegistry::new();
     registry.register_handler("echo", Box::new(Echo));
     registry.register_handler("broken", Box::new(Broken));
@@ -223,24 +215,14 @@ async fn the_enqueuers_trace_reaches_the_handler_and_bad_ones_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_task_span_with_its_trace_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+    command
         .args(["dev", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env("TASKPLANE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(PATIENCE, stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let address = first.rsplit(' ').next().unwrap().to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        .stderr(Stdio::piped());
+    let (mut child, address) = spawn_listening(command).await;
     let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::spawn(async move {
@@ -259,19 +241,7 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
     // The dev agent registers just after the server prints its address.
     let registry =
         taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel.clone());
-    wait_for(|| {
-        let mut registry = registry.clone();
-        async move {
-            let agents = registry
-                .list_agents(taskplane_proto::v1::ListAgentsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .agents;
-            !agents.is_empty()
-        }
-    })
-    .await;
+    wait_for_agent(&registry, "dev-agent").await;
     let mut request = tonic::Request::new(enqueue_request(
         "metric_aggregation",
         json!({"rows": [1, 2]}),

@@ -8,9 +8,7 @@ use integration_tests::{
 };
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
-use taskplane_proto::v1::{
-    GetTaskRequest, ListTaskAttemptsRequest, RegisterTaskTypeRequest, TaskStatus,
-};
+use taskplane_proto::v1::{GetTaskRequest, ListTaskAttemptsRequest, TaskStatus};
 use tonic::Code;
 
 struct Done;
@@ -30,16 +28,7 @@ async fn finished_tasks_are_purged_after_the_retention(backend: Backend) {
         ..fast_queue()
     };
     let server = TestServer::start_with(&backend, queue).await;
-    server
-        .registry()
-        .await
-        .register_task_type(RegisterTaskTypeRequest {
-            task_type: "unserved".into(),
-            domain: "retention".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    server.register_type("unserved", "retention").await;
     let mut registry = TaskRegistry::new();
     registry.register_handler("finish", Box::new(Done));
     let agent = TestAgent::start(&server, "finisher", registry).await;

@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::pki::Ca;
-use integration_tests::{Backend, TestServer, enqueue, fast_queue, wait_for, wait_status};
+use integration_tests::{
+    Backend, TestServer, enqueue, fast_queue, wait_for, wait_for_agent, wait_status,
+};
 use serde_json::json;
 use taskplane_agent::connection::ConnectError;
 use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{EnqueueTaskRequest, ListAgentsRequest, ListDomainsRequest, TaskStatus};
+use taskplane_proto::v1::{EnqueueTaskRequest, ListDomainsRequest, TaskStatus};
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::{TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
@@ -276,19 +278,7 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
     };
     let channel = server.connect_as(&client).await.unwrap();
     let mut tasks = TaskServiceClient::new(channel.clone());
-    wait_for(|| {
-        let mut registry = RegistryServiceClient::new(channel.clone());
-        async move {
-            let agents = registry
-                .list_agents(ListAgentsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .agents;
-            agents.iter().any(|a| a.agent_name == "echo-agent")
-        }
-    })
-    .await;
+    wait_for_agent(&RegistryServiceClient::new(channel.clone()), "echo-agent").await;
     let id = enqueue(
         &mut tasks,
         EnqueueTaskRequest {

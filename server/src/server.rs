@@ -30,7 +30,6 @@ pub struct Server {
     listener: TcpListener,
     plane: Arc<ControlPlane>,
     tls: Option<Arc<ServerTls>>,
-    authenticator: Option<Arc<Authenticator>>,
     reload_interval: std::time::Duration,
     metrics_listener: Option<TcpListener>,
 }
@@ -73,13 +72,8 @@ impl Server {
         };
         Ok(Server {
             listener,
-            plane: Arc::new(ControlPlane::new(
-                store,
-                config.queue,
-                authenticator.clone(),
-            )),
+            plane: Arc::new(ControlPlane::new(store, config.queue, authenticator)),
             tls,
-            authenticator,
             reload_interval: security.reload_interval,
             metrics_listener,
         })
@@ -110,7 +104,7 @@ impl Server {
                 reload: Box::new(move || reloaded.reload()),
             });
         }
-        if let Some(authenticator) = &self.authenticator
+        if let Some(authenticator) = &self.plane.authenticator
             && let Some(path) = authenticator.tokens_file()
         {
             let reloaded = authenticator.clone();
@@ -197,7 +191,7 @@ impl Server {
         });
 
         let router = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(self.authenticator.clone()))
+            .layer(AuthLayer::new(plane.authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

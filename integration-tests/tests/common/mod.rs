@@ -8,14 +8,12 @@
 )]
 
 use std::path::Path;
-use std::process::Stdio;
 
-use integration_tests::PATIENCE;
+use integration_tests::{PATIENCE, spawn_listening};
 use serde_json::json;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::EnqueueTaskRequest;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -34,7 +32,8 @@ impl ServerProcess {
     /// Starts with the given delayed-task poll interval (a long one proves
     /// that wake-ups arrive by notification).
     pub async fn start_polling(database_url: &str, port: u16, poll_interval: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", database_url])
             .args(["--lease", "1s", "--poll-interval", poll_interval])
@@ -44,20 +43,8 @@ impl ServerProcess {
                 "--retry-max-backoff",
                 "100ms",
             ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("server starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("server prints in time")
-            .unwrap();
-        assert!(
-            line.is_some_and(|l| l.contains("listening on")),
-            "server did not start"
-        );
+            .env("RUST_LOG", "warn");
+        let (child, _) = spawn_listening(command).await;
         ServerProcess { child, port }
     }
 

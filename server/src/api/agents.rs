@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::auth::{Principal, StreamPermit, check_domain};
+use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::convert::proto_duration;
 use crate::dispatch::dispatch_session;
@@ -141,7 +141,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let permit = self.plane.quotas.open_stream(principal.as_ref())?;
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::auth::{DomainScope, Principal, check_domain};
+use crate::auth::{Principal, check_domain, principal};
 use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
@@ -63,6 +63,15 @@ impl TaskApi {
         }
     }
 
+    /// Checks that a scoped caller may act on a task the operation loads
+    /// by itself; an unscoped caller costs no read.
+    async fn check_visible(&self, id: Uuid, principal: Option<&Principal>) -> Result<(), Status> {
+        if principal.is_some_and(Principal::is_scoped) {
+            self.load_visible(id, principal).await?;
+        }
+        Ok(())
+    }
+
     /// Checks a caller's quota and domain scope for tasks of these types.
     async fn check_enqueue<'a>(
         &self,
@@ -71,7 +80,7 @@ impl TaskApi {
         count: usize,
     ) -> Result<(), Status> {
         self.plane.quotas.charge_enqueue(principal, count)?;
-        if principal.is_none_or(|p| p.domains == DomainScope::All) {
+        if !principal.is_some_and(Principal::is_scoped) {
             return Ok(());
         }
         let task_types: std::collections::BTreeSet<&str> = task_types.collect();
@@ -103,7 +112,7 @@ impl TaskApi {
             (domain, _) => Some(domain.to_owned()),
         };
         match (principal, &domain) {
-            (Some(principal), None) if principal.domains != DomainScope::All => {
+            (Some(principal), None) if principal.is_scoped() => {
                 Err(Status::permission_denied(format!(
                     "this token may read only domains {}: pass one of them as `domain`",
                     principal.domains.to_list().join(", ")
@@ -162,7 +171,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<EnqueueTaskRequest>,
     ) -> Result<Response<EnqueueTaskResponse>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let (metadata, _, request) = request.into_parts();
         self.check_enqueue(
             principal.as_ref(),
@@ -190,7 +199,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<EnqueueTasksRequest>,
     ) -> Result<Response<EnqueueTasksResponse>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let (metadata, _, request) = request.into_parts();
         let requests = request.tasks;
         if requests.is_empty() {
@@ -234,7 +243,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<GetTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let id = task_id(&request.into_inner().id)?;
         let task = self.load_visible(id, principal.as_ref()).await?;
         Ok(Response::new(proto_task(&task)))
@@ -244,7 +253,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let request = request.into_inner();
         self.check_listing(principal.as_ref(), &request.domain, &request.task_type)
             .await?;
@@ -280,10 +289,10 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CancelTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let request = request.into_inner();
         let id = task_id(&request.id)?;
-        self.load_visible(id, principal.as_ref()).await?;
+        self.check_visible(id, principal.as_ref()).await?;
         let reason = match request.reason.as_str() {
             "" => "cancelled by a client".to_owned(),
             reason => reason.to_owned(),
@@ -297,9 +306,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<RetryTaskRequest>,
     ) -> Result<Response<ProtoTask>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let id = task_id(&request.into_inner().id)?;
-        self.load_visible(id, principal.as_ref()).await?;
+        self.check_visible(id, principal.as_ref()).await?;
         let task = self.plane.retry(id).await?;
         tracing::info!(task_id = %id, "retried");
         Ok(Response::new(proto_task(&task)))
@@ -309,7 +318,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<ListTaskAttemptsRequest>,
     ) -> Result<Response<ListTaskAttemptsResponse>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let id = task_id(&request.into_inner().id)?;
         self.load_visible(id, principal.as_ref()).await?;
         let attempts = self.plane.store.list_attempts(id).await?;
@@ -322,7 +331,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<GetQueueStatsRequest>,
     ) -> Result<Response<GetQueueStatsResponse>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let domain = request.into_inner().domain;
         self.check_listing(principal.as_ref(), &domain, "").await?;
         let since = chrono::Utc::now() - chrono::Duration::minutes(1);
@@ -357,7 +366,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<WatchTaskRequest>,
     ) -> Result<Response<TaskStream>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let principal = principal(&request);
         let id = task_id(&request.into_inner().id)?;
         // Subscribe before the first read so no change falls between them.
         let mut notices = self.plane.events.subscribe();

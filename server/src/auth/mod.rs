@@ -106,6 +106,19 @@ pub struct Principal {
     pub domains: DomainScope,
 }
 
+/// The caller of a request, as [`AuthLayer`] found it; `None` when
+/// authentication is off.
+pub fn principal<T>(request: &tonic::Request<T>) -> Option<Principal> {
+    request.extensions().get::<Principal>().cloned()
+}
+
+impl Principal {
+    /// Whether the token is limited to some domains.
+    pub fn is_scoped(&self) -> bool {
+        self.domains != DomainScope::All
+    }
+}
+
 /// What a gRPC method needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
