@@ -19,13 +19,19 @@ pub async fn shutdown_signal() {
 }
 
 /// Installs the `tracing` subscriber of the taskplane binaries: `RUST_LOG`
-/// filters (default `info`); `TASKPLANE_LOG_FORMAT=json` writes one JSON
+/// filters (default `info`, see [`init_logging_at`]); `TASKPLANE_LOG_FORMAT=json` writes one JSON
 /// object per line (with the current span's fields, such as `task_id` and
 /// `trace_id`), `text` (the default) lines for people. Logs go to stderr,
 /// so stdout stays for what the command prints for people.
 pub fn init_logging() -> Result<(), String> {
+    init_logging_at("info")
+}
+
+/// Like [`init_logging`], with `default_filter` where `RUST_LOG` is unset
+/// (a benchmark wants warnings and errors only, say).
+pub fn init_logging_at(default_filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -16,7 +16,7 @@ use crate::model::RetryPolicy;
 use crate::token_cli::{TokenCommand, TokenStoreArgs};
 use crate::{QueueConfig, Server, ServerConfig};
 use clap::{Args, Parser, Subcommand};
-use taskplane_agent::signal::{init_logging, shutdown_signal};
+use taskplane_agent::signal::{init_logging, init_logging_at, shutdown_signal};
 use taskplane_agent::{
     Agent, AppServices, ConnectionState, RegistryConfig, setup_registry_with_config,
 };
@@ -251,6 +251,10 @@ pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. } | Command::Dev(_)) {
         init_logging().map_err(anyhow::Error::msg)?;
+    }
+    if matches!(cli.command, Command::Bench(_)) {
+        // Quiet, so the report stays readable, but a failed write shows.
+        init_logging_at("warn").map_err(anyhow::Error::msg)?;
     }
     match cli.command {
         Command::Serve { args, security } => serve(args, security).await,

@@ -24,6 +24,12 @@ use crate::sessions::Session;
 /// The most results written in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// How many times a batch is written before its sessions are given up on.
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// The pause before writing a failed batch again; it doubles each time.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One attempt's result, as reported on a session.
 pub struct Completion {
     /// The session that reported it (told if the result is stale).
@@ -124,23 +130,52 @@ async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
         }
     }
     if !completions.is_empty() {
-        let items = completions
-            .iter()
-            .map(|c| (c.task_id, c.attempt, c.result.clone()))
-            .collect();
-        match plane.store.finish_attempts(items).await {
+        match record(plane, &completions).await {
             Ok(outcomes) => {
                 for (completion, outcome) in completions.iter().zip(outcomes) {
                     announce(plane, completion, outcome);
                 }
             }
             Err(error) => {
-                tracing::error!(%error, results = completions.len(), "could not record results; their leases will expire")
+                // The sessions' leases would otherwise be extended forever
+                // with the results never written: end the sessions, which
+                // returns their tasks to the queue to run again.
+                tracing::error!(%error, results = completions.len(), "could not record results; closing the sessions that reported them");
+                for completion in &completions {
+                    completion.session.close(tonic::Status::unavailable(
+                        "the server could not record your results: reconnect; the tasks run again",
+                    ));
+                }
             }
         }
     }
     for ack in flushes {
         let _ = ack.send(());
+    }
+}
+
+/// Writes a batch, trying again after a pause when the write fails (a busy
+/// or briefly unreachable database), up to [`WRITE_ATTEMPTS`] times.
+async fn record(
+    plane: &ControlPlane,
+    completions: &[Completion],
+) -> crate::error::Result<Vec<ResultOutcome>> {
+    let mut pause = RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let items = completions
+            .iter()
+            .map(|c| (c.task_id, c.attempt, c.result.clone()))
+            .collect();
+        match plane.store.finish_attempts(items).await {
+            Err(error) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, results = completions.len(), "could not record results; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            written => return written,
+        }
     }
 }
 

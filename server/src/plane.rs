@@ -114,7 +114,7 @@ impl ControlPlane {
         attempt: u32,
         outcome: ReportedOutcome,
     ) {
-        session.untrack(task_id);
+        session.untrack_attempt(task_id, attempt);
         let result = match outcome {
             ReportedOutcome::Completed(value) => AttemptResult::Completed(value),
             ReportedOutcome::Failed { error, retryable } => AttemptResult::Failed {
@@ -200,7 +200,9 @@ impl ControlPlane {
                 // Its stream may look open, but the agent stopped speaking:
                 // end the session, which returns its tasks to the queue.
                 tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
-                session.closed.cancel();
+                session.close(tonic::Status::deadline_exceeded(
+                    "the agent was silent for longer than its lease: reconnect",
+                ));
             } else {
                 live.push((session.id, status));
             }

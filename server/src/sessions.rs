@@ -114,7 +114,14 @@ impl Session {
         self.state().in_flight.insert(task_id, attempt);
     }
 
-    /// Forgets an assignment the agent answered (or that ended otherwise),
+    /// Ends the session from the server's side: tells the agent why, then
+    /// closes the stream, which returns the session's tasks to the queue.
+    pub fn close(&self, status: tonic::Status) {
+        let _ = self.outbound.try_send(Err(status));
+        self.closed.cancel();
+    }
+
+    /// Forgets an assignment that ended without a result (cancelled, say),
     /// freeing its slot. Returns whether it was in flight.
     pub fn untrack(&self, task_id: Uuid) -> bool {
         let freed = self.state().in_flight.remove(&task_id).is_some();
@@ -124,9 +131,24 @@ impl Session {
         freed
     }
 
-    /// Whether this session holds the task.
-    pub fn holds(&self, task_id: Uuid) -> bool {
-        self.state().in_flight.contains_key(&task_id)
+    /// Forgets the assignment of this attempt, which the agent answered,
+    /// freeing its slot. A result for another attempt of the task (one
+    /// whose lease expired and was leased again) leaves the current one
+    /// tracked. Returns whether that attempt was in flight.
+    pub fn untrack_attempt(&self, task_id: Uuid, attempt: u32) -> bool {
+        let mut state = self.state();
+        if state.in_flight.get(&task_id) != Some(&attempt) {
+            return false;
+        }
+        state.in_flight.remove(&task_id);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether this session holds this attempt of the task.
+    pub fn holds(&self, task_id: Uuid, attempt: u32) -> bool {
+        self.state().in_flight.get(&task_id) == Some(&attempt)
     }
 
     /// Sets the agent's slots (credit); 0 pauses delivery.
@@ -220,7 +242,10 @@ impl Sessions {
 
     /// The session holding a task's lease, if it is on this replica.
     pub fn holder_of(&self, task_id: Uuid) -> Option<Arc<Session>> {
-        self.read().values().find(|s| s.holds(task_id)).cloned()
+        self.read()
+            .values()
+            .find(|s| s.state().in_flight.contains_key(&task_id))
+            .cloned()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Arc<Session>>> {
@@ -229,5 +254,38 @@ impl Sessions {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, Arc<Session>>> {
         self.sessions.write().expect("sessions lock poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(slots: u32) -> Session {
+        let (outbound, _) = tokio::sync::mpsc::channel(1);
+        Session::new(NewSession {
+            agent_id: Uuid::now_v7(),
+            agent_name: "test".into(),
+            domains: vec![],
+            task_types: vec![],
+            labels: BTreeMap::new(),
+            max_concurrency: slots,
+            outbound,
+        })
+    }
+
+    #[test]
+    fn a_stale_attempts_result_leaves_the_current_attempt_tracked() {
+        let session = session(2);
+        let task = Uuid::now_v7();
+        // Attempt 1's lease expired and the same session leased attempt 2.
+        session.track(task, 2);
+        assert!(!session.holds(task, 1));
+        assert!(!session.untrack_attempt(task, 1));
+        assert!(session.holds(task, 2));
+        assert_eq!(session.free_slots(), 1);
+        assert!(session.untrack_attempt(task, 2));
+        assert!(!session.holds(task, 2));
+        assert_eq!(session.free_slots(), 2);
     }
 }

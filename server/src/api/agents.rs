@@ -247,11 +247,8 @@ async fn run_session(
                 }
                 continue;
             }
-            () = session.closed.cancelled() => {
-                let status = Status::deadline_exceeded("the agent was silent for longer than its lease: reconnect");
-                let _ = session.outbound.try_send(Err(status));
-                break;
-            }
+            // The server ended the session (`Session::close` told the agent why).
+            () = session.closed.cancelled() => break,
             () = plane.shutdown.cancelled() => {
                 let _ = session.outbound.try_send(Err(Status::unavailable("the server is shutting down: reconnect")));
                 break;
@@ -348,8 +345,8 @@ async fn handle_result(
             result.task_id.escape_debug()
         ))
     })?;
-    if !session.holds(task_id) {
-        tracing::warn!(session_id = %session.id, task_id = %task_id, "result for a task this session does not hold; ignored");
+    if !session.holds(task_id, result.attempt) {
+        tracing::warn!(session_id = %session.id, task_id = %task_id, attempt = result.attempt, "result for an attempt this session does not hold; ignored");
         return Ok(());
     }
     let outcome = match result.outcome {
