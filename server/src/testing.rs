@@ -13,6 +13,11 @@ use sqlx::postgres::PgConnection;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The test PostgreSQL server: `TASKPLANE_TEST_POSTGRES_URL`, or the local one.
+pub fn admin_url() -> String {
+    std::env::var("TASKPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
 /// A private schema in a PostgreSQL database.
 pub struct PostgresSchema {
     admin_url: String,
@@ -25,8 +30,7 @@ impl PostgresSchema {
     /// Creates a fresh schema in the test database, or returns `None` (after
     /// printing why) when PostgreSQL is unreachable and not required.
     pub async fn create() -> Option<Self> {
-        let admin_url =
-            std::env::var("TASKPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let admin_url = admin_url();
         match Self::create_in(&admin_url).await {
             Ok(schema) => Some(schema),
             Err(error) => {

@@ -471,19 +471,17 @@ impl Store for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE ($1::text IS NULL OR task_type = $1) AND ($2::text IS NULL OR domain = $2)
-               AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id < $4::uuid)
-             ORDER BY id DESC LIMIT $5"
-        )))
-        .bind(filter.task_type.clone())
-        .bind(filter.domain.clone())
-        .bind(filter.status.map(|s| s.as_str().to_owned()))
-        .bind(filter.before.map(|id| id.to_string()))
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let (listing, values) = rules::task_listing(filter, "::uuid");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks {listing}"
+        )));
+        for value in values {
+            query = query.bind(value);
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rows::task).collect()
     }
 

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::backoff::retry_delay;
 use crate::error::Error;
-use crate::model::{AttemptResult, NewTask, RetryPolicy, Task, TaskStatus, TaskType, TaskTypeSpec};
+use crate::model::{
+    AttemptResult, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec,
+};
 
 /// The smallest UUIDv7 of the millisecond `at`: every task created before
 /// `at` has a smaller id (ids are UUIDv7), so a purge can walk the primary
@@ -228,6 +230,40 @@ pub fn bulk_outcomes(
     }
 }
 
+/// The `WHERE … ORDER BY … LIMIT …` of a task listing, with `$n`
+/// placeholders (both databases accept them), and the values to bind, in
+/// order, before the limit (the last placeholder). Only the filters given appear, so the planner can use the index
+/// they match (`tasks_by_type` for a type): the `$1 IS NULL OR task_type =
+/// $1` form scans the whole table, history included. The status is written
+/// literally (one of a fixed set). `id_cast` is how the database compares a
+/// text id with the `id` column (`::uuid` on PostgreSQL).
+pub fn task_listing(filter: &TaskFilter, id_cast: &str) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    if let Some(task_type) = &filter.task_type {
+        values.push(task_type.clone());
+        conditions.push(format!("task_type = ${}", values.len()));
+    }
+    if let Some(domain) = &filter.domain {
+        values.push(domain.clone());
+        conditions.push(format!("domain = ${}", values.len()));
+    }
+    if let Some(status) = filter.status {
+        conditions.push(format!("status = '{}'", status.as_str()));
+    }
+    if let Some(before) = filter.before {
+        values.push(before.to_string());
+        conditions.push(format!("id < ${}{id_cast}", values.len()));
+    }
+    let filters = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let limit = values.len() + 1;
+    (format!("{filters} ORDER BY id DESC LIMIT ${limit}"), values)
+}
+
 #[cfg(test)]
 mod id_tests {
     use super::*;
@@ -241,5 +277,40 @@ mod id_tests {
         assert!(before < bound && before.to_string() < bound.to_string());
         assert!(first_id_at(at) <= bound);
         assert_eq!(first_id_at(at).get_version_num(), 7);
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_names_only_the_filters_given() {
+        let everything = TaskFilter {
+            task_type: None,
+            domain: None,
+            status: None,
+            before: None,
+            limit: 10,
+        };
+        assert_eq!(
+            task_listing(&everything, ""),
+            ("ORDER BY id DESC LIMIT $1".to_owned(), vec![])
+        );
+        let before = Uuid::now_v7();
+        let narrow = TaskFilter {
+            task_type: Some("send_email".into()),
+            status: Some(TaskStatus::Pending),
+            before: Some(before),
+            ..everything
+        };
+        assert_eq!(
+            task_listing(&narrow, "::uuid"),
+            (
+                "WHERE task_type = $1 AND status = 'pending' AND id < $2::uuid ORDER BY id DESC LIMIT $3"
+                    .to_owned(),
+                vec!["send_email".to_owned(), before.to_string()]
+            )
+        );
     }
 }

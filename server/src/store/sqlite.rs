@@ -431,19 +431,17 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE (?1 IS NULL OR task_type = ?1) AND (?2 IS NULL OR domain = ?2)
-               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4)
-             ORDER BY id DESC LIMIT ?5"
-        )))
-        .bind(filter.task_type.clone())
-        .bind(filter.domain.clone())
-        .bind(filter.status.map(|s| s.as_str().to_owned()))
-        .bind(filter.before.map(|id| id.to_string()))
-        .bind(filter.limit)
-        .fetch_all(&self.readers)
-        .await?;
+        let (listing, values) = rules::task_listing(filter, "");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks {listing}"
+        )));
+        for value in values {
+            query = query.bind(value);
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.readers)
+            .await?;
         rows.iter().map(rows::task).collect()
     }
 

@@ -1,0 +1,123 @@
+//! `taskplane bench` as a user runs it, shrunk: every workload on every
+//! backend, JSON output. The figures themselves are not judged here (speed
+//! lives in the benchmark and docs/performance.md); what is checked is that
+//! the benchmark runs every workload and that its exactly-once bookkeeping
+//! holds: nothing lost, nothing run twice, every latency sample present.
+
+use serde_json::Value;
+use taskplane_server::testing::{PostgresSchema, admin_url};
+
+const TASKS: u64 = 300;
+const RATE: u64 = 200;
+const BACKLOG: u64 = 2000;
+
+fn figures<'a>(report: &'a Value, backend: &str, workload: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|m| m["backend"] == backend && m["workload"] == workload)
+        .map(|m| &m["figures"])
+        .unwrap_or_else(|| panic!("no {workload} on {backend} in {report:#}"))
+}
+
+fn number(figures: &Value, name: &str) -> f64 {
+    figures[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name} missing in {figures}"))
+}
+
+fn check_throughput(figures: &Value, with_limit: bool) {
+    assert_eq!(number(figures, "tasks"), TASKS as f64);
+    assert_eq!(number(figures, "lost"), 0.0, "{figures}");
+    assert_eq!(number(figures, "duplicated"), 0.0, "{figures}");
+    for rate in [
+        "enqueue_batched_per_sec",
+        "enqueue_single_per_sec",
+        "processed_per_sec",
+    ] {
+        assert!(number(figures, rate) > 0.0, "{rate} in {figures}");
+    }
+    if with_limit {
+        for limit in ["limit_enqueue_per_sec", "limit_process_per_sec"] {
+            assert!(number(figures, limit) > 0.0, "{limit} in {figures}");
+        }
+        let fraction = number(figures, "processed_fraction_of_limit");
+        let expected =
+            number(figures, "processed_per_sec") / number(figures, "limit_process_per_sec");
+        assert!((fraction - expected).abs() < 0.01, "{figures}");
+    }
+}
+
+fn check_latency(figures: &Value) {
+    let tasks = (RATE / 2) as f64; // half a second at RATE
+    assert_eq!(number(figures, "tasks"), tasks);
+    assert_eq!(
+        number(figures, "started"),
+        tasks,
+        "every task started: {figures}"
+    );
+    let (p50, p95, p99, max) = (
+        number(figures, "p50_ms"),
+        number(figures, "p95_ms"),
+        number(figures, "p99_ms"),
+        number(figures, "max_ms"),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+        "{figures}"
+    );
+    assert!(number(figures, "enqueue_rpc_p50_ms") <= number(figures, "enqueue_rpc_p99_ms"));
+}
+
+#[test]
+fn every_workload_runs_and_every_task_runs_exactly_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let postgres = runtime.block_on(async {
+        let schema = PostgresSchema::create().await?;
+        schema.drop().await;
+        Some(())
+    });
+    let backends = if postgres.is_some() {
+        "sqlite,postgres"
+    } else {
+        "sqlite"
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .args([
+            "bench",
+            "--backend",
+            backends,
+            "--postgres-url",
+            &admin_url(),
+        ])
+        .args(["--workloads", "w1,w2,w3,w4", "--output", "json"])
+        .args(["--tasks", &TASKS.to_string(), "--batch-size", "100"])
+        .args(["--single-tasks", "40", "--clients", "4"])
+        .args(["--rate", &RATE.to_string(), "--duration", "500ms"])
+        .args(["--backlog", &BACKLOG.to_string()])
+        .output()
+        .expect("taskplane bench runs");
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert!(report["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
+
+    for backend in backends.split(',') {
+        check_throughput(figures(&report, backend, "W1 throughput"), true);
+        check_latency(figures(&report, backend, "W2 latency"));
+        let backlog = figures(&report, backend, "W3 backlog");
+        check_latency(backlog);
+        assert_eq!(number(backlog, "backlog_pending"), BACKLOG as f64);
+        assert_eq!(number(backlog, "backlog_completed"), BACKLOG as f64);
+        assert!(number(backlog, "processed_per_sec") > 0.0);
+        assert_eq!(number(backlog, "lost"), 0.0, "{backlog}");
+        assert_eq!(number(backlog, "duplicated"), 0.0, "{backlog}");
+    }
+    if postgres.is_some() {
+        check_throughput(figures(&report, "postgres", "W4 two replicas"), false);
+    }
+}
