@@ -146,9 +146,9 @@ impl Session {
         true
     }
 
-    /// Whether this session holds this attempt of the task.
-    pub fn holds(&self, task_id: Uuid, attempt: u32) -> bool {
-        self.state().in_flight.get(&task_id) == Some(&attempt)
+    /// Whether this session holds the task (at any attempt).
+    pub fn holds(&self, task_id: Uuid) -> bool {
+        self.state().in_flight.contains_key(&task_id)
     }
 
     /// Sets the agent's slots (credit); 0 pauses delivery.
@@ -242,10 +242,7 @@ impl Sessions {
 
     /// The session holding a task's lease, if it is on this replica.
     pub fn holder_of(&self, task_id: Uuid) -> Option<Arc<Session>> {
-        self.read()
-            .values()
-            .find(|s| s.state().in_flight.contains_key(&task_id))
-            .cloned()
+        self.read().values().find(|s| s.holds(task_id)).cloned()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Arc<Session>>> {
@@ -280,12 +277,11 @@ mod tests {
         let task = Uuid::now_v7();
         // Attempt 1's lease expired and the same session leased attempt 2.
         session.track(task, 2);
-        assert!(!session.holds(task, 1));
         assert!(!session.untrack_attempt(task, 1));
-        assert!(session.holds(task, 2));
+        assert!(session.holds(task));
         assert_eq!(session.free_slots(), 1);
         assert!(session.untrack_attempt(task, 2));
-        assert!(!session.holds(task, 2));
+        assert!(!session.holds(task));
         assert_eq!(session.free_slots(), 2);
     }
 }

@@ -345,8 +345,8 @@ async fn handle_result(
             result.task_id.escape_debug()
         ))
     })?;
-    if !session.holds(task_id, result.attempt) {
-        tracing::warn!(session_id = %session.id, task_id = %task_id, attempt = result.attempt, "result for an attempt this session does not hold; ignored");
+    if !session.holds(task_id) {
+        tracing::warn!(session_id = %session.id, task_id = %task_id, "result for a task this session does not hold; ignored");
         return Ok(());
     }
     let outcome = match result.outcome {

@@ -258,10 +258,10 @@ pub fn task_listing(filter: &TaskFilter, id_cast: &str) -> (String, Vec<String>)
     let filters = if conditions.is_empty() {
         String::new()
     } else {
-        format!("WHERE {}", conditions.join(" AND "))
+        format!("WHERE {} ", conditions.join(" AND "))
     };
     let limit = values.len() + 1;
-    (format!("{filters} ORDER BY id DESC LIMIT ${limit}"), values)
+    (format!("{filters}ORDER BY id DESC LIMIT ${limit}"), values)
 }
 
 #[cfg(test)]
