@@ -19,6 +19,9 @@ pub enum Error {
     /// The name is taken by something else (e.g. a task type of another domain).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The server cannot take the request now (it is shutting down); retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed; details are logged, not sent.
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
@@ -38,6 +41,7 @@ impl From<Error> for tonic::Status {
         match error {
             Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(message) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(message) => tonic::Status::unavailable(message),
             Error::NotFound(message) => tonic::Status::not_found(message),
             Error::AlreadyExists(message) => tonic::Status::already_exists(message),
             internal @ (Error::Storage(_) | Error::Migration(_) | Error::Corrupt(_)) => {

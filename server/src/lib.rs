@@ -34,6 +34,7 @@ pub mod completer;
 pub mod config;
 pub mod convert;
 pub mod dispatch;
+pub mod enqueuer;
 pub mod error;
 pub mod events;
 pub mod metrics;

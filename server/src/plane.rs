@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::auth::{Authenticator, Quotas};
 use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
+use crate::enqueuer::Enqueuer;
 use crate::error::Result;
 use crate::events::TaskEvents;
 use crate::metrics::ServerMetrics;
@@ -45,6 +46,8 @@ pub struct ControlPlane {
     pub config: QueueConfig,
     /// Batches the results agents report.
     pub completer: Completer,
+    /// Where enqueues are group-committed (see [`crate::enqueuer`]).
+    pub enqueuer: Enqueuer,
     /// Every task spawned for sessions and watchers, drained at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
@@ -71,6 +74,7 @@ impl ControlPlane {
             sessions: Sessions::default(),
             events: TaskEvents::default(),
             completer: Completer::default(),
+            enqueuer: Enqueuer::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             quotas: Arc::new(Quotas::new(
@@ -85,7 +89,7 @@ impl ControlPlane {
 
     /// Stores tasks atomically and wakes the agents that serve their types.
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
-        let enqueued = self.store.enqueue(tasks).await?;
+        let enqueued = self.enqueuer.enqueue(tasks).await?;
         self.metrics.enqueued(
             enqueued
                 .iter()

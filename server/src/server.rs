@@ -19,6 +19,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::completer::run_completer;
 use crate::config::{SecurityConfig, ServerConfig};
 use crate::dispatch::{checkpoint_wal, maintain_leases, relay_ready_notifications};
+use crate::enqueuer::run_enqueuer;
 use crate::plane::ControlPlane;
 use crate::reload::{Reloadable, watch_and_reload};
 use crate::retention::purge_expired;
@@ -183,6 +184,9 @@ impl Server {
         // have all ended, and writes every queued result before it returns.
         let completer_stop = CancellationToken::new();
         let completer = tokio::spawn(run_completer(plane.clone(), completer_stop.clone()));
+        // Likewise the enqueuer: stopped once no request can reach it.
+        let enqueuer_stop = CancellationToken::new();
+        let enqueuer = tokio::spawn(run_enqueuer(plane.clone(), enqueuer_stop.clone()));
         let stop = plane.shutdown.clone();
         let signal_stop = stop.clone();
         tokio::spawn(async move {
@@ -226,7 +230,9 @@ impl Server {
         plane.tasks.close();
         plane.tasks.wait().await;
         completer_stop.cancel();
+        enqueuer_stop.cancel();
         completer.await?;
+        enqueuer.await?;
         tracing::info!("server stopped");
         Ok(())
     }

@@ -9,7 +9,7 @@ mod rows;
 mod rules;
 mod sqlite;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::testing::PostgresSchema;
 
-fn defaults() -> TypeDefaults {
+pub(crate) fn defaults() -> TypeDefaults {
     let queue = QueueConfig::default();
     TypeDefaults {
         max_attempts: queue.default_max_attempts,
@@ -65,7 +65,7 @@ for_each_backend!(
     purges_delete_only_tasks_finished_before_the_cutoff,
 );
 
-fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
+pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
     TaskTypeSpec {
         task_type: task_type.into(),
         domain: domain.into(),
@@ -78,7 +78,7 @@ fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
     }
 }
 
-fn new_task(task_type: &str) -> NewTask {
+pub(crate) fn new_task(task_type: &str) -> NewTask {
     NewTask {
         task_type: task_type.into(),
         payload: JsonObject::new(),
