@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::group_commit::next_batch;
 use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
@@ -100,22 +101,7 @@ pub async fn run_completer(plane: Arc<ControlPlane>, stop: CancellationToken) {
         tracing::error!("the completer loop was started twice");
         return;
     };
-    loop {
-        let first = tokio::select! {
-            command = receiver.recv() => command,
-            () = stop.cancelled() => {
-                receiver.close();
-                receiver.recv().await
-            }
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut receiver, &stop, |_| 1, MAX_BATCH).await {
         write_batch(&plane, batch).await;
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::group_commit::next_batch;
 use crate::model::{Enqueued, NewTask};
 use crate::plane::ControlPlane;
 use crate::store::Store;
@@ -72,26 +73,9 @@ pub async fn run_enqueuer(plane: Arc<ControlPlane>, stop: CancellationToken) {
         tracing::error!("the enqueuer loop was started twice");
         return;
     };
-    loop {
-        let first = tokio::select! {
-            request = receiver.recv() => request,
-            () = stop.cancelled() => {
-                receiver.close();
-                receiver.recv().await
-            }
-        };
-        let Some(first) = first else { return };
-        let mut size = first.tasks.len();
-        let mut batch = vec![first];
-        while size < MAX_BATCH_TASKS {
-            match receiver.try_recv() {
-                Ok(request) => {
-                    size += request.tasks.len();
-                    batch.push(request);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) =
+        next_batch(&mut receiver, &stop, |r| r.tasks.len(), MAX_BATCH_TASKS).await
+    {
         write_batch(plane.store.as_ref(), batch).await;
     }
 }

@@ -37,6 +37,7 @@ pub mod dispatch;
 pub mod enqueuer;
 pub mod error;
 pub mod events;
+pub mod group_commit;
 pub mod metrics;
 pub mod model;
 pub mod plane;
