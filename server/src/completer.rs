@@ -10,14 +10,14 @@
 //! lost like an unreported one: the task stays RUNNING until its lease
 //! expires and then runs again (delivery is at least once).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use taskplane_proto::trace::TRACEPARENT;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::group_commit::next_batch;
+use crate::group_commit::{BatchQueue, next_batch};
 use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
@@ -50,16 +50,13 @@ enum Command {
 
 /// The sending side: where sessions hand their results.
 pub struct Completer {
-    sender: mpsc::Sender<Command>,
-    receiver: Mutex<Option<mpsc::Receiver<Command>>>,
+    queue: BatchQueue<Command>,
 }
 
 impl Default for Completer {
     fn default() -> Self {
-        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
         Completer {
-            sender,
-            receiver: Mutex::new(Some(receiver)),
+            queue: BatchQueue::new(4 * MAX_BATCH),
         }
     }
 }
@@ -68,6 +65,7 @@ impl Completer {
     /// Queues a result to be written with the next batch.
     pub async fn complete(&self, completion: Completion) {
         if self
+            .queue
             .sender
             .send(Command::Complete(completion))
             .await
@@ -82,23 +80,15 @@ impl Completer {
     /// Waits until every result queued before this call is written.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.sender.send(Command::Flush(ack)).await.is_ok() {
+        if self.queue.sender.send(Command::Flush(ack)).await.is_ok() {
             let _ = done.await;
         }
-    }
-
-    fn take_receiver(&self) -> Option<mpsc::Receiver<Command>> {
-        self.receiver
-            .lock()
-            .expect("completer lock poisoned")
-            .take()
     }
 }
 
 /// Writes queued results in batches until `stop`, then writes what is left.
 pub async fn run_completer(plane: Arc<ControlPlane>, stop: CancellationToken) {
-    let Some(mut receiver) = plane.completer.take_receiver() else {
-        tracing::error!("the completer loop was started twice");
+    let Some(mut receiver) = plane.completer.queue.take_receiver("completer") else {
         return;
     };
     while let Some(batch) = next_batch(&mut receiver, &stop, |_| 1, MAX_BATCH).await {

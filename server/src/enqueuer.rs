@@ -14,13 +14,13 @@
 //! again on its own, so each gets its own answer and one bad request never
 //! fails another.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::group_commit::next_batch;
+use crate::group_commit::{BatchQueue, next_batch};
 use crate::model::{Enqueued, NewTask};
 use crate::plane::ControlPlane;
 use crate::store::Store;
@@ -35,16 +35,13 @@ struct Request {
 
 /// Where enqueue calls hand their tasks; [`run_enqueuer`] writes them.
 pub struct Enqueuer {
-    sender: mpsc::Sender<Request>,
-    receiver: Mutex<Option<mpsc::Receiver<Request>>>,
+    queue: BatchQueue<Request>,
 }
 
 impl Default for Enqueuer {
     fn default() -> Self {
-        let (sender, receiver) = mpsc::channel(1024);
         Enqueuer {
-            sender,
-            receiver: Mutex::new(Some(receiver)),
+            queue: BatchQueue::new(1024),
         }
     }
 }
@@ -55,22 +52,18 @@ impl Enqueuer {
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::Unavailable("the server is shutting down: try again".into());
-        self.sender
+        self.queue
+            .sender
             .send(Request { tasks, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
-
-    fn take_receiver(&self) -> Option<mpsc::Receiver<Request>> {
-        self.receiver.lock().expect("enqueuer lock poisoned").take()
-    }
 }
 
 /// Writes queued enqueues in batches until `stop`, then writes what is left.
 pub async fn run_enqueuer(plane: Arc<ControlPlane>, stop: CancellationToken) {
-    let Some(mut receiver) = plane.enqueuer.take_receiver() else {
-        tracing::error!("the enqueuer loop was started twice");
+    let Some(mut receiver) = plane.enqueuer.queue.take_receiver("enqueuer") else {
         return;
     };
     while let Some(batch) =
