@@ -217,7 +217,17 @@ async fn one_types_flood_does_not_starve_another(store: &dyn Store) {
         .await
         .unwrap();
     let types = ["flood".to_string(), "trickle".to_string()];
-    let claimed = store.claim(&types, 4, &lease()).await.unwrap();
+    let holder = lease();
+    let claimed = store.claim(&types, 4, &holder).await.unwrap();
+    for task in &claimed {
+        let attempts = store.list_attempts(task.id).await.unwrap();
+        assert_eq!(
+            attempts.len(),
+            1,
+            "a claim of several types records each attempt"
+        );
+        assert_eq!(attempts[0].session_id, holder.session_id.to_string());
+    }
     let trickle = claimed.iter().filter(|t| t.task_type == "trickle").count();
     assert_eq!(
         (claimed.len(), trickle),
