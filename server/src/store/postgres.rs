@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
@@ -40,6 +40,9 @@ const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS 
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections for claims only, committing without waiting for the WAL
+    /// flush (see [`Store::claim`]).
+    claims: PgPool,
     defaults: TypeDefaults,
     claim_rotation: AtomicUsize,
 }
@@ -59,17 +62,40 @@ impl PostgresStore {
     /// lock while migrating, so replicas starting together are safe).
     pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
         let options = Self::connect_options(database_url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(16).connect_with(options.clone()).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let claims = pool_options(4)
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await?;
         Ok(PostgresStore {
             pool,
+            claims,
             defaults,
             claim_rotation: AtomicUsize::new(0),
         })
     }
+}
+
+/// A connection that sat idle this long is pinged before it is used again.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A pool of up to `connections` connections. sqlx pings every connection
+/// as it returns to the pool, so one that was idle only briefly is known to
+/// be alive; pinging it again when it is taken (sqlx's default) would put one
+/// more round trip to the server in front of every statement. Only a
+/// connection idle for [`PING_AFTER_IDLE`] is checked first.
+fn pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for >= PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 async fn fetch_task(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Task>> {
@@ -152,7 +178,7 @@ async fn return_to_queue(
 /// skipping rows other replicas hold, and starts their attempts, in one
 /// statement.
 async fn claim_type(
-    tx: &mut Tx,
+    connection: &mut sqlx::PgConnection,
     task_type: &str,
     limit: u32,
     lease: &Lease,
@@ -180,7 +206,7 @@ async fn claim_type(
     .bind(millis(lease.expires_at))
     .bind(task_type.to_owned())
     .bind(i64::from(limit))
-    .fetch_all(&mut **tx)
+    .fetch_all(connection)
     .await?;
     rows.iter().map(rows::task).collect()
 }
@@ -490,16 +516,20 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let now = millis(Utc::now());
-        // A claim commits without waiting for its WAL flush: a crash can
-        // lose the last claims, which puts those tasks back to PENDING with
-        // their attempts uncounted, so they run again — what delivery at
-        // least once already allows. It takes one fsync off the path from
-        // enqueue to handler. Enqueues and results stay synchronous, and
-        // their flushes carry any earlier claim to disk with them.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-            .await?;
+        // A claim commits without waiting for its WAL flush (the `claims`
+        // connections set synchronous_commit = off): a crash can lose the
+        // last claims, which puts those tasks back to PENDING with their
+        // attempts uncounted, so they run again — what delivery at least
+        // once already allows. It takes one fsync off the path from enqueue
+        // to handler. Enqueues and results stay synchronous, and their
+        // flushes carry any earlier claim to disk with them.
+        if let [task_type] = task_types {
+            // One statement, so no explicit transaction: one round trip.
+            let mut connection = self.claims.acquire().await?;
+            let tasks = claim_type(&mut connection, task_type, limit, lease, now).await?;
+            return Ok(super::delivery_order(tasks));
+        }
+        let mut tx = self.claims.begin().await?;
         let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
         let mut tasks = Vec::new();
         while let Some((task_type, wanted)) = plan.next_step() {
