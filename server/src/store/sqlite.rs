@@ -6,7 +6,7 @@
 //! read-only pool. `synchronous = NORMAL`: a process crash loses nothing
 //! committed, a power loss can lose the last commits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::AtomicUsize;
@@ -399,46 +399,37 @@ impl Store for SqliteStore {
     async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         let now = rows::now();
         let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
-        let mut enqueued = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            if !types.contains_key(&new.task_type) {
-                let task_type = fetch_task_type(&mut tx, &new.task_type)
-                    .await?
-                    .ok_or_else(|| rules::unregistered(&new.task_type))?;
-                types.insert(new.task_type.clone(), task_type);
+        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
+            return enqueue_with_keys(&mut writer, tasks, now).await;
+        }
+        // Every write waits for the writer, so no registration can change a
+        // type between this lookup and the insert.
+        let types = fetch_task_types(&mut writer, &tasks).await?;
+        let tasks = tasks
+            .into_iter()
+            .map(|new| match types.get(&new.task_type) {
+                Some(task_type) => Ok(rules::new_task(new, task_type, now)),
+                None => Err(rules::unregistered(&new.task_type)),
+            })
+            .collect::<Result<Vec<Task>>>()?;
+        if tasks.len() <= ROWS_PER_INSERT {
+            // One statement is atomic by itself: no transaction to begin
+            // and commit, one trip through the writer thread.
+            insert_tasks(&mut writer, &tasks).await?;
+        } else {
+            let mut tx = write(&mut writer).await?;
+            for chunk in tasks.chunks(ROWS_PER_INSERT) {
+                insert_tasks(&mut tx, chunk).await?;
             }
-            if let Some(key) = &new.idempotency_key {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
-                )
-                .bind(new.task_type.clone())
-                .bind(key.clone())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(id) = existing {
-                    let id = parse_uuid(&id)?;
-                    let task = fetch_task(&mut tx, id)
-                        .await?
-                        .ok_or_else(|| rules::not_found(id))?;
-                    enqueued.push(Enqueued {
-                        task,
-                        created: false,
-                    });
-                    continue;
-                }
-            }
-            let task_type = &types[&new.task_type];
-            let task = rules::new_task(new, task_type, now);
-            insert_task(&mut tx, &task).await?;
-            enqueued.push(Enqueued {
+            tx.commit().await?;
+        }
+        Ok(tasks
+            .into_iter()
+            .map(|task| Enqueued {
                 task,
                 created: true,
-            });
-        }
-        tx.commit().await?;
-        Ok(enqueued)
+            })
+            .collect())
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -795,30 +786,106 @@ impl Store for SqliteStore {
     }
 }
 
-async fn insert_task(tx: &mut Tx<'_>, task: &Task) -> Result<()> {
-    sqlx::query(
+/// Enqueues tasks of which some carry idempotency keys: each key is looked
+/// up first, and a taken one answers with the task that holds it.
+async fn enqueue_with_keys(
+    writer: &mut SqliteConnection,
+    tasks: Vec<NewTask>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Enqueued>> {
+    let mut tx = write(writer).await?;
+    let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
+    let mut enqueued = Vec::with_capacity(tasks.len());
+    for new in tasks {
+        if !types.contains_key(&new.task_type) {
+            let task_type = fetch_task_type(&mut tx, &new.task_type)
+                .await?
+                .ok_or_else(|| rules::unregistered(&new.task_type))?;
+            types.insert(new.task_type.clone(), task_type);
+        }
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
+            )
+            .bind(new.task_type.clone())
+            .bind(key.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = existing {
+                let id = parse_uuid(&id)?;
+                let task = fetch_task(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| rules::not_found(id))?;
+                enqueued.push(Enqueued {
+                    task,
+                    created: false,
+                });
+                continue;
+            }
+        }
+        let task_type = &types[&new.task_type];
+        let task = rules::new_task(new, task_type, now);
+        insert_tasks(&mut tx, std::slice::from_ref(&task)).await?;
+        enqueued.push(Enqueued {
+            task,
+            created: true,
+        });
+    }
+    tx.commit().await?;
+    Ok(enqueued)
+}
+
+/// The registered types among those `tasks` name, by name.
+async fn fetch_task_types(
+    connection: &mut SqliteConnection,
+    tasks: &[NewTask],
+) -> Result<BTreeMap<String, TaskType>> {
+    let names: BTreeSet<&str> = tasks.iter().map(|t| t.task_type.as_str()).collect();
+    let rows =
+        sqlx::query("SELECT * FROM task_types WHERE task_type IN (SELECT value FROM json_each(?))")
+            .bind(json_text(&names))
+            .fetch_all(connection)
+            .await?;
+    rows.iter()
+        .map(|row| rows::task_type(row).map(|t| (t.task_type.clone(), t)))
+        .collect()
+}
+
+/// The most tasks one INSERT writes: 16 bound values each, well inside
+/// SQLite's 32,766.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts PENDING tasks with one multi-row statement.
+async fn insert_tasks(connection: &mut SqliteConnection, tasks: &[Task]) -> Result<()> {
+    const ROW: &str = "(?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!(
         "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
              max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
              handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 0, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )
-    .bind(task.id.to_string())
-    .bind(task.task_type.clone())
-    .bind(task.domain.clone())
-    .bind(json_text(&task.payload))
-    .bind(task.priority)
-    .bind(task.max_attempts)
-    .bind(duration_millis(task.timeout))
-    .bind(millis(task.run_at))
-    .bind(millis(task.created_at))
-    .bind(task.idempotency_key.clone())
-    .bind(task.handler_version.clone())
-    .bind(json_text(&task.metadata))
-    .bind(duration_millis(task.retry_policy.initial_backoff))
-    .bind(task.retry_policy.backoff_factor)
-    .bind(duration_millis(task.retry_policy.max_backoff))
-    .execute(&mut **tx)
-    .await?;
+         VALUES {}",
+        vec![ROW; tasks.len()].join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for task in tasks {
+        query = query
+            .bind(task.id.to_string())
+            .bind(task.task_type.clone())
+            .bind(task.domain.clone())
+            .bind(json_text(&task.payload))
+            .bind(task.priority)
+            .bind(task.max_attempts)
+            .bind(duration_millis(task.timeout))
+            .bind(millis(task.run_at))
+            .bind(millis(task.created_at))
+            .bind(millis(task.created_at))
+            .bind(task.idempotency_key.clone())
+            .bind(task.handler_version.clone())
+            .bind(json_text(&task.metadata))
+            .bind(duration_millis(task.retry_policy.initial_backoff))
+            .bind(task.retry_policy.backoff_factor)
+            .bind(duration_millis(task.retry_policy.max_backoff));
+    }
+    query.execute(connection).await?;
     Ok(())
 }
 

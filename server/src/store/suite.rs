@@ -11,7 +11,8 @@ use super::{PostgresStore, SqliteStore, Store};
 use crate::config::QueueConfig;
 use crate::error::Error;
 use crate::model::{
-    AttemptResult, JsonObject, Lease, NewTask, ResultOutcome, Task, TaskStatus, TaskTypeSpec,
+    AttemptResult, JsonObject, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskStatus,
+    TaskTypeSpec,
 };
 use crate::testing::PostgresSchema;
 
@@ -63,6 +64,7 @@ for_each_backend!(
     queue_stats_count_each_status_and_recent_completions,
     tokens_are_found_by_hash_and_revoked_once,
     purges_delete_only_tasks_finished_before_the_cutoff,
+    a_batch_is_stored_whole_or_not_at_all,
 );
 
 pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -277,6 +279,47 @@ async fn expired_leases_are_reaped_and_live_ones_extended(store: &dyn Store) {
     assert_eq!(reaped, [lost[0].id], "only the unrefreshed lease expires");
     assert_eq!(statuses_of(store, &kept).await, [TaskStatus::Running]);
     assert_eq!(statuses_of(store, &lost).await, [TaskStatus::Pending]);
+}
+
+async fn a_batch_is_stored_whole_or_not_at_all(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let listed = async || {
+        store
+            .list_tasks(&TaskFilter {
+                task_type: Some("a".into()),
+                domain: None,
+                status: None,
+                before: None,
+                limit: 5000,
+            })
+            .await
+            .unwrap()
+    };
+    // One unregistered type refuses the whole batch.
+    let mut mixed: Vec<NewTask> = (0..3).map(|_| new_task("a")).collect();
+    mixed.push(new_task("never_registered"));
+    let error = store.enqueue(mixed).await.unwrap_err();
+    assert!(matches!(error, Error::FailedPrecondition(ref m) if m.contains("never_registered")));
+    assert!(
+        listed().await.is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    // A batch larger than one statement's worth of rows is stored entirely,
+    // each task as returned.
+    let mut big: Vec<NewTask> = (0..1203).map(|_| new_task("a")).collect();
+    big[1202].priority = 7;
+    let enqueued = store.enqueue(big).await.unwrap();
+    assert_eq!(enqueued.len(), 1203);
+    assert!(enqueued.iter().all(|e| e.created));
+    let stored = listed().await;
+    assert_eq!(stored.len(), 1203);
+    let last = store
+        .get_task(enqueued[1202].task.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last, enqueued[1202].task);
+    assert_eq!(last.priority, 7);
 }
 
 async fn idempotency_keys_return_the_existing_task(store: &dyn Store) {
