@@ -74,6 +74,57 @@ impl PostgresStore {
             claim_rotation: AtomicUsize::new(0),
         })
     }
+
+    /// Enqueues tasks of which some carry idempotency keys: a taken key
+    /// answers with the task that holds it.
+    async fn enqueue_with_keys(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>> {
+        let mut tx = self.pool.begin().await?;
+        let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
+        let mut enqueued = Vec::with_capacity(tasks.len());
+        for new in tasks {
+            if !types.contains_key(&new.task_type) {
+                let task_type = fetch_task_type(&mut tx, &new.task_type)
+                    .await?
+                    .ok_or_else(|| rules::unregistered(&new.task_type))?;
+                types.insert(new.task_type.clone(), task_type);
+            }
+            let task_type = &types[&new.task_type];
+            let task = rules::new_task(new, task_type, now);
+            if insert_tasks(&mut tx, std::slice::from_ref(&task))
+                .await?
+                .contains(&task.id)
+            {
+                enqueued.push(Enqueued {
+                    task,
+                    created: true,
+                });
+                continue;
+            }
+            // The idempotency key is taken (perhaps by a concurrent enqueue
+            // that just committed): answer with that task.
+            let id: String = sqlx::query_scalar(
+                "SELECT id::text FROM tasks WHERE task_type = $1 AND idempotency_key = $2",
+            )
+            .bind(task.task_type.clone())
+            .bind(task.idempotency_key.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = parse_uuid(&id)?;
+            let existing = fetch_task(&mut tx, id, false)
+                .await?
+                .ok_or_else(|| rules::not_found(id))?;
+            enqueued.push(Enqueued {
+                task: existing,
+                created: false,
+            });
+        }
+        tx.commit().await?;
+        Ok(enqueued)
+    }
 }
 
 /// A connection that sat idle this long is pinged before it is used again.
@@ -211,33 +262,81 @@ async fn claim_type(
     rows.iter().map(rows::task).collect()
 }
 
-async fn insert_task(tx: &mut Tx, task: &Task) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
-             max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
-             handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
-         VALUES ($1::uuid, $2, $3, $4::jsonb, 'pending', $5, 0, $6, $7, $8, $9, $9, $10, $11, $12::jsonb,
-             $13, $14, $15)
-         ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+/// The registered types among those `tasks` name, by name.
+async fn fetch_task_types(pool: &PgPool, tasks: &[NewTask]) -> Result<BTreeMap<String, TaskType>> {
+    let names: Vec<String> = tasks
+        .iter()
+        .map(|t| t.task_type.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query("SELECT * FROM task_types WHERE task_type = ANY($1)")
+        .bind(names)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| rows::task_type(row).map(|t| (t.task_type.clone(), t)))
+        .collect()
+}
+
+/// Inserts PENDING tasks in one statement, skipping any whose idempotency
+/// key is taken, and announces their types to every replica when it
+/// commits. Returns the ids it inserted.
+async fn insert_tasks(
+    connection: &mut sqlx::PgConnection,
+    tasks: &[Task],
+) -> Result<BTreeSet<Uuid>> {
+    let column = |value: fn(&Task) -> String| tasks.iter().map(value).collect::<Vec<_>>();
+    let number = |value: fn(&Task) -> i64| tasks.iter().map(value).collect::<Vec<_>>();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "WITH inserted AS (
+             INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
+                 max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
+                 handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
+             SELECT id::uuid, task_type, domain, payload::jsonb, 'pending', priority, 0,
+                 max_attempts, timeout_ms, run_at, created_at, created_at, idempotency_key,
+                 handler_version, metadata::jsonb, retry_initial_ms, retry_factor, retry_max_ms
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
+                 $11::text[], $12::text[], $13::bigint[], $14::float8[], $15::bigint[])
+                 AS new (id, task_type, domain, payload, priority, max_attempts, timeout_ms,
+                     run_at, created_at, idempotency_key, handler_version, metadata,
+                     retry_initial_ms, retry_factor, retry_max_ms)
+             ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id::text, task_type)
+         SELECT inserted.id FROM inserted,
+             (SELECT count(pg_notify($16, task_type))
+              FROM (SELECT DISTINCT task_type FROM inserted) AS types) AS announced",
     )
-    .bind(task.id.to_string())
-    .bind(task.task_type.clone())
-    .bind(task.domain.clone())
-    .bind(json_text(&task.payload))
-    .bind(i64::from(task.priority))
-    .bind(i64::from(task.max_attempts))
-    .bind(duration_millis(task.timeout))
-    .bind(millis(task.run_at))
-    .bind(millis(task.created_at))
-    .bind(task.idempotency_key.clone())
-    .bind(task.handler_version.clone())
-    .bind(json_text(&task.metadata))
-    .bind(duration_millis(task.retry_policy.initial_backoff))
-    .bind(task.retry_policy.backoff_factor)
-    .bind(duration_millis(task.retry_policy.max_backoff))
-    .execute(&mut **tx)
+    .bind(column(|t| t.id.to_string()))
+    .bind(column(|t| t.task_type.clone()))
+    .bind(column(|t| t.domain.clone()))
+    .bind(column(|t| json_text(&t.payload)))
+    .bind(number(|t| i64::from(t.priority)))
+    .bind(number(|t| i64::from(t.max_attempts)))
+    .bind(number(|t| duration_millis(t.timeout)))
+    .bind(number(|t| millis(t.run_at)))
+    .bind(number(|t| millis(t.created_at)))
+    .bind(
+        tasks
+            .iter()
+            .map(|t| t.idempotency_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|t| t.handler_version.clone()))
+    .bind(column(|t| json_text(&t.metadata)))
+    .bind(number(|t| duration_millis(t.retry_policy.initial_backoff)))
+    .bind(
+        tasks
+            .iter()
+            .map(|t| t.retry_policy.backoff_factor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(number(|t| duration_millis(t.retry_policy.max_backoff)))
+    .bind(READY_CHANNEL)
+    .fetch_all(connection)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    inserted.iter().map(|id| parse_uuid(id)).collect()
 }
 
 /// Completes many attempts in two statements: the tasks still RUNNING at
@@ -412,53 +511,23 @@ impl Store for PostgresStore {
 
     async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         let now = rows::now();
-        let mut tx = self.pool.begin().await?;
-        let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
-        let mut enqueued = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            if !types.contains_key(&new.task_type) {
-                let task_type = fetch_task_type(&mut tx, &new.task_type)
-                    .await?
-                    .ok_or_else(|| rules::unregistered(&new.task_type))?;
-                types.insert(new.task_type.clone(), task_type);
-            }
-            let task_type = &types[&new.task_type];
-            let task = rules::new_task(new, task_type, now);
-            if insert_task(&mut tx, &task).await? {
-                enqueued.push(Enqueued {
-                    task,
-                    created: true,
-                });
-                continue;
-            }
-            // The idempotency key is taken (perhaps by a concurrent enqueue
-            // that just committed): answer with that task.
-            let id: String = sqlx::query_scalar(
-                "SELECT id::text FROM tasks WHERE task_type = $1 AND idempotency_key = $2",
-            )
-            .bind(task.task_type.clone())
-            .bind(task.idempotency_key.clone())
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = parse_uuid(&id)?;
-            let existing = fetch_task(&mut tx, id, false)
-                .await?
-                .ok_or_else(|| rules::not_found(id))?;
-            enqueued.push(Enqueued {
-                task: existing,
-                created: false,
-            });
+        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
+            return self.enqueue_with_keys(tasks, now).await;
         }
-        notify_ready(
-            &mut tx,
-            enqueued
-                .iter()
-                .filter(|e| e.created)
-                .map(|e| e.task.task_type.as_str()),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(enqueued)
+        // A registration committing between the lookup and the insert only
+        // orders this enqueue before it: types are never removed, and the
+        // foreign key still refuses a type that is not there.
+        let types = fetch_task_types(&self.pool, &tasks).await?;
+        let tasks = rules::new_tasks(tasks, &types, now)?;
+        // One statement is atomic by itself: no BEGIN and COMMIT round trips.
+        insert_tasks(&mut *self.pool.acquire().await?, &tasks).await?;
+        Ok(tasks
+            .into_iter()
+            .map(|task| Enqueued {
+                task,
+                created: true,
+            })
+            .collect())
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {

@@ -2,11 +2,13 @@
 //! exist once: building a new task, merging a type's defaults, deciding how
 //! a reported attempt ends, and the errors clients see.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::backoff::retry_delay;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::model::{
     AttemptResult, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec,
 };
@@ -109,6 +111,22 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
         handler_version: new.handler_version,
         metadata: new.metadata,
     }
+}
+
+/// The tasks to store for `tasks`, each with its type's defaults from
+/// `types`; refused whole if one names a type that is not there.
+pub fn new_tasks(
+    tasks: Vec<NewTask>,
+    types: &BTreeMap<String, TaskType>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>> {
+    tasks
+        .into_iter()
+        .map(|new| match types.get(&new.task_type) {
+            Some(task_type) => Ok(new_task(new, task_type, now)),
+            None => Err(unregistered(&new.task_type)),
+        })
+        .collect()
 }
 
 /// How a reported attempt changes its task.

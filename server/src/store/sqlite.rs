@@ -405,13 +405,7 @@ impl Store for SqliteStore {
         // Every write waits for the writer, so no registration can change a
         // type between this lookup and the insert.
         let types = fetch_task_types(&mut writer, &tasks).await?;
-        let tasks = tasks
-            .into_iter()
-            .map(|new| match types.get(&new.task_type) {
-                Some(task_type) => Ok(rules::new_task(new, task_type, now)),
-                None => Err(rules::unregistered(&new.task_type)),
-            })
-            .collect::<Result<Vec<Task>>>()?;
+        let tasks = rules::new_tasks(tasks, &types, now)?;
         if tasks.len() <= ROWS_PER_INSERT {
             // One statement is atomic by itself: no transaction to begin
             // and commit, one trip through the writer thread.
