@@ -123,6 +123,7 @@ pub fn incoming(
                 },
                 () = stop.cancelled() => return,
             };
+            crate::server::send_at_once(&stream);
             let acceptor = tls.acceptor();
             let sender = sender.clone();
             tokio::spawn(async move {
