@@ -23,7 +23,6 @@ use crate::error::{Error, Result};
 use crate::group_commit::{BatchQueue, next_batch};
 use crate::model::{Enqueued, NewTask};
 use crate::plane::ControlPlane;
-use crate::store::Store;
 
 /// The most tasks written in one shared transaction.
 const MAX_BATCH_TASKS: usize = 1000;
@@ -69,19 +68,32 @@ pub async fn run_enqueuer(plane: Arc<ControlPlane>, stop: CancellationToken) {
     while let Some(batch) =
         next_batch(&mut receiver, &stop, |r| r.tasks.len(), MAX_BATCH_TASKS).await
     {
-        write_batch(plane.store.as_ref(), batch).await;
+        write_batch(&plane, batch).await;
     }
 }
 
-async fn write_batch(store: &dyn Store, mut batch: Vec<Request>) {
+/// Writes one batch and answers its requests. What was stored is announced
+/// (agents woken) before the answers go out: the writer has just finished,
+/// so the claim that follows finds it ready, and the dispatcher does not
+/// wait for the caller's task to be scheduled first.
+async fn write_batch(plane: &ControlPlane, mut batch: Vec<Request>) {
+    let store = plane.store.as_ref();
+    let stored = |result: Result<Vec<Enqueued>>| {
+        if let Ok(enqueued) = &result {
+            plane.announce_enqueued(enqueued);
+        }
+        result
+    };
     if batch.len() == 1 {
         let request = batch.pop().expect("one request");
-        let _ = request.reply.send(store.enqueue(request.tasks).await);
+        let _ = request
+            .reply
+            .send(stored(store.enqueue(request.tasks).await));
         return;
     }
     let counts: Vec<usize> = batch.iter().map(|r| r.tasks.len()).collect();
     let all: Vec<NewTask> = batch.iter().flat_map(|r| r.tasks.clone()).collect();
-    match store.enqueue(all).await {
+    match stored(store.enqueue(all).await) {
         Ok(enqueued) => {
             let mut enqueued = enqueued.into_iter();
             for (request, count) in batch.into_iter().zip(counts) {
@@ -92,7 +104,9 @@ async fn write_batch(store: &dyn Store, mut batch: Vec<Request>) {
         }
         Err(_) => {
             for request in batch {
-                let _ = request.reply.send(store.enqueue(request.tasks).await);
+                let _ = request
+                    .reply
+                    .send(stored(store.enqueue(request.tasks).await));
             }
         }
     }
@@ -102,8 +116,8 @@ async fn write_batch(store: &dyn Store, mut batch: Vec<Request>) {
 mod tests {
     use super::*;
     use crate::config::QueueConfig;
-    use crate::store::SqliteStore;
     use crate::store::suite::{defaults, new_task, spec};
+    use crate::store::{SqliteStore, Store};
 
     #[tokio::test]
     async fn requests_queued_together_share_a_batch_and_a_bad_one_fails_alone() {

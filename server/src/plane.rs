@@ -89,7 +89,12 @@ impl ControlPlane {
 
     /// Stores tasks atomically and wakes the agents that serve their types.
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
-        let enqueued = self.enqueuer.enqueue(tasks).await?;
+        self.enqueuer.enqueue(tasks).await
+    }
+
+    /// Counts newly stored tasks, wakes the agents that serve their types
+    /// and tells the tasks' watchers; called once they are committed.
+    pub fn announce_enqueued(&self, enqueued: &[Enqueued]) {
         self.metrics.enqueued(
             enqueued
                 .iter()
@@ -104,7 +109,6 @@ impl ControlPlane {
         );
         self.events
             .changed(enqueued.iter().filter(|e| e.created).map(|e| e.task.id));
-        Ok(enqueued)
     }
 
     /// Records what an agent reported for an attempt it was assigned: frees
