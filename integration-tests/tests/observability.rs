@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use integration_tests::{
     Backend, PATIENCE, TestServer, enqueue, enqueue_request, fast_queue, spawn_listening, wait_for,
-    wait_for_agent, wait_terminal,
+    wait_for_agent, wait_status, wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::metrics_endpoint::{Render, encode, serve_metrics};
 use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
-use taskplane_proto::v1::{GetTaskRequest, TaskStatus};
+use taskplane_proto::v1::TaskStatus;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -283,12 +283,10 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
     );
     assert_eq!(found["span"]["parent_span_id"], "00f067aa0ba902b7");
     assert_eq!(found["span"]["name"], "task");
-    let task = tasks
-        .get_task(GetTaskRequest { id })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(task.status(), TaskStatus::Completed);
+    // The agent logs the handler's completion before the server has
+    // written the result (results are group-committed), so wait for it.
+    let task = wait_status(&tasks, &id, TaskStatus::Completed).await;
+    assert_eq!(task.id, id);
     child.start_kill().unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
