@@ -83,17 +83,9 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>> {
         let mut tx = self.pool.begin().await?;
-        let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
+        let types = fetch_task_types(&mut tx, &tasks).await?;
         let mut enqueued = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            if !types.contains_key(&new.task_type) {
-                let task_type = fetch_task_type(&mut tx, &new.task_type)
-                    .await?
-                    .ok_or_else(|| rules::unregistered(&new.task_type))?;
-                types.insert(new.task_type.clone(), task_type);
-            }
-            let task_type = &types[&new.task_type];
-            let task = rules::new_task(new, task_type, now);
+        for task in rules::new_tasks(tasks, &types, now)? {
             if insert_tasks(&mut tx, std::slice::from_ref(&task))
                 .await?
                 .contains(&task.id)
@@ -263,7 +255,10 @@ async fn claim_type(
 }
 
 /// The registered types among those `tasks` name, by name.
-async fn fetch_task_types(pool: &PgPool, tasks: &[NewTask]) -> Result<BTreeMap<String, TaskType>> {
+async fn fetch_task_types(
+    connection: &mut sqlx::PgConnection,
+    tasks: &[NewTask],
+) -> Result<BTreeMap<String, TaskType>> {
     let names: Vec<String> = tasks
         .iter()
         .map(|t| t.task_type.clone())
@@ -272,7 +267,7 @@ async fn fetch_task_types(pool: &PgPool, tasks: &[NewTask]) -> Result<BTreeMap<S
         .collect();
     let rows = sqlx::query("SELECT * FROM task_types WHERE task_type = ANY($1)")
         .bind(names)
-        .fetch_all(pool)
+        .fetch_all(connection)
         .await?;
     rows.iter()
         .map(|row| rows::task_type(row).map(|t| (t.task_type.clone(), t)))
@@ -517,17 +512,12 @@ impl Store for PostgresStore {
         // A registration committing between the lookup and the insert only
         // orders this enqueue before it: types are never removed, and the
         // foreign key still refuses a type that is not there.
-        let types = fetch_task_types(&self.pool, &tasks).await?;
+        let mut connection = self.pool.acquire().await?;
+        let types = fetch_task_types(&mut connection, &tasks).await?;
         let tasks = rules::new_tasks(tasks, &types, now)?;
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
-        insert_tasks(&mut *self.pool.acquire().await?, &tasks).await?;
-        Ok(tasks
-            .into_iter()
-            .map(|task| Enqueued {
-                task,
-                created: true,
-            })
-            .collect())
+        insert_tasks(&mut connection, &tasks).await?;
+        Ok(rules::newly_created(tasks))
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {

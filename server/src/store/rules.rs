@@ -10,7 +10,8 @@ use uuid::Uuid;
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec,
+    AttemptResult, Enqueued, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType,
+    TaskTypeSpec,
 };
 
 /// The smallest UUIDv7 of the millisecond `at`: every task created before
@@ -125,6 +126,17 @@ pub fn new_tasks(
         .map(|new| match types.get(&new.task_type) {
             Some(task_type) => Ok(new_task(new, task_type, now)),
             None => Err(unregistered(&new.task_type)),
+        })
+        .collect()
+}
+
+/// Tasks just inserted, as an enqueue answers them.
+pub fn newly_created(tasks: Vec<Task>) -> Vec<Enqueued> {
+    tasks
+        .into_iter()
+        .map(|task| Enqueued {
+            task,
+            created: true,
         })
         .collect()
 }

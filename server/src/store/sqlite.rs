@@ -417,13 +417,7 @@ impl Store for SqliteStore {
             }
             tx.commit().await?;
         }
-        Ok(tasks
-            .into_iter()
-            .map(|task| Enqueued {
-                task,
-                created: true,
-            })
-            .collect())
+        Ok(rules::newly_created(tasks))
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -788,20 +782,14 @@ async fn enqueue_with_keys(
     now: DateTime<Utc>,
 ) -> Result<Vec<Enqueued>> {
     let mut tx = write(writer).await?;
-    let mut types: BTreeMap<String, TaskType> = BTreeMap::new();
+    let types = fetch_task_types(&mut tx, &tasks).await?;
     let mut enqueued = Vec::with_capacity(tasks.len());
-    for new in tasks {
-        if !types.contains_key(&new.task_type) {
-            let task_type = fetch_task_type(&mut tx, &new.task_type)
-                .await?
-                .ok_or_else(|| rules::unregistered(&new.task_type))?;
-            types.insert(new.task_type.clone(), task_type);
-        }
-        if let Some(key) = &new.idempotency_key {
+    for task in rules::new_tasks(tasks, &types, now)? {
+        if let Some(key) = &task.idempotency_key {
             let existing: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
             )
-            .bind(new.task_type.clone())
+            .bind(task.task_type.clone())
             .bind(key.clone())
             .fetch_optional(&mut *tx)
             .await?;
@@ -817,8 +805,6 @@ async fn enqueue_with_keys(
                 continue;
             }
         }
-        let task_type = &types[&new.task_type];
-        let task = rules::new_task(new, task_type, now);
         insert_tasks(&mut tx, std::slice::from_ref(&task)).await?;
         enqueued.push(Enqueued {
             task,
