@@ -116,14 +116,12 @@ async fn write_batch(plane: &ControlPlane, mut batch: Vec<Request>) {
 mod tests {
     use super::*;
     use crate::config::QueueConfig;
-    use crate::store::suite::{defaults, new_task, spec};
-    use crate::store::{SqliteStore, Store};
+    use crate::store::Store;
+    use crate::store::suite::{new_task, spec, sqlite_store};
 
     #[tokio::test]
     async fn requests_queued_together_share_a_batch_and_a_bad_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url, defaults()).await.unwrap();
+        let (_dir, _url, store) = sqlite_store("t.db").await;
         store
             .register_task_types(&[spec("send_email", "notifications")])
             .await

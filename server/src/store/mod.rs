@@ -213,6 +213,27 @@ impl<'a> FairClaim<'a> {
     }
 }
 
+/// The `ListTasks` query for `filter` on either database, with its values
+/// and the limit bound (see [`rules::task_listing`]).
+fn listing_query<'q, DB: sqlx::Database>(
+    filter: &TaskFilter,
+    columns: &str,
+    id_cast: &str,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let (listing, values) = rules::task_listing(filter, id_cast);
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM tasks {listing}"
+    )));
+    values
+        .into_iter()
+        .fold(query, |query, value| query.bind(value))
+        .bind(i64::from(filter.limit))
+}
+
 /// Claimed tasks in delivery order: priority, then age (RETURNING does not
 /// keep a subquery's order).
 fn delivery_order(mut tasks: Vec<Task>) -> Vec<Task> {

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicUsize;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -221,7 +221,7 @@ async fn return_to_queue(
 /// skipping rows other replicas hold, and starts their attempts, in one
 /// statement.
 async fn claim_type(
-    connection: &mut sqlx::PgConnection,
+    connection: &mut PgConnection,
     task_type: &str,
     limit: u32,
     lease: &Lease,
@@ -256,7 +256,7 @@ async fn claim_type(
 
 /// The registered types among those `tasks` name, by name.
 async fn fetch_task_types(
-    connection: &mut sqlx::PgConnection,
+    connection: &mut PgConnection,
     tasks: &[NewTask],
 ) -> Result<BTreeMap<String, TaskType>> {
     let names: Vec<String> = tasks
@@ -277,10 +277,7 @@ async fn fetch_task_types(
 /// Inserts PENDING tasks in one statement, skipping any whose idempotency
 /// key is taken, and announces their types to every replica when it
 /// commits. Returns the ids it inserted.
-async fn insert_tasks(
-    connection: &mut sqlx::PgConnection,
-    tasks: &[Task],
-) -> Result<BTreeSet<Uuid>> {
+async fn insert_tasks(connection: &mut PgConnection, tasks: &[Task]) -> Result<BTreeSet<Uuid>> {
     let column = |value: fn(&Task) -> String| tasks.iter().map(value).collect::<Vec<_>>();
     let number = |value: fn(&Task) -> i64| tasks.iter().map(value).collect::<Vec<_>>();
     let inserted: Vec<String> = sqlx::query_scalar(
@@ -556,15 +553,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let (listing, values) = rules::task_listing(filter, "::uuid");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks {listing}"
-        )));
-        for value in values {
-            query = query.bind(value);
-        }
-        let rows = query
-            .bind(i64::from(filter.limit))
+        let rows = super::listing_query::<Postgres>(filter, TASK_COLUMNS, "::uuid")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::task).collect()

@@ -199,7 +199,7 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 /// Leases up to `limit` ready tasks of one type, in priority then age order;
 /// the `task_attempt_begins` trigger records their attempts.
 async fn claim_type(
-    connection: &mut sqlx::SqliteConnection,
+    connection: &mut SqliteConnection,
     task_type: &str,
     limit: u32,
     lease: &Lease,
@@ -456,15 +456,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let (listing, values) = rules::task_listing(filter, "");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks {listing}"
-        )));
-        for value in values {
-            query = query.bind(value);
-        }
-        let rows = query
-            .bind(i64::from(filter.limit))
+        let rows = super::listing_query::<Sqlite>(filter, TASK_COLUMNS, "")
             .fetch_all(&self.readers)
             .await?;
         rows.iter().map(rows::task).collect()
@@ -893,11 +885,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_connection_keeps_its_query_plans() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url, crate::store::suite::defaults())
-            .await
-            .unwrap();
+        let (_dir, url, store) = crate::store::suite::sqlite_store("t.db").await;
         assert!(plans_are_stable(&mut *store.writer().await).await);
         assert!(plans_are_stable(&mut *store.checkpointer.lock().await).await);
         let mut reader = store.readers.acquire().await.unwrap();

@@ -25,6 +25,15 @@ pub(crate) fn defaults() -> TypeDefaults {
     }
 }
 
+/// A store on a fresh SQLite file at `path` inside a temporary directory,
+/// with the directory (removed when dropped) and the file's URL.
+pub(crate) async fn sqlite_store(path: &str) -> (tempfile::TempDir, String, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join(path).display());
+    let store = SqliteStore::open(&url, defaults()).await.unwrap();
+    (dir, url, store)
+}
+
 /// Runs each named test body against both backends.
 macro_rules! for_each_backend {
     ($($test:ident),* $(,)?) => {
@@ -32,9 +41,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}", dir.path().join("nested/dir/t.db").display());
-                    let store = super::SqliteStore::open(&url, super::defaults()).await.unwrap();
+                    let (_dir, _url, store) = super::sqlite_store("nested/dir/t.db").await;
                     super::$test(&store).await;
                 }
             )*
