@@ -16,7 +16,10 @@ use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{EnqueueTaskRequest, GetTaskRequest, Task, TaskStatus, WatchTaskRequest};
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, GetTaskRequest, ListTaskAttemptsRequest, Task, TaskAttempt, TaskStatus,
+    WatchTaskRequest,
+};
 use taskplane_server::config::SecurityConfig;
 use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig};
@@ -380,6 +383,19 @@ pub async fn wait_status<T: Transport + Clone>(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every attempt of a task, oldest first.
+pub async fn attempts_of<T: Transport>(
+    client: &mut TaskServiceClient<T>,
+    id: &str,
+) -> Vec<TaskAttempt> {
+    client
+        .list_task_attempts(ListTaskAttemptsRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts
 }
 
 /// Follows a task with `WatchTask` until it is terminal; returns its final state.

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
+use integration_tests::{
+    Backend, TestAgent, TestServer, attempts_of, enqueue, enqueue_request, wait_terminal,
+};
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
 use taskplane_proto::json::struct_to_json;
@@ -70,7 +72,12 @@ async fn an_enqueued_task_is_pushed_handled_and_completed(backend: Backend) {
         .into_inner();
     assert!(enqueued.created);
     let task = enqueued.task.unwrap();
-    assert_eq!(task.status(), TaskStatus::Pending);
+    // RUNNING when it was handed straight to the idle agent (see
+    // `a_task_enqueued_while_its_agent_sits_idle_is_handed_to_it_at_once`).
+    assert!(
+        matches!(task.status(), TaskStatus::Pending | TaskStatus::Running),
+        "{task:?}"
+    );
     assert_eq!(uuid_version(&task.id), 7, "task ids are UUIDv7");
     assert_eq!(task.domain, "default");
 
@@ -96,6 +103,41 @@ async fn an_enqueued_task_is_pushed_handled_and_completed(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(fetched, done);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+async fn a_task_enqueued_while_its_agent_sits_idle_is_handed_to_it_at_once(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let agent = TestAgent::start(&server, "math", math_registry(Arc::default())).await;
+    let mut tasks = server.tasks().await;
+
+    // Once the agent has finished a task and found nothing more waiting, the
+    // next one is stored already leased to it: the answer says RUNNING.
+    let mut handed_off = None;
+    for _ in 0..50 {
+        let task = enqueue(&mut tasks, enqueue_request("add", json!({"a": 1, "b": 2}))).await;
+        if task.status() == TaskStatus::Running {
+            handed_off = Some(task);
+            break;
+        }
+        wait_terminal(&mut tasks, &task.id).await;
+    }
+    let task = handed_off.expect("an idle agent is handed a new task as it is stored");
+    assert_eq!(task.attempts, 1);
+    assert!(task.started_at.is_some());
+
+    let done = wait_terminal(&mut tasks, &task.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        serde_json::Value::Object(struct_to_json(done.result.as_ref().unwrap())),
+        json!({"sum": 3, "attempt": 1})
+    );
+    let attempts = attempts_of(&mut tasks, &task.id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].attempt, 1);
+    assert_eq!(attempts[0].outcome, "completed");
     agent.stop().await.unwrap();
     server.stop().await;
 }
@@ -301,6 +343,7 @@ fn uuid_like() -> String {
 
 integration_tests::on_every_backend!(
     an_enqueued_task_is_pushed_handled_and_completed,
+    a_task_enqueued_while_its_agent_sits_idle_is_handed_to_it_at_once,
     a_failed_handler_shows_its_error_and_retryable_failures_are_retried,
     unregistered_types_fail_precondition_and_write_nothing,
     malformed_requests_are_invalid_arguments_a_person_can_act_on,

@@ -4,7 +4,7 @@
 //! extending. Once writes work again, the task completes.
 
 use integration_tests::{
-    Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_for, wait_terminal,
+    Backend, TestAgent, TestServer, attempts_of, enqueue, enqueue_request, wait_for, wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
@@ -98,14 +98,7 @@ async fn a_result_that_cannot_be_written_sends_the_task_back_to_the_queue(backen
     let finished = wait_terminal(&mut tasks, &task.id).await;
     assert_eq!(finished.status(), TaskStatus::Completed);
     assert!(finished.attempts >= 2, "the lost attempt was run again");
-    let attempts = tasks
-        .list_task_attempts(ListTaskAttemptsRequest {
-            id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .attempts;
+    let attempts = attempts_of(&mut tasks, &task.id).await;
     let completed: Vec<_> = attempts
         .iter()
         .filter(|a| a.outcome == "completed")

@@ -4,6 +4,8 @@
 //! types, as many as the agent has free slots (up to a batch), and sends them
 //! as assignments. It sleeps until woken by new work, a freed slot or more
 //! credit, or until the poll interval passes (delayed tasks becoming due).
+//! A claim that comes back short leaves the session caught up, so new tasks
+//! can be handed to it at enqueue (see [`crate::handoff`]).
 
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
         let free = session.free_slots().min(plane.config.max_claim_batch);
         let mut filled = false;
         if free > 0 {
+            let announced = session.work_announced();
             let lease = Lease {
                 session_id: session.id,
                 agent_id: session.agent_id,
@@ -46,6 +49,9 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
             match plane.store.claim(&session.task_types, free, &lease).await {
                 Ok(tasks) => {
                     filled = tasks.len() as u32 == free;
+                    if !filled {
+                        session.caught_up(announced);
+                    }
                     plane.events.changed(tasks.iter().map(|t| t.id));
                     let now = Utc::now();
                     for task in &tasks {

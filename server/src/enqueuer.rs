@@ -72,28 +72,19 @@ pub async fn run_enqueuer(plane: Arc<ControlPlane>, stop: CancellationToken) {
     }
 }
 
-/// Writes one batch and answers its requests. What was stored is announced
-/// (agents woken) before the answers go out: the writer has just finished,
-/// so the claim that follows finds it ready, and the dispatcher does not
-/// wait for the caller's task to be scheduled first.
+/// Writes one batch and answers its requests, once its tasks are handed to
+/// agents or announced (see [`ControlPlane::store_tasks`]): the writer has
+/// just finished, so the claim that follows finds them ready, and the
+/// dispatcher does not wait for the caller's task to be scheduled first.
 async fn write_batch(plane: &ControlPlane, mut batch: Vec<Request>) {
-    let store = plane.store.as_ref();
-    let stored = |result: Result<Vec<Enqueued>>| {
-        if let Ok(enqueued) = &result {
-            plane.announce_enqueued(enqueued);
-        }
-        result
-    };
     if batch.len() == 1 {
         let request = batch.pop().expect("one request");
-        let _ = request
-            .reply
-            .send(stored(store.enqueue(request.tasks).await));
+        let _ = request.reply.send(plane.store_tasks(request.tasks).await);
         return;
     }
     let counts: Vec<usize> = batch.iter().map(|r| r.tasks.len()).collect();
     let all: Vec<NewTask> = batch.iter().flat_map(|r| r.tasks.clone()).collect();
-    match stored(store.enqueue(all).await) {
+    match plane.store_tasks(all).await {
         Ok(enqueued) => {
             let mut enqueued = enqueued.into_iter();
             for (request, count) in batch.into_iter().zip(counts) {
@@ -104,9 +95,7 @@ async fn write_batch(plane: &ControlPlane, mut batch: Vec<Request>) {
         }
         Err(_) => {
             for request in batch {
-                let _ = request
-                    .reply
-                    .send(stored(store.enqueue(request.tasks).await));
+                let _ = request.reply.send(plane.store_tasks(request.tasks).await);
             }
         }
     }

@@ -38,6 +38,7 @@ pub mod enqueuer;
 pub mod error;
 pub mod events;
 pub mod group_commit;
+pub mod handoff;
 pub mod metrics;
 pub mod model;
 pub mod plane;

@@ -15,6 +15,7 @@ use crate::config::QueueConfig;
 use crate::enqueuer::Enqueuer;
 use crate::error::Result;
 use crate::events::TaskEvents;
+use crate::handoff::HandOffs;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
 use crate::sessions::{Session, Sessions};
@@ -87,28 +88,33 @@ impl ControlPlane {
         }
     }
 
-    /// Stores tasks atomically and wakes the agents that serve their types.
+    /// Stores tasks atomically and wakes the agents that serve their types,
+    /// through the group commit of [`crate::enqueuer`].
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         self.enqueuer.enqueue(tasks).await
     }
 
-    /// Counts newly stored tasks, wakes the agents that serve their types
-    /// and tells the tasks' watchers; called once they are committed.
-    pub fn announce_enqueued(&self, enqueued: &[Enqueued]) {
-        self.metrics.enqueued(
-            enqueued
-                .iter()
-                .filter(|e| e.created)
-                .map(|e| e.task.task_type.as_str()),
-        );
+    /// Stores tasks in one transaction, handing those it can to idle agents
+    /// (see [`crate::handoff`]), then sends those tasks' assignments, wakes
+    /// the agents that serve the others' types, counts them all and tells
+    /// their watchers.
+    pub async fn store_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+        let hand_offs = HandOffs::new(self);
+        let enqueued = self
+            .store
+            .enqueue_handing_off(tasks, &|task| hand_offs.choose(task))
+            .await?;
+        hand_offs.deliver(&enqueued).await;
+        let created = || enqueued.iter().filter(|e| e.created).map(|e| &e.task);
+        self.metrics
+            .enqueued(created().map(|task| task.task_type.as_str()));
         self.sessions.wake_for(
-            enqueued
-                .iter()
-                .filter(|e| e.created)
-                .map(|e| e.task.task_type.as_str()),
+            created()
+                .filter(|task| task.status == TaskStatus::Pending)
+                .map(|task| task.task_type.as_str()),
         );
-        self.events
-            .changed(enqueued.iter().filter(|e| e.created).map(|e| e.task.id));
+        self.events.changed(created().map(|task| task.id));
+        Ok(enqueued)
     }
 
     /// Records what an agent reported for an attempt it was assigned: frees
@@ -183,8 +189,11 @@ impl ControlPlane {
         Ok(task)
     }
 
-    /// Returns a closed session's leased tasks to the queue at once.
+    /// Returns a closed session's leased tasks to the queue at once, after
+    /// writing the results it reported (or a finished task would go back to
+    /// the queue).
     pub async fn release(&self, session: &Session) -> Result<()> {
+        self.completer.flush().await;
         let released = self.store.release_session(session.id).await?;
         if !released.is_empty() {
             tracing::info!(session_id = %session.id, tasks = released.len(), "returned leased tasks to the queue");
@@ -222,9 +231,7 @@ impl ControlPlane {
         if !reaped.is_empty() {
             tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
             self.metrics.leases_expired(reaped.len());
-            for session in self.sessions.list() {
-                session.wake.notify_one();
-            }
+            self.sessions.wake_all();
             self.events.changed(reaped);
         }
         Ok(())

@@ -1,8 +1,14 @@
 //! Live agent sessions on this replica, held in memory.
 //!
 //! A session is one `AgentService.Connect` stream. It tracks the agent's slots
-//! (credit) and the assignments it has not answered yet, so the server never
-//! has more unfinished assignments on a session than the agent has slots.
+//! (credit), the assignments it has not answered yet and the slots an
+//! enqueue has reserved to hand it new tasks, so the server never has more
+//! unfinished assignments on a session than the agent has slots.
+//!
+//! A session is *caught up* when its last claim came back short (nothing of
+//! its types was ready) and no new work of its types was announced since.
+//! Only a caught-up session takes tasks handed off at enqueue: with nothing
+//! waiting before them, handing them over skips no one in the queue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,6 +52,11 @@ pub struct Session {
 struct SessionState {
     slots: u32,
     in_flight: HashMap<Uuid, u32>,
+    reserved: u32,
+    /// Announcements of new work of the session's types so far.
+    work_announced: u64,
+    /// `work_announced` as it was when the last short claim began.
+    caught_up_at: Option<u64>,
     draining: bool,
     last_seen_at: DateTime<Utc>,
     health: Vec<HandlerCheck>,
@@ -88,6 +99,9 @@ impl Session {
             state: Mutex::new(SessionState {
                 slots: new.max_concurrency,
                 in_flight: HashMap::new(),
+                reserved: 0,
+                work_announced: 0,
+                caught_up_at: None,
                 draining: false,
                 last_seen_at: now,
                 health: Vec::new(),
@@ -102,16 +116,57 @@ impl Session {
 
     /// Slots free for new assignments (0 while draining).
     pub fn free_slots(&self) -> u32 {
-        let state = self.state();
-        if state.draining {
-            return 0;
-        }
-        state.slots.saturating_sub(state.in_flight.len() as u32)
+        self.state().free_slots()
     }
 
     /// Records an assignment sent to the agent.
     pub fn track(&self, task_id: Uuid, attempt: u32) {
         self.state().in_flight.insert(task_id, attempt);
+    }
+
+    /// Tells the session that work of its types may be waiting: it is no
+    /// longer caught up, and its dispatcher wakes to claim.
+    pub fn announce_work(&self) {
+        self.state().work_announced += 1;
+        self.wake.notify_one();
+    }
+
+    /// How many announcements of new work the session has had; read before
+    /// a claim and passed to [`Session::caught_up`] if it comes back short.
+    pub fn work_announced(&self) -> u64 {
+        self.state().work_announced
+    }
+
+    /// Notes that a claim begun after `announced` announcements found
+    /// nothing more of the session's types ready.
+    pub fn caught_up(&self, announced: u64) {
+        self.state().caught_up_at = Some(announced);
+    }
+
+    /// Reserves a free slot for a task handed off at enqueue, if the session
+    /// is caught up and not draining.
+    pub fn reserve(&self) -> bool {
+        let mut state = self.state();
+        if state.caught_up_at != Some(state.work_announced) || state.free_slots() == 0 {
+            return false;
+        }
+        state.reserved += 1;
+        true
+    }
+
+    /// Fills a reserved slot with the handed-off task's first attempt.
+    pub fn place(&self, task_id: Uuid, attempt: u32) {
+        let mut state = self.state();
+        state.reserved = state.reserved.saturating_sub(1);
+        state.in_flight.insert(task_id, attempt);
+    }
+
+    /// Gives back a reserved slot whose task was not handed off after all.
+    pub fn unreserve(&self) {
+        let mut state = self.state();
+        state.reserved = state.reserved.saturating_sub(1);
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Ends the session from the server's side: tells the agent why, then
@@ -202,6 +257,16 @@ impl Session {
     }
 }
 
+impl SessionState {
+    fn free_slots(&self) -> u32 {
+        if self.draining {
+            return 0;
+        }
+        self.slots
+            .saturating_sub(self.in_flight.len() as u32 + self.reserved)
+    }
+}
+
 /// Every live session on this replica.
 #[derive(Default)]
 pub struct Sessions {
@@ -226,7 +291,7 @@ impl Sessions {
         sessions
     }
 
-    /// Wakes the dispatchers of the sessions that serve any of these types.
+    /// Announces work to the sessions that serve any of these types.
     pub fn wake_for<'a>(&self, task_types: impl IntoIterator<Item = &'a str>) {
         let task_types: Vec<&str> = task_types.into_iter().collect();
         for session in self.read().values() {
@@ -235,9 +300,29 @@ impl Sessions {
                 .iter()
                 .any(|t| task_types.contains(&t.as_str()))
             {
-                session.wake.notify_one();
+                session.announce_work();
             }
         }
+    }
+
+    /// Announces work to every session (leases expired: any type may have
+    /// tasks back in the queue).
+    pub fn wake_all(&self) {
+        for session in self.read().values() {
+            session.announce_work();
+        }
+    }
+
+    /// Reserves a slot for a task of this type on the caught-up session
+    /// serving it that has the most free slots, if any.
+    pub fn reserve_for(&self, task_type: &str) -> Option<Arc<Session>> {
+        let session = self
+            .read()
+            .values()
+            .filter(|s| s.task_types.iter().any(|t| t == task_type))
+            .max_by_key(|s| s.free_slots())
+            .cloned()?;
+        session.reserve().then_some(session)
     }
 
     /// The session holding a task's lease, if it is on this replica.
@@ -283,5 +368,36 @@ mod tests {
         assert!(session.untrack_attempt(task, 2));
         assert!(!session.holds(task));
         assert_eq!(session.free_slots(), 2);
+    }
+
+    #[test]
+    fn only_a_caught_up_session_takes_hand_offs_and_reserved_slots_are_not_claimed() {
+        let session = session(2);
+        assert!(
+            !session.reserve(),
+            "a session that never claimed is not caught up"
+        );
+        let before_claim = session.work_announced();
+        session.caught_up(before_claim);
+        assert!(session.reserve());
+        assert_eq!(session.free_slots(), 1, "the dispatcher claims around it");
+
+        // Work announced while a claim ran: that claim's shortness says
+        // nothing about the new work, so the session is not caught up.
+        let before_claim = session.work_announced();
+        session.announce_work();
+        session.caught_up(before_claim);
+        assert!(!session.reserve());
+        session.caught_up(session.work_announced());
+        assert!(session.reserve());
+        assert!(!session.reserve(), "no free slot left");
+
+        let task = Uuid::now_v7();
+        session.place(task, 1);
+        assert!(session.holds(task));
+        session.unreserve();
+        assert_eq!(session.free_slots(), 1);
+        session.drain();
+        assert!(!session.reserve(), "a draining session takes nothing new");
     }
 }

@@ -276,9 +276,6 @@ async fn run_session(
     session.closed.cancel();
     let _ = dispatcher.await;
     plane.sessions.remove(session.id);
-    // Results this session reported must be written before its leases are
-    // released, or a finished task would go back to the queue.
-    plane.completer.flush().await;
     if let Err(error) = plane.release(&session).await {
         tracing::error!(session_id = %session.id, %error, "could not release the session's tasks; lease expiry will");
     }

@@ -30,6 +30,11 @@ pub use postgres::PostgresStore;
 pub use rules::TypeDefaults;
 pub use sqlite::SqliteStore;
 
+/// Chooses, for a new task that is ready at once, the agent session to lease
+/// it to straight away (see [`Store::enqueue_handing_off`]); `None` leaves it
+/// PENDING for the next claim.
+pub type HandOff<'a> = dyn Fn(&Task) -> Option<Lease> + Send + Sync + 'a;
+
 /// A stream of task types that became ready on another replica.
 pub type ReadyNotifications = std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>;
 
@@ -46,10 +51,23 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered task type (of one domain, if given), by name.
     async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>>;
 
+    /// Stores tasks PENDING, handing none off; see
+    /// [`Store::enqueue_handing_off`].
+    async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+        self.enqueue_handing_off(tasks, &|_| None).await
+    }
+
     /// Stores tasks in one transaction: all or none. An unregistered type
     /// fails `FailedPrecondition` naming it; a matching idempotency key
-    /// returns the existing task.
-    async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>>;
+    /// returns the existing task. A new task that is ready at once and for
+    /// which `hand_off` names a lease is stored RUNNING under that lease,
+    /// its first attempt started, exactly as a claim would leave it; the
+    /// rest are PENDING.
+    async fn enqueue_handing_off(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>>;
 
     /// One task, if it exists.
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;

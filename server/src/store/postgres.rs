@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
-use super::{ReadyNotifications, Store};
+use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::Result;
 use crate::model::{
@@ -80,13 +80,16 @@ impl PostgresStore {
     async fn enqueue_with_keys(
         &self,
         tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>> {
         let mut tx = self.pool.begin().await?;
         let types = fetch_task_types(&mut tx, &tasks).await?;
+        let mut tasks = rules::new_tasks(tasks, &types, now)?;
+        let leases = rules::hand_off(&mut tasks, hand_off);
         let mut enqueued = Vec::with_capacity(tasks.len());
-        for task in rules::new_tasks(tasks, &types, now)? {
-            if insert_tasks(&mut tx, std::slice::from_ref(&task))
+        for (task, lease) in tasks.into_iter().zip(leases) {
+            if insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease])
                 .await?
                 .contains(&task.id)
             {
@@ -274,37 +277,60 @@ async fn fetch_task_types(
         .collect()
 }
 
-/// Inserts PENDING tasks in one statement, skipping any whose idempotency
-/// key is taken, and announces their types to every replica when it
-/// commits. Returns the ids it inserted.
-async fn insert_tasks(connection: &mut PgConnection, tasks: &[Task]) -> Result<BTreeSet<Uuid>> {
+/// Inserts tasks in one statement, skipping any whose idempotency key is
+/// taken: PENDING, announced to every replica when it commits, or RUNNING
+/// under the lease beside them with their first attempts started. Returns
+/// the ids it inserted.
+async fn insert_tasks(
+    connection: &mut PgConnection,
+    tasks: &[Task],
+    leases: &[Option<Lease>],
+) -> Result<BTreeSet<Uuid>> {
     let column = |value: fn(&Task) -> String| tasks.iter().map(value).collect::<Vec<_>>();
     let number = |value: fn(&Task) -> i64| tasks.iter().map(value).collect::<Vec<_>>();
+    let lease = |value: fn(&Lease) -> String| {
+        leases
+            .iter()
+            .map(|l| l.as_ref().map(value))
+            .collect::<Vec<_>>()
+    };
     let inserted: Vec<String> = sqlx::query_scalar(
         "WITH inserted AS (
              INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
-                 max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
-                 handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
-             SELECT id::uuid, task_type, domain, payload::jsonb, 'pending', priority, 0,
-                 max_attempts, timeout_ms, run_at, created_at, created_at, idempotency_key,
-                 handler_version, metadata::jsonb, retry_initial_ms, retry_factor, retry_max_ms
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
-                 $11::text[], $12::text[], $13::bigint[], $14::float8[], $15::bigint[])
-                 AS new (id, task_type, domain, payload, priority, max_attempts, timeout_ms,
-                     run_at, created_at, idempotency_key, handler_version, metadata,
-                     retry_initial_ms, retry_factor, retry_max_ms)
+                 max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
+                 idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
+                 retry_max_ms, lease_session, lease_agent, lease_expires_at)
+             SELECT id::uuid, task_type, domain, payload::jsonb, status, priority, attempts,
+                 max_attempts, timeout_ms, run_at, created_at, created_at,
+                 CASE WHEN status = 'running' THEN created_at END,
+                 idempotency_key, handler_version, metadata::jsonb, retry_initial_ms,
+                 retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                 $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[],
+                 $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[])
+                 AS new (id, task_type, domain, payload, status, priority, attempts,
+                     max_attempts, timeout_ms, run_at, created_at, idempotency_key,
+                     handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
+                     lease_session, lease_agent, lease_expires_at)
              ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id::text, task_type)
-         SELECT inserted.id FROM inserted,
-             (SELECT count(pg_notify($16, task_type))
-              FROM (SELECT DISTINCT task_type FROM inserted) AS types) AS announced",
+             RETURNING id, task_type, status, attempts, lease_agent, lease_session, started_at),
+         started AS (
+             INSERT INTO task_attempts (task_id, attempt, agent_id, session_id, started_at)
+             SELECT id::text, attempts, lease_agent, lease_session, started_at
+             FROM inserted WHERE status = 'running')
+         SELECT inserted.id::text FROM inserted,
+             (SELECT count(pg_notify($21, task_type))
+              FROM (SELECT DISTINCT task_type FROM inserted WHERE status = 'pending') AS types)
+                 AS announced",
     )
     .bind(column(|t| t.id.to_string()))
     .bind(column(|t| t.task_type.clone()))
     .bind(column(|t| t.domain.clone()))
     .bind(column(|t| json_text(&t.payload)))
+    .bind(column(|t| t.status.as_str().to_owned()))
     .bind(number(|t| i64::from(t.priority)))
+    .bind(number(|t| i64::from(t.attempts)))
     .bind(number(|t| i64::from(t.max_attempts)))
     .bind(number(|t| duration_millis(t.timeout)))
     .bind(number(|t| millis(t.run_at)))
@@ -325,6 +351,14 @@ async fn insert_tasks(connection: &mut PgConnection, tasks: &[Task]) -> Result<B
             .collect::<Vec<_>>(),
     )
     .bind(number(|t| duration_millis(t.retry_policy.max_backoff)))
+    .bind(lease(|l| l.session_id.to_string()))
+    .bind(lease(|l| l.agent_id.to_string()))
+    .bind(
+        leases
+            .iter()
+            .map(|l| l.as_ref().map(|l| millis(l.expires_at)))
+            .collect::<Vec<_>>(),
+    )
     .bind(READY_CHANNEL)
     .fetch_all(connection)
     .await?;
@@ -501,19 +535,24 @@ impl Store for PostgresStore {
         rows.iter().map(rows::task_type).collect()
     }
 
-    async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+    async fn enqueue_handing_off(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>> {
         let now = rows::now();
         if tasks.iter().any(|t| t.idempotency_key.is_some()) {
-            return self.enqueue_with_keys(tasks, now).await;
+            return self.enqueue_with_keys(tasks, hand_off, now).await;
         }
         // A registration committing between the lookup and the insert only
         // orders this enqueue before it: types are never removed, and the
         // foreign key still refuses a type that is not there.
         let mut connection = self.pool.acquire().await?;
         let types = fetch_task_types(&mut connection, &tasks).await?;
-        let tasks = rules::new_tasks(tasks, &types, now)?;
+        let mut tasks = rules::new_tasks(tasks, &types, now)?;
+        let leases = rules::hand_off(&mut tasks, hand_off);
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
-        insert_tasks(&mut connection, &tasks).await?;
+        insert_tasks(&mut connection, &tasks, &leases).await?;
         Ok(rules::newly_created(tasks))
     }
 

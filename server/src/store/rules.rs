@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::HandOff;
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, Enqueued, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType,
+    AttemptResult, Enqueued, Lease, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType,
     TaskTypeSpec,
 };
 
@@ -128,6 +129,36 @@ pub fn new_tasks(
             None => Err(unregistered(&new.task_type)),
         })
         .collect()
+}
+
+/// Leases each new task that is ready at once to the session `hand_off`
+/// names for it, as a claim would: RUNNING, first attempt started when it
+/// was created. Tasks are offered in delivery order (priority, then age),
+/// so when sessions have fewer slots than the batch has tasks, the ones a
+/// claim would have taken first are the ones handed off. Returns each
+/// task's lease, in the tasks' order.
+pub fn hand_off(tasks: &mut [Task], hand_off: &HandOff<'_>) -> Vec<Option<Lease>> {
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.sort_by(|&a, &b| {
+        tasks[b]
+            .priority
+            .cmp(&tasks[a].priority)
+            .then(tasks[a].id.cmp(&tasks[b].id))
+    });
+    let mut leases = vec![None; tasks.len()];
+    for index in order {
+        let task = &mut tasks[index];
+        if task.run_at > task.created_at {
+            continue;
+        }
+        if let Some(lease) = hand_off(task) {
+            task.status = TaskStatus::Running;
+            task.attempts = 1;
+            task.started_at = Some(task.created_at);
+            leases[index] = Some(lease);
+        }
+    }
+    leases
 }
 
 /// Tasks just inserted, as an enqueue answers them.

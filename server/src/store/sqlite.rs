@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
-use super::{ReadyNotifications, Store};
+use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -396,24 +396,32 @@ impl Store for SqliteStore {
         rows.iter().map(rows::task_type).collect()
     }
 
-    async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+    async fn enqueue_handing_off(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>> {
         let now = rows::now();
         let mut writer = self.writer().await;
         if tasks.iter().any(|t| t.idempotency_key.is_some()) {
-            return enqueue_with_keys(&mut writer, tasks, now).await;
+            return enqueue_with_keys(&mut writer, tasks, hand_off, now).await;
         }
         // Every write waits for the writer, so no registration can change a
         // type between this lookup and the insert.
         let types = fetch_task_types(&mut writer, &tasks).await?;
-        let tasks = rules::new_tasks(tasks, &types, now)?;
+        let mut tasks = rules::new_tasks(tasks, &types, now)?;
+        let leases = rules::hand_off(&mut tasks, hand_off);
         if tasks.len() <= ROWS_PER_INSERT {
             // One statement is atomic by itself: no transaction to begin
             // and commit, one trip through the writer thread.
-            insert_tasks(&mut writer, &tasks).await?;
+            insert_tasks(&mut writer, &tasks, &leases).await?;
         } else {
             let mut tx = write(&mut writer).await?;
-            for chunk in tasks.chunks(ROWS_PER_INSERT) {
-                insert_tasks(&mut tx, chunk).await?;
+            for (chunk, leases) in tasks
+                .chunks(ROWS_PER_INSERT)
+                .zip(leases.chunks(ROWS_PER_INSERT))
+            {
+                insert_tasks(&mut tx, chunk, leases).await?;
             }
             tx.commit().await?;
         }
@@ -771,12 +779,15 @@ impl Store for SqliteStore {
 async fn enqueue_with_keys(
     writer: &mut SqliteConnection,
     tasks: Vec<NewTask>,
+    hand_off: &HandOff<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Enqueued>> {
     let mut tx = write(writer).await?;
     let types = fetch_task_types(&mut tx, &tasks).await?;
+    let mut tasks = rules::new_tasks(tasks, &types, now)?;
+    let leases = rules::hand_off(&mut tasks, hand_off);
     let mut enqueued = Vec::with_capacity(tasks.len());
-    for task in rules::new_tasks(tasks, &types, now)? {
+    for (task, lease) in tasks.into_iter().zip(leases) {
         if let Some(key) = &task.idempotency_key {
             let existing: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
@@ -797,7 +808,7 @@ async fn enqueue_with_keys(
                 continue;
             }
         }
-        insert_tasks(&mut tx, std::slice::from_ref(&task)).await?;
+        insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease]).await?;
         enqueued.push(Enqueued {
             task,
             created: true,
@@ -823,39 +834,52 @@ async fn fetch_task_types(
         .collect()
 }
 
-/// The most tasks one INSERT writes: 16 bound values each, well inside
+/// The most tasks one INSERT writes: 21 bound values each, well inside
 /// SQLite's 32,766.
 const ROWS_PER_INSERT: usize = 500;
 
-/// Inserts PENDING tasks with one multi-row statement.
-async fn insert_tasks(connection: &mut SqliteConnection, tasks: &[Task]) -> Result<()> {
-    const ROW: &str = "(?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Inserts tasks with one multi-row statement: PENDING, or RUNNING under
+/// the lease beside them (trigger `task_attempt_begins_at_enqueue` writes
+/// their first attempt rows).
+async fn insert_tasks(
+    connection: &mut SqliteConnection,
+    tasks: &[Task],
+    leases: &[Option<Lease>],
+) -> Result<()> {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = format!(
         "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
-             max_attempts, timeout_ms, run_at, created_at, updated_at, idempotency_key,
-             handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms)
+             max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
+             idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
+             retry_max_ms, lease_session, lease_agent, lease_expires_at)
          VALUES {}",
         vec![ROW; tasks.len()].join(", ")
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for task in tasks {
+    for (task, lease) in tasks.iter().zip(leases) {
         query = query
             .bind(task.id.to_string())
             .bind(task.task_type.clone())
             .bind(task.domain.clone())
             .bind(json_text(&task.payload))
+            .bind(task.status.as_str())
             .bind(task.priority)
+            .bind(task.attempts)
             .bind(task.max_attempts)
             .bind(duration_millis(task.timeout))
             .bind(millis(task.run_at))
             .bind(millis(task.created_at))
             .bind(millis(task.created_at))
+            .bind(task.started_at.map(millis))
             .bind(task.idempotency_key.clone())
             .bind(task.handler_version.clone())
             .bind(json_text(&task.metadata))
             .bind(duration_millis(task.retry_policy.initial_backoff))
             .bind(task.retry_policy.backoff_factor)
-            .bind(duration_millis(task.retry_policy.max_backoff));
+            .bind(duration_millis(task.retry_policy.max_backoff))
+            .bind(lease.as_ref().map(|l| l.session_id.to_string()))
+            .bind(lease.as_ref().map(|l| l.agent_id.to_string()))
+            .bind(lease.as_ref().map(|l| millis(l.expires_at)));
     }
     query.execute(connection).await?;
     Ok(())

@@ -72,6 +72,7 @@ for_each_backend!(
     tokens_are_found_by_hash_and_revoked_once,
     purges_delete_only_tasks_finished_before_the_cutoff,
     a_batch_is_stored_whole_or_not_at_all,
+    tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them,
 );
 
 pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -191,6 +192,96 @@ async fn claim_orders_by_priority_then_age_and_fences_stale_results(store: &dyn 
     let attempts = store.list_attempts(first).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+}
+
+async fn tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let session = lease();
+    // The session has two slots to offer; tasks are offered by priority,
+    // then age, and a delayed task is never offered.
+    let slots = std::sync::atomic::AtomicU32::new(2);
+    let hand_off = |_: &Task| {
+        let left = slots.load(std::sync::atomic::Ordering::SeqCst);
+        slots.store(left.saturating_sub(1), std::sync::atomic::Ordering::SeqCst);
+        (left > 0).then(|| session.clone())
+    };
+    let mut low = new_task("a");
+    low.priority = 1;
+    let mut high = new_task("a");
+    high.priority = 5;
+    let mut delayed = new_task("a");
+    delayed.priority = 9;
+    delayed.run_at = Some(Utc::now() + chrono::Duration::hours(1));
+    let enqueued = store
+        .enqueue_handing_off(vec![low, new_task("a"), high, delayed], &hand_off)
+        .await
+        .unwrap();
+    let tasks: Vec<Task> = enqueued.into_iter().map(|e| e.task).collect();
+    let expected = [
+        TaskStatus::Running,
+        TaskStatus::Pending,
+        TaskStatus::Running,
+        TaskStatus::Pending,
+    ];
+    let answered: Vec<TaskStatus> = tasks.iter().map(|t| t.status).collect();
+    assert_eq!(answered, expected, "the enqueue answers as stored");
+    assert_eq!(statuses_of(store, &tasks).await, expected);
+    for handed_off in [&tasks[0], &tasks[2]] {
+        let stored = store.get_task(handed_off.id).await.unwrap().unwrap();
+        assert_eq!(stored.attempts, 1);
+        assert!(stored.started_at.is_some());
+        let attempts = store.list_attempts(handed_off.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "its first attempt is recorded");
+        assert_eq!(attempts[0].attempt, 1);
+        assert_eq!(attempts[0].session_id, session.session_id.to_string());
+        assert_eq!(attempts[0].agent_id, session.agent_id.to_string());
+    }
+
+    // A claim takes only the task left PENDING and due.
+    let claimed = store.claim(&["a".into()], 10, &lease()).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [tasks[1].id]
+    );
+    // The lease fences results as a claimed one does.
+    let stale = store
+        .finish_attempt(tasks[2].id, 2, AttemptResult::Completed(JsonObject::new()))
+        .await
+        .unwrap();
+    assert_eq!(stale, ResultOutcome::Stale);
+    let done = store
+        .finish_attempt(tasks[2].id, 1, AttemptResult::Completed(JsonObject::new()))
+        .await
+        .unwrap();
+    assert!(matches!(done, ResultOutcome::Applied(ref t) if t.status == TaskStatus::Completed));
+    // Its session closing returns what it still holds to the queue.
+    assert_eq!(
+        store.release_session(session.session_id).await.unwrap(),
+        [tasks[0].id]
+    );
+    assert_eq!(statuses_of(store, &tasks[..1]).await, [TaskStatus::Pending]);
+
+    // A task whose idempotency key is taken is not handed off again.
+    let keyed = || NewTask {
+        idempotency_key: Some("k".into()),
+        ..new_task("a")
+    };
+    let always = |_: &Task| Some(session.clone());
+    let first = store
+        .enqueue_handing_off(vec![keyed()], &always)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(first.created);
+    assert_eq!(first.task.status, TaskStatus::Running);
+    let second = store
+        .enqueue_handing_off(vec![keyed()], &always)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!second.created);
+    assert_eq!(second.task.id, first.task.id);
+    assert_eq!(store.list_attempts(first.task.id).await.unwrap().len(), 1);
 }
 
 async fn released_sessions_return_tasks_and_exhausted_ones_die(store: &dyn Store) {
