@@ -108,7 +108,13 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
 
     for backend in backends.split(',') {
         check_throughput(figures(&report, backend, "W1 throughput"), true);
-        check_latency(figures(&report, backend, "W2 latency"));
+        let latency = figures(&report, backend, "W2 latency");
+        check_latency(latency);
+        let (limit_p50, limit_p99) = (
+            number(latency, "limit_p50_ms"),
+            number(latency, "limit_p99_ms"),
+        );
+        assert!(0.0 < limit_p50 && limit_p50 <= limit_p99, "{latency}");
         let backlog = figures(&report, backend, "W3 backlog");
         check_latency(backlog);
         assert_eq!(number(backlog, "backlog_pending"), BACKLOG as f64);

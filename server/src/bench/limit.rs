@@ -1,9 +1,18 @@
-//! The limit row: the minimum SQL a durable task needs — insert it, lease it,
-//! mark it done — batched 100 per transaction, on the same kind of database
-//! with the same schema and settings, without gRPC or any taskplane code in
-//! the way. taskplane's W1 figures are reported as fractions of these.
+//! The limit rows: the minimum SQL a durable task needs, on the same kind of
+//! database with the same schema and settings, without gRPC or any taskplane
+//! code in the way.
+//!
+//! - Throughput (W1): insert tasks, lease them, mark them done, batched 100
+//!   per transaction. taskplane's W1 figures are reported as fractions of
+//!   these.
+//! - Latency (W2): one durable single-row INSERT per task at W2's rate, each
+//!   timed to its commit — the least any queue must wait before a task may
+//!   start without risking its loss. taskplane's W2 percentiles are reported
+//!   beside these.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgPool, SqlitePool};
 
 use serde_json::json;
 
@@ -30,16 +39,38 @@ const REGISTER: &str = "INSERT INTO task_types (task_type, domain, default_max_a
 struct Dialect {
     id_cast: &'static str,
     payload: &'static str,
+    /// How a numbered parameter begins.
+    parameter: &'static str,
 }
 
 const SQLITE: Dialect = Dialect {
     id_cast: "",
     payload: "'{}'",
+    parameter: "?",
 };
 const POSTGRES: Dialect = Dialect {
     id_cast: "::uuid",
     payload: "'{}'::jsonb",
+    parameter: "$",
 };
+
+/// The columns every limit INSERT writes.
+const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, \
+    max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at)";
+
+/// One pending task with its id (1) and clock (2) bound, so the statement
+/// is prepared once, as taskplane's are.
+fn single_insert_sql(dialect: &Dialect) -> String {
+    let Dialect {
+        id_cast,
+        payload,
+        parameter: p,
+    } = dialect;
+    format!(
+        "{INSERT_COLUMNS} VALUES ({p}1{id_cast}, 'limit', 'limit', {payload}, 'pending', 0, 0, 3, 1000, \
+         1000, 2.0, 1000, {p}2, {p}2, {p}2)"
+    )
+}
 
 /// One multi-row INSERT of `rows` pending tasks. Every value is generated
 /// here (fresh UUIDs, the clock), so writing them literally is safe.
@@ -55,11 +86,7 @@ fn insert_sql(dialect: &Dialect, rows: usize) -> String {
             )
         })
         .collect();
-    format!(
-        "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms, \
-         retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at) VALUES {}",
-        values.join(", ")
-    )
+    format!("{INSERT_COLUMNS} VALUES {}", values.join(", "))
 }
 
 /// Times `insert` over every batch of `tasks`, then `process` until it finds nothing.
@@ -84,14 +111,31 @@ async fn measure(
     })
 }
 
-/// Measures the limits on a fresh SQLite file at `url`.
-pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
+/// A fresh SQLite file at `url`, migrated, with the limit's task type.
+async fn sqlite_pool(url: &str) -> Result<SqlitePool> {
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(SqliteStore::connect_options(url)?)
         .await?;
     sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
     sqlx::query(REGISTER).execute(&pool).await?;
+    Ok(pool)
+}
+
+/// A fresh PostgreSQL schema at `url`, migrated, with the limit's task type.
+async fn postgres_pool(url: &str) -> Result<PgPool> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(PostgresStore::connect_options(url)?)
+        .await?;
+    sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+    sqlx::query(REGISTER).execute(&pool).await?;
+    Ok(pool)
+}
+
+/// Measures the limits on a fresh SQLite file at `url`.
+pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
+    let pool = sqlite_pool(url).await?;
     let insert = async |rows: usize| {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sqlx::AssertSqlSafe(insert_sql(&SQLITE, rows)))
@@ -125,12 +169,7 @@ pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
 
 /// Measures the limits in a fresh PostgreSQL schema at `url`.
 pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(PostgresStore::connect_options(url)?)
-        .await?;
-    sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-    sqlx::query(REGISTER).execute(&pool).await?;
+    let pool = postgres_pool(url).await?;
     let insert = async |rows: usize| {
         let mut tx = pool.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(insert_sql(&POSTGRES, rows)))
@@ -160,4 +199,56 @@ pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
         Ok(ids.len())
     };
     measure(tasks, insert, process).await
+}
+
+/// Runs `insert` `count` times at `rate` per second; returns each one's
+/// milliseconds to commit, sorted.
+async fn measure_latency(
+    count: usize,
+    rate: u32,
+    mut insert: impl AsyncFnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        ticker.tick().await;
+        let at = Instant::now();
+        insert().await?;
+        latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
+/// W2's latency limit on a fresh SQLite file at `url`: `count` durable
+/// single-row inserts at `rate` per second, in milliseconds, sorted.
+pub async fn sqlite_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
+    let pool = sqlite_pool(url).await?;
+    let sql = single_insert_sql(&SQLITE);
+    let insert = async || {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&pool)
+            .await?;
+        Ok(())
+    };
+    measure_latency(count, rate, insert).await
+}
+
+/// W2's latency limit in a fresh PostgreSQL schema at `url`: `count`
+/// durable single-row inserts at `rate` per second, in milliseconds, sorted.
+pub async fn postgres_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
+    let pool = postgres_pool(url).await?;
+    let sql = single_insert_sql(&POSTGRES);
+    let insert = async || {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&pool)
+            .await?;
+        Ok(())
+    };
+    measure_latency(count, rate, insert).await
 }

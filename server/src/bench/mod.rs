@@ -1,11 +1,13 @@
 //! `taskplane bench`: throughput and latency workloads with no-op handlers,
 //! against an embedded server it starts (SQLite or PostgreSQL) or a running
-//! one (`--server`), with a "limit row" — the minimum SQL a durable task
-//! needs, batched 100 per transaction, on the same database — so figures can
-//! be read as fractions of what the database allows on this machine.
+//! one (`--server`), with "limit rows" — the minimum SQL a durable task
+//! needs, on the same database — so figures can be read against what the
+//! database allows on this machine: W1 as fractions of batched inserts,
+//! leases and completions; W2 beside one durable insert per task at W2's
+//! rate.
 //!
 //! - [`workloads`]: W1 throughput, W2 latency, W3 backlog, W4 scale-out.
-//! - [`limit`]: the limit row.
+//! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
 
 mod limit;

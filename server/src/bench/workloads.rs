@@ -321,6 +321,11 @@ async fn w1(
     Ok(figures)
 }
 
+/// How many tasks W2 enqueues: its rate for its duration.
+fn w2_tasks(args: &BenchArgs) -> usize {
+    (f64::from(args.rate) * args.duration.as_secs_f64()) as usize
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -329,16 +334,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// W2: enqueue at a steady rate with idle agents; enqueue → handler start latency.
+/// Puts the p50, p95, p99 and max of `sorted` milliseconds into `figures`,
+/// each name prefixed with `prefix`.
+fn insert_percentiles(
+    figures: &mut serde_json::Map<String, Value>,
+    prefix: &str,
+    sorted: &[f64],
+    which: &[(&str, f64)],
+) {
+    for (name, p) in which {
+        figures.insert(
+            format!("{prefix}{name}"),
+            json!((percentile(sorted, *p) * 1000.0).round() / 1000.0),
+        );
+    }
+}
+
+/// W2: enqueue at a steady rate with idle agents; enqueue → handler start
+/// latency, beside the latency limit row's (`limit`, sorted milliseconds).
 async fn w2(
     args: &BenchArgs,
     servers: &[String],
     label: &str,
+    limit: Option<&[f64]>,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let probe = Arc::new(Probe::default());
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
     let mut client = TaskServiceClient::new(channel(&servers[0]).await?);
-    let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
+    let total = w2_tasks(args);
     let bar = progress(args, total as u64, label);
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
@@ -381,22 +404,17 @@ async fn w2(
     figures.insert("tasks".into(), json!(total));
     figures.insert("rate_per_sec".into(), json!(args.rate));
     figures.insert("started".into(), json!(latencies.len()));
-    for (name, p) in [
+    let all = [
         ("p50_ms", 50.0),
         ("p95_ms", 95.0),
         ("p99_ms", 99.0),
         ("max_ms", 100.0),
-    ] {
-        figures.insert(
-            name.into(),
-            json!((percentile(&latencies, p) * 1000.0).round() / 1000.0),
-        );
-    }
-    for (name, p) in [("enqueue_rpc_p50_ms", 50.0), ("enqueue_rpc_p99_ms", 99.0)] {
-        figures.insert(
-            name.into(),
-            json!((percentile(&accepted, p) * 1000.0).round() / 1000.0),
-        );
+    ];
+    let tail = [("p50_ms", 50.0), ("p99_ms", 99.0)];
+    insert_percentiles(&mut figures, "", &latencies, &all);
+    insert_percentiles(&mut figures, "enqueue_rpc_", &accepted, &tail);
+    if let Some(limit) = limit {
+        insert_percentiles(&mut figures, "limit_", limit, &tail);
     }
     Ok(figures)
 }
@@ -517,17 +535,38 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
+        let latency_limit = match (&args.server, wants("w2")) {
+            (None, true) => {
+                let scratch = Database::create(backend, &args.postgres_url).await?;
+                let count = w2_tasks(&args);
+                let latencies = match backend {
+                    BenchBackend::Sqlite => {
+                        limit::sqlite_latency(&scratch.url, count, args.rate).await?
+                    }
+                    BenchBackend::Postgres => {
+                        limit::postgres_latency(&scratch.url, count, args.rate).await?
+                    }
+                };
+                scratch.drop().await;
+                Some(latencies)
+            }
+            _ => None,
+        };
         let servers = vec![url.clone()];
         if wants("w1") {
             record("W1 throughput", w1(&args, &servers, limits).await?);
         }
         if wants("w2") {
-            record("W2 latency", w2(&args, &servers, "W2 steady rate").await?);
+            let limit = latency_limit.as_deref();
+            record(
+                "W2 latency",
+                w2(&args, &servers, "W2 steady rate", limit).await?,
+            );
         }
         if let (true, Some(database)) = (wants("w3"), &database) {
             let seeded = Instant::now();
             seed_backlog(&database.url, args.backlog).await?;
-            let mut figures = w2(&args, &servers, "W3 steady rate over backlog").await?;
+            let mut figures = w2(&args, &servers, "W3 steady rate over backlog", None).await?;
             figures.insert("backlog_pending".into(), json!(args.backlog));
             figures.insert("backlog_completed".into(), json!(args.backlog));
             figures.insert(
