@@ -201,20 +201,32 @@ pub async fn postgres(url: &str, tasks: usize) -> Result<Limits> {
     measure(tasks, insert, process).await
 }
 
-/// Runs `insert` `count` times at `rate` per second; returns each one's
-/// milliseconds to commit, sorted.
-async fn measure_latency(
+/// Inserts `count` single pending tasks at `rate` per second through
+/// `pool`; returns each insert's milliseconds to commit, sorted.
+async fn measure_latency<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    dialect: &Dialect,
     count: usize,
     rate: u32,
-    mut insert: impl AsyncFnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<f64>>
+where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let sql = single_insert_sql(dialect);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut latencies = Vec::with_capacity(count);
     for _ in 0..count {
         ticker.tick().await;
         let at = Instant::now();
-        insert().await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(pool)
+            .await?;
         latencies.push(at.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
@@ -224,31 +236,11 @@ async fn measure_latency(
 /// W2's latency limit on a fresh SQLite file at `url`: `count` durable
 /// single-row inserts at `rate` per second, in milliseconds, sorted.
 pub async fn sqlite_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
-    let pool = sqlite_pool(url).await?;
-    let sql = single_insert_sql(&SQLITE);
-    let insert = async || {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(&pool)
-            .await?;
-        Ok(())
-    };
-    measure_latency(count, rate, insert).await
+    measure_latency(&sqlite_pool(url).await?, &SQLITE, count, rate).await
 }
 
 /// W2's latency limit in a fresh PostgreSQL schema at `url`: `count`
 /// durable single-row inserts at `rate` per second, in milliseconds, sorted.
 pub async fn postgres_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
-    let pool = postgres_pool(url).await?;
-    let sql = single_insert_sql(&POSTGRES);
-    let insert = async || {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(&pool)
-            .await?;
-        Ok(())
-    };
-    measure_latency(count, rate, insert).await
+    measure_latency(&postgres_pool(url).await?, &POSTGRES, count, rate).await
 }
