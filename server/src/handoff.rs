@@ -123,3 +123,110 @@ impl Drop for HandOffs<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::QueueConfig;
+    use crate::model::NewTask;
+    use crate::sessions::NewSession;
+    use crate::store::Store;
+    use crate::store::suite::{new_task, spec, sqlite_store};
+
+    /// A plane on a fresh SQLite file, its completer running, with type `a`
+    /// registered and one caught-up session of two slots serving it.
+    async fn plane_with_idle_session() -> (
+        tempfile::TempDir,
+        Arc<ControlPlane>,
+        Arc<Session>,
+        tokio::sync::mpsc::Receiver<
+            std::result::Result<taskplane_proto::v1::ServerMessage, tonic::Status>,
+        >,
+    ) {
+        let (dir, _url, store) = sqlite_store("t.db").await;
+        store.register_task_types(&[spec("a", "d")]).await.unwrap();
+        let plane = Arc::new(ControlPlane::new(
+            Arc::new(store),
+            QueueConfig::default(),
+            None,
+        ));
+        tokio::spawn(crate::completer::run_completer(
+            plane.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let (outbound, receiver) = tokio::sync::mpsc::channel(8);
+        let session = Arc::new(Session::new(NewSession {
+            agent_id: Uuid::now_v7(),
+            agent_name: "test".into(),
+            domains: vec!["d".into()],
+            task_types: vec!["a".into()],
+            labels: BTreeMap::new(),
+            max_concurrency: 2,
+            outbound,
+        }));
+        session.caught_up(session.work_announced());
+        plane.sessions.insert(session.clone());
+        (dir, plane, session, receiver)
+    }
+
+    #[tokio::test]
+    async fn slots_come_back_when_the_enqueue_fails_or_the_key_is_taken() {
+        let (_dir, plane, session, mut receiver) = plane_with_idle_session().await;
+        // The batch names an unregistered type: nothing is stored, and the
+        // slot reserved for its first task is given back.
+        let error = plane
+            .store_tasks(vec![new_task("a"), new_task("unheard_of")])
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("unheard_of"), "{error}");
+        assert_eq!(session.free_slots(), 2);
+
+        let keyed = || NewTask {
+            idempotency_key: Some("k".into()),
+            ..new_task("a")
+        };
+        let first = plane.store_tasks(vec![keyed()]).await.unwrap().remove(0);
+        assert_eq!(first.task.status, TaskStatus::Running);
+        assert!(session.holds(first.task.id));
+        assert!(
+            receiver.try_recv().unwrap().is_ok(),
+            "the assignment went out"
+        );
+        // The same key again: the existing task answers and the second
+        // reservation is given back.
+        let second = plane.store_tasks(vec![keyed()]).await.unwrap().remove(0);
+        assert!(!second.created);
+        assert_eq!(session.free_slots(), 1);
+        assert!(receiver.try_recv().is_err(), "no second assignment");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_closed_while_the_insert_committed_gets_its_tasks_released() {
+        let (_dir, plane, session, _receiver) = plane_with_idle_session().await;
+        // The session's own release runs first and finds nothing; its stream
+        // closes just after the slot is reserved, before the insert commits.
+        plane.release(&session).await.unwrap();
+        let hand_offs = HandOffs::new(&plane);
+        let hand_off = |task: &Task| {
+            let lease = hand_offs.choose(task);
+            session.closed.cancel();
+            lease
+        };
+        let enqueued = plane
+            .store
+            .enqueue_handing_off(vec![new_task("a")], &hand_off)
+            .await
+            .unwrap();
+        let id = enqueued[0].task.id;
+        assert_eq!(enqueued[0].task.status, TaskStatus::Running);
+
+        hand_offs.deliver(&enqueued).await;
+        let task = plane.store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Pending, "back in the queue");
+        let attempts = plane.store.list_attempts(id).await.unwrap();
+        assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
+        assert!(!session.reserve(), "a closed session takes no more");
+    }
+}

@@ -144,8 +144,11 @@ impl Session {
     }
 
     /// Reserves a free slot for a task handed off at enqueue, if the session
-    /// is caught up and not draining.
+    /// is caught up, open and not draining.
     pub fn reserve(&self) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
         let mut state = self.state();
         if state.caught_up_at != Some(state.work_announced) || state.free_slots() == 0 {
             return false;
