@@ -5,7 +5,9 @@
 //! as assignments. It sleeps until woken by new work, a freed slot or more
 //! credit, or until the poll interval passes (delayed tasks becoming due).
 //! A claim that comes back short leaves the session caught up, so new tasks
-//! can be handed to it at enqueue (see [`crate::handoff`]).
+//! can be handed to it at enqueue (see [`crate::handoff`]), and a freed slot
+//! on a caught-up session costs no claim: there is nothing to find until work
+//! is announced or the poll interval passes.
 
 use std::sync::Arc;
 
@@ -29,57 +31,93 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
     // Below this many free slots, a busy session waits a moment for more to
     // free up, so claims come in batches rather than one task at a time.
     let low_watermark = (session.status().slots / 4).clamp(1, plane.config.max_claim_batch);
+    // A caught-up session woken only by a freed slot or more credit has
+    // nothing to claim: no work of its types was announced since its last
+    // claim came back short. It claims anyway when the poll interval passes
+    // (delayed tasks come due without an announcement) and at the start.
+    let mut claim_anyway = true;
     loop {
-        let status = session.status();
-        if status.running > 0 && session.free_slots() < low_watermark {
-            tokio::select! {
-                () = tokio::time::sleep(COALESCE) => {}
-                () = session.closed.cancelled() => return,
+        if claim_anyway || !session.is_caught_up() {
+            match claim_and_assign(&plane, &session, low_watermark, lease_length).await {
+                Claimed::Filled => continue,
+                Claimed::Short => {}
+                Claimed::StreamGone => return,
             }
         }
-        let free = session.free_slots().min(plane.config.max_claim_batch);
-        let mut filled = false;
-        if free > 0 {
-            let announced = session.work_announced();
-            let lease = Lease {
-                session_id: session.id,
-                agent_id: session.agent_id,
-                expires_at: Utc::now() + lease_length,
-            };
-            match plane.store.claim(&session.task_types, free, &lease).await {
-                Ok(tasks) => {
-                    filled = tasks.len() as u32 == free;
-                    if !filled {
-                        session.caught_up(announced);
-                    }
-                    plane.events.changed(tasks.iter().map(|t| t.id));
-                    let now = Utc::now();
-                    for task in &tasks {
-                        session.track(task.id, task.attempts);
-                        plane.metrics.assigned(task, now);
-                        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
-                        if session
-                            .outbound
-                            .send(Ok(assignment(task, lease.expires_at)))
-                            .await
-                            .is_err()
-                        {
-                            // The stream is gone; closing the session releases the leases.
-                            return;
-                        }
-                    }
-                }
-                Err(error) => tracing::error!(%error, session_id = %session.id, "claim failed"),
-            }
-        }
-        if filled {
-            continue;
-        }
-        tokio::select! {
-            () = session.wake.notified() => {}
-            () = tokio::time::sleep(plane.config.poll_interval) => {}
+        claim_anyway = tokio::select! {
+            () = session.wake.notified() => false,
+            () = tokio::time::sleep(plane.config.poll_interval) => true,
             () = session.closed.cancelled() => return,
+        };
+    }
+}
+
+/// How one round of [`claim_and_assign`] went.
+enum Claimed {
+    /// Every free slot got a task: there may be more.
+    Filled,
+    /// Fewer tasks than free slots (or none claimed, or the claim failed).
+    Short,
+    /// The agent's stream is gone (or the session closed).
+    StreamGone,
+}
+
+/// Claims up to the session's free slots (after letting a busy session's
+/// slots gather for a moment) and sends the assignments.
+async fn claim_and_assign(
+    plane: &ControlPlane,
+    session: &Session,
+    low_watermark: u32,
+    lease_length: chrono::Duration,
+) -> Claimed {
+    let status = session.status();
+    if status.running > 0 && session.free_slots() < low_watermark {
+        tokio::select! {
+            () = tokio::time::sleep(COALESCE) => {}
+            () = session.closed.cancelled() => return Claimed::StreamGone,
         }
+    }
+    let free = session.free_slots().min(plane.config.max_claim_batch);
+    if free == 0 {
+        return Claimed::Short;
+    }
+    let announced = session.work_announced();
+    let lease = Lease {
+        session_id: session.id,
+        agent_id: session.agent_id,
+        expires_at: Utc::now() + lease_length,
+    };
+    let tasks = match plane.store.claim(&session.task_types, free, &lease).await {
+        Ok(tasks) => tasks,
+        Err(error) => {
+            tracing::error!(%error, session_id = %session.id, "claim failed");
+            return Claimed::Short;
+        }
+    };
+    let filled = tasks.len() as u32 == free;
+    if !filled {
+        session.caught_up(announced);
+    }
+    plane.events.changed(tasks.iter().map(|t| t.id));
+    let now = Utc::now();
+    for task in &tasks {
+        session.track(task.id, task.attempts);
+        plane.metrics.assigned(task, now);
+        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
+        if session
+            .outbound
+            .send(Ok(assignment(task, lease.expires_at)))
+            .await
+            .is_err()
+        {
+            // The stream is gone; closing the session releases the leases.
+            return Claimed::StreamGone;
+        }
+    }
+    if filled {
+        Claimed::Filled
+    } else {
+        Claimed::Short
     }
 }
 

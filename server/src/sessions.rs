@@ -143,6 +143,12 @@ impl Session {
         self.state().caught_up_at = Some(announced);
     }
 
+    /// Whether the session's last claim came back short and no work of its
+    /// types was announced since.
+    pub fn is_caught_up(&self) -> bool {
+        self.state().is_caught_up()
+    }
+
     /// Reserves a free slot for a task handed off at enqueue, if the session
     /// is caught up, open and not draining.
     pub fn reserve(&self) -> bool {
@@ -150,7 +156,7 @@ impl Session {
             return false;
         }
         let mut state = self.state();
-        if state.caught_up_at != Some(state.work_announced) || state.free_slots() == 0 {
+        if !state.is_caught_up() || state.free_slots() == 0 {
             return false;
         }
         state.reserved += 1;
@@ -261,6 +267,10 @@ impl Session {
 }
 
 impl SessionState {
+    fn is_caught_up(&self) -> bool {
+        self.caught_up_at == Some(self.work_announced)
+    }
+
     fn free_slots(&self) -> u32 {
         if self.draining {
             return 0;
@@ -390,6 +400,7 @@ mod tests {
         let before_claim = session.work_announced();
         session.announce_work();
         session.caught_up(before_claim);
+        assert!(!session.is_caught_up());
         assert!(!session.reserve());
         session.caught_up(session.work_announced());
         assert!(session.reserve());
