@@ -834,7 +834,7 @@ async fn fetch_task_types(
         .collect()
 }
 
-/// The most tasks one INSERT writes: 21 bound values each, well inside
+/// The most tasks one INSERT writes: 22 bound values each, well inside
 /// SQLite's 32,766.
 const ROWS_PER_INSERT: usize = 500;
 
