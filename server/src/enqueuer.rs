@@ -106,7 +106,7 @@ mod tests {
     use super::*;
     use crate::config::QueueConfig;
     use crate::store::Store;
-    use crate::store::suite::{new_task, spec, sqlite_store};
+    use crate::store::suite::{new_task, newest_tasks, spec, sqlite_store};
 
     #[tokio::test]
     async fn requests_queued_together_share_a_batch_and_a_bad_one_fails_alone() {
@@ -146,17 +146,7 @@ mod tests {
         let second = second.expect("the repeated key is answered");
         assert!(!second[0].created);
         assert_eq!(second[0].task.id, first[0].task.id);
-        let stored = plane
-            .store
-            .list_tasks(&crate::model::TaskFilter {
-                task_type: None,
-                domain: None,
-                status: None,
-                before: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let stored = newest_tasks(plane.store.as_ref(), 10).await;
         assert_eq!(stored.len(), 2, "nothing written for the bad request");
 
         stop.cancel();

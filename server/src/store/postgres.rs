@@ -8,8 +8,9 @@
 //! wakes its agents. Transactions never stay open while a task runs, and the
 //! pool sets `idle_in_transaction_session_timeout` as a backstop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::RwLock;
 use std::sync::atomic::AtomicUsize;
 
 use async_trait::async_trait;
@@ -45,6 +46,11 @@ pub struct PostgresStore {
     claims: PgPool,
     defaults: TypeDefaults,
     claim_rotation: AtomicUsize,
+    /// Task types as this replica last read or wrote them. An enqueue
+    /// builds its tasks from these without a lookup, and its INSERT checks
+    /// them against the table (see [`insert_tasks`]), so a type registered
+    /// again on another replica is never used stale.
+    known_types: RwLock<HashMap<String, TaskType>>,
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -72,7 +78,26 @@ impl PostgresStore {
             claims,
             defaults,
             claim_rotation: AtomicUsize::new(0),
+            known_types: RwLock::default(),
         })
+    }
+
+    /// The known types of every task, if all are known.
+    fn known_types_of(&self, tasks: &[NewTask]) -> Option<BTreeMap<String, TaskType>> {
+        let names: BTreeSet<&str> = tasks.iter().map(|t| t.task_type.as_str()).collect();
+        let known = self.known_types.read().expect("known types lock poisoned");
+        names
+            .into_iter()
+            .map(|name| known.get(name).map(|t| (name.to_owned(), t.clone())))
+            .collect()
+    }
+
+    /// Remembers task types as just read or written.
+    fn remember_types<'a>(&self, types: impl IntoIterator<Item = &'a TaskType>) {
+        let mut known = self.known_types.write().expect("known types lock poisoned");
+        for task_type in types {
+            known.insert(task_type.task_type.clone(), task_type.clone());
+        }
     }
 
     /// Enqueues tasks of which some carry idempotency keys: a taken key
@@ -89,7 +114,7 @@ impl PostgresStore {
         let leases = rules::hand_off(&mut tasks, hand_off);
         let mut enqueued = Vec::with_capacity(tasks.len());
         for (task, lease) in tasks.into_iter().zip(leases) {
-            if insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease])
+            if insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
                 .await?
                 .contains(&task.id)
             {
@@ -279,13 +304,17 @@ async fn fetch_task_types(
 
 /// Inserts tasks in one statement, skipping any whose idempotency key is
 /// taken: PENDING, announced to every replica when it commits, or RUNNING
-/// under the lease beside them with their first attempts started. Returns
-/// the ids it inserted.
+/// under the lease beside them with their first attempts started. When a
+/// type in `checked` no longer has the domain and defaults given there, it
+/// inserts nothing. Returns the ids it inserted.
 async fn insert_tasks(
     connection: &mut PgConnection,
     tasks: &[Task],
     leases: &[Option<Lease>],
+    checked: &[&TaskType],
 ) -> Result<BTreeSet<Uuid>> {
+    let setting =
+        |value: fn(&TaskType) -> i64| checked.iter().map(|t| value(t)).collect::<Vec<_>>();
     let column = |value: fn(&Task) -> String| tasks.iter().map(value).collect::<Vec<_>>();
     let number = |value: fn(&Task) -> i64| tasks.iter().map(value).collect::<Vec<_>>();
     let lease = |value: fn(&Lease) -> String| {
@@ -313,6 +342,19 @@ async fn insert_tasks(
                      max_attempts, timeout_ms, run_at, created_at, idempotency_key,
                      handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
                      lease_session, lease_agent, lease_expires_at)
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM UNNEST($22::text[], $23::text[], $24::bigint[], $25::bigint[],
+                     $26::bigint[], $27::float8[], $28::bigint[])
+                     AS checked (task_type, domain, max_attempts, timeout_ms, initial_ms,
+                         factor, max_ms)
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM task_types t
+                     WHERE t.task_type = checked.task_type AND t.domain = checked.domain
+                         AND t.default_max_attempts = checked.max_attempts
+                         AND t.default_timeout_ms = checked.timeout_ms
+                         AND t.retry_initial_ms = checked.initial_ms
+                         AND t.retry_factor = checked.factor
+                         AND t.retry_max_ms = checked.max_ms))
              ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, task_type, status, attempts, lease_agent, lease_session, started_at),
          started AS (
@@ -360,6 +402,27 @@ async fn insert_tasks(
             .collect::<Vec<_>>(),
     )
     .bind(READY_CHANNEL)
+    .bind(
+        checked
+            .iter()
+            .map(|t| t.task_type.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(checked.iter().map(|t| t.domain.clone()).collect::<Vec<_>>())
+    .bind(setting(|t| i64::from(t.default_max_attempts)))
+    .bind(setting(|t| duration_millis(t.default_timeout)))
+    .bind(setting(|t| {
+        duration_millis(t.default_retry_policy.initial_backoff)
+    }))
+    .bind(
+        checked
+            .iter()
+            .map(|t| t.default_retry_policy.backoff_factor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(setting(|t| {
+        duration_millis(t.default_retry_policy.max_backoff)
+    }))
     .fetch_all(connection)
     .await?;
     inserted.iter().map(|id| parse_uuid(id)).collect()
@@ -514,6 +577,7 @@ impl Store for PostgresStore {
             }
         }
         tx.commit().await?;
+        self.remember_types(&registered);
         Ok(registered)
     }
 
@@ -544,15 +608,30 @@ impl Store for PostgresStore {
         if tasks.iter().any(|t| t.idempotency_key.is_some()) {
             return self.enqueue_with_keys(tasks, hand_off, now).await;
         }
+        let mut connection = self.pool.acquire().await?;
+        if let Some(types) = self.known_types_of(&tasks) {
+            // No lookup: the INSERT itself checks that each type still has
+            // the settings the tasks were built with, and writes nothing
+            // if one changed.
+            let mut built = rules::new_tasks(tasks.clone(), &types, now)?;
+            let leases = rules::hand_off(&mut built, hand_off);
+            let checked: Vec<&TaskType> = types.values().collect();
+            let inserted = insert_tasks(&mut connection, &built, &leases, &checked).await?;
+            if inserted.len() == built.len() {
+                return Ok(rules::newly_created(built));
+            }
+            // A type was registered again since this replica read it:
+            // nothing was written; read the types afresh.
+        }
         // A registration committing between the lookup and the insert only
         // orders this enqueue before it: types are never removed, and the
         // foreign key still refuses a type that is not there.
-        let mut connection = self.pool.acquire().await?;
         let types = fetch_task_types(&mut connection, &tasks).await?;
+        self.remember_types(types.values());
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
         let leases = rules::hand_off(&mut tasks, hand_off);
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
-        insert_tasks(&mut connection, &tasks, &leases).await?;
+        insert_tasks(&mut connection, &tasks, &leases, &[]).await?;
         Ok(rules::newly_created(tasks))
     }
 
@@ -890,5 +969,44 @@ impl Store for PostgresStore {
                 }
             });
         Ok(Some(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{defaults, new_task, newest_tasks, spec};
+    use crate::testing::PostgresSchema;
+
+    #[tokio::test]
+    async fn a_type_registered_again_on_another_replica_is_never_used_stale() {
+        let Some(schema) = PostgresSchema::create().await else {
+            return;
+        };
+        let one = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+        let two = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+        one.register_task_types(&[spec("a", "d")]).await.unwrap();
+        let first = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
+        let more = first.task.max_attempts + 4;
+
+        // Another replica registers the type again with other defaults; the
+        // first still holds the old ones.
+        let mut changed = spec("a", "d");
+        changed.default_max_attempts = Some(more);
+        two.register_task_types(&[changed]).await.unwrap();
+        let second = one
+            .enqueue(vec![new_task("a"), new_task("a")])
+            .await
+            .unwrap();
+        for enqueued in &second {
+            assert_eq!(enqueued.task.max_attempts, more, "answered as stored");
+            let stored = one.get_task(enqueued.task.id).await.unwrap().unwrap();
+            assert_eq!(stored.max_attempts, more);
+        }
+        let third = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
+        assert_eq!(third.task.max_attempts, more);
+        let all = newest_tasks(&one, 10).await;
+        assert_eq!(all.len(), 4, "nothing written twice");
+        schema.drop().await;
     }
 }

@@ -103,6 +103,20 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
     }
 }
 
+/// Up to `limit` tasks of any type, domain and status, newest first.
+pub(crate) async fn newest_tasks(store: &dyn Store, limit: u32) -> Vec<Task> {
+    store
+        .list_tasks(&TaskFilter {
+            task_type: None,
+            domain: None,
+            status: None,
+            before: None,
+            limit,
+        })
+        .await
+        .unwrap()
+}
+
 fn lease() -> Lease {
     Lease {
         session_id: Uuid::now_v7(),
