@@ -20,6 +20,28 @@ use taskplane_proto::v1::{
     RetryTaskRequest, Task, TaskStatus, WatchTaskRequest,
 };
 
+/// `println!` for command output: when stdout is closed early
+/// (`taskplane task list | head`), the process ends quietly, as any Unix
+/// tool does, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::client_cli::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// Writes one line of command output; see [`say`].
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
 /// Where the server is and how to print.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -243,7 +265,7 @@ fn type_json(info: &HandlerInfo) -> Value {
 /// Prints rows as aligned columns, or the JSON value.
 fn print(output: Output, columns: &[&str], rows: &[Value], json: Value) {
     if output == Output::Json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json).expect("JSON serializes")
         );
@@ -279,12 +301,12 @@ fn print(output: Output, columns: &[&str], rows: &[Value], json: Value) {
             .trim_end()
             .to_owned()
     };
-    println!(
+    say!(
         "{}",
         line(columns.iter().map(|c| c.to_uppercase()).collect())
     );
     for row in rows {
-        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+        say!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
     }
 }
 
@@ -310,7 +332,7 @@ fn print_task(output: Output, task: &Task) {
             other => other.to_string(),
         };
         if !text.is_empty() {
-            println!("{key:<16} {text}");
+            say!("{key:<16} {text}");
         }
     }
 }
@@ -621,7 +643,7 @@ pub async fn health(args: &ClientArgs) -> Result<(), ClientError> {
         .await?
         .into_inner()
         .status();
-    println!("{}", status.as_str_name());
+    say!("{}", status.as_str_name());
     if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
         Ok(())
     } else {

@@ -3,6 +3,7 @@
 //! storage directly, not over gRPC, so the first admin token can be made
 //! before anyone can call the server.
 
+use crate::client_cli::say;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -143,10 +144,10 @@ fn print_created(record: &TokenRecord, token: &str, output: Output) {
         Output::Json => {
             let mut value = describe(record);
             value["token"] = token.into();
-            println!("{value}");
+            say!("{value}");
         }
         Output::Table => {
-            println!("{token}");
+            say!("{token}");
             eprintln!(
                 "created {} token '{}' (id {}); it is shown only now: store it as a secret",
                 record.role.as_str(),
@@ -159,14 +160,17 @@ fn print_created(record: &TokenRecord, token: &str, output: Output) {
 
 fn print_list(records: &[TokenRecord], output: Output) {
     match output {
-        Output::Json => println!(
+        Output::Json => say!(
             "{}",
             serde_json::Value::Array(records.iter().map(describe).collect())
         ),
         Output::Table => {
-            println!(
+            say!(
                 "{:<14} {:<24} {:<7} {:<30} STATE",
-                "ID", "NAME", "ROLE", "DOMAINS"
+                "ID",
+                "NAME",
+                "ROLE",
+                "DOMAINS"
             );
             for record in records {
                 let domains = match record.domains.to_list() {
@@ -177,7 +181,7 @@ fn print_list(records: &[TokenRecord], output: Output) {
                     Some(at) => format!("revoked {}", at.to_rfc3339()),
                     None => "active".to_owned(),
                 };
-                println!(
+                say!(
                     "{:<14} {:<24} {:<7} {:<30} {state}",
                     record.id,
                     record.name,

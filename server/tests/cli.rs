@@ -324,5 +324,22 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     .await;
     assert!(!ok && err.contains("not a W3C trace context"), "{err}");
 
+    // Piped into a reader that has already gone (`taskplane types list |
+    // head -1`, say): a quiet exit, not a panic.
+    let mut listing = Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .args(["types", "list", "--server", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(listing.stdout.take());
+    let output = listing.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("panicked"),
+        "{:?} {stderr}",
+        output.status
+    );
+
     assert!(terminate(child).await.success());
 }
