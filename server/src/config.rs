@@ -131,6 +131,13 @@ impl Default for ServerConfig {
     }
 }
 
+impl QueueConfig {
+    /// `lease_duration` as a span of wall-clock time, for lease deadlines.
+    pub fn lease_length(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease_duration).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::assignment;
-use crate::model::Lease;
+use crate::model::{Lease, Task};
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
 use taskplane_proto::trace::TRACEPARENT;
@@ -26,8 +26,7 @@ const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Feeds one session until it closes.
 pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
-    let lease_length =
-        chrono::Duration::from_std(plane.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    let lease_length = plane.config.lease_length();
     // Below this many free slots, a busy session waits a moment for more to
     // free up, so claims come in batches rather than one task at a time.
     let low_watermark = (session.status().slots / 4).clamp(1, plane.config.max_claim_batch);
@@ -102,14 +101,7 @@ async fn claim_and_assign(
     let now = Utc::now();
     for task in &tasks {
         session.track(task.id, task.attempts);
-        plane.metrics.assigned(task, now);
-        tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
-        if session
-            .outbound
-            .send(Ok(assignment(task, lease.expires_at)))
-            .await
-            .is_err()
-        {
+        if !send_assignment(plane, session, task, lease.expires_at, now).await {
             // The stream is gone; closing the session releases the leases.
             return Claimed::StreamGone;
         }
@@ -119,6 +111,25 @@ async fn claim_and_assign(
     } else {
         Claimed::Short
     }
+}
+
+/// Counts, logs and sends the assignment of a task leased to `session`
+/// (claimed, or handed off at enqueue) until `expires_at`. False when the
+/// agent's stream is gone.
+pub async fn send_assignment(
+    plane: &ControlPlane,
+    session: &Session,
+    task: &Task,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    plane.metrics.assigned(task, now);
+    tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
+    session
+        .outbound
+        .send(Ok(assignment(task, expires_at)))
+        .await
+        .is_ok()
 }
 
 /// Extends live leases and reaps expired ones every heartbeat interval, until shutdown.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::convert::assignment;
+use crate::dispatch::send_assignment;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
 use crate::plane::ControlPlane;
 use crate::sessions::Session;
@@ -56,12 +56,10 @@ impl<'a> HandOffs<'a> {
     /// session can take it at once.
     pub fn choose(&self, task: &Task) -> Option<Lease> {
         let session = self.plane.sessions.reserve_for(&task.task_type)?;
-        let lease_length = chrono::Duration::from_std(self.plane.config.lease_duration)
-            .unwrap_or(chrono::Duration::MAX);
         let lease = Lease {
             session_id: session.id,
             agent_id: session.agent_id,
-            expires_at: Utc::now() + lease_length,
+            expires_at: Utc::now() + self.plane.config.lease_length(),
         };
         self.reserved().push(Reservation {
             task_id: task.id,
@@ -92,13 +90,8 @@ impl<'a> HandOffs<'a> {
                 continue;
             };
             session.place(task.id, task.attempts);
-            self.plane.metrics.assigned(task, now);
-            tracing::debug!(task_id = %task.id, session_id = %session.id, "handed off at enqueue");
             // A closed stream is dealt with below, as its session closes.
-            let _ = session
-                .outbound
-                .send(Ok(assignment(task, reservation.expires_at)))
-                .await;
+            send_assignment(self.plane, &session, task, reservation.expires_at, now).await;
             if !sessions.iter().any(|s| Arc::ptr_eq(s, &session)) {
                 sessions.push(session);
             }

@@ -151,8 +151,7 @@ impl ControlPlane {
     /// own sessions from memory, the others as their replicas last recorded
     /// them (a replica that stopped refreshing for a lease is gone).
     pub async fn live_sessions(&self) -> Result<Vec<AgentSession>> {
-        let lease =
-            chrono::Duration::from_std(self.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+        let lease = self.config.lease_length();
         let local: Vec<AgentSession> = self.sessions.list().iter().map(|s| s.describe()).collect();
         let mut sessions: Vec<AgentSession> = self
             .store
@@ -207,8 +206,7 @@ impl ControlPlane {
     /// Extends the leases of every live session here and returns expired
     /// leases (of silent agents or dead replicas) to the queue.
     pub async fn maintain_leases(&self) -> Result<()> {
-        let silence_limit =
-            chrono::Duration::from_std(self.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+        let silence_limit = self.config.lease_length();
         let now = Utc::now();
         let mut live = Vec::new();
         for session in self.sessions.list() {
