@@ -68,6 +68,11 @@ fn check_latency(figures: &Value) {
         "{figures}"
     );
     assert!(number(figures, "enqueue_rpc_p50_ms") <= number(figures, "enqueue_rpc_p99_ms"));
+    let (floor_p50, floor_p99) = (
+        number(figures, "rpc_floor_p50_ms"),
+        number(figures, "rpc_floor_p99_ms"),
+    );
+    assert!(0.0 < floor_p50 && floor_p50 <= floor_p99, "{figures}");
 }
 
 #[test]

@@ -9,10 +9,15 @@
 //!   timed to its commit — the least any queue must wait before a task may
 //!   start without risking its loss. taskplane's W2 percentiles are reported
 //!   beside these.
+//! - Transport (W2): one gRPC round trip that touches no database (the
+//!   health check) at W2's rate — what the machine charges any gRPC service
+//!   on top of its commit.
 
 use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, SqlitePool};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use serde_json::json;
 
@@ -216,21 +221,50 @@ where
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     let sql = single_insert_sql(dialect);
+    time_each(count, rate, async || {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(pool)
+            .await
+            .map(drop)
+    })
+    .await
+    .map_err(Into::into)
+}
+
+/// Runs `operation` `count` times at `rate` per second and returns how long
+/// each took, in milliseconds, sorted.
+async fn time_each<E>(
+    count: usize,
+    rate: u32,
+    mut operation: impl AsyncFnMut() -> Result<(), E>,
+) -> Result<Vec<f64>, E> {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut latencies = Vec::with_capacity(count);
     for _ in 0..count {
         ticker.tick().await;
         let at = Instant::now();
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(pool)
-            .await?;
+        operation().await?;
         latencies.push(at.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
     Ok(latencies)
+}
+
+/// W2's transport limit: `count` health checks over `channel` at `rate`
+/// per second, each timed from call to answer, in milliseconds, sorted.
+pub async fn rpc_round_trips(
+    channel: tonic::transport::Channel,
+    count: usize,
+    rate: u32,
+) -> Result<Vec<f64>, tonic::Status> {
+    let mut health = HealthClient::new(channel);
+    time_each(count, rate, async || {
+        health.check(HealthCheckRequest::default()).await.map(drop)
+    })
+    .await
 }
 
 /// W2's latency limit on a fresh SQLite file at `url`: `count` durable

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::ConnectOptions;
 use taskplane_agent::Agent;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
@@ -351,7 +352,8 @@ fn insert_percentiles(
 }
 
 /// W2: enqueue at a steady rate with idle agents; enqueue → handler start
-/// latency, beside the latency limit row's (`limit`, sorted milliseconds).
+/// latency, beside the latency limit row's (`limit`, sorted milliseconds)
+/// and the transport's (a health check round trip at the same rate).
 async fn w2(
     args: &BenchArgs,
     servers: &[String],
@@ -362,6 +364,8 @@ async fn w2(
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
     let mut client = TaskServiceClient::new(channel(&servers[0]).await?);
     let total = w2_tasks(args);
+    let round_trips =
+        limit::rpc_round_trips(channel(&servers[0]).await?, total.min(1000), args.rate).await?;
     let bar = progress(args, total as u64, label);
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
@@ -413,6 +417,7 @@ async fn w2(
     let tail = [("p50_ms", 50.0), ("p99_ms", 99.0)];
     insert_percentiles(&mut figures, "", &latencies, &all);
     insert_percentiles(&mut figures, "enqueue_rpc_", &accepted, &tail);
+    insert_percentiles(&mut figures, "rpc_floor_", &round_trips, &tail);
     if let Some(limit) = limit {
         insert_percentiles(&mut figures, "limit_", limit, &tail);
     }
@@ -428,7 +433,10 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
     if database_url.starts_with("sqlite:") {
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(crate::store::SqliteStore::connect_options(database_url)?)
+            .connect_with(
+                crate::store::SqliteStore::connect_options(database_url)?
+                    .disable_statement_logging(),
+            )
             .await?;
         for status in ["pending", "completed"] {
             for start in (0..count).step_by(chunk) {
@@ -459,7 +467,9 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
     }
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(crate::store::PostgresStore::connect_options(database_url)?)
+        .connect_with(
+            crate::store::PostgresStore::connect_options(database_url)?.disable_statement_logging(),
+        )
         .await?;
     for status in ["pending", "completed"] {
         for start in (0..count).step_by(chunk) {
