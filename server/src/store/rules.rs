@@ -15,18 +15,6 @@ use crate::model::{
     TaskTypeSpec,
 };
 
-/// The smallest UUIDv7 of the millisecond `at`: every task created before
-/// `at` has a smaller id (ids are UUIDv7), so a purge can walk the primary
-/// key instead of needing an index of its own.
-pub fn first_id_at(at: DateTime<Utc>) -> Uuid {
-    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    bytes[6] = 0x70;
-    bytes[8] = 0x80;
-    Uuid::from_bytes(bytes)
-}
-
 /// Server-wide defaults for task types registered without their own.
 #[derive(Debug, Clone, Copy)]
 pub struct TypeDefaults {
@@ -323,22 +311,6 @@ pub fn task_listing(filter: &TaskFilter, id_cast: &str) -> (String, Vec<String>)
     };
     let limit = values.len() + 1;
     (format!("{filters}ORDER BY id DESC LIMIT ${limit}"), values)
-}
-
-#[cfg(test)]
-mod id_tests {
-    use super::*;
-
-    #[test]
-    fn ids_created_before_an_instant_sort_below_its_first_id() {
-        let at = Utc::now();
-        let before = Uuid::now_v7();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let bound = first_id_at(Utc::now());
-        assert!(before < bound && before.to_string() < bound.to_string());
-        assert!(first_id_at(at) <= bound);
-        assert_eq!(first_id_at(at).get_version_num(), 7);
-    }
 }
 
 #[cfg(test)]
