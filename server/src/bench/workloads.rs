@@ -444,8 +444,9 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
                 sqlx::query(
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
                      INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms,
-                         retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at)
-                     SELECT printf('00000000-0000-7000-8%03d-%012d', ?4, ?5 + i), ?2, 'bench', '{}', ?3, 0, 0, 3, 1000, 1000, 2.0, 1000, ?6, ?6, ?6 FROM n",
+                         retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, finished_at)
+                     SELECT printf('00000000-0000-7000-8%03d-%012d', ?4, ?5 + i), ?2, 'bench', '{}', ?3, 0, 0, 3, 1000, 1000, 2.0, 1000, ?6, ?6, ?6,
+                         CASE ?3 WHEN 'completed' THEN ?6 END FROM n",
                 )
                 .bind(rows as i64)
                 .bind(BACKLOG_TYPE)
@@ -476,8 +477,9 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
             let rows = chunk.min(count - start);
             sqlx::query(
                 "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts, max_attempts, timeout_ms,
-                     retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at)
-                 SELECT gen_random_uuid(), $1, 'bench', '{}'::jsonb, $2, 0, 0, 3, 1000, 1000, 2.0, 1000, $3, $3, $3
+                     retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, finished_at)
+                 SELECT gen_random_uuid(), $1, 'bench', '{}'::jsonb, $2, 0, 0, 3, 1000, 1000, 2.0, 1000, $3, $3, $3,
+                     CASE $2 WHEN 'completed' THEN $3 END
                  FROM generate_series(1, $4)",
             )
             .bind(BACKLOG_TYPE)
@@ -490,9 +492,14 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
     }
     // Let the backlog settle as one that built up over time would have:
     // vacuumed (visibility map and hint bits set, as autovacuum leaves a
-    // table; the measurement must not pay for the seeding's first visit)
-    // and analysed.
+    // table; the measurement must not pay for the seeding's first visit),
+    // analysed, and written to disk (as SQLite's checkpoint above), not
+    // left for the checkpointer and the kernel to flush while the
+    // measurement waits on its own fsyncs.
     sqlx::query("VACUUM ANALYZE tasks").execute(&pool).await?;
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(&pool).await {
+        tracing::warn!(%error, "cannot checkpoint after seeding the backlog (needs a superuser or the pg_checkpoint role); W3 may pay for writing the seed");
+    }
     Ok(())
 }
 
