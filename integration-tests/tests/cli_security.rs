@@ -73,14 +73,22 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A new CA named `name` and a server certificate it signed, written into
+/// `dir`; returns the paths of the CA, the certificate and its key.
+fn server_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = Ca::new(name);
+    let (cert, key) = ca.sign(false);
+    (
+        write(dir, "ca.pem", &ca.pem),
+        write(dir, "server.pem", &cert),
+        write(dir, "server.key", &key),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_secure_a_server_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("ops CA");
-    let (cert, key) = ca.sign(false);
-    let ca_path = write(dir.path(), "ca.pem", &ca.pem);
-    let cert_path = write(dir.path(), "server.pem", &cert);
-    let key_path = write(dir.path(), "server.key", &key);
+    let (ca_path, cert_path, key_path) = server_certificate(dir.path(), "ops CA");
     let tokens_file = dir.path().join("tokens.toml");
     let database_url = format!(
         "sqlite://{}",
@@ -219,4 +227,88 @@ async fn operators_secure_a_server_from_the_command_line() {
     )
     .await;
     assert!(ok && out.contains("billing"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_measures_a_server_that_checks_tokens_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_path, cert_path, key_path) = server_certificate(dir.path(), "bench CA");
+    let tokens_file = dir.path().join("tokens.toml");
+    let in_file = ["--tokens-file", tokens_file.to_str().unwrap()];
+    let admin = create_token(&in_file, "bench", "admin", None).await;
+    let (server, url) = serve(
+        dir.path(),
+        &[
+            in_file[0],
+            in_file[1],
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let bench = |token: Option<&str>| {
+        let mut args = vec![
+            "bench",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca_path.to_str().unwrap(),
+            "--workloads",
+            "w1,w2",
+            "--tasks",
+            "200",
+            "--batch-size",
+            "100",
+            "--single-tasks",
+            "20",
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+            "--output",
+            "json",
+        ];
+        args.extend(token.map(|t| ["--token", t]).into_iter().flatten());
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        taskplane(&refs).await
+    };
+
+    // Without the token the server refuses the benchmark's first call,
+    // saying what to pass.
+    let (ok, _, err) = run(bench(None)).await;
+    assert!(
+        !ok && err.contains("this server requires a token") && err.contains("--token"),
+        "{err}"
+    );
+
+    // With it, the agents and clients reach the server over TLS and every
+    // task runs exactly once.
+    let (ok, out, err) = run(bench(Some(&admin))).await;
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let figures = |workload: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["workload"] == workload)
+            .map(|m| m["figures"].clone())
+            .unwrap_or_else(|| panic!("no {workload} in {report}"))
+    };
+    let throughput = figures("W1 throughput");
+    assert_eq!(throughput["tasks"], 200, "{throughput}");
+    assert_eq!(throughput["lost"], 0, "{throughput}");
+    assert_eq!(throughput["duplicated"], 0, "{throughput}");
+    let latency = figures("W2 latency");
+    assert_eq!(latency["started"], latency["tasks"], "{latency}");
+    assert!(
+        latency["rpc_floor_p50_ms"].as_f64().unwrap() > 0.0,
+        "{latency}"
+    );
+    drop(server);
 }

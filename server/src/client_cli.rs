@@ -56,6 +56,15 @@ pub struct ClientArgs {
     /// How answers are printed.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub output: Output,
+    /// The token and TLS settings.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// The token and TLS settings for reaching a server that checks tokens or
+/// serves TLS.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
     /// The bearer token, for servers that check tokens.
     #[arg(long, global = true, env = "TASKPLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -68,6 +77,18 @@ pub struct ClientArgs {
     /// The key of --tls-cert (PEM).
     #[arg(long, global = true, env = "TASKPLANE_TLS_KEY")]
     pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectArgs {
+    /// These settings as the agent SDK takes them.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
 }
 
 /// How answers are printed.
@@ -216,12 +237,7 @@ fn code_name(code: tonic::Code) -> String {
 }
 
 async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
-    let options = ConnectOptions {
-        token: args.token.clone(),
-        tls_ca: args.tls_ca.clone(),
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-    };
+    let options = args.connect.options();
     options.connect(&args.server).await.map_err(|e| match e {
         ConnectError::Setup(reason) => ClientError::Usage(reason),
         ConnectError::Unreachable(server, reason) => ClientError::Unreachable(server, reason),

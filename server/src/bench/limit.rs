@@ -256,7 +256,7 @@ async fn time_each<E>(
 /// W2's transport limit: `count` health checks over `channel` at `rate`
 /// per second, each timed from call to answer, in milliseconds, sorted.
 pub async fn rpc_round_trips(
-    channel: tonic::transport::Channel,
+    channel: taskplane_agent::connection::AuthChannel,
     count: usize,
     rate: u32,
 ) -> Result<Vec<f64>, tonic::Status> {

@@ -16,6 +16,7 @@ mod workloads;
 
 use std::time::Duration;
 
+use crate::client_cli::ConnectArgs;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Benchmark a running server instead of starting one (no limit row, no W3 seeding, no W4).
     #[arg(long)]
     pub server: Option<String>,
+    /// The token and TLS settings for `--server` (an admin token: the
+    /// benchmark registers its task types, enqueues and serves them).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Workloads to run.
     #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
     pub workloads: Vec<String>,

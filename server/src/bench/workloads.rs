@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
+use sqlx::ConnectOptions as _;
 use taskplane_agent::Agent;
+use taskplane_agent::ConnectOptions;
+use taskplane_agent::connection::AuthChannel;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
@@ -14,7 +16,6 @@ use taskplane_proto::v1::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use super::limit::{self, Limits};
 use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
@@ -99,7 +100,7 @@ struct Agents {
 
 impl Agents {
     async fn start(
-        servers: &[String],
+        servers: &Servers,
         count: usize,
         concurrency: u32,
         probe: &Arc<Probe>,
@@ -109,7 +110,8 @@ impl Agents {
         for i in 0..count {
             let agent = Agent::builder()
                 .registry(registry(probe))
-                .server(&servers[i % servers.len()])
+                .server(&servers.urls[i % servers.urls.len()])
+                .connect_options(servers.options.clone())
                 .name(format!("bench-{i}"))
                 .max_concurrency(concurrency)
                 .build()?;
@@ -133,12 +135,22 @@ impl Agents {
     }
 }
 
-async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())?.connect().await?)
+/// The servers a workload runs against and how to reach them.
+#[derive(Clone)]
+struct Servers {
+    urls: Vec<String>,
+    options: ConnectOptions,
 }
 
-async fn register_types(url: &str) -> anyhow::Result<()> {
-    let mut registry = RegistryServiceClient::new(channel(url).await?);
+impl Servers {
+    /// A new connection to the first server, where clients enqueue.
+    async fn channel(&self) -> anyhow::Result<AuthChannel> {
+        Ok(self.options.connect(&self.urls[0]).await?)
+    }
+}
+
+async fn register_types(servers: &Servers) -> anyhow::Result<()> {
+    let mut registry = RegistryServiceClient::new(servers.channel().await?);
     for task_type in [NOOP_TYPE, BACKLOG_TYPE] {
         let request = RegisterTaskTypeRequest {
             task_type: task_type.into(),
@@ -173,13 +185,13 @@ fn progress(args: &BenchArgs, length: u64, label: &str) -> indicatif::ProgressBa
 
 /// Enqueues `count` no-op tasks in batches; returns tasks/s.
 async fn enqueue_batched(
-    url: &str,
+    servers: &Servers,
     task_type: &str,
     count: usize,
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<f64> {
-    let mut client = TaskServiceClient::new(channel(url).await?);
+    let mut client = TaskServiceClient::new(servers.channel().await?);
     let started = Instant::now();
     let mut sent = 0;
     while sent < count {
@@ -196,11 +208,11 @@ async fn enqueue_batched(
 }
 
 /// Enqueues `count` tasks one RPC each from `clients` concurrent clients; returns tasks/s.
-async fn enqueue_single(url: &str, count: usize, clients: usize) -> anyhow::Result<f64> {
+async fn enqueue_single(servers: &Servers, count: usize, clients: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..clients {
-        let mut client = TaskServiceClient::new(channel(url).await?);
+        let mut client = TaskServiceClient::new(servers.channel().await?);
         let share = count / clients + usize::from(worker < count % clients);
         workers.push(tokio::spawn(async move {
             for _ in 0..share {
@@ -218,7 +230,7 @@ async fn enqueue_single(url: &str, count: usize, clients: usize) -> anyhow::Resu
 /// Waits until the probe saw `expected` distinct tasks and the store has no
 /// PENDING or RUNNING no-op task left.
 async fn wait_drained(
-    url: &str,
+    servers: &Servers,
     probe: &Probe,
     expected: usize,
     bar: &indicatif::ProgressBar,
@@ -234,7 +246,7 @@ async fn wait_drained(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     bar.set_position(expected as u64);
-    let mut client = TaskServiceClient::new(channel(url).await?);
+    let mut client = TaskServiceClient::new(servers.channel().await?);
     for status in [TaskStatus::Pending, TaskStatus::Running] {
         loop {
             let request = ListTasksRequest {
@@ -265,26 +277,26 @@ async fn wait_drained(
 /// W1: enqueue N (batched), then drain with the agents; one-by-one enqueue separately.
 async fn w1(
     args: &BenchArgs,
-    servers: &[String],
+    servers: &Servers,
     limits: Option<Limits>,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let probe = Arc::new(Probe::default());
     let bar = progress(args, args.tasks as u64, "W1 enqueue (batched)");
     let enqueue_batched_rate =
-        enqueue_batched(&servers[0], NOOP_TYPE, args.tasks, args.batch_size, &bar).await?;
+        enqueue_batched(servers, NOOP_TYPE, args.tasks, args.batch_size, &bar).await?;
     bar.finish_and_clear();
     let started = Instant::now();
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
     let bar = progress(args, args.tasks as u64, "W1 process");
-    wait_drained(&servers[0], &probe, args.tasks, &bar).await?;
+    wait_drained(servers, &probe, args.tasks, &bar).await?;
     let processed_rate = args.tasks as f64 / started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let duplicates = probe.duplicates();
     let lost = args.tasks - probe.distinct();
     probe.reset();
-    let enqueue_single_rate = enqueue_single(&servers[0], args.single_tasks, args.clients).await?;
+    let enqueue_single_rate = enqueue_single(servers, args.single_tasks, args.clients).await?;
     let bar = progress(args, args.single_tasks as u64, "W1 process one-by-one");
-    wait_drained(&servers[0], &probe, args.single_tasks, &bar).await?;
+    wait_drained(servers, &probe, args.single_tasks, &bar).await?;
     bar.finish_and_clear();
     let duplicates = duplicates + probe.duplicates();
     agents.stop().await;
@@ -356,16 +368,16 @@ fn insert_percentiles(
 /// and the transport's (a health check round trip at the same rate).
 async fn w2(
     args: &BenchArgs,
-    servers: &[String],
+    servers: &Servers,
     label: &str,
     limit: Option<&[f64]>,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let probe = Arc::new(Probe::default());
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
-    let mut client = TaskServiceClient::new(channel(&servers[0]).await?);
+    let mut client = TaskServiceClient::new(servers.channel().await?);
     let total = w2_tasks(args);
     let round_trips =
-        limit::rpc_round_trips(channel(&servers[0]).await?, total.min(1000), args.rate).await?;
+        limit::rpc_round_trips(servers.channel().await?, total.min(1000), args.rate).await?;
     let bar = progress(args, total as u64, label);
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
@@ -528,11 +540,19 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
             Some(database) => Some(RunningServer::start(&database.url).await?),
             None => None,
         };
-        let url = server.as_ref().map_or_else(
-            || args.server.clone().unwrap_or_default(),
-            |s| s.url.clone(),
-        );
-        register_types(&url).await?;
+        // The token and TLS settings are for `--server`; a server the
+        // benchmark starts itself checks no token and serves plain TCP.
+        let servers = match &server {
+            Some(server) => Servers {
+                urls: vec![server.url.clone()],
+                options: ConnectOptions::default(),
+            },
+            None => Servers {
+                urls: vec![args.server.clone().unwrap_or_default()],
+                options: args.connect.options(),
+            },
+        };
+        register_types(&servers).await?;
         let mut record = |workload: &str, figures: serde_json::Map<String, Value>| {
             measurements.push(Measurement {
                 backend,
@@ -569,7 +589,6 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
-        let servers = vec![url.clone()];
         if wants("w1") {
             record("W1 throughput", w1(&args, &servers, limits).await?);
         }
@@ -598,7 +617,8 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
         }
         if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
             let second = RunningServer::start(&database.url).await?;
-            let replicas = vec![url.clone(), second.url.clone()];
+            let mut replicas = servers.clone();
+            replicas.urls.push(second.url.clone());
             let agents_args = BenchArgs {
                 agents: args.agents.max(2),
                 ..args.clone()
