@@ -3,7 +3,6 @@
 //! storage directly, not over gRPC, so the first admin token can be made
 //! before anyone can call the server.
 
-use crate::client_cli::say;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -11,7 +10,7 @@ use clap::{Args, Subcommand};
 use crate::QueueConfig;
 use crate::auth::Role;
 use crate::auth::tokens::{TokenRecord, TokensFile, issue};
-use crate::client_cli::Output;
+use crate::client_cli::{Output, say};
 use crate::store::{self, Store};
 
 /// Where tokens are kept.

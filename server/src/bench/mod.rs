@@ -16,9 +16,10 @@ mod workloads;
 
 use std::time::Duration;
 
-use crate::client_cli::ConnectArgs;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+
+use crate::client_cli::ConnectArgs;
 
 pub use workloads::run_benchmarks;
 

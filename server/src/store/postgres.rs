@@ -313,6 +313,11 @@ async fn fetch_task_types(
         .collect()
 }
 
+/// One array to bind: `value` of each item.
+fn each<T, U>(items: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
+}
+
 /// Inserts tasks in one statement, skipping any whose idempotency key is
 /// taken: PENDING, announced to every replica when it commits, or RUNNING
 /// under the lease beside them with their first attempts started. When a
@@ -324,16 +329,6 @@ async fn insert_tasks(
     leases: &[Option<Lease>],
     checked: &[&TaskType],
 ) -> Result<BTreeSet<Uuid>> {
-    let setting =
-        |value: fn(&TaskType) -> i64| checked.iter().map(|t| value(t)).collect::<Vec<_>>();
-    let column = |value: fn(&Task) -> String| tasks.iter().map(value).collect::<Vec<_>>();
-    let number = |value: fn(&Task) -> i64| tasks.iter().map(value).collect::<Vec<_>>();
-    let lease = |value: fn(&Lease) -> String| {
-        leases
-            .iter()
-            .map(|l| l.as_ref().map(value))
-            .collect::<Vec<_>>()
-    };
     let inserted: Vec<String> = sqlx::query_scalar(
         "WITH inserted AS (
              INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
@@ -377,61 +372,40 @@ async fn insert_tasks(
               FROM (SELECT DISTINCT task_type FROM inserted WHERE status = 'pending') AS types)
                  AS announced",
     )
-    .bind(column(|t| t.id.to_string()))
-    .bind(column(|t| t.task_type.clone()))
-    .bind(column(|t| t.domain.clone()))
-    .bind(column(|t| json_text(&t.payload)))
-    .bind(column(|t| t.status.as_str().to_owned()))
-    .bind(number(|t| i64::from(t.priority)))
-    .bind(number(|t| i64::from(t.attempts)))
-    .bind(number(|t| i64::from(t.max_attempts)))
-    .bind(number(|t| duration_millis(t.timeout)))
-    .bind(number(|t| millis(t.run_at)))
-    .bind(number(|t| millis(t.created_at)))
-    .bind(
-        tasks
-            .iter()
-            .map(|t| t.idempotency_key.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(column(|t| t.handler_version.clone()))
-    .bind(column(|t| json_text(&t.metadata)))
-    .bind(number(|t| duration_millis(t.retry_policy.initial_backoff)))
-    .bind(
-        tasks
-            .iter()
-            .map(|t| t.retry_policy.backoff_factor)
-            .collect::<Vec<_>>(),
-    )
-    .bind(number(|t| duration_millis(t.retry_policy.max_backoff)))
-    .bind(lease(|l| l.session_id.to_string()))
-    .bind(lease(|l| l.agent_id.to_string()))
-    .bind(
-        leases
-            .iter()
-            .map(|l| l.as_ref().map(|l| millis(l.expires_at)))
-            .collect::<Vec<_>>(),
-    )
+    .bind(each(tasks, |t| t.id.to_string()))
+    .bind(each(tasks, |t| t.task_type.clone()))
+    .bind(each(tasks, |t| t.domain.clone()))
+    .bind(each(tasks, |t| json_text(&t.payload)))
+    .bind(each(tasks, |t| t.status.as_str().to_owned()))
+    .bind(each(tasks, |t| i64::from(t.priority)))
+    .bind(each(tasks, |t| i64::from(t.attempts)))
+    .bind(each(tasks, |t| i64::from(t.max_attempts)))
+    .bind(each(tasks, |t| duration_millis(t.timeout)))
+    .bind(each(tasks, |t| millis(t.run_at)))
+    .bind(each(tasks, |t| millis(t.created_at)))
+    .bind(each(tasks, |t| t.idempotency_key.clone()))
+    .bind(each(tasks, |t| t.handler_version.clone()))
+    .bind(each(tasks, |t| json_text(&t.metadata)))
+    .bind(each(tasks, |t| {
+        duration_millis(t.retry_policy.initial_backoff)
+    }))
+    .bind(each(tasks, |t| t.retry_policy.backoff_factor))
+    .bind(each(tasks, |t| duration_millis(t.retry_policy.max_backoff)))
+    .bind(each(leases, |l| {
+        l.as_ref().map(|l| l.session_id.to_string())
+    }))
+    .bind(each(leases, |l| l.as_ref().map(|l| l.agent_id.to_string())))
+    .bind(each(leases, |l| l.as_ref().map(|l| millis(l.expires_at))))
     .bind(READY_CHANNEL)
-    .bind(
-        checked
-            .iter()
-            .map(|t| t.task_type.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(checked.iter().map(|t| t.domain.clone()).collect::<Vec<_>>())
-    .bind(setting(|t| i64::from(t.default_max_attempts)))
-    .bind(setting(|t| duration_millis(t.default_timeout)))
-    .bind(setting(|t| {
+    .bind(each(checked, |t| t.task_type.clone()))
+    .bind(each(checked, |t| t.domain.clone()))
+    .bind(each(checked, |t| i64::from(t.default_max_attempts)))
+    .bind(each(checked, |t| duration_millis(t.default_timeout)))
+    .bind(each(checked, |t| {
         duration_millis(t.default_retry_policy.initial_backoff)
     }))
-    .bind(
-        checked
-            .iter()
-            .map(|t| t.default_retry_policy.backoff_factor)
-            .collect::<Vec<_>>(),
-    )
-    .bind(setting(|t| {
+    .bind(each(checked, |t| t.default_retry_policy.backoff_factor))
+    .bind(each(checked, |t| {
         duration_millis(t.default_retry_policy.max_backoff)
     }))
     .fetch_all(connection)

@@ -700,18 +700,17 @@ impl Store for SqliteStore {
 
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let cutoff = millis(before);
-        let doomed = PURGED_TASKS;
         let mut writer = self.writer().await;
         let mut tx = write(&mut writer).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM task_attempts WHERE task_id IN ({doomed})"
+            "DELETE FROM task_attempts WHERE task_id IN ({PURGED_TASKS})"
         )))
         .bind(cutoff)
         .bind(limit)
         .execute(&mut *tx)
         .await?;
         let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM tasks WHERE id IN ({doomed})"
+            "DELETE FROM tasks WHERE id IN ({PURGED_TASKS})"
         )))
         .bind(cutoff)
         .bind(limit)
