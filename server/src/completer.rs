@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use taskplane_proto::trace::TRACEPARENT;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -160,7 +159,7 @@ fn announce(plane: &ControlPlane, completion: &Completion, outcome: ResultOutcom
     match outcome {
         ResultOutcome::Applied(task) => {
             plane.metrics.recorded(&task);
-            tracing::debug!(task_id = %task.id, status = task.status.as_str(), trace = task.metadata.get(TRACEPARENT).map(String::as_str), "result recorded");
+            tracing::debug!(task_id = %task.id, status = task.status.as_str(), trace = task.traceparent.as_deref(), "result recorded");
             if task.status == TaskStatus::Pending {
                 plane.sessions.wake_for([task.task_type.as_str()]);
             }

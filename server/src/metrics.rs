@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::model::{Task, TaskStatus};
+use crate::model::{RecordedTask, Task, TaskStatus};
 use crate::plane::ControlPlane;
 
 /// Labels of per-type metrics.
@@ -146,7 +146,7 @@ impl ServerMetrics {
 
     /// Records a result as written: the task's new state and, for a finished
     /// attempt, how long it ran.
-    pub fn recorded(&self, task: &Task) {
+    pub fn recorded(&self, task: &RecordedTask) {
         let labels = labels(&task.task_type);
         match task.status {
             TaskStatus::Completed => self.completed.get_or_create(&labels).inc(),

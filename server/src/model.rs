@@ -252,11 +252,32 @@ pub enum AttemptResult {
     },
 }
 
+/// What a recorded result left of its task: what the server counts and
+/// announces afterwards. The payload and result are not read back: nobody
+/// on that path needs them, and decoding them cost more than the write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedTask {
+    /// The task's id.
+    pub id: Uuid,
+    /// Its type.
+    pub task_type: String,
+    /// Its status now: COMPLETED, PENDING (a retry) or DEAD.
+    pub status: TaskStatus,
+    /// When the attempt that ended began.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished for good (not set for a retry).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the result was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// The trace context it was enqueued with (`traceparent` metadata).
+    pub traceparent: Option<String>,
+}
+
 /// What a reported result did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResultOutcome {
     /// The result was recorded; the task as it now is.
-    Applied(Box<Task>),
+    Applied(RecordedTask),
     /// The attempt is no longer the current lease; nothing changed.
     Stale,
 }

@@ -26,8 +26,8 @@ use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::Result;
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome,
+    SessionStatus, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -37,6 +37,10 @@ const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS 
     attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
     metadata::text AS metadata";
+
+/// What a recorded result returns (see [`rows::recorded_task`]).
+const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \
+    metadata ->> 'traceparent' AS traceparent";
 
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
@@ -413,15 +417,15 @@ async fn insert_tasks(
     inserted.iter().map(|id| parse_uuid(id)).collect()
 }
 
-/// Completes many attempts in two statements: the tasks still RUNNING at
-/// that attempt become COMPLETED (the fence), and their attempts end.
-/// Returns the tasks that changed.
+/// Completes many attempts in one statement: the tasks still RUNNING at that
+/// attempt become COMPLETED (the fence), and a data-modifying CTE ends their
+/// attempts. Returns the tasks that changed.
 async fn complete_in_bulk(
     tx: &mut Tx,
     results: &[(Uuid, u32, AttemptResult)],
     bulk: &[usize],
     now: DateTime<Utc>,
-) -> Result<Vec<Task>> {
+) -> Result<Vec<RecordedTask>> {
     if bulk.is_empty() {
         return Ok(Vec::new());
     }
@@ -438,11 +442,16 @@ async fn complete_in_bulk(
         values.push(json_text(value));
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
-             finished_at = $1, updated_at = $1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-         FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
-         WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
-         RETURNING {TASK_COLUMNS}"
+        "WITH completed AS (
+             UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
+                 finished_at = $1, updated_at = $1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
+             WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
+             RETURNING {RECORDED_COLUMNS}, attempts),
+         ended AS (
+             UPDATE task_attempts SET finished_at = $1, outcome = 'completed', error = NULL
+             FROM completed WHERE task_id = completed.id AND attempt = completed.attempts)
+         SELECT * FROM completed"
     )))
     .bind(millis(now))
     .bind(&ids)
@@ -450,22 +459,7 @@ async fn complete_in_bulk(
     .bind(&values)
     .fetch_all(&mut **tx)
     .await?;
-    let applied: Vec<Task> = rows.iter().map(rows::task).collect::<Result<_>>()?;
-    if !applied.is_empty() {
-        let ids: Vec<String> = applied.iter().map(|t| t.id.to_string()).collect();
-        let attempts: Vec<i64> = applied.iter().map(|t| i64::from(t.attempts)).collect();
-        sqlx::query(
-            "UPDATE task_attempts SET finished_at = $1, outcome = 'completed', error = NULL
-             FROM unnest($2::text[], $3::bigint[]) AS k(done_id, done_attempt)
-             WHERE task_id = k.done_id AND attempt = k.done_attempt",
-        )
-        .bind(millis(now))
-        .bind(&ids)
-        .bind(&attempts)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(applied)
+    rows.iter().map(rows::recorded_task).collect()
 }
 
 /// Records one attempt's result inside a batch's transaction.
@@ -487,7 +481,7 @@ async fn finish_one(
              finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END, updated_at = $5,
              lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
          WHERE id = $6::uuid AND status = 'running' AND attempts = $7
-         RETURNING {TASK_COLUMNS}"
+         RETURNING {RECORDED_COLUMNS}"
     )))
     .bind(end.status.as_str())
     .bind(end.result)
@@ -506,7 +500,7 @@ async fn finish_one(
         .bind(i64::from(attempt))
         .execute(&mut **tx)
         .await?;
-    Ok(ResultOutcome::Applied(Box::new(rows::task(&row)?)))
+    Ok(ResultOutcome::Applied(rows::recorded_task(&row)?))
 }
 
 #[async_trait]

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use crate::auth::tokens::TokenRecord;
 use crate::auth::{DomainScope, Role};
 use crate::error::{Error, Result};
-use crate::model::{AgentSession, Attempt, RetryPolicy, Task, TaskStatus, TaskType, TypeStats};
+use crate::model::{
+    AgentSession, Attempt, RecordedTask, RetryPolicy, Task, TaskStatus, TaskType, TypeStats,
+};
 
 /// Typed column access, implemented for each backend's row type.
 pub trait Columns {
@@ -113,16 +115,19 @@ fn retry_policy(row: &impl Columns) -> Result<RetryPolicy> {
     })
 }
 
+fn task_status(row: &impl Columns) -> Result<TaskStatus> {
+    let status = row.text("status")?;
+    TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt(format!("task status {status}")))
+}
+
 /// A task from a row holding the task columns.
 pub fn task(row: &impl Columns) -> Result<Task> {
-    let status = row.text("status")?;
     Ok(Task {
         id: parse_uuid(&row.text("id")?)?,
         task_type: row.text("task_type")?,
         domain: row.text("domain")?,
         payload: parse_json("payload", &row.text("payload")?)?,
-        status: TaskStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
+        status: task_status(row)?,
         priority: i32::try_from(row.integer("priority")?)
             .map_err(|_| Error::Corrupt("priority".into()))?,
         attempts: count(row, "attempts")?,
@@ -142,6 +147,21 @@ pub fn task(row: &impl Columns) -> Result<Task> {
         handler_version: row.text("handler_version")?,
         metadata: parse_json("metadata", &row.text("metadata")?)?,
         retry_policy: retry_policy(row)?,
+    })
+}
+
+/// What a recorded result left, from a row holding the recorded columns
+/// (`id`, `task_type`, `status`, `started_at`, `finished_at`, `updated_at`
+/// and `traceparent`).
+pub fn recorded_task(row: &impl Columns) -> Result<RecordedTask> {
+    Ok(RecordedTask {
+        id: parse_uuid(&row.text("id")?)?,
+        task_type: row.text("task_type")?,
+        status: task_status(row)?,
+        started_at: optional_time(row, "started_at")?,
+        finished_at: optional_time(row, "finished_at")?,
+        updated_at: time(row, "updated_at")?,
+        traceparent: row.optional_text("traceparent")?,
     })
 }
 
@@ -185,9 +205,7 @@ pub fn queue_stats(rows: &[impl Columns]) -> Result<Vec<TypeStats>> {
             ..TypeStats::default()
         });
         entry.domain = row.text("domain")?;
-        let status = row.text("status")?;
-        let status = TaskStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?;
+        let status = task_status(row)?;
         let count = row.integer("count")?.max(0) as u64;
         let recent = row.integer("recent")?.max(0) as u64;
         entry.by_status.insert(status.as_str(), count);

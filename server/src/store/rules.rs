@@ -11,8 +11,8 @@ use super::HandOff;
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus, TaskType,
-    TaskTypeSpec,
+    AttemptResult, Enqueued, Lease, NewTask, RecordedTask, RetryPolicy, Task, TaskFilter,
+    TaskStatus, TaskType, TaskTypeSpec,
 };
 
 /// Server-wide defaults for task types registered without their own.
@@ -266,14 +266,14 @@ pub fn split_completions(results: &[(Uuid, u32, AttemptResult)]) -> (Vec<usize>,
 pub fn bulk_outcomes(
     results: &[(Uuid, u32, AttemptResult)],
     bulk: &[usize],
-    applied: Vec<Task>,
+    applied: Vec<RecordedTask>,
     outcomes: &mut [Option<crate::model::ResultOutcome>],
 ) {
-    let mut applied: std::collections::HashMap<Uuid, Task> =
+    let mut applied: std::collections::HashMap<Uuid, RecordedTask> =
         applied.into_iter().map(|t| (t.id, t)).collect();
     for &index in bulk {
         outcomes[index] = Some(match applied.remove(&results[index].0) {
-            Some(task) => crate::model::ResultOutcome::Applied(Box::new(task)),
+            Some(task) => crate::model::ResultOutcome::Applied(task),
             None => crate::model::ResultOutcome::Stale,
         });
     }

@@ -27,13 +27,17 @@ use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome,
+    SessionStatus, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 
 const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
     timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, \
     finished_at, result, last_error, idempotency_key, handler_version, metadata";
+
+/// What a recorded result returns (see [`rows::recorded_task`]).
+const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, updated_at, \
+    metadata ->> '$.traceparent' AS traceparent";
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -88,6 +92,10 @@ impl SqliteStore {
             // 64 MiB of page cache per connection (the default is 2 MiB):
             // with millions of rows the indexes' hot pages stay in memory.
             .pragma("cache_size", "-65536")
+            // Statement journals and temporary b-trees stay in memory: a
+            // big multi-row statement's journal otherwise spills past 64 KiB
+            // into a file created and deleted under /var/tmp on the writer.
+            .pragma("temp_store", "memory")
             // Commits never copy the WAL into the database themselves: a
             // separate connection checkpoints in the background
             // (`Store::checkpoint`), so the writer's latency stays flat.
@@ -242,15 +250,16 @@ async fn expire_leases(
     ids.iter().map(|id| parse_uuid(id)).collect()
 }
 
-/// Completes many attempts in two statements: the tasks still RUNNING at
-/// that attempt become COMPLETED (the fence), and their attempts end.
-/// Returns the tasks that changed.
+/// Completes many attempts in one statement: the tasks still RUNNING at that
+/// attempt become COMPLETED (the fence), and the
+/// `task_attempt_ends_completed` trigger ends their attempts. Returns the
+/// tasks that changed.
 async fn complete_in_bulk(
     tx: &mut Tx<'_>,
     results: &[(Uuid, u32, AttemptResult)],
     bulk: &[usize],
     now: DateTime<Utc>,
-) -> Result<Vec<Task>> {
+) -> Result<Vec<RecordedTask>> {
     if bulk.is_empty() {
         return Ok(Vec::new());
     }
@@ -267,29 +276,13 @@ async fn complete_in_bulk(
              finished_at = ?1, updated_at = ?1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
          FROM json_each(?2) AS c
          WHERE tasks.id = c.value ->> '$.id' AND tasks.status = 'running' AND tasks.attempts = c.value ->> '$.attempt'
-         RETURNING {TASK_COLUMNS}"
+         RETURNING {RECORDED_COLUMNS}"
     )))
     .bind(millis(now))
     .bind(serde_json::Value::Array(items).to_string())
     .fetch_all(&mut **tx)
     .await?;
-    let applied: Vec<Task> = rows.iter().map(rows::task).collect::<Result<_>>()?;
-    if !applied.is_empty() {
-        let keys: Vec<serde_json::Value> = applied
-            .iter()
-            .map(|t| serde_json::json!({ "id": t.id.to_string(), "attempt": t.attempts }))
-            .collect();
-        sqlx::query(
-            "UPDATE task_attempts SET finished_at = ?1, outcome = 'completed', error = NULL
-             FROM json_each(?2) AS k
-             WHERE task_attempts.task_id = k.value ->> '$.id' AND task_attempts.attempt = k.value ->> '$.attempt'",
-        )
-        .bind(millis(now))
-        .bind(serde_json::Value::Array(keys).to_string())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(applied)
+    rows.iter().map(rows::recorded_task).collect()
 }
 
 /// Records one attempt's result inside a batch's transaction.
@@ -311,7 +304,7 @@ async fn finish_one(
              finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
              lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
          WHERE id = ?6 AND status = 'running' AND attempts = ?7
-         RETURNING {TASK_COLUMNS}"
+         RETURNING {RECORDED_COLUMNS}"
     )))
     .bind(end.status.as_str())
     .bind(end.result)
@@ -330,7 +323,7 @@ async fn finish_one(
         .bind(attempt)
         .execute(&mut **tx)
         .await?;
-    Ok(ResultOutcome::Applied(Box::new(rows::task(&row)?)))
+    Ok(ResultOutcome::Applied(rows::recorded_task(&row)?))
 }
 
 #[async_trait]

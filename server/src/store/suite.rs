@@ -15,6 +15,7 @@ use crate::model::{
     TaskTypeSpec,
 };
 use crate::testing::PostgresSchema;
+use taskplane_proto::trace::TRACEPARENT;
 
 pub(crate) fn defaults() -> TypeDefaults {
     let queue = QueueConfig::default();
@@ -453,10 +454,15 @@ async fn idempotency_keys_return_the_existing_task(store: &dyn Store) {
 
 async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(store: &dyn Store) {
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let mut traced = new_task("a");
+    traced.metadata.insert(
+        TRACEPARENT.into(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    );
     let mut once = new_task("a");
     once.max_attempts = Some(1);
     store
-        .enqueue(vec![new_task("a"), new_task("a"), once])
+        .enqueue(vec![traced, new_task("a"), once])
         .await
         .unwrap();
     let claimed = store.claim(&["a".into()], 3, &lease()).await.unwrap();
@@ -465,13 +471,11 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(st
         retryable,
         jitter: 0.0,
     };
+    let mut answer = JsonObject::new();
+    answer.insert("answer".into(), 42.into());
     let outcomes = store
         .finish_attempts(vec![
-            (
-                claimed[0].id,
-                1,
-                AttemptResult::Completed(JsonObject::new()),
-            ),
+            (claimed[0].id, 1, AttemptResult::Completed(answer.clone())),
             (
                 claimed[1].id,
                 2,
@@ -498,6 +502,40 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(st
             Some(TaskStatus::Dead)
         ],
         "in input order; the wrong attempt is stale; retryable with attempts left retries; none left is dead"
+    );
+    let ResultOutcome::Applied(completed) = &outcomes[0] else {
+        unreachable!("checked above")
+    };
+    assert_eq!(
+        (completed.id, completed.task_type.as_str()),
+        (claimed[0].id, "a")
+    );
+    assert!(completed.started_at.is_some() && completed.finished_at.is_some());
+    assert_eq!(
+        completed.traceparent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "the trace context comes back with the outcome"
+    );
+    let stored = store.get_task(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(stored.result, Some(answer));
+    // Every attempt ended in the same transaction, each with its own outcome.
+    let mut ends = Vec::new();
+    for task in &claimed {
+        for attempt in store.list_attempts(task.id).await.unwrap() {
+            ends.push((
+                attempt.outcome,
+                attempt.error,
+                attempt.finished_at.is_some(),
+            ));
+        }
+    }
+    assert_eq!(
+        ends,
+        [
+            (Some("completed".into()), None, true),
+            (Some("failed".into()), Some("boom".into()), true),
+            (Some("failed".into()), Some("boom".into()), true),
+        ]
     );
 }
 
