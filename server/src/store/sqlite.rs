@@ -89,9 +89,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            // 64 MiB of page cache per connection (the default is 2 MiB):
-            // with millions of rows the indexes' hot pages stay in memory.
-            .pragma("cache_size", "-65536")
+            // The page cache stays at SQLite's 2 MiB; the kernel caches the
+            // file. A commit that split a b-tree page walks the whole page
+            // hash (`pcache1TruncateUnsafe`), so a 64 MiB cache cost CPU on
+            // every such commit and W3 ran no faster with it.
             // Statement journals and temporary b-trees stay in memory: a
             // big multi-row statement's journal otherwise spills past 64 KiB
             // into a file created and deleted under /var/tmp on the writer.
@@ -931,5 +932,15 @@ mod tests {
                 .await
                 .unwrap();
         assert!(!plans_are_stable(&mut fresh).await);
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_statement_journals_in_memory() {
+        let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&mut *store.writer().await)
+            .await
+            .unwrap();
+        assert_eq!(temp_store, 2, "2 is MEMORY; 0, the default, means files");
     }
 }
