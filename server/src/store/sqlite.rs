@@ -943,4 +943,17 @@ mod tests {
             .unwrap();
         assert_eq!(temp_store, 2, "2 is MEMORY; 0, the default, means files");
     }
+
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&mut *store.writer().await)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "LIBSQLITE3_FLAGS from .cargo/config.toml did not reach the SQLite build: {options:?}"
+        );
+    }
 }
