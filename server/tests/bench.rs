@@ -127,6 +127,25 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         assert!(number(backlog, "processed_per_sec") > 0.0);
         assert_eq!(number(backlog, "lost"), 0.0, "{backlog}");
         assert_eq!(number(backlog, "duplicated"), 0.0, "{backlog}");
+        // W3 states its change against this run's empty queue.
+        let throughput = figures(&report, backend, "W1 throughput");
+        let expected = [
+            (
+                "p99_change_vs_w2_percent",
+                number(backlog, "p99_ms") / number(latency, "p99_ms"),
+            ),
+            (
+                "processed_change_vs_w1_percent",
+                number(backlog, "processed_per_sec") / number(throughput, "processed_per_sec"),
+            ),
+        ];
+        for (name, ratio) in expected {
+            let change = number(backlog, name);
+            assert!(
+                (change - (ratio - 1.0) * 100.0).abs() < 0.1,
+                "{name} in {backlog}"
+            );
+        }
     }
     if postgres.is_some() {
         check_throughput(figures(&report, "postgres", "W4 two replicas"), false);

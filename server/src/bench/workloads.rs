@@ -334,6 +334,11 @@ async fn w1(
     Ok(figures)
 }
 
+/// How far `after` is from `before`, in percent of `before`, to 0.1.
+fn change_percent(before: f64, after: f64) -> f64 {
+    ((after / before - 1.0) * 1000.0).round() / 10.0
+}
+
 /// How many tasks W2 enqueues: its rate for its duration.
 fn w2_tasks(args: &BenchArgs) -> usize {
     (f64::from(args.rate) * args.duration.as_secs_f64()) as usize
@@ -589,15 +594,19 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
+        // The empty queue's figures, which W3 reports its changes against.
+        let mut empty_processed = None;
+        let mut empty_p99 = None;
         if wants("w1") {
-            record("W1 throughput", w1(&args, &servers, limits).await?);
+            let figures = w1(&args, &servers, limits).await?;
+            empty_processed = figures["processed_per_sec"].as_f64();
+            record("W1 throughput", figures);
         }
         if wants("w2") {
             let limit = latency_limit.as_deref();
-            record(
-                "W2 latency",
-                w2(&args, &servers, "W2 steady rate", limit).await?,
-            );
+            let figures = w2(&args, &servers, "W2 steady rate", limit).await?;
+            empty_p99 = figures["p99_ms"].as_f64();
+            record("W2 latency", figures);
         }
         if let (true, Some(database)) = (wants("w3"), &database) {
             let seeded = Instant::now();
@@ -612,6 +621,19 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
             let w1_figures = w1(&args, &servers, limits).await?;
             for name in ["processed_per_sec", "lost", "duplicated"] {
                 figures.insert(name.into(), w1_figures[name].clone());
+            }
+            let changes = [
+                ("p99_change_vs_w2_percent", "p99_ms", empty_p99),
+                (
+                    "processed_change_vs_w1_percent",
+                    "processed_per_sec",
+                    empty_processed,
+                ),
+            ];
+            for (name, figure, empty) in changes {
+                if let (Some(empty), Some(backlog)) = (empty, figures[figure].as_f64()) {
+                    figures.insert(name.into(), json!(change_percent(empty, backlog)));
+                }
             }
             record("W3 backlog", figures);
         }
