@@ -279,10 +279,13 @@ async fn the_benchmark_measures_a_server_that_checks_tokens_over_tls() {
     };
 
     // Without the token the server refuses the benchmark's first call,
-    // saying what to pass.
+    // saying what to pass, in the client commands' words.
     let (ok, _, err) = run(bench(None)).await;
     assert!(
-        !ok && err.contains("this server requires a token") && err.contains("--token"),
+        !ok && err.contains("UNAUTHENTICATED: ")
+            && err.contains("this server requires a token")
+            && err.contains("--token")
+            && !err.contains("metadata"),
         "{err}"
     );
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::limit::{self, Limits};
 use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
 use super::{BenchArgs, BenchBackend, Measurement, OutputFormat};
+use crate::client_cli::ClientError;
 use crate::config::{QueueConfig, ServerConfig};
 use crate::server::Server;
 use crate::testing::PostgresSchema;
@@ -532,8 +533,18 @@ fn peak_rss_mib() -> Option<f64> {
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
-/// Runs the chosen workloads on each backend and prints the report.
+/// Runs the chosen workloads on each backend and prints the report. A
+/// server's refusal reads as the client commands print it (`CODE: message`).
 pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
+    run_workloads(args)
+        .await
+        .map_err(|error| match error.downcast::<tonic::Status>() {
+            Ok(status) => ClientError::Status(status).into(),
+            Err(error) => error,
+        })
+}
+
+async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
     let mut measurements: Vec<Measurement> = Vec::new();
     let wants = |name: &str| args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name));
     for &backend in &args.backend {
