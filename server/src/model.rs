@@ -276,7 +276,7 @@ pub struct RecordedTask {
 /// What a reported result did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResultOutcome {
-    /// The result was recorded; the task as it now is.
+    /// The result was recorded; what it left of the task.
     Applied(RecordedTask),
     /// The attempt is no longer the current lease; nothing changed.
     Stale,

@@ -93,6 +93,7 @@ impl SqliteStore {
             // file. A commit that split a b-tree page walks the whole page
             // hash (`pcache1TruncateUnsafe`), so a 64 MiB cache cost CPU on
             // every such commit and W3 ran no faster with it.
+            //
             // Statement journals and temporary b-trees stay in memory: a
             // big multi-row statement's journal otherwise spills past 64 KiB
             // into a file created and deleted under /var/tmp on the writer.
