@@ -10,6 +10,7 @@ use taskplane_server::testing::{PostgresSchema, admin_url};
 const TASKS: u64 = 300;
 const RATE: u64 = 200;
 const BACKLOG: u64 = 2000;
+const ROUNDS: u64 = 3;
 
 fn figures<'a>(report: &'a Value, backend: &str, workload: &str) -> &'a Value {
     report["results"]
@@ -35,6 +36,7 @@ fn check_throughput(figures: &Value, with_limit: bool) {
         "enqueue_batched_per_sec",
         "enqueue_single_per_sec",
         "processed_per_sec",
+        "cpu_ms_per_1000_tasks",
     ] {
         assert!(number(figures, rate) > 0.0, "{rate} in {figures}");
     }
@@ -75,6 +77,66 @@ fn check_latency(figures: &Value) {
     assert!(0.0 < floor_p50 && floor_p50 <= floor_p99, "{figures}");
 }
 
+/// One figure of every round, in round order.
+fn rounds(figures: &Value, name: &str) -> Vec<f64> {
+    let rounds: Vec<f64> = figures[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} missing in {figures}"))
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(rounds.len(), ROUNDS as usize, "{name} in {figures}");
+    rounds
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// W3: every round on both sides ran every task once; each side's figure
+/// is the median of its rounds, and each change the median of the rounds'
+/// changes of the backlog against the empty control.
+fn check_backlog(figures: &Value) {
+    assert_eq!(number(figures, "backlog_pending"), BACKLOG as f64);
+    assert_eq!(number(figures, "backlog_completed"), BACKLOG as f64);
+    assert_eq!(number(figures, "rounds"), ROUNDS as f64);
+    assert_eq!(number(figures, "lost"), 0.0, "{figures}");
+    assert_eq!(number(figures, "duplicated"), 0.0, "{figures}");
+    for side in ["", "empty_"] {
+        let started = number(figures, &format!("{side}started"));
+        assert_eq!(
+            started,
+            number(figures, "tasks") * ROUNDS as f64,
+            "{figures}"
+        );
+        let (p50, p99, max) = (
+            number(figures, &format!("{side}p50_ms")),
+            number(figures, &format!("{side}p99_ms")),
+            number(figures, &format!("{side}max_ms")),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{figures}");
+        assert!(number(figures, &format!("{side}cpu_ms_per_1000_tasks")) > 0.0);
+    }
+    let compared = [
+        ("p99", "p99_ms"),
+        ("processed", "processed_per_sec"),
+        ("cpu", "cpu_ms_per_1000_tasks"),
+    ];
+    for (stem, name) in compared {
+        let backlog = rounds(figures, &format!("{name}_rounds"));
+        let empty = rounds(figures, &format!("empty_{name}_rounds"));
+        assert_eq!(number(figures, name), median(backlog.clone()), "{name}");
+        let changes = rounds(figures, &format!("{stem}_change_percent_rounds"));
+        for ((change, backlog), empty) in changes.iter().zip(&backlog).zip(&empty) {
+            let expected = (backlog / empty - 1.0) * 100.0;
+            assert!((change - expected).abs() < 0.1, "{stem} in {figures}");
+        }
+        let reported = number(figures, &format!("{stem}_change_percent"));
+        assert_eq!(reported, median(changes), "{stem} in {figures}");
+    }
+}
+
 #[test]
 fn every_workload_runs_and_every_task_runs_exactly_once() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -101,6 +163,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         .args(["--single-tasks", "40", "--clients", "4"])
         .args(["--rate", &RATE.to_string(), "--duration", "500ms"])
         .args(["--backlog", &BACKLOG.to_string()])
+        .args(["--rounds", &ROUNDS.to_string()])
         .output()
         .expect("taskplane bench runs");
     assert!(
@@ -120,32 +183,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
             number(latency, "limit_p99_ms"),
         );
         assert!(0.0 < limit_p50 && limit_p50 <= limit_p99, "{latency}");
-        let backlog = figures(&report, backend, "W3 backlog");
-        check_latency(backlog);
-        assert_eq!(number(backlog, "backlog_pending"), BACKLOG as f64);
-        assert_eq!(number(backlog, "backlog_completed"), BACKLOG as f64);
-        assert!(number(backlog, "processed_per_sec") > 0.0);
-        assert_eq!(number(backlog, "lost"), 0.0, "{backlog}");
-        assert_eq!(number(backlog, "duplicated"), 0.0, "{backlog}");
-        // W3 states its change against this run's empty queue.
-        let throughput = figures(&report, backend, "W1 throughput");
-        let expected = [
-            (
-                "p99_change_vs_w2_percent",
-                number(backlog, "p99_ms") / number(latency, "p99_ms"),
-            ),
-            (
-                "processed_change_vs_w1_percent",
-                number(backlog, "processed_per_sec") / number(throughput, "processed_per_sec"),
-            ),
-        ];
-        for (name, ratio) in expected {
-            let change = number(backlog, name);
-            assert!(
-                (change - (ratio - 1.0) * 100.0).abs() < 0.1,
-                "{name} in {backlog}"
-            );
-        }
+        check_backlog(figures(&report, backend, "W3 backlog"));
     }
     if postgres.is_some() {
         check_throughput(figures(&report, "postgres", "W4 two replicas"), false);

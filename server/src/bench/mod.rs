@@ -9,9 +9,11 @@
 //! - [`workloads`]: W1 throughput, W2 latency, W3 backlog, W4 scale-out.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
+//! - [`usage`]: this process's CPU time and peak memory.
 
 mod limit;
 mod probe;
+mod usage;
 mod workloads;
 
 use std::time::Duration;
@@ -92,6 +94,10 @@ pub struct BenchArgs {
     /// W3: PENDING tasks of another type (and as many COMPLETED) seeded first.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// W3: rounds, each measuring W2 and W1 once over the backlog and once
+    /// on an empty control queue, in alternating order.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::{self, Limits};
 use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
+use super::usage::Usage;
 use super::{BenchArgs, BenchBackend, Measurement, OutputFormat};
 use crate::client_cli::ClientError;
 use crate::config::{QueueConfig, ServerConfig};
@@ -287,10 +288,13 @@ async fn w1(
         enqueue_batched(servers, NOOP_TYPE, args.tasks, args.batch_size, &bar).await?;
     bar.finish_and_clear();
     let started = Instant::now();
+    let before = Usage::now();
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
     let bar = progress(args, args.tasks as u64, "W1 process");
     wait_drained(servers, &probe, args.tasks, &bar).await?;
     let processed_rate = args.tasks as f64 / started.elapsed().as_secs_f64();
+    let cpu = Usage::now().cpu - before.cpu;
+    let cpu_per_thousand = cpu.as_secs_f64() * 1000.0 / args.tasks as f64 * 1000.0;
     bar.finish_and_clear();
     let duplicates = probe.duplicates();
     let lost = args.tasks - probe.distinct();
@@ -312,6 +316,10 @@ async fn w1(
         json!(enqueue_single_rate.round()),
     );
     figures.insert("processed_per_sec".into(), json!(processed_rate.round()));
+    figures.insert(
+        "cpu_ms_per_1000_tasks".into(),
+        json!((cpu_per_thousand * 10.0).round() / 10.0),
+    );
     figures.insert("lost".into(), json!(lost));
     figures.insert("duplicated".into(), json!(duplicates));
     if let Some(limits) = limits {
@@ -521,16 +529,138 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((kib / 1024.0 * 10.0).round() / 10.0)
+/// The rounds W3 measured on one side: each round's W2 and W1 figures.
+#[derive(Default)]
+struct Rounds {
+    latency: Vec<serde_json::Map<String, Value>>,
+    throughput: Vec<serde_json::Map<String, Value>>,
+}
+
+/// The figures W3 compares between its two sides, and where each comes from.
+const COMPARED: [(&str, bool); 3] = [
+    ("p99_ms", true),
+    ("processed_per_sec", false),
+    ("cpu_ms_per_1000_tasks", false),
+];
+
+impl Rounds {
+    /// One figure of every round, in round order: from the W2 figures when
+    /// `latency`, else from the W1 figures.
+    fn each(&self, name: &str, latency: bool) -> Vec<f64> {
+        let rounds = if latency {
+            &self.latency
+        } else {
+            &self.throughput
+        };
+        rounds.iter().filter_map(|r| r[name].as_f64()).collect()
+    }
+
+    /// This side's figures, each name prefixed with `prefix`: the median
+    /// round's latency percentiles, throughput and CPU per task, the worst
+    /// latency of all rounds, how many tasks started, and every round's
+    /// compared figures.
+    fn figures(&self, prefix: &str) -> serde_json::Map<String, Value> {
+        let mut figures = serde_json::Map::new();
+        let medians = [
+            ("p50_ms", true),
+            ("p95_ms", true),
+            ("p99_ms", true),
+            ("processed_per_sec", false),
+            ("cpu_ms_per_1000_tasks", false),
+        ];
+        for (name, latency) in medians {
+            let median = median(self.each(name, latency));
+            figures.insert(format!("{prefix}{name}"), json!(median));
+        }
+        let worst = self.each("max_ms", true).into_iter().fold(0.0, f64::max);
+        figures.insert(format!("{prefix}max_ms"), json!(worst));
+        let started: f64 = self.each("started", true).iter().sum();
+        figures.insert(format!("{prefix}started"), json!(started));
+        for (name, latency) in COMPARED {
+            figures.insert(
+                format!("{prefix}{name}_rounds"),
+                json!(self.each(name, latency)),
+            );
+        }
+        figures
+    }
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(&values, 50.0)
+}
+
+/// W3: W2's latency and W1's throughput over a seeded backlog, against the
+/// same measurements on an empty control queue (a database and server of
+/// its own) taken in alternating rounds (control first in odd rounds), so
+/// the machine's drift during the run falls on both sides alike. Each
+/// side's figure is the median of its rounds (`max_ms` the worst of all);
+/// each change is the median of the rounds' changes.
+async fn w3(
+    args: &BenchArgs,
+    backend: BenchBackend,
+    database: &Database,
+    servers: &Servers,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let seeded = Instant::now();
+    seed_backlog(&database.url, args.backlog).await?;
+    let seed_seconds = seeded.elapsed().as_secs_f64().round();
+    let control_database = Database::create(backend, &args.postgres_url).await?;
+    let control_server = RunningServer::start(&control_database.url).await?;
+    let control = Servers {
+        urls: vec![control_server.url.clone()],
+        options: ConnectOptions::default(),
+    };
+    register_types(&control).await?;
+    let (mut backlog, mut empty) = (Rounds::default(), Rounds::default());
+    for round in 0..args.rounds {
+        let mut sides = [
+            ("empty", &control, &mut empty),
+            ("backlog", servers, &mut backlog),
+        ];
+        if round % 2 == 1 {
+            sides.reverse();
+        }
+        for (side, servers, rounds) in sides {
+            let label = format!("W3 round {} {side}", round + 1);
+            rounds.latency.push(w2(args, servers, &label, None).await?);
+            rounds.throughput.push(w1(args, servers, None).await?);
+        }
+    }
+    control_server.stop().await?;
+    control_database.drop().await;
+    let mut figures = serde_json::Map::new();
+    figures.insert("backlog_pending".into(), json!(args.backlog));
+    figures.insert("backlog_completed".into(), json!(args.backlog));
+    figures.insert("seed_seconds".into(), json!(seed_seconds));
+    figures.insert("rounds".into(), json!(args.rounds));
+    figures.insert("tasks".into(), json!(w2_tasks(args)));
+    figures.insert("rate_per_sec".into(), json!(args.rate));
+    figures.extend(backlog.figures(""));
+    figures.extend(empty.figures("empty_"));
+    // Each round's change sets the backlog against the control measured
+    // just before or after it; the median of those changes is reported.
+    for (name, latency) in COMPARED {
+        let changes: Vec<f64> = backlog
+            .each(name, latency)
+            .into_iter()
+            .zip(empty.each(name, latency))
+            .map(|(backlog, empty)| change_percent(empty, backlog))
+            .collect();
+        let stem = name.split('_').next().unwrap_or(name);
+        figures.insert(format!("{stem}_change_percent_rounds"), json!(changes));
+        figures.insert(format!("{stem}_change_percent"), json!(median(changes)));
+    }
+    for name in ["lost", "duplicated"] {
+        let total: f64 = [&backlog, &empty]
+            .iter()
+            .flat_map(|side| side.each(name, false))
+            .sum();
+        figures.insert(name.into(), json!(total));
+    }
+    Ok(figures)
 }
 
 /// Runs the chosen workloads on each backend and prints the report. A
@@ -605,48 +735,16 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
-        // The empty queue's figures, which W3 reports its changes against.
-        let mut empty_processed = None;
-        let mut empty_p99 = None;
         if wants("w1") {
-            let figures = w1(&args, &servers, limits).await?;
-            empty_processed = figures["processed_per_sec"].as_f64();
-            record("W1 throughput", figures);
+            record("W1 throughput", w1(&args, &servers, limits).await?);
         }
         if wants("w2") {
             let limit = latency_limit.as_deref();
             let figures = w2(&args, &servers, "W2 steady rate", limit).await?;
-            empty_p99 = figures["p99_ms"].as_f64();
             record("W2 latency", figures);
         }
         if let (true, Some(database)) = (wants("w3"), &database) {
-            let seeded = Instant::now();
-            seed_backlog(&database.url, args.backlog).await?;
-            let mut figures = w2(&args, &servers, "W3 steady rate over backlog", None).await?;
-            figures.insert("backlog_pending".into(), json!(args.backlog));
-            figures.insert("backlog_completed".into(), json!(args.backlog));
-            figures.insert(
-                "seed_seconds".into(),
-                json!(seeded.elapsed().as_secs_f64().round()),
-            );
-            let w1_figures = w1(&args, &servers, limits).await?;
-            for name in ["processed_per_sec", "lost", "duplicated"] {
-                figures.insert(name.into(), w1_figures[name].clone());
-            }
-            let changes = [
-                ("p99_change_vs_w2_percent", "p99_ms", empty_p99),
-                (
-                    "processed_change_vs_w1_percent",
-                    "processed_per_sec",
-                    empty_processed,
-                ),
-            ];
-            for (name, figure, empty) in changes {
-                if let (Some(empty), Some(backlog)) = (empty, figures[figure].as_f64()) {
-                    figures.insert(name.into(), json!(change_percent(empty, backlog)));
-                }
-            }
-            record("W3 backlog", figures);
+            record("W3 backlog", w3(&args, backend, database, &servers).await?);
         }
         if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
             let second = RunningServer::start(&database.url).await?;
@@ -671,7 +769,7 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(args: &BenchArgs, measurements: &[Measurement]) {
-    let peak = peak_rss_mib();
+    let peak = Usage::now().peak_rss_mib;
     if args.output == OutputFormat::Json {
         let report = json!({
             "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
@@ -698,7 +796,5 @@ fn print_report(args: &BenchArgs, measurements: &[Measurement]) {
             figures.join("  ")
         );
     }
-    if let Some(peak) = peak {
-        println!("peak RSS of this process (server, agents and clients): {peak} MiB");
-    }
+    println!("peak RSS of this process (server, agents and clients): {peak} MiB");
 }
