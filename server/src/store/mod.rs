@@ -231,11 +231,13 @@ impl<'a> FairClaim<'a> {
     }
 }
 
-/// The `ListTasks` query for `filter` on either database, with its values
+/// The `ListTasks` query for `filter` on either database, reading from
+/// `source` (the table, or the table with an index named), with its values
 /// and the limit bound (see [`rules::task_listing`]).
 fn listing_query<'q, DB: sqlx::Database>(
     filter: &TaskFilter,
     columns: &str,
+    source: &str,
     id_cast: &str,
 ) -> sqlx::query::Query<'q, DB, DB::Arguments>
 where
@@ -244,7 +246,7 @@ where
 {
     let (listing, values) = rules::task_listing(filter, id_cast);
     let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {columns} FROM tasks {listing}"
+        "SELECT {columns} FROM {source} {listing}"
     )));
     values
         .into_iter()

@@ -655,7 +655,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let rows = super::listing_query::<Postgres>(filter, TASK_COLUMNS, "::uuid")
+        let rows = super::listing_query::<Postgres>(filter, TASK_COLUMNS, "tasks", "::uuid")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::task).collect()
