@@ -294,7 +294,8 @@ async fn w1(
     wait_drained(servers, &probe, args.tasks, &bar).await?;
     let processed_rate = args.tasks as f64 / started.elapsed().as_secs_f64();
     let cpu = Usage::now().cpu - before.cpu;
-    let cpu_per_thousand = cpu.as_secs_f64() * 1000.0 / args.tasks as f64 * 1000.0;
+    // Milliseconds per 1,000 tasks: seconds × 1,000 × 1,000 / tasks.
+    let cpu_per_thousand = cpu.as_secs_f64() * 1e6 / args.tasks as f64;
     bar.finish_and_clear();
     let duplicates = probe.duplicates();
     let lost = args.tasks - probe.distinct();
@@ -529,30 +530,29 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rounds W3 measured on one side: each round's W2 and W1 figures.
+/// The rounds W3 measured on one side: each round's W2 figures with its
+/// W1 figures laid over them (only `tasks` is in both, and W3 reads it from
+/// neither).
 #[derive(Default)]
-struct Rounds {
-    latency: Vec<serde_json::Map<String, Value>>,
-    throughput: Vec<serde_json::Map<String, Value>>,
-}
+struct Rounds(Vec<serde_json::Map<String, Value>>);
 
-/// The figures W3 compares between its two sides, and where each comes from.
-const COMPARED: [(&str, bool); 3] = [
-    ("p99_ms", true),
-    ("processed_per_sec", false),
-    ("cpu_ms_per_1000_tasks", false),
-];
+/// The figures W3 compares between its two sides.
+const COMPARED: [&str; 3] = ["p99_ms", "processed_per_sec", "cpu_ms_per_1000_tasks"];
 
 impl Rounds {
-    /// One figure of every round, in round order: from the W2 figures when
-    /// `latency`, else from the W1 figures.
-    fn each(&self, name: &str, latency: bool) -> Vec<f64> {
-        let rounds = if latency {
-            &self.latency
-        } else {
-            &self.throughput
-        };
-        rounds.iter().filter_map(|r| r[name].as_f64()).collect()
+    /// Records one round's W2 (`latency`) and W1 (`throughput`) figures.
+    fn push(
+        &mut self,
+        mut latency: serde_json::Map<String, Value>,
+        throughput: serde_json::Map<String, Value>,
+    ) {
+        latency.extend(throughput);
+        self.0.push(latency);
+    }
+
+    /// One figure of every round, in round order.
+    fn each(&self, name: &str) -> Vec<f64> {
+        self.0.iter().filter_map(|r| r[name].as_f64()).collect()
     }
 
     /// This side's figures, each name prefixed with `prefix`: the median
@@ -561,26 +561,15 @@ impl Rounds {
     /// compared figures.
     fn figures(&self, prefix: &str) -> serde_json::Map<String, Value> {
         let mut figures = serde_json::Map::new();
-        let medians = [
-            ("p50_ms", true),
-            ("p95_ms", true),
-            ("p99_ms", true),
-            ("processed_per_sec", false),
-            ("cpu_ms_per_1000_tasks", false),
-        ];
-        for (name, latency) in medians {
-            let median = median(self.each(name, latency));
-            figures.insert(format!("{prefix}{name}"), json!(median));
+        for name in ["p50_ms", "p95_ms"].into_iter().chain(COMPARED) {
+            figures.insert(format!("{prefix}{name}"), json!(median(self.each(name))));
         }
-        let worst = self.each("max_ms", true).into_iter().fold(0.0, f64::max);
+        let worst = self.each("max_ms").into_iter().fold(0.0, f64::max);
         figures.insert(format!("{prefix}max_ms"), json!(worst));
-        let started: f64 = self.each("started", true).iter().sum();
+        let started: f64 = self.each("started").iter().sum();
         figures.insert(format!("{prefix}started"), json!(started));
-        for (name, latency) in COMPARED {
-            figures.insert(
-                format!("{prefix}{name}_rounds"),
-                json!(self.each(name, latency)),
-            );
+        for name in COMPARED {
+            figures.insert(format!("{prefix}{name}_rounds"), json!(self.each(name)));
         }
         figures
     }
@@ -625,8 +614,8 @@ async fn w3(
         }
         for (side, servers, rounds) in sides {
             let label = format!("W3 round {} {side}", round + 1);
-            rounds.latency.push(w2(args, servers, &label, None).await?);
-            rounds.throughput.push(w1(args, servers, None).await?);
+            let latency = w2(args, servers, &label, None).await?;
+            rounds.push(latency, w1(args, servers, None).await?);
         }
     }
     control_server.stop().await?;
@@ -642,11 +631,11 @@ async fn w3(
     figures.extend(empty.figures("empty_"));
     // Each round's change sets the backlog against the control measured
     // just before or after it; the median of those changes is reported.
-    for (name, latency) in COMPARED {
+    for name in COMPARED {
         let changes: Vec<f64> = backlog
-            .each(name, latency)
+            .each(name)
             .into_iter()
-            .zip(empty.each(name, latency))
+            .zip(empty.each(name))
             .map(|(backlog, empty)| change_percent(empty, backlog))
             .collect();
         let stem = name.split('_').next().unwrap_or(name);
@@ -656,7 +645,7 @@ async fn w3(
     for name in ["lost", "duplicated"] {
         let total: f64 = [&backlog, &empty]
             .iter()
-            .flat_map(|side| side.each(name, false))
+            .flat_map(|side| side.each(name))
             .sum();
         figures.insert(name.into(), json!(total));
     }
