@@ -741,11 +741,19 @@ impl Store for PostgresStore {
             .map(|(_, status)| json_text(status))
             .collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE status = 'running' AND lease_session = ANY($2)")
-            .bind(millis(lease_expires_at))
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        // A row another transaction holds is being finished or returned (a
+        // completion batch, a release): skipped, not waited for. Waiting
+        // locked the rows of a completion batch in another order than the
+        // batch did, and PostgreSQL broke the deadlock after a second.
+        sqlx::query(
+            "UPDATE tasks SET lease_expires_at = $1 WHERE id IN (
+                 SELECT id FROM tasks WHERE status = 'running' AND lease_session = ANY($2)
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(lease_expires_at))
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE agents SET last_seen_at = $1, status = s.status
              FROM unnest($2::text[], $3::text[]) AS s(session_id, status)
@@ -764,10 +772,13 @@ impl Store for PostgresStore {
         let now = millis(now);
         let mut tx = self.pool.begin().await?;
         // Safe with every replica reaping: each row is updated once, and a
-        // second reaper finds it no longer RUNNING.
+        // second reaper finds it no longer RUNNING. A row another
+        // transaction holds (a late completion) is skipped, as the lease
+        // refresh skips it, rather than waited for in an order of our own.
         let reaped = return_to_queue(
             &mut tx,
-            "lease_expires_at < $1::bigint",
+            "id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < $1::bigint
+                 FOR UPDATE SKIP LOCKED)",
             now.to_string(),
             super::LEASE_EXPIRED,
             now,
@@ -948,7 +959,7 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::suite::{defaults, new_task, newest_tasks, spec};
+    use crate::store::suite::{defaults, lease, new_task, newest_tasks, running_status, spec};
     use crate::testing::PostgresSchema;
 
     #[tokio::test]
@@ -990,6 +1001,59 @@ mod tests {
                 .unwrap();
             assert_eq!(jit, "off");
         }
+        schema.drop().await;
+    }
+
+    /// Lease maintenance skips a running task another transaction holds
+    /// (as a completion batch holds its tasks until it commits) instead of
+    /// waiting for it, so it can never wait in a cycle with that batch, and
+    /// it gets to the task once the row is free.
+    #[tokio::test]
+    async fn lease_maintenance_skips_tasks_another_transaction_holds() {
+        let Some(schema) = PostgresSchema::create().await else {
+            return;
+        };
+        let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+        store.register_task_types(&[spec("a", "d")]).await.unwrap();
+        store
+            .enqueue(vec![new_task("a"), new_task("a")])
+            .await
+            .unwrap();
+        let lease = lease();
+        let claimed = store.claim(&["a".into()], 2, &lease).await.unwrap();
+        let (held, free) = (claimed[0].id, claimed[1].id);
+        let expiry = async |id: Uuid| -> i64 {
+            sqlx::query_scalar("SELECT lease_expires_at FROM tasks WHERE id = $1::uuid")
+                .bind(id.to_string())
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        let before = expiry(held).await;
+
+        let mut holder = store.pool.begin().await.unwrap();
+        sqlx::query("SELECT id FROM tasks WHERE id = $1::uuid FOR UPDATE")
+            .bind(held.to_string())
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let later = Utc::now() + chrono::Duration::minutes(5);
+        let sessions = [(lease.session_id, running_status(2))];
+        // Without SKIP LOCKED these wait for `holder`, which is only
+        // released below, until the pool's `lock_timeout` fails them.
+        store.refresh_sessions(&sessions, later).await.unwrap();
+        assert_eq!(
+            expiry(free).await,
+            millis(later),
+            "the free task is extended"
+        );
+        assert_eq!(expiry(held).await, before, "the held task is skipped");
+        let far = Utc::now() + chrono::Duration::minutes(10);
+        let reaped = store.reap_expired_leases(far).await.unwrap();
+        assert_eq!(reaped, [free], "only the free task is reaped");
+
+        holder.rollback().await.unwrap();
+        assert_eq!(store.reap_expired_leases(far).await.unwrap(), [held]);
         schema.drop().await;
     }
 

@@ -118,7 +118,20 @@ pub(crate) async fn newest_tasks(store: &dyn Store, limit: u32) -> Vec<Task> {
         .unwrap()
 }
 
-fn lease() -> Lease {
+/// What an agent with `running` tasks in as many slots reports.
+pub(crate) fn running_status(running: u32) -> crate::model::SessionStatus {
+    crate::model::SessionStatus {
+        slots: running,
+        running,
+        draining: false,
+        last_seen_at: Utc::now(),
+        health: vec![],
+        health_checked_at: None,
+    }
+}
+
+/// A lease of a new session for 30 seconds.
+pub(crate) fn lease() -> Lease {
     Lease {
         session_id: Uuid::now_v7(),
         agent_id: Uuid::now_v7(),
@@ -370,17 +383,9 @@ async fn expired_leases_are_reaped_and_live_ones_extended(store: &dyn Store) {
     };
     let kept = store.claim(&["a".into()], 1, &live).await.unwrap();
     let lost = store.claim(&["a".into()], 1, &dead).await.unwrap();
-    let status = crate::model::SessionStatus {
-        slots: 1,
-        running: 1,
-        draining: false,
-        last_seen_at: Utc::now(),
-        health: vec![],
-        health_checked_at: None,
-    };
     store
         .refresh_sessions(
-            &[(live.session_id, status)],
+            &[(live.session_id, running_status(1))],
             Utc::now() + chrono::Duration::seconds(30),
         )
         .await
