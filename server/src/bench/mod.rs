@@ -94,9 +94,9 @@ pub struct BenchArgs {
     /// W3: PENDING tasks of another type (and as many COMPLETED) seeded first.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
-    /// W3: rounds, each measuring W2 and W1 once over the backlog and once
-    /// on an empty control queue, in alternating order.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// W3: rounds, each measuring W2 over the backlog and on an empty
+    /// control queue at the same time, then W1 on each in turn.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]

@@ -172,6 +172,17 @@ fn noop(task_type: &str) -> EnqueueTaskRequest {
     }
 }
 
+/// Where progress bars that run at the same time draw: the terminal, or
+/// nowhere with `--output json`.
+fn progress_group(args: &BenchArgs) -> indicatif::MultiProgress {
+    if args.output == OutputFormat::Json {
+        return indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    indicatif::MultiProgress::new()
+}
+
+/// A progress bar of `length` steps named `label`, hidden with
+/// `--output json`.
 fn progress(args: &BenchArgs, length: u64, label: &str) -> indicatif::ProgressBar {
     if args.output == OutputFormat::Json {
         return indicatif::ProgressBar::hidden();
@@ -381,10 +392,11 @@ fn insert_percentiles(
 /// W2: enqueue at a steady rate with idle agents; enqueue → handler start
 /// latency, beside the latency limit row's (`limit`, sorted milliseconds)
 /// and the transport's (a health check round trip at the same rate).
+/// `bar` counts the enqueued tasks (see [`progress`]).
 async fn w2(
     args: &BenchArgs,
     servers: &Servers,
-    label: &str,
+    bar: indicatif::ProgressBar,
     limit: Option<&[f64]>,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let probe = Arc::new(Probe::default());
@@ -393,7 +405,8 @@ async fn w2(
     let total = w2_tasks(args);
     let round_trips =
         limit::rpc_round_trips(servers.channel().await?, total.min(1000), args.rate).await?;
-    let bar = progress(args, total as u64, label);
+    // The bar was drawn before the round trips; its rate counts from here.
+    bar.reset();
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -488,9 +501,15 @@ async fn seed_backlog(database_url: &str, count: usize) -> anyhow::Result<()> {
         // Let the backlog settle as one that built up over time would
         // have: the seeding's write-ahead log copied into the database,
         // not left for the checkpointer to copy during the measurement.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&pool)
-            .await?;
+        // PASSIVE copies it without holding off the server's writer; a
+        // TRUNCATE alone blocked writers while it copied, and the server's
+        // lease refresh gave up behind it ("database is locked").
+        for checkpoint in [
+            "PRAGMA wal_checkpoint(PASSIVE)",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ] {
+            sqlx::query(checkpoint).execute(&pool).await?;
+        }
         return Ok(());
     }
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -583,10 +602,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// W3: W2's latency and W1's throughput over a seeded backlog, against the
 /// same measurements on an empty control queue (a database and server of
-/// its own) taken in alternating rounds (control first in odd rounds), so
-/// the machine's drift during the run falls on both sides alike. Each
-/// side's figure is the median of its rounds (`max_ms` the worst of all);
-/// each change is the median of the rounds' changes.
+/// its own), so the machine's drift during the run falls on both sides
+/// alike. In each round the two W2 windows run at the same time, then W1
+/// runs on each side in turn (control first in odd rounds). Each side's
+/// figure is the median of its rounds (`max_ms` the worst of all); each
+/// change is the median of the rounds' changes.
 async fn w3(
     args: &BenchArgs,
     backend: BenchBackend,
@@ -604,17 +624,27 @@ async fn w3(
     };
     register_types(&control).await?;
     let (mut backlog, mut empty) = (Rounds::default(), Rounds::default());
+    let bars = progress_group(args);
     for round in 0..args.rounds {
+        // Both sides' W2 windows run at once, so a stall of the machine
+        // delays the tasks of both alike instead of one side's window.
+        let window = |side: &str| {
+            let label = format!("W3 round {} {side}", round + 1);
+            bars.add(progress(args, w2_tasks(args) as u64, &label))
+        };
+        let (empty_latency, backlog_latency) = tokio::try_join!(
+            w2(args, &control, window("empty"), None),
+            w2(args, servers, window("backlog"), None),
+        )?;
+        // W1 takes the machine for itself, so the sides take turns.
         let mut sides = [
-            ("empty", &control, &mut empty),
-            ("backlog", servers, &mut backlog),
+            (&control, &mut empty, empty_latency),
+            (servers, &mut backlog, backlog_latency),
         ];
         if round % 2 == 1 {
             sides.reverse();
         }
-        for (side, servers, rounds) in sides {
-            let label = format!("W3 round {} {side}", round + 1);
-            let latency = w2(args, servers, &label, None).await?;
+        for (servers, rounds, latency) in sides {
             rounds.push(latency, w1(args, servers, None).await?);
         }
     }
@@ -729,7 +759,8 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
         }
         if wants("w2") {
             let limit = latency_limit.as_deref();
-            let figures = w2(&args, &servers, "W2 steady rate", limit).await?;
+            let bar = progress(&args, w2_tasks(&args) as u64, "W2 steady rate");
+            let figures = w2(&args, &servers, bar, limit).await?;
             record("W2 latency", figures);
         }
         if let (true, Some(database)) = (wants("w3"), &database) {
