@@ -265,6 +265,18 @@ async fn return_to_queue(
     rows.iter().map(|(id, _, _)| parse_uuid(id)).collect()
 }
 
+/// The RUNNING tasks matching `condition` that no other transaction holds,
+/// locked for this one: how lease maintenance (refresh, reap) picks its
+/// rows. A held row is being completed or released and needs neither.
+/// Waiting for it locked a completion batch's rows in another order than
+/// the batch did, and PostgreSQL broke each such deadlock after a second;
+/// a statement that never waits for a row lock cannot be in a cycle.
+fn unheld_running(condition: &str) -> String {
+    format!(
+        "id IN (SELECT id FROM tasks WHERE status = 'running' AND {condition} FOR UPDATE SKIP LOCKED)"
+    )
+}
+
 /// Leases up to `limit` ready tasks of one type, in priority then age order,
 /// skipping rows other replicas hold, and starts their attempts, in one
 /// statement.
@@ -741,15 +753,10 @@ impl Store for PostgresStore {
             .map(|(_, status)| json_text(status))
             .collect();
         let mut tx = self.pool.begin().await?;
-        // A row another transaction holds is being finished or returned (a
-        // completion batch, a release): skipped, not waited for. Waiting
-        // locked the rows of a completion batch in another order than the
-        // batch did, and PostgreSQL broke the deadlock after a second.
-        sqlx::query(
-            "UPDATE tasks SET lease_expires_at = $1 WHERE id IN (
-                 SELECT id FROM tasks WHERE status = 'running' AND lease_session = ANY($2)
-                 FOR UPDATE SKIP LOCKED)",
-        )
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET lease_expires_at = $1 WHERE {}",
+            unheld_running("lease_session = ANY($2)")
+        )))
         .bind(millis(lease_expires_at))
         .bind(&ids)
         .execute(&mut *tx)
@@ -772,13 +779,10 @@ impl Store for PostgresStore {
         let now = millis(now);
         let mut tx = self.pool.begin().await?;
         // Safe with every replica reaping: each row is updated once, and a
-        // second reaper finds it no longer RUNNING. A row another
-        // transaction holds (a late completion) is skipped, as the lease
-        // refresh skips it, rather than waited for in an order of our own.
+        // second reaper finds it no longer RUNNING.
         let reaped = return_to_queue(
             &mut tx,
-            "id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < $1::bigint
-                 FOR UPDATE SKIP LOCKED)",
+            &unheld_running("lease_expires_at < $1::bigint"),
             now.to_string(),
             super::LEASE_EXPIRED,
             now,
