@@ -279,6 +279,16 @@ pub fn bulk_outcomes(
     }
 }
 
+/// The outcomes of a batch once every result has one.
+pub fn all_outcomes(
+    outcomes: Vec<Option<crate::model::ResultOutcome>>,
+) -> Vec<crate::model::ResultOutcome> {
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every result has an outcome"))
+        .collect()
+}
+
 /// The `WHERE … ORDER BY … LIMIT …` of a task listing, with `$n`
 /// placeholders (both databases accept them), and the values to bind, in
 /// order, before the limit (the last placeholder). Only the filters given appear, so the planner can use the index

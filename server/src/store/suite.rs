@@ -69,6 +69,7 @@ for_each_backend!(
     expired_leases_are_reaped_and_live_ones_extended,
     idempotency_keys_return_the_existing_task,
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
+    a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones,
     queue_stats_count_each_status_and_recent_completions,
     tokens_are_found_by_hash_and_revoked_once,
     purges_delete_only_tasks_finished_before_the_cutoff,
@@ -542,6 +543,65 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(st
             (Some("failed".into()), Some("boom".into()), true),
         ]
     );
+}
+
+/// Completions with no failure among them are written as one statement
+/// without a transaction around it: every current attempt still ends with
+/// its result, and a stale one changes nothing.
+async fn a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .enqueue(vec![new_task("a"), new_task("a")])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 2, &lease()).await.unwrap();
+    let mut answer = JsonObject::new();
+    answer.insert(
+        "rows".into(),
+        serde_json::json!([3, "four", {"five": null}]),
+    );
+    let outcomes = store
+        .finish_attempts(vec![
+            (
+                claimed[0].id,
+                2,
+                AttemptResult::Completed(JsonObject::new()),
+            ),
+            (claimed[1].id, 1, AttemptResult::Completed(answer.clone())),
+            (claimed[0].id, 1, AttemptResult::Completed(answer.clone())),
+        ])
+        .await
+        .unwrap();
+    let applied: Vec<Option<(Uuid, TaskStatus)>> = outcomes
+        .iter()
+        .map(|o| match o {
+            ResultOutcome::Applied(task) => Some((task.id, task.status)),
+            ResultOutcome::Stale => None,
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            None,
+            Some((claimed[1].id, TaskStatus::Completed)),
+            Some((claimed[0].id, TaskStatus::Completed)),
+        ],
+        "in input order; attempt 2 of a task on its first attempt is stale"
+    );
+    for task in &claimed {
+        let stored = store.get_task(task.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.result,
+            Some(answer.clone()),
+            "the result is stored as reported"
+        );
+        assert_eq!(stored.status, TaskStatus::Completed);
+        assert!(stored.finished_at.is_some());
+        let attempts = store.list_attempts(task.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+        assert!(attempts[0].finished_at.is_some());
+    }
 }
 
 async fn queue_stats_count_each_status_and_recent_completions(store: &dyn Store) {
