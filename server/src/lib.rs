@@ -17,6 +17,8 @@
 //! - [`completer`]: results written in batches, one transaction each.
 //! - [`metrics`]: the Prometheus metrics served on `--metrics-listen`.
 //! - [`retention`]: finished tasks purged in batches after the retention.
+//! - [`task_counts`]: the finished-task counts behind queue statistics,
+//!   folded as they age.
 //! - [`testing`]: a private PostgreSQL schema per test.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
 //!   domain types, wire conversion and validation, the error → status
@@ -47,6 +49,7 @@ pub mod retention;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod task_counts;
 pub mod testing;
 pub mod tls;
 pub mod token_cli;

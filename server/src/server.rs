@@ -25,6 +25,7 @@ use crate::plane::ControlPlane;
 use crate::reload::{Reloadable, watch_and_reload};
 use crate::retention::purge_expired;
 use crate::store;
+use crate::task_counts;
 use crate::tls::ServerTls;
 
 /// A control plane bound to its address, ready to serve.
@@ -166,6 +167,10 @@ impl Server {
         plane
             .tasks
             .spawn(purge_expired(plane.clone(), plane.shutdown.clone()));
+        plane.tasks.spawn(task_counts::fold_periodically(
+            plane.clone(),
+            plane.shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             let scraped = plane.clone();
             let render: Render = Arc::new(move || {

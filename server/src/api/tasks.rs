@@ -334,7 +334,7 @@ impl TaskService for TaskApi {
         let principal = principal(&request);
         let domain = request.into_inner().domain;
         self.check_listing(principal.as_ref(), &domain, "").await?;
-        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+        let since = chrono::Utc::now() - crate::task_counts::RECENT_WINDOW;
         let stats = self
             .plane
             .store

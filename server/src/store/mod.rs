@@ -76,12 +76,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>>;
 
     /// Task counts per type and status (of one domain, if given), with the
-    /// completions and deaths since `since`.
+    /// completions and deaths since `since` (to the second). PENDING and
+    /// RUNNING are counted from their indexes; finished tasks from the counts
+    /// their triggers keep, so the cost does not grow with history.
     async fn queue_stats(
         &self,
         domain: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<Vec<TypeStats>>;
+
+    /// Folds the finished-task counts of the seconds before `before` into one
+    /// row per type and status, keeping readers' sums short. Totals do not
+    /// change; completions and deaths before `before` no longer count as
+    /// recent.
+    async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()>;
 
     /// Tasks matching the filter, newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
@@ -252,6 +260,31 @@ where
         .into_iter()
         .fold(query, |query, value| query.bind(value))
         .bind(i64::from(filter.limit))
+}
+
+/// The `queue_stats` query, given how each database spells the domain
+/// filter (`?1` or `$1::text`), the first second that counts as recent, and
+/// where PENDING and RUNNING tasks are read (SQLite must be told to use the
+/// partial indexes, see `listing_source`). Each (type, status) comes from
+/// exactly one branch: PENDING from the ready index, RUNNING from the lease
+/// index, finished states from `task_counts`.
+fn queue_stats_sql(domain: &str, since: &str, pending: &str, running: &str) -> String {
+    format!(
+        "WITH counts (task_type, status, count, recent) AS (
+             SELECT task_type, 'pending', count(*), 0 FROM {pending}
+             WHERE status = 'pending' GROUP BY task_type
+             UNION ALL
+             SELECT task_type, 'running', count(*), 0 FROM {running}
+             WHERE status = 'running' GROUP BY task_type
+             UNION ALL
+             SELECT task_type, status, CAST(sum(count) AS BIGINT),
+                    CAST(sum(CASE WHEN second >= {since} THEN count ELSE 0 END) AS BIGINT)
+             FROM task_counts GROUP BY task_type, status)
+         SELECT counts.task_type, task_types.domain, counts.status, counts.count, counts.recent
+         FROM counts JOIN task_types ON task_types.task_type = counts.task_type
+         WHERE (counts.count > 0 OR counts.recent > 0)
+           AND ({domain} IS NULL OR task_types.domain = {domain})"
+    )
 }
 
 /// Claimed tasks in delivery order: priority, then age (RETURNING does not

@@ -152,6 +152,18 @@ async fn keep_plans_stable(connection: &mut SqliteConnection) -> sqlx::Result<()
     }
 }
 
+/// The `queue_stats` query, reading live tasks from their partial indexes:
+/// left to itself, SQLite counts RUNNING tasks by walking `tasks_by_type`,
+/// every task ever run.
+static QUEUE_STATS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    super::queue_stats_sql(
+        "?1",
+        "?2",
+        "tasks INDEXED BY tasks_ready",
+        "tasks INDEXED BY tasks_leased",
+    )
+});
+
 /// Where a `ListTasks` listing reads: the PENDING and RUNNING partial
 /// indexes when the filter asks for those states. SQLite keeps no
 /// statistics here, so on its own it walks `tasks_by_type` in id order and
@@ -480,16 +492,32 @@ impl Store for SqliteStore {
         domain: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<Vec<TypeStats>> {
-        let rows = sqlx::query(
-            "SELECT task_type, domain, status, count(*) AS count,
-                    sum(CASE WHEN finished_at >= ?2 THEN 1 ELSE 0 END) AS recent
-             FROM tasks WHERE (?1 IS NULL OR domain = ?1) GROUP BY task_type, domain, status",
-        )
-        .bind(domain.map(str::to_owned))
-        .bind(millis(since))
-        .fetch_all(&self.readers)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(QUEUE_STATS.as_str()))
+            .bind(domain.map(str::to_owned))
+            .bind(since.timestamp())
+            .fetch_all(&self.readers)
+            .await?;
         rows::queue_stats(&rows)
+    }
+
+    async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        sqlx::query(
+            "INSERT INTO task_counts (task_type, status, second, count)
+             SELECT task_type, status, 0, sum(count) FROM task_counts
+             WHERE second > 0 AND second < ?1 GROUP BY task_type, status
+             ON CONFLICT (task_type, status, second) DO UPDATE SET count = count + excluded.count",
+        )
+        .bind(before.timestamp())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM task_counts WHERE (second > 0 AND second < ?1) OR count = 0")
+            .bind(before.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
@@ -951,6 +979,33 @@ mod tests {
             steps,
             ["SEARCH tasks USING INDEX tasks_finished (finished_at<?)"],
             "no other table or index is read, and nothing is sorted"
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_stats_read_only_live_tasks_and_the_counts() {
+        let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
+        let plan = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            QUEUE_STATS.as_str()
+        )))
+        .bind(None::<String>)
+        .bind(0_i64)
+        .fetch_all(&mut *store.writer().await)
+        .await
+        .unwrap();
+        let reads: Vec<String> = plan
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .filter(|step| step.contains(" tasks"))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                "SCAN tasks USING COVERING INDEX tasks_ready",
+                "SCAN tasks USING INDEX tasks_leased"
+            ],
+            "finished tasks are never read"
         );
     }
 

@@ -71,6 +71,7 @@ for_each_backend!(
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
     a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones,
     queue_stats_count_each_status_and_recent_completions,
+    finished_counts_follow_every_way_in_and_out_and_survive_folding,
     tokens_are_found_by_hash_and_revoked_once,
     purges_delete_only_tasks_finished_before_the_cutoff,
     a_batch_is_stored_whole_or_not_at_all,
@@ -649,6 +650,77 @@ async fn queue_stats_count_each_status_and_recent_completions(store: &dyn Store)
         ),
         ("b", Some(&1))
     );
+}
+
+/// Type `a`'s count of each status, and its recent completions and deaths.
+async fn counts_of_a(store: &dyn Store) -> (BTreeMap<&'static str, u64>, u64, u64) {
+    let stats = store
+        .queue_stats(None, Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let a = stats.into_iter().find(|s| s.task_type == "a").unwrap();
+    (a.by_status, a.completed_recently, a.dead_recently)
+}
+
+async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .enqueue((0..4).map(|_| new_task("a")).collect())
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 4, &lease()).await.unwrap();
+    let outcomes = store
+        .finish_attempts(vec![
+            (
+                claimed[0].id,
+                1,
+                AttemptResult::Completed(JsonObject::new()),
+            ),
+            (
+                claimed[1].id,
+                1,
+                AttemptResult::Failed {
+                    error: "bad input".into(),
+                    retryable: false,
+                    jitter: 0.0,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&outcomes[1], ResultOutcome::Applied(t) if t.status == TaskStatus::Dead));
+    store.cancel(claimed[2].id, "not needed").await.unwrap();
+    store.enqueue(vec![new_task("a")]).await.unwrap();
+    let expected = BTreeMap::from([
+        ("pending", 1),
+        ("running", 1),
+        ("completed", 1),
+        ("dead", 1),
+        ("cancelled", 1),
+    ]);
+    assert_eq!(counts_of_a(store).await, (expected.clone(), 1, 1));
+
+    // Folding every second so far keeps the totals; nothing is recent.
+    store
+        .fold_task_counts(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(counts_of_a(store).await, (expected, 0, 0));
+
+    // A retried task leaves DEAD; purged tasks leave their states.
+    store.retry(claimed[1].id).await.unwrap();
+    let purged = store
+        .purge_finished(Utc::now() + chrono::Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2, "the completed and the cancelled task");
+    let expected = BTreeMap::from([("pending", 2), ("running", 1)]);
+    assert_eq!(counts_of_a(store).await, (expected.clone(), 0, 0));
+    store
+        .fold_task_counts(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(counts_of_a(store).await, (expected, 0, 0));
 }
 
 async fn tokens_are_found_by_hash_and_revoked_once(store: &dyn Store) {
