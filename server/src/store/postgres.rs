@@ -27,7 +27,7 @@ use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::Result;
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome,
-    SessionStatus, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
+    SessionStatus, Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec, TypeStats,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -439,8 +439,8 @@ async fn insert_tasks(
 }
 
 /// Completes many attempts in one statement: the tasks still RUNNING at that
-/// attempt become COMPLETED (the fence), and a data-modifying CTE ends their
-/// attempts. Returns the tasks that changed.
+/// attempt become COMPLETED (the fence), and data-modifying CTEs end their
+/// attempts and count them in `task_counts`. Returns the tasks that changed.
 async fn complete_in_bulk(
     connection: &mut PgConnection,
     results: &[(Uuid, u32, AttemptResult)],
@@ -471,7 +471,10 @@ async fn complete_in_bulk(
              RETURNING {RECORDED_COLUMNS}, attempts),
          ended AS (
              UPDATE task_attempts SET finished_at = $1, outcome = 'completed', error = NULL
-             FROM completed WHERE task_id = completed.id AND attempt = completed.attempts)
+             FROM completed WHERE task_id = completed.id AND attempt = completed.attempts),
+         counted AS (
+             INSERT INTO task_counts (task_type, status, second, count)
+             SELECT task_type, 'completed', $1 / 1000, count(*) FROM completed GROUP BY task_type)
          SELECT * FROM completed"
     )))
     .bind(millis(now))
@@ -521,7 +524,16 @@ async fn finish_one(
         .bind(i64::from(attempt))
         .execute(&mut **tx)
         .await?;
-    Ok(ResultOutcome::Applied(rows::recorded_task(&row)?))
+    let recorded = rows::recorded_task(&row)?;
+    if recorded.status == TaskStatus::Completed {
+        // Counted here as the bulk statement counts its own (migration 0004).
+        sqlx::query("INSERT INTO task_counts (task_type, status, second, count) VALUES ($1, 'completed', $2 / 1000, 1)")
+            .bind(&recorded.task_type)
+            .bind(millis(now))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(ResultOutcome::Applied(recorded))
 }
 
 #[async_trait]

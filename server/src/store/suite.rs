@@ -665,17 +665,18 @@ async fn counts_of_a(store: &dyn Store) -> (BTreeMap<&'static str, u64>, u64, u6
 async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(store: &dyn Store) {
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
     store
-        .enqueue((0..4).map(|_| new_task("a")).collect())
+        .enqueue((0..5).map(|_| new_task("a")).collect())
         .await
         .unwrap();
-    let claimed = store.claim(&["a".into()], 4, &lease()).await.unwrap();
+    let claimed = store.claim(&["a".into()], 5, &lease()).await.unwrap();
+    let done = || AttemptResult::Completed(JsonObject::new());
     let outcomes = store
         .finish_attempts(vec![
-            (
-                claimed[0].id,
-                1,
-                AttemptResult::Completed(JsonObject::new()),
-            ),
+            (claimed[0].id, 1, done()),
+            // A stale result, then the current one for the same task: the
+            // second completes it outside the bulk statement.
+            (claimed[4].id, 9, done()),
+            (claimed[4].id, 1, done()),
             (
                 claimed[1].id,
                 1,
@@ -688,17 +689,19 @@ async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(store: 
         ])
         .await
         .unwrap();
-    assert!(matches!(&outcomes[1], ResultOutcome::Applied(t) if t.status == TaskStatus::Dead));
+    assert!(matches!(&outcomes[3], ResultOutcome::Applied(t) if t.status == TaskStatus::Dead));
+    assert!(matches!(outcomes[1], ResultOutcome::Stale));
+    assert!(matches!(&outcomes[2], ResultOutcome::Applied(t) if t.status == TaskStatus::Completed));
     store.cancel(claimed[2].id, "not needed").await.unwrap();
     store.enqueue(vec![new_task("a")]).await.unwrap();
     let expected = BTreeMap::from([
         ("pending", 1),
         ("running", 1),
-        ("completed", 1),
+        ("completed", 2),
         ("dead", 1),
         ("cancelled", 1),
     ]);
-    assert_eq!(counts_of_a(store).await, (expected.clone(), 1, 1));
+    assert_eq!(counts_of_a(store).await, (expected.clone(), 2, 1));
 
     // Folding every second so far keeps the totals; nothing is recent.
     store
@@ -713,7 +716,7 @@ async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(store: 
         .purge_finished(Utc::now() + chrono::Duration::minutes(1), 100)
         .await
         .unwrap();
-    assert_eq!(purged, 2, "the completed and the cancelled task");
+    assert_eq!(purged, 3, "the completed and the cancelled tasks");
     let expected = BTreeMap::from([("pending", 2), ("running", 1)]);
     assert_eq!(counts_of_a(store).await, (expected.clone(), 0, 0));
     store
