@@ -26,7 +26,7 @@ GROUP BY task_type, status;
 -- which is set exactly when a task enters a finished state and cleared when
 -- it leaves one, so claims never run it. Counting costs each completion
 -- about 3 µs on the writer (an upsert from a row trigger); counting once per
--- batch in the completing statement's transaction cost more, in trips
+-- batch in the completing statement's transaction cost as much, in trips
 -- through the writer thread (see docs/performance.md, ninth stop).
 CREATE TRIGGER task_counts_follow_finishes AFTER UPDATE OF finished_at ON tasks
 WHEN NEW.status IS NOT OLD.status

@@ -1,8 +1,9 @@
 //! The finished-task counts behind queue statistics and the metrics scrape.
-//! Triggers count each task as it finishes, per type, status and second
-//! (see the `task_counts` migrations); this loop folds the seconds that are
-//! no longer recent into one row per type and status, so reading the counts
-//! stays a sum over a few hundred rows at most, however long the history.
+//! The database counts each task as it finishes, per type, status and
+//! second (see the `task_counts` migrations and `docs/architecture.md`);
+//! this loop folds the seconds that are no longer recent into one row per
+//! type and status, so reading the counts stays a sum over a few hundred
+//! rows at most, however long the history.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -78,7 +78,8 @@ pub trait Store: Send + Sync + 'static {
     /// Task counts per type and status (of one domain, if given), with the
     /// completions and deaths since `since` (to the second). PENDING and
     /// RUNNING are counted from their indexes; finished tasks from the counts
-    /// their triggers keep, so the cost does not grow with history.
+    /// kept in `task_counts` as they finish, so the cost does not grow with
+    /// history.
     async fn queue_stats(
         &self,
         domain: Option<&str>,
