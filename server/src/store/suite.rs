@@ -331,6 +331,12 @@ async fn released_sessions_return_tasks_and_exhausted_ones_die(store: &dyn Store
     );
     let attempts = store.list_attempts(claimed[0].id).await.unwrap();
     assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
+    let (counts, _, dead_recently) = counts_of_a(store).await;
+    assert_eq!(
+        (counts, dead_recently),
+        (BTreeMap::from([("pending", 1), ("dead", 1)]), 1),
+        "the death is counted"
+    );
 }
 
 async fn one_types_flood_does_not_starve_another(store: &dyn Store) {
