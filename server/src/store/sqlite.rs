@@ -152,17 +152,16 @@ async fn keep_plans_stable(connection: &mut SqliteConnection) -> sqlx::Result<()
     }
 }
 
+/// PENDING tasks, read through their partial index.
+const PENDING_TASKS: &str = "tasks INDEXED BY tasks_ready";
+/// RUNNING tasks, read through their partial index.
+const RUNNING_TASKS: &str = "tasks INDEXED BY tasks_leased";
+
 /// The `queue_stats` query, reading live tasks from their partial indexes:
 /// left to itself, SQLite counts RUNNING tasks by walking `tasks_by_type`,
 /// every task ever run.
-static QUEUE_STATS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    super::queue_stats_sql(
-        "?1",
-        "?2",
-        "tasks INDEXED BY tasks_ready",
-        "tasks INDEXED BY tasks_leased",
-    )
-});
+static QUEUE_STATS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::queue_stats_sql("?1", "?2", PENDING_TASKS, RUNNING_TASKS));
 
 /// Where a `ListTasks` listing reads: the PENDING and RUNNING partial
 /// indexes when the filter asks for those states. SQLite keeps no
@@ -171,8 +170,8 @@ static QUEUE_STATS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// running (a quarter of a second per listing at 400,000 tasks).
 fn listing_source(filter: &TaskFilter) -> &'static str {
     match (filter.status, &filter.task_type) {
-        (Some(TaskStatus::Pending), Some(_)) => "tasks INDEXED BY tasks_ready",
-        (Some(TaskStatus::Running), _) => "tasks INDEXED BY tasks_leased",
+        (Some(TaskStatus::Pending), Some(_)) => PENDING_TASKS,
+        (Some(TaskStatus::Running), _) => RUNNING_TASKS,
         _ => "tasks",
     }
 }
