@@ -44,6 +44,8 @@ pub struct SqliteStore {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
     checkpointer: Mutex<SqliteConnection>,
+    /// See [`WAL_FRAMES_BEFORE_PAUSE`]; tests lower it.
+    wal_frames_before_pause: i64,
     defaults: TypeDefaults,
     claim_rotation: AtomicUsize,
 }
@@ -76,6 +78,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers,
             checkpointer: Mutex::new(checkpointer),
+            wal_frames_before_pause: WAL_FRAMES_BEFORE_PAUSE,
             defaults,
             claim_rotation: AtomicUsize::new(0),
         })
@@ -114,6 +117,15 @@ impl SqliteStore {
 /// read from the `tasks_finished` index: only what it deletes.
 const PURGED_TASKS: &str = "SELECT id FROM tasks WHERE finished_at < ?1
      AND status IN ('completed', 'dead', 'cancelled') ORDER BY finished_at LIMIT ?2";
+
+/// Copies what the write-ahead log holds into the database, without waiting
+/// for the writer or readers; answers (busy, frames in the log, frames
+/// copied).
+const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// Frames (4 KiB pages) the write-ahead log may hold before a checkpoint
+/// pauses the writer to empty it: 64 MiB.
+const WAL_FRAMES_BEFORE_PAUSE: i64 = 16_384;
 
 /// Starts a write transaction on the writer connection.
 async fn write(writer: &mut SqliteConnection) -> Result<Tx<'_>> {
@@ -748,9 +760,21 @@ impl Store for SqliteStore {
     async fn checkpoint(&self) -> Result<()> {
         // PASSIVE never waits for the writer or readers; what it cannot copy
         // now, the next call does.
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut *self.checkpointer.lock().await)
+        let mut checkpointer = self.checkpointer.lock().await;
+        let (_, frames, _): (i64, i64, i64) = sqlx::query_as(CHECKPOINT)
+            .fetch_one(&mut *checkpointer)
             .await?;
+        if frames >= self.wal_frames_before_pause {
+            // SQLite writes the log from its beginning again only when a
+            // transaction starts after a checkpoint copied all of it. Under
+            // sustained writes a commit always lands while a checkpoint
+            // copies, so the log was never reused and grew without bound
+            // (500 MB in one 200,000-task drain). Holding the writer, a
+            // second pass copies what arrived during the first, and the
+            // next commit starts the log over.
+            let _no_commits = self.writer().await;
+            sqlx::query(CHECKPOINT).execute(&mut *checkpointer).await?;
+        }
         Ok(())
     }
 
@@ -1063,6 +1087,43 @@ mod tests {
                 .await
                 .unwrap();
         assert!(!plans_are_stable(&mut fresh).await);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_reused_under_sustained_writes() {
+        const COMMITS: u64 = 5_000;
+        let (dir, _url, mut store) = crate::store::suite::sqlite_store("t.db").await;
+        store.wal_frames_before_pause = 256;
+        let store = std::sync::Arc::new(store);
+        sqlx::query("CREATE TABLE filler (bytes BLOB)")
+            .execute(&mut *store.writer().await)
+            .await
+            .unwrap();
+        let writing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                for _ in 0..COMMITS {
+                    sqlx::query("INSERT INTO filler VALUES (randomblob(3000))")
+                        .execute(&mut *store.writer().await)
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        while !writing.is_finished() {
+            store.checkpoint().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        writing.await.unwrap();
+        // Each commit appends at least its new leaf page to the log, so a
+        // log that is never reused ends at least COMMITS pages long.
+        let log_bytes = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            log_bytes < COMMITS * 4096 / 4,
+            "the log grew to {log_bytes} bytes over {COMMITS} commits"
+        );
     }
 
     #[tokio::test]
