@@ -288,6 +288,58 @@ fn queue_stats_sql(domain: &str, since: &str, pending: &str, running: &str) -> S
     )
 }
 
+/// The attempts of one task in order, given how each database spells the
+/// task's id as a `tasks.id` (`?1` or `$1::uuid`) and as a
+/// `task_attempts.task_id` (`?1` or `$1`).
+///
+/// A task's latest attempt, while it runs and once it completed the task,
+/// is read from the task row: who holds or held the lease, which attempt it
+/// is, when it started. So the claim and the completion, the path every
+/// task takes, write no attempt row; `task_attempts` holds the attempts
+/// that ended otherwise (see [`end_attempts_sql`]). A row for that same
+/// attempt, from before this rule, gives way to the task row.
+fn attempts_sql(task_id: &str, attempt_task_id: &str) -> String {
+    format!(
+        "WITH latest AS (
+             SELECT attempts AS attempt, lease_agent AS agent_id, lease_session AS session_id,
+                    started_at, CASE WHEN status = 'completed' THEN finished_at END AS finished_at,
+                    CASE WHEN status = 'completed' THEN 'completed' END AS outcome,
+                    CAST(NULL AS TEXT) AS error
+             FROM tasks
+             WHERE id = {task_id} AND status IN ('running', 'completed') AND lease_agent IS NOT NULL)
+         SELECT attempt, agent_id, session_id, started_at, finished_at, outcome, error
+         FROM task_attempts
+         WHERE task_id = {attempt_task_id} AND attempt NOT IN (SELECT attempt FROM latest)
+         UNION ALL
+         SELECT * FROM latest
+         ORDER BY attempt"
+    )
+}
+
+/// Ends the current attempt of each RUNNING task that `condition` picks,
+/// given how each database spells `tasks.id` as text, the clock, the
+/// outcome and the error: a `task_attempts` row taken from the task row,
+/// written before the task row forgets who ran the attempt. Completions
+/// write none (see [`attempts_sql`]). An open row written before that rule
+/// is filled in; an ended one is never overwritten.
+fn end_attempts_sql(
+    id_text: &str,
+    now: &str,
+    outcome: &str,
+    error: &str,
+    condition: &str,
+) -> String {
+    format!(
+        "INSERT INTO task_attempts
+             (task_id, attempt, agent_id, session_id, started_at, finished_at, outcome, error)
+         SELECT {id_text}, attempts, lease_agent, lease_session, started_at, {now}, {outcome}, {error}
+         FROM tasks WHERE status = 'running' AND {condition}
+         ON CONFLICT (task_id, attempt) DO UPDATE
+             SET finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error
+             WHERE task_attempts.finished_at IS NULL"
+    )
+}
+
 /// Claimed tasks in delivery order: priority, then age (RETURNING does not
 /// keep a subquery's order).
 fn delivery_order(mut tasks: Vec<Task>) -> Vec<Task> {

@@ -226,7 +226,8 @@ async fn notify_ready(tx: &mut Tx, task_types: impl IntoIterator<Item = &str>) -
 }
 
 /// Returns leased tasks matching `condition` (bound to `$1`) to the queue,
-/// or to DEAD when they have no attempts left, ending their attempts `lost`.
+/// or to DEAD when they have no attempts left, ending their attempts `lost`
+/// (the attempt rows are written from the locked rows before they change).
 async fn return_to_queue(
     tx: &mut Tx,
     condition: &str,
@@ -234,40 +235,43 @@ async fn return_to_queue(
     reason: &str,
     now: i64,
 ) -> Result<Vec<Uuid>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET
+    let end_attempts = super::end_attempts_sql(
+        "id::text",
+        "$2",
+        "'lost'",
+        "$3",
+        "id IN (SELECT id FROM held)",
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH held AS (SELECT id FROM tasks WHERE status = 'running' AND {condition} FOR UPDATE),
+              ended AS ({end_attempts})
+         UPDATE tasks SET
             status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
             finished_at = CASE WHEN attempts >= max_attempts THEN $2 ELSE NULL END,
             last_error = $3, updated_at = $2,
             lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-         WHERE status = 'running' AND {condition}
-         RETURNING id::text, task_type, attempts"
+         WHERE status = 'running' AND id IN (SELECT id FROM held)
+         RETURNING id::text, task_type"
     )))
     .bind(bound)
     .bind(now)
     .bind(reason.to_owned())
     .fetch_all(&mut **tx)
     .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
-    let attempts: Vec<i64> = rows.iter().map(|(_, _, attempt)| *attempt).collect();
-    sqlx::query(
-        "UPDATE task_attempts SET finished_at = $1, outcome = 'lost', error = $2
-         FROM unnest($3::text[], $4::bigint[]) AS lost(task_id, attempt)
-         WHERE task_attempts.task_id = lost.task_id AND task_attempts.attempt = lost.attempt
-           AND task_attempts.finished_at IS NULL",
-    )
-    .bind(now)
-    .bind(reason.to_owned())
-    .bind(&ids)
-    .bind(&attempts)
-    .execute(&mut **tx)
-    .await?;
-    notify_ready(tx, rows.iter().map(|(_, task_type, _)| task_type.as_str())).await?;
-    rows.iter().map(|(id, _, _)| parse_uuid(id)).collect()
+    notify_ready(tx, rows.iter().map(|(_, task_type)| task_type.as_str())).await?;
+    rows.iter().map(|(id, _)| parse_uuid(id)).collect()
 }
+
+/// Ends task $4's attempt $5 at $1 with the outcome $2 and the error $3.
+static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    super::end_attempts_sql(
+        "id::text",
+        "$1",
+        "$2",
+        "$3",
+        "id = $4::uuid AND attempts = $5",
+    )
+});
 
 /// The RUNNING tasks matching `condition` that no other transaction holds,
 /// locked for this one: how lease maintenance (refresh, reap) picks its
@@ -301,10 +305,7 @@ async fn claim_type(
              UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
                  updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
              FROM ready WHERE id = ready.ready_id
-             RETURNING {TASK_COLUMNS}),
-         started AS (
-             INSERT INTO task_attempts (task_id, attempt, agent_id, session_id, started_at)
-             SELECT id, attempts, $3, $2, $1 FROM claimed)
+             RETURNING {TASK_COLUMNS})
          SELECT * FROM claimed"
     )))
     .bind(now)
@@ -345,7 +346,7 @@ fn each<T, U>(items: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
 
 /// Inserts tasks in one statement, skipping any whose idempotency key is
 /// taken: PENDING, announced to every replica when it commits, or RUNNING
-/// under the lease beside them with their first attempts started. When a
+/// under the lease beside them, their first attempts started. When a
 /// type in `checked` no longer has the domain and defaults given there, it
 /// inserts nothing. Returns the ids it inserted.
 async fn insert_tasks(
@@ -387,11 +388,7 @@ async fn insert_tasks(
                          AND t.retry_factor = checked.factor
                          AND t.retry_max_ms = checked.max_ms))
              ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id, task_type, status, attempts, lease_agent, lease_session, started_at),
-         started AS (
-             INSERT INTO task_attempts (task_id, attempt, agent_id, session_id, started_at)
-             SELECT id::text, attempts, lease_agent, lease_session, started_at
-             FROM inserted WHERE status = 'running')
+             RETURNING id, task_type, status)
          SELECT inserted.id::text FROM inserted,
              (SELECT count(pg_notify($21, task_type))
               FROM (SELECT DISTINCT task_type FROM inserted WHERE status = 'pending') AS types)
@@ -439,8 +436,10 @@ async fn insert_tasks(
 }
 
 /// Completes many attempts in one statement: the tasks still RUNNING at that
-/// attempt become COMPLETED (the fence), and data-modifying CTEs end their
-/// attempts and count them in `task_counts`. Returns the tasks that changed.
+/// attempt become COMPLETED (the fence), keeping who ran the attempt, which
+/// is how their attempts read as completed (`store::attempts_sql`), and a
+/// data-modifying CTE counts them in `task_counts`. Returns the tasks that
+/// changed.
 async fn complete_in_bulk(
     connection: &mut PgConnection,
     results: &[(Uuid, u32, AttemptResult)],
@@ -465,13 +464,10 @@ async fn complete_in_bulk(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH completed AS (
              UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
-                 finished_at = $1, updated_at = $1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+                 finished_at = $1, updated_at = $1, lease_expires_at = NULL
              FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
              WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
-             RETURNING {RECORDED_COLUMNS}, attempts),
-         ended AS (
-             UPDATE task_attempts SET finished_at = $1, outcome = 'completed', error = NULL
-             FROM completed WHERE task_id = completed.id AND attempt = completed.attempts),
+             RETURNING {RECORDED_COLUMNS}),
          counted AS (
              INSERT INTO task_counts (task_type, status, second, count)
              SELECT task_type, 'completed', $1 / 1000, count(*) FROM completed GROUP BY task_type)
@@ -500,30 +496,33 @@ async fn finish_one(
     let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
         return Ok(ResultOutcome::Stale);
     };
+    if end.status != TaskStatus::Completed {
+        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
+            .bind(millis(now))
+            .bind(end.outcome)
+            .bind(end.error.clone())
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .execute(&mut **tx)
+            .await?;
+    }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
              finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END, updated_at = $5,
-             lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             lease_session = CASE WHEN $1 = 'completed' THEN lease_session END,
+             lease_agent = CASE WHEN $1 = 'completed' THEN lease_agent END, lease_expires_at = NULL
          WHERE id = $6::uuid AND status = 'running' AND attempts = $7
          RETURNING {RECORDED_COLUMNS}"
     )))
     .bind(end.status.as_str())
     .bind(end.result)
-    .bind(end.error.clone())
+    .bind(end.error)
     .bind(millis(end.run_at))
     .bind(millis(now))
     .bind(id.to_string())
     .bind(i64::from(attempt))
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3 WHERE task_id = $4 AND attempt = $5")
-        .bind(millis(now))
-        .bind(end.outcome)
-        .bind(end.error)
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .execute(&mut **tx)
-        .await?;
     let recorded = rows::recorded_task(&row)?;
     if recorded.status == TaskStatus::Completed {
         // Counted here as the bulk statement counts its own (migration 0004).
@@ -658,7 +657,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query("SELECT * FROM task_attempts WHERE task_id = $1 ORDER BY attempt")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(super::attempts_sql("$1::uuid", "$1")))
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -833,6 +832,14 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| rules::not_found(id))?;
         rules::check_cancellable(&before)?;
+        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
+            .bind(now)
+            .bind("cancelled")
+            .bind(reason.to_owned())
+            .bind(id.to_string())
+            .bind(i64::from(before.attempts))
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'cancelled', last_error = $1, finished_at = $2,
                  updated_at = $2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
@@ -842,15 +849,6 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(id.to_string())
         .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE task_attempts SET finished_at = $1, outcome = 'cancelled', error = $2
-             WHERE task_id = $3 AND finished_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason.to_owned())
-        .bind(id.to_string())
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok((before, rows::task(&row)?))

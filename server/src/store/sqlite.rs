@@ -127,6 +127,23 @@ const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 /// pauses the writer to empty it: 64 MiB.
 const WAL_FRAMES_BEFORE_PAUSE: i64 = 16_384;
 
+/// Ends the current attempts of the tasks in the JSON array ?3 at ?1,
+/// `lost` with the error ?2.
+static END_LOST_ATTEMPTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    super::end_attempts_sql(
+        "id",
+        "?1",
+        "'lost'",
+        "?2",
+        "id IN (SELECT value FROM json_each(?3))",
+    )
+});
+
+/// Ends task ?4's attempt ?5 at ?1 with the outcome ?2 and the error ?3.
+static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    super::end_attempts_sql("id", "?1", "?2", "?3", "id = ?4 AND attempts = ?5")
+});
+
 /// Starts a write transaction on the writer connection.
 async fn write(writer: &mut SqliteConnection) -> Result<Tx<'_>> {
     Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
@@ -217,20 +234,16 @@ async fn fetch_task_type(tx: &mut Tx<'_>, task_type: &str) -> Result<Option<Task
     row.as_ref().map(rows::task_type).transpose()
 }
 
-/// Ends the attempt rows and returns the tasks that lost their lease to the
-/// queue, or to DEAD when they have no attempts left.
+/// Ends the attempts `lost` and returns the tasks that lost their lease to
+/// the queue, or to DEAD when they have no attempts left.
 async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64) -> Result<()> {
     let ids_json = json_text(ids);
-    sqlx::query(
-        "UPDATE task_attempts SET finished_at = ?1, outcome = 'lost', error = ?2
-         WHERE finished_at IS NULL AND (task_id, attempt) IN
-           (SELECT id, attempts FROM tasks WHERE id IN (SELECT value FROM json_each(?3)))",
-    )
-    .bind(now)
-    .bind(reason.to_owned())
-    .bind(ids_json.clone())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(END_LOST_ATTEMPTS.as_str()))
+        .bind(now)
+        .bind(reason.to_owned())
+        .bind(ids_json.clone())
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "UPDATE tasks SET
             status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
@@ -289,9 +302,9 @@ async fn expire_leases(
 }
 
 /// Completes many attempts in one statement: the tasks still RUNNING at that
-/// attempt become COMPLETED (the fence), and the
-/// `task_attempt_ends_completed` trigger ends their attempts. Returns the
-/// tasks that changed.
+/// attempt become COMPLETED (the fence), keeping who ran the attempt, which
+/// is how their attempts read as completed (`store::attempts_sql`). Returns
+/// the tasks that changed.
 async fn complete_in_bulk(
     connection: &mut SqliteConnection,
     results: &[(Uuid, u32, AttemptResult)],
@@ -317,7 +330,7 @@ async fn complete_in_bulk(
         .collect();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = 'completed', result = c.value ->> '$.result', last_error = NULL,
-             finished_at = ?1, updated_at = ?1, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             finished_at = ?1, updated_at = ?1, lease_expires_at = NULL
          FROM json_each(?2) AS c
          WHERE tasks.id = c.value ->> '$.id' AND tasks.status = 'running' AND tasks.attempts = c.value ->> '$.attempt'
          RETURNING {RECORDED_COLUMNS}"
@@ -353,30 +366,33 @@ async fn finish_one(
     let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
         return Ok(ResultOutcome::Stale);
     };
+    if end.status != TaskStatus::Completed {
+        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
+            .bind(millis(now))
+            .bind(end.outcome)
+            .bind(end.error.clone())
+            .bind(id.to_string())
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await?;
+    }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
              finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
-             lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+             lease_session = CASE WHEN ?1 = 'completed' THEN lease_session END,
+             lease_agent = CASE WHEN ?1 = 'completed' THEN lease_agent END, lease_expires_at = NULL
          WHERE id = ?6 AND status = 'running' AND attempts = ?7
          RETURNING {RECORDED_COLUMNS}"
     )))
     .bind(end.status.as_str())
     .bind(end.result)
-    .bind(end.error.clone())
+    .bind(end.error)
     .bind(millis(end.run_at))
     .bind(millis(now))
     .bind(id.to_string())
     .bind(attempt)
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query("UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3 WHERE task_id = ?4 AND attempt = ?5")
-        .bind(millis(now))
-        .bind(end.outcome)
-        .bind(end.error)
-        .bind(id.to_string())
-        .bind(attempt)
-        .execute(&mut **tx)
-        .await?;
     Ok(ResultOutcome::Applied(rows::recorded_task(&row)?))
 }
 
@@ -491,7 +507,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query("SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(super::attempts_sql("?1", "?1")))
             .bind(id.to_string())
             .fetch_all(&self.readers)
             .await?;
@@ -659,6 +675,14 @@ impl Store for SqliteStore {
             .await?
             .ok_or_else(|| rules::not_found(id))?;
         rules::check_cancellable(&before)?;
+        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
+            .bind(now)
+            .bind("cancelled")
+            .bind(reason.to_owned())
+            .bind(id.to_string())
+            .bind(before.attempts)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE tasks SET status = 'cancelled', last_error = ?1, finished_at = ?2,
                  updated_at = ?2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
@@ -666,15 +690,6 @@ impl Store for SqliteStore {
         )
         .bind(reason.to_owned())
         .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled', error = ?2
-             WHERE task_id = ?3 AND finished_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason.to_owned())
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
@@ -1092,6 +1107,9 @@ mod tests {
     #[tokio::test]
     async fn the_log_is_reused_under_sustained_writes() {
         const COMMITS: u64 = 5_000;
+        /// Commits between two checkpoints at most, however the test's
+        /// tasks are scheduled.
+        const COMMITS_PER_CHECKPOINT: u64 = 20;
         let (dir, _url, mut store) = crate::store::suite::sqlite_store("t.db").await;
         store.wal_frames_before_pause = 256;
         let store = std::sync::Arc::new(store);
@@ -1099,18 +1117,24 @@ mod tests {
             .execute(&mut *store.writer().await)
             .await
             .unwrap();
+        let (checkpoint_began, mut checkpoints) = tokio::sync::watch::channel(0_u64);
         let writing = tokio::spawn({
             let store = store.clone();
             async move {
-                for _ in 0..COMMITS {
+                for commit in 1..=COMMITS {
                     sqlx::query("INSERT INTO filler VALUES (randomblob(3000))")
                         .execute(&mut *store.writer().await)
                         .await
                         .unwrap();
+                    if commit % COMMITS_PER_CHECKPOINT == 0 {
+                        // Keeps committing while that checkpoint copies.
+                        checkpoints.changed().await.unwrap();
+                    }
                 }
             }
         });
         while !writing.is_finished() {
+            checkpoint_began.send_modify(|began| *began += 1);
             store.checkpoint().await.unwrap();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -1124,6 +1148,60 @@ mod tests {
             log_bytes < COMMITS * 4096 / 4,
             "the log grew to {log_bytes} bytes over {COMMITS} commits"
         );
+    }
+
+    #[tokio::test]
+    async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right() {
+        use crate::store::suite::{lease, new_task, spec};
+        let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
+        store.register_task_types(&[spec("a", "d")]).await.unwrap();
+        store
+            .enqueue(vec![new_task("a"), new_task("a"), new_task("a")])
+            .await
+            .unwrap();
+        let ran = lease();
+        let claimed = store.claim(&["a".into()], 3, &ran).await.unwrap();
+        let (plain, older, lost) = (claimed[0].id, claimed[1].id, claimed[2].id);
+        // An open row for each claim, as migrations 0003 and 0004 wrote them.
+        for id in [older, lost] {
+            sqlx::query(
+                "INSERT INTO task_attempts (task_id, attempt, agent_id, session_id, started_at)
+                 VALUES (?1, 1, 'older-agent', 'older-session', 0)",
+            )
+            .bind(id.to_string())
+            .execute(&mut *store.writer().await)
+            .await
+            .unwrap();
+        }
+        store
+            .finish_attempts(vec![
+                (plain, 1, AttemptResult::Completed(Default::default())),
+                (older, 1, AttemptResult::Completed(Default::default())),
+            ])
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = ?1")
+            .bind(plain.to_string())
+            .fetch_one(&mut *store.writer().await)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "a claim and a completion write no attempt row");
+        for id in [plain, older] {
+            let attempts = store.list_attempts(id).await.unwrap();
+            assert_eq!(attempts.len(), 1, "an older row gives way to the task row");
+            assert_eq!(
+                (
+                    attempts[0].agent_id.as_str(),
+                    attempts[0].outcome.as_deref()
+                ),
+                (ran.agent_id.to_string().as_str(), Some("completed"))
+            );
+        }
+        store.release_session(ran.session_id).await.unwrap();
+        let attempts = store.list_attempts(lost).await.unwrap();
+        assert_eq!(attempts.len(), 1, "the older open row is filled in");
+        assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
+        assert!(attempts[0].finished_at.is_some());
     }
 
     #[tokio::test]

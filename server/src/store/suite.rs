@@ -76,6 +76,7 @@ for_each_backend!(
     purges_delete_only_tasks_finished_before_the_cutoff,
     a_batch_is_stored_whole_or_not_at_all,
     tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them,
+    each_attempt_is_told_by_the_lease_that_ran_it,
 );
 
 pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
@@ -336,6 +337,76 @@ async fn released_sessions_return_tasks_and_exhausted_ones_die(store: &dyn Store
         (counts, dead_recently),
         (BTreeMap::from([("pending", 1), ("dead", 1)]), 1),
         "the death is counted"
+    );
+}
+
+/// The latest attempt is read from the task row (while it runs and once it
+/// completed), the others from their rows: each names its own lease.
+async fn each_attempt_is_told_by_the_lease_that_ran_it(store: &dyn Store) {
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store.enqueue(vec![new_task("a")]).await.unwrap();
+    let (first, second) = (lease(), lease());
+    let id = store.claim(&["a".into()], 1, &first).await.unwrap()[0].id;
+    store.release_session(first.session_id).await.unwrap();
+    store.claim(&["a".into()], 1, &second).await.unwrap();
+    let told = |attempts: Vec<crate::model::Attempt>| -> Vec<_> {
+        attempts
+            .into_iter()
+            .map(|a| {
+                (
+                    a.attempt,
+                    a.agent_id,
+                    a.session_id,
+                    a.outcome,
+                    a.finished_at.is_some(),
+                )
+            })
+            .collect()
+    };
+    let lost = (
+        1,
+        first.agent_id.to_string(),
+        first.session_id.to_string(),
+        Some("lost".to_owned()),
+        true,
+    );
+    assert_eq!(
+        told(store.list_attempts(id).await.unwrap()),
+        [
+            lost.clone(),
+            (
+                2,
+                second.agent_id.to_string(),
+                second.session_id.to_string(),
+                None,
+                false
+            )
+        ],
+        "the running attempt is open"
+    );
+    store
+        .finish_attempts(vec![(id, 2, AttemptResult::Completed(JsonObject::new()))])
+        .await
+        .unwrap();
+    let attempts = store.list_attempts(id).await.unwrap();
+    let task = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(
+        (attempts[1].started_at, attempts[1].finished_at),
+        (task.started_at.unwrap(), task.finished_at),
+        "the completed attempt's times are the task's"
+    );
+    assert_eq!(
+        told(attempts),
+        [
+            lost,
+            (
+                2,
+                second.agent_id.to_string(),
+                second.session_id.to_string(),
+                Some("completed".to_owned()),
+                true
+            )
+        ]
     );
 }
 
