@@ -342,6 +342,37 @@ async fn complete_in_bulk(
     rows.iter().map(rows::recorded_task).collect()
 }
 
+/// Counts the completions among a batch's `outcomes` in `task_counts`, in
+/// the batch's transaction: one upsert per task type, where a row trigger
+/// would fire once per task (migration 0009).
+async fn count_completions(
+    tx: &mut Tx<'_>,
+    outcomes: &[ResultOutcome],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut by_type: BTreeMap<&str, i64> = BTreeMap::new();
+    for outcome in outcomes {
+        if let ResultOutcome::Applied(task) = outcome
+            && task.status == TaskStatus::Completed
+        {
+            *by_type.entry(task.task_type.as_str()).or_default() += 1;
+        }
+    }
+    if by_type.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO task_counts (task_type, status, second, count)
+         SELECT key, 'completed', ?1, value FROM json_each(?2) WHERE true
+         ON CONFLICT (task_type, status, second) DO UPDATE SET count = count + excluded.count",
+    )
+    .bind(now.timestamp())
+    .bind(json_text(&by_type))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// One completion in [`complete_in_bulk`]'s JSON array, serialized straight
 /// to text (no intermediate `serde_json::Value` maps). Its result travels as
 /// the text to store, so SQLite copies it without parsing it.
@@ -587,14 +618,6 @@ impl Store for SqliteStore {
         let (bulk, single) = rules::split_completions(&results);
         let mut outcomes = vec![None; results.len()];
         let mut writer = self.writer().await;
-        if single.is_empty() {
-            // Completions alone are one statement (its trigger ends the
-            // attempts), atomic by itself: no BEGIN and COMMIT trips through
-            // the writer thread.
-            let applied = complete_in_bulk(&mut writer, &results, &bulk, now).await?;
-            rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
-            return Ok(rules::all_outcomes(outcomes));
-        }
         let mut tx = write(&mut writer).await?;
         let applied = complete_in_bulk(&mut tx, &results, &bulk, now).await?;
         rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
@@ -602,8 +625,10 @@ impl Store for SqliteStore {
             let (id, attempt, result) = &results[index];
             outcomes[index] = Some(finish_one(&mut tx, *id, *attempt, result, now).await?);
         }
+        let outcomes = rules::all_outcomes(outcomes);
+        count_completions(&mut tx, &outcomes, now).await?;
         tx.commit().await?;
-        Ok(rules::all_outcomes(outcomes))
+        Ok(outcomes)
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {

@@ -623,9 +623,9 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(st
     );
 }
 
-/// Completions with no failure among them are written as one statement
-/// without a transaction around it: every current attempt still ends with
-/// its result, and a stale one changes nothing.
+/// Completions with no failure among them are written by the bulk statement
+/// alone (on PostgreSQL without a transaction around it): every current
+/// attempt still ends with its result, and a stale one changes nothing.
 async fn a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones(store: &dyn Store) {
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
     store
