@@ -262,16 +262,35 @@ async fn return_to_queue(
     rows.iter().map(|(id, _)| parse_uuid(id)).collect()
 }
 
-/// Ends task $4's attempt $5 at $1 with the outcome $2 and the error $3.
-static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    super::end_attempts_sql(
-        "id::text",
-        "$1",
-        "$2",
-        "$3",
-        "id = $4::uuid AND attempts = $5",
-    )
-});
+/// Ends task `id`'s attempt `attempt` at `now` (Unix milliseconds) with
+/// `outcome` and `error`, from the task row (see `store::end_attempts_sql`).
+async fn end_one_attempt(
+    tx: &mut Tx,
+    id: Uuid,
+    attempt: u32,
+    now: i64,
+    outcome: &str,
+    error: Option<String>,
+) -> Result<()> {
+    static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        super::end_attempts_sql(
+            "id::text",
+            "$1",
+            "$2",
+            "$3",
+            "id = $4::uuid AND attempts = $5",
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
+        .bind(now)
+        .bind(outcome.to_owned())
+        .bind(error)
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 /// The RUNNING tasks matching `condition` that no other transaction holds,
 /// locked for this one: how lease maintenance (refresh, reap) picks its
@@ -497,14 +516,7 @@ async fn finish_one(
         return Ok(ResultOutcome::Stale);
     };
     if end.status != TaskStatus::Completed {
-        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
-            .bind(millis(now))
-            .bind(end.outcome)
-            .bind(end.error.clone())
-            .bind(id.to_string())
-            .bind(i64::from(attempt))
-            .execute(&mut **tx)
-            .await?;
+        end_one_attempt(tx, id, attempt, millis(now), end.outcome, end.error.clone()).await?;
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
@@ -832,14 +844,15 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| rules::not_found(id))?;
         rules::check_cancellable(&before)?;
-        sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
-            .bind(now)
-            .bind("cancelled")
-            .bind(reason.to_owned())
-            .bind(id.to_string())
-            .bind(i64::from(before.attempts))
-            .execute(&mut *tx)
-            .await?;
+        end_one_attempt(
+            &mut tx,
+            id,
+            before.attempts,
+            now,
+            "cancelled",
+            Some(reason.to_owned()),
+        )
+        .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'cancelled', last_error = $1, finished_at = $2,
                  updated_at = $2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
