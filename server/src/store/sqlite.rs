@@ -279,8 +279,8 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
     Ok(())
 }
 
-/// Leases up to `limit` ready tasks of one type, in priority then age order;
-/// the `task_attempt_begins` trigger records their attempts.
+/// Leases up to `limit` ready tasks of one type, in priority then age order.
+/// The lease columns are the running attempt's record (`store::attempts_sql`).
 async fn claim_type(
     connection: &mut SqliteConnection,
     task_type: &str,
@@ -603,8 +603,8 @@ impl Store for SqliteStore {
         }
         let now = millis(Utc::now());
         if let [task_type] = task_types {
-            // One statement (its trigger writes the attempt rows), so no
-            // explicit transaction: one trip through the writer thread.
+            // One statement, so no explicit transaction: one trip through
+            // the writer thread.
             let mut writer = self.writer().await;
             let tasks = claim_type(&mut writer, task_type, limit, lease, now).await?;
             return Ok(super::delivery_order(tasks));
@@ -970,8 +970,7 @@ async fn fetch_task_types(
 const ROWS_PER_INSERT: usize = 500;
 
 /// Inserts tasks with one multi-row statement: PENDING, or RUNNING under
-/// the lease beside them (trigger `task_attempt_begins_at_enqueue` writes
-/// their first attempt rows).
+/// the lease beside them (their first attempt, read from the task row).
 async fn insert_tasks(
     connection: &mut SqliteConnection,
     tasks: &[Task],
