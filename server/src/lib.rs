@@ -26,6 +26,16 @@
 
 #![warn(missing_docs)]
 
+/// jemalloc serves every allocation of a process that links this crate —
+/// the `taskplane` binary, and so every test of it — SQLite's included
+/// (its symbols replace `malloc` and `free`). glibc's allocator was 18 % of
+/// the SQLite writer's time, mostly for the values sqlx copies out of each
+/// row and the page buffers of SQLite's temporary b-trees
+/// (docs/performance.md, eleventh stop). Applications embed the agent SDK,
+/// which leaves the allocator to them; nothing embeds this crate.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod api;
 pub mod auth;
 pub mod backoff;
