@@ -721,21 +721,18 @@ impl Store for SqliteStore {
             Some(reason.to_owned()),
         )
         .await?;
-        sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'cancelled', last_error = ?1, finished_at = ?2,
                  updated_at = ?2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-             WHERE id = ?3",
-        )
+             WHERE id = ?3 RETURNING {TASK_COLUMNS}"
+        )))
         .bind(reason.to_owned())
         .bind(now)
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let after = fetch_task(&mut tx, id)
-            .await?
-            .ok_or_else(|| rules::not_found(id))?;
         tx.commit().await?;
-        Ok((before, after))
+        Ok((before, rows::task(&row)?))
     }
 
     async fn retry(&self, id: Uuid) -> Result<Task> {
