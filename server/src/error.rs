@@ -25,6 +25,9 @@ pub enum Error {
     /// The database failed; details are logged, not sent.
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The SQLite writer thread's database call failed; details are logged, not sent.
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A migration failed at start-up.
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -44,7 +47,10 @@ impl From<Error> for tonic::Status {
             Error::Unavailable(message) => tonic::Status::unavailable(message),
             Error::NotFound(message) => tonic::Status::not_found(message),
             Error::AlreadyExists(message) => tonic::Status::already_exists(message),
-            internal @ (Error::Storage(_) | Error::Migration(_) | Error::Corrupt(_)) => {
+            internal @ (Error::Storage(_)
+            | Error::Sqlite(_)
+            | Error::Migration(_)
+            | Error::Corrupt(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 tonic::Status::internal("internal storage error; the server log has the details")
             }

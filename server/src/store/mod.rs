@@ -10,6 +10,7 @@ mod rules;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
+mod writer_thread;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
+use super::writer_thread::{self, WriterThread};
 use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::{Error, Result};
@@ -41,19 +43,28 @@ const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, 
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
-    writer: Mutex<SqliteConnection>,
+    writer: Arc<Mutex<SqliteConnection>>,
+    thread: WriterThread,
     readers: SqlitePool,
     checkpointer: Mutex<SqliteConnection>,
     /// See [`WAL_FRAMES_BEFORE_PAUSE`]; tests lower it.
     wal_frames_before_pause: i64,
     defaults: TypeDefaults,
-    claim_rotation: AtomicUsize,
+    claim_rotation: Arc<AtomicUsize>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file named by a `sqlite://`
     /// URL and applies `migrations/sqlite`.
     pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
+        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+            // The writer thread opens the file by name: an in-memory
+            // database would be another, empty one.
+            return Err(Error::InvalidArgument(format!(
+                "{database_url} is an in-memory database, and taskplane keeps its queue in a \
+                 file: give --database-url a file, such as sqlite://taskplane.db"
+            )));
+        }
         let options = Self::connect_options(database_url)?;
         if let Some(parent) = options
             .get_filename()
@@ -62,6 +73,7 @@ impl SqliteStore {
         {
             create_data_dir(parent)?;
         }
+        let path = options.get_filename().to_owned();
         let mut writer = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("../migrations/sqlite")
             .run(&mut writer)
@@ -74,13 +86,16 @@ impl SqliteStore {
             .after_connect(|connection, _| Box::pin(keep_plans_stable(connection)))
             .connect_with(options.read_only(true))
             .await?;
+        let writer = Arc::new(Mutex::new(writer));
+        let thread = WriterThread::start(&path, Arc::clone(&writer))?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer,
+            thread,
             readers,
             checkpointer: Mutex::new(checkpointer),
             wal_frames_before_pause: WAL_FRAMES_BEFORE_PAUSE,
             defaults,
-            claim_rotation: AtomicUsize::new(0),
+            claim_rotation: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -139,8 +154,14 @@ static END_LOST_ATTEMPTS: std::sync::LazyLock<String> = std::sync::LazyLock::new
     )
 });
 
+/// Ends task ?4's attempt ?5 at ?1 (Unix milliseconds) with outcome ?2 and
+/// error ?3, from the task row (see `store::end_attempts_sql`).
+static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    super::end_attempts_sql("id", "?1", "?2", "?3", "id = ?4 AND attempts = ?5")
+});
+
 /// Ends task `id`'s attempt `attempt` at `now` (Unix milliseconds) with
-/// `outcome` and `error`, from the task row (see `store::end_attempts_sql`).
+/// `outcome` and `error`, from the task row (see [`END_ONE_ATTEMPT`]).
 async fn end_one_attempt(
     tx: &mut Tx<'_>,
     id: Uuid,
@@ -149,9 +170,6 @@ async fn end_one_attempt(
     outcome: &str,
     error: Option<String>,
 ) -> Result<()> {
-    static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        super::end_attempts_sql("id", "?1", "?2", "?3", "id = ?4 AND attempts = ?5")
-    });
     sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
         .bind(now)
         .bind(outcome.to_owned())
@@ -235,13 +253,15 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 
 type Tx<'c> = Transaction<'c, Sqlite>;
 
+/// One task by id (?1).
+static FETCH_TASK: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"));
+
 async fn fetch_task(tx: &mut Tx<'_>, id: Uuid) -> Result<Option<Task>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
-    )))
-    .bind(id.to_string())
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(FETCH_TASK.as_str()))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
     row.as_ref().map(rows::task).transpose()
 }
 
@@ -281,31 +301,34 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 
 /// Leases up to `limit` ready tasks of one type, in priority then age order.
 /// The lease columns are the running attempt's record (`store::attempts_sql`).
-async fn claim_type(
-    connection: &mut SqliteConnection,
+fn claim_type(
+    connection: &rusqlite::Connection,
     task_type: &str,
     limit: u32,
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
-             updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
-         WHERE id IN (
-             SELECT id FROM tasks
-             WHERE status = 'pending' AND task_type = ?5 AND run_at <= ?1
-             ORDER BY priority DESC, run_at, id LIMIT ?6)
-         RETURNING {TASK_COLUMNS}"
-    )))
-    .bind(now)
-    .bind(lease.session_id.to_string())
-    .bind(lease.agent_id.to_string())
-    .bind(millis(lease.expires_at))
-    .bind(task_type.to_owned())
-    .bind(limit)
-    .fetch_all(connection)
-    .await?;
-    rows.iter().map(rows::task).collect()
+    static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
+                 updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
+             WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE status = 'pending' AND task_type = ?5 AND run_at <= ?1
+                 ORDER BY priority DESC, run_at, id LIMIT ?6)
+             RETURNING {TASK_COLUMNS}"
+        )
+    });
+    let mut statement = connection.prepare_cached(&CLAIM)?;
+    let claimed = statement.query((
+        now,
+        lease.session_id.to_string(),
+        lease.agent_id.to_string(),
+        millis(lease.expires_at),
+        task_type,
+        limit,
+    ))?;
+    writer_thread::decode(claimed, |row| rows::task(row))
 }
 
 async fn expire_leases(
@@ -324,12 +347,22 @@ async fn expire_leases(
 /// attempt become COMPLETED (the fence), keeping who ran the attempt, which
 /// is how their attempts read as completed (`store::attempts_sql`). Returns
 /// the tasks that changed.
-async fn complete_in_bulk(
-    connection: &mut SqliteConnection,
+fn complete_in_bulk(
+    connection: &rusqlite::Connection,
     results: &[(Uuid, u32, AttemptResult)],
     bulk: &[usize],
     now: DateTime<Utc>,
 ) -> Result<Vec<RecordedTask>> {
+    static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'completed', result = c.value ->> '$.result',
+                 last_error = NULL, finished_at = ?1, updated_at = ?1, lease_expires_at = NULL
+             FROM json_each(?2) AS c
+             WHERE tasks.id = c.value ->> '$.id' AND tasks.status = 'running'
+                 AND tasks.attempts = c.value ->> '$.attempt'
+             RETURNING {RECORDED_COLUMNS}"
+        )
+    });
     if bulk.is_empty() {
         return Ok(Vec::new());
     }
@@ -347,25 +380,16 @@ async fn complete_in_bulk(
             }
         })
         .collect();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = 'completed', result = c.value ->> '$.result', last_error = NULL,
-             finished_at = ?1, updated_at = ?1, lease_expires_at = NULL
-         FROM json_each(?2) AS c
-         WHERE tasks.id = c.value ->> '$.id' AND tasks.status = 'running' AND tasks.attempts = c.value ->> '$.attempt'
-         RETURNING {RECORDED_COLUMNS}"
-    )))
-    .bind(millis(now))
-    .bind(json_text(&items))
-    .fetch_all(connection)
-    .await?;
-    rows.iter().map(rows::recorded_task).collect()
+    let mut statement = connection.prepare_cached(&COMPLETE)?;
+    let changed = statement.query((millis(now), json_text(&items)))?;
+    writer_thread::decode(changed, |row| rows::recorded_task(row))
 }
 
 /// Counts the completions among a batch's `outcomes` in `task_counts`, in
 /// the batch's transaction: one upsert per task type, where a row trigger
 /// would fire once per task (migration 0009).
-async fn count_completions(
-    tx: &mut Tx<'_>,
+fn count_completions(
+    connection: &rusqlite::Connection,
     outcomes: &[ResultOutcome],
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -380,15 +404,13 @@ async fn count_completions(
     if by_type.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO task_counts (task_type, status, second, count)
-         SELECT key, 'completed', ?1, value FROM json_each(?2) WHERE true
-         ON CONFLICT (task_type, status, second) DO UPDATE SET count = count + excluded.count",
-    )
-    .bind(now.timestamp())
-    .bind(json_text(&by_type))
-    .execute(&mut **tx)
-    .await?;
+    connection
+        .prepare_cached(
+            "INSERT INTO task_counts (task_type, status, second, count)
+             SELECT key, 'completed', ?1, value FROM json_each(?2) WHERE true
+             ON CONFLICT (task_type, status, second) DO UPDATE SET count = count + excluded.count",
+        )?
+        .execute((now.timestamp(), json_text(&by_type)))?;
     Ok(())
 }
 
@@ -403,40 +425,57 @@ struct BulkCompletion {
 }
 
 /// Records one attempt's result inside a batch's transaction.
-async fn finish_one(
-    tx: &mut Tx<'_>,
+fn finish_one(
+    connection: &rusqlite::Connection,
     id: Uuid,
     attempt: u32,
     result: &AttemptResult,
     now: DateTime<Utc>,
 ) -> Result<ResultOutcome> {
-    let Some(task) = fetch_task(tx, id).await? else {
+    static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
+                 finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
+                 lease_session = CASE WHEN ?1 = 'completed' THEN lease_session END,
+                 lease_agent = CASE WHEN ?1 = 'completed' THEN lease_agent END,
+                 lease_expires_at = NULL
+             WHERE id = ?6 AND status = 'running' AND attempts = ?7
+             RETURNING {RECORDED_COLUMNS}"
+        )
+    });
+    let task = {
+        let mut statement = connection.prepare_cached(&FETCH_TASK)?;
+        writer_thread::decode(statement.query([id.to_string()])?, |row| rows::task(row))?.pop()
+    };
+    let Some(task) = task else {
         return Ok(ResultOutcome::Stale);
     };
     let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
         return Ok(ResultOutcome::Stale);
     };
     if end.status != TaskStatus::Completed {
-        end_one_attempt(tx, id, attempt, millis(now), end.outcome, end.error.clone()).await?;
+        connection.prepare_cached(&END_ONE_ATTEMPT)?.execute((
+            millis(now),
+            end.outcome,
+            end.error.as_deref(),
+            id.to_string(),
+            attempt,
+        ))?;
     }
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
-             finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
-             lease_session = CASE WHEN ?1 = 'completed' THEN lease_session END,
-             lease_agent = CASE WHEN ?1 = 'completed' THEN lease_agent END, lease_expires_at = NULL
-         WHERE id = ?6 AND status = 'running' AND attempts = ?7
-         RETURNING {RECORDED_COLUMNS}"
-    )))
-    .bind(end.status.as_str())
-    .bind(end.result)
-    .bind(end.error)
-    .bind(millis(end.run_at))
-    .bind(millis(now))
-    .bind(id.to_string())
-    .bind(attempt)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(ResultOutcome::Applied(rows::recorded_task(&row)?))
+    let mut statement = connection.prepare_cached(&FINISH)?;
+    let changed = statement.query((
+        end.status.as_str(),
+        end.result,
+        end.error,
+        millis(end.run_at),
+        millis(now),
+        id.to_string(),
+        attempt,
+    ))?;
+    let task = writer_thread::decode(changed, |row| rows::recorded_task(row))?
+        .pop()
+        .ok_or_else(|| Error::Corrupt(format!("task {id} changed under the writer")))?;
+    Ok(ResultOutcome::Applied(task))
 }
 
 #[async_trait]
@@ -602,23 +641,27 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let now = millis(Utc::now());
-        if let [task_type] = task_types {
-            // One statement, so no explicit transaction: one trip through
-            // the writer thread.
-            let mut writer = self.writer().await;
-            let tasks = claim_type(&mut writer, task_type, limit, lease, now).await?;
-            return Ok(super::delivery_order(tasks));
-        }
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
-        let mut tasks = Vec::new();
-        while let Some((task_type, wanted)) = plan.next_step() {
-            let claimed = claim_type(&mut tx, task_type, wanted, lease, now).await?;
-            plan.record(task_type, wanted, claimed.len() as u32);
-            tasks.extend(claimed);
-        }
-        tx.commit().await?;
+        let (task_types, lease) = (task_types.to_vec(), lease.clone());
+        let rotation = Arc::clone(&self.claim_rotation);
+        let tasks = self
+            .thread
+            .write(move |connection| {
+                if let [task_type] = task_types.as_slice() {
+                    // One statement is atomic by itself: no transaction.
+                    return claim_type(connection, task_type, limit, &lease, now);
+                }
+                let tx = writer_thread::begin(connection)?;
+                let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
+                let mut tasks = Vec::new();
+                while let Some((task_type, wanted)) = plan.next_step() {
+                    let claimed = claim_type(&tx, task_type, wanted, &lease, now)?;
+                    plan.record(task_type, wanted, claimed.len() as u32);
+                    tasks.extend(claimed);
+                }
+                tx.commit()?;
+                Ok(tasks)
+            })
+            .await?;
         Ok(super::delivery_order(tasks))
     }
 
@@ -627,20 +670,23 @@ impl Store for SqliteStore {
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
         let now = rows::now();
-        let (bulk, single) = rules::split_completions(&results);
-        let mut outcomes = vec![None; results.len()];
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let applied = complete_in_bulk(&mut tx, &results, &bulk, now).await?;
-        rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
-        for index in single {
-            let (id, attempt, result) = &results[index];
-            outcomes[index] = Some(finish_one(&mut tx, *id, *attempt, result, now).await?);
-        }
-        let outcomes = rules::all_outcomes(outcomes);
-        count_completions(&mut tx, &outcomes, now).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        self.thread
+            .write(move |connection| {
+                let (bulk, single) = rules::split_completions(&results);
+                let mut outcomes = vec![None; results.len()];
+                let tx = writer_thread::begin(connection)?;
+                let applied = complete_in_bulk(&tx, &results, &bulk, now)?;
+                rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
+                for index in single {
+                    let (id, attempt, result) = &results[index];
+                    outcomes[index] = Some(finish_one(&tx, *id, *attempt, result, now)?);
+                }
+                let outcomes = rules::all_outcomes(outcomes);
+                count_completions(&tx, &outcomes, now)?;
+                tx.commit()?;
+                Ok(outcomes)
+            })
+            .await
     }
 
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
@@ -1015,6 +1061,7 @@ async fn insert_tasks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::config::DbConfig;
     use sqlx::Row;
 
     /// Whether `connection` has the query planner stability guarantee on.
@@ -1246,6 +1293,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(temp_store, 2, "2 is MEMORY; 0, the default, means files");
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_connects_with_the_sqlx_connections_settings() {
+        let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
+        const SETTINGS: [&str; 5] = [
+            "synchronous",
+            "foreign_keys",
+            "temp_store",
+            "wal_autocheckpoint",
+            "busy_timeout",
+        ];
+        let mut sqlx_settings = Vec::new();
+        for setting in SETTINGS {
+            let value: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {setting}")))
+                .fetch_one(&mut *store.writer().await)
+                .await
+                .unwrap();
+            sqlx_settings.push(value);
+        }
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *store.writer().await)
+            .await
+            .unwrap();
+        let (thread_settings, thread_journal, stable) = store
+            .thread
+            .write(|connection| {
+                let mut values = Vec::new();
+                for setting in SETTINGS {
+                    values.push(
+                        connection.query_row(&format!("PRAGMA {setting}"), [], |row| {
+                            row.get::<_, i64>(0)
+                        })?,
+                    );
+                }
+                let journal: String =
+                    connection.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+                let stable = connection.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)?;
+                Ok((values, journal, stable))
+            })
+            .await
+            .unwrap();
+        assert_eq!(thread_settings, sqlx_settings, "{SETTINGS:?}");
+        assert_eq!((journal.as_str(), thread_journal.as_str()), ("wal", "wal"));
+        assert!(stable, "the writer thread's plans are not stable");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_what_to_give_instead() {
+        for url in ["sqlite::memory:", "sqlite://t.db?mode=memory"] {
+            let refused = SqliteStore::open(url, crate::store::suite::defaults()).await;
+            assert!(
+                matches!(&refused, Err(Error::InvalidArgument(message)) if message.contains("--database-url a file")),
+                "{url}: {:?}",
+                refused.as_ref().err()
+            );
+        }
     }
 
     #[tokio::test]
