@@ -22,7 +22,7 @@ use tonic_health::pb::health_client::HealthClient;
 use serde_json::json;
 
 use crate::error::Result;
-use crate::store::{PostgresStore, SqliteStore};
+use crate::store::{PostgresStore, SqliteStore, open_sqlite_writer};
 
 /// Rows per transaction.
 const BATCH: usize = 100;
@@ -153,38 +153,43 @@ async fn postgres_pool(url: &str) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// Measures the limits on a fresh SQLite file at `url`.
+/// Measures the limits on a fresh SQLite file at `url`, through the driver
+/// taskplane's writer thread uses (rusqlite, on the thread that owns the
+/// connection), so the limit pays no hand-offs between threads either.
 pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
-    let pool = sqlite_pool(url).await?;
-    let insert = async |rows: usize| {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(sqlx::AssertSqlSafe(insert_sql(&SQLITE, rows)))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    };
-    let process = async || {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1, lease_expires_at = ?1
-             WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND task_type = 'limit' AND run_at <= ?1
-                          ORDER BY priority DESC, run_at, id LIMIT 100)
-             RETURNING id",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE tasks SET status = 'completed', finished_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
-            .bind(now)
-            .bind(json!(ids).to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(ids.len())
-    };
-    measure(tasks, insert, process).await
+    sqlite_pool(url).await?.close().await;
+    let path = SqliteStore::connect_options(url)?.get_filename().to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let connection = open_sqlite_writer(&path)?;
+        let insert = async |rows: usize| {
+            connection.execute_batch("BEGIN IMMEDIATE")?;
+            connection.execute(&insert_sql(&SQLITE, rows), [])?;
+            connection.execute_batch("COMMIT")?;
+            Ok(())
+        };
+        let process = async || {
+            let now = chrono::Utc::now().timestamp_millis();
+            connection.execute_batch("BEGIN IMMEDIATE")?;
+            let ids: Vec<String> = connection
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1, lease_expires_at = ?1
+                     WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND task_type = 'limit' AND run_at <= ?1
+                                  ORDER BY priority DESC, run_at, id LIMIT 100)
+                     RETURNING id",
+                )?
+                .query_map([now], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            connection
+                .prepare_cached("UPDATE tasks SET status = 'completed', finished_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")?
+                .execute((now, json!(ids).to_string()))?;
+            connection.execute_batch("COMMIT")?;
+            Ok(ids.len())
+        };
+        runtime.block_on(measure(tasks, insert, process))
+    })
+    .await
+    .expect("the SQLite limit does not panic")
 }
 
 /// Measures the limits in a fresh PostgreSQL schema at `url`.
@@ -292,4 +297,29 @@ pub async fn sqlite_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f6
 /// durable single-row inserts at `rate` per second, in milliseconds, sorted.
 pub async fn postgres_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
     measure_latency(&postgres_pool(url).await?, &POSTGRES, count, rate).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sqlite_limit_inserts_leases_and_completes_every_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("limit.db").display());
+        let limits = sqlite(&url, 250).await.unwrap();
+        assert!(
+            limits.enqueue_per_sec > 0.0 && limits.process_per_sec > 0.0,
+            "{limits:?}"
+        );
+        let connection = open_sqlite_writer(&dir.path().join("limit.db")).unwrap();
+        let counts: Vec<(String, i64, i64)> = connection
+            .prepare("SELECT status, count(*), sum(attempts) FROM tasks GROUP BY status")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(counts, vec![("completed".to_owned(), 250, 250)]);
+    }
 }

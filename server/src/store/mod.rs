@@ -30,6 +30,7 @@ use crate::model::{
 pub use postgres::PostgresStore;
 pub use rules::TypeDefaults;
 pub use sqlite::SqliteStore;
+pub use writer_thread::open as open_sqlite_writer;
 
 /// Chooses, for a new task that is ready at once, the agent session to lease
 /// it to straight away (see [`Store::enqueue_handing_off`]); `None` leaves it

@@ -563,7 +563,7 @@ impl Store for SqliteStore {
         let leases = rules::hand_off(&mut tasks, hand_off);
         if tasks.len() <= ROWS_PER_INSERT {
             // One statement is atomic by itself: no transaction to begin
-            // and commit, one trip through the writer thread.
+            // and commit, one trip through sqlx's worker thread.
             insert_tasks(&mut writer, &tasks, &leases).await?;
         } else {
             let mut tx = write(&mut writer).await?;

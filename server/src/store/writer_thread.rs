@@ -93,9 +93,10 @@ fn run(
     }
 }
 
-/// A connection with the settings `SqliteStore::connect_options` gives the
-/// sqlx connections (a test compares them), and stable query plans.
-fn open(path: &Path) -> Result<rusqlite::Connection> {
+/// A connection to the database file at `path` with the settings
+/// `SqliteStore::connect_options` gives the sqlx connections (a test
+/// compares them), and stable query plans.
+pub fn open(path: &Path) -> Result<rusqlite::Connection> {
     let connection = rusqlite::Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "wal")?;
