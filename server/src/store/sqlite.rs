@@ -1,10 +1,12 @@
 //! The embedded SQLite store.
 //!
-//! WAL mode; every write goes through one writer connection and starts with
-//! `BEGIN IMMEDIATE` (a deferred read-then-write transaction would fail with
-//! SQLITE_BUSY that `busy_timeout` does not retry); reads use a small
-//! read-only pool. `synchronous = NORMAL`: a process crash loses nothing
-//! committed, a power loss can lose the last commits.
+//! WAL mode; one write at a time, each starting with `BEGIN IMMEDIATE` (a
+//! deferred read-then-write transaction would fail with SQLITE_BUSY that
+//! `busy_timeout` does not retry): claims and result batches on the writer
+//! thread ([`super::writer_thread`]), every other write on the sqlx writer
+//! connection, both under one lock. Reads use a small read-only pool.
+//! `synchronous = NORMAL`: a process crash loses nothing committed, a power
+//! loss can lose the last commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
