@@ -68,14 +68,10 @@ impl SqliteStore {
             )));
         }
         let options = Self::connect_options(database_url)?;
-        if let Some(parent) = options
-            .get_filename()
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
+        let path = options.get_filename().to_owned();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_data_dir(parent)?;
         }
-        let path = options.get_filename().to_owned();
         let mut writer = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("../migrations/sqlite")
             .run(&mut writer)
@@ -581,12 +577,10 @@ impl Store for SqliteStore {
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(&self.readers)
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(FETCH_TASK.as_str()))
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
         row.as_ref().map(rows::task).transpose()
     }
 
