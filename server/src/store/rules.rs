@@ -149,6 +149,15 @@ pub fn hand_off(tasks: &mut [Task], hand_off: &HandOff<'_>) -> Vec<Option<Lease>
     leases
 }
 
+/// What a claim changes in a ready task it leases at `now`: RUNNING, in
+/// its next attempt, started now.
+pub fn start_attempt(task: &mut Task, now: DateTime<Utc>) {
+    task.status = TaskStatus::Running;
+    task.attempts += 1;
+    task.started_at = Some(now);
+    task.updated_at = now;
+}
+
 /// Tasks just inserted, as an enqueue answers them.
 pub fn newly_created(tasks: Vec<Task>) -> Vec<Enqueued> {
     tasks

@@ -298,35 +298,59 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 }
 
 /// Leases up to `limit` ready tasks of one type, in priority then age order.
-/// The lease columns are the running attempt's record (`store::attempts_sql`).
+/// Runs inside the writer thread's transaction, so nothing changes between
+/// reading the tasks and leasing them.
+///
+/// The tasks are read, then leased by id, instead of one `UPDATE …
+/// RETURNING`: SQLite stores the rows an UPDATE returns in a temporary
+/// table before handing them out, which cost more than finding the leased
+/// rows a second time (about 0.6 µs a task, a tenth of the claim).
 fn claim_type(
     connection: &rusqlite::Connection,
     task_type: &str,
     limit: u32,
     lease: &Lease,
-    now: i64,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    static READY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
-                 updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
-             WHERE id IN (
-                 SELECT id FROM tasks
-                 WHERE status = 'pending' AND task_type = ?5 AND run_at <= ?1
-                 ORDER BY priority DESC, run_at, id LIMIT ?6)
-             RETURNING {TASK_COLUMNS}"
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?2
+             ORDER BY priority DESC, run_at, id LIMIT ?3"
         )
     });
-    let mut statement = connection.prepare_cached(&CLAIM)?;
-    let claimed = statement.query((
-        now,
-        lease.session_id.to_string(),
-        lease.agent_id.to_string(),
-        millis(lease.expires_at),
-        task_type,
-        limit,
-    ))?;
-    writer_thread::decode(claimed, |row| rows::task(row))
+    let mut tasks = {
+        let mut statement = connection.prepare_cached(&READY)?;
+        let ready = statement.query((task_type, millis(now), limit))?;
+        writer_thread::decode(ready, |row| rows::task(row))?
+    };
+    if tasks.is_empty() {
+        return Ok(tasks);
+    }
+    let ids: Vec<String> = tasks.iter().map(|task| task.id.to_string()).collect();
+    let leased = connection
+        .prepare_cached(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?1,
+                 updated_at = ?1, lease_session = ?2, lease_agent = ?3, lease_expires_at = ?4
+             WHERE id IN (SELECT value FROM json_each(?5)) AND status = 'pending'",
+        )?
+        .execute((
+            millis(now),
+            lease.session_id.to_string(),
+            lease.agent_id.to_string(),
+            millis(lease.expires_at),
+            json_text(&ids),
+        ))?;
+    if leased != tasks.len() {
+        return Err(Error::Corrupt(format!(
+            "a claim read {} ready tasks and leased {leased}",
+            tasks.len()
+        )));
+    }
+    for task in &mut tasks {
+        rules::start_attempt(task, now);
+    }
+    Ok(tasks)
 }
 
 async fn expire_leases(
@@ -636,25 +660,22 @@ impl Store for SqliteStore {
         if limit == 0 || task_types.is_empty() {
             return Ok(Vec::new());
         }
-        let now = millis(Utc::now());
+        let now = rows::now();
         let (task_types, lease) = (task_types.to_vec(), lease.clone());
         let rotation = Arc::clone(&self.claim_rotation);
         let tasks = self
             .thread
             .write(move |connection| {
                 if let [task_type] = task_types.as_slice() {
-                    // One statement is atomic by itself: no transaction.
                     return claim_type(connection, task_type, limit, &lease, now);
                 }
-                let tx = writer_thread::begin(connection)?;
                 let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
                 let mut tasks = Vec::new();
                 while let Some((task_type, wanted)) = plan.next_step() {
-                    let claimed = claim_type(&tx, task_type, wanted, &lease, now)?;
+                    let claimed = claim_type(connection, task_type, wanted, &lease, now)?;
                     plan.record(task_type, wanted, claimed.len() as u32);
                     tasks.extend(claimed);
                 }
-                tx.commit()?;
                 Ok(tasks)
             })
             .await?;
@@ -670,16 +691,14 @@ impl Store for SqliteStore {
             .write(move |connection| {
                 let (bulk, single) = rules::split_completions(&results);
                 let mut outcomes = vec![None; results.len()];
-                let tx = writer_thread::begin(connection)?;
-                let applied = complete_in_bulk(&tx, &results, &bulk, now)?;
+                let applied = complete_in_bulk(connection, &results, &bulk, now)?;
                 rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
                 for index in single {
                     let (id, attempt, result) = &results[index];
-                    outcomes[index] = Some(finish_one(&tx, *id, *attempt, result, now)?);
+                    outcomes[index] = Some(finish_one(connection, *id, *attempt, result, now)?);
                 }
                 let outcomes = rules::all_outcomes(outcomes);
-                count_completions(&tx, &outcomes, now)?;
-                tx.commit()?;
+                count_completions(connection, &outcomes, now)?;
                 Ok(outcomes)
             })
             .await

@@ -199,6 +199,10 @@ async fn claim_orders_by_priority_then_age_and_fences_stale_results(store: &dyn 
         "priority, then age"
     );
     assert_eq!(claimed[0].attempts, 1);
+    for task in &claimed {
+        let stored = store.get_task(task.id).await.unwrap().unwrap();
+        assert_eq!(&stored, task, "a claim answers each task as it stored it");
+    }
 
     let first = claimed[0].id;
     let stale = store

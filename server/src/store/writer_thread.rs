@@ -9,6 +9,12 @@
 //! write is one hand-off in and one out, and writes queued behind it run
 //! back to back without waking anyone.
 //!
+//! Writes queued together share one transaction (group commit), each under
+//! its own savepoint: a write that fails rolls back alone, and its callers
+//! hear back only once the transaction has committed. A commit writes every
+//! page the group changed into the log once, where a claim and the result
+//! batch after it would each write the same index pages again.
+//!
 //! The thread holds [`SqliteStore`](super::SqliteStore)'s writer lock while
 //! it has writes queued, so its writes and the sqlx writer's (enqueues,
 //! registrations, cancels and the rest) never overlap.
@@ -26,8 +32,27 @@ use tokio::sync::{Mutex, oneshot};
 use super::rows::Columns;
 use crate::error::{Error, Result};
 
-/// One write to run on the thread's connection.
-type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+/// The most writes one transaction holds. A claim and the result batch that
+/// queues up while it runs are the common pair; the cap keeps the first
+/// caller from waiting behind many more when several agents claim at once.
+const MOST_WRITES_PER_COMMIT: usize = 4;
+
+/// One queued write. Given the connection, inside the group's transaction,
+/// it runs and says how to answer its caller once the transaction ends;
+/// given an error, it answers with that error.
+type Job = Box<dyn FnOnce(Result<&rusqlite::Connection>) -> Ran + Send>;
+
+/// A write that ran.
+struct Ran {
+    /// Whether the write succeeded, so that its changes are kept.
+    succeeded: bool,
+    /// Answers the caller: `Ok` once the changes are committed (or, for a
+    /// write that failed, with its own error), else why the commit failed.
+    answer: Answer,
+}
+
+/// Answers a write's caller once its transaction has ended.
+type Answer = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// Sends writes to the writer thread. The thread stops once this is dropped
 /// and the writes already queued are done.
@@ -50,15 +75,23 @@ impl WriterThread {
         Ok(WriterThread { jobs })
     }
 
-    /// Runs `write` on the writer thread, holding the writer lock, and
-    /// returns its answer.
+    /// Runs `write` on the writer thread, inside a transaction and holding
+    /// the writer lock, and returns its answer once that transaction has
+    /// committed. A write that returns an error changes nothing. The write
+    /// must not begin or end transactions itself.
     pub async fn write<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |connection| {
-            let _ = answer.send(write(connection));
+            let written = connection.and_then(write);
+            Ran {
+                succeeded: written.is_ok(),
+                answer: Box::new(move |committed| {
+                    let _ = answer.send(committed.and(written));
+                }),
+            }
         });
         self.jobs.send(job).map_err(|_| {
             Error::Unavailable("the SQLite writer thread has stopped: restart the server".into())
@@ -74,23 +107,106 @@ impl WriterThread {
 /// Runs writes until the [`WriterThread`] is dropped, taking `lock` when
 /// one arrives and keeping it while more are queued.
 fn run(
-    mut connection: rusqlite::Connection,
+    connection: rusqlite::Connection,
     queued: &mpsc::Receiver<Job>,
     lock: &Mutex<SqliteConnection>,
 ) {
     while let Ok(first) = queued.recv() {
         let _writing = lock.blocking_lock();
         let mut next = Some(first);
-        while let Some(job) = next {
-            // A write that panics is a bug: its transaction rolls back as
-            // it unwinds, its caller gets an error, and the other writes go
-            // on.
-            if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut connection))).is_err() {
-                tracing::error!("a write on the SQLite writer thread panicked; it was rolled back");
-            }
+        while let Some(first) = next {
+            commit_together(&connection, first, queued);
             next = queued.try_recv().ok();
         }
     }
+}
+
+/// Runs `first`, and the writes that queue up while it runs, in one
+/// transaction, each under its own savepoint; commits, and then answers
+/// the callers.
+fn commit_together(connection: &rusqlite::Connection, first: Job, queued: &mpsc::Receiver<Job>) {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        refuse(first, transaction_failed("begin", &error));
+        return;
+    }
+    let mut to_answer = Vec::new();
+    let mut next = Some(first);
+    let mut ran = 0;
+    while let Some(job) = next {
+        to_answer.extend(in_savepoint(connection, job));
+        ran += 1;
+        next = if ran < MOST_WRITES_PER_COMMIT {
+            queued.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    let committed = connection.execute_batch("COMMIT").inspect_err(|_| {
+        // A failed COMMIT leaves the transaction open.
+        let _ = connection.execute_batch("ROLLBACK");
+    });
+    for answer in to_answer {
+        answer(
+            committed
+                .as_ref()
+                .map(drop)
+                .map_err(|error| transaction_failed("commit", error)),
+        );
+    }
+}
+
+/// Runs one write under a savepoint: releases it when the write succeeds and
+/// returns how to answer its caller after the commit; rolls it back when
+/// the write fails or panics, and answers (or, for a panic, drops) the
+/// caller at once.
+fn in_savepoint(connection: &rusqlite::Connection, job: Job) -> Option<Answer> {
+    if let Err(error) = connection.execute_batch("SAVEPOINT write") {
+        refuse(job, transaction_failed("begin", &error));
+        return None;
+    }
+    // A write that panics is a bug: its caller gets an error and the other
+    // writes go on.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(connection)))) {
+        Ok(Ran {
+            succeeded: true,
+            answer,
+        }) => match connection.execute_batch("RELEASE write") {
+            Ok(()) => return Some(answer),
+            Err(error) => {
+                roll_back(connection);
+                answer(Err(transaction_failed("release", &error)));
+            }
+        },
+        Ok(Ran { answer, .. }) => {
+            roll_back(connection);
+            answer(Ok(()));
+        }
+        Err(_) => {
+            roll_back(connection);
+            tracing::error!("a write on the SQLite writer thread panicked; it was rolled back");
+        }
+    }
+    None
+}
+
+/// Answers `job`'s caller with `error`, without running it.
+fn refuse(job: Job, error: Error) {
+    (job(Err(error)).answer)(Ok(()));
+}
+
+/// Undoes what the write under the current savepoint changed.
+fn roll_back(connection: &rusqlite::Connection) {
+    if let Err(error) = connection.execute_batch("ROLLBACK TO write; RELEASE write") {
+        tracing::error!(%error, "could not roll a failed write back on the SQLite writer thread");
+    }
+}
+
+/// Why a write's transaction could not `step` (begin, release or commit): the
+/// database is busy or failing, so the caller may try again.
+fn transaction_failed(step: &str, error: &rusqlite::Error) -> Error {
+    Error::Unavailable(format!(
+        "SQLite could not {step} the write's transaction ({error}); try again"
+    ))
 }
 
 /// A connection to the database file at `path` with the settings
@@ -107,12 +223,6 @@ pub fn open(path: &Path) -> Result<rusqlite::Connection> {
     // See `keep_plans_stable` in sqlite.rs.
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(connection)
-}
-
-/// Starts a write transaction that takes the database's write lock at once
-/// (`BEGIN IMMEDIATE`, as the sqlx writer does).
-pub fn begin(connection: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>> {
-    Ok(connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }
 
 /// Decodes every row a statement returns.
@@ -229,28 +339,135 @@ mod tests {
         assert_eq!(write.await.unwrap(), 0, "no task types in a fresh file");
     }
 
+    /// Counts one completion of task type `t` in `second`.
+    fn count_in(connection: &rusqlite::Connection, second: i64) -> Result<()> {
+        connection.execute(
+            "INSERT INTO task_counts (task_type, status, second, count) VALUES ('t', 'completed', ?1, 1)",
+            [second],
+        )?;
+        Ok(())
+    }
+
+    /// The seconds counted in `task_counts`, read through a new connection
+    /// to the file: what is committed.
+    fn committed_seconds(path: &Path) -> Vec<i64> {
+        let reader = rusqlite::Connection::open(path).unwrap();
+        let mut statement = reader
+            .prepare("SELECT second FROM task_counts ORDER BY second")
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// Queues `write` on `thread` and returns the future that answers it.
+    fn queue<T: Send + 'static>(
+        thread: &Arc<WriterThread>,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T>> {
+        let thread = Arc::clone(thread);
+        tokio::spawn(async move { thread.write(write).await })
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_together_and_a_failing_one_alone_rolls_back() {
+        let (dir, thread, lock) = thread_on_new_file().await;
+        let path = dir.path().join("t.db");
+        let thread = Arc::new(thread);
+        // Hold the lock so that the writes queue up behind each other.
+        let held = lock.lock().await;
+        let first = queue(&thread, |connection| count_in(connection, 1));
+        tokio::task::yield_now().await;
+        let failing = queue(&thread, |connection| -> Result<()> {
+            count_in(connection, 2)?;
+            Err(Error::InvalidArgument("this write fails".into()))
+        });
+        tokio::task::yield_now().await;
+        let reader_path = path.clone();
+        let last = queue(&thread, move |connection| {
+            count_in(connection, 3)?;
+            Ok(committed_seconds(&reader_path))
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        first.await.unwrap().unwrap();
+        let failed = failing.await.unwrap();
+        assert!(
+            matches!(&failed, Err(Error::InvalidArgument(m)) if m == "this write fails"),
+            "{failed:?}"
+        );
+        let seen_while_writing = last.await.unwrap().unwrap();
+        assert_eq!(
+            seen_while_writing,
+            Vec::<i64>::new(),
+            "the first write was committed before the last one ran: no group commit"
+        );
+        assert_eq!(
+            committed_seconds(&path),
+            vec![1, 3],
+            "the failed write's insert was kept, or a successful one's was lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_reaches_every_write_of_the_group_and_keeps_none() {
+        let (dir, thread, lock) = thread_on_new_file().await;
+        let thread = Arc::new(thread);
+        let held = lock.lock().await;
+        let plain = queue(&thread, |connection| count_in(connection, 1));
+        tokio::task::yield_now().await;
+        // A deferred foreign key is checked at COMMIT: this write succeeds,
+        // and the commit of its group fails.
+        let breaking = queue(&thread, |connection| {
+            connection.execute_batch(
+                "PRAGMA defer_foreign_keys = ON;
+                 INSERT INTO tasks (id, task_type, domain, payload, status, max_attempts,
+                     timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at,
+                     created_at, updated_at)
+                 VALUES ('x', 'no such type', 'd', '{}', 'pending', 1, 1, 1, 1.0, 1, 0, 0, 0)",
+            )?;
+            Ok(())
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        for answered in [plain.await.unwrap(), breaking.await.unwrap()] {
+            assert!(
+                matches!(&answered, Err(Error::Unavailable(m)) if m.contains("could not commit")),
+                "{answered:?}"
+            );
+        }
+        assert_eq!(
+            committed_seconds(&dir.path().join("t.db")),
+            Vec::<i64>::new()
+        );
+        thread
+            .write(|connection| count_in(connection, 2))
+            .await
+            .expect("the thread writes again after a failed commit");
+        assert_eq!(committed_seconds(&dir.path().join("t.db")), vec![2]);
+    }
+
     #[tokio::test]
     async fn a_write_that_panics_fails_alone_and_rolls_back() {
-        let (_dir, thread, _lock) = thread_on_new_file().await;
+        let (dir, thread, _lock) = thread_on_new_file().await;
         let failed = thread
             .write(|connection| -> Result<()> {
-                let tx = begin(connection)?;
-                tx.execute(
-                    "INSERT INTO task_counts (task_type, status, second, count) VALUES ('t', 'completed', 1, 1)",
-                    [],
-                )?;
+                count_in(connection, 1)?;
                 panic!("a bug in a write");
             })
             .await;
         assert!(matches!(failed, Err(Error::Corrupt(_))), "{failed:?}");
-        let counted: i64 = thread
-            .write(|connection| {
-                Ok(connection
-                    .query_row("SELECT count(*) FROM task_counts", [], |row| row.get(0))?)
-            })
+        thread
+            .write(|connection| count_in(connection, 2))
             .await
             .unwrap();
-        assert_eq!(counted, 0, "the panicking write's insert was kept");
+        assert_eq!(
+            committed_seconds(&dir.path().join("t.db")),
+            vec![2],
+            "the panicking write's insert was kept"
+        );
     }
 
     #[tokio::test]
