@@ -367,12 +367,11 @@ async fn expire_leases(
 
 /// Completes many attempts in one statement: the tasks still RUNNING at that
 /// attempt become COMPLETED (the fence), keeping who ran the attempt, which
-/// is how their attempts read as completed (`store::attempts_sql`). Returns
-/// the tasks that changed.
+/// is how their attempts read as completed (`store::attempts_sql`). `bulk`
+/// is [`bulk_completions`]' JSON. Returns the tasks that changed.
 fn complete_in_bulk(
     connection: &rusqlite::Connection,
-    results: &[(Uuid, u32, AttemptResult)],
-    bulk: &[usize],
+    bulk: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<RecordedTask>> {
     static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -385,8 +384,20 @@ fn complete_in_bulk(
              RETURNING {RECORDED_COLUMNS}"
         )
     });
-    if bulk.is_empty() {
+    let Some(bulk) = bulk else {
         return Ok(Vec::new());
+    };
+    let mut statement = connection.prepare_cached(&COMPLETE)?;
+    let changed = statement.query((millis(now), bulk))?;
+    writer_thread::decode(changed, |row| rows::recorded_task(row))
+}
+
+/// The completions at the indices `bulk` of `results` as the JSON array
+/// [`complete_in_bulk`] reads, or `None` when there are none. Encoded before
+/// the batch goes to the writer thread, which has no CPU to spare in W1.
+fn bulk_completions(results: &[(Uuid, u32, AttemptResult)], bulk: &[usize]) -> Option<String> {
+    if bulk.is_empty() {
+        return None;
     }
     let items: Vec<BulkCompletion> = bulk
         .iter()
@@ -402,9 +413,7 @@ fn complete_in_bulk(
             }
         })
         .collect();
-    let mut statement = connection.prepare_cached(&COMPLETE)?;
-    let changed = statement.query((millis(now), json_text(&items)))?;
-    writer_thread::decode(changed, |row| rows::recorded_task(row))
+    Some(json_text(&items))
 }
 
 /// Counts the completions among a batch's `outcomes` in `task_counts`, in
@@ -687,11 +696,12 @@ impl Store for SqliteStore {
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
         let now = rows::now();
+        let (bulk, single) = rules::split_completions(&results);
+        let bulk_json = bulk_completions(&results, &bulk);
         self.thread
             .write(move |connection| {
-                let (bulk, single) = rules::split_completions(&results);
                 let mut outcomes = vec![None; results.len()];
-                let applied = complete_in_bulk(connection, &results, &bulk, now)?;
+                let applied = complete_in_bulk(connection, bulk_json.as_deref(), now)?;
                 rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
                 for index in single {
                     let (id, attempt, result) = &results[index];

@@ -19,6 +19,7 @@
 //! it has writes queued, so its writes and the sqlx writer's (enqueues,
 //! registrations, cancels and the rest) never overlap.
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -246,7 +247,11 @@ pub fn decode<T>(
         .unwrap_or_default();
     let mut decoded = Vec::new();
     while let Some(row) = rows.next()? {
-        decoded.push(decode(&NamedRow { row, names: &names })?);
+        decoded.push(decode(&NamedRow {
+            row,
+            names: &names,
+            next: Cell::new(0),
+        })?);
     }
     Ok(decoded)
 }
@@ -256,15 +261,20 @@ pub fn decode<T>(
 pub struct NamedRow<'r, 's> {
     row: &'r rusqlite::Row<'s>,
     names: &'r [String],
+    /// Where the search for the next column starts: just after the last
+    /// one found, since decoders mostly ask for columns in the order the
+    /// statement names them.
+    next: Cell<usize>,
 }
 
 impl NamedRow<'_, '_> {
     fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> Result<T> {
-        let index = self
-            .names
-            .iter()
-            .position(|name| name == column)
+        let start = self.next.get().min(self.names.len());
+        let index = (start..self.names.len())
+            .chain(0..start)
+            .find(|&index| self.names[index] == column)
             .ok_or_else(|| Error::Corrupt(format!("no column {column} in the row")))?;
+        self.next.set(index + 1);
         Ok(self.row.get(index)?)
     }
 }
