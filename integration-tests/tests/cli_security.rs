@@ -309,6 +309,7 @@ async fn the_benchmark_measures_a_server_that_checks_tokens_over_tls() {
     assert_eq!(throughput["duplicated"], 0, "{throughput}");
     let latency = figures("W2 latency");
     assert_eq!(latency["started"], latency["tasks"], "{latency}");
+    assert_eq!(latency["warmup_calls"], 100, "{latency}");
     assert!(
         latency["rpc_floor_p50_ms"].as_f64().unwrap() > 0.0,
         "{latency}"

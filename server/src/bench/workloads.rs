@@ -410,6 +410,10 @@ async fn w2(
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..limit::WARMUP_CALLS {
+        ticker.tick().await;
+        client.enqueue_task(noop(NOOP_TYPE)).await?;
+    }
     let mut sent = Vec::with_capacity(total);
     // How long each enqueue RPC took (its commit included): the part of
     // the latency spent before the task could be dispatched.
@@ -430,7 +434,7 @@ async fn w2(
     }
     bar.finish_and_clear();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while probe.distinct() < total && Instant::now() < deadline {
+    while probe.distinct() < limit::WARMUP_CALLS + total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut latencies: Vec<f64> = sent
@@ -447,6 +451,7 @@ async fn w2(
     let mut figures = serde_json::Map::new();
     figures.insert("tasks".into(), json!(total));
     figures.insert("rate_per_sec".into(), json!(args.rate));
+    figures.insert("warmup_calls".into(), json!(limit::WARMUP_CALLS));
     figures.insert("started".into(), json!(latencies.len()));
     let all = [
         ("p50_ms", 50.0),
@@ -677,6 +682,7 @@ async fn w3(
     figures.insert("rounds".into(), json!(args.rounds));
     figures.insert("tasks".into(), json!(w2_tasks(args)));
     figures.insert("rate_per_sec".into(), json!(args.rate));
+    figures.insert("warmup_calls".into(), json!(limit::WARMUP_CALLS));
     figures.extend(backlog.figures(""));
     figures.extend(empty.figures("empty_"));
     // Each round's change sets the backlog against the control measured
