@@ -298,6 +298,7 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 }
 
 /// Leases up to `limit` ready tasks of one type, in priority then age order.
+/// The lease columns are the running attempt's record (`store::attempts_sql`).
 /// Runs inside the writer thread's transaction, so nothing changes between
 /// reading the tasks and leasing them.
 ///
