@@ -9,11 +9,12 @@
 //! write is one hand-off in and one out, and writes queued behind it run
 //! back to back without waking anyone.
 //!
-//! Writes queued together share one transaction (group commit), each under
-//! its own savepoint: a write that fails rolls back alone, and its callers
-//! hear back only once the transaction has committed. A commit writes every
-//! page the group changed into the log once, where a claim and the result
-//! batch after it would each write the same index pages again.
+//! Writes that queue up while one runs share its transaction (group
+//! commit), each under its own savepoint: a write that fails rolls back
+//! alone, and callers hear back only once the transaction has committed. A
+//! commit writes every page the group changed into the log once, where a
+//! claim and the result batch beside it would each write the same index
+//! pages again.
 //!
 //! The thread holds [`SqliteStore`](super::SqliteStore)'s writer lock while
 //! it has writes queued, so its writes and the sqlx writer's (enqueues,
