@@ -371,3 +371,19 @@ pub async fn open(database_url: &str, queue: &QueueConfig) -> Result<Arc<dyn Sto
         "unsupported database url '{database_url}': use sqlite://path/to/file.db or postgres://user@host/database"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fair_claim_of_one_type_is_one_step_for_the_whole_limit() {
+        let types = vec!["a".to_owned()];
+        for claimed in [100, 40, 0] {
+            let mut plan = FairClaim::new(&types, 100, &AtomicUsize::new(0));
+            assert_eq!(plan.next_step(), Some(("a", 100)));
+            plan.record("a", 100, claimed);
+            assert_eq!(plan.next_step(), None, "claimed {claimed}");
+        }
+    }
+}

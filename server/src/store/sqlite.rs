@@ -676,9 +676,7 @@ impl Store for SqliteStore {
         let tasks = self
             .thread
             .write(move |connection| {
-                if let [task_type] = task_types.as_slice() {
-                    return claim_type(connection, task_type, limit, &lease, now);
-                }
+                // One type takes one step: its share is the whole limit.
                 let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
                 let mut tasks = Vec::new();
                 while let Some((task_type, wanted)) = plan.next_step() {

@@ -270,7 +270,7 @@ pub struct NamedRow<'r, 's> {
 
 impl NamedRow<'_, '_> {
     fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> Result<T> {
-        let start = self.next.get().min(self.names.len());
+        let start = self.next.get();
         let index = (start..self.names.len())
             .chain(0..start)
             .find(|&index| self.names[index] == column)
