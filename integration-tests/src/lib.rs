@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use taskplane_agent::ConnectOptions;
-use taskplane_agent::connection::AuthChannel;
 use taskplane_agent::{Agent, AgentError, TaskRegistry};
+use taskplane_common::connect::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
@@ -163,7 +163,7 @@ impl TestServer {
     pub async fn connect_as(
         &self,
         options: &ConnectOptions,
-    ) -> Result<AuthChannel, taskplane_agent::connection::ConnectError> {
+    ) -> Result<AuthChannel, taskplane_common::connect::ConnectError> {
         options.connect(&self.url()).await
     }
 

@@ -44,7 +44,7 @@ fn server_variables() -> BTreeSet<String> {
 }
 
 fn agent_variables() -> BTreeSet<String> {
-    taskplane_agent::environment::VARIABLES
+    taskplane_handlers::environment::VARIABLES
         .iter()
         .map(|(name, _)| name.to_string())
         .collect()

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use integration_tests::{Backend, TestAgent, TestServer};
-use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_agent::RegistryConfig;
+use taskplane_handlers::{AppServices, setup_registry_with_config};
 
 const README_ADDRESS: &str = "127.0.0.1:50051";
 const ID_PLACEHOLDER: &str = "<the id printed above>";

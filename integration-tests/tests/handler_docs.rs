@@ -7,7 +7,8 @@ use std::sync::Arc;
 use integration_tests::{Backend, TestAgent, TestServer};
 use prost::Message;
 use prost_types::{DescriptorProto, FileDescriptorSet};
-use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_agent::RegistryConfig;
+use taskplane_handlers::{AppServices, setup_registry_with_config};
 
 const DOC_ADDRESS: &str = "127.0.0.1:50051";
 

@@ -11,8 +11,8 @@ use integration_tests::{
     wait_for_agent, wait_status, wait_terminal,
 };
 use serde_json::json;
-use taskplane_agent::metrics_endpoint::{Render, encode, serve_metrics};
 use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_common::metrics_endpoint::{Render, encode, serve_metrics};
 use taskplane_proto::v1::TaskStatus;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
 use serde_json::json;
-use taskplane_agent::{AppServices, RegistryConfig, setup_registry_with_config};
+use taskplane_agent::RegistryConfig;
+use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::v1::{
     GetTaskTypeRequest, ListAgentsRequest, ListDomainsRequest, ListTaskTypesRequest, TaskStatus,
@@ -242,13 +243,13 @@ async fn an_agent_claiming_another_domains_type_is_refused(backend: Backend) {
         fn register_handlers(&self, registry: &mut taskplane_agent::TaskRegistry) -> Vec<String> {
             registry.register_handler(
                 "invoice_generation",
-                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler::new(
+                Box::new(taskplane_handlers::builtin::invoice::InvoiceHandler::new(
                     std::env::temp_dir(),
                 )),
             );
             registry.register_handler(
                 "shiny_new_type",
-                Box::new(taskplane_agent::builtin::invoice::InvoiceHandler::new(
+                Box::new(taskplane_handlers::builtin::invoice::InvoiceHandler::new(
                     std::env::temp_dir(),
                 )),
             );

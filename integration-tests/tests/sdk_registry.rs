@@ -10,9 +10,10 @@ use integration_tests::{
 };
 use serde_json::json;
 use taskplane_agent::{
-    Agent, AgentError, AppServices, HandlerHealth, HandlerVersion, RegistryConfig, TaskContext,
-    TaskError, TaskHandler, TaskRegistry, TaskResult, VersionedHandler, setup_registry_with_config,
+    Agent, AgentError, HandlerHealth, HandlerVersion, RegistryConfig, TaskContext, TaskError,
+    TaskHandler, TaskRegistry, TaskResult, VersionedHandler,
 };
+use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::v1::{
     GetTaskTypeRequest, ListAgentsRequest, TaskStatus, ValidateTaskTypeRequest,

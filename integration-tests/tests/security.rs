@@ -11,7 +11,7 @@ use integration_tests::{
 };
 use serde_json::json;
 use taskplane_agent::ConnectOptions;
-use taskplane_agent::connection::AuthChannel;
+use taskplane_common::connect::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;

@@ -9,8 +9,8 @@ use integration_tests::{
     Backend, TestServer, enqueue, fast_queue, wait_for, wait_for_agent, wait_status,
 };
 use serde_json::json;
-use taskplane_agent::connection::ConnectError;
 use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
+use taskplane_common::connect::ConnectError;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;

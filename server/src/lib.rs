@@ -1,10 +1,8 @@
-//! The taskplane control plane.
+//! The taskplane control plane, as a library: the `taskplane` binary
+//! (`server/cli`) runs it, and so do the integration tests.
 //!
 //! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
 //!   reflection) and shuts down gracefully.
-//! - [`cli`]: the `taskplane` command line (`serve`, `dev`, `bench`, client
-//!   commands in [`client_cli`]).
-//! - [`bench`]: the benchmark workloads and the limit row.
 //! - [`api`]: the thin gRPC service implementations.
 //! - [`auth`] and [`tls`]: bearer tokens, roles, domain scopes, per-token
 //!   quotas, and TLS with certificates reloaded while serving.
@@ -19,29 +17,16 @@
 //! - [`retention`]: finished tasks purged in batches after the retention.
 //! - [`task_counts`]: the finished-task counts behind queue statistics,
 //!   folded as they age.
-//! - [`testing`]: a private PostgreSQL schema per test.
+//! - [`testing`]: a private PostgreSQL schema per test or benchmark run.
 //! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
 //!   domain types, wire conversion and validation, the error → status
 //!   mapping, configuration, retry delays and task-change notices.
 
 #![warn(missing_docs)]
 
-/// jemalloc serves every allocation of a process that links this crate —
-/// the `taskplane` binary, and so every test of it — SQLite's included
-/// (its symbols replace `malloc` and `free`). glibc's allocator was 18 % of
-/// the SQLite writer's time, mostly for the values sqlx copies out of each
-/// row and the page buffers of SQLite's temporary b-trees
-/// (docs/performance.md, eleventh stop). Applications embed the agent SDK,
-/// which leaves the allocator to them; nothing embeds this crate.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 pub mod api;
 pub mod auth;
 pub mod backoff;
-pub mod bench;
-pub mod cli;
-pub mod client_cli;
 pub mod completer;
 pub mod config;
 pub mod convert;
@@ -62,7 +47,6 @@ pub mod store;
 pub mod task_counts;
 pub mod testing;
 pub mod tls;
-pub mod token_cli;
 
 pub use config::{QueueConfig, ServerConfig};
 pub use server::Server;

@@ -200,7 +200,7 @@ impl ServerMetrics {
                 .get_or_create(&DomainLabels { domain })
                 .set(count);
         }
-        taskplane_agent::metrics_endpoint::encode(&self.registry)
+        taskplane_common::metrics_endpoint::encode(&self.registry)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use taskplane_agent::metrics_endpoint::{Render, serve_metrics};
+use taskplane_common::metrics_endpoint::{Render, serve_metrics};
 use taskplane_proto::v1::agent_service_server::AgentServiceServer;
 use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;

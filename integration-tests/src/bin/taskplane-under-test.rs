@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    taskplane_server::cli::run().await
+    taskplane_cli::cli::run().await
 }

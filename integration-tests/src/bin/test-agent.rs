@@ -11,8 +11,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use taskplane_agent::signal::{init_logging, shutdown_signal};
 use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_common::logging::{LogFormat, init_logging};
+use taskplane_common::shutdown::shutdown_signal;
 
 struct Work {
     journal: Mutex<std::fs::File>,
@@ -86,7 +87,7 @@ fn env(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging().map_err(anyhow::Error::msg)?;
+    init_logging(LogFormat::Text, "info");
     let mut registry = TaskRegistry::new();
     registry.register_domain(
         "testing",

@@ -1,0 +1,202 @@
+//! The one place the `taskplane-agent` binary reads its environment:
+//! [`AgentSettings::from_env`], and [`VARIABLES`], every variable it reads
+//! with what it sets. `taskplane-agent --help` prints them, and the deploy
+//! manifests are checked against them; a test keeps this list and the
+//! lookups in step.
+
+use std::sync::Arc;
+
+use taskplane_agent::config::ConfigError;
+use taskplane_agent::runtime::DEFAULT_SERVER;
+use taskplane_agent::{ConnectOptions, RegistryConfig};
+use taskplane_common::logging::LogFormat;
+
+use crate::services::AppServices;
+
+/// The agent slots when `TASKPLANE_MAX_CONCURRENCY` is unset.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
+
+/// Everything the agent binary is configured with.
+#[derive(Debug)]
+pub struct AgentSettings {
+    /// Control plane URL(s), comma-separated (`TASKPLANE_SERVER`).
+    pub servers: String,
+    /// The agent's name as operators see it (`TASKPLANE_AGENT_NAME`).
+    pub name: String,
+    /// Tasks run at once (`TASKPLANE_MAX_CONCURRENCY`).
+    pub max_concurrency: u32,
+    /// Where to serve Prometheus metrics (`TASKPLANE_METRICS_LISTEN`).
+    pub metrics_listen: Option<String>,
+    /// How log lines are written (`TASKPLANE_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Which domains and task types are served (`TASK_*`).
+    pub registry: RegistryConfig,
+    /// The services the built-in handlers are built with.
+    pub services: Arc<AppServices>,
+    /// Token and TLS files for reaching the control plane.
+    pub connect: ConnectOptions,
+}
+
+impl AgentSettings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(lookup)
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let max_concurrency = match lookup("TASKPLANE_MAX_CONCURRENCY") {
+            None => DEFAULT_MAX_CONCURRENCY,
+            Some(value) => value.trim().parse().map_err(|_| ConfigError {
+                variable: "TASKPLANE_MAX_CONCURRENCY",
+                message: format!("'{value}' is not a whole number"),
+            })?,
+        };
+        let log_format = lookup("TASKPLANE_LOG_FORMAT")
+            .unwrap_or_default()
+            .parse()
+            .map_err(|message| ConfigError {
+                variable: "TASKPLANE_LOG_FORMAT",
+                message,
+            })?;
+        Ok(AgentSettings {
+            servers: lookup("TASKPLANE_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            name: lookup("TASKPLANE_AGENT_NAME").unwrap_or_else(|| "taskplane-agent".to_owned()),
+            max_concurrency,
+            metrics_listen: lookup("TASKPLANE_METRICS_LISTEN"),
+            log_format,
+            registry: RegistryConfig::from_lookup(&lookup)?,
+            services: Arc::new(AppServices::from_lookup(&lookup)),
+            connect: ConnectOptions::from_lookup(&lookup),
+        })
+    }
+}
+
+/// One variable of the process environment, if set.
+pub fn lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Name and meaning of each variable.
+pub const VARIABLES: &[(&str, &str)] = &[
+    (
+        "TASKPLANE_SERVER",
+        "control plane URL(s), comma-separated (default http://127.0.0.1:50051)",
+    ),
+    (
+        "TASKPLANE_AGENT_NAME",
+        "the agent's name as operators see it (default taskplane-agent)",
+    ),
+    (
+        "TASKPLANE_MAX_CONCURRENCY",
+        "tasks run at once (default 16)",
+    ),
+    (
+        "TASKPLANE_TOKEN",
+        "bearer token for servers that check tokens",
+    ),
+    (
+        "TASKPLANE_TLS_CA",
+        "CA that signed the server's certificate (PEM), for https:// servers",
+    ),
+    (
+        "TASKPLANE_TLS_CERT",
+        "client certificate (PEM), for servers that require mutual TLS",
+    ),
+    ("TASKPLANE_TLS_KEY", "key of TASKPLANE_TLS_CERT (PEM)"),
+    (
+        "TASKPLANE_METRICS_LISTEN",
+        "serve Prometheus metrics at http://ADDRESS/metrics",
+    ),
+    ("TASKPLANE_LOG_FORMAT", "text (default) or json"),
+    (
+        "TASK_ENABLED_DOMAINS",
+        "domains served (default user_management,billing,system_maintenance,platform)",
+    ),
+    (
+        "TASK_DISABLED_TYPES",
+        "task types left out, comma-separated",
+    ),
+    ("TASK_FEATURE_FLAGS", "feature flags, name:true,other:false"),
+    (
+        "TASK_STRICT_CONFIG",
+        "true: refuse unknown domains instead of warning",
+    ),
+    (
+        "TASKPLANE_AGENT_DATA_DIR",
+        "where built-in handlers write files (default taskplane-data/agent)",
+    ),
+    (
+        "TASKPLANE_SMTP_URL",
+        "SMTP server of the email handlers, e.g. smtp://mail:25",
+    ),
+    ("TASKPLANE_SMTP_FROM", "sender of the email handlers"),
+    (
+        "TASKPLANE_WEBHOOK_SECRET",
+        "key of the X-Taskplane-Signature HMAC on webhooks",
+    ),
+    ("TASKPLANE_PAYMENT_GATEWAY_URL", "where payment webhooks go"),
+    ("TASKPLANE_LOG_DIR", "the directory log_cleanup may clean"),
+    (
+        "TASKPLANE_BACKUP_DATABASE_URL",
+        "the database database_backup backs up",
+    ),
+    ("RUST_LOG", "log filter (default info)"),
+];
+
+/// The help text of the agent binary.
+pub fn help() -> String {
+    let width = VARIABLES
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from(
+        "taskplane-agent: serves the example domains' task types to a taskplane control plane.\n\n\
+         Usage: taskplane-agent            (configured by the environment)\n\n\
+         Environment:\n",
+    );
+    for (name, meaning) in VARIABLES {
+        text.push_str(&format!("  {name:<width$}  {meaning}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    /// Every variable the settings look up is listed, and every listed
+    /// variable is looked up (`RUST_LOG` is read by the logging set-up).
+    #[test]
+    fn the_list_matches_the_variables_the_settings_read() {
+        let asked = RefCell::new(BTreeSet::new());
+        AgentSettings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .unwrap();
+        let listed: BTreeSet<String> = VARIABLES
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .filter(|name| name != "RUST_LOG")
+            .collect();
+        assert_eq!(listed, asked.into_inner());
+    }
+
+    #[test]
+    fn a_malformed_setting_names_its_variable() {
+        let error = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_MAX_CONCURRENCY").then(|| "lots".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(error.variable, "TASKPLANE_MAX_CONCURRENCY");
+        let error = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_LOG_FORMAT").then(|| "yaml".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(error.variable, "TASKPLANE_LOG_FORMAT");
+    }
+}

@@ -1,0 +1,628 @@
+//! The agent runtime: connect to the control plane, register the registry's
+//! task types, run assignments with bounded concurrency, heartbeat, reconnect
+//! with backoff, and drain on shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
+use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
+use taskplane_proto::v1::agent_service_client::AgentServiceClient;
+use taskplane_proto::v1::server_message::Message as ServerMessageKind;
+use taskplane_proto::v1::{
+    AgentMessage, Assignment, Completed, DomainRegistration, Drain, Failed, HandlerHealth,
+    Heartbeat, Register, TaskTypeRegistration, task_result,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::handler::{TaskContext, TaskError};
+use crate::metrics::AgentMetrics;
+use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
+use taskplane_common::ConnectOptions;
+
+/// How long a cancelled or timed-out handler may take to stop by itself
+/// before its future is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The server agents connect to when none is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Where an agent's connection to the control plane stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not registered: connecting, or waiting to reconnect.
+    Connecting,
+    /// Registered on a stream; tasks can arrive.
+    Registered {
+        /// The server's id of this stream.
+        session_id: String,
+    },
+    /// Stopped for good (drained, or refused).
+    Stopped,
+}
+
+/// Why an agent stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The registry has problems (duplicates, bad names, no handlers).
+    #[error("the task registry is not valid: {}", join(.0))]
+    Registry(Vec<RegistryError>),
+    /// The server address cannot be used.
+    #[error(
+        "server address '{0}' is not a valid URL: use e.g. http://127.0.0.1:50051 (several, comma-separated)"
+    )]
+    BadServerAddress(String),
+    /// The token or TLS settings cannot be used.
+    #[error("{0}")]
+    BadConnectOptions(String),
+    /// The server refused the registration (bad name, domain conflict, denied).
+    #[error("the server refused the registration: {0}")]
+    Refused(tonic::Status),
+}
+
+fn join(errors: &[RegistryError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Builds an [`Agent`].
+pub struct AgentBuilder {
+    registry: Option<TaskRegistry>,
+    servers: Vec<String>,
+    name: String,
+    max_concurrency: u32,
+    labels: BTreeMap<String, String>,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    drain_grace: Duration,
+    connect_options: ConnectOptions,
+}
+
+impl AgentBuilder {
+    /// The token and TLS settings (default: none, plaintext).
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connect_options = options;
+        self
+    }
+
+    /// The handlers to serve (required).
+    pub fn registry(mut self, registry: TaskRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The control plane's URL (default [`DEFAULT_SERVER`]); a
+    /// comma-separated list names several replicas (see [`AgentBuilder::servers`]).
+    pub fn server(self, url: impl AsRef<str>) -> Self {
+        self.servers([url])
+    }
+
+    /// Several control-plane replicas: the agent connects to the first it
+    /// can reach and moves on to the next whenever a connection fails or is
+    /// lost. A comma-separated list is accepted too.
+    pub fn servers<S: AsRef<str>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.servers = urls
+            .into_iter()
+            .flat_map(|url| {
+                url.as_ref()
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|url| !url.is_empty())
+            .collect();
+        self
+    }
+
+    /// The agent's name as operators see it (default `taskplane-agent`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How many tasks run at once (default 16).
+    pub fn max_concurrency(mut self, slots: u32) -> Self {
+        self.max_concurrency = slots.max(1);
+        self
+    }
+
+    /// A label sent at registration (e.g. `zone=eu-1`).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The first and the longest wait between reconnection attempts
+    /// (default 100 ms and 10 s; the wait doubles after each failure).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// How long running tasks may take to finish after shutdown begins (default 30 s).
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
+    /// Checks the registry and builds the agent.
+    pub fn build(self) -> Result<Agent, AgentError> {
+        let registry = self.registry.unwrap_or_default();
+        registry.check().map_err(AgentError::Registry)?;
+        if self.servers.is_empty() {
+            return Err(AgentError::BadServerAddress(String::new()));
+        }
+        for server in &self.servers {
+            tonic::transport::Endpoint::from_shared(server.clone())
+                .map_err(|_| AgentError::BadServerAddress(server.clone()))?;
+            self.connect_options
+                .endpoint(server)
+                .map_err(|e| AgentError::BadConnectOptions(e.to_string()))?;
+        }
+        self.connect_options
+            .bearer()
+            .map_err(|e| AgentError::BadConnectOptions(e.to_string()))?;
+        Ok(Agent {
+            registry: Arc::new(registry),
+            servers: self.servers,
+            next_server: AtomicUsize::new(0),
+            name: self.name,
+            max_concurrency: self.max_concurrency,
+            labels: self.labels,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            drain_grace: self.drain_grace,
+            connect_options: self.connect_options,
+            metrics: Arc::new(AgentMetrics::default()),
+            state: watch::channel(ConnectionState::Connecting).0,
+        })
+    }
+}
+
+/// A worker process's connection to the control plane.
+pub struct Agent {
+    registry: Arc<TaskRegistry>,
+    servers: Vec<String>,
+    next_server: AtomicUsize,
+    name: String,
+    max_concurrency: u32,
+    labels: BTreeMap<String, String>,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    drain_grace: Duration,
+    connect_options: ConnectOptions,
+    metrics: Arc<AgentMetrics>,
+    state: watch::Sender<ConnectionState>,
+}
+
+/// How one connection ended.
+enum SessionEnd {
+    /// Shutdown was asked for and the agent drained.
+    Drained,
+    /// The stream broke after registering; reconnect at once.
+    Lost(String),
+}
+
+impl Agent {
+    /// Starts building an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder {
+            registry: None,
+            servers: vec![DEFAULT_SERVER.to_owned()],
+            name: "taskplane-agent".to_owned(),
+            max_concurrency: 16,
+            labels: BTreeMap::new(),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(30),
+            connect_options: ConnectOptions::default(),
+        }
+    }
+
+    /// The agent's metrics (tasks in flight, handler durations and errors),
+    /// for a scrape endpoint.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Follows the connection's state, e.g. to report readiness or to wait
+    /// until the agent has registered.
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
+    /// Serves until `shutdown` resolves, reconnecting with backoff whenever the
+    /// stream breaks. On shutdown it sends `drain`, lets running tasks finish
+    /// (up to the drain grace) and reports them. Returns an error only when
+    /// the server refuses the registration.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        let state = self.state.clone();
+        let run = async move {
+            let mut delay = self.reconnect_min;
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                match self.serve_once(&stop).await {
+                    Ok(SessionEnd::Drained) => return Ok(()),
+                    Ok(SessionEnd::Lost(reason)) => {
+                        self.state.send_replace(ConnectionState::Connecting);
+                        tracing::warn!(%reason, "lost the control plane; reconnecting");
+                        self.next_server.fetch_add(1, Ordering::Relaxed);
+                        delay = self.reconnect_min;
+                    }
+                    Err(ConnectError::Refused(status)) => return Err(AgentError::Refused(status)),
+                    Err(ConnectError::Unreachable(reason)) => {
+                        let server = self.current_server();
+                        tracing::warn!(%server, %reason, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane");
+                        self.next_server.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return Ok(()),
+                }
+                delay = (delay * 2).min(self.reconnect_max);
+            }
+        };
+        tokio::pin!(run);
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            result = &mut run => result,
+            () = &mut shutdown => {
+                stopper.cancel();
+                run.await
+            }
+        };
+        state.send_replace(ConnectionState::Stopped);
+        result
+    }
+
+    fn register_message(&self) -> AgentMessage {
+        let domains = self
+            .registry
+            .task_types_by_domain()
+            .into_iter()
+            .map(|(domain, handlers)| DomainRegistration {
+                domain,
+                task_types: handlers
+                    .into_iter()
+                    .map(|info| TaskTypeRegistration {
+                        task_type: info.task_type,
+                        description: info.description,
+                        versions: info.versions,
+                        capabilities: info.capabilities,
+                    })
+                    .collect(),
+            })
+            .collect();
+        AgentMessage {
+            message: Some(AgentMessageKind::Register(Register {
+                agent_name: self.name.clone(),
+                domains,
+                max_concurrency: self.max_concurrency,
+                labels: self.labels.clone().into_iter().collect(),
+            })),
+        }
+    }
+
+    fn current_server(&self) -> &str {
+        &self.servers[self.next_server.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// One connection: register, then serve until the stream ends or shutdown.
+    async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
+        let channel = self
+            .connect_options
+            .connect(self.current_server())
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let mut client = AgentServiceClient::new(channel);
+        let (outbound, receiver) =
+            mpsc::channel::<AgentMessage>(self.max_concurrency as usize + 16);
+        outbound
+            .try_send(self.register_message())
+            .expect("a new channel has room");
+        let mut inbound = client
+            .connect(ReceiverStream::new(receiver))
+            .await
+            .map_err(ConnectError::from_status)?
+            .into_inner();
+        let registered = match inbound.message().await.map_err(ConnectError::from_status)? {
+            Some(message) => match message.message {
+                Some(ServerMessageKind::Registered(registered)) => registered,
+                _ => {
+                    return Err(ConnectError::Unreachable(
+                        "the server did not answer `registered` first".into(),
+                    ));
+                }
+            },
+            None => {
+                return Err(ConnectError::Unreachable(
+                    "the server closed the stream before `registered`".into(),
+                ));
+            }
+        };
+        let heartbeat_every = registered
+            .heartbeat_interval
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(10));
+        tracing::info!(session_id = %registered.session_id, task_types = self.registry.handler_count(), "registered with the control plane");
+        self.state.send_replace(ConnectionState::Registered {
+            session_id: registered.session_id.clone(),
+        });
+
+        let mut running: HashMap<String, CancellationToken> = HashMap::new();
+        let mut handlers: JoinSet<String> = JoinSet::new();
+        let mut heartbeats: JoinSet<()> = JoinSet::new();
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => match message.message {
+                        Some(ServerMessageKind::Assignment(assignment)) => {
+                            let cancel = CancellationToken::new();
+                            running.insert(assignment.task_id.clone(), cancel.clone());
+                            handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone()));
+                        }
+                        Some(ServerMessageKind::Cancel(cancel)) => {
+                            if let Some(token) = running.get(&cancel.task_id) {
+                                tracing::info!(task_id = %cancel.task_id, reason = %cancel.reason, "cancelling task");
+                                token.cancel();
+                            }
+                        }
+                        Some(ServerMessageKind::Registered(_)) | None => {}
+                    },
+                    Ok(None) => return Ok(SessionEnd::Lost("the server closed the stream".into())),
+                    Err(status) => return Ok(SessionEnd::Lost(status.to_string())),
+                },
+                Some(finished) = handlers.join_next() => {
+                    if let Ok(task_id) = finished {
+                        running.remove(&task_id);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    // One heartbeat in flight at a time: handler self-checks
+                    // run off the loop, bounded to half the interval.
+                    while heartbeats.try_join_next().is_some() {}
+                    if heartbeats.is_empty() {
+                        let running_task_ids = running.keys().cloned().collect();
+                        heartbeats.spawn(send_heartbeat(self.registry.clone(), running_task_ids, heartbeat_every / 2, outbound.clone()));
+                    }
+                }
+                () = stop.cancelled() => {
+                    self.drain(outbound, inbound, handlers, running).await;
+                    return Ok(SessionEnd::Drained);
+                }
+            }
+        }
+    }
+
+    /// Asks for no new work, lets running handlers finish within the grace
+    /// period (cancelling the rest), reports them, then closes the stream.
+    async fn drain(
+        &self,
+        outbound: mpsc::Sender<AgentMessage>,
+        mut inbound: tonic::Streaming<taskplane_proto::v1::ServerMessage>,
+        mut handlers: JoinSet<String>,
+        running: HashMap<String, CancellationToken>,
+    ) {
+        tracing::info!(running = handlers.len(), "draining");
+        let _ = outbound
+            .send(AgentMessage {
+                message: Some(AgentMessageKind::Drain(Drain {})),
+            })
+            .await;
+        let finish = async { while handlers.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain_grace, finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain grace ran out; cancelling the tasks still running");
+            for token in running.values() {
+                token.cancel();
+            }
+            while handlers.join_next().await.is_some() {}
+        }
+        // Half-close, then read until the server has seen everything and ends the stream.
+        drop(outbound);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        tracing::info!("drained");
+    }
+}
+
+enum ConnectError {
+    Refused(tonic::Status),
+    Unreachable(String),
+}
+
+impl ConnectError {
+    fn from_status(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::InvalidArgument
+            | tonic::Code::AlreadyExists
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::FailedPrecondition => ConnectError::Refused(status),
+            _ => ConnectError::Unreachable(status.to_string()),
+        }
+    }
+}
+
+/// Runs the handlers' self-checks (up to `budget`) and sends a heartbeat
+/// naming the running tasks.
+async fn send_heartbeat(
+    registry: Arc<TaskRegistry>,
+    running_task_ids: Vec<String>,
+    budget: Duration,
+    outbound: mpsc::Sender<AgentMessage>,
+) {
+    let health = tokio::time::timeout(budget, registry.health_check())
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "handler health checks ran past their budget; sending none"
+            );
+            RegistryHealthStatus::default()
+        });
+    let handler_health = health
+        .handlers
+        .into_iter()
+        .map(|(task_type, health)| HandlerHealth {
+            task_type,
+            healthy: health.healthy,
+            message: health.message,
+        })
+        .collect();
+    let beat = Heartbeat {
+        running_task_ids,
+        handler_health,
+    };
+    // A closed stream is noticed by the session loop.
+    let _ = outbound
+        .send(AgentMessage {
+            message: Some(AgentMessageKind::Heartbeat(beat)),
+        })
+        .await;
+}
+
+/// Runs one assignment and reports its result; returns the task id. The
+/// handler runs in a `task` span carrying the task id and, when the task
+/// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
+async fn run_assignment(
+    registry: Arc<TaskRegistry>,
+    metrics: Arc<AgentMetrics>,
+    assignment: Assignment,
+    cancel: CancellationToken,
+    outbound: mpsc::Sender<AgentMessage>,
+) -> String {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        task_type = %assignment.task_type,
+        attempt = assignment.attempt,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = assignment
+        .metadata
+        .get(TRACEPARENT)
+        .and_then(|value| TraceParent::parse(value))
+    {
+        span.record("trace_id", trace.trace_id.as_str());
+        span.record("parent_span_id", trace.parent_id.as_str());
+    }
+    metrics.started();
+    let started = std::time::Instant::now();
+    let task_type = assignment.task_type.clone();
+    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound)
+        .instrument(span)
+        .await;
+    metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
+    task_id
+}
+
+/// Runs the handler and reports; returns the task id and the error, if any.
+async fn run_in_span(
+    registry: Arc<TaskRegistry>,
+    assignment: Assignment,
+    cancel: CancellationToken,
+    outbound: mpsc::Sender<AgentMessage>,
+) -> (String, Option<TaskError>) {
+    let timeout = assignment
+        .timeout
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(Duration::from_secs(300));
+    let context = TaskContext {
+        task_id: assignment.task_id.clone(),
+        task_type: assignment.task_type.clone(),
+        domain: assignment.domain.clone(),
+        payload: serde_json::Value::Object(
+            assignment
+                .payload
+                .as_ref()
+                .map(struct_to_json)
+                .unwrap_or_default(),
+        ),
+        metadata: assignment.metadata.clone(),
+        attempt: assignment.attempt,
+        handler_version: assignment.handler_version.clone(),
+        deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+        cancellation: cancel.clone(),
+    };
+    let outcome = match registry.get_handler(&assignment.task_type) {
+        None => Err(TaskError::Permanent(format!(
+            "this agent has no handler for task type '{}'",
+            assignment.task_type
+        ))),
+        Some(handler) => {
+            let work = handler.handle(context);
+            tokio::pin!(work);
+            // Cancellation is cooperative first: the token fires and the
+            // handler gets a grace period to stop by itself; after that its
+            // future is dropped.
+            let stopped = tokio::select! {
+                outcome = &mut work => Ok(outcome),
+                () = tokio::time::sleep(timeout) => Err(TaskError::Timeout(timeout)),
+                () = cancel.cancelled() => Err(TaskError::Cancelled("the control plane cancelled the task".into())),
+            };
+            match stopped {
+                Ok(outcome) => outcome,
+                Err(reason) => {
+                    cancel.cancel();
+                    let _ = tokio::time::timeout(CANCEL_GRACE, work).await;
+                    Err(reason)
+                }
+            }
+        }
+    };
+    let (outcome, error) = match outcome {
+        Ok(result) => {
+            tracing::info!("task completed");
+            let completed = task_result::Outcome::Completed(Completed {
+                result: Some(json_to_struct(&result.output)),
+            });
+            (completed, None)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "task failed");
+            let failed = task_result::Outcome::Failed(Failed {
+                error: error.to_string(),
+                retryable: error.is_retryable(),
+            });
+            (failed, Some(error))
+        }
+    };
+    let message = AgentMessage {
+        message: Some(AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
+            task_id: assignment.task_id.clone(),
+            attempt: assignment.attempt,
+            outcome: Some(outcome),
+        })),
+    };
+    if outbound.send(message).await.is_err() {
+        tracing::warn!("stream closed before the result was sent; the server re-queues the task");
+    }
+    (assignment.task_id, error)
+}

@@ -1,0 +1,367 @@
+//! The `taskplane` command line: the control plane (`serve`), the control
+//! plane with an agent of the example domains in one process (`dev`), the
+//! benchmark (`bench`), the client commands (`enqueue`, `task`, `types`,
+//! `agents`, `domains`; see [`crate::client_cli`]) and token management
+//! (`token`; see [`crate::token_cli`]). It lives in the library
+//! so that test harnesses run exactly what the binary runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client_cli::{self, ClientArgs, EnqueueArgs, TaskCommand, TypesCommand};
+use crate::token_cli::{TokenCommand, TokenStoreArgs};
+use clap::{Args, Parser, Subcommand};
+use taskplane_agent::{Agent, ConnectionState};
+use taskplane_common::logging::{LogFormat, init_logging};
+use taskplane_common::shutdown::shutdown_signal;
+use taskplane_handlers::environment::AgentSettings;
+use taskplane_handlers::{AppServices, setup_registry_with_config};
+use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
+use taskplane_server::model::RetryPolicy;
+use taskplane_server::{QueueConfig, Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+/// taskplane: durable background tasks over gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// How log lines are written: text or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "TASKPLANE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the control plane.
+    Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Runs the control plane and an agent of the example domains in one process.
+    Dev(ServeArgs),
+    /// Measures throughput and latency with no-op handlers (see docs/performance.md).
+    Bench(crate::bench::BenchArgs),
+    /// Enqueues a task (--wait follows it to the end).
+    Enqueue {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: EnqueueArgs,
+    },
+    /// Shows, lists, cancels, retries or watches tasks.
+    Task {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Lists, shows or registers task types.
+    Types {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TypesCommand,
+    },
+    /// Counts tasks per type and status, and the last minute's completions.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Lists the connected agents.
+    Agents {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Lists the domains.
+    Domains {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Exits 0 when the server reports SERVING (for container health checks).
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Creates, revokes and lists bearer tokens (in the database or a tokens file).
+    Token {
+        #[command(flatten)]
+        store: TokenStoreArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// A command group whose only action is `list`.
+#[derive(Subcommand)]
+enum ListOnly {
+    /// Lists them.
+    List,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The gRPC listen address.
+    #[arg(long, env = "TASKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The database: sqlite://path/to/file.db (created if missing).
+    #[arg(
+        long,
+        env = "TASKPLANE_DATABASE_URL",
+        default_value = "sqlite://taskplane-data/taskplane.db"
+    )]
+    database_url: String,
+    /// How long an assignment's lease lasts; a silent agent loses its tasks
+    /// after this long. Agents heartbeat three times per lease.
+    #[arg(long, env = "TASKPLANE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// How often idle agents' queues are checked for delayed tasks coming due.
+    #[arg(long, env = "TASKPLANE_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// The first retry's delay, for task types registered without their own.
+    #[arg(long, env = "TASKPLANE_RETRY_INITIAL_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    retry_initial_backoff: Duration,
+    /// The longest retry delay, for task types registered without their own.
+    #[arg(long, env = "TASKPLANE_RETRY_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
+    retry_max_backoff: Duration,
+    /// The largest task payload accepted, in bytes of JSON.
+    #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    max_payload_bytes: usize,
+    /// The largest result a handler may report, in encoded bytes; a larger
+    /// one fails its attempt for good.
+    #[arg(long, env = "TASKPLANE_MAX_RESULT_BYTES", default_value_t = 1024 * 1024)]
+    max_result_bytes: usize,
+    /// The largest gRPC message accepted, in bytes.
+    #[arg(long, env = "TASKPLANE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// How long finished tasks and their attempts are kept (0: forever).
+    #[arg(long, env = "TASKPLANE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Serve without tokens on an address other than loopback (e.g. `dev`
+    /// in a container, or behind a proxy that authenticates).
+    #[arg(long, env = "TASKPLANE_INSECURE")]
+    insecure: bool,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// How often tasks past their retention are purged.
+    #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    purge_interval: Duration,
+}
+
+/// TLS, tokens and per-token limits (`serve` only; `dev` stays plaintext
+/// on loopback).
+#[derive(Args)]
+struct SecurityArgs {
+    /// Require bearer tokens (created with `taskplane token create`).
+    #[arg(long, env = "TASKPLANE_AUTH")]
+    auth: bool,
+    /// Also accept the tokens in this TOML file (implies --auth).
+    #[arg(long, env = "TASKPLANE_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// How long a token looked up in the database is trusted before it is
+    /// looked up again; a revocation takes effect within this time.
+    #[arg(long, env = "TASKPLANE_TOKEN_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    token_cache_ttl: Duration,
+    /// The server's certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, env = "TASKPLANE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "TASKPLANE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, env = "TASKPLANE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// How often the TLS and tokens files are checked for changes (SIGHUP
+    /// re-reads them at once).
+    #[arg(long, env = "TASKPLANE_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
+    /// The most agent streams one token may hold open (0: no limit).
+    #[arg(long, env = "TASKPLANE_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
+    max_streams_per_token: usize,
+    /// The most tasks one token may enqueue per second (0: no limit).
+    #[arg(long, env = "TASKPLANE_ENQUEUE_RATE_PER_TOKEN", default_value_t = 0)]
+    enqueue_rate_per_token: u32,
+}
+
+impl SecurityArgs {
+    fn apply(&self, config: &mut ServerConfig) {
+        config.security = SecurityConfig {
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+            auth: (self.auth || self.tokens_file.is_some()).then(|| AuthConfig {
+                tokens_file: self.tokens_file.clone(),
+                cache_ttl: self.token_cache_ttl,
+            }),
+            insecure: config.security.insecure,
+            reload_interval: self.reload_interval,
+        };
+        config.queue.max_streams_per_token = self.max_streams_per_token;
+        config.queue.enqueue_rate_per_token = self.enqueue_rate_per_token;
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            queue: QueueConfig {
+                lease_duration: self.lease,
+                heartbeat_interval: self.lease / 3,
+                poll_interval: self.poll_interval,
+                default_retry_policy: RetryPolicy {
+                    initial_backoff: self.retry_initial_backoff,
+                    max_backoff: self.retry_max_backoff.max(self.retry_initial_backoff),
+                    ..RetryPolicy::default()
+                },
+                max_payload_bytes: self.max_payload_bytes,
+                max_result_bytes: self.max_result_bytes,
+                max_message_bytes: self.max_message_bytes,
+                retention: Some(self.retention).filter(|r| !r.is_zero()),
+                purge_interval: self.purge_interval,
+                ..QueueConfig::default()
+            },
+            security: SecurityConfig {
+                insecure: self.insecure,
+                ..SecurityConfig::default()
+            },
+            metrics_listen: self.metrics_listen,
+        }
+    }
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let log_format =
+        || -> anyhow::Result<LogFormat> { cli.log_format.parse().map_err(anyhow::Error::msg) };
+    if matches!(cli.command, Command::Serve { .. } | Command::Dev(_)) {
+        init_logging(log_format()?, "info");
+    }
+    if matches!(cli.command, Command::Bench(_)) {
+        // Quiet, so the report stays readable, but a failed write shows.
+        init_logging(log_format()?, "warn");
+    }
+    match cli.command {
+        Command::Serve { args, security } => serve(args, security).await,
+        Command::Dev(args) => dev(args).await,
+        Command::Bench(args) => crate::bench::run_benchmarks(args).await,
+        Command::Enqueue { client, args } => finish(client_cli::enqueue(&client, args).await),
+        Command::Task { client, command } => finish(client_cli::task(&client, command).await),
+        Command::Types { client, command } => finish(client_cli::types(&client, command).await),
+        Command::Stats { client, domain } => finish(client_cli::stats(&client, domain).await),
+        Command::Agents {
+            client,
+            command: ListOnly::List,
+        } => finish(client_cli::agents(&client).await),
+        Command::Domains {
+            client,
+            command: ListOnly::List,
+        } => finish(client_cli::domains(&client).await),
+        Command::Health { client } => finish(client_cli::health(&client).await),
+        Command::Token { store, command } => crate::token_cli::token(&store, command).await,
+    }
+}
+
+/// Ends a client command: errors go to stderr with the gRPC status in words,
+/// and the process exits 1.
+fn finish(result: Result<(), client_cli::ClientError>) -> anyhow::Result<()> {
+    if let Err(error) = result {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs, security: SecurityArgs) -> anyhow::Result<()> {
+    let mut config = args.config();
+    security.apply(&mut config);
+    let server = Server::bind(config).await?;
+    tracing::info!(address = %server.local_addr(), database = %args.database_url, "taskplane control plane listening");
+    println!("taskplane listening on {}", server.local_addr());
+    server.serve(shutdown_signal()).await
+}
+
+async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.config()).await?;
+    let address = server.local_addr();
+    let stop = CancellationToken::new();
+    let server_stop = stop.clone();
+    let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
+
+    let settings = AgentSettings::from_env()?;
+    let (registry, unknown) = setup_registry_with_config(
+        &settings.registry,
+        Arc::new(AppServices {
+            control_plane: format!("http://{address}"),
+            ..AppServices::clone(&settings.services)
+        }),
+    );
+    settings.registry.check_unknown_domains(&unknown)?;
+    let agent = Agent::builder()
+        .registry(registry)
+        .server(format!("http://{address}"))
+        .name("dev-agent")
+        .build()?;
+    // Print the welcome once the agent is registered: what it invites the
+    // user to do works from that moment.
+    let mut connection = agent.connection_state();
+    tokio::spawn(async move {
+        if connection
+            .wait_for(|state| matches!(state, ConnectionState::Registered { .. }))
+            .await
+            .is_ok()
+        {
+            print_welcome(address);
+        }
+    });
+    let agent_stop = stop.clone();
+    let agent_result = agent.run(async move {
+        shutdown_signal().await;
+        agent_stop.cancel();
+    });
+    let agent_result = agent_result.await;
+    stop.cancel();
+    server_task.await??;
+    Ok(agent_result?)
+}
+
+fn print_welcome(address: SocketAddr) {
+    println!(
+        r#"taskplane dev listening on {address}
+An agent serving user_management, billing, system_maintenance and platform is connected.
+
+Try it (grpcurl lists every service through reflection):
+  grpcurl -plaintext {address} list
+  grpcurl -plaintext {address} taskplane.v1.RegistryService/ListTaskTypes
+  grpcurl -plaintext -d '{{"task_type": "invoice_generation", "payload": {{"items": [{{"description": "plan", "quantity": 2, "unit_price_cents": 1500}}], "tax_rate_percent": 20}}}}' {address} taskplane.v1.TaskService/EnqueueTask
+  grpcurl -plaintext -d '{{"id": "<id from EnqueueTask>"}}' {address} taskplane.v1.TaskService/GetTask
+  grpcurl -plaintext -d '{{"status": "TASK_STATUS_COMPLETED"}}' {address} taskplane.v1.TaskService/ListTasks
+Ctrl-C stops both."#
+    );
+}

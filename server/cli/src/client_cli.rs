@@ -1,0 +1,671 @@
+//! The `taskplane` client subcommands: enqueue and follow tasks, inspect
+//! task types, domains and agents — talking to a server like any client.
+//! Human tables by default, `--output json` for scripts; errors print the
+//! gRPC status in words and exit non-zero.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use taskplane_agent::ConnectOptions;
+use taskplane_common::{AuthChannel, ConnectError};
+use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    CancelTaskRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
+    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
+    ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
+    RetryTaskRequest, Task, TaskStatus, WatchTaskRequest,
+};
+
+/// `println!` for command output: when stdout is closed early
+/// (`taskplane task list | head`), the process ends quietly, as any Unix
+/// tool does, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::client_cli::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// Writes one line of command output; see [`say`].
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// Where the server is and how to print.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The control plane.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKPLANE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// How answers are printed.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: Output,
+    /// The token and TLS settings.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// The token and TLS settings for reaching a server that checks tokens or
+/// serves TLS.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The bearer token, for servers that check tokens.
+    #[arg(long, global = true, env = "TASKPLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA that signed the server's certificate (PEM), for https:// servers.
+    #[arg(long, global = true, env = "TASKPLANE_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for servers that require mutual TLS.
+    #[arg(long, global = true, env = "TASKPLANE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TASKPLANE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectArgs {
+    /// These settings as the agent SDK takes them.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts (the API's own field names).
+    Json,
+}
+
+/// `taskplane enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The task type, e.g. welcome_email.
+    pub task_type: String,
+    /// The payload, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Run no earlier than this RFC 3339 time.
+    #[arg(long, conflicts_with = "delay")]
+    pub run_at: Option<String>,
+    /// Run no earlier than this long from now, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Enqueueing the same key again returns the existing task.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Attempts before the task is DEAD (default: the type's).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Follow the task until it finishes; exit 1 unless it COMPLETED.
+    #[arg(long)]
+    pub wait: bool,
+    /// A W3C trace context (`00-<trace id>-<span id>-<flags>`) to carry to
+    /// the handler, e.g. $TRACEPARENT from a calling script.
+    #[arg(long, env = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+}
+
+/// `taskplane task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Shows one task.
+    Get {
+        /// The task id.
+        id: String,
+    },
+    /// Lists tasks, newest first.
+    List {
+        /// Only this task type.
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only this status: pending, running, completed, dead, cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Cancels a pending or running task.
+    Cancel {
+        /// The task id.
+        id: String,
+        /// Why, recorded as the task's error.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Puts a dead or cancelled task back in the queue.
+    Retry {
+        /// The task id.
+        id: String,
+    },
+    /// Prints the task each time it changes, until it finishes.
+    Watch {
+        /// The task id.
+        id: String,
+    },
+    /// Lists every attempt of a task.
+    Attempts {
+        /// The task id.
+        id: String,
+    },
+}
+
+/// `taskplane types …`.
+#[derive(Debug, Subcommand)]
+pub enum TypesCommand {
+    /// Lists the registered task types.
+    List {
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Shows one task type, its live agents and their health checks.
+    Get {
+        /// The task type.
+        task_type: String,
+    },
+    /// Registers a task type ahead of any agent.
+    Register {
+        /// The task type.
+        task_type: String,
+        /// Its domain.
+        #[arg(long)]
+        domain: String,
+        /// What it does.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+/// A client failure, printed with its gRPC status in words.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+    /// The server could not be reached.
+    #[error("cannot reach the control plane at {0}: {1}")]
+    Unreachable(String, String),
+    /// The command line was wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// A watched task ended without completing.
+    #[error("task {0} ended {1}")]
+    Unfinished(String, String),
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .fold(String::new(), |mut name, c| {
+            if c.is_uppercase() && !name.is_empty() {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+            name
+        })
+}
+
+async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
+    let options = args.connect.options();
+    options.connect(&args.server).await.map_err(|e| match e {
+        ConnectError::Setup(reason) => ClientError::Usage(reason),
+        ConnectError::Unreachable(server, reason) => ClientError::Unreachable(server, reason),
+    })
+}
+
+fn status_name(status: i32) -> String {
+    TaskStatus::try_from(status)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TASK_STATUS_")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn time(at: &Option<prost_types::Timestamp>) -> String {
+    at.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn task_json(task: &Task) -> Value {
+    json!({
+        "id": task.id, "task_type": task.task_type, "domain": task.domain, "status": status_name(task.status),
+        "priority": task.priority, "attempts": task.attempts, "max_attempts": task.max_attempts,
+        "payload": task.payload.as_ref().map(|p| Value::Object(struct_to_json(p))),
+        "result": task.result.as_ref().map(|r| Value::Object(struct_to_json(r))),
+        "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
+        "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
+        "metadata": task.metadata,
+    })
+}
+
+fn type_json(info: &HandlerInfo) -> Value {
+    json!({
+        "task_type": info.task_type, "domain": info.domain, "description": info.description,
+        "versions": info.versions, "live_agents": info.live_agents,
+        "health": info.health.iter().map(|h| json!({"agent": h.agent_name, "healthy": h.healthy, "message": h.message})).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints rows as aligned columns, or the JSON value.
+fn print(output: Output, columns: &[&str], rows: &[Value], json: Value) {
+    if output == Output::Json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON serializes")
+        );
+        return;
+    }
+    let cell = |row: &Value, column: &str| match &row[column] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    say!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
+    for row in rows {
+        say!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+}
+
+const TASK_COLUMNS: [&str; 6] = [
+    "id",
+    "task_type",
+    "status",
+    "attempts",
+    "created_at",
+    "last_error",
+];
+
+fn print_task(output: Output, task: &Task) {
+    let json = task_json(task);
+    if output == Output::Json {
+        print(output, &[], &[], json);
+        return;
+    }
+    for (key, value) in json.as_object().expect("an object") {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Null => continue,
+            other => other.to_string(),
+        };
+        if !text.is_empty() {
+            say!("{key:<16} {text}");
+        }
+    }
+}
+
+async fn watch(
+    client: &mut TaskServiceClient<AuthChannel>,
+    id: &str,
+    output: Output,
+) -> Result<Task, ClientError> {
+    let mut stream = client
+        .watch_task(WatchTaskRequest { id: id.to_owned() })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(task) = stream.message().await? {
+        if output == Output::Table {
+            eprintln!(
+                "{}  {}  attempt {}/{}",
+                task.id,
+                status_name(task.status),
+                task.attempts,
+                task.max_attempts
+            );
+        }
+        last = Some(task);
+    }
+    last.ok_or_else(|| ClientError::Usage(format!("task {id} was not found")))
+}
+
+/// `taskplane enqueue`.
+pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), ClientError> {
+    let payload: Value = serde_json::from_str(&enqueue.payload)
+        .map_err(|e| ClientError::Usage(format!("--payload is not JSON: {e}")))?;
+    let payload = payload.as_object().ok_or_else(|| {
+        ClientError::Usage("--payload must be a JSON object, e.g. '{\"user_id\": 7}'".into())
+    })?;
+    let run_at = match (&enqueue.run_at, enqueue.delay) {
+        (Some(at), _) => Some(
+            at.parse::<prost_types::Timestamp>()
+                .map_err(|e| ClientError::Usage(format!("--run-at {at}: {e}")))?,
+        ),
+        (None, Some(delay)) => Some(prost_types::Timestamp::from(
+            std::time::SystemTime::now() + delay,
+        )),
+        (None, None) => None,
+    };
+    let request = EnqueueTaskRequest {
+        task_type: enqueue.task_type,
+        payload: Some(json_to_struct(payload)),
+        priority: enqueue.priority,
+        run_at,
+        idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
+        max_attempts: enqueue.max_attempts.unwrap_or(0),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(request);
+    if let Some(value) = &enqueue.traceparent {
+        let trace = TraceParent::parse(value).ok_or_else(|| {
+            ClientError::Usage(format!(
+                "--traceparent '{value}' is not a W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
+            ))
+        })?;
+        let header = trace.to_string().parse().expect("a trace context is ASCII");
+        request.metadata_mut().insert(TRACEPARENT, header);
+    }
+    let mut client = TaskServiceClient::new(channel(args).await?);
+    let response = client.enqueue_task(request).await?.into_inner();
+    let task = response.task.unwrap_or_default();
+    if !enqueue.wait {
+        print_task(args.output, &task);
+        return Ok(());
+    }
+    let done = watch(&mut client, &task.id, args.output).await?;
+    print_task(args.output, &done);
+    match TaskStatus::try_from(done.status) {
+        Ok(TaskStatus::Completed) => Ok(()),
+        _ => Err(ClientError::Unfinished(
+            done.id.clone(),
+            status_name(done.status),
+        )),
+    }
+}
+
+/// `taskplane task …`.
+pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientError> {
+    let mut client = TaskServiceClient::new(channel(args).await?);
+    match command {
+        TaskCommand::Get { id } => print_task(
+            args.output,
+            &client.get_task(GetTaskRequest { id }).await?.into_inner(),
+        ),
+        TaskCommand::List {
+            task_type,
+            domain,
+            status,
+            limit,
+        } => {
+            let status = match status {
+                None => TaskStatus::Unspecified,
+                Some(name) => TaskStatus::from_str_name(&format!(
+                    "TASK_STATUS_{}",
+                    name.to_uppercase()
+                ))
+                .ok_or_else(|| {
+                    ClientError::Usage(format!(
+                        "--status {name}: use pending, running, completed, dead or cancelled"
+                    ))
+                })?,
+            };
+            let request = ListTasksRequest {
+                task_type: task_type.unwrap_or_default(),
+                domain: domain.unwrap_or_default(),
+                status: status as i32,
+                page_size: limit,
+                ..Default::default()
+            };
+            let tasks = client.list_tasks(request).await?.into_inner().tasks;
+            let rows: Vec<Value> = tasks.iter().map(task_json).collect();
+            print(
+                args.output,
+                &TASK_COLUMNS,
+                &rows,
+                Value::Array(rows.clone()),
+            );
+        }
+        TaskCommand::Cancel { id, reason } => print_task(
+            args.output,
+            &client
+                .cancel_task(CancelTaskRequest { id, reason })
+                .await?
+                .into_inner(),
+        ),
+        TaskCommand::Retry { id } => print_task(
+            args.output,
+            &client
+                .retry_task(RetryTaskRequest { id })
+                .await?
+                .into_inner(),
+        ),
+        TaskCommand::Watch { id } => {
+            let task = watch(&mut client, &id, args.output).await?;
+            print_task(args.output, &task);
+        }
+        TaskCommand::Attempts { id } => {
+            let attempts = client
+                .list_task_attempts(ListTaskAttemptsRequest { id })
+                .await?
+                .into_inner()
+                .attempts;
+            let rows: Vec<Value> = attempts
+                .iter()
+                .map(|a| json!({"attempt": a.attempt, "outcome": a.outcome, "started_at": time(&a.started_at), "finished_at": time(&a.finished_at), "error": a.error, "agent_id": a.agent_id}))
+                .collect();
+            print(
+                args.output,
+                &["attempt", "outcome", "started_at", "finished_at", "error"],
+                &rows,
+                Value::Array(rows.clone()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `taskplane types …`.
+pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), ClientError> {
+    let mut client = RegistryServiceClient::new(channel(args).await?);
+    let columns = [
+        "task_type",
+        "domain",
+        "versions",
+        "live_agents",
+        "description",
+    ];
+    match command {
+        TypesCommand::List { domain } => {
+            let types = client
+                .list_task_types(ListTaskTypesRequest {
+                    domain: domain.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .task_types;
+            let rows: Vec<Value> = types.iter().map(type_json).collect();
+            print(args.output, &columns, &rows, Value::Array(rows.clone()));
+        }
+        TypesCommand::Get { task_type } => {
+            let info = client
+                .get_task_type(GetTaskTypeRequest { task_type })
+                .await?
+                .into_inner();
+            let row = type_json(&info);
+            print(
+                args.output,
+                &columns,
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+        }
+        TypesCommand::Register {
+            task_type,
+            domain,
+            description,
+        } => {
+            let request = RegisterTaskTypeRequest {
+                task_type,
+                domain,
+                description,
+                ..Default::default()
+            };
+            let row = type_json(&client.register_task_type(request).await?.into_inner());
+            print(
+                args.output,
+                &columns,
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `taskplane stats`: queue depth per type and status, and the last minute's throughput.
+pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), ClientError> {
+    let mut client = TaskServiceClient::new(channel(args).await?);
+    let request = GetQueueStatsRequest {
+        domain: domain.unwrap_or_default(),
+    };
+    let stats = client
+        .get_queue_stats(request)
+        .await?
+        .into_inner()
+        .task_types;
+    let rows: Vec<Value> = stats
+        .iter()
+        .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
+        .collect();
+    let columns = [
+        "task_type",
+        "domain",
+        "pending",
+        "running",
+        "completed",
+        "dead",
+        "cancelled",
+        "completed_per_min",
+        "dead_per_min",
+    ];
+    print(args.output, &columns, &rows, Value::Array(rows.clone()));
+    Ok(())
+}
+
+/// `taskplane agents list`.
+pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
+    let mut client = RegistryServiceClient::new(channel(args).await?);
+    let agents = client
+        .list_agents(ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
+    let rows: Vec<Value> = agents
+        .iter()
+        .map(|a| json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "draining": a.draining, "last_seen_at": time(&a.last_seen_at)}))
+        .collect();
+    print(
+        args.output,
+        &[
+            "agent_name",
+            "domains",
+            "running",
+            "slots",
+            "draining",
+            "last_seen_at",
+        ],
+        &rows,
+        Value::Array(rows.clone()),
+    );
+    Ok(())
+}
+
+/// `taskplane domains list`.
+pub async fn domains(args: &ClientArgs) -> Result<(), ClientError> {
+    let mut client = RegistryServiceClient::new(channel(args).await?);
+    let domains = client
+        .list_domains(ListDomainsRequest {})
+        .await?
+        .into_inner()
+        .domains;
+    let rows: Vec<Value> = domains
+        .iter()
+        .map(|d| json!({"domain": d.domain, "task_types": d.task_types.join(","), "live_agents": d.live_agents}))
+        .collect();
+    print(
+        args.output,
+        &["domain", "live_agents", "task_types"],
+        &rows,
+        Value::Array(rows.clone()),
+    );
+    Ok(())
+}
+
+/// `taskplane health`: exits 0 when the server answers SERVING (for
+/// container health checks; needs no token).
+pub async fn health(args: &ClientArgs) -> Result<(), ClientError> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel(args).await?);
+    let status = client
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status();
+    say!("{}", status.as_str_name());
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "the server is {}",
+            status.as_str_name()
+        )))
+    }
+}

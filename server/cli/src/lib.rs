@@ -1,0 +1,27 @@
+//! The `taskplane` binary, as a library so that test harnesses run exactly
+//! what the binary runs.
+//!
+//! - [`cli`]: the command line: `serve`, `dev` (the control plane and an
+//!   agent of the example domains in one process), and the dispatch to the
+//!   other commands.
+//! - [`client_cli`]: the client commands (`enqueue`, `task`, `types`,
+//!   `agents`, `domains`, `stats`, `health`).
+//! - [`token_cli`]: `taskplane token`.
+//! - [`bench`]: `taskplane bench`, its workloads and limit rows.
+
+#![warn(missing_docs)]
+
+/// jemalloc serves every allocation of a process that links this crate —
+/// the `taskplane` binary, and so every test that runs it in-process —
+/// SQLite's included (its symbols replace `malloc` and `free`). glibc's
+/// allocator was 18 % of the SQLite writer's time, mostly for the values
+/// sqlx copies out of each row and the page buffers of SQLite's temporary
+/// b-trees (docs/performance.md). Libraries leave the allocator to the
+/// application; this crate is the application.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+pub mod bench;
+pub mod cli;
+pub mod client_cli;
+pub mod token_cli;
