@@ -15,8 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::engine::plane::ControlPlane;
 use crate::model::{RecordedTask, Task, TaskStatus};
-use crate::plane::ControlPlane;
 
 /// Labels of per-type metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -10,23 +10,20 @@ use taskplane_common::metrics_endpoint::{Render, serve_metrics};
 use taskplane_proto::v1::agent_service_server::AgentServiceServer;
 use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
 use crate::auth::{AuthLayer, Authenticator};
-use crate::completer::run_completer;
 use crate::config::{SecurityConfig, ServerConfig};
-use crate::dispatch::{checkpoint_wal, maintain_leases, relay_ready_notifications};
-use crate::enqueuer::run_enqueuer;
-use crate::plane::ControlPlane;
-use crate::reload::{Reloadable, watch_and_reload};
-use crate::retention::purge_expired;
+use crate::engine::completer::run_completer;
+use crate::engine::enqueuer::run_enqueuer;
+use crate::engine::plane::ControlPlane;
+use crate::maintenance;
 use crate::store;
-use crate::task_counts;
-use crate::tls::ServerTls;
+use crate::transport;
+use crate::transport::reload::{Reloadable, watch_and_reload};
+use crate::transport::tls::ServerTls;
 
 /// A control plane bound to its address, ready to serve.
 pub struct Server {
@@ -154,23 +151,7 @@ impl Server {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let max_message = plane.config.max_message_bytes;
 
-        plane
-            .tasks
-            .spawn(maintain_leases(plane.clone(), plane.shutdown.clone()));
-        plane
-            .tasks
-            .spawn(checkpoint_wal(plane.clone(), plane.shutdown.clone()));
-        plane.tasks.spawn(relay_ready_notifications(
-            plane.clone(),
-            plane.shutdown.clone(),
-        ));
-        plane
-            .tasks
-            .spawn(purge_expired(plane.clone(), plane.shutdown.clone()));
-        plane.tasks.spawn(task_counts::fold_periodically(
-            plane.clone(),
-            plane.shutdown.clone(),
-        ));
+        maintenance::start(&plane);
         if let Some(listener) = self.metrics_listener {
             let scraped = plane.clone();
             let render: Render = Arc::new(move || {
@@ -219,7 +200,7 @@ impl Server {
             );
         match &self.tls {
             Some(tls) => {
-                let incoming = crate::tls::incoming(self.listener, tls.clone(), stop.clone());
+                let incoming = transport::tls::incoming(self.listener, tls.clone(), stop.clone());
                 router
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await?
@@ -227,7 +208,7 @@ impl Server {
             None => {
                 router
                     .serve_with_incoming_shutdown(
-                        plain_incoming(self.listener),
+                        transport::listener::plain_incoming(self.listener),
                         stop.cancelled_owned(),
                     )
                     .await?
@@ -270,40 +251,10 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Turns off Nagle's algorithm on an accepted connection. tonic does this
-/// for listeners it binds itself but not for connections handed to it, and
-/// with Nagle on, a small HTTP/2 frame written right behind another waits
-/// for the peer's delayed ACK: 40 ms on Linux, which W2 showed as
-/// enqueue-to-start outliers of 38–40 ms.
-pub(crate) fn send_at_once(stream: &TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::warn!(%error, "cannot turn off Nagle's algorithm; small replies may wait for ACKs");
-    }
-}
-
-/// The plain-TCP connections to serve, each set to [`send_at_once`].
-fn plain_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|accepted| accepted.inspect(send_at_once))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::AuthConfig;
-
-    #[tokio::test]
-    async fn served_connections_send_small_frames_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut incoming = std::pin::pin!(plain_incoming(listener));
-        let _client = TcpStream::connect(address).await.unwrap();
-        let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
-        // Without it, an accepted socket has Nagle on: the check can fail.
-        let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _other = TcpStream::connect(raw.local_addr().unwrap()).await.unwrap();
-        assert!(!raw.accept().await.unwrap().0.nodelay().unwrap());
-    }
 
     fn exposed(listen: &str, auth: bool, insecure: bool) -> anyhow::Result<()> {
         check_exposure(&ServerConfig {

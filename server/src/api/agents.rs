@@ -24,14 +24,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::api::convert::proto_duration;
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
-use crate::convert::proto_duration;
-use crate::dispatch::dispatch_session;
+use crate::engine::dispatch::dispatch_session;
+use crate::engine::plane::{ControlPlane, ReportedOutcome};
+use crate::engine::sessions::{NewSession, Session};
 use crate::error::{Error, Result};
 use crate::model::{HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
-use crate::plane::{ControlPlane, ReportedOutcome};
-use crate::sessions::{NewSession, Session};
 
 /// The most slots one session may ask for.
 const MAX_CONCURRENCY: u32 = 10_000;

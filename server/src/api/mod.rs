@@ -3,6 +3,7 @@
 //! (`crate::error`).
 
 mod agents;
+pub mod convert;
 mod registry;
 mod tasks;
 

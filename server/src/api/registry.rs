@@ -13,10 +13,10 @@ use taskplane_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
+use crate::api::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
+use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
 use crate::model::{AgentSession, TaskType, TaskTypeSpec};
-use crate::plane::ControlPlane;
 
 /// Serves `RegistryService`.
 pub struct RegistryApi {

@@ -17,11 +17,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::api::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::auth::{Principal, check_domain, principal};
-use crate::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
+use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
-use crate::plane::ControlPlane;
 
 /// The default and the largest page of `ListTasks`.
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -334,7 +334,7 @@ impl TaskService for TaskApi {
         let principal = principal(&request);
         let domain = request.into_inner().domain;
         self.check_listing(principal.as_ref(), &domain, "").await?;
-        let since = chrono::Utc::now() - crate::task_counts::RECENT_WINDOW;
+        let since = chrono::Utc::now() - crate::maintenance::task_counts::RECENT_WINDOW;
         let stats = self
             .plane
             .store

@@ -10,15 +10,15 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, Quotas};
-use crate::completer::{Completer, Completion};
 use crate::config::QueueConfig;
-use crate::enqueuer::Enqueuer;
+use crate::engine::completer::{Completer, Completion};
+use crate::engine::enqueuer::Enqueuer;
+use crate::engine::events::TaskEvents;
+use crate::engine::handoff::HandOffs;
+use crate::engine::sessions::{Session, Sessions};
 use crate::error::Result;
-use crate::events::TaskEvents;
-use crate::handoff::HandOffs;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
-use crate::sessions::{Session, Sessions};
 use crate::store::Store;
 
 /// How an agent says an attempt ended.
@@ -47,7 +47,7 @@ pub struct ControlPlane {
     pub config: QueueConfig,
     /// Batches the results agents report.
     pub completer: Completer,
-    /// Where enqueues are group-committed (see [`crate::enqueuer`]).
+    /// Where enqueues are group-committed (see [`crate::engine::enqueuer`]).
     pub enqueuer: Enqueuer,
     /// Every task spawned for sessions and watchers, drained at shutdown.
     pub tasks: TaskTracker,
@@ -89,13 +89,13 @@ impl ControlPlane {
     }
 
     /// Stores tasks atomically and wakes the agents that serve their types,
-    /// through the group commit of [`crate::enqueuer`].
+    /// through the group commit of [`crate::engine::enqueuer`].
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         self.enqueuer.enqueue(tasks).await
     }
 
     /// Stores tasks in one transaction, handing those it can to idle agents
-    /// (see [`crate::handoff`]), then sends those tasks' assignments, wakes
+    /// (see [`crate::engine::handoff`]), then sends those tasks' assignments, wakes
     /// the agents that serve the others' types, counts them all and tells
     /// their watchers.
     pub async fn store_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
@@ -119,7 +119,7 @@ impl ControlPlane {
 
     /// Records what an agent reported for an attempt it was assigned: frees
     /// its slot at once and queues the result for the next batched write
-    /// (see [`crate::completer`]). A stale attempt changes nothing and is
+    /// (see [`crate::engine::completer`]). A stale attempt changes nothing and is
     /// answered with `cancel`, so the agent knows its work no longer counts.
     pub async fn report(
         &self,
@@ -199,38 +199,6 @@ impl ControlPlane {
             self.sessions
                 .wake_for(session.task_types.iter().map(String::as_str));
             self.events.changed(released);
-        }
-        Ok(())
-    }
-
-    /// Extends the leases of every live session here and returns expired
-    /// leases (of silent agents or dead replicas) to the queue.
-    pub async fn maintain_leases(&self) -> Result<()> {
-        let silence_limit = self.config.lease_length();
-        let now = Utc::now();
-        let mut live = Vec::new();
-        for session in self.sessions.list() {
-            let status = session.status();
-            if now - status.last_seen_at > silence_limit {
-                // Its stream may look open, but the agent stopped speaking:
-                // end the session, which returns its tasks to the queue.
-                tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
-                session.close(tonic::Status::deadline_exceeded(
-                    "the agent was silent for longer than its lease: reconnect",
-                ));
-            } else {
-                live.push((session.id, status));
-            }
-        }
-        self.store
-            .refresh_sessions(&live, now + silence_limit)
-            .await?;
-        let reaped = self.store.reap_expired_leases(Utc::now()).await?;
-        if !reaped.is_empty() {
-            tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
-            self.metrics.leases_expired(reaped.len());
-            self.sessions.wake_all();
-            self.events.changed(reaped);
         }
         Ok(())
     }

@@ -16,10 +16,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::group_commit::{BatchQueue, next_batch};
+use crate::engine::group_commit::{BatchQueue, next_batch};
+use crate::engine::plane::ControlPlane;
+use crate::engine::sessions::Session;
 use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
-use crate::plane::ControlPlane;
-use crate::sessions::Session;
 
 /// The most results written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -174,7 +174,7 @@ fn announce(plane: &ControlPlane, completion: &Completion, outcome: ResultOutcom
             let _ = completion
                 .session
                 .outbound
-                .try_send(Ok(crate::plane::cancel_message(task_id, reason)));
+                .try_send(Ok(crate::engine::plane::cancel_message(task_id, reason)));
         }
     }
 }

@@ -5,20 +5,18 @@
 //! as assignments. It sleeps until woken by new work, a freed slot or more
 //! credit, or until the poll interval passes (delayed tasks becoming due).
 //! A claim that comes back short leaves the session caught up, so new tasks
-//! can be handed to it at enqueue (see [`crate::handoff`]), and a freed slot
+//! can be handed to it at enqueue (see [`crate::engine::handoff`]), and a freed slot
 //! on a caught-up session costs no claim: there is nothing to find until work
 //! is announced or the poll interval passes.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
-use crate::convert::assignment;
+use crate::api::convert::assignment;
+use crate::engine::plane::ControlPlane;
+use crate::engine::sessions::Session;
 use crate::model::{Lease, Task};
-use crate::plane::ControlPlane;
-use crate::sessions::Session;
 use taskplane_proto::trace::TRACEPARENT;
 
 /// How long a busy session lets freed slots accumulate before claiming.
@@ -130,56 +128,4 @@ pub async fn send_assignment(
         .send(Ok(assignment(task, expires_at)))
         .await
         .is_ok()
-}
-
-/// Extends live leases and reaps expired ones every heartbeat interval, until shutdown.
-pub async fn maintain_leases(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(plane.config.heartbeat_interval) => {}
-            () = shutdown.cancelled() => return,
-        }
-        if let Err(error) = plane.maintain_leases().await {
-            tracing::error!(%error, "lease maintenance failed");
-        }
-    }
-}
-
-/// Wakes this replica's agents when another replica announces ready work of
-/// their types, until shutdown. Without such announcements (SQLite), returns
-/// at once.
-pub async fn relay_ready_notifications(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
-    let mut notifications = match plane.store.ready_notifications().await {
-        Ok(Some(notifications)) => notifications,
-        Ok(None) => return,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for other replicas' work; relying on the poll interval");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            notification = notifications.next() => match notification {
-                Some(task_type) => plane.sessions.wake_for([task_type.as_str()]),
-                None => return,
-            },
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// How often the write-ahead log is checkpointed.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Checkpoints the database's write-ahead log in the background, until shutdown.
-pub async fn checkpoint_wal(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
-            () = shutdown.cancelled() => return,
-        }
-        if let Err(error) = plane.store.checkpoint().await {
-            tracing::warn!(%error, "checkpoint failed; the next one retries");
-        }
-    }
 }

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
 
-use crate::plane::ControlPlane;
+use crate::engine::plane::ControlPlane;
 
 /// The pause between two batches of one purge, so claims and completions
 /// get the writer in between.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Purges what the retention no longer keeps, every purge interval, until
-/// `stop`. Does nothing when the retention is off.
-pub async fn purge_expired(plane: Arc<ControlPlane>, stop: CancellationToken) {
+/// the plane shuts down. Does nothing when the retention is off.
+pub async fn purge_expired(plane: Arc<ControlPlane>) {
+    let stop = plane.shutdown.clone();
     let Some(retention) = plane.config.retention else {
         return;
     };

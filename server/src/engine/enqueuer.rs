@@ -19,10 +19,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::group_commit::{BatchQueue, next_batch};
+use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
-use crate::group_commit::{BatchQueue, next_batch};
 use crate::model::{Enqueued, NewTask};
-use crate::plane::ControlPlane;
 
 /// The most tasks written in one shared transaction.
 const MAX_BATCH_TASKS: usize = 1000;

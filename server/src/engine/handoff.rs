@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::dispatch::send_assignment;
+use crate::engine::dispatch::send_assignment;
+use crate::engine::plane::ControlPlane;
+use crate::engine::sessions::Session;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
-use crate::plane::ControlPlane;
-use crate::sessions::Session;
 
 /// The slots reserved for one enqueue's hand-offs.
 pub struct HandOffs<'a> {
@@ -123,8 +123,8 @@ mod tests {
 
     use super::*;
     use crate::config::QueueConfig;
+    use crate::engine::sessions::NewSession;
     use crate::model::NewTask;
-    use crate::sessions::NewSession;
     use crate::store::Store;
     use crate::store::suite::{new_task, spec, sqlite_store};
 
@@ -145,7 +145,7 @@ mod tests {
             QueueConfig::default(),
             None,
         ));
-        tokio::spawn(crate::completer::run_completer(
+        tokio::spawn(crate::engine::completer::run_completer(
             plane.clone(),
             tokio_util::sync::CancellationToken::new(),
         ));

@@ -1,6 +1,6 @@
 //! TLS on the gRPC listener (rustls): the certificate, key and optional
 //! client CA are read from PEM files and can be replaced while the server
-//! runs (see [`crate::reload`]); connections accepted after a reload use the
+//! runs (see [`crate::transport::reload`]); connections accepted after a reload use the
 //! new files, open connections keep theirs. Handshakes run off the accept
 //! loop with a deadline, so a slow or hostile client holds up nobody else.
 
@@ -123,7 +123,7 @@ pub fn incoming(
                 },
                 () = stop.cancelled() => return,
             };
-            crate::server::send_at_once(&stream);
+            crate::transport::listener::send_at_once(&stream);
             let acceptor = tls.acceptor();
             let sender = sender.clone();
             tokio::spawn(async move {

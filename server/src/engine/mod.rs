@@ -1,0 +1,22 @@
+//! The queue engine of one replica: the live agent sessions and their
+//! credit, the dispatchers that push leased tasks to them, hand-offs at
+//! enqueue, and the group commits of enqueues and results. Everything the
+//! gRPC services do goes through [`plane::ControlPlane`].
+//!
+//! - [`plane`]: the operations the services share, keeping the store, the
+//!   live sessions and the change notices consistent.
+//! - [`sessions`]: live agent streams, their slots and in-flight attempts.
+//! - [`dispatch`]: one dispatcher per session, claiming and assigning.
+//! - [`handoff`]: new tasks handed straight to idle agents at enqueue.
+//! - [`enqueuer`] and [`completer`]: enqueues and results written in
+//!   batches, sharing the batching step of [`group_commit`].
+//! - [`events`]: task-change notices for `WatchTask`.
+
+pub mod completer;
+pub mod dispatch;
+pub mod enqueuer;
+pub mod events;
+pub mod group_commit;
+pub mod handoff;
+pub mod plane;
+pub mod sessions;

@@ -1,0 +1,79 @@
+//! Every periodic loop of a replica, started in one place ([`start`]) and
+//! stopped with it (each ends when the control plane shuts down):
+//!
+//! | loop | every | module |
+//! | --- | --- | --- |
+//! | lease maintenance: refresh live sessions, end silent ones, reap expired leases | heartbeat interval (a third of the lease) | [`leases`] |
+//! | WAL checkpoint (SQLite; a no-op elsewhere) | 250 ms | [`start`] |
+//! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
+//! | retention: purge finished tasks in batches | purge interval | [`retention`] |
+//! | fold the finished-task counts | 30 s | [`task_counts`] |
+//!
+//! TLS and tokens files are watched by the server's transport
+//! (`transport::reload`), which owns what it reloads.
+
+pub mod leases;
+pub mod retention;
+pub mod task_counts;
+pub mod wakeups;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::plane::ControlPlane;
+use crate::error::Result;
+
+/// How often the write-ahead log is checkpointed.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the finished-task counts are folded.
+const FOLD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Starts every periodic loop on the plane's task tracker.
+pub fn start(plane: &Arc<ControlPlane>) {
+    plane.tasks.spawn(every(
+        plane.clone(),
+        plane.config.heartbeat_interval,
+        "lease maintenance",
+        |plane| async move { leases::maintain_leases(&plane).await },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        CHECKPOINT_INTERVAL,
+        "checkpoint",
+        |plane| async move { plane.store.checkpoint().await },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        FOLD_INTERVAL,
+        "folding the finished-task counts",
+        |plane| async move { task_counts::fold(&plane).await },
+    ));
+    plane
+        .tasks
+        .spawn(wakeups::relay_ready_notifications(plane.clone()));
+    plane.tasks.spawn(retention::purge_expired(plane.clone()));
+}
+
+/// Runs `round` every `interval` until the plane shuts down. A failed round
+/// is logged with `what` and tried again at the next interval.
+async fn every<Round, Done>(
+    plane: Arc<ControlPlane>,
+    interval: Duration,
+    what: &'static str,
+    round: Round,
+) where
+    Round: Fn(Arc<ControlPlane>) -> Done,
+    Done: Future<Output = Result<()>>,
+{
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = plane.shutdown.cancelled() => return,
+        }
+        if let Err(error) = round(plane.clone()).await {
+            tracing::warn!(%error, "{what} failed; the next round retries");
+        }
+    }
+}
