@@ -7,10 +7,10 @@
 mod postgres;
 mod rows;
 mod rules;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
-mod writer_thread;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +30,7 @@ use crate::model::{
 pub use postgres::PostgresStore;
 pub use rules::TypeDefaults;
 pub use sqlite::SqliteStore;
-pub use writer_thread::open as open_sqlite_writer;
+pub use sqlite::open_writer as open_sqlite_writer;
 
 /// Chooses, for a new task that is ready at once, the agent session to lease
 /// it to straight away (see [`Store::enqueue_handing_off`]); `None` leaves it
@@ -240,106 +240,6 @@ impl<'a> FairClaim<'a> {
             self.more_waiting.push_back(task_type);
         }
     }
-}
-
-/// The `ListTasks` query for `filter` on either database, reading from
-/// `source` (the table, or the table with an index named), with its values
-/// and the limit bound (see [`rules::task_listing`]).
-fn listing_query<'q, DB: sqlx::Database>(
-    filter: &TaskFilter,
-    columns: &str,
-    source: &str,
-    id_cast: &str,
-) -> sqlx::query::Query<'q, DB, DB::Arguments>
-where
-    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-{
-    let (listing, values) = rules::task_listing(filter, id_cast);
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {columns} FROM {source} {listing}"
-    )));
-    values
-        .into_iter()
-        .fold(query, |query, value| query.bind(value))
-        .bind(i64::from(filter.limit))
-}
-
-/// The `queue_stats` query, given how each database spells the domain
-/// filter (`?1` or `$1::text`), the first second that counts as recent, and
-/// where PENDING and RUNNING tasks are read (SQLite must be told to use the
-/// partial indexes, see `listing_source`). Each (type, status) comes from
-/// exactly one branch: PENDING from the ready index, RUNNING from the lease
-/// index, finished states from `task_counts`.
-fn queue_stats_sql(domain: &str, since: &str, pending: &str, running: &str) -> String {
-    format!(
-        "WITH counts (task_type, status, count, recent) AS (
-             SELECT task_type, 'pending', count(*), 0 FROM {pending}
-             WHERE status = 'pending' GROUP BY task_type
-             UNION ALL
-             SELECT task_type, 'running', count(*), 0 FROM {running}
-             WHERE status = 'running' GROUP BY task_type
-             UNION ALL
-             SELECT task_type, status, CAST(sum(count) AS BIGINT),
-                    CAST(sum(CASE WHEN second >= {since} THEN count ELSE 0 END) AS BIGINT)
-             FROM task_counts GROUP BY task_type, status)
-         SELECT counts.task_type, task_types.domain, counts.status, counts.count, counts.recent
-         FROM counts JOIN task_types ON task_types.task_type = counts.task_type
-         WHERE (counts.count > 0 OR counts.recent > 0)
-           AND ({domain} IS NULL OR task_types.domain = {domain})"
-    )
-}
-
-/// The attempts of one task in order, given how each database spells the
-/// task's id as a `tasks.id` (`?1` or `$1::uuid`) and as a
-/// `task_attempts.task_id` (`?1` or `$1`).
-///
-/// A task's latest attempt, while it runs and once it completed the task,
-/// is read from the task row: who holds or held the lease, which attempt it
-/// is, when it started. So the claim and the completion, the path every
-/// task takes, write no attempt row; `task_attempts` holds the attempts
-/// that ended otherwise (see [`end_attempts_sql`]). A row for that same
-/// attempt, from before this rule, gives way to the task row.
-fn attempts_sql(task_id: &str, attempt_task_id: &str) -> String {
-    format!(
-        "WITH latest AS (
-             SELECT attempts AS attempt, lease_agent AS agent_id, lease_session AS session_id,
-                    started_at, CASE WHEN status = 'completed' THEN finished_at END AS finished_at,
-                    CASE WHEN status = 'completed' THEN 'completed' END AS outcome,
-                    CAST(NULL AS TEXT) AS error
-             FROM tasks
-             WHERE id = {task_id} AND status IN ('running', 'completed') AND lease_agent IS NOT NULL)
-         SELECT attempt, agent_id, session_id, started_at, finished_at, outcome, error
-         FROM task_attempts
-         WHERE task_id = {attempt_task_id} AND attempt NOT IN (SELECT attempt FROM latest)
-         UNION ALL
-         SELECT * FROM latest
-         ORDER BY attempt"
-    )
-}
-
-/// Ends the current attempt of each RUNNING task that `condition` picks,
-/// given how each database spells `tasks.id` as text, the clock, the
-/// outcome and the error: a `task_attempts` row taken from the task row,
-/// written before the task row forgets who ran the attempt. Completions
-/// write none (see [`attempts_sql`]). An open row written before that rule
-/// is filled in; an ended one is never overwritten.
-fn end_attempts_sql(
-    id_text: &str,
-    now: &str,
-    outcome: &str,
-    error: &str,
-    condition: &str,
-) -> String {
-    format!(
-        "INSERT INTO task_attempts
-             (task_id, attempt, agent_id, session_id, started_at, finished_at, outcome, error)
-         SELECT {id_text}, attempts, lease_agent, lease_session, started_at, {now}, {outcome}, {error}
-         FROM tasks WHERE status = 'running' AND {condition}
-         ON CONFLICT (task_id, attempt) DO UPDATE
-             SET finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error
-             WHERE task_attempts.finished_at IS NULL"
-    )
 }
 
 /// Claimed tasks in delivery order: priority, then age (RETURNING does not

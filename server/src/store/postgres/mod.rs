@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::RwLock;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{LazyLock, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
+use super::sql::{self, Dialect, Shared, Spelling, Statements};
 use super::{HandOff, ReadyNotifications, Store};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::Result;
@@ -143,7 +144,7 @@ impl PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
             let id = parse_uuid(&id)?;
-            let existing = fetch_task(&mut tx, id, false)
+            let existing = Shared::<Postgres>::fetch_task(&mut *tx, id, false)
                 .await?
                 .ok_or_else(|| rules::not_found(id))?;
             enqueued.push(Enqueued {
@@ -153,6 +154,25 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(enqueued)
+    }
+}
+
+/// PostgreSQL's spellings of the shared SQL: ids are `uuid` and JSON is
+/// `jsonb` (both selected as text), reads that precede an update lock
+/// their rows, and the planner finds the partial indexes by itself.
+impl Dialect for Postgres {
+    fn statements() -> &'static Statements {
+        static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+            Statements::new(&Spelling {
+                task_columns: TASK_COLUMNS,
+                id_text: "id::text",
+                id_cast: "::uuid",
+                for_update: " FOR UPDATE",
+                pending_tasks: "tasks",
+                running_tasks: "tasks",
+            })
+        });
+        &STATEMENTS
     }
 }
 
@@ -166,10 +186,6 @@ const PURGE: &str = "WITH doomed AS (
         ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED),
     attempts AS (DELETE FROM task_attempts WHERE task_id IN (SELECT id::text FROM doomed))
     DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)";
-
-/// The `queue_stats` query; the planner finds the partial indexes itself.
-static QUEUE_STATS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::queue_stats_sql("$1::text", "$2", "tasks", "tasks"));
 
 /// A connection that sat idle this long is pinged before it is used again.
 const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -191,25 +207,6 @@ fn pool_options(connections: u32) -> PgPoolOptions {
                 Ok(true)
             })
         })
-}
-
-async fn fetch_task(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Task>> {
-    let lock = if lock { " FOR UPDATE" } else { "" };
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1::uuid{lock}"
-    )))
-    .bind(id.to_string())
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(rows::task).transpose()
-}
-
-async fn fetch_task_type(tx: &mut Tx, task_type: &str) -> Result<Option<TaskType>> {
-    let row = sqlx::query("SELECT * FROM task_types WHERE task_type = $1")
-        .bind(task_type.to_owned())
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.as_ref().map(rows::task_type).transpose()
 }
 
 /// Wakes every replica's agents for these task types when the transaction commits.
@@ -235,7 +232,7 @@ async fn return_to_queue(
     reason: &str,
     now: i64,
 ) -> Result<Vec<Uuid>> {
-    let end_attempts = super::end_attempts_sql(
+    let end_attempts = sql::end_attempts_sql(
         "id::text",
         "$2",
         "'lost'",
@@ -260,36 +257,6 @@ async fn return_to_queue(
     .await?;
     notify_ready(tx, rows.iter().map(|(_, task_type)| task_type.as_str())).await?;
     rows.iter().map(|(id, _)| parse_uuid(id)).collect()
-}
-
-/// Ends task `id`'s attempt `attempt` at `now` (Unix milliseconds) with
-/// `outcome` and `error`, from the task row (see `store::end_attempts_sql`).
-async fn end_one_attempt(
-    tx: &mut Tx,
-    id: Uuid,
-    attempt: u32,
-    now: i64,
-    outcome: &str,
-    error: Option<String>,
-) -> Result<()> {
-    static END_ONE_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        super::end_attempts_sql(
-            "id::text",
-            "$1",
-            "$2",
-            "$3",
-            "id = $4::uuid AND attempts = $5",
-        )
-    });
-    sqlx::query(sqlx::AssertSqlSafe(END_ONE_ATTEMPT.as_str()))
-        .bind(now)
-        .bind(outcome.to_owned())
-        .bind(error)
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// The RUNNING tasks matching `condition` that no other transaction holds,
@@ -509,14 +476,22 @@ async fn finish_one(
     result: &AttemptResult,
     now: DateTime<Utc>,
 ) -> Result<ResultOutcome> {
-    let Some(task) = fetch_task(tx, id, true).await? else {
+    let Some(task) = Shared::<Postgres>::fetch_task(&mut **tx, id, true).await? else {
         return Ok(ResultOutcome::Stale);
     };
     let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
         return Ok(ResultOutcome::Stale);
     };
     if end.status != TaskStatus::Completed {
-        end_one_attempt(tx, id, attempt, millis(now), end.outcome, end.error.clone()).await?;
+        Shared::<Postgres>::end_one_attempt(
+            tx,
+            id,
+            attempt,
+            millis(now),
+            end.outcome,
+            end.error.clone(),
+        )
+        .await?;
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
@@ -550,76 +525,20 @@ async fn finish_one(
 #[async_trait]
 impl Store for PostgresStore {
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
-        let now = millis(Utc::now());
         let mut tx = self.pool.begin().await?;
-        let mut registered = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let existing = fetch_task_type(&mut tx, &spec.task_type).await?;
-            let settings = rules::merged_defaults(spec, existing.as_ref(), &self.defaults);
-            // The WHERE keeps a concurrent registration from another domain
-            // from being overwritten: no row comes back, and we report it.
-            let row = sqlx::query(
-                "INSERT INTO task_types (task_type, domain, description, versions, capabilities,
-                     default_max_attempts, default_timeout_ms, retry_initial_ms, retry_factor,
-                     retry_max_ms, registered_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
-                 ON CONFLICT (task_type) DO UPDATE SET
-                     description = excluded.description, versions = excluded.versions,
-                     capabilities = excluded.capabilities,
-                     default_max_attempts = excluded.default_max_attempts,
-                     default_timeout_ms = excluded.default_timeout_ms,
-                     retry_initial_ms = excluded.retry_initial_ms,
-                     retry_factor = excluded.retry_factor,
-                     retry_max_ms = excluded.retry_max_ms,
-                     updated_at = excluded.updated_at
-                 WHERE task_types.domain = excluded.domain
-                 RETURNING *",
-            )
-            .bind(spec.task_type.clone())
-            .bind(spec.domain.clone())
-            .bind(spec.description.clone())
-            .bind(json_text(&spec.versions))
-            .bind(json_text(&spec.capabilities))
-            .bind(i64::from(settings.max_attempts))
-            .bind(duration_millis(settings.timeout))
-            .bind(duration_millis(settings.retry_policy.initial_backoff))
-            .bind(settings.retry_policy.backoff_factor)
-            .bind(duration_millis(settings.retry_policy.max_backoff))
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(row) => registered.push(rows::task_type(&row)?),
-                None => {
-                    let owner = fetch_task_type(&mut tx, &spec.task_type)
-                        .await?
-                        .map(|t| t.domain)
-                        .unwrap_or_default();
-                    return Err(rules::domain_conflict(spec, &owner));
-                }
-            }
-        }
+        let registered =
+            Shared::<Postgres>::register_task_types(&mut tx, specs, &self.defaults).await?;
         tx.commit().await?;
         self.remember_types(&registered);
         Ok(registered)
     }
 
     async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
-        let row = sqlx::query("SELECT * FROM task_types WHERE task_type = $1")
-            .bind(task_type.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::task_type).transpose()
+        Shared::<Postgres>::fetch_task_type(&self.pool, task_type).await
     }
 
     async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
-        let rows = sqlx::query(
-            "SELECT * FROM task_types WHERE ($1::text IS NULL OR domain = $1) ORDER BY task_type",
-        )
-        .bind(domain.map(str::to_owned))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::task_type).collect()
+        Shared::<Postgres>::list_task_types(&self.pool, domain).await
     }
 
     async fn enqueue_handing_off(
@@ -659,21 +578,11 @@ impl Store for PostgresStore {
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1::uuid"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(rows::task).transpose()
+        Shared::<Postgres>::fetch_task(&self.pool, id, false).await
     }
 
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(super::attempts_sql("$1::uuid", "$1")))
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(rows::attempt).collect()
+        Shared::<Postgres>::list_attempts(&self.pool, id).await
     }
 
     async fn queue_stats(
@@ -681,12 +590,7 @@ impl Store for PostgresStore {
         domain: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<Vec<TypeStats>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(QUEUE_STATS.as_str()))
-            .bind(domain.map(str::to_owned))
-            .bind(since.timestamp())
-            .fetch_all(&self.pool)
-            .await?;
-        rows::queue_stats(&rows)
+        Shared::<Postgres>::queue_stats(&self.pool, domain, since).await
     }
 
     async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
@@ -707,10 +611,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let rows = super::listing_query::<Postgres>(filter, TASK_COLUMNS, "tasks", "::uuid")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(rows::task).collect()
+        Shared::<Postgres>::list_tasks(&self.pool, filter).await
     }
 
     async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
@@ -838,96 +739,30 @@ impl Store for PostgresStore {
     }
 
     async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
-        let now = millis(Utc::now());
         let mut tx = self.pool.begin().await?;
-        let before = fetch_task(&mut tx, id, true)
-            .await?
-            .ok_or_else(|| rules::not_found(id))?;
-        rules::check_cancellable(&before)?;
-        end_one_attempt(
-            &mut tx,
-            id,
-            before.attempts,
-            now,
-            "cancelled",
-            Some(reason.to_owned()),
-        )
-        .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'cancelled', last_error = $1, finished_at = $2,
-                 updated_at = $2, lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-             WHERE id = $3::uuid RETURNING {TASK_COLUMNS}"
-        )))
-        .bind(reason.to_owned())
-        .bind(now)
-        .bind(id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+        let cancelled = Shared::<Postgres>::cancel(&mut tx, id, reason).await?;
         tx.commit().await?;
-        Ok((before, rows::task(&row)?))
+        Ok(cancelled)
     }
 
     async fn retry(&self, id: Uuid) -> Result<Task> {
-        let now = millis(Utc::now());
         let mut tx = self.pool.begin().await?;
-        let task = fetch_task(&mut tx, id, true)
-            .await?
-            .ok_or_else(|| rules::not_found(id))?;
-        rules::check_retryable(&task)?;
-        let fresh_attempts = fetch_task_type(&mut tx, &task.task_type)
-            .await?
-            .map_or(self.defaults.max_attempts, |t| t.default_max_attempts);
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'pending', max_attempts = attempts + $1, run_at = $2,
-                 updated_at = $2, finished_at = NULL, result = NULL
-             WHERE id = $3::uuid RETURNING {TASK_COLUMNS}"
-        )))
-        .bind(i64::from(fresh_attempts))
-        .bind(now)
-        .bind(id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+        let task = Shared::<Postgres>::retry(&mut tx, id, &self.defaults).await?;
         notify_ready(&mut tx, [task.task_type.as_str()]).await?;
         tx.commit().await?;
-        rows::task(&row)
+        Ok(task)
     }
 
     async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO agents (session_id, agent_id, agent_name, domains, task_types, labels,
-                 connected_at, last_seen_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
-        )
-        .bind(session.session_id.to_string())
-        .bind(session.agent_id.to_string())
-        .bind(session.agent_name.clone())
-        .bind(json_text(&session.domains))
-        .bind(json_text(&session.task_types))
-        .bind(json_text(&session.labels))
-        .bind(millis(session.connected_at))
-        .bind(json_text(&session.status))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Shared::<Postgres>::record_session_start(&self.pool, session).await
     }
 
     async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE agents SET disconnected_at = $1 WHERE session_id = $2")
-            .bind(millis(Utc::now()))
-            .bind(session_id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Shared::<Postgres>::record_session_end(&self.pool, session_id).await
     }
 
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
-        let rows = sqlx::query(
-            "SELECT * FROM agents WHERE disconnected_at IS NULL AND last_seen_at >= $1 ORDER BY session_id",
-        )
-        .bind(millis(seen_since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::agent_session).collect()
+        Shared::<Postgres>::live_sessions(&self.pool, seen_since).await
     }
 
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
@@ -945,44 +780,19 @@ impl Store for PostgresStore {
     }
 
     async fn create_token(&self, token: &IssuedToken) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, name, role, domains, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&token.record.id)
-        .bind(&token.record.name)
-        .bind(token.record.role.as_str())
-        .bind(json_text(&token.record.domains.to_list()))
-        .bind(&token.sha256)
-        .bind(millis(token.record.created_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Shared::<Postgres>::create_token(&self.pool, token).await
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(millis(Utc::now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Shared::<Postgres>::revoke_token(&self.pool, id).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(rows::token_record).collect()
+        Shared::<Postgres>::list_tokens(&self.pool).await
     }
 
     async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::token_record).transpose()
+        Shared::<Postgres>::find_token(&self.pool, sha256).await
     }
 
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {
@@ -1006,172 +816,4 @@ impl Store for PostgresStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::suite::{defaults, lease, new_task, newest_tasks, running_status, spec};
-    use crate::testing::PostgresSchema;
-
-    /// A transaction on a fresh, empty schema that forbids whole-table
-    /// scans, with the schema to drop after. An empty table is cheapest to
-    /// scan whole; only without that choice does a plan show whether the
-    /// indexes can serve a statement at all.
-    async fn planning_without_seq_scans()
-    -> Option<(PostgresSchema, sqlx::Transaction<'static, Postgres>)> {
-        let schema = PostgresSchema::create().await?;
-        let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
-        let mut tx = store.pool.begin().await.unwrap();
-        sqlx::query("SET LOCAL enable_seqscan = off")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        Some((schema, tx))
-    }
-
-    #[tokio::test]
-    async fn a_purge_reads_the_finished_tasks_index() {
-        let Some((schema, mut tx)) = planning_without_seq_scans().await else {
-            return;
-        };
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {PURGE}")))
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
-        assert!(plan.contains("tasks_finished"), "{plan}");
-        assert!(!plan.contains("Seq Scan on tasks"), "{plan}");
-        drop(tx);
-        schema.drop().await;
-    }
-
-    #[tokio::test]
-    async fn queue_stats_read_only_live_tasks_and_the_counts() {
-        let Some((schema, mut tx)) = planning_without_seq_scans().await else {
-            return;
-        };
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN {}",
-            QUEUE_STATS.as_str()
-        )))
-        .bind(None::<String>)
-        .bind(0_i64)
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-        let plan = plan.join("\n");
-        assert!(plan.contains("tasks_ready"), "{plan}");
-        assert!(plan.contains("tasks_leased"), "{plan}");
-        for other in [
-            "tasks_by_type",
-            "tasks_finished",
-            "tasks_pkey",
-            "Seq Scan on tasks",
-        ] {
-            assert!(!plan.contains(other), "{other}: {plan}");
-        }
-        drop(tx);
-        schema.drop().await;
-    }
-
-    #[tokio::test]
-    async fn no_connection_compiles_statements_just_in_time() {
-        let Some(schema) = PostgresSchema::create().await else {
-            return;
-        };
-        let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
-        for pool in [&store.pool, &store.claims] {
-            let jit: String = sqlx::query_scalar("SHOW jit")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            assert_eq!(jit, "off");
-        }
-        schema.drop().await;
-    }
-
-    /// Lease maintenance skips a running task another transaction holds
-    /// (as a completion batch holds its tasks until it commits) instead of
-    /// waiting for it, so it can never wait in a cycle with that batch, and
-    /// it gets to the task once the row is free.
-    #[tokio::test]
-    async fn lease_maintenance_skips_tasks_another_transaction_holds() {
-        let Some(schema) = PostgresSchema::create().await else {
-            return;
-        };
-        let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
-        store.register_task_types(&[spec("a", "d")]).await.unwrap();
-        store
-            .enqueue(vec![new_task("a"), new_task("a")])
-            .await
-            .unwrap();
-        let lease = lease();
-        let claimed = store.claim(&["a".into()], 2, &lease).await.unwrap();
-        let (held, free) = (claimed[0].id, claimed[1].id);
-        let expiry = async |id: Uuid| -> i64 {
-            sqlx::query_scalar("SELECT lease_expires_at FROM tasks WHERE id = $1::uuid")
-                .bind(id.to_string())
-                .fetch_one(&store.pool)
-                .await
-                .unwrap()
-        };
-        let before = expiry(held).await;
-
-        let mut holder = store.pool.begin().await.unwrap();
-        sqlx::query("SELECT id FROM tasks WHERE id = $1::uuid FOR UPDATE")
-            .bind(held.to_string())
-            .execute(&mut *holder)
-            .await
-            .unwrap();
-        let later = Utc::now() + chrono::Duration::minutes(5);
-        let sessions = [(lease.session_id, running_status(2))];
-        // Without SKIP LOCKED these wait for `holder`, which is only
-        // released below, until the pool's `lock_timeout` fails them.
-        store.refresh_sessions(&sessions, later).await.unwrap();
-        assert_eq!(
-            expiry(free).await,
-            millis(later),
-            "the free task is extended"
-        );
-        assert_eq!(expiry(held).await, before, "the held task is skipped");
-        let far = Utc::now() + chrono::Duration::minutes(10);
-        let reaped = store.reap_expired_leases(far).await.unwrap();
-        assert_eq!(reaped, [free], "only the free task is reaped");
-
-        holder.rollback().await.unwrap();
-        assert_eq!(store.reap_expired_leases(far).await.unwrap(), [held]);
-        schema.drop().await;
-    }
-
-    #[tokio::test]
-    async fn a_type_registered_again_on_another_replica_is_never_used_stale() {
-        let Some(schema) = PostgresSchema::create().await else {
-            return;
-        };
-        let one = PostgresStore::open(&schema.url, defaults()).await.unwrap();
-        let two = PostgresStore::open(&schema.url, defaults()).await.unwrap();
-        one.register_task_types(&[spec("a", "d")]).await.unwrap();
-        let first = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
-        let more = first.task.max_attempts + 4;
-
-        // Another replica registers the type again with other defaults; the
-        // first still holds the old ones.
-        let mut changed = spec("a", "d");
-        changed.default_max_attempts = Some(more);
-        two.register_task_types(&[changed]).await.unwrap();
-        let second = one
-            .enqueue(vec![new_task("a"), new_task("a")])
-            .await
-            .unwrap();
-        for enqueued in &second {
-            assert_eq!(enqueued.task.max_attempts, more, "answered as stored");
-            let stored = one.get_task(enqueued.task.id).await.unwrap().unwrap();
-            assert_eq!(stored.max_attempts, more);
-        }
-        let third = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
-        assert_eq!(third.task.max_attempts, more);
-        let all = newest_tasks(&one, 10).await;
-        assert_eq!(all.len(), 4, "nothing written twice");
-        schema.drop().await;
-    }
-}
+mod tests;

@@ -1,0 +1,168 @@
+//! Tests of what only the PostgreSQL store does.
+use super::*;
+use crate::store::suite::{defaults, lease, new_task, newest_tasks, running_status, spec};
+use crate::testing::PostgresSchema;
+
+/// A transaction on a fresh, empty schema that forbids whole-table
+/// scans, with the schema to drop after. An empty table is cheapest to
+/// scan whole; only without that choice does a plan show whether the
+/// indexes can serve a statement at all.
+async fn planning_without_seq_scans()
+-> Option<(PostgresSchema, sqlx::Transaction<'static, Postgres>)> {
+    let schema = PostgresSchema::create().await?;
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    let mut tx = store.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    Some((schema, tx))
+}
+
+#[tokio::test]
+async fn a_purge_reads_the_finished_tasks_index() {
+    let Some((schema, mut tx)) = planning_without_seq_scans().await else {
+        return;
+    };
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {PURGE}")))
+        .bind(0_i64)
+        .bind(10_i64)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("tasks_finished"), "{plan}");
+    assert!(!plan.contains("Seq Scan on tasks"), "{plan}");
+    drop(tx);
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn queue_stats_read_only_live_tasks_and_the_counts() {
+    let Some((schema, mut tx)) = planning_without_seq_scans().await else {
+        return;
+    };
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        Postgres::statements().queue_stats()
+    )))
+    .bind(None::<String>)
+    .bind(0_i64)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("tasks_ready"), "{plan}");
+    assert!(plan.contains("tasks_leased"), "{plan}");
+    for other in [
+        "tasks_by_type",
+        "tasks_finished",
+        "tasks_pkey",
+        "Seq Scan on tasks",
+    ] {
+        assert!(!plan.contains(other), "{other}: {plan}");
+    }
+    drop(tx);
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn no_connection_compiles_statements_just_in_time() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    for pool in [&store.pool, &store.claims] {
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
+    }
+    schema.drop().await;
+}
+
+/// Lease maintenance skips a running task another transaction holds
+/// (as a completion batch holds its tasks until it commits) instead of
+/// waiting for it, so it can never wait in a cycle with that batch, and
+/// it gets to the task once the row is free.
+#[tokio::test]
+async fn lease_maintenance_skips_tasks_another_transaction_holds() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .enqueue(vec![new_task("a"), new_task("a")])
+        .await
+        .unwrap();
+    let lease = lease();
+    let claimed = store.claim(&["a".into()], 2, &lease).await.unwrap();
+    let (held, free) = (claimed[0].id, claimed[1].id);
+    let expiry = async |id: Uuid| -> i64 {
+        sqlx::query_scalar("SELECT lease_expires_at FROM tasks WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    };
+    let before = expiry(held).await;
+
+    let mut holder = store.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM tasks WHERE id = $1::uuid FOR UPDATE")
+        .bind(held.to_string())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let later = Utc::now() + chrono::Duration::minutes(5);
+    let sessions = [(lease.session_id, running_status(2))];
+    // Without SKIP LOCKED these wait for `holder`, which is only
+    // released below, until the pool's `lock_timeout` fails them.
+    store.refresh_sessions(&sessions, later).await.unwrap();
+    assert_eq!(
+        expiry(free).await,
+        millis(later),
+        "the free task is extended"
+    );
+    assert_eq!(expiry(held).await, before, "the held task is skipped");
+    let far = Utc::now() + chrono::Duration::minutes(10);
+    let reaped = store.reap_expired_leases(far).await.unwrap();
+    assert_eq!(reaped, [free], "only the free task is reaped");
+
+    holder.rollback().await.unwrap();
+    assert_eq!(store.reap_expired_leases(far).await.unwrap(), [held]);
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn a_type_registered_again_on_another_replica_is_never_used_stale() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let one = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    let two = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    one.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let first = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
+    let more = first.task.max_attempts + 4;
+
+    // Another replica registers the type again with other defaults; the
+    // first still holds the old ones.
+    let mut changed = spec("a", "d");
+    changed.default_max_attempts = Some(more);
+    two.register_task_types(&[changed]).await.unwrap();
+    let second = one
+        .enqueue(vec![new_task("a"), new_task("a")])
+        .await
+        .unwrap();
+    for enqueued in &second {
+        assert_eq!(enqueued.task.max_attempts, more, "answered as stored");
+        let stored = one.get_task(enqueued.task.id).await.unwrap().unwrap();
+        assert_eq!(stored.max_attempts, more);
+    }
+    let third = one.enqueue(vec![new_task("a")]).await.unwrap().remove(0);
+    assert_eq!(third.task.max_attempts, more);
+    let all = newest_tasks(&one, 10).await;
+    assert_eq!(all.len(), 4, "nothing written twice");
+    schema.drop().await;
+}

@@ -1,0 +1,699 @@
+//! The embedded SQLite store.
+//!
+//! WAL mode; one write at a time, each starting with `BEGIN IMMEDIATE` (a
+//! deferred read-then-write transaction would fail with SQLITE_BUSY that
+//! `busy_timeout` does not retry): claims and result batches on the writer
+//! thread ([`super::writer_thread`]), every other write on the sqlx writer
+//! connection, both under one lock. Reads use a small read-only pool.
+//! `synchronous = NORMAL`: a process crash loses nothing committed, a power
+//! loss can lose the last commits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
+use super::rules::{self, TypeDefaults};
+use super::sql::{self, Dialect, Shared, Spelling, Statements};
+use super::{HandOff, ReadyNotifications, Store};
+use crate::auth::tokens::{IssuedToken, TokenRecord};
+use crate::error::{Error, Result};
+use crate::model::{
+    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
+    Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec, TypeStats,
+};
+
+mod writer_thread;
+mod writes;
+
+use writer_thread::WriterThread;
+pub use writer_thread::open as open_writer;
+
+/// The columns of a whole task, as `rows::task` reads them.
+pub(super) const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
+    timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, \
+    finished_at, result, last_error, idempotency_key, handler_version, metadata";
+
+/// What a recorded result returns (see [`rows::recorded_task`]).
+pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, updated_at, \
+    metadata ->> '$.traceparent' AS traceparent";
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: Arc<Mutex<SqliteConnection>>,
+    thread: WriterThread,
+    readers: SqlitePool,
+    checkpointer: Mutex<SqliteConnection>,
+    /// See [`WAL_FRAMES_BEFORE_PAUSE`]; tests lower it.
+    wal_frames_before_pause: i64,
+    defaults: TypeDefaults,
+    claim_rotation: Arc<AtomicUsize>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file named by a `sqlite://`
+    /// URL and applies `migrations/sqlite`.
+    pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
+        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+            // The writer thread opens the file by name: an in-memory
+            // database would be another, empty one.
+            return Err(Error::InvalidArgument(format!(
+                "{database_url} is an in-memory database, and taskplane keeps its queue in a \
+                 file: give --database-url a file, such as sqlite://taskplane.db"
+            )));
+        }
+        let options = Self::connect_options(database_url)?;
+        let path = options.get_filename().to_owned();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_data_dir(parent)?;
+        }
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        keep_plans_stable(&mut writer).await?;
+        let mut checkpointer = SqliteConnection::connect_with(&options).await?;
+        keep_plans_stable(&mut checkpointer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .after_connect(|connection, _| Box::pin(keep_plans_stable(connection)))
+            .connect_with(options.read_only(true))
+            .await?;
+        let writer = Arc::new(Mutex::new(writer));
+        let thread = WriterThread::start(&path, Arc::clone(&writer))?;
+        Ok(SqliteStore {
+            writer,
+            thread,
+            readers,
+            checkpointer: Mutex::new(checkpointer),
+            wal_frames_before_pause: WAL_FRAMES_BEFORE_PAUSE,
+            defaults,
+            claim_rotation: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The connection settings every taskplane SQLite connection uses.
+    pub fn connect_options(database_url: &str) -> Result<SqliteConnectOptions> {
+        Ok(SqliteConnectOptions::from_str(database_url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            // The page cache stays at SQLite's 2 MiB; the kernel caches the
+            // file. A commit that split a b-tree page walks the whole page
+            // hash (`pcache1TruncateUnsafe`), so a 64 MiB cache cost CPU on
+            // every such commit and W3 ran no faster with it.
+            //
+            // Statement journals and temporary b-trees stay in memory: a
+            // big multi-row statement's journal otherwise spills past 64 KiB
+            // into a file created and deleted under /var/tmp on the writer.
+            .pragma("temp_store", "memory")
+            // Commits never copy the WAL into the database themselves: a
+            // separate connection checkpoints in the background
+            // (`Store::checkpoint`), so the writer's latency stays flat.
+            .pragma("wal_autocheckpoint", "0"))
+    }
+
+    /// The writer connection, once every earlier write is done with it.
+    async fn writer(&self) -> MutexGuard<'_, SqliteConnection> {
+        self.writer.lock().await
+    }
+}
+
+/// The ids one purge batch deletes (?1 the cutoff, ?2 the batch size),
+/// read from the `tasks_finished` index: only what it deletes.
+const PURGED_TASKS: &str = "SELECT id FROM tasks WHERE finished_at < ?1
+     AND status IN ('completed', 'dead', 'cancelled') ORDER BY finished_at LIMIT ?2";
+
+/// Copies what the write-ahead log holds into the database, without waiting
+/// for the writer or readers; answers (busy, frames in the log, frames
+/// copied).
+const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// Frames (4 KiB pages) the write-ahead log may hold before a checkpoint
+/// pauses the writer to empty it: 64 MiB.
+const WAL_FRAMES_BEFORE_PAUSE: i64 = 16_384;
+
+/// Ends the current attempts of the tasks in the JSON array ?3 at ?1,
+/// `lost` with the error ?2.
+static END_LOST_ATTEMPTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    sql::end_attempts_sql(
+        "id",
+        "?1",
+        "'lost'",
+        "?2",
+        "id IN (SELECT value FROM json_each(?3))",
+    )
+});
+
+/// Starts a write transaction on the writer connection.
+async fn write(writer: &mut SqliteConnection) -> Result<Tx<'_>> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// Turns on SQLite's query planner stability guarantee for a connection.
+///
+/// The SQLite that sqlx bundles is built with STAT4, and without this
+/// setting it plans a cached statement again whenever a bound value its plan
+/// looked at changes. The claim binds the clock and a LIMIT that change on
+/// every call, so every claim was parsed and planned afresh: 150 µs per
+/// claim statement instead of 80 µs. Our statements write every value a
+/// plan depends on literally (the partial indexes' states), so a plan fixed
+/// at prepare time loses nothing.
+async fn keep_plans_stable(connection: &mut SqliteConnection) -> sqlx::Result<()> {
+    let mut handle = connection.lock_handle().await?;
+    let database = handle.as_raw_handle().as_ptr();
+    // SAFETY: `handle` keeps the connection's worker thread off the database
+    // handle until it is dropped, and SQLITE_DBCONFIG_ENABLE_QPSG takes an
+    // int (1 = on) and an optional int pointer to report back into (none).
+    let code = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            database,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    if code == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("SQLite refused to keep query plans stable (error code {code})").into(),
+        ))
+    }
+}
+
+/// PENDING tasks, read through their partial index.
+const PENDING_TASKS: &str = "tasks INDEXED BY tasks_ready";
+/// RUNNING tasks, read through their partial index.
+const RUNNING_TASKS: &str = "tasks INDEXED BY tasks_leased";
+
+/// Where a `ListTasks` listing reads: the PENDING and RUNNING partial
+/// indexes when the filter asks for those states. SQLite keeps no
+/// statistics here, so on its own it walks `tasks_by_type` in id order and
+/// reads every task of the type ever run to find the few still pending or
+/// running (a quarter of a second per listing at 400,000 tasks).
+fn listing_source(filter: &TaskFilter) -> &'static str {
+    match (filter.status, &filter.task_type) {
+        (Some(TaskStatus::Pending), Some(_)) => PENDING_TASKS,
+        (Some(TaskStatus::Running), _) => RUNNING_TASKS,
+        _ => "tasks",
+    }
+}
+
+/// SQLite's spellings of the shared SQL: ids and JSON are stored as text,
+/// no row locks (one writer at a time), and live tasks are counted through
+/// their partial indexes: left to itself, SQLite counts RUNNING tasks by
+/// walking `tasks_by_type`, every task ever run.
+impl Dialect for Sqlite {
+    fn statements() -> &'static Statements {
+        static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+            Statements::new(&Spelling {
+                task_columns: TASK_COLUMNS,
+                id_text: "id",
+                id_cast: "",
+                for_update: "",
+                pending_tasks: PENDING_TASKS,
+                running_tasks: RUNNING_TASKS,
+            })
+        });
+        &STATEMENTS
+    }
+
+    fn listing_source(filter: &TaskFilter) -> &'static str {
+        listing_source(filter)
+    }
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "cannot create the data directory {}: {e}; choose another --database-url",
+            dir.display()
+        ))
+    })
+}
+
+type Tx<'c> = Transaction<'c, Sqlite>;
+
+/// Ends the attempts `lost` and returns the tasks that lost their lease to
+/// the queue, or to DEAD when they have no attempts left.
+async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64) -> Result<()> {
+    let ids_json = json_text(ids);
+    sqlx::query(sqlx::AssertSqlSafe(END_LOST_ATTEMPTS.as_str()))
+        .bind(now)
+        .bind(reason.to_owned())
+        .bind(ids_json.clone())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE tasks SET
+            status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+            finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
+            last_error = ?2, updated_at = ?1,
+            lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND id IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(now)
+    .bind(reason.to_owned())
+    .bind(ids_json)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn expire_leases(
+    tx: &mut Tx<'_>,
+    ids: Vec<String>,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<Uuid>> {
+    if !ids.is_empty() {
+        return_to_queue(tx, &ids, reason, now).await?;
+    }
+    ids.iter().map(|id| parse_uuid(id)).collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let registered =
+            Shared::<Sqlite>::register_task_types(&mut tx, specs, &self.defaults).await?;
+        tx.commit().await?;
+        Ok(registered)
+    }
+
+    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
+        Shared::<Sqlite>::fetch_task_type(&self.readers, task_type).await
+    }
+
+    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
+        Shared::<Sqlite>::list_task_types(&self.readers, domain).await
+    }
+
+    async fn enqueue_handing_off(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>> {
+        let now = rows::now();
+        let mut writer = self.writer().await;
+        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
+            return enqueue_with_keys(&mut writer, tasks, hand_off, now).await;
+        }
+        // Every write waits for the writer, so no registration can change a
+        // type between this lookup and the insert.
+        let types = fetch_task_types(&mut writer, &tasks).await?;
+        let mut tasks = rules::new_tasks(tasks, &types, now)?;
+        let leases = rules::hand_off(&mut tasks, hand_off);
+        if tasks.len() <= ROWS_PER_INSERT {
+            // One statement is atomic by itself: no transaction to begin
+            // and commit, one trip through sqlx's worker thread.
+            insert_tasks(&mut writer, &tasks, &leases).await?;
+        } else {
+            let mut tx = write(&mut writer).await?;
+            for (chunk, leases) in tasks
+                .chunks(ROWS_PER_INSERT)
+                .zip(leases.chunks(ROWS_PER_INSERT))
+            {
+                insert_tasks(&mut tx, chunk, leases).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(rules::newly_created(tasks))
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        Shared::<Sqlite>::fetch_task(&self.readers, id, false).await
+    }
+
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
+        Shared::<Sqlite>::list_attempts(&self.readers, id).await
+    }
+
+    async fn queue_stats(
+        &self,
+        domain: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TypeStats>> {
+        Shared::<Sqlite>::queue_stats(&self.readers, domain, since).await
+    }
+
+    async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        sqlx::query(
+            "INSERT INTO task_counts (task_type, status, second, count)
+             SELECT task_type, status, 0, sum(count) FROM task_counts
+             WHERE second > 0 AND second < ?1 GROUP BY task_type, status
+             ON CONFLICT (task_type, status, second) DO UPDATE SET count = count + excluded.count",
+        )
+        .bind(before.timestamp())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM task_counts WHERE (second > 0 AND second < ?1) OR count = 0")
+            .bind(before.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        Shared::<Sqlite>::list_tasks(&self.readers, filter).await
+    }
+
+    async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+        if limit == 0 || task_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = rows::now();
+        let (task_types, lease) = (task_types.to_vec(), lease.clone());
+        let rotation = Arc::clone(&self.claim_rotation);
+        let tasks = self
+            .thread
+            .write(move |connection| {
+                // One type takes one step: its share is the whole limit.
+                let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
+                let mut tasks = Vec::new();
+                while let Some((task_type, wanted)) = plan.next_step() {
+                    let claimed = writes::claim_type(connection, task_type, wanted, &lease, now)?;
+                    plan.record(task_type, wanted, claimed.len() as u32);
+                    tasks.extend(claimed);
+                }
+                Ok(tasks)
+            })
+            .await?;
+        Ok(super::delivery_order(tasks))
+    }
+
+    async fn finish_attempts(
+        &self,
+        results: Vec<(Uuid, u32, AttemptResult)>,
+    ) -> Result<Vec<ResultOutcome>> {
+        let now = rows::now();
+        let (bulk, single) = rules::split_completions(&results);
+        let bulk_json = writes::bulk_completions(&results, &bulk);
+        self.thread
+            .write(move |connection| {
+                let mut outcomes = vec![None; results.len()];
+                let applied = writes::complete_in_bulk(connection, bulk_json.as_deref(), now)?;
+                rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
+                for index in single {
+                    let (id, attempt, result) = &results[index];
+                    outcomes[index] =
+                        Some(writes::finish_one(connection, *id, *attempt, result, now)?);
+                }
+                let outcomes = rules::all_outcomes(outcomes);
+                writes::count_completions(connection, &outcomes, now)?;
+                Ok(outcomes)
+            })
+            .await
+    }
+
+    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
+        let now = millis(Utc::now());
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE status = 'running' AND lease_session = ?",
+        )
+        .bind(session_id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let released = expire_leases(&mut tx, ids, super::STREAM_CLOSED, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn refresh_sessions(
+        &self,
+        sessions: &[(Uuid, SessionStatus)],
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
+        sqlx::query(
+            "UPDATE tasks SET lease_expires_at = ?1
+             WHERE status = 'running' AND lease_session IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(millis(lease_expires_at))
+        .bind(json_text(&ids))
+        .execute(&mut *tx)
+        .await?;
+        for (session_id, status) in sessions {
+            sqlx::query("UPDATE agents SET last_seen_at = ?1, status = ?2 WHERE session_id = ?3")
+                .bind(millis(Utc::now()))
+                .bind(json_text(status))
+                .bind(session_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
+        let now = millis(now);
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < ?",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let reaped = expire_leases(&mut tx, ids, super::LEASE_EXPIRED, now).await?;
+        tx.commit().await?;
+        Ok(reaped)
+    }
+
+    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let cancelled = Shared::<Sqlite>::cancel(&mut tx, id, reason).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    async fn retry(&self, id: Uuid) -> Result<Task> {
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        let task = Shared::<Sqlite>::retry(&mut tx, id, &self.defaults).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
+        Shared::<Sqlite>::record_session_start(&mut *self.writer().await, session).await
+    }
+
+    async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
+        Shared::<Sqlite>::record_session_end(&mut *self.writer().await, session_id).await
+    }
+
+    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
+        Shared::<Sqlite>::live_sessions(&self.readers, seen_since).await
+    }
+
+    async fn checkpoint(&self) -> Result<()> {
+        // PASSIVE never waits for the writer or readers; what it cannot copy
+        // now, the next call does.
+        let mut checkpointer = self.checkpointer.lock().await;
+        let (_, frames, _): (i64, i64, i64) = sqlx::query_as(CHECKPOINT)
+            .fetch_one(&mut *checkpointer)
+            .await?;
+        if frames >= self.wal_frames_before_pause {
+            // SQLite writes the log from its beginning again only when a
+            // transaction starts after a checkpoint copied all of it. Under
+            // sustained writes a commit always lands while a checkpoint
+            // copies, so the log was never reused and grew without bound
+            // (500 MB in one 200,000-task drain). Holding the writer, a
+            // second pass copies what arrived during the first, and the
+            // next commit starts the log over.
+            let _no_commits = self.writer().await;
+            sqlx::query(CHECKPOINT).execute(&mut *checkpointer).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let cutoff = millis(before);
+        let mut writer = self.writer().await;
+        let mut tx = write(&mut writer).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM task_attempts WHERE task_id IN ({PURGED_TASKS})"
+        )))
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM tasks WHERE id IN ({PURGED_TASKS})"
+        )))
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM agents WHERE disconnected_at < ?1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn create_token(&self, token: &IssuedToken) -> Result<()> {
+        Shared::<Sqlite>::create_token(&mut *self.writer().await, token).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        Shared::<Sqlite>::revoke_token(&mut *self.writer().await, id).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        Shared::<Sqlite>::list_tokens(&self.readers).await
+    }
+
+    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        Shared::<Sqlite>::find_token(&self.readers, sha256).await
+    }
+
+    async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {
+        // One process owns an SQLite file: in-process wake-ups are enough.
+        Ok(None)
+    }
+}
+
+/// Enqueues tasks of which some carry idempotency keys: each key is looked
+/// up first, and a taken one answers with the task that holds it.
+async fn enqueue_with_keys(
+    writer: &mut SqliteConnection,
+    tasks: Vec<NewTask>,
+    hand_off: &HandOff<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Enqueued>> {
+    let mut tx = write(writer).await?;
+    let types = fetch_task_types(&mut tx, &tasks).await?;
+    let mut tasks = rules::new_tasks(tasks, &types, now)?;
+    let leases = rules::hand_off(&mut tasks, hand_off);
+    let mut enqueued = Vec::with_capacity(tasks.len());
+    for (task, lease) in tasks.into_iter().zip(leases) {
+        if let Some(key) = &task.idempotency_key {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
+            )
+            .bind(task.task_type.clone())
+            .bind(key.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = existing {
+                let id = parse_uuid(&id)?;
+                let task = Shared::<Sqlite>::fetch_task(&mut *tx, id, false)
+                    .await?
+                    .ok_or_else(|| rules::not_found(id))?;
+                enqueued.push(Enqueued {
+                    task,
+                    created: false,
+                });
+                continue;
+            }
+        }
+        insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease]).await?;
+        enqueued.push(Enqueued {
+            task,
+            created: true,
+        });
+    }
+    tx.commit().await?;
+    Ok(enqueued)
+}
+
+/// The registered types among those `tasks` name, by name.
+async fn fetch_task_types(
+    connection: &mut SqliteConnection,
+    tasks: &[NewTask],
+) -> Result<BTreeMap<String, TaskType>> {
+    let names: BTreeSet<&str> = tasks.iter().map(|t| t.task_type.as_str()).collect();
+    let rows =
+        sqlx::query("SELECT * FROM task_types WHERE task_type IN (SELECT value FROM json_each(?))")
+            .bind(json_text(&names))
+            .fetch_all(connection)
+            .await?;
+    rows.iter()
+        .map(|row| rows::task_type(row).map(|t| (t.task_type.clone(), t)))
+        .collect()
+}
+
+/// The most tasks one INSERT writes: 22 bound values each, well inside
+/// SQLite's 32,766.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts tasks with one multi-row statement: PENDING, or RUNNING under
+/// the lease beside them (their first attempt, read from the task row).
+async fn insert_tasks(
+    connection: &mut SqliteConnection,
+    tasks: &[Task],
+    leases: &[Option<Lease>],
+) -> Result<()> {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!(
+        "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
+             max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
+             idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
+             retry_max_ms, lease_session, lease_agent, lease_expires_at)
+         VALUES {}",
+        vec![ROW; tasks.len()].join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (task, lease) in tasks.iter().zip(leases) {
+        query = query
+            .bind(task.id.to_string())
+            .bind(task.task_type.clone())
+            .bind(task.domain.clone())
+            .bind(json_text(&task.payload))
+            .bind(task.status.as_str())
+            .bind(task.priority)
+            .bind(task.attempts)
+            .bind(task.max_attempts)
+            .bind(duration_millis(task.timeout))
+            .bind(millis(task.run_at))
+            .bind(millis(task.created_at))
+            .bind(millis(task.created_at))
+            .bind(task.started_at.map(millis))
+            .bind(task.idempotency_key.clone())
+            .bind(task.handler_version.clone())
+            .bind(json_text(&task.metadata))
+            .bind(duration_millis(task.retry_policy.initial_backoff))
+            .bind(task.retry_policy.backoff_factor)
+            .bind(duration_millis(task.retry_policy.max_backoff))
+            .bind(lease.as_ref().map(|l| l.session_id.to_string()))
+            .bind(lease.as_ref().map(|l| l.agent_id.to_string()))
+            .bind(lease.as_ref().map(|l| millis(l.expires_at)));
+    }
+    query.execute(connection).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
