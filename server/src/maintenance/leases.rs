@@ -28,10 +28,12 @@ pub async fn maintain_leases(plane: &ControlPlane) -> Result<()> {
             live.push((session.id, status));
         }
     }
-    plane
-        .store
-        .refresh_sessions(&live, now + silence_limit)
-        .await?;
+    if !live.is_empty() {
+        plane
+            .store
+            .refresh_sessions(&live, now + silence_limit)
+            .await?;
+    }
     let reaped = plane.store.reap_expired_leases(Utc::now()).await?;
     if !reaped.is_empty() {
         tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");

@@ -29,6 +29,7 @@ use crate::model::{
 
 pub use postgres::PostgresStore;
 pub use rules::TypeDefaults;
+pub use sql::{Common, Reads, Writes};
 pub use sqlite::SqliteStore;
 pub use sqlite::open_writer as open_sqlite_writer;
 
@@ -43,15 +44,26 @@ pub type ReadyNotifications = std::pin::Pin<Box<dyn futures::Stream<Item = Strin
 /// The durable side of the control plane.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The reads and writes both databases make the same way
+    /// (`store/sql.rs`): the methods below that read, register types,
+    /// cancel, retry, record sessions and keep tokens answer through them.
+    fn common(&self) -> &dyn Common;
+
     /// Registers or updates task types in one transaction: all or none. A type
     /// that already belongs to another domain fails `AlreadyExists`.
-    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>>;
+    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+        self.common().register_task_types(specs).await
+    }
 
     /// One task type, if registered.
-    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>>;
+    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
+        self.common().task_type(task_type).await
+    }
 
     /// Every registered task type (of one domain, if given), by name.
-    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>>;
+    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
+        self.common().task_types(domain).await
+    }
 
     /// Stores tasks PENDING, handing none off; see
     /// [`Store::enqueue_handing_off`].
@@ -69,13 +81,43 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tasks: Vec<NewTask>,
         hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>> {
+        let now = rows::now();
+        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
+            self.enqueue_with_keys(tasks, hand_off, now).await
+        } else {
+            self.enqueue_without_keys(tasks, hand_off, now).await
+        }
+    }
+
+    /// [`Store::enqueue_handing_off`] for a batch of which some tasks carry
+    /// idempotency keys: a taken key answers with the task that holds it.
+    /// `now` is the batch's creation time.
+    async fn enqueue_with_keys(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>>;
+
+    /// [`Store::enqueue_handing_off`] for a batch without idempotency keys:
+    /// the path every bulk enqueue takes, one multi-row insert.
+    async fn enqueue_without_keys(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>>;
 
     /// One task, if it exists.
-    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        self.common().task(id).await
+    }
 
     /// Every attempt of a task, oldest first.
-    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>>;
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
+        self.common().attempts(id).await
+    }
 
     /// Task counts per type and status (of one domain, if given), with the
     /// completions and deaths since `since` (to the second). PENDING and
@@ -86,7 +128,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         domain: Option<&str>,
         since: DateTime<Utc>,
-    ) -> Result<Vec<TypeStats>>;
+    ) -> Result<Vec<TypeStats>> {
+        self.common().queue_stats(domain, since).await
+    }
 
     /// Folds the finished-task counts of the seconds before `before` into one
     /// row per type and status, keeping readers' sums short. Totals do not
@@ -95,7 +139,9 @@ pub trait Store: Send + Sync + 'static {
     async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()>;
 
     /// Tasks matching the filter, newest first.
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        self.common().tasks(filter).await
+    }
 
     /// Leases up to `limit` ready tasks of the given types: RUNNING, attempt
     /// counted, in priority then age order.
@@ -122,7 +168,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns every task leased by a session to the queue (or to DEAD when it
     /// has no attempts left): its stream closed. Returns the ids it touched.
-    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>>;
+    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
+        let leases = Leases::OfSession(session_id);
+        self.return_leases(leases, Utc::now(), STREAM_CLOSED).await
+    }
+
+    /// Returns the RUNNING tasks that `leases` picks to the queue at `now`,
+    /// or to DEAD when they have no attempts left, ending their attempts
+    /// `lost` with `reason`. Returns the ids it touched.
+    async fn return_leases(
+        &self,
+        leases: Leases,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<Uuid>>;
 
     /// The owning replica's periodic refresh of its live sessions: records
     /// their status and extends the leases of every RUNNING task they hold,
@@ -134,24 +193,37 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Returns tasks whose lease expired before `now` to the queue (or DEAD).
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>>;
+    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
+        let leases = Leases::ExpiredBefore(now);
+        self.return_leases(leases, now, LEASE_EXPIRED).await
+    }
 
     /// Cancels a PENDING or RUNNING task. Returns the task as it was before,
     /// so the caller can tell a running task's agent to stop.
-    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)>;
+    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
+        self.common().cancel(id, reason).await
+    }
 
     /// Puts a DEAD or CANCELLED task back in the queue with fresh attempts.
-    async fn retry(&self, id: Uuid) -> Result<Task>;
+    async fn retry(&self, id: Uuid) -> Result<Task> {
+        self.common().retry(id).await
+    }
 
     /// Records that an agent session registered.
-    async fn record_session_start(&self, session: &AgentSession) -> Result<()>;
+    async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
+        self.common().record_session_start(session).await
+    }
 
     /// Records that an agent session ended.
-    async fn record_session_end(&self, session_id: Uuid) -> Result<()>;
+    async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
+        self.common().record_session_end(session_id).await
+    }
 
     /// Sessions of every replica that have not ended and were refreshed
     /// since `seen_since` (a replica that died stops refreshing its own).
-    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>>;
+    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
+        self.common().live_sessions(seen_since).await
+    }
 
     /// Moves the write-ahead log into the database, off the write path. The
     /// server calls it a few times a second; a no-op where the database
@@ -167,20 +239,37 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
     /// Keeps a new token's record and hash (never the token itself).
-    async fn create_token(&self, token: &IssuedToken) -> Result<()>;
+    async fn create_token(&self, token: &IssuedToken) -> Result<()> {
+        self.common().create_token(token).await
+    }
 
     /// Marks a token revoked; false if no live token has this id.
-    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.common().revoke_token(id).await
+    }
 
     /// Every token, revoked ones included, oldest first.
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.common().tokens().await
+    }
 
     /// The token whose SHA-256 is `sha256`, revoked or not.
-    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>>;
+    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        self.common().token(sha256).await
+    }
 
     /// Wake-ups from other replicas: the task types that got ready work.
     /// `None` when the backend has no other replicas to hear from.
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>>;
+}
+
+/// Which leased tasks [`Store::return_leases`] returns to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leases {
+    /// Every task one agent session holds.
+    OfSession(Uuid),
+    /// Every task whose lease expired before this instant.
+    ExpiredBefore(DateTime<Utc>),
 }
 
 /// Why an attempt ended `lost` when its agent's stream closed.
@@ -198,6 +287,7 @@ struct FairClaim<'a> {
     in_first_pass: bool,
     share: u32,
     remaining: u32,
+    claimed: Vec<Task>,
 }
 
 impl<'a> FairClaim<'a> {
@@ -215,6 +305,7 @@ impl<'a> FairClaim<'a> {
             in_first_pass: true,
             share,
             remaining: limit,
+            claimed: Vec::new(),
         }
     }
 
@@ -232,13 +323,20 @@ impl<'a> FairClaim<'a> {
             .map(|task_type| (task_type, self.remaining))
     }
 
-    /// Notes what a step claimed: a type that filled its first-pass share
+    /// Keeps what a step claimed: a type that filled its first-pass share
     /// may have more waiting.
-    fn record(&mut self, task_type: &'a str, wanted: u32, claimed: u32) {
-        self.remaining -= claimed.min(self.remaining);
-        if self.in_first_pass && claimed == wanted {
+    fn record(&mut self, task_type: &'a str, wanted: u32, claimed: Vec<Task>) {
+        let count = claimed.len() as u32;
+        self.remaining -= count.min(self.remaining);
+        if self.in_first_pass && count == wanted {
             self.more_waiting.push_back(task_type);
         }
+        self.claimed.extend(claimed);
+    }
+
+    /// Every task the steps claimed, in delivery order.
+    fn into_tasks(self) -> Vec<Task> {
+        delivery_order(self.claimed)
     }
 }
 
@@ -276,13 +374,31 @@ pub async fn open(database_url: &str, queue: &QueueConfig) -> Result<Arc<dyn Sto
 mod tests {
     use super::*;
 
+    /// A task of type `a`, as a claim would return it.
+    fn claimed_task() -> Task {
+        let now = Utc::now();
+        let task_type = TaskType {
+            task_type: "a".into(),
+            domain: "d".into(),
+            description: String::new(),
+            versions: Vec::new(),
+            capabilities: Vec::new(),
+            default_max_attempts: 3,
+            default_timeout: std::time::Duration::from_secs(60),
+            default_retry_policy: Default::default(),
+            registered_at: now,
+            updated_at: now,
+        };
+        rules::new_task(suite::new_task("a"), &task_type, now)
+    }
+
     #[test]
     fn a_fair_claim_of_one_type_is_one_step_for_the_whole_limit() {
         let types = vec!["a".to_owned()];
         for claimed in [100, 40, 0] {
             let mut plan = FairClaim::new(&types, 100, &AtomicUsize::new(0));
             assert_eq!(plan.next_step(), Some(("a", 100)));
-            plan.record("a", 100, claimed);
+            plan.record("a", 100, (0..claimed).map(|_| claimed_task()).collect());
             assert_eq!(plan.next_step(), None, "claimed {claimed}");
         }
     }

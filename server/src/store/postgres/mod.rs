@@ -22,13 +22,14 @@ use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
-use super::sql::{self, Dialect, Shared, Spelling, Statements};
-use super::{HandOff, ReadyNotifications, Store};
-use crate::auth::tokens::{IssuedToken, TokenRecord};
+use super::sql::{
+    self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer, Writes as _,
+};
+use super::{HandOff, Leases, ReadyNotifications, Store};
 use crate::error::Result;
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome,
-    SessionStatus, Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec, TypeStats,
+    AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome, SessionStatus, Task,
+    TaskStatus, TaskType, TaskTypeSpec,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -46,10 +47,11 @@ const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, f
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
+    /// The shared reads and writes, on connections from `pool`.
+    common: SharedStore<Postgres, PgPool>,
     /// Connections for claims only, committing without waiting for the WAL
     /// flush (see [`Store::claim`]).
     claims: PgPool,
-    defaults: TypeDefaults,
     claim_rotation: AtomicUsize,
     /// Task types as this replica last read or wrote them. An enqueue
     /// builds its tasks from these without a lookup, and its INSERT checks
@@ -84,9 +86,9 @@ impl PostgresStore {
             .connect_with(options.options([("synchronous_commit", "off")]))
             .await?;
         Ok(PostgresStore {
+            common: SharedStore::new(pool.clone(), pool.clone(), defaults),
             pool,
             claims,
-            defaults,
             claim_rotation: AtomicUsize::new(0),
             known_types: RwLock::default(),
         })
@@ -112,7 +114,7 @@ impl PostgresStore {
 
     /// Enqueues tasks of which some carry idempotency keys: a taken key
     /// answers with the task that holds it.
-    async fn enqueue_with_keys(
+    async fn enqueue_keyed(
         &self,
         tasks: Vec<NewTask>,
         hand_off: &HandOff<'_>,
@@ -170,9 +172,22 @@ impl Dialect for Postgres {
                 for_update: " FOR UPDATE",
                 pending_tasks: "tasks",
                 running_tasks: "tasks",
+                begin: "BEGIN",
+                announce_ready: Some(ANNOUNCE_READY),
             })
         });
         &STATEMENTS
+    }
+}
+
+/// Announces ready work of task type `$1` to every replica at commit.
+const ANNOUNCE_READY: &str = "SELECT pg_notify('taskplane_ready', $1)";
+
+/// The shared writes take a connection from the pool.
+#[async_trait]
+impl Writer<Postgres> for PgPool {
+    async fn hold(&self) -> Result<Held<'_, Postgres>> {
+        Ok(Box::new(self.acquire().await?))
     }
 }
 
@@ -524,32 +539,52 @@ async fn finish_one(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+    async fn return_leases(
+        &self,
+        leases: Leases,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<Uuid>> {
+        let (condition, bound) = match leases {
+            Leases::OfSession(session_id) => ("lease_session = $1".into(), session_id.to_string()),
+            // Safe with every replica reaping: each row is updated once,
+            // and a second reaper finds it no longer RUNNING.
+            Leases::ExpiredBefore(expired) => (
+                unheld_running("lease_expires_at < $1::bigint"),
+                millis(expired).to_string(),
+            ),
+        };
         let mut tx = self.pool.begin().await?;
-        let registered =
-            Shared::<Postgres>::register_task_types(&mut tx, specs, &self.defaults).await?;
+        let returned = return_to_queue(&mut tx, &condition, bound, reason, millis(now)).await?;
         tx.commit().await?;
+        Ok(returned)
+    }
+
+    fn common(&self) -> &dyn Common {
+        &self.common
+    }
+
+    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+        let registered = self.common.register_task_types(specs).await?;
         self.remember_types(&registered);
         Ok(registered)
     }
 
-    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
-        Shared::<Postgres>::fetch_task_type(&self.pool, task_type).await
-    }
-
-    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
-        Shared::<Postgres>::list_task_types(&self.pool, domain).await
-    }
-
-    async fn enqueue_handing_off(
+    async fn enqueue_with_keys(
         &self,
         tasks: Vec<NewTask>,
         hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>> {
-        let now = rows::now();
-        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
-            return self.enqueue_with_keys(tasks, hand_off, now).await;
-        }
+        self.enqueue_keyed(tasks, hand_off, now).await
+    }
+
+    async fn enqueue_without_keys(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>> {
         let mut connection = self.pool.acquire().await?;
         if let Some(types) = self.known_types_of(&tasks) {
             // No lookup: the INSERT itself checks that each type still has
@@ -577,22 +612,6 @@ impl Store for PostgresStore {
         Ok(rules::newly_created(tasks))
     }
 
-    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
-        Shared::<Postgres>::fetch_task(&self.pool, id, false).await
-    }
-
-    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
-        Shared::<Postgres>::list_attempts(&self.pool, id).await
-    }
-
-    async fn queue_stats(
-        &self,
-        domain: Option<&str>,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<TypeStats>> {
-        Shared::<Postgres>::queue_stats(&self.pool, domain, since).await
-    }
-
     async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
         // The rows folded are deleted and summed in one statement. A replica
         // folding at the same time waits for these rows, finds them gone and
@@ -608,10 +627,6 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        Shared::<Postgres>::list_tasks(&self.pool, filter).await
     }
 
     async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
@@ -634,14 +649,12 @@ impl Store for PostgresStore {
         }
         let mut tx = self.claims.begin().await?;
         let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
-        let mut tasks = Vec::new();
         while let Some((task_type, wanted)) = plan.next_step() {
             let claimed = claim_type(&mut tx, task_type, wanted, lease, now).await?;
-            plan.record(task_type, wanted, claimed.len() as u32);
-            tasks.extend(claimed);
+            plan.record(task_type, wanted, claimed);
         }
         tx.commit().await?;
-        Ok(super::delivery_order(tasks))
+        Ok(plan.into_tasks())
     }
 
     async fn finish_attempts(
@@ -670,29 +683,11 @@ impl Store for PostgresStore {
         Ok(rules::all_outcomes(outcomes))
     }
 
-    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
-        let now = millis(Utc::now());
-        let mut tx = self.pool.begin().await?;
-        let released = return_to_queue(
-            &mut tx,
-            "lease_session = $1",
-            session_id.to_string(),
-            super::STREAM_CLOSED,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(released)
-    }
-
     async fn refresh_sessions(
         &self,
         sessions: &[(Uuid, SessionStatus)],
         lease_expires_at: DateTime<Utc>,
     ) -> Result<()> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
         let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
         let statuses: Vec<String> = sessions
             .iter()
@@ -721,50 +716,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-        let now = millis(now);
-        let mut tx = self.pool.begin().await?;
-        // Safe with every replica reaping: each row is updated once, and a
-        // second reaper finds it no longer RUNNING.
-        let reaped = return_to_queue(
-            &mut tx,
-            &unheld_running("lease_expires_at < $1::bigint"),
-            now.to_string(),
-            super::LEASE_EXPIRED,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(reaped)
-    }
-
-    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
-        let mut tx = self.pool.begin().await?;
-        let cancelled = Shared::<Postgres>::cancel(&mut tx, id, reason).await?;
-        tx.commit().await?;
-        Ok(cancelled)
-    }
-
-    async fn retry(&self, id: Uuid) -> Result<Task> {
-        let mut tx = self.pool.begin().await?;
-        let task = Shared::<Postgres>::retry(&mut tx, id, &self.defaults).await?;
-        notify_ready(&mut tx, [task.task_type.as_str()]).await?;
-        tx.commit().await?;
-        Ok(task)
-    }
-
-    async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
-        Shared::<Postgres>::record_session_start(&self.pool, session).await
-    }
-
-    async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
-        Shared::<Postgres>::record_session_end(&self.pool, session_id).await
-    }
-
-    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
-        Shared::<Postgres>::live_sessions(&self.pool, seen_since).await
-    }
-
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let deleted = sqlx::query(PURGE)
             .bind(millis(before))
@@ -777,22 +728,6 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(deleted)
-    }
-
-    async fn create_token(&self, token: &IssuedToken) -> Result<()> {
-        Shared::<Postgres>::create_token(&self.pool, token).await
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<bool> {
-        Shared::<Postgres>::revoke_token(&self.pool, id).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        Shared::<Postgres>::list_tokens(&self.pool).await
-    }
-
-    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
-        Shared::<Postgres>::find_token(&self.pool, sha256).await
     }
 
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {

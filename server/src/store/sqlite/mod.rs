@@ -17,22 +17,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
-use super::sql::{self, Dialect, Shared, Spelling, Statements};
-use super::{HandOff, ReadyNotifications, Store};
-use crate::auth::tokens::{IssuedToken, TokenRecord};
+use super::sql::{self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer};
+use super::{HandOff, Leases, ReadyNotifications, Store};
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskStatus, TaskType, TaskTypeSpec, TypeStats,
+    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskFilter,
+    TaskStatus, TaskType,
 };
 
 mod writer_thread;
@@ -54,11 +51,11 @@ pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, fi
 pub struct SqliteStore {
     writer: Arc<Mutex<SqliteConnection>>,
     thread: WriterThread,
-    readers: SqlitePool,
+    /// The shared reads, from a small read-only pool, and writes, on `writer`.
+    common: SharedStore<Sqlite, Arc<Mutex<SqliteConnection>>>,
     checkpointer: Mutex<SqliteConnection>,
     /// See [`WAL_FRAMES_BEFORE_PAUSE`]; tests lower it.
     wal_frames_before_pause: i64,
-    defaults: TypeDefaults,
     claim_rotation: Arc<AtomicUsize>,
 }
 
@@ -94,12 +91,11 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(writer));
         let thread = WriterThread::start(&path, Arc::clone(&writer))?;
         Ok(SqliteStore {
+            common: SharedStore::new(readers, Arc::clone(&writer), defaults),
             writer,
             thread,
-            readers,
             checkpointer: Mutex::new(checkpointer),
             wal_frames_before_pause: WAL_FRAMES_BEFORE_PAUSE,
-            defaults,
             claim_rotation: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -228,6 +224,10 @@ impl Dialect for Sqlite {
                 for_update: "",
                 pending_tasks: PENDING_TASKS,
                 running_tasks: RUNNING_TASKS,
+                // A deferred read-then-write transaction would fail with
+                // SQLITE_BUSY, which `busy_timeout` does not retry.
+                begin: "BEGIN IMMEDIATE",
+                announce_ready: None,
             })
         });
         &STATEMENTS
@@ -235,6 +235,15 @@ impl Dialect for Sqlite {
 
     fn listing_source(filter: &TaskFilter) -> &'static str {
         listing_source(filter)
+    }
+}
+
+/// The shared writes wait for the one writer connection, as every sqlx
+/// write here does.
+#[async_trait]
+impl Writer<Sqlite> for Arc<Mutex<SqliteConnection>> {
+    async fn hold(&self) -> Result<Held<'_, Sqlite>> {
+        Ok(Box::new(self.lock().await))
     }
 }
 
@@ -275,49 +284,63 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
     Ok(())
 }
 
-async fn expire_leases(
-    tx: &mut Tx<'_>,
-    ids: Vec<String>,
-    reason: &str,
-    now: i64,
-) -> Result<Vec<Uuid>> {
-    if !ids.is_empty() {
-        return_to_queue(tx, &ids, reason, now).await?;
-    }
-    ids.iter().map(|id| parse_uuid(id)).collect()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
-    async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
+    async fn return_leases(
+        &self,
+        leases: Leases,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<Uuid>> {
         let mut writer = self.writer().await;
         let mut tx = write(&mut writer).await?;
-        let registered =
-            Shared::<Sqlite>::register_task_types(&mut tx, specs, &self.defaults).await?;
+        let ids: Vec<String> = match leases {
+            Leases::OfSession(session_id) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM tasks WHERE status = 'running' AND lease_session = $1",
+                )
+                .bind(session_id.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            Leases::ExpiredBefore(expired) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < $1",
+                )
+                .bind(millis(expired))
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        if !ids.is_empty() {
+            return_to_queue(&mut tx, &ids, reason, millis(now)).await?;
+        }
         tx.commit().await?;
-        Ok(registered)
+        ids.iter().map(|id| parse_uuid(id)).collect()
     }
 
-    async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
-        Shared::<Sqlite>::fetch_task_type(&self.readers, task_type).await
+    fn common(&self) -> &dyn Common {
+        &self.common
     }
 
-    async fn list_task_types(&self, domain: Option<&str>) -> Result<Vec<TaskType>> {
-        Shared::<Sqlite>::list_task_types(&self.readers, domain).await
-    }
-
-    async fn enqueue_handing_off(
+    async fn enqueue_with_keys(
         &self,
         tasks: Vec<NewTask>,
         hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>> {
-        let now = rows::now();
-        let mut writer = self.writer().await;
-        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
-            return enqueue_with_keys(&mut writer, tasks, hand_off, now).await;
-        }
+        enqueue_with_keys(&mut *self.writer().await, tasks, hand_off, now).await
+    }
+
+    async fn enqueue_without_keys(
+        &self,
+        tasks: Vec<NewTask>,
+        hand_off: &HandOff<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>> {
         // Every write waits for the writer, so no registration can change a
         // type between this lookup and the insert.
+        let mut writer = self.writer().await;
         let types = fetch_task_types(&mut writer, &tasks).await?;
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
         let leases = rules::hand_off(&mut tasks, hand_off);
@@ -336,22 +359,6 @@ impl Store for SqliteStore {
             tx.commit().await?;
         }
         Ok(rules::newly_created(tasks))
-    }
-
-    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
-        Shared::<Sqlite>::fetch_task(&self.readers, id, false).await
-    }
-
-    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
-        Shared::<Sqlite>::list_attempts(&self.readers, id).await
-    }
-
-    async fn queue_stats(
-        &self,
-        domain: Option<&str>,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<TypeStats>> {
-        Shared::<Sqlite>::queue_stats(&self.readers, domain, since).await
     }
 
     async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
@@ -374,10 +381,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        Shared::<Sqlite>::list_tasks(&self.readers, filter).await
-    }
-
     async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
         if limit == 0 || task_types.is_empty() {
             return Ok(Vec::new());
@@ -385,21 +388,17 @@ impl Store for SqliteStore {
         let now = rows::now();
         let (task_types, lease) = (task_types.to_vec(), lease.clone());
         let rotation = Arc::clone(&self.claim_rotation);
-        let tasks = self
-            .thread
+        self.thread
             .write(move |connection| {
                 // One type takes one step: its share is the whole limit.
                 let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
-                let mut tasks = Vec::new();
                 while let Some((task_type, wanted)) = plan.next_step() {
                     let claimed = writes::claim_type(connection, task_type, wanted, &lease, now)?;
-                    plan.record(task_type, wanted, claimed.len() as u32);
-                    tasks.extend(claimed);
+                    plan.record(task_type, wanted, claimed);
                 }
-                Ok(tasks)
+                Ok(plan.into_tasks())
             })
-            .await?;
-        Ok(super::delivery_order(tasks))
+            .await
     }
 
     async fn finish_attempts(
@@ -426,29 +425,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
-        let now = millis(Utc::now());
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE status = 'running' AND lease_session = ?",
-        )
-        .bind(session_id.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        let released = expire_leases(&mut tx, ids, super::STREAM_CLOSED, now).await?;
-        tx.commit().await?;
-        Ok(released)
-    }
-
     async fn refresh_sessions(
         &self,
         sessions: &[(Uuid, SessionStatus)],
         lease_expires_at: DateTime<Utc>,
     ) -> Result<()> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
         let mut writer = self.writer().await;
         let mut tx = write(&mut writer).await?;
         let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
@@ -470,49 +451,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-        let now = millis(now);
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < ?",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let reaped = expire_leases(&mut tx, ids, super::LEASE_EXPIRED, now).await?;
-        tx.commit().await?;
-        Ok(reaped)
-    }
-
-    async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)> {
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let cancelled = Shared::<Sqlite>::cancel(&mut tx, id, reason).await?;
-        tx.commit().await?;
-        Ok(cancelled)
-    }
-
-    async fn retry(&self, id: Uuid) -> Result<Task> {
-        let mut writer = self.writer().await;
-        let mut tx = write(&mut writer).await?;
-        let task = Shared::<Sqlite>::retry(&mut tx, id, &self.defaults).await?;
-        tx.commit().await?;
-        Ok(task)
-    }
-
-    async fn record_session_start(&self, session: &AgentSession) -> Result<()> {
-        Shared::<Sqlite>::record_session_start(&mut *self.writer().await, session).await
-    }
-
-    async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
-        Shared::<Sqlite>::record_session_end(&mut *self.writer().await, session_id).await
-    }
-
-    async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
-        Shared::<Sqlite>::live_sessions(&self.readers, seen_since).await
     }
 
     async fn checkpoint(&self) -> Result<()> {
@@ -561,22 +499,6 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(deleted)
-    }
-
-    async fn create_token(&self, token: &IssuedToken) -> Result<()> {
-        Shared::<Sqlite>::create_token(&mut *self.writer().await, token).await
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<bool> {
-        Shared::<Sqlite>::revoke_token(&mut *self.writer().await, id).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        Shared::<Sqlite>::list_tokens(&self.readers).await
-    }
-
-    async fn find_token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
-        Shared::<Sqlite>::find_token(&self.readers, sha256).await
     }
 
     async fn ready_notifications(&self) -> Result<Option<ReadyNotifications>> {

@@ -114,7 +114,7 @@ async fn every_connection_keeps_its_query_plans() {
     let (_dir, url, store) = crate::store::suite::sqlite_store("t.db").await;
     assert!(plans_are_stable(&mut *store.writer().await).await);
     assert!(plans_are_stable(&mut *store.checkpointer.lock().await).await);
-    let mut reader = store.readers.acquire().await.unwrap();
+    let mut reader = store.common.readers().acquire().await.unwrap();
     assert!(plans_are_stable(&mut reader).await);
     // A fresh connection does not have it: the check can fail.
     let mut fresh = SqliteConnection::connect_with(&SqliteStore::connect_options(&url).unwrap())
