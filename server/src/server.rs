@@ -12,6 +12,8 @@ use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tower::layer::util::{Identity, Stack};
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
 use crate::auth::{AuthLayer, Authenticator};
@@ -126,31 +128,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let reloadables = self.reloadables();
         let plane = self.plane;
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<TaskServiceServer<TaskApi>>()
-            .await;
-        health_reporter
-            .set_serving::<RegistryServiceServer<RegistryApi>>()
-            .await;
-        health_reporter
-            .set_serving::<AgentServiceServer<AgentApi>>()
-            .await;
-        // Both reflection versions describe every service, each other included,
-        // so old (v1alpha-only) and new clients list the same set.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(taskplane_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                )
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-        let max_message = plane.config.max_message_bytes;
-
+        let router = router(&plane).await?;
         maintenance::start(&plane);
         if let Some(listener) = self.metrics_listener {
             let scraped = plane.clone();
@@ -180,24 +158,6 @@ impl Server {
             shutdown.await;
             signal_stop.cancel();
         });
-
-        let router = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(plane.authenticator.clone()))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                TaskServiceServer::new(TaskApi::new(plane.clone()))
-                    .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                RegistryServiceServer::new(RegistryApi::new(plane.clone()))
-                    .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                AgentServiceServer::new(AgentApi::new(plane.clone()))
-                    .max_decoding_message_size(max_message),
-            );
         match &self.tls {
             Some(tls) => {
                 let incoming = transport::tls::incoming(self.listener, tls.clone(), stop.clone());
@@ -206,11 +166,9 @@ impl Server {
                     .await?
             }
             None => {
+                let incoming = transport::listener::plain_incoming(self.listener);
                 router
-                    .serve_with_incoming_shutdown(
-                        transport::listener::plain_incoming(self.listener),
-                        stop.cancelled_owned(),
-                    )
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await?
             }
         }
@@ -223,6 +181,51 @@ impl Server {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// Every gRPC service behind the authentication layer: tasks, registry and
+/// agents (each refusing messages over the configured size), health (all
+/// three SERVING) and both versions of reflection.
+async fn router(plane: &Arc<ControlPlane>) -> anyhow::Result<Router<Stack<AuthLayer, Identity>>> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TaskServiceServer<TaskApi>>()
+        .await;
+    health_reporter
+        .set_serving::<RegistryServiceServer<RegistryApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AgentServiceServer<AgentApi>>()
+        .await;
+    // Both reflection versions describe every service, each other included,
+    // so old (v1alpha-only) and new clients list the same set.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(taskplane_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let max_message = plane.config.max_message_bytes;
+    Ok(tonic::transport::Server::builder()
+        .layer(AuthLayer::new(plane.authenticator.clone()))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(
+            TaskServiceServer::new(TaskApi::new(plane.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            RegistryServiceServer::new(RegistryApi::new(plane.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(plane.clone()))
+                .max_decoding_message_size(max_message),
+        ))
 }
 
 /// Refuses to expose an unauthenticated server beyond loopback unless told

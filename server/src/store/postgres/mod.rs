@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::rows::{self, duration_millis, json_text, millis, parse_uuid};
+use super::rows::{self, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
 use super::sql::{
     self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer, Writes as _,
@@ -28,20 +28,21 @@ use super::sql::{
 use super::{HandOff, Leases, ReadyNotifications, Store};
 use crate::error::Result;
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, RecordedTask, ResultOutcome, SessionStatus, Task,
-    TaskStatus, TaskType, TaskTypeSpec,
+    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType,
+    TaskTypeSpec,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
-const READY_CHANNEL: &str = "taskplane_ready";
+pub(super) const READY_CHANNEL: &str = "taskplane_ready";
 
-const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS payload, status, priority, \
+/// The columns of a whole task, as `rows::task` reads them.
+pub(super) const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS payload, status, priority, \
     attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
     metadata::text AS metadata";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
-const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \
+pub(super) const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \
     metadata ->> 'traceparent' AS traceparent";
 
 /// The PostgreSQL implementation of [`Store`].
@@ -55,12 +56,13 @@ pub struct PostgresStore {
     claim_rotation: AtomicUsize,
     /// Task types as this replica last read or wrote them. An enqueue
     /// builds its tasks from these without a lookup, and its INSERT checks
-    /// them against the table (see [`insert_tasks`]), so a type registered
+    /// them against the table (see `writes::insert_tasks`), so a type registered
     /// again on another replica is never used stale.
     known_types: RwLock<HashMap<String, TaskType>>,
 }
 
-type Tx = Transaction<'static, Postgres>;
+/// A transaction on the pool.
+pub(super) type Tx = Transaction<'static, Postgres>;
 
 impl PostgresStore {
     /// The connection settings every taskplane PostgreSQL connection uses.
@@ -126,7 +128,7 @@ impl PostgresStore {
         let leases = rules::hand_off(&mut tasks, hand_off);
         let mut enqueued = Vec::with_capacity(tasks.len());
         for (task, lease) in tasks.into_iter().zip(leases) {
-            if insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
+            if writes::insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
                 .await?
                 .contains(&task.id)
             {
@@ -173,7 +175,7 @@ impl Dialect for Postgres {
                 pending_tasks: "tasks",
                 running_tasks: "tasks",
                 begin: "BEGIN",
-                announce_ready: Some(ANNOUNCE_READY),
+                announce_ready: Some(ANNOUNCE_READY.as_str()),
             })
         });
         &STATEMENTS
@@ -181,7 +183,8 @@ impl Dialect for Postgres {
 }
 
 /// Announces ready work of task type `$1` to every replica at commit.
-const ANNOUNCE_READY: &str = "SELECT pg_notify('taskplane_ready', $1)";
+static ANNOUNCE_READY: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT pg_notify('{READY_CHANNEL}', $1)"));
 
 /// The shared writes take a connection from the pool.
 #[async_trait]
@@ -228,8 +231,7 @@ fn pool_options(connections: u32) -> PgPoolOptions {
 async fn notify_ready(tx: &mut Tx, task_types: impl IntoIterator<Item = &str>) -> Result<()> {
     let distinct: BTreeSet<&str> = task_types.into_iter().collect();
     for task_type in distinct {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(READY_CHANNEL)
+        sqlx::query(sqlx::AssertSqlSafe(ANNOUNCE_READY.as_str()))
             .bind(task_type.to_owned())
             .execute(&mut **tx)
             .await?;
@@ -286,40 +288,6 @@ fn unheld_running(condition: &str) -> String {
     )
 }
 
-/// Leases up to `limit` ready tasks of one type, in priority then age order,
-/// skipping rows other replicas hold, and starts their attempts, in one
-/// statement.
-async fn claim_type(
-    connection: &mut PgConnection,
-    task_type: &str,
-    limit: u32,
-    lease: &Lease,
-    now: i64,
-) -> Result<Vec<Task>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH ready AS (
-             SELECT id AS ready_id FROM tasks
-             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1
-             ORDER BY priority DESC, run_at, id LIMIT $6
-             FOR UPDATE SKIP LOCKED),
-         claimed AS (
-             UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
-                 updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
-             FROM ready WHERE id = ready.ready_id
-             RETURNING {TASK_COLUMNS})
-         SELECT * FROM claimed"
-    )))
-    .bind(now)
-    .bind(lease.session_id.to_string())
-    .bind(lease.agent_id.to_string())
-    .bind(millis(lease.expires_at))
-    .bind(task_type.to_owned())
-    .bind(i64::from(limit))
-    .fetch_all(connection)
-    .await?;
-    rows.iter().map(rows::task).collect()
-}
-
 /// The registered types among those `tasks` name, by name.
 async fn fetch_task_types(
     connection: &mut PgConnection,
@@ -338,203 +306,6 @@ async fn fetch_task_types(
     rows.iter()
         .map(|row| rows::task_type(row).map(|t| (t.task_type.clone(), t)))
         .collect()
-}
-
-/// One array to bind: `value` of each item.
-fn each<T, U>(items: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
-    items.iter().map(value).collect()
-}
-
-/// Inserts tasks in one statement, skipping any whose idempotency key is
-/// taken: PENDING, announced to every replica when it commits, or RUNNING
-/// under the lease beside them, their first attempts started. When a
-/// type in `checked` no longer has the domain and defaults given there, it
-/// inserts nothing. Returns the ids it inserted.
-async fn insert_tasks(
-    connection: &mut PgConnection,
-    tasks: &[Task],
-    leases: &[Option<Lease>],
-    checked: &[&TaskType],
-) -> Result<BTreeSet<Uuid>> {
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "WITH inserted AS (
-             INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
-                 max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
-                 idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
-                 retry_max_ms, lease_session, lease_agent, lease_expires_at)
-             SELECT id::uuid, task_type, domain, payload::jsonb, status, priority, attempts,
-                 max_attempts, timeout_ms, run_at, created_at, created_at,
-                 CASE WHEN status = 'running' THEN created_at END,
-                 idempotency_key, handler_version, metadata::jsonb, retry_initial_ms,
-                 retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                 $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[],
-                 $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[])
-                 AS new (id, task_type, domain, payload, status, priority, attempts,
-                     max_attempts, timeout_ms, run_at, created_at, idempotency_key,
-                     handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
-                     lease_session, lease_agent, lease_expires_at)
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM UNNEST($22::text[], $23::text[], $24::bigint[], $25::bigint[],
-                     $26::bigint[], $27::float8[], $28::bigint[])
-                     AS checked (task_type, domain, max_attempts, timeout_ms, initial_ms,
-                         factor, max_ms)
-                 WHERE NOT EXISTS (
-                     SELECT 1 FROM task_types t
-                     WHERE t.task_type = checked.task_type AND t.domain = checked.domain
-                         AND t.default_max_attempts = checked.max_attempts
-                         AND t.default_timeout_ms = checked.timeout_ms
-                         AND t.retry_initial_ms = checked.initial_ms
-                         AND t.retry_factor = checked.factor
-                         AND t.retry_max_ms = checked.max_ms))
-             ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id, task_type, status)
-         SELECT inserted.id::text FROM inserted,
-             (SELECT count(pg_notify($21, task_type))
-              FROM (SELECT DISTINCT task_type FROM inserted WHERE status = 'pending') AS types)
-                 AS announced",
-    )
-    .bind(each(tasks, |t| t.id.to_string()))
-    .bind(each(tasks, |t| t.task_type.clone()))
-    .bind(each(tasks, |t| t.domain.clone()))
-    .bind(each(tasks, |t| json_text(&t.payload)))
-    .bind(each(tasks, |t| t.status.as_str().to_owned()))
-    .bind(each(tasks, |t| i64::from(t.priority)))
-    .bind(each(tasks, |t| i64::from(t.attempts)))
-    .bind(each(tasks, |t| i64::from(t.max_attempts)))
-    .bind(each(tasks, |t| duration_millis(t.timeout)))
-    .bind(each(tasks, |t| millis(t.run_at)))
-    .bind(each(tasks, |t| millis(t.created_at)))
-    .bind(each(tasks, |t| t.idempotency_key.clone()))
-    .bind(each(tasks, |t| t.handler_version.clone()))
-    .bind(each(tasks, |t| json_text(&t.metadata)))
-    .bind(each(tasks, |t| {
-        duration_millis(t.retry_policy.initial_backoff)
-    }))
-    .bind(each(tasks, |t| t.retry_policy.backoff_factor))
-    .bind(each(tasks, |t| duration_millis(t.retry_policy.max_backoff)))
-    .bind(each(leases, |l| {
-        l.as_ref().map(|l| l.session_id.to_string())
-    }))
-    .bind(each(leases, |l| l.as_ref().map(|l| l.agent_id.to_string())))
-    .bind(each(leases, |l| l.as_ref().map(|l| millis(l.expires_at))))
-    .bind(READY_CHANNEL)
-    .bind(each(checked, |t| t.task_type.clone()))
-    .bind(each(checked, |t| t.domain.clone()))
-    .bind(each(checked, |t| i64::from(t.default_max_attempts)))
-    .bind(each(checked, |t| duration_millis(t.default_timeout)))
-    .bind(each(checked, |t| {
-        duration_millis(t.default_retry_policy.initial_backoff)
-    }))
-    .bind(each(checked, |t| t.default_retry_policy.backoff_factor))
-    .bind(each(checked, |t| {
-        duration_millis(t.default_retry_policy.max_backoff)
-    }))
-    .fetch_all(connection)
-    .await?;
-    inserted.iter().map(|id| parse_uuid(id)).collect()
-}
-
-/// Completes many attempts in one statement: the tasks still RUNNING at that
-/// attempt become COMPLETED (the fence), keeping who ran the attempt, which
-/// is how their attempts read as completed (`store::attempts_sql`), and a
-/// data-modifying CTE counts them in `task_counts`. Returns the tasks that
-/// changed.
-async fn complete_in_bulk(
-    connection: &mut PgConnection,
-    results: &[(Uuid, u32, AttemptResult)],
-    bulk: &[usize],
-    now: DateTime<Utc>,
-) -> Result<Vec<RecordedTask>> {
-    if bulk.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut ids = Vec::with_capacity(bulk.len());
-    let mut attempts = Vec::with_capacity(bulk.len());
-    let mut values = Vec::with_capacity(bulk.len());
-    for &index in bulk {
-        let (id, attempt, result) = &results[index];
-        let AttemptResult::Completed(value) = result else {
-            unreachable!("bulk holds completions only")
-        };
-        ids.push(id.to_string());
-        attempts.push(i64::from(*attempt));
-        values.push(json_text(value));
-    }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH completed AS (
-             UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
-                 finished_at = $1, updated_at = $1, lease_expires_at = NULL
-             FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
-             WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
-             RETURNING {RECORDED_COLUMNS}),
-         counted AS (
-             INSERT INTO task_counts (task_type, status, second, count)
-             SELECT task_type, 'completed', $1 / 1000, count(*) FROM completed GROUP BY task_type)
-         SELECT * FROM completed"
-    )))
-    .bind(millis(now))
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&values)
-    .fetch_all(connection)
-    .await?;
-    rows.iter().map(rows::recorded_task).collect()
-}
-
-/// Records one attempt's result inside a batch's transaction.
-async fn finish_one(
-    tx: &mut Tx,
-    id: Uuid,
-    attempt: u32,
-    result: &AttemptResult,
-    now: DateTime<Utc>,
-) -> Result<ResultOutcome> {
-    let Some(task) = Shared::<Postgres>::fetch_task(&mut **tx, id, true).await? else {
-        return Ok(ResultOutcome::Stale);
-    };
-    let Some(end) = rules::end_attempt(&task, attempt, result, now) else {
-        return Ok(ResultOutcome::Stale);
-    };
-    if end.status != TaskStatus::Completed {
-        Shared::<Postgres>::end_one_attempt(
-            tx,
-            id,
-            attempt,
-            millis(now),
-            end.outcome,
-            end.error.clone(),
-        )
-        .await?;
-    }
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
-             finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END, updated_at = $5,
-             lease_session = CASE WHEN $1 = 'completed' THEN lease_session END,
-             lease_agent = CASE WHEN $1 = 'completed' THEN lease_agent END, lease_expires_at = NULL
-         WHERE id = $6::uuid AND status = 'running' AND attempts = $7
-         RETURNING {RECORDED_COLUMNS}"
-    )))
-    .bind(end.status.as_str())
-    .bind(end.result)
-    .bind(end.error)
-    .bind(millis(end.run_at))
-    .bind(millis(now))
-    .bind(id.to_string())
-    .bind(i64::from(attempt))
-    .fetch_one(&mut **tx)
-    .await?;
-    let recorded = rows::recorded_task(&row)?;
-    if recorded.status == TaskStatus::Completed {
-        // Counted here as the bulk statement counts its own (migration 0004).
-        sqlx::query("INSERT INTO task_counts (task_type, status, second, count) VALUES ($1, 'completed', $2 / 1000, 1)")
-            .bind(&recorded.task_type)
-            .bind(millis(now))
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(ResultOutcome::Applied(recorded))
 }
 
 #[async_trait]
@@ -593,7 +364,7 @@ impl Store for PostgresStore {
             let mut built = rules::new_tasks(tasks.clone(), &types, now)?;
             let leases = rules::hand_off(&mut built, hand_off);
             let checked: Vec<&TaskType> = types.values().collect();
-            let inserted = insert_tasks(&mut connection, &built, &leases, &checked).await?;
+            let inserted = writes::insert_tasks(&mut connection, &built, &leases, &checked).await?;
             if inserted.len() == built.len() {
                 return Ok(rules::newly_created(built));
             }
@@ -608,7 +379,7 @@ impl Store for PostgresStore {
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
         let leases = rules::hand_off(&mut tasks, hand_off);
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
-        insert_tasks(&mut connection, &tasks, &leases, &[]).await?;
+        writes::insert_tasks(&mut connection, &tasks, &leases, &[]).await?;
         Ok(rules::newly_created(tasks))
     }
 
@@ -644,13 +415,13 @@ impl Store for PostgresStore {
         if let [task_type] = task_types {
             // One statement, so no explicit transaction: one round trip.
             let mut connection = self.claims.acquire().await?;
-            let tasks = claim_type(&mut connection, task_type, limit, lease, now).await?;
+            let tasks = writes::claim_type(&mut connection, task_type, limit, lease, now).await?;
             return Ok(super::delivery_order(tasks));
         }
         let mut tx = self.claims.begin().await?;
         let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
         while let Some((task_type, wanted)) = plan.next_step() {
-            let claimed = claim_type(&mut tx, task_type, wanted, lease, now).await?;
+            let claimed = writes::claim_type(&mut tx, task_type, wanted, lease, now).await?;
             plan.record(task_type, wanted, claimed);
         }
         tx.commit().await?;
@@ -668,16 +439,16 @@ impl Store for PostgresStore {
             // Completions alone are one statement, atomic by itself: no
             // BEGIN and COMMIT round trips.
             let mut connection = self.pool.acquire().await?;
-            let applied = complete_in_bulk(&mut connection, &results, &bulk, now).await?;
+            let applied = writes::complete_in_bulk(&mut connection, &results, &bulk, now).await?;
             rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
             return Ok(rules::all_outcomes(outcomes));
         }
         let mut tx = self.pool.begin().await?;
-        let applied = complete_in_bulk(&mut tx, &results, &bulk, now).await?;
+        let applied = writes::complete_in_bulk(&mut tx, &results, &bulk, now).await?;
         rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
         for index in single {
             let (id, attempt, result) = &results[index];
-            outcomes[index] = Some(finish_one(&mut tx, *id, *attempt, result, now).await?);
+            outcomes[index] = Some(writes::finish_one(&mut tx, *id, *attempt, result, now).await?);
         }
         tx.commit().await?;
         Ok(rules::all_outcomes(outcomes))
@@ -752,3 +523,4 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 mod tests;
+mod writes;

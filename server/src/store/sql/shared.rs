@@ -1,0 +1,375 @@
+//! [`Shared`]: every statement both databases share, run over an executor
+//! of either.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Encode, Executor, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::Dialect;
+use crate::auth::tokens::{IssuedToken, TokenRecord};
+use crate::error::Result;
+use crate::model::{AgentSession, Attempt, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats};
+use crate::store::rows::{self, Columns, duration_millis, json_text, millis};
+use crate::store::rules::{self, TypeDefaults};
+
+/// The shared statements, run over executors of database `DB`.
+pub struct Shared<DB>(PhantomData<DB>);
+
+impl<DB> Shared<DB>
+where
+    DB: Dialect,
+    DB::Row: Columns,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+{
+    /// One task, if it exists; `locked` keeps its row for the transaction.
+    pub async fn fetch_task<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        id: Uuid,
+        locked: bool,
+    ) -> Result<Option<Task>> {
+        let sql = DB::statements().fetch_task(locked);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(executor)
+            .await?;
+        row.as_ref().map(rows::task).transpose()
+    }
+
+    /// One task type, if registered.
+    pub async fn fetch_task_type<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        task_type: &str,
+    ) -> Result<Option<TaskType>> {
+        let row = sqlx::query("SELECT * FROM task_types WHERE task_type = $1")
+            .bind(task_type.to_owned())
+            .fetch_optional(executor)
+            .await?;
+        row.as_ref().map(rows::task_type).transpose()
+    }
+
+    /// Every registered task type (of one domain, if given), by name.
+    pub async fn list_task_types<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        domain: Option<&str>,
+    ) -> Result<Vec<TaskType>> {
+        let rows = sqlx::query(
+            "SELECT * FROM task_types WHERE (CAST($1 AS TEXT) IS NULL OR domain = $1)
+             ORDER BY task_type",
+        )
+        .bind(domain.map(str::to_owned))
+        .fetch_all(executor)
+        .await?;
+        rows.iter().map(rows::task_type).collect()
+    }
+
+    /// Registers or updates task types inside the caller's transaction. A
+    /// type that belongs to another domain fails `AlreadyExists`: the
+    /// upsert's `WHERE` also keeps a concurrent registration from another
+    /// domain from being overwritten, and no row comes back.
+    pub async fn register_task_types(
+        connection: &mut DB::Connection,
+        specs: &[TaskTypeSpec],
+        defaults: &TypeDefaults,
+    ) -> Result<Vec<TaskType>> {
+        let now = millis(Utc::now());
+        let mut registered = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let existing = Self::fetch_task_type(&mut *connection, &spec.task_type).await?;
+            if let Some(existing) = &existing
+                && existing.domain != spec.domain
+            {
+                return Err(rules::domain_conflict(spec, &existing.domain));
+            }
+            let settings = rules::merged_defaults(spec, existing.as_ref(), defaults);
+            let row = sqlx::query(
+                "INSERT INTO task_types (task_type, domain, description, versions, capabilities,
+                     default_max_attempts, default_timeout_ms, retry_initial_ms, retry_factor,
+                     retry_max_ms, registered_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                 ON CONFLICT (task_type) DO UPDATE SET
+                     description = excluded.description, versions = excluded.versions,
+                     capabilities = excluded.capabilities,
+                     default_max_attempts = excluded.default_max_attempts,
+                     default_timeout_ms = excluded.default_timeout_ms,
+                     retry_initial_ms = excluded.retry_initial_ms,
+                     retry_factor = excluded.retry_factor,
+                     retry_max_ms = excluded.retry_max_ms,
+                     updated_at = excluded.updated_at
+                 WHERE task_types.domain = excluded.domain
+                 RETURNING *",
+            )
+            .bind(spec.task_type.clone())
+            .bind(spec.domain.clone())
+            .bind(spec.description.clone())
+            .bind(json_text(&spec.versions))
+            .bind(json_text(&spec.capabilities))
+            .bind(i64::from(settings.max_attempts))
+            .bind(duration_millis(settings.timeout))
+            .bind(duration_millis(settings.retry_policy.initial_backoff))
+            .bind(settings.retry_policy.backoff_factor)
+            .bind(duration_millis(settings.retry_policy.max_backoff))
+            .bind(now)
+            .fetch_optional(&mut *connection)
+            .await?;
+            match row {
+                Some(row) => registered.push(rows::task_type(&row)?),
+                None => {
+                    let owner = Self::fetch_task_type(&mut *connection, &spec.task_type)
+                        .await?
+                        .map(|t| t.domain)
+                        .unwrap_or_default();
+                    return Err(rules::domain_conflict(spec, &owner));
+                }
+            }
+        }
+        Ok(registered)
+    }
+
+    /// Every attempt of a task, oldest first.
+    pub async fn list_attempts<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        id: Uuid,
+    ) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(DB::statements().attempts.as_str()))
+            .bind(id.to_string())
+            .fetch_all(executor)
+            .await?;
+        rows.iter().map(rows::attempt).collect()
+    }
+
+    /// Task counts per type and status (see `Store::queue_stats`).
+    pub async fn queue_stats<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        domain: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TypeStats>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(DB::statements().queue_stats()))
+            .bind(domain.map(str::to_owned))
+            .bind(since.timestamp())
+            .fetch_all(executor)
+            .await?;
+        rows::queue_stats(&rows)
+    }
+
+    /// Tasks matching the filter, newest first (see [`rules::task_listing`]).
+    pub async fn list_tasks<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        filter: &TaskFilter,
+    ) -> Result<Vec<Task>> {
+        let statements = DB::statements();
+        let (listing, values) = rules::task_listing(filter, statements.id_cast);
+        let sql = format!(
+            "SELECT {} FROM {} {listing}",
+            statements.task_columns,
+            DB::listing_source(filter)
+        );
+        let query = values
+            .into_iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |query, value| {
+                query.bind(value)
+            });
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(executor)
+            .await?;
+        rows.iter().map(rows::task).collect()
+    }
+
+    /// Ends task `id`'s attempt `attempt` at `now` (Unix milliseconds) with
+    /// `outcome` and `error`, from the task row (see [`end_attempts_sql`]).
+    pub async fn end_one_attempt(
+        connection: &mut DB::Connection,
+        id: Uuid,
+        attempt: u32,
+        now: i64,
+        outcome: &str,
+        error: Option<String>,
+    ) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(DB::statements().end_one_attempt()))
+            .bind(now)
+            .bind(outcome.to_owned())
+            .bind(error)
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Cancels a PENDING or RUNNING task inside the caller's transaction,
+    /// ending its current attempt `cancelled`. Returns the task before and
+    /// after.
+    pub async fn cancel(
+        connection: &mut DB::Connection,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<(Task, Task)> {
+        let now = millis(Utc::now());
+        let before = Self::fetch_task(&mut *connection, id, true)
+            .await?
+            .ok_or_else(|| rules::not_found(id))?;
+        rules::check_cancellable(&before)?;
+        let reason = reason.to_owned();
+        Self::end_one_attempt(
+            connection,
+            id,
+            before.attempts,
+            now,
+            "cancelled",
+            Some(reason.clone()),
+        )
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().cancel.as_str()))
+            .bind(reason)
+            .bind(now)
+            .bind(id.to_string())
+            .fetch_one(&mut *connection)
+            .await?;
+        Ok((before, rows::task(&row)?))
+    }
+
+    /// Puts a DEAD or CANCELLED task back in the queue inside the caller's
+    /// transaction, with its type's attempts (or `defaults`') afresh.
+    pub async fn retry(
+        connection: &mut DB::Connection,
+        id: Uuid,
+        defaults: &TypeDefaults,
+    ) -> Result<Task> {
+        let task = Self::fetch_task(&mut *connection, id, true)
+            .await?
+            .ok_or_else(|| rules::not_found(id))?;
+        rules::check_retryable(&task)?;
+        let fresh_attempts = Self::fetch_task_type(&mut *connection, &task.task_type)
+            .await?
+            .map_or(defaults.max_attempts, |t| t.default_max_attempts);
+        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().retry.as_str()))
+            .bind(i64::from(fresh_attempts))
+            .bind(millis(Utc::now()))
+            .bind(id.to_string())
+            .fetch_one(&mut *connection)
+            .await?;
+        if let Some(announce) = DB::statements().announce_ready {
+            sqlx::query(announce)
+                .bind(task.task_type.clone())
+                .execute(&mut *connection)
+                .await?;
+        }
+        rows::task(&row)
+    }
+
+    /// Records that an agent session registered.
+    pub async fn record_session_start<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        session: &AgentSession,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agents (session_id, agent_id, agent_name, domains, task_types, labels,
+                 connected_at, last_seen_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        )
+        .bind(session.session_id.to_string())
+        .bind(session.agent_id.to_string())
+        .bind(session.agent_name.clone())
+        .bind(json_text(&session.domains))
+        .bind(json_text(&session.task_types))
+        .bind(json_text(&session.labels))
+        .bind(millis(session.connected_at))
+        .bind(json_text(&session.status))
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that an agent session ended.
+    pub async fn record_session_end<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        session_id: Uuid,
+    ) -> Result<()> {
+        sqlx::query("UPDATE agents SET disconnected_at = $1 WHERE session_id = $2")
+            .bind(millis(Utc::now()))
+            .bind(session_id.to_string())
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
+
+    /// Sessions that have not ended and were refreshed since `seen_since`.
+    pub async fn live_sessions<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        seen_since: DateTime<Utc>,
+    ) -> Result<Vec<AgentSession>> {
+        let rows = sqlx::query(
+            "SELECT * FROM agents WHERE disconnected_at IS NULL AND last_seen_at >= $1
+             ORDER BY session_id",
+        )
+        .bind(millis(seen_since))
+        .fetch_all(executor)
+        .await?;
+        rows.iter().map(rows::agent_session).collect()
+    }
+
+    /// Keeps a new token's record and hash.
+    pub async fn create_token<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        token: &IssuedToken,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, domains, sha256, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token.record.id.clone())
+        .bind(token.record.name.clone())
+        .bind(token.record.role.as_str().to_owned())
+        .bind(json_text(&token.record.domains.to_list()))
+        .bind(token.sha256.clone())
+        .bind(millis(token.record.created_at))
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a token revoked; false if no live token has this id.
+    pub async fn revoke_token<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        id: &str,
+    ) -> Result<bool> {
+        let revoked = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
+             RETURNING id",
+        )
+        .bind(millis(Utc::now()))
+        .bind(id.to_owned())
+        .fetch_optional(executor)
+        .await?;
+        Ok(revoked.is_some())
+    }
+
+    /// Every token, revoked ones included, oldest first.
+    pub async fn list_tokens<'e>(
+        executor: impl Executor<'e, Database = DB>,
+    ) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(executor)
+            .await?;
+        rows.iter().map(rows::token_record).collect()
+    }
+
+    /// The token whose SHA-256 is `sha256`, revoked or not.
+    pub async fn find_token<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        sha256: &str,
+    ) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE sha256 = $1")
+            .bind(sha256.to_owned())
+            .fetch_optional(executor)
+            .await?;
+        row.as_ref().map(rows::token_record).transpose()
+    }
+}
