@@ -75,6 +75,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod execution;
 pub mod factory;
 pub mod handler;
 pub mod metrics;

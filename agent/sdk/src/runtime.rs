@@ -8,30 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
-use taskplane_proto::json::{json_to_struct, struct_to_json};
-use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
-    AgentMessage, Assignment, Completed, DomainRegistration, Drain, Failed, HandlerHealth,
-    Heartbeat, Register, TaskTypeRegistration, task_result,
+    AgentMessage, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register,
+    TaskTypeRegistration,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
-use crate::handler::{TaskContext, TaskError};
+use crate::execution::run_assignment;
 use crate::metrics::AgentMetrics;
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
 use taskplane_common::ConnectOptions;
-
-/// How long a cancelled or timed-out handler may take to stop by itself
-/// before its future is dropped.
-const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// The server agents connect to when none is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -325,8 +317,10 @@ impl Agent {
         &self.servers[self.next_server.load(Ordering::Relaxed) % self.servers.len()]
     }
 
-    /// One connection: register, then serve until the stream ends or shutdown.
-    async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
+    /// Connects to the current server, sends `register` and waits for
+    /// `registered`: the session's outbound queue, its inbound stream and
+    /// the server's answer.
+    async fn open_session(&self) -> Result<OpenSession, ConnectError> {
         let channel = self
             .connect_options
             .connect(self.current_server())
@@ -343,21 +337,21 @@ impl Agent {
             .await
             .map_err(ConnectError::from_status)?
             .into_inner();
-        let registered = match inbound.message().await.map_err(ConnectError::from_status)? {
-            Some(message) => match message.message {
-                Some(ServerMessageKind::Registered(registered)) => registered,
-                _ => {
-                    return Err(ConnectError::Unreachable(
-                        "the server did not answer `registered` first".into(),
-                    ));
-                }
-            },
-            None => {
-                return Err(ConnectError::Unreachable(
-                    "the server closed the stream before `registered`".into(),
-                ));
-            }
-        };
+        let first = inbound.message().await.map_err(ConnectError::from_status)?;
+        match first.and_then(|message| message.message) {
+            Some(ServerMessageKind::Registered(registered)) => Ok((outbound, inbound, registered)),
+            Some(_) => Err(ConnectError::Unreachable(
+                "the server did not answer `registered` first".into(),
+            )),
+            None => Err(ConnectError::Unreachable(
+                "the server closed the stream before `registered`".into(),
+            )),
+        }
+    }
+
+    /// One connection: register, then serve until the stream ends or shutdown.
+    async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
+        let (outbound, mut inbound, registered) = self.open_session().await?;
         let heartbeat_every = registered
             .heartbeat_interval
             .and_then(|d| Duration::try_from(d).ok())
@@ -451,6 +445,14 @@ impl Agent {
     }
 }
 
+/// An agent session as `registered` opened it: its outbound queue, its
+/// inbound stream and the server's answer.
+type OpenSession = (
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<taskplane_proto::v1::ServerMessage>,
+    taskplane_proto::v1::Registered,
+);
+
 enum ConnectError {
     Refused(tonic::Status),
     Unreachable(String),
@@ -505,124 +507,4 @@ async fn send_heartbeat(
             message: Some(AgentMessageKind::Heartbeat(beat)),
         })
         .await;
-}
-
-/// Runs one assignment and reports its result; returns the task id. The
-/// handler runs in a `task` span carrying the task id and, when the task
-/// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
-async fn run_assignment(
-    registry: Arc<TaskRegistry>,
-    metrics: Arc<AgentMetrics>,
-    assignment: Assignment,
-    cancel: CancellationToken,
-    outbound: mpsc::Sender<AgentMessage>,
-) -> String {
-    let span = tracing::info_span!(
-        "task",
-        task_id = %assignment.task_id,
-        task_type = %assignment.task_type,
-        attempt = assignment.attempt,
-        trace_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-    );
-    if let Some(trace) = assignment
-        .metadata
-        .get(TRACEPARENT)
-        .and_then(|value| TraceParent::parse(value))
-    {
-        span.record("trace_id", trace.trace_id.as_str());
-        span.record("parent_span_id", trace.parent_id.as_str());
-    }
-    metrics.started();
-    let started = std::time::Instant::now();
-    let task_type = assignment.task_type.clone();
-    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound)
-        .instrument(span)
-        .await;
-    metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
-    task_id
-}
-
-/// Runs the handler and reports; returns the task id and the error, if any.
-async fn run_in_span(
-    registry: Arc<TaskRegistry>,
-    assignment: Assignment,
-    cancel: CancellationToken,
-    outbound: mpsc::Sender<AgentMessage>,
-) -> (String, Option<TaskError>) {
-    let timeout = assignment
-        .timeout
-        .and_then(|d| Duration::try_from(d).ok())
-        .unwrap_or(Duration::from_secs(300));
-    let context = TaskContext {
-        task_id: assignment.task_id.clone(),
-        task_type: assignment.task_type.clone(),
-        domain: assignment.domain.clone(),
-        payload: serde_json::Value::Object(
-            assignment
-                .payload
-                .as_ref()
-                .map(struct_to_json)
-                .unwrap_or_default(),
-        ),
-        metadata: assignment.metadata.clone(),
-        attempt: assignment.attempt,
-        handler_version: assignment.handler_version.clone(),
-        deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
-        cancellation: cancel.clone(),
-    };
-    let outcome = match registry.get_handler(&assignment.task_type) {
-        None => Err(TaskError::Permanent(format!(
-            "this agent has no handler for task type '{}'",
-            assignment.task_type
-        ))),
-        Some(handler) => {
-            let work = handler.handle(context);
-            tokio::pin!(work);
-            // Cancellation is cooperative first: the token fires and the
-            // handler gets a grace period to stop by itself; after that its
-            // future is dropped.
-            let stopped = tokio::select! {
-                outcome = &mut work => Ok(outcome),
-                () = tokio::time::sleep(timeout) => Err(TaskError::Timeout(timeout)),
-                () = cancel.cancelled() => Err(TaskError::Cancelled("the control plane cancelled the task".into())),
-            };
-            match stopped {
-                Ok(outcome) => outcome,
-                Err(reason) => {
-                    cancel.cancel();
-                    let _ = tokio::time::timeout(CANCEL_GRACE, work).await;
-                    Err(reason)
-                }
-            }
-        }
-    };
-    let (outcome, error) = match outcome {
-        Ok(result) => {
-            tracing::info!("task completed");
-            let completed = task_result::Outcome::Completed(Completed {
-                result: Some(json_to_struct(&result.output)),
-            });
-            (completed, None)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "task failed");
-            let failed = task_result::Outcome::Failed(Failed {
-                error: error.to_string(),
-                retryable: error.is_retryable(),
-            });
-            (failed, Some(error))
-        }
-    };
-    let message = AgentMessage {
-        message: Some(AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
-            task_id: assignment.task_id.clone(),
-            attempt: assignment.attempt,
-            outcome: Some(outcome),
-        })),
-    };
-    if outbound.send(message).await.is_err() {
-        tracing::warn!("stream closed before the result was sent; the server re-queues the task");
-    }
-    (assignment.task_id, error)
 }

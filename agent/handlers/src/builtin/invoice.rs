@@ -21,6 +21,44 @@ impl InvoiceHandler {
     }
 }
 
+/// The invoice's lines (description, quantity, amount in cents) and their
+/// subtotal; an item with a bad quantity or price names itself.
+fn invoice_lines(items: &[serde_json::Value]) -> Result<(Vec<serde_json::Value>, i64), TaskError> {
+    let mut lines = Vec::with_capacity(items.len());
+    let mut subtotal: i64 = 0;
+    for (i, item) in items.iter().enumerate() {
+        let quantity = item
+            .get("quantity")
+            .and_then(|v| v.as_i64())
+            .filter(|&q| q > 0)
+            .ok_or_else(|| {
+                TaskError::bad_payload(&format!("items[{i}].quantity"), "a positive integer")
+            })?;
+        let unit = item
+            .get("unit_price_cents")
+            .and_then(|v| v.as_i64())
+            .filter(|&p| p >= 0)
+            .ok_or_else(|| {
+                TaskError::bad_payload(
+                    &format!("items[{i}].unit_price_cents"),
+                    "a non-negative integer",
+                )
+            })?;
+        let amount = quantity
+            .checked_mul(unit)
+            .ok_or_else(|| TaskError::Permanent(format!("items[{i}] amount overflows")))?;
+        subtotal = subtotal
+            .checked_add(amount)
+            .ok_or_else(|| TaskError::Permanent("invoice total overflows".into()))?;
+        lines.push(json!({
+            "description": item.get("description").cloned().unwrap_or_default(),
+            "quantity": quantity,
+            "amount_cents": amount,
+        }));
+    }
+    Ok((lines, subtotal))
+}
+
 #[async_trait]
 impl TaskHandler for InvoiceHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
@@ -40,38 +78,7 @@ impl TaskHandler for InvoiceHandler {
             .map_or(Some(0.0), |v| v.as_f64())
             .filter(|rate| (0.0..=100.0).contains(rate))
             .ok_or_else(|| TaskError::bad_payload("tax_rate_percent", "a number from 0 to 100"))?;
-        let mut lines = Vec::with_capacity(items.len());
-        let mut subtotal: i64 = 0;
-        for (i, item) in items.iter().enumerate() {
-            let quantity = item
-                .get("quantity")
-                .and_then(|v| v.as_i64())
-                .filter(|&q| q > 0)
-                .ok_or_else(|| {
-                    TaskError::bad_payload(&format!("items[{i}].quantity"), "a positive integer")
-                })?;
-            let unit = item
-                .get("unit_price_cents")
-                .and_then(|v| v.as_i64())
-                .filter(|&p| p >= 0)
-                .ok_or_else(|| {
-                    TaskError::bad_payload(
-                        &format!("items[{i}].unit_price_cents"),
-                        "a non-negative integer",
-                    )
-                })?;
-            let amount = quantity
-                .checked_mul(unit)
-                .ok_or_else(|| TaskError::Permanent(format!("items[{i}] amount overflows")))?;
-            subtotal = subtotal
-                .checked_add(amount)
-                .ok_or_else(|| TaskError::Permanent("invoice total overflows".into()))?;
-            lines.push(json!({
-                "description": item.get("description").cloned().unwrap_or_default(),
-                "quantity": quantity,
-                "amount_cents": amount,
-            }));
-        }
+        let (lines, subtotal) = invoice_lines(items)?;
         let tax = (subtotal as f64 * tax_rate / 100.0).round() as i64;
         let invoice_id = format!("INV-{}", context.task_id);
         let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = lines

@@ -71,6 +71,36 @@ impl WebhookHandler {
     }
 }
 
+/// The payload's `method`: POST (the default) or PUT.
+fn request_method(payload: &serde_json::Value) -> Result<reqwest::Method, TaskError> {
+    match payload
+        .get("method")
+        .and_then(|m| m.as_str())
+        .unwrap_or("POST")
+    {
+        "POST" | "post" => Ok(reqwest::Method::POST),
+        "PUT" | "put" => Ok(reqwest::Method::PUT),
+        other => Err(TaskError::Permanent(format!(
+            "method '{other}' is not supported: use POST or PUT"
+        ))),
+    }
+}
+
+/// The request's JSON body: the payload's `body`, or else the payload less
+/// the fields that describe the request.
+fn request_body(payload: &serde_json::Value) -> serde_json::Value {
+    match payload.get("body") {
+        Some(body) => body.clone(),
+        None => {
+            let mut rest = payload.as_object().cloned().unwrap_or_default();
+            for field in REQUEST_FIELDS {
+                rest.remove(field);
+            }
+            serde_json::Value::Object(rest)
+        }
+    }
+}
+
 #[async_trait]
 impl TaskHandler for WebhookHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
@@ -79,30 +109,9 @@ impl TaskHandler for WebhookHandler {
             Some(url) => url.clone(),
             None => super::required_str(payload, "url")?.to_owned(),
         };
-        let method = match payload
-            .get("method")
-            .and_then(|m| m.as_str())
-            .unwrap_or("POST")
-        {
-            "POST" | "post" => reqwest::Method::POST,
-            "PUT" | "put" => reqwest::Method::PUT,
-            other => {
-                return Err(TaskError::Permanent(format!(
-                    "method '{other}' is not supported: use POST or PUT"
-                )));
-            }
-        };
+        let method = request_method(payload)?;
         let timeout = Duration::from_millis(optional_u64(payload, "timeout_ms")?.unwrap_or(10_000));
-        let body = match payload.get("body") {
-            Some(body) => body.clone(),
-            None => {
-                let mut rest = payload.as_object().cloned().unwrap_or_default();
-                for field in REQUEST_FIELDS {
-                    rest.remove(field);
-                }
-                serde_json::Value::Object(rest)
-            }
-        };
+        let body = request_body(payload);
         let bytes = serde_json::to_vec(&body).expect("JSON values serialize");
         let mut request = self
             .client

@@ -6,11 +6,15 @@
 //! leases and completions; W2 beside one durable insert per task at W2's
 //! rate.
 //!
-//! - [`workloads`]: W1 throughput, W2 latency, W3 backlog, W4 scale-out.
+//! - [`workloads`]: W1 throughput, W2 latency, W4 scale-out, and the run.
+//! - [`backlog`]: W3, latency and throughput over a seeded backlog.
+//! - [`harness`]: the database, servers and agents the workloads run on.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
 //! - [`usage`]: this process's CPU time and peak memory.
 
+mod backlog;
+mod harness;
 mod limit;
 mod probe;
 mod usage;

@@ -9,38 +9,20 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use taskplane_agent::ConnectOptions;
 use taskplane_common::{AuthChannel, ConnectError};
-use taskplane_proto::json::{json_to_struct, struct_to_json};
+pub(crate) mod output;
+
+pub(crate) use output::say;
+use output::{TASK_COLUMNS, print, print_task, status_name, task_json, time, type_json};
+use taskplane_proto::json::json_to_struct;
 use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
     CancelTaskRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
-    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
-    ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
-    RetryTaskRequest, Task, TaskStatus, WatchTaskRequest,
+    GetTaskTypeRequest, ListAgentsRequest, ListDomainsRequest, ListTaskAttemptsRequest,
+    ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest, RetryTaskRequest, Task,
+    TaskStatus, WatchTaskRequest,
 };
-
-/// `println!` for command output: when stdout is closed early
-/// (`taskplane task list | head`), the process ends quietly, as any Unix
-/// tool does, instead of panicking.
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::client_cli::write_line(format_args!($($arg)*))
-    };
-}
-pub(crate) use say;
-
-/// Writes one line of command output; see [`say`].
-pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
-        if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("error: cannot write to stdout: {error}");
-        std::process::exit(1);
-    }
-}
 
 /// Where the server is and how to print.
 #[derive(Debug, Args)]
@@ -242,115 +224,6 @@ async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
         ConnectError::Setup(reason) => ClientError::Usage(reason),
         ConnectError::Unreachable(server, reason) => ClientError::Unreachable(server, reason),
     })
-}
-
-fn status_name(status: i32) -> String {
-    TaskStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("TASK_STATUS_")
-                .to_owned()
-        })
-        .unwrap_or_default()
-}
-
-fn time(at: &Option<prost_types::Timestamp>) -> String {
-    at.as_ref().map(ToString::to_string).unwrap_or_default()
-}
-
-fn task_json(task: &Task) -> Value {
-    json!({
-        "id": task.id, "task_type": task.task_type, "domain": task.domain, "status": status_name(task.status),
-        "priority": task.priority, "attempts": task.attempts, "max_attempts": task.max_attempts,
-        "payload": task.payload.as_ref().map(|p| Value::Object(struct_to_json(p))),
-        "result": task.result.as_ref().map(|r| Value::Object(struct_to_json(r))),
-        "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
-        "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
-        "metadata": task.metadata,
-    })
-}
-
-fn type_json(info: &HandlerInfo) -> Value {
-    json!({
-        "task_type": info.task_type, "domain": info.domain, "description": info.description,
-        "versions": info.versions, "live_agents": info.live_agents,
-        "health": info.health.iter().map(|h| json!({"agent": h.agent_name, "healthy": h.healthy, "message": h.message})).collect::<Vec<_>>(),
-    })
-}
-
-/// Prints rows as aligned columns, or the JSON value.
-fn print(output: Output, columns: &[&str], rows: &[Value], json: Value) {
-    if output == Output::Json {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("JSON serializes")
-        );
-        return;
-    }
-    let cell = |row: &Value, column: &str| match &row[column] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(","),
-        other => other.to_string(),
-    };
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            rows.iter()
-                .map(|r| cell(r, c).chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    say!(
-        "{}",
-        line(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
-    for row in rows {
-        say!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
-    }
-}
-
-const TASK_COLUMNS: [&str; 6] = [
-    "id",
-    "task_type",
-    "status",
-    "attempts",
-    "created_at",
-    "last_error",
-];
-
-fn print_task(output: Output, task: &Task) {
-    let json = task_json(task);
-    if output == Output::Json {
-        print(output, &[], &[], json);
-        return;
-    }
-    for (key, value) in json.as_object().expect("an object") {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Null => continue,
-            other => other.to_string(),
-        };
-        if !text.is_empty() {
-            say!("{key:<16} {text}");
-        }
-    }
 }
 
 async fn watch(

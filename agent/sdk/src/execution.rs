@@ -1,0 +1,170 @@
+//! Running one assignment: the handler's context, its timeout and
+//! cancellation, the `task` span, metrics, and the `result` message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::trace::{TRACEPARENT, TraceParent};
+use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
+use taskplane_proto::v1::{AgentMessage, Assignment, Completed, Failed, task_result};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use crate::metrics::AgentMetrics;
+use crate::registry::TaskRegistry;
+
+/// How long a cancelled or timed-out handler may take to stop by itself
+/// before its future is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs one assignment and reports its result; returns the task id. The
+/// handler runs in a `task` span carrying the task id and, when the task
+/// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
+pub(crate) async fn run_assignment(
+    registry: Arc<TaskRegistry>,
+    metrics: Arc<AgentMetrics>,
+    assignment: Assignment,
+    cancel: CancellationToken,
+    outbound: mpsc::Sender<AgentMessage>,
+) -> String {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        task_type = %assignment.task_type,
+        attempt = assignment.attempt,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = assignment
+        .metadata
+        .get(TRACEPARENT)
+        .and_then(|value| TraceParent::parse(value))
+    {
+        span.record("trace_id", trace.trace_id.as_str());
+        span.record("parent_span_id", trace.parent_id.as_str());
+    }
+    metrics.started();
+    let started = std::time::Instant::now();
+    let task_type = assignment.task_type.clone();
+    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound)
+        .instrument(span)
+        .await;
+    metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
+    task_id
+}
+
+/// Runs the handler and reports; returns the task id and the error, if any.
+async fn run_in_span(
+    registry: Arc<TaskRegistry>,
+    assignment: Assignment,
+    cancel: CancellationToken,
+    outbound: mpsc::Sender<AgentMessage>,
+) -> (String, Option<TaskError>) {
+    let timeout = assignment
+        .timeout
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(Duration::from_secs(300));
+    let outcome = match registry.get_handler(&assignment.task_type) {
+        None => Err(TaskError::Permanent(format!(
+            "this agent has no handler for task type '{}'",
+            assignment.task_type
+        ))),
+        Some(handler) => {
+            let context = task_context(&assignment, timeout, cancel.clone());
+            run_handler(handler, context, timeout, cancel).await
+        }
+    };
+    let (message, error) = result_message(&assignment, outcome);
+    if outbound.send(message).await.is_err() {
+        tracing::warn!("stream closed before the result was sent; the server re-queues the task");
+    }
+    (assignment.task_id, error)
+}
+
+/// What a handler is given to run `assignment` within `timeout`.
+fn task_context(
+    assignment: &Assignment,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> TaskContext {
+    TaskContext {
+        task_id: assignment.task_id.clone(),
+        task_type: assignment.task_type.clone(),
+        domain: assignment.domain.clone(),
+        payload: serde_json::Value::Object(
+            assignment
+                .payload
+                .as_ref()
+                .map(struct_to_json)
+                .unwrap_or_default(),
+        ),
+        metadata: assignment.metadata.clone(),
+        attempt: assignment.attempt,
+        handler_version: assignment.handler_version.clone(),
+        deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+        cancellation: cancel,
+    }
+}
+
+/// Runs a handler until it returns, `timeout` passes or `cancel` fires.
+/// Cancellation is cooperative first: the token fires and the handler gets
+/// [`CANCEL_GRACE`] to stop by itself; after that its future is dropped.
+async fn run_handler(
+    handler: &dyn TaskHandler,
+    context: TaskContext,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<TaskResult, TaskError> {
+    let work = handler.handle(context);
+    tokio::pin!(work);
+    let stopped = tokio::select! {
+        outcome = &mut work => Ok(outcome),
+        () = tokio::time::sleep(timeout) => Err(TaskError::Timeout(timeout)),
+        () = cancel.cancelled() => Err(TaskError::Cancelled("the control plane cancelled the task".into())),
+    };
+    match stopped {
+        Ok(outcome) => outcome,
+        Err(reason) => {
+            cancel.cancel();
+            let _ = tokio::time::timeout(CANCEL_GRACE, work).await;
+            Err(reason)
+        }
+    }
+}
+
+/// The `result` message reporting how `assignment` ended, and the error it
+/// ended with, if any.
+fn result_message(
+    assignment: &Assignment,
+    outcome: Result<TaskResult, TaskError>,
+) -> (AgentMessage, Option<TaskError>) {
+    let (outcome, error) = match outcome {
+        Ok(result) => {
+            tracing::info!("task completed");
+            let completed = task_result::Outcome::Completed(Completed {
+                result: Some(json_to_struct(&result.output)),
+            });
+            (completed, None)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "task failed");
+            let failed = task_result::Outcome::Failed(Failed {
+                error: error.to_string(),
+                retryable: error.is_retryable(),
+            });
+            (failed, Some(error))
+        }
+    };
+    let message = AgentMessage {
+        message: Some(AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
+            task_id: assignment.task_id.clone(),
+            attempt: assignment.attempt,
+            outcome: Some(outcome),
+        })),
+    };
+    (message, error)
+}

@@ -1,0 +1,287 @@
+//! What every workload runs on: the database and servers it starts, the
+//! no-op agents, and the enqueue and drain loops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskplane_agent::Agent;
+use taskplane_agent::ConnectOptions;
+use taskplane_common::AuthChannel;
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, EnqueueTasksRequest, ListTasksRequest, RegisterTaskTypeRequest, TaskStatus,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
+use super::{BenchArgs, BenchBackend, OutputFormat};
+use taskplane_server::Server;
+use taskplane_server::config::{QueueConfig, ServerConfig};
+use taskplane_server::testing::PostgresSchema;
+
+/// A database the benchmark owns for one backend, dropped afterwards.
+pub(super) struct Database {
+    pub(super) url: String,
+    pub(super) _dir: Option<tempfile::TempDir>,
+    pub(super) schema: Option<PostgresSchema>,
+}
+
+impl Database {
+    pub(super) async fn create(backend: BenchBackend, postgres_url: &str) -> anyhow::Result<Self> {
+        Ok(match backend {
+            BenchBackend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                Database {
+                    url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                    _dir: Some(dir),
+                    schema: None,
+                }
+            }
+            BenchBackend::Postgres => {
+                let schema = PostgresSchema::create_in(postgres_url).await.map_err(|e| {
+                    anyhow::anyhow!("PostgreSQL at {postgres_url} is unreachable: {e}")
+                })?;
+                Database {
+                    url: schema.url.clone(),
+                    _dir: None,
+                    schema: Some(schema),
+                }
+            }
+        })
+    }
+
+    pub(super) async fn drop(self) {
+        if let Some(schema) = self.schema {
+            schema.drop().await;
+        }
+    }
+}
+
+/// A server the benchmark started in this process.
+pub(super) struct RunningServer {
+    pub(super) url: String,
+    pub(super) stop: CancellationToken,
+    pub(super) task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub(super) async fn start(database_url: &str) -> anyhow::Result<Self> {
+        let config = ServerConfig {
+            security: Default::default(),
+            metrics_listen: None,
+            listen: "127.0.0.1:0".parse()?,
+            database_url: database_url.to_owned(),
+            queue: QueueConfig::default(),
+        };
+        let server = Server::bind(config).await?;
+        let url = format!("http://{}", server.local_addr());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
+        Ok(RunningServer { url, stop, task })
+    }
+
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+/// Agents running the no-op handler.
+pub(super) struct Agents {
+    pub(super) stop: CancellationToken,
+    pub(super) tasks: Vec<JoinHandle<Result<(), taskplane_agent::AgentError>>>,
+}
+
+impl Agents {
+    pub(super) async fn start(
+        servers: &Servers,
+        count: usize,
+        concurrency: u32,
+        probe: &Arc<Probe>,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for i in 0..count {
+            let agent = Agent::builder()
+                .registry(registry(probe))
+                .server(&servers.urls[i % servers.urls.len()])
+                .connect_options(servers.options.clone())
+                .name(format!("bench-{i}"))
+                .max_concurrency(concurrency)
+                .build()?;
+            let mut state = agent.connection_state();
+            let token = stop.clone();
+            tasks.push(tokio::spawn(
+                agent.run(async move { token.cancelled().await }),
+            ));
+            state
+                .wait_for(|s| matches!(s, taskplane_agent::ConnectionState::Registered { .. }))
+                .await?;
+        }
+        Ok(Agents { stop, tasks })
+    }
+
+    pub(super) async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The servers a workload runs against and how to reach them.
+#[derive(Clone)]
+pub(super) struct Servers {
+    pub(super) urls: Vec<String>,
+    pub(super) options: ConnectOptions,
+}
+
+impl Servers {
+    /// A new connection to the first server, where clients enqueue.
+    pub(super) async fn channel(&self) -> anyhow::Result<AuthChannel> {
+        Ok(self.options.connect(&self.urls[0]).await?)
+    }
+}
+
+pub(super) async fn register_types(servers: &Servers) -> anyhow::Result<()> {
+    let mut registry = RegistryServiceClient::new(servers.channel().await?);
+    for task_type in [NOOP_TYPE, BACKLOG_TYPE] {
+        let request = RegisterTaskTypeRequest {
+            task_type: task_type.into(),
+            domain: "bench".into(),
+            ..Default::default()
+        };
+        registry.register_task_type(request).await?;
+    }
+    Ok(())
+}
+
+pub(super) fn noop(task_type: &str) -> EnqueueTaskRequest {
+    EnqueueTaskRequest {
+        task_type: task_type.into(),
+        payload: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+/// Where progress bars that run at the same time draw: the terminal, or
+/// nowhere with `--output json`.
+pub(super) fn progress_group(args: &BenchArgs) -> indicatif::MultiProgress {
+    if args.output == OutputFormat::Json {
+        return indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    indicatif::MultiProgress::new()
+}
+
+/// A progress bar of `length` steps named `label`, hidden with
+/// `--output json`.
+pub(super) fn progress(args: &BenchArgs, length: u64, label: &str) -> indicatif::ProgressBar {
+    if args.output == OutputFormat::Json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>28} {bar:40} {pos}/{len} {per_sec}")
+            .expect("a valid template"),
+    );
+    bar.set_message(label.to_owned());
+    bar
+}
+
+/// Enqueues `count` no-op tasks in batches; returns tasks/s.
+pub(super) async fn enqueue_batched(
+    servers: &Servers,
+    task_type: &str,
+    count: usize,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f64> {
+    let mut client = TaskServiceClient::new(servers.channel().await?);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < count {
+        let size = batch.min(count - sent);
+        client
+            .enqueue_tasks(EnqueueTasksRequest {
+                tasks: (0..size).map(|_| noop(task_type)).collect(),
+            })
+            .await?;
+        sent += size;
+        bar.set_position(sent as u64);
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Enqueues `count` tasks one RPC each from `clients` concurrent clients; returns tasks/s.
+pub(super) async fn enqueue_single(
+    servers: &Servers,
+    count: usize,
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..clients {
+        let mut client = TaskServiceClient::new(servers.channel().await?);
+        let share = count / clients + usize::from(worker < count % clients);
+        workers.push(tokio::spawn(async move {
+            for _ in 0..share {
+                client.enqueue_task(noop(NOOP_TYPE)).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Waits until the probe saw `expected` distinct tasks and the store has no
+/// PENDING or RUNNING no-op task left.
+pub(super) async fn wait_drained(
+    servers: &Servers,
+    probe: &Probe,
+    expected: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while probe.distinct() < expected {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {expected} tasks ran within 10 minutes",
+            probe.distinct()
+        );
+        bar.set_position(probe.distinct() as u64);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bar.set_position(expected as u64);
+    let mut client = TaskServiceClient::new(servers.channel().await?);
+    for status in [TaskStatus::Pending, TaskStatus::Running] {
+        loop {
+            let request = ListTasksRequest {
+                task_type: NOOP_TYPE.into(),
+                status: status as i32,
+                page_size: 1,
+                ..Default::default()
+            };
+            if client
+                .list_tasks(request)
+                .await?
+                .into_inner()
+                .tasks
+                .is_empty()
+            {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tasks still {status:?} after 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
