@@ -22,6 +22,15 @@ pub enum Error {
     /// The server cannot take the request now (it is shutting down); retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's token does not allow this (a domain outside its scope).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller's token is no longer valid (revoked while a stream was open).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The other side was silent for longer than it may be.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The database failed; details are logged, not sent.
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
@@ -47,6 +56,9 @@ impl From<Error> for tonic::Status {
             Error::Unavailable(message) => tonic::Status::unavailable(message),
             Error::NotFound(message) => tonic::Status::not_found(message),
             Error::AlreadyExists(message) => tonic::Status::already_exists(message),
+            Error::PermissionDenied(message) => tonic::Status::permission_denied(message),
+            Error::Unauthenticated(message) => tonic::Status::unauthenticated(message),
+            Error::DeadlineExceeded(message) => tonic::Status::deadline_exceeded(message),
             internal @ (Error::Storage(_)
             | Error::Sqlite(_)
             | Error::Migration(_)

@@ -151,20 +151,23 @@ impl AgentService for AgentApi {
             Some(AgentMessage {
                 message: Some(other),
             }) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "the first message on AgentService.Connect must be `register`, not `{}`",
                     message_name(&other)
-                )));
+                ))
+                .into());
             }
             Some(AgentMessage { message: None }) => {
-                return Err(Status::invalid_argument(
-                    "the first message on AgentService.Connect must be `register`; it was empty",
-                ));
+                return Err(Error::InvalidArgument(
+                    "the first message on AgentService.Connect must be `register`; it was empty"
+                        .into(),
+                )
+                .into());
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "the stream closed before `register`",
-                ));
+                return Err(
+                    Error::InvalidArgument("the stream closed before `register`".into()).into(),
+                );
             }
         };
         let specs = registration_specs(&register, &self.plane.config)?;
@@ -241,8 +244,8 @@ async fn run_session(
                     && !authenticator.still_valid(principal).await
                 {
                     tracing::warn!(session_id = %session.id, token = %principal.token_id, "the agent's token is no longer valid; ending its stream");
-                    let status = Status::unauthenticated("this agent's token was revoked: start the agent with a valid token");
-                    let _ = session.outbound.try_send(Err(status));
+                    let status = Error::Unauthenticated("this agent's token was revoked: start the agent with a valid token".into());
+                    let _ = session.outbound.try_send(Err(status.into()));
                     break;
                 }
                 continue;
@@ -250,7 +253,7 @@ async fn run_session(
             // The server ended the session (`Session::close` told the agent why).
             () = session.closed.cancelled() => break,
             () = plane.shutdown.cancelled() => {
-                let _ = session.outbound.try_send(Err(Status::unavailable("the server is shutting down: reconnect")));
+                let _ = session.outbound.try_send(Err(Error::Unavailable("the server is shutting down: reconnect".into()).into()));
                 break;
             }
         };
@@ -261,7 +264,7 @@ async fn run_session(
                 session.seen();
                 if let Err(status) = handle_message(&plane, &session, message).await {
                     tracing::warn!(session_id = %session.id, %status, "ending agent stream");
-                    let _ = session.outbound.send(Err(status)).await;
+                    let _ = session.outbound.send(Err(status.into())).await;
                     break;
                 }
             }
@@ -290,11 +293,11 @@ async fn handle_message(
     plane: &ControlPlane,
     session: &Arc<Session>,
     message: AgentMessageKind,
-) -> Result<(), Status> {
+) -> Result<()> {
     match message {
         AgentMessageKind::Register(_) => {
-            return Err(Status::failed_precondition(
-                "`register` was already sent on this stream: send it once, first",
+            return Err(Error::FailedPrecondition(
+                "`register` was already sent on this stream: send it once, first".into(),
             ));
         }
         AgentMessageKind::Heartbeat(heartbeat) => session.set_health(
@@ -311,7 +314,7 @@ async fn handle_message(
         AgentMessageKind::Result(result) => handle_result(plane, session, result).await?,
         AgentMessageKind::Credit(credit) => {
             if credit.slots > MAX_CONCURRENCY {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "credit.slots is {}; the limit is {MAX_CONCURRENCY}",
                     credit.slots
                 )));
@@ -335,9 +338,9 @@ async fn handle_result(
     plane: &ControlPlane,
     session: &Arc<Session>,
     result: TaskResult,
-) -> Result<(), Status> {
+) -> Result<()> {
     let task_id = Uuid::parse_str(&result.task_id).map_err(|_| {
-        Status::invalid_argument(format!(
+        Error::InvalidArgument(format!(
             "result.task_id '{}' is not a task id",
             result.task_id.escape_debug()
         ))
@@ -374,8 +377,8 @@ async fn handle_result(
             retryable: failed.retryable,
         },
         None => {
-            return Err(Status::invalid_argument(
-                "result has neither `completed` nor `failed`",
+            return Err(Error::InvalidArgument(
+                "result has neither `completed` nor `failed`".into(),
             ));
         }
     };

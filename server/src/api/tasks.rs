@@ -55,9 +55,11 @@ impl TaskApi {
         match principal {
             Some(principal) if !principal.domains.allows(&task.domain) => {
                 tracing::warn!(token = %principal.token_id, name = %principal.name, task_id = %id, "denied: task outside the token's domains");
-                Err(Status::permission_denied(
-                    "this token may not act on this task: its domain is outside the token's scope",
-                ))
+                Err(Error::PermissionDenied(
+                    "this token may not act on this task: its domain is outside the token's scope"
+                        .into(),
+                )
+                .into())
             }
             _ => Ok(task),
         }
@@ -113,10 +115,11 @@ impl TaskApi {
         };
         match (principal, &domain) {
             (Some(principal), None) if principal.is_scoped() => {
-                Err(Status::permission_denied(format!(
+                Err(Error::PermissionDenied(format!(
                     "this token may read only domains {}: pass one of them as `domain`",
                     principal.domains.to_list().join(", ")
-                )))
+                ))
+                .into())
             }
             (_, Some(domain)) => check_domain(principal, domain, "read tasks"),
             _ => Ok(()),
@@ -389,7 +392,7 @@ impl TaskService for TaskApi {
                     () = tokio::time::sleep(WATCH_REFRESH) => {}
                     () = sender.closed() => return,
                     () = shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("the server is shutting down: watch again"))).await;
+                        let _ = sender.send(Err(Error::Unavailable("the server is shutting down: watch again".into()).into())).await;
                         return;
                     }
                 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::engine::group_commit::{BatchQueue, next_batch};
 use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::Session;
+use crate::error::Error;
 use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
 
 /// The most results written in one transaction.
@@ -117,8 +118,9 @@ async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
                 // returns their tasks to the queue to run again.
                 tracing::error!(%error, results = completions.len(), "could not record results; closing the sessions that reported them");
                 for completion in &completions {
-                    completion.session.close(tonic::Status::unavailable(
-                        "the server could not record your results: reconnect; the tasks run again",
+                    completion.session.close(Error::Unavailable(
+                        "the server could not record your results: reconnect; the tasks run again"
+                            .into(),
                     ));
                 }
             }

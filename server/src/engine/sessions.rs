@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::error::Error;
 use crate::model::{AgentSession, HandlerCheck, SessionStatus};
 
 /// Where a session's outbound messages go.
@@ -180,8 +181,8 @@ impl Session {
 
     /// Ends the session from the server's side: tells the agent why, then
     /// closes the stream, which returns the session's tasks to the queue.
-    pub fn close(&self, status: tonic::Status) {
-        let _ = self.outbound.try_send(Err(status));
+    pub fn close(&self, reason: Error) {
+        let _ = self.outbound.try_send(Err(reason.into()));
         self.closed.cancel();
     }
 

@@ -5,7 +5,7 @@
 use chrono::Utc;
 
 use crate::engine::plane::ControlPlane;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One round, run every heartbeat interval: ends the sessions whose agent
 /// has been silent for a whole lease (a frozen or partitioned agent whose
@@ -21,8 +21,8 @@ pub async fn maintain_leases(plane: &ControlPlane) -> Result<()> {
             // Its stream may look open, but the agent stopped speaking:
             // end the session, which returns its tasks to the queue.
             tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
-            session.close(tonic::Status::deadline_exceeded(
-                "the agent was silent for longer than its lease: reconnect",
+            session.close(Error::DeadlineExceeded(
+                "the agent was silent for longer than its lease: reconnect".into(),
             ));
         } else {
             live.push((session.id, status));
