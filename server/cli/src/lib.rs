@@ -13,10 +13,10 @@
 
 /// jemalloc serves every allocation of a process that links this crate —
 /// the `taskplane` binary, and so every test that runs it in-process —
-/// SQLite's included (its symbols replace `malloc` and `free`). glibc's
-/// allocator was 18 % of the SQLite writer's time, mostly for the values
-/// sqlx copies out of each row and the page buffers of SQLite's temporary
-/// b-trees (docs/performance.md). Libraries leave the allocator to the
+/// SQLite's included (its symbols replace `malloc` and `free`): the SQLite
+/// writer allocates for every row sqlx copies out and every temporary
+/// b-tree, and glibc's allocator was a large share of its time
+/// (docs/performance.md). Libraries leave the allocator to the
 /// application; this crate is the application.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

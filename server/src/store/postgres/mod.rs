@@ -73,7 +73,7 @@ impl PostgresStore {
             // No JIT compilation: every statement here is short, but over a
             // large table the planner's estimate for a generic plan (an
             // unknown LIMIT) passes `jit_above_cost`, and compiling took
-            // 11-15 ms of a 100-task claim that runs in 3.5 ms without it.
+            // several times as long as running the claim.
             ("jit", "off"),
         ]))
     }

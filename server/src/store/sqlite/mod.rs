@@ -165,8 +165,8 @@ async fn write(writer: &mut SqliteConnection) -> Result<Tx<'_>> {
 /// The SQLite that sqlx bundles is built with STAT4, and without this
 /// setting it plans a cached statement again whenever a bound value its plan
 /// looked at changes. The claim binds the clock and a LIMIT that change on
-/// every call, so every claim was parsed and planned afresh: 150 µs per
-/// claim statement instead of 80 µs. Our statements write every value a
+/// every call, so every claim was parsed and planned afresh (measured in
+/// docs/performance.md). Our statements write every value a
 /// plan depends on literally (the partial indexes' states), so a plan fixed
 /// at prepare time loses nothing.
 async fn keep_plans_stable(connection: &mut SqliteConnection) -> sqlx::Result<()> {

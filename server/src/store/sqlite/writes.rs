@@ -24,7 +24,7 @@ use crate::store::sql::Dialect;
 /// The tasks are read, then leased by id, instead of one `UPDATE …
 /// RETURNING`: SQLite stores the rows an UPDATE returns in a temporary
 /// table before handing them out, which cost more than finding the leased
-/// rows a second time (about 0.6 µs a task, a tenth of the claim).
+/// rows a second time (docs/performance.md).
 pub(super) fn claim_type(
     connection: &rusqlite::Connection,
     task_type: &str,
