@@ -46,53 +46,8 @@ pub fn fast_queue() -> QueueConfig {
     }
 }
 
-/// The database a test runs against.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// A fresh SQLite file in the server's temporary directory.
-    Sqlite,
-    /// A private schema in the test PostgreSQL database (this URL).
-    Postgres(String),
-}
-
-impl Backend {
-    /// The database URL for a server whose data directory is `dir`.
-    pub fn database_url(&self, dir: &std::path::Path) -> String {
-        match self {
-            Backend::Sqlite => format!("sqlite://{}", dir.join("taskplane.db").display()),
-            Backend::Postgres(url) => url.clone(),
-        }
-    }
-}
-
-/// Runs each named test body, an `async fn(Backend)`, once on SQLite and once
-/// on PostgreSQL (skipped with a printed line when PostgreSQL is unreachable
-/// and not required; see `taskplane_server::testing`).
-#[macro_export]
-macro_rules! on_every_backend {
-    ($($(#[$meta:meta])* $test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                $(#[$meta])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test($crate::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                $(#[$meta])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(schema) = taskplane_server::testing::PostgresSchema::create().await else { return };
-                    super::$test($crate::Backend::Postgres(schema.url.clone())).await;
-                    schema.drop().await;
-                }
-            )*
-        }
-    };
-}
+pub use taskplane_server::on_every_backend;
+pub use taskplane_server::testing::Backend;
 
 /// A control plane running in this process on a real socket and database.
 pub struct TestServer {

@@ -1,6 +1,8 @@
 //! Test and benchmark support: a fresh, private PostgreSQL schema per test,
 //! so tests run in parallel against the real server without seeing each
-//! other's rows.
+//! other's rows, and [`on_every_backend!`](crate::on_every_backend), which
+//! runs a test on SQLite and on PostgreSQL: the storage suite and the
+//! integration tests use the same one.
 //!
 //! The server is found through `TASKPLANE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached
@@ -69,4 +71,53 @@ impl PostgresSchema {
                 .await;
         }
     }
+}
+
+/// The database a test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A fresh SQLite file in a directory the test owns.
+    Sqlite,
+    /// A private schema in the test PostgreSQL database (this URL).
+    Postgres(String),
+}
+
+impl Backend {
+    /// The database URL for a server whose data directory is `dir`.
+    pub fn database_url(&self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("taskplane.db").display()),
+            Backend::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// Runs each named test body, an `async fn(Backend)`, once on SQLite and
+/// once on a private PostgreSQL schema dropped afterwards (skipped with a
+/// printed line when PostgreSQL is unreachable and not required, see
+/// [`PostgresSchema::create`]). Attributes before a name apply to both runs.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($(#[$meta:meta])* $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(schema) = $crate::testing::PostgresSchema::create().await else { return };
+                    super::$test($crate::testing::Backend::Postgres(schema.url.clone())).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
 }

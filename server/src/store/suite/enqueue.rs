@@ -1,0 +1,70 @@
+//! Enqueues: idempotency keys, and batches stored whole or not at all.
+
+use super::*;
+
+async fn idempotency_keys_return_the_existing_task(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store
+        .register_task_types(&[spec("a", "d"), spec("b", "d")])
+        .await
+        .unwrap();
+    let keyed = |task_type: &str| NewTask {
+        idempotency_key: Some("order-1".into()),
+        ..new_task(task_type)
+    };
+    let first = store.enqueue(vec![keyed("a")]).await.unwrap().remove(0);
+    let second = store.enqueue(vec![keyed("a")]).await.unwrap().remove(0);
+    assert!(first.created && !second.created);
+    assert_eq!(first.task.id, second.task.id);
+    let other_type = store.enqueue(vec![keyed("b")]).await.unwrap().remove(0);
+    assert!(other_type.created, "keys are scoped to their task type");
+}
+
+async fn a_batch_is_stored_whole_or_not_at_all(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let listed = async || {
+        store
+            .list_tasks(&TaskFilter {
+                task_type: Some("a".into()),
+                domain: None,
+                status: None,
+                before: None,
+                limit: 5000,
+            })
+            .await
+            .unwrap()
+    };
+    // One unregistered type refuses the whole batch.
+    let mut mixed: Vec<NewTask> = (0..3).map(|_| new_task("a")).collect();
+    mixed.push(new_task("never_registered"));
+    let error = store.enqueue(mixed).await.unwrap_err();
+    assert!(matches!(error, Error::FailedPrecondition(ref m) if m.contains("never_registered")));
+    assert!(
+        listed().await.is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    // A batch larger than one statement's worth of rows is stored entirely,
+    // each task as returned.
+    let mut big: Vec<NewTask> = (0..1203).map(|_| new_task("a")).collect();
+    big[1202].priority = 7;
+    let enqueued = store.enqueue(big).await.unwrap();
+    assert_eq!(enqueued.len(), 1203);
+    assert!(enqueued.iter().all(|e| e.created));
+    let stored = listed().await;
+    assert_eq!(stored.len(), 1203);
+    let last = store
+        .get_task(enqueued[1202].task.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last, enqueued[1202].task);
+    assert_eq!(last.priority, 7);
+}
+
+crate::on_every_backend!(
+    idempotency_keys_return_the_existing_task,
+    a_batch_is_stored_whole_or_not_at_all,
+);

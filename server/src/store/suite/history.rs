@@ -1,0 +1,178 @@
+//! What the queue keeps of finished tasks: statistics, the counts behind them, and purges.
+
+use super::*;
+
+async fn queue_stats_count_each_status_and_recent_completions(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store
+        .register_task_types(&[spec("a", "d"), spec("b", "e")])
+        .await
+        .unwrap();
+    store
+        .enqueue(vec![
+            new_task("a"),
+            new_task("a"),
+            new_task("a"),
+            new_task("b"),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 1, &lease()).await.unwrap();
+    store
+        .finish_attempt(
+            claimed[0].id,
+            1,
+            AttemptResult::Completed(JsonObject::new()),
+        )
+        .await
+        .unwrap();
+    let stats = store
+        .queue_stats(None, Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let a = stats.iter().find(|s| s.task_type == "a").unwrap();
+    assert_eq!(
+        (
+            a.by_status.get("pending"),
+            a.by_status.get("completed"),
+            a.completed_recently
+        ),
+        (Some(&2), Some(&1), 1)
+    );
+    let only_e = store.queue_stats(Some("e"), Utc::now()).await.unwrap();
+    assert_eq!(only_e.len(), 1);
+    assert_eq!(
+        (
+            only_e[0].task_type.as_str(),
+            only_e[0].by_status.get("pending")
+        ),
+        ("b", Some(&1))
+    );
+}
+
+async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .enqueue((0..5).map(|_| new_task("a")).collect())
+        .await
+        .unwrap();
+    let claimed = store.claim(&["a".into()], 5, &lease()).await.unwrap();
+    let done = || AttemptResult::Completed(JsonObject::new());
+    let outcomes = store
+        .finish_attempts(vec![
+            (claimed[0].id, 1, done()),
+            // A stale result, then the current one for the same task: the
+            // second completes it outside the bulk statement.
+            (claimed[4].id, 9, done()),
+            (claimed[4].id, 1, done()),
+            (
+                claimed[1].id,
+                1,
+                AttemptResult::Failed {
+                    error: "bad input".into(),
+                    retryable: false,
+                    jitter: 0.0,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&outcomes[3], ResultOutcome::Applied(t) if t.status == TaskStatus::Dead));
+    assert!(matches!(outcomes[1], ResultOutcome::Stale));
+    assert!(matches!(&outcomes[2], ResultOutcome::Applied(t) if t.status == TaskStatus::Completed));
+    store.cancel(claimed[2].id, "not needed").await.unwrap();
+    store.enqueue(vec![new_task("a")]).await.unwrap();
+    let expected = BTreeMap::from([
+        ("pending", 1),
+        ("running", 1),
+        ("completed", 2),
+        ("dead", 1),
+        ("cancelled", 1),
+    ]);
+    assert_eq!(counts_of_a(store).await, (expected.clone(), 2, 1));
+
+    // Folding every second so far keeps the totals; nothing is recent.
+    store
+        .fold_task_counts(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(counts_of_a(store).await, (expected, 0, 0));
+
+    // A retried task leaves DEAD; purged tasks leave their states.
+    store.retry(claimed[1].id).await.unwrap();
+    let purged = store
+        .purge_finished(Utc::now() + chrono::Duration::minutes(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged, 3, "the completed and the cancelled tasks");
+    let expected = BTreeMap::from([("pending", 2), ("running", 1)]);
+    assert_eq!(counts_of_a(store).await, (expected.clone(), 0, 0));
+    store
+        .fold_task_counts(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(counts_of_a(store).await, (expected, 0, 0));
+}
+
+async fn purges_delete_only_tasks_finished_before_the_cutoff(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("p", "d")]).await.unwrap();
+    let enqueued = store
+        .enqueue(vec![
+            new_task("p"),
+            new_task("p"),
+            new_task("p"),
+            new_task("p"),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim(&["p".into()], 2, &lease()).await.unwrap();
+    store
+        .finish_attempts(vec![(
+            claimed[0].id,
+            1,
+            AttemptResult::Completed(JsonObject::new()),
+        )])
+        .await
+        .unwrap();
+    let cancelled = enqueued[3].task.id;
+    store.cancel(cancelled, "no longer needed").await.unwrap();
+    let running = claimed[1].id;
+    let pending = enqueued[2].task.id;
+    assert_eq!(store.list_attempts(claimed[0].id).await.unwrap().len(), 1);
+
+    // Nothing finished an hour ago.
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(store.purge_finished(hour_ago, 10).await.unwrap(), 0);
+
+    // Finished before now: one batch of one, then the rest, then nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = Utc::now();
+    assert_eq!(store.purge_finished(now, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_finished(now, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_finished(now, 10).await.unwrap(), 0);
+    assert!(store.get_task(claimed[0].id).await.unwrap().is_none());
+    assert!(
+        store.list_attempts(claimed[0].id).await.unwrap().is_empty(),
+        "attempts go with their task"
+    );
+    assert!(store.get_task(cancelled).await.unwrap().is_none());
+    assert_eq!(
+        store.get_task(running).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
+    assert_eq!(
+        store.get_task(pending).await.unwrap().unwrap().status,
+        TaskStatus::Pending
+    );
+}
+
+crate::on_every_backend!(
+    queue_stats_count_each_status_and_recent_completions,
+    finished_counts_follow_every_way_in_and_out_and_survive_folding,
+    purges_delete_only_tasks_finished_before_the_cutoff,
+);
