@@ -13,7 +13,7 @@ use crate::model::RetryPolicy;
 pub struct ServerConfig {
     /// Where gRPC listens; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// `sqlite://path` (created if missing) or, later, `postgres://…`.
+    /// `sqlite://path` (created if missing) or `postgres://…`.
     pub database_url: String,
     /// Tunables of the queue and the agent protocol.
     pub queue: QueueConfig,

@@ -119,41 +119,37 @@ enum ListOnly {
 #[derive(Args)]
 struct ServeArgs {
     /// The gRPC listen address.
-    #[arg(long, env = "TASKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "TASKPLANE_LISTEN", default_value_t = ServerConfig::default().listen)]
     listen: SocketAddr,
     /// The database: sqlite://path/to/file.db (created if missing).
-    #[arg(
-        long,
-        env = "TASKPLANE_DATABASE_URL",
-        default_value = "sqlite://taskplane-data/taskplane.db"
-    )]
+    #[arg(long, env = "TASKPLANE_DATABASE_URL", default_value_t = ServerConfig::default().database_url)]
     database_url: String,
     /// How long an assignment's lease lasts; a silent agent loses its tasks
     /// after this long. Agents heartbeat three times per lease.
-    #[arg(long, env = "TASKPLANE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
-    lease: Duration,
+    #[arg(long, env = "TASKPLANE_LEASE", default_value_t = queue_default(|q| q.lease_duration))]
+    lease: humantime::Duration,
     /// How often idle agents' queues are checked for delayed tasks coming due.
-    #[arg(long, env = "TASKPLANE_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
-    poll_interval: Duration,
+    #[arg(long, env = "TASKPLANE_POLL_INTERVAL", default_value_t = queue_default(|q| q.poll_interval))]
+    poll_interval: humantime::Duration,
     /// The first retry's delay, for task types registered without their own.
-    #[arg(long, env = "TASKPLANE_RETRY_INITIAL_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
-    retry_initial_backoff: Duration,
+    #[arg(long, env = "TASKPLANE_RETRY_INITIAL_BACKOFF", default_value_t = queue_default(|q| q.default_retry_policy.initial_backoff))]
+    retry_initial_backoff: humantime::Duration,
     /// The longest retry delay, for task types registered without their own.
-    #[arg(long, env = "TASKPLANE_RETRY_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
-    retry_max_backoff: Duration,
+    #[arg(long, env = "TASKPLANE_RETRY_MAX_BACKOFF", default_value_t = queue_default(|q| q.default_retry_policy.max_backoff))]
+    retry_max_backoff: humantime::Duration,
     /// The largest task payload accepted, in bytes of JSON.
-    #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "TASKPLANE_MAX_PAYLOAD_BYTES", default_value_t = QueueConfig::default().max_payload_bytes)]
     max_payload_bytes: usize,
     /// The largest result a handler may report, in encoded bytes; a larger
     /// one fails its attempt for good.
-    #[arg(long, env = "TASKPLANE_MAX_RESULT_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "TASKPLANE_MAX_RESULT_BYTES", default_value_t = QueueConfig::default().max_result_bytes)]
     max_result_bytes: usize,
     /// The largest gRPC message accepted, in bytes.
-    #[arg(long, env = "TASKPLANE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "TASKPLANE_MAX_MESSAGE_BYTES", default_value_t = QueueConfig::default().max_message_bytes)]
     max_message_bytes: usize,
     /// How long finished tasks and their attempts are kept (0: forever).
-    #[arg(long, env = "TASKPLANE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    #[arg(long, env = "TASKPLANE_RETENTION", default_value_t = queue_default(|q| q.retention.unwrap_or_default()))]
+    retention: humantime::Duration,
     /// Serve without tokens on an address other than loopback (e.g. `dev`
     /// in a container, or behind a proxy that authenticates).
     #[arg(long, env = "TASKPLANE_INSECURE")]
@@ -162,8 +158,13 @@ struct ServeArgs {
     #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// How often tasks past their retention are purged.
-    #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
-    purge_interval: Duration,
+    #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value_t = queue_default(|q| q.purge_interval))]
+    purge_interval: humantime::Duration,
+}
+
+/// A default of the queue's configuration, as a flag's default.
+fn queue_default(value: impl Fn(&QueueConfig) -> Duration) -> humantime::Duration {
+    value(&QueueConfig::default()).into()
 }
 
 /// TLS, tokens and per-token limits (`serve` only; `dev` stays plaintext
@@ -178,8 +179,8 @@ struct SecurityArgs {
     tokens_file: Option<PathBuf>,
     /// How long a token looked up in the database is trusted before it is
     /// looked up again; a revocation takes effect within this time.
-    #[arg(long, env = "TASKPLANE_TOKEN_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
-    token_cache_ttl: Duration,
+    #[arg(long, env = "TASKPLANE_TOKEN_CACHE_TTL", default_value_t = AuthConfig::default().cache_ttl.into())]
+    token_cache_ttl: humantime::Duration,
     /// The server's certificate chain (PEM); with --tls-key, serves TLS.
     #[arg(long, env = "TASKPLANE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -191,13 +192,13 @@ struct SecurityArgs {
     tls_client_ca: Option<PathBuf>,
     /// How often the TLS and tokens files are checked for changes (SIGHUP
     /// re-reads them at once).
-    #[arg(long, env = "TASKPLANE_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
-    reload_interval: Duration,
+    #[arg(long, env = "TASKPLANE_RELOAD_INTERVAL", default_value_t = SecurityConfig::default().reload_interval.into())]
+    reload_interval: humantime::Duration,
     /// The most agent streams one token may hold open (0: no limit).
-    #[arg(long, env = "TASKPLANE_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
+    #[arg(long, env = "TASKPLANE_MAX_STREAMS_PER_TOKEN", default_value_t = QueueConfig::default().max_streams_per_token)]
     max_streams_per_token: usize,
     /// The most tasks one token may enqueue per second (0: no limit).
-    #[arg(long, env = "TASKPLANE_ENQUEUE_RATE_PER_TOKEN", default_value_t = 0)]
+    #[arg(long, env = "TASKPLANE_ENQUEUE_RATE_PER_TOKEN", default_value_t = QueueConfig::default().enqueue_rate_per_token)]
     enqueue_rate_per_token: u32,
 }
 
@@ -215,10 +216,10 @@ impl SecurityArgs {
                 }),
             auth: (self.auth || self.tokens_file.is_some()).then(|| AuthConfig {
                 tokens_file: self.tokens_file.clone(),
-                cache_ttl: self.token_cache_ttl,
+                cache_ttl: self.token_cache_ttl.into(),
             }),
             insecure: config.security.insecure,
-            reload_interval: self.reload_interval,
+            reload_interval: self.reload_interval.into(),
         };
         config.queue.max_streams_per_token = self.max_streams_per_token;
         config.queue.enqueue_rate_per_token = self.enqueue_rate_per_token;
@@ -231,19 +232,19 @@ impl ServeArgs {
             listen: self.listen,
             database_url: self.database_url.clone(),
             queue: QueueConfig {
-                lease_duration: self.lease,
-                heartbeat_interval: self.lease / 3,
-                poll_interval: self.poll_interval,
+                lease_duration: self.lease.into(),
+                heartbeat_interval: *self.lease / 3,
+                poll_interval: self.poll_interval.into(),
                 default_retry_policy: RetryPolicy {
-                    initial_backoff: self.retry_initial_backoff,
-                    max_backoff: self.retry_max_backoff.max(self.retry_initial_backoff),
+                    initial_backoff: self.retry_initial_backoff.into(),
+                    max_backoff: (*self.retry_max_backoff).max(*self.retry_initial_backoff),
                     ..RetryPolicy::default()
                 },
                 max_payload_bytes: self.max_payload_bytes,
                 max_result_bytes: self.max_result_bytes,
                 max_message_bytes: self.max_message_bytes,
-                retention: Some(self.retention).filter(|r| !r.is_zero()),
-                purge_interval: self.purge_interval,
+                retention: Some(*self.retention).filter(|r| !r.is_zero()),
+                purge_interval: self.purge_interval.into(),
                 ..QueueConfig::default()
             },
             security: SecurityConfig {
