@@ -252,6 +252,17 @@ pub enum AttemptResult {
     },
 }
 
+impl AttemptResult {
+    /// A failure, with a fresh jitter sample for its retry delay.
+    pub fn failed(error: String, retryable: bool) -> Self {
+        AttemptResult::Failed {
+            error,
+            retryable,
+            jitter: rand::random::<f64>(),
+        }
+    }
+}
+
 /// What a recorded result left of its task: what the server counts and
 /// announces afterwards. The payload and result are not read back: nobody
 /// on that path needs them, and decoding them cost more than the write.

@@ -28,10 +28,10 @@ use crate::api::convert::proto_duration;
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
-use crate::engine::plane::{ControlPlane, ReportedOutcome};
+use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::{NewSession, Session};
 use crate::error::{Error, Result};
-use crate::model::{HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
+use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
 
 /// The most slots one session may ask for.
 const MAX_CONCURRENCY: u32 = 10_000;
@@ -357,25 +357,24 @@ async fn handle_result(
             // again; the attempt fails for good instead, saying why.
             let size = result_size(&completed);
             tracing::warn!(session_id = %session.id, %task_id, size, "result too large; the attempt fails");
-            ReportedOutcome::Failed {
-                error: format!(
+            AttemptResult::failed(
+                format!(
                     "the handler's result is {size} bytes; the limit is {} (--max-result-bytes): store large results elsewhere and return a reference",
                     plane.config.max_result_bytes
                 ),
-                retryable: false,
-            }
+                false,
+            )
         }
-        Some(task_result::Outcome::Completed(completed)) => ReportedOutcome::Completed(
+        Some(task_result::Outcome::Completed(completed)) => AttemptResult::Completed(
             completed
                 .result
                 .as_ref()
                 .map(struct_to_json)
                 .unwrap_or_default(),
         ),
-        Some(task_result::Outcome::Failed(failed)) => ReportedOutcome::Failed {
-            error: failed.error,
-            retryable: failed.retryable,
-        },
+        Some(task_result::Outcome::Failed(failed)) => {
+            AttemptResult::failed(failed.error, failed.retryable)
+        }
         None => {
             return Err(Error::InvalidArgument(
                 "result has neither `completed` nor `failed`".into(),
@@ -383,7 +382,7 @@ async fn handle_result(
         }
     };
     plane
-        .report(session.clone(), task_id, result.attempt, outcome)
+        .record_result(session.clone(), task_id, result.attempt, outcome)
         .await;
     Ok(())
 }

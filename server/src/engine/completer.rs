@@ -32,7 +32,7 @@ const WRITE_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One attempt's result, as reported on a session.
-pub struct Completion {
+pub struct ReportedResult {
     /// The session that reported it (told if the result is stale).
     pub session: Arc<Session>,
     /// The task.
@@ -44,7 +44,7 @@ pub struct Completion {
 }
 
 enum Command {
-    Complete(Completion),
+    Record(ReportedResult),
     Flush(oneshot::Sender<()>),
 }
 
@@ -63,11 +63,11 @@ impl Default for Completer {
 
 impl Completer {
     /// Queues a result to be written with the next batch.
-    pub async fn complete(&self, completion: Completion) {
+    pub async fn record(&self, result: ReportedResult) {
         if self
             .queue
             .sender
-            .send(Command::Complete(completion))
+            .send(Command::Record(result))
             .await
             .is_err()
         {
@@ -97,28 +97,28 @@ pub async fn run_completer(plane: Arc<ControlPlane>, stop: CancellationToken) {
 }
 
 async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
-    let mut completions = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
     for command in batch {
         match command {
-            Command::Complete(completion) => completions.push(completion),
+            Command::Record(result) => results.push(result),
             Command::Flush(ack) => flushes.push(ack),
         }
     }
-    if !completions.is_empty() {
-        match record(plane, &completions).await {
+    if !results.is_empty() {
+        match write_results(plane, &results).await {
             Ok(outcomes) => {
-                for (completion, outcome) in completions.iter().zip(outcomes) {
-                    announce(plane, completion, outcome);
+                for (result, outcome) in results.iter().zip(outcomes) {
+                    announce(plane, result, outcome);
                 }
             }
             Err(error) => {
                 // The sessions' leases would otherwise be extended forever
                 // with the results never written: end the sessions, which
                 // returns their tasks to the queue to run again.
-                tracing::error!(%error, results = completions.len(), "could not record results; closing the sessions that reported them");
-                for completion in &completions {
-                    completion.session.close(Error::Unavailable(
+                tracing::error!(%error, results = results.len(), "could not record results; closing the sessions that reported them");
+                for result in &results {
+                    result.session.close(Error::Unavailable(
                         "the server could not record your results: reconnect; the tasks run again"
                             .into(),
                     ));
@@ -133,20 +133,20 @@ async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
 
 /// Writes a batch, trying again after a pause when the write fails (a busy
 /// or briefly unreachable database), up to [`WRITE_ATTEMPTS`] times.
-async fn record(
+async fn write_results(
     plane: &ControlPlane,
-    completions: &[Completion],
+    results: &[ReportedResult],
 ) -> crate::error::Result<Vec<ResultOutcome>> {
     let mut pause = RETRY_PAUSE;
     let mut attempt = 1;
     loop {
-        let items = completions
+        let items = results
             .iter()
             .map(|c| (c.task_id, c.attempt, c.result.clone()))
             .collect();
-        match plane.store.finish_attempts(items).await {
+        match plane.store.record_results(items).await {
             Err(error) if attempt < WRITE_ATTEMPTS => {
-                tracing::warn!(%error, attempt, results = completions.len(), "could not record results; trying again");
+                tracing::warn!(%error, attempt, results = results.len(), "could not record results; trying again");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
                 attempt += 1;
@@ -157,7 +157,7 @@ async fn record(
 }
 
 /// Tells whoever cares what a written result did.
-fn announce(plane: &ControlPlane, completion: &Completion, outcome: ResultOutcome) {
+fn announce(plane: &ControlPlane, completion: &ReportedResult, outcome: ResultOutcome) {
     match outcome {
         ResultOutcome::Applied(task) => {
             plane.metrics.recorded(&task);

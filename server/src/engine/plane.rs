@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, Quotas};
 use crate::config::QueueConfig;
-use crate::engine::completer::{Completer, Completion};
+use crate::engine::completer::{Completer, ReportedResult};
 use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
 use crate::engine::handoff::HandOffs;
@@ -20,20 +20,6 @@ use crate::error::Result;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
 use crate::store::Store;
-
-/// How an agent says an attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReportedOutcome {
-    /// The handler returned this result.
-    Completed(crate::model::JsonObject),
-    /// The handler failed.
-    Failed {
-        /// What went wrong.
-        error: String,
-        /// Whether another attempt may succeed.
-        retryable: bool,
-    },
-}
 
 /// The store, the live sessions and the change notices of one replica.
 pub struct ControlPlane {
@@ -119,26 +105,19 @@ impl ControlPlane {
 
     /// Records what an agent reported for an attempt it was assigned: frees
     /// its slot at once and queues the result for the next batched write
-    /// (see [`crate::engine::completer`]). A stale attempt changes nothing and is
-    /// answered with `cancel`, so the agent knows its work no longer counts.
-    pub async fn report(
+    /// (see [`crate::engine::completer`]). A stale attempt changes nothing
+    /// and is answered with `cancel`, so the agent knows its work no longer
+    /// counts.
+    pub async fn record_result(
         &self,
         session: Arc<Session>,
         task_id: Uuid,
         attempt: u32,
-        outcome: ReportedOutcome,
+        result: AttemptResult,
     ) {
         session.untrack_attempt(task_id, attempt);
-        let result = match outcome {
-            ReportedOutcome::Completed(value) => AttemptResult::Completed(value),
-            ReportedOutcome::Failed { error, retryable } => AttemptResult::Failed {
-                error,
-                retryable,
-                jitter: rand::random::<f64>(),
-            },
-        };
         self.completer
-            .complete(Completion {
+            .record(ReportedResult {
                 session,
                 task_id,
                 attempt,

@@ -150,19 +150,19 @@ pub trait Store: Send + Sync + 'static {
     /// Records many attempts' results in one transaction, each only if its
     /// attempt is still the current lease (otherwise it is `Stale` and changes
     /// nothing). Outcomes come back in input order.
-    async fn finish_attempts(
+    async fn record_results(
         &self,
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>>;
 
-    /// Records one attempt's result; see [`Store::finish_attempts`].
-    async fn finish_attempt(
+    /// Records one attempt's result; see [`Store::record_results`].
+    async fn record_result(
         &self,
         id: Uuid,
         attempt: u32,
         result: AttemptResult,
     ) -> Result<ResultOutcome> {
-        let mut outcomes = self.finish_attempts(vec![(id, attempt, result)]).await?;
+        let mut outcomes = self.record_results(vec![(id, attempt, result)]).await?;
         Ok(outcomes.pop().expect("one result in, one outcome out"))
     }
 

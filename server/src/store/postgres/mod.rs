@@ -428,7 +428,7 @@ impl Store for PostgresStore {
         Ok(plan.into_tasks())
     }
 
-    async fn finish_attempts(
+    async fn record_results(
         &self,
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
@@ -448,7 +448,7 @@ impl Store for PostgresStore {
         rules::bulk_outcomes(&results, &bulk, applied, &mut outcomes);
         for index in single {
             let (id, attempt, result) = &results[index];
-            outcomes[index] = Some(writes::finish_one(&mut tx, *id, *attempt, result, now).await?);
+            outcomes[index] = Some(writes::record_one(&mut tx, *id, *attempt, result, now).await?);
         }
         tx.commit().await?;
         Ok(rules::all_outcomes(outcomes))

@@ -215,7 +215,7 @@ pub(super) async fn complete_in_bulk(
 }
 
 /// Records one attempt's result inside a batch's transaction.
-pub(super) async fn finish_one(
+pub(super) async fn record_one(
     tx: &mut Tx,
     id: Uuid,
     attempt: u32,

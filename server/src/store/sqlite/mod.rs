@@ -401,7 +401,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn finish_attempts(
+    async fn record_results(
         &self,
         results: Vec<(Uuid, u32, AttemptResult)>,
     ) -> Result<Vec<ResultOutcome>> {
@@ -416,7 +416,7 @@ impl Store for SqliteStore {
                 for index in single {
                     let (id, attempt, result) = &results[index];
                     outcomes[index] =
-                        Some(writes::finish_one(connection, *id, *attempt, result, now)?);
+                        Some(writes::record_one(connection, *id, *attempt, result, now)?);
                 }
                 let outcomes = rules::all_outcomes(outcomes);
                 writes::count_completions(connection, &outcomes, now)?;

@@ -193,7 +193,7 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
         .unwrap();
     }
     store
-        .finish_attempts(vec![
+        .record_results(vec![
             (plain, 1, AttemptResult::Completed(Default::default())),
             (older, 1, AttemptResult::Completed(Default::default())),
         ])

@@ -167,7 +167,7 @@ struct BulkCompletion {
 }
 
 /// Records one attempt's result inside a batch's transaction.
-pub(super) fn finish_one(
+pub(super) fn record_one(
     connection: &rusqlite::Connection,
     id: Uuid,
     attempt: u32,

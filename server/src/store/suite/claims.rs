@@ -30,17 +30,17 @@ async fn claim_orders_by_priority_then_age_and_fences_stale_results(backend: Bac
 
     let first = claimed[0].id;
     let stale = store
-        .finish_attempt(first, 7, AttemptResult::Completed(JsonObject::new()))
+        .record_result(first, 7, AttemptResult::Completed(JsonObject::new()))
         .await
         .unwrap();
     assert_eq!(stale, ResultOutcome::Stale);
     let done = store
-        .finish_attempt(first, 1, AttemptResult::Completed(JsonObject::new()))
+        .record_result(first, 1, AttemptResult::Completed(JsonObject::new()))
         .await
         .unwrap();
     assert!(matches!(done, ResultOutcome::Applied(ref t) if t.status == TaskStatus::Completed));
     let again = store
-        .finish_attempt(first, 1, AttemptResult::Completed(JsonObject::new()))
+        .record_result(first, 1, AttemptResult::Completed(JsonObject::new()))
         .await
         .unwrap();
     assert_eq!(
@@ -144,12 +144,12 @@ async fn tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them(backend: 
     );
     // The lease fences results as a claimed one does.
     let stale = store
-        .finish_attempt(tasks[2].id, 2, AttemptResult::Completed(JsonObject::new()))
+        .record_result(tasks[2].id, 2, AttemptResult::Completed(JsonObject::new()))
         .await
         .unwrap();
     assert_eq!(stale, ResultOutcome::Stale);
     let done = store
-        .finish_attempt(tasks[2].id, 1, AttemptResult::Completed(JsonObject::new()))
+        .record_result(tasks[2].id, 1, AttemptResult::Completed(JsonObject::new()))
         .await
         .unwrap();
     assert!(matches!(done, ResultOutcome::Applied(ref t) if t.status == TaskStatus::Completed));
@@ -230,7 +230,7 @@ async fn each_attempt_is_told_by_the_lease_that_ran_it(backend: Backend) {
         "the running attempt is open"
     );
     store
-        .finish_attempts(vec![(id, 2, AttemptResult::Completed(JsonObject::new()))])
+        .record_results(vec![(id, 2, AttemptResult::Completed(JsonObject::new()))])
         .await
         .unwrap();
     let attempts = store.list_attempts(id).await.unwrap();

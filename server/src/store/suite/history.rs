@@ -20,7 +20,7 @@ async fn queue_stats_count_each_status_and_recent_completions(backend: Backend) 
         .unwrap();
     let claimed = store.claim(&["a".into()], 1, &lease()).await.unwrap();
     store
-        .finish_attempt(
+        .record_result(
             claimed[0].id,
             1,
             AttemptResult::Completed(JsonObject::new()),
@@ -62,7 +62,7 @@ async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(backend
     let claimed = store.claim(&["a".into()], 5, &lease()).await.unwrap();
     let done = || AttemptResult::Completed(JsonObject::new());
     let outcomes = store
-        .finish_attempts(vec![
+        .record_results(vec![
             (claimed[0].id, 1, done()),
             // A stale result, then the current one for the same task: the
             // second completes it outside the bulk statement.
@@ -132,7 +132,7 @@ async fn purges_delete_only_tasks_finished_before_the_cutoff(backend: Backend) {
         .unwrap();
     let claimed = store.claim(&["p".into()], 2, &lease()).await.unwrap();
     store
-        .finish_attempts(vec![(
+        .record_results(vec![(
             claimed[0].id,
             1,
             AttemptResult::Completed(JsonObject::new()),

@@ -26,7 +26,7 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(ba
     let mut answer = JsonObject::new();
     answer.insert("answer".into(), 42.into());
     let outcomes = store
-        .finish_attempts(vec![
+        .record_results(vec![
             (claimed[0].id, 1, AttemptResult::Completed(answer.clone())),
             (
                 claimed[1].id,
@@ -109,7 +109,7 @@ async fn a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones(ba
         serde_json::json!([3, "four", {"five": null}]),
     );
     let outcomes = store
-        .finish_attempts(vec![
+        .record_results(vec![
             (
                 claimed[0].id,
                 2,
