@@ -19,17 +19,17 @@ use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
     AgentMessage, Register, Registered, ServerMessage, TaskResult, task_result,
 };
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::api::convert::proto_duration;
+use crate::api::convert::{assignment, cancel, proto_duration};
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
 use crate::engine::plane::ControlPlane;
-use crate::engine::sessions::{NewSession, Session};
+use crate::engine::sessions::{NewSession, Session, ToAgent};
 use crate::error::{Error, Result};
 use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
 
@@ -199,12 +199,9 @@ impl AgentService for AgentApi {
             lease_duration: Some(proto_duration(self.plane.config.lease_duration)),
             heartbeat_interval: Some(proto_duration(self.plane.config.heartbeat_interval)),
         };
-        session
-            .outbound
-            .try_send(Ok(ServerMessage {
-                message: Some(ServerMessageKind::Registered(registered)),
-            }))
-            .expect("a new channel has room for its first message");
+        let registered = ServerMessage {
+            message: Some(ServerMessageKind::Registered(registered)),
+        };
         self.plane
             .store
             .record_session_start(&session.describe())
@@ -216,7 +213,22 @@ impl AgentService for AgentApi {
         self.plane
             .tasks
             .spawn(run_session(plane, session, inbound, principal, permit));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let to_agent = ReceiverStream::new(receiver).map(to_wire);
+        let stream = tokio_stream::once(Ok(registered)).chain(to_agent);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The wire message of what the engine tells an agent; an ending is the
+/// stream's final status.
+fn to_wire(message: ToAgent) -> Result<ServerMessage, Status> {
+    match message {
+        ToAgent::Assign {
+            task,
+            lease_expires_at,
+        } => Ok(assignment(&task, lease_expires_at)),
+        ToAgent::Cancel { task_id, reason } => Ok(cancel(task_id, reason)),
+        ToAgent::End(error) => Err(error.into()),
     }
 }
 
@@ -245,7 +257,7 @@ async fn run_session(
                 {
                     tracing::warn!(session_id = %session.id, token = %principal.token_id, "the agent's token is no longer valid; ending its stream");
                     let status = Error::Unauthenticated("this agent's token was revoked: start the agent with a valid token".into());
-                    let _ = session.outbound.try_send(Err(status.into()));
+                    let _ = session.outbound.try_send(ToAgent::End(status));
                     break;
                 }
                 continue;
@@ -253,7 +265,7 @@ async fn run_session(
             // The server ended the session (`Session::close` told the agent why).
             () = session.closed.cancelled() => break,
             () = plane.shutdown.cancelled() => {
-                let _ = session.outbound.try_send(Err(Error::Unavailable("the server is shutting down: reconnect".into()).into()));
+                let _ = session.outbound.try_send(ToAgent::End(Error::Unavailable("the server is shutting down: reconnect".into())));
                 break;
             }
         };
@@ -264,7 +276,7 @@ async fn run_session(
                 session.seen();
                 if let Err(status) = handle_message(&plane, &session, message).await {
                     tracing::warn!(session_id = %session.id, %status, "ending agent stream");
-                    let _ = session.outbound.send(Err(status.into())).await;
+                    let _ = session.outbound.send(ToAgent::End(status)).await;
                     break;
                 }
             }

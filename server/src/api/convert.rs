@@ -305,3 +305,13 @@ pub fn assignment(task: &Task, lease_expires_at: DateTime<Utc>) -> v1::ServerMes
         })),
     }
 }
+
+/// The `cancel` message telling an agent to stop a task.
+pub fn cancel(task_id: Uuid, reason: String) -> v1::ServerMessage {
+    v1::ServerMessage {
+        message: Some(v1::server_message::Message::Cancel(v1::Cancel {
+            task_id: task_id.to_string(),
+            reason,
+        })),
+    }
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::engine::group_commit::{BatchQueue, next_batch};
 use crate::engine::plane::ControlPlane;
-use crate::engine::sessions::Session;
+use crate::engine::sessions::{Session, ToAgent};
 use crate::error::Error;
 use crate::model::{AttemptResult, ResultOutcome, TaskStatus};
 
@@ -176,7 +176,7 @@ fn announce(plane: &ControlPlane, completion: &ReportedResult, outcome: ResultOu
             let _ = completion
                 .session
                 .outbound
-                .try_send(Ok(crate::engine::plane::cancel_message(task_id, reason)));
+                .try_send(ToAgent::Cancel { task_id, reason });
         }
     }
 }

@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::convert::assignment;
 use crate::engine::plane::ControlPlane;
-use crate::engine::sessions::Session;
+use crate::engine::sessions::{Session, ToAgent};
 use crate::model::{Lease, Task};
 use taskplane_proto::trace::TRACEPARENT;
 
@@ -97,7 +96,7 @@ async fn claim_and_assign(
     }
     plane.events.changed(tasks.iter().map(|t| t.id));
     let now = Utc::now();
-    for task in &tasks {
+    for task in tasks {
         session.track(task.id, task.attempts);
         if !send_assignment(plane, session, task, lease.expires_at, now).await {
             // The stream is gone; closing the session releases the leases.
@@ -117,15 +116,15 @@ async fn claim_and_assign(
 pub async fn send_assignment(
     plane: &ControlPlane,
     session: &Session,
-    task: &Task,
+    task: Task,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> bool {
-    plane.metrics.assigned(task, now);
+    plane.metrics.assigned(&task, now);
     tracing::debug!(task_id = %task.id, attempt = task.attempts, session_id = %session.id, trace = task.metadata.get(TRACEPARENT).map(String::as_str), "assigned");
-    session
-        .outbound
-        .send(Ok(assignment(task, expires_at)))
-        .await
-        .is_ok()
+    let assign = ToAgent::Assign {
+        task: Box::new(task),
+        lease_expires_at: expires_at,
+    };
+    session.outbound.send(assign).await.is_ok()
 }

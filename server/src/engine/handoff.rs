@@ -91,6 +91,7 @@ impl<'a> HandOffs<'a> {
             };
             session.place(task.id, task.attempts);
             // A closed stream is dealt with below, as its session closes.
+            let task = Task::clone(task);
             send_assignment(self.plane, &session, task, reservation.expires_at, now).await;
             if !sessions.iter().any(|s| Arc::ptr_eq(s, &session)) {
                 sessions.push(session);
@@ -124,6 +125,7 @@ mod tests {
     use super::*;
     use crate::config::QueueConfig;
     use crate::engine::sessions::NewSession;
+    use crate::engine::sessions::ToAgent;
     use crate::model::NewTask;
     use crate::store::Store;
     use crate::store::suite::{new_task, spec, sqlite_store};
@@ -134,9 +136,7 @@ mod tests {
         tempfile::TempDir,
         Arc<ControlPlane>,
         Arc<Session>,
-        tokio::sync::mpsc::Receiver<
-            std::result::Result<taskplane_proto::v1::ServerMessage, tonic::Status>,
-        >,
+        tokio::sync::mpsc::Receiver<ToAgent>,
     ) {
         let (dir, _url, store) = sqlite_store("t.db").await;
         store.register_task_types(&[spec("a", "d")]).await.unwrap();
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(first.task.status, TaskStatus::Running);
         assert!(session.holds(first.task.id));
         assert!(
-            receiver.try_recv().unwrap().is_ok(),
+            matches!(receiver.try_recv().unwrap(), ToAgent::Assign { .. }),
             "the assignment went out"
         );
         // The same key again: the existing task answers and the second

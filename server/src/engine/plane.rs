@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use taskplane_proto::v1::{Cancel, ServerMessage, server_message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -15,7 +14,7 @@ use crate::engine::completer::{Completer, ReportedResult};
 use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
 use crate::engine::handoff::HandOffs;
-use crate::engine::sessions::{Session, Sessions};
+use crate::engine::sessions::{Session, Sessions, ToAgent};
 use crate::error::Result;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
@@ -151,9 +150,10 @@ impl ControlPlane {
             && let Some(holder) = self.sessions.holder_of(id)
         {
             holder.untrack(id);
-            let _ = holder
-                .outbound
-                .try_send(Ok(cancel_message(id, reason.to_owned())));
+            let _ = holder.outbound.try_send(ToAgent::Cancel {
+                task_id: id,
+                reason: reason.to_owned(),
+            });
         }
         self.events.changed([id]);
         Ok(after)
@@ -180,15 +180,5 @@ impl ControlPlane {
             self.events.changed(released);
         }
         Ok(())
-    }
-}
-
-/// The `cancel` message telling an agent to stop a task.
-pub fn cancel_message(task_id: Uuid, reason: String) -> ServerMessage {
-    ServerMessage {
-        message: Some(server_message::Message::Cancel(Cancel {
-            task_id: task_id.to_string(),
-            reason,
-        })),
     }
 }

@@ -14,16 +14,37 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use taskplane_proto::v1::ServerMessage;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::model::{AgentSession, HandlerCheck, SessionStatus};
+use crate::model::{AgentSession, HandlerCheck, SessionStatus, Task};
+
+/// What the server tells an agent on its stream. The API turns each into
+/// a wire message (`api/agents.rs`); the engine builds none.
+#[derive(Debug)]
+pub enum ToAgent {
+    /// Run this task, leased to the session until `lease_expires_at`.
+    Assign {
+        /// The task, RUNNING under the session's lease.
+        task: Box<Task>,
+        /// When the lease ends unless extended.
+        lease_expires_at: DateTime<Utc>,
+    },
+    /// Stop this task if you can.
+    Cancel {
+        /// The task.
+        task_id: Uuid,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The stream ends with this error.
+    End(Error),
+}
 
 /// Where a session's outbound messages go.
-pub type Outbound = mpsc::Sender<Result<ServerMessage, tonic::Status>>;
+pub type Outbound = mpsc::Sender<ToAgent>;
 
 /// One connected agent stream.
 pub struct Session {
@@ -182,7 +203,7 @@ impl Session {
     /// Ends the session from the server's side: tells the agent why, then
     /// closes the stream, which returns the session's tasks to the queue.
     pub fn close(&self, reason: Error) {
-        let _ = self.outbound.try_send(Err(reason.into()));
+        let _ = self.outbound.try_send(ToAgent::End(reason));
         self.closed.cancel();
     }
 
