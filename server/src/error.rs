@@ -22,6 +22,10 @@ pub enum Error {
     /// The server cannot take the request now (it is shutting down); retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A configuration file (TLS, tokens) cannot be used; the message names
+    /// the file and what to fix.
+    #[error("{0}")]
+    Config(String),
     /// The caller's token does not allow this (a domain outside its scope).
     #[error("{0}")]
     PermissionDenied(String),
@@ -54,6 +58,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(message) => tonic::Status::failed_precondition(message),
             Error::Unavailable(message) => tonic::Status::unavailable(message),
+            Error::Config(message) => tonic::Status::failed_precondition(message),
             Error::NotFound(message) => tonic::Status::not_found(message),
             Error::AlreadyExists(message) => tonic::Status::already_exists(message),
             Error::PermissionDenied(message) => tonic::Status::permission_denied(message),

@@ -34,7 +34,7 @@ impl Authenticator {
         store: Arc<dyn Store>,
         tokens_file: Option<PathBuf>,
         cache_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> crate::error::Result<Self> {
         let file = match &tokens_file {
             Some(path) => TokensFile::load(path)?,
             None => TokensFile::default(),
@@ -54,7 +54,7 @@ impl Authenticator {
     }
 
     /// Re-reads the tokens file; on error the previous tokens stay in force.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> crate::error::Result<()> {
         if let Some(path) = &self.tokens_file {
             let file = TokensFile::load(path)?;
             *self.file.write().expect("tokens file lock") = file;

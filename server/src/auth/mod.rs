@@ -43,14 +43,14 @@ impl Role {
     }
 
     /// Parses a role name.
-    pub fn parse(name: &str) -> Result<Role, String> {
+    pub fn parse(name: &str) -> crate::error::Result<Role> {
         match name {
             "client" => Ok(Role::Client),
             "agent" => Ok(Role::Agent),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
+            other => Err(crate::error::Error::InvalidArgument(format!(
                 "unknown role '{other}': use client, agent or admin"
-            )),
+            ))),
         }
     }
 }

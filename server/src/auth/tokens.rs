@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use taskplane_proto::names::check_name;
 
 use super::{DomainScope, Principal, Role};
+use crate::error::{Error, Result};
 
 /// A token as kept: everything but its secret.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,13 +60,15 @@ pub struct IssuedToken {
 }
 
 /// Creates a token after checking its name and domains.
-pub fn issue(name: &str, role: Role, domains: Vec<String>) -> Result<IssuedToken, String> {
+pub fn issue(name: &str, role: Role, domains: Vec<String>) -> Result<IssuedToken> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err("the token name must be 1 to 100 characters, e.g. \"billing-agent\"".into());
+        return Err(Error::InvalidArgument(
+            "the token name must be 1 to 100 characters, e.g. \"billing-agent\"".into(),
+        ));
     }
     for domain in &domains {
-        check_name("domain", domain)?;
+        check_name("domain", domain).map_err(Error::InvalidArgument)?;
     }
     let id = hex::encode(rand::random::<[u8; 6]>());
     let token = format!("tp_{id}_{}", hex::encode(rand::random::<[u8; 32]>()));
@@ -113,42 +116,47 @@ pub struct TokensFile {
 
 impl TokensFile {
     /// Reads and checks a tokens file; a missing file is empty.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self::default());
             }
             Err(error) => {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "reading the tokens file {}: {error}",
                     path.display()
-                ));
+                )));
             }
         };
-        let file: TokensFile = toml::from_str(&text)
-            .map_err(|e| format!("the tokens file {} is not valid: {e}", path.display()))?;
+        let file: TokensFile = toml::from_str(&text).map_err(|e| {
+            Error::Config(format!(
+                "the tokens file {} is not valid: {e}",
+                path.display()
+            ))
+        })?;
         for entry in &file.entries {
-            Role::parse(&entry.role)
-                .map_err(|e| format!("{}: token '{}': {e}", path.display(), entry.id))?;
+            Role::parse(&entry.role).map_err(|e| {
+                Error::Config(format!("{}: token '{}': {e}", path.display(), entry.id))
+            })?;
             if entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err() {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "{}: token '{}': sha256 must be 64 hex digits (the SHA-256 of the token)",
                     path.display(),
                     entry.id
-                ));
+                )));
             }
         }
         Ok(file)
     }
 
     /// Writes the file (readable by its owner only, where that is possible).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string(self).map_err(|e| Error::Config(e.to_string()))?;
         let header =
             "# taskplane tokens: only SHA-256 hashes are kept. Manage with `taskplane token`.\n";
         write_private(path, &format!("{header}{text}"))
-            .map_err(|e| format!("writing the tokens file {}: {e}", path.display()))
+            .map_err(|e| Error::Config(format!("writing the tokens file {}: {e}", path.display())))
     }
 
     /// Adds a new token.
@@ -252,6 +260,7 @@ mod tests {
         assert!(
             issue(" ", Role::Client, vec![])
                 .unwrap_err()
+                .to_string()
                 .contains("name")
         );
         assert!(issue("x", Role::Client, vec!["Bad Domain".into()]).is_err());
@@ -261,6 +270,7 @@ mod tests {
         assert!(
             TokensFile::load(&path)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown role 'root'")
         );
     }

@@ -237,7 +237,7 @@ pub fn token_record(row: &impl Columns) -> Result<TokenRecord> {
     Ok(TokenRecord {
         id: row.text("id")?,
         name: row.text("name")?,
-        role: Role::parse(&row.text("role")?).map_err(Error::Corrupt)?,
+        role: Role::parse(&row.text("role")?).map_err(|e| Error::Corrupt(e.to_string()))?,
         domains: DomainScope::from_list(parse_json("domains", &row.text("domains")?)?),
         created_at: time(row, "created_at")?,
         revoked_at: row

@@ -15,7 +15,7 @@ pub struct Reloadable {
     /// The files it reads.
     pub paths: Vec<PathBuf>,
     /// Re-reads them.
-    pub reload: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    pub reload: Box<dyn Fn() -> crate::error::Result<()> + Send + Sync>,
 }
 
 type Stamp = Option<(SystemTime, u64)>;

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsFiles;
+use crate::error::{Error, Result};
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +33,7 @@ pub struct ServerTls {
 
 impl ServerTls {
     /// Reads the certificate, key and client CA named by `files`.
-    pub fn load(files: TlsFiles) -> Result<Self, String> {
+    pub fn load(files: TlsFiles) -> Result<Self> {
         let config = server_config(&files)?;
         Ok(ServerTls {
             files,
@@ -48,7 +49,7 @@ impl ServerTls {
     }
 
     /// Re-reads the files; on error the settings in force stay.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<()> {
         let config = server_config(&self.files)?;
         *self.current.write().expect("tls config lock") = Arc::new(config);
         tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
@@ -60,44 +61,50 @@ impl ServerTls {
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("reading the TLS certificate {}: {e}", files.cert.display()))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "reading the TLS certificate {}: {e}",
+                files.cert.display()
+            ))
+        })?;
     if certs.is_empty() {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "the TLS certificate file {} holds no PEM certificate",
             files.cert.display()
-        ));
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("reading the TLS key {}: {e}", files.key.display()))?;
+        .map_err(|e| Error::Config(format!("reading the TLS key {}: {e}", files.key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Config(e.to_string()))?;
     let builder = match &files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("reading the client CA {}: {e}", ca.display()))?
-            {
-                let cert =
-                    cert.map_err(|e| format!("reading the client CA {}: {e}", ca.display()))?;
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| {
+                Error::Config(format!("reading the client CA {}: {e}", ca.display()))
+            })? {
+                let cert = cert.map_err(|e| {
+                    Error::Config(format!("reading the client CA {}: {e}", ca.display()))
+                })?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
+                    .map_err(|e| Error::Config(format!("the client CA {}: {e}", ca.display())))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
+                .map_err(|e| Error::Config(format!("the client CA {}: {e}", ca.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(certs, key)
-        .map_err(|e| format!("the TLS certificate does not match its key: {e}"))?;
+        .map_err(|e| Error::Config(format!("the TLS certificate does not match its key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
