@@ -11,9 +11,11 @@ mod common;
 
 use common::{AgentProcess, ServerProcess, free_port, register_work, work};
 use integration_tests::{Backend, PATIENCE};
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    EnqueueTasksRequest, GetTaskRequest, ListTaskAttemptsRequest, ListTasksRequest, TaskStatus,
+    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest,
+    ListTasksRequest, TaskStatus,
 };
 use tokio::process::Command;
 use tonic::transport::Channel;
@@ -368,6 +370,50 @@ async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything(back
     let mut client = server.tasks().await;
     audit_all_completed_once(&mut client, &ids).await;
     assert!(agent.terminate().await.success());
+    server.kill9().await;
+}
+
+/// A second SIGTERM ends an agent whose drain is still waiting for a long
+/// handler at once, with the forced-exit code, instead of after the grace
+/// period; its task goes back to the queue like any lost lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_a_draining_agent_at_once() {
+    let (scene, server, mut client) = Scene::start(Backend::Sqlite, free_port()).await;
+    let grace = Duration::from_secs(120);
+    let mut agent =
+        AgentProcess::start_with_grace(&server.url(), "stubborn", 1, &scene.journal(), grace);
+    enqueue(&mut client, 1, 120_000).await;
+    wait_running(&mut client, 1).await;
+    agent.signal("-TERM").await;
+    let mut registry = RegistryServiceClient::new(server.channel().await);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let agents = registry
+            .list_agents(ListAgentsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        if agents
+            .iter()
+            .any(|a| a.agent_name == "stubborn" && a.draining)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.signal("-TERM").await;
+    // Without the second signal the drain would wait for the grace period,
+    // far longer than `wait` waits.
+    let exit = agent.wait().await;
+    assert_eq!(
+        exit.code(),
+        Some(taskplane_common::shutdown::FORCED_EXIT_CODE)
+    );
     server.kill9().await;
 }
 

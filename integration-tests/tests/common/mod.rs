@@ -8,6 +8,7 @@
 )]
 
 use std::path::Path;
+use std::time::Duration;
 
 use integration_tests::{PATIENCE, spawn_listening};
 use serde_json::json;
@@ -85,7 +86,19 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(server_url: &str, name: &str, slots: u32, journal: &Path) -> Self {
+        Self::start_with_grace(server_url, name, slots, journal, Duration::from_secs(5))
+    }
+
+    /// Starts an agent whose drain waits up to `grace` for running handlers.
+    pub fn start_with_grace(
+        server_url: &str,
+        name: &str,
+        slots: u32,
+        journal: &Path,
+        grace: Duration,
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_test-agent"))
+            .env("TEST_AGENT_DRAIN_GRACE_MS", grace.as_millis().to_string())
             .env("TASKPLANE_SERVER", server_url)
             .env("TEST_AGENT_NAME", name)
             .env("TEST_AGENT_SLOTS", slots.to_string())
@@ -112,6 +125,14 @@ impl AgentProcess {
     pub async fn kill9(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
+    }
+
+    /// Waits (up to [`PATIENCE`]) for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
     }
 
     pub async fn terminate(mut self) -> std::process::ExitStatus {
