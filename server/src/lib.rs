@@ -3,24 +3,19 @@
 //!
 //! - [`server`]: binds, serves gRPC (tasks, registry, agents, health,
 //!   reflection) and shuts down gracefully.
-//! - [`api`]: the thin gRPC service implementations.
-//! - [`auth`] and [`tls`]: bearer tokens, roles, domain scopes, per-token
-//!   quotas, and TLS with certificates reloaded while serving.
-//! - [`plane`]: the operations the services share, keeping the store, the
-//!   live sessions and the change notices consistent.
+//! - [`api`]: the thin gRPC services and the wire conversion.
+//! - [`auth`]: bearer tokens, roles, domain scopes and per-token quotas.
+//! - [`engine`]: the queue engine of one replica (sessions, dispatch,
+//!   hand-offs, the group commits of enqueues and results).
+//! - [`maintenance`]: every periodic loop, started in one place.
+//! - [`transport`]: the listener, TLS and reloading its files.
 //! - [`store`]: durable state behind one trait; [`store::SqliteStore`] is the
-//!   embedded default.
-//! - [`sessions`] and [`dispatch`]: live agent streams, their credit, and
-//!   the dispatchers that push leased tasks to them.
-//! - [`completer`]: results written in batches, one transaction each.
+//!   embedded default, [`store::PostgresStore`] serves several replicas.
 //! - [`metrics`]: the Prometheus metrics served on `--metrics-listen`.
-//! - [`retention`]: finished tasks purged in batches after the retention.
-//! - [`task_counts`]: the finished-task counts behind queue statistics,
-//!   folded as they age.
-//! - [`testing`]: a private PostgreSQL schema per test or benchmark run.
-//! - [`model`], [`convert`], [`error`], [`config`], [`backoff`], [`events`]:
-//!   domain types, wire conversion and validation, the error → status
-//!   mapping, configuration, retry delays and task-change notices.
+//! - [`testing`]: a private PostgreSQL schema per test or benchmark run,
+//!   and the macro that runs a test on both databases.
+//! - [`model`], [`error`], [`config`], [`backoff`]: domain types, the one
+//!   error → status mapping, configuration and retry delays.
 
 #![warn(missing_docs)]
 
