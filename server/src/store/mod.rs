@@ -28,7 +28,7 @@ use crate::model::{
 };
 
 pub use postgres::PostgresStore;
-pub use rules::TypeDefaults;
+pub use rules::{ResultBatch, TypeDefaults};
 pub use sql::{Common, Reads, Writes};
 pub use sqlite::SqliteStore;
 pub use sqlite::open_writer as open_sqlite_writer;
@@ -82,32 +82,26 @@ pub trait Store: Send + Sync + 'static {
         tasks: Vec<NewTask>,
         hand_off: &HandOff<'_>,
     ) -> Result<Vec<Enqueued>> {
-        let now = rows::now();
-        if tasks.iter().any(|t| t.idempotency_key.is_some()) {
-            self.enqueue_with_keys(tasks, hand_off, now).await
+        let keyed = tasks.iter().any(|t| t.idempotency_key.is_some());
+        let batch = EnqueueBatch {
+            tasks,
+            hand_off,
+            now: rows::now(),
+        };
+        if keyed {
+            self.enqueue_with_keys(batch).await
         } else {
-            self.enqueue_without_keys(tasks, hand_off, now).await
+            self.enqueue_without_keys(batch).await
         }
     }
 
     /// [`Store::enqueue_handing_off`] for a batch of which some tasks carry
     /// idempotency keys: a taken key answers with the task that holds it.
-    /// `now` is the batch's creation time.
-    async fn enqueue_with_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>>;
+    async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>>;
 
     /// [`Store::enqueue_handing_off`] for a batch without idempotency keys:
     /// the path every bulk enqueue takes, one multi-row insert.
-    async fn enqueue_without_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>>;
+    async fn enqueue_without_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>>;
 
     /// One task, if it exists.
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -153,7 +147,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_results(
         &self,
         results: Vec<(Uuid, u32, AttemptResult)>,
-    ) -> Result<Vec<ResultOutcome>>;
+    ) -> Result<Vec<ResultOutcome>> {
+        self.write_results(ResultBatch::new(results)).await
+    }
+
+    /// [`Store::record_results`] for a batch split into the completions,
+    /// written in bulk, and the rest, one by one.
+    async fn write_results(&self, batch: ResultBatch) -> Result<Vec<ResultOutcome>>;
 
     /// Records one attempt's result; see [`Store::record_results`].
     async fn record_result(
@@ -169,19 +169,13 @@ pub trait Store: Send + Sync + 'static {
     /// Returns every task leased by a session to the queue (or to DEAD when it
     /// has no attempts left): its stream closed. Returns the ids it touched.
     async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
-        let leases = Leases::OfSession(session_id);
-        self.return_leases(leases, Utc::now(), STREAM_CLOSED).await
+        self.return_leases(Leases::OfSession(session_id)).await
     }
 
-    /// Returns the RUNNING tasks that `leases` picks to the queue at `now`,
-    /// or to DEAD when they have no attempts left, ending their attempts
-    /// `lost` with `reason`. Returns the ids it touched.
-    async fn return_leases(
-        &self,
-        leases: Leases,
-        now: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<Uuid>>;
+    /// Returns the RUNNING tasks that `leases` picks to the queue, or to
+    /// DEAD when they have no attempts left, ending their attempts `lost`
+    /// (see [`Leases::reason`]). Returns the ids it touched.
+    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>>;
 
     /// The owning replica's periodic refresh of its live sessions: records
     /// their status and extends the leases of every RUNNING task they hold,
@@ -194,8 +188,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns tasks whose lease expired before `now` to the queue (or DEAD).
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-        let leases = Leases::ExpiredBefore(now);
-        self.return_leases(leases, now, LEASE_EXPIRED).await
+        self.return_leases(Leases::ExpiredBefore(now)).await
     }
 
     /// Cancels a PENDING or RUNNING task. Returns the task as it was before,
@@ -272,10 +265,34 @@ pub enum Leases {
     ExpiredBefore(DateTime<Utc>),
 }
 
-/// Why an attempt ended `lost` when its agent's stream closed.
-const STREAM_CLOSED: &str = "the agent's stream closed while it ran this attempt";
-/// Why an attempt ended `lost` when its lease ran out.
-const LEASE_EXPIRED: &str = "the lease expired before the agent reported";
+impl Leases {
+    /// When the tasks go back: now for a closed session, the reaper's
+    /// clock for expired leases.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Leases::OfSession(_) => Utc::now(),
+            Leases::ExpiredBefore(now) => *now,
+        }
+    }
+
+    /// Why the attempts they end were `lost`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Leases::OfSession(_) => "the agent's stream closed while it ran this attempt",
+            Leases::ExpiredBefore(_) => "the lease expired before the agent reported",
+        }
+    }
+}
+
+/// A batch of new tasks on its way into the store.
+pub struct EnqueueBatch<'a> {
+    /// The tasks, as the client gave them.
+    pub tasks: Vec<NewTask>,
+    /// Chooses the session a ready task goes straight to, if any.
+    pub hand_off: &'a HandOff<'a>,
+    /// The batch's creation time.
+    pub now: DateTime<Utc>,
+}
 
 /// The order of per-type claims that makes one claim fair across task types:
 /// each type first gets an equal share of the slots, starting from a type

@@ -254,6 +254,32 @@ pub fn check_retryable(task: &Task) -> Result<(), Error> {
     Ok(())
 }
 
+/// A batch of results as the stores write it: the completions at `bulk`
+/// in one statement, the results at `single` one by one, all at `now`.
+pub struct ResultBatch {
+    /// Each result: the task, its attempt and how it ended.
+    pub results: Vec<(Uuid, u32, AttemptResult)>,
+    /// The indices of the completions.
+    pub bulk: Vec<usize>,
+    /// The indices of the rest.
+    pub single: Vec<usize>,
+    /// When they are recorded.
+    pub now: DateTime<Utc>,
+}
+
+impl ResultBatch {
+    /// Splits `results` (see [`split_completions`]), to be recorded now.
+    pub fn new(results: Vec<(Uuid, u32, AttemptResult)>) -> Self {
+        let (bulk, single) = split_completions(&results);
+        ResultBatch {
+            results,
+            bulk,
+            single,
+            now: super::rows::now(),
+        }
+    }
+}
+
 /// Splits a batch of results: the indices of completions that can be written
 /// together in one statement (the first result of each task), and the rest
 /// (failures, which need their own retry decision, and repeats).

@@ -25,11 +25,10 @@ use super::rules::{self, TypeDefaults};
 use super::sql::{
     self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer, Writes as _,
 };
-use super::{HandOff, Leases, ReadyNotifications, Store};
+use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
 use crate::error::Result;
 use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType,
-    TaskTypeSpec,
+    Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType, TaskTypeSpec,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -113,73 +112,25 @@ impl PostgresStore {
             known.insert(task_type.task_type.clone(), task_type.clone());
         }
     }
-
-    /// Enqueues tasks of which some carry idempotency keys: a taken key
-    /// answers with the task that holds it.
-    async fn enqueue_keyed(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>> {
-        let mut tx = self.pool.begin().await?;
-        let types = fetch_task_types(&mut tx, &tasks).await?;
-        let mut tasks = rules::new_tasks(tasks, &types, now)?;
-        let leases = rules::hand_off(&mut tasks, hand_off);
-        let mut enqueued = Vec::with_capacity(tasks.len());
-        for (task, lease) in tasks.into_iter().zip(leases) {
-            if writes::insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
-                .await?
-                .contains(&task.id)
-            {
-                enqueued.push(Enqueued {
-                    task,
-                    created: true,
-                });
-                continue;
-            }
-            // The idempotency key is taken (perhaps by a concurrent enqueue
-            // that just committed): answer with that task.
-            let id: String = sqlx::query_scalar(
-                "SELECT id::text FROM tasks WHERE task_type = $1 AND idempotency_key = $2",
-            )
-            .bind(task.task_type.clone())
-            .bind(task.idempotency_key.clone())
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = parse_uuid(&id)?;
-            let existing = Shared::<Postgres>::fetch_task(&mut *tx, id, false)
-                .await?
-                .ok_or_else(|| rules::not_found(id))?;
-            enqueued.push(Enqueued {
-                task: existing,
-                created: false,
-            });
-        }
-        tx.commit().await?;
-        Ok(enqueued)
-    }
 }
+
+/// The shared statements in PostgreSQL's spelling (see `impl Dialect`).
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(&Spelling {
+        task_columns: TASK_COLUMNS,
+        id_text: "id::text",
+        id_cast: "::uuid",
+        for_update: " FOR UPDATE",
+        announce_ready: Some(ANNOUNCE_READY.as_str()),
+        ..Spelling::PLAIN
+    })
+});
 
 /// PostgreSQL's spellings of the shared SQL: ids are `uuid` and JSON is
 /// `jsonb` (both selected as text), reads that precede an update lock
 /// their rows, and the planner finds the partial indexes by itself.
 impl Dialect for Postgres {
-    fn statements() -> &'static Statements {
-        static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
-            Statements::new(&Spelling {
-                task_columns: TASK_COLUMNS,
-                id_text: "id::text",
-                id_cast: "::uuid",
-                for_update: " FOR UPDATE",
-                pending_tasks: "tasks",
-                running_tasks: "tasks",
-                begin: "BEGIN",
-                announce_ready: Some(ANNOUNCE_READY.as_str()),
-            })
-        });
-        &STATEMENTS
-    }
+    const STATEMENTS: &'static LazyLock<Statements> = &STATEMENTS;
 }
 
 /// Announces ready work of task type `$1` to every replica at commit.
@@ -310,12 +261,7 @@ async fn fetch_task_types(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn return_leases(
-        &self,
-        leases: Leases,
-        now: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<Uuid>> {
+    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>> {
         let (condition, bound) = match leases {
             Leases::OfSession(session_id) => ("lease_session = $1".into(), session_id.to_string()),
             // Safe with every replica reaping: each row is updated once,
@@ -326,7 +272,8 @@ impl Store for PostgresStore {
             ),
         };
         let mut tx = self.pool.begin().await?;
-        let returned = return_to_queue(&mut tx, &condition, bound, reason, millis(now)).await?;
+        let now = millis(leases.now());
+        let returned = return_to_queue(&mut tx, &condition, bound, leases.reason(), now).await?;
         tx.commit().await?;
         Ok(returned)
     }
@@ -341,21 +288,48 @@ impl Store for PostgresStore {
         Ok(registered)
     }
 
-    async fn enqueue_with_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>> {
-        self.enqueue_keyed(tasks, hand_off, now).await
+    async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
+        let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
+        let mut tx = self.pool.begin().await?;
+        let types = fetch_task_types(&mut tx, &tasks).await?;
+        let mut tasks = rules::new_tasks(tasks, &types, now)?;
+        let leases = rules::hand_off(&mut tasks, hand_off);
+        let mut enqueued = Vec::with_capacity(tasks.len());
+        for (task, lease) in tasks.into_iter().zip(leases) {
+            if writes::insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
+                .await?
+                .contains(&task.id)
+            {
+                enqueued.push(Enqueued {
+                    task,
+                    created: true,
+                });
+                continue;
+            }
+            // The idempotency key is taken (perhaps by a concurrent enqueue
+            // that just committed): answer with that task.
+            let id: String = sqlx::query_scalar(
+                "SELECT id::text FROM tasks WHERE task_type = $1 AND idempotency_key = $2",
+            )
+            .bind(task.task_type.clone())
+            .bind(task.idempotency_key.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = parse_uuid(&id)?;
+            let existing = Shared::<Postgres>::fetch_task(&mut *tx, id, false)
+                .await?
+                .ok_or_else(|| rules::not_found(id))?;
+            enqueued.push(Enqueued {
+                task: existing,
+                created: false,
+            });
+        }
+        tx.commit().await?;
+        Ok(enqueued)
     }
 
-    async fn enqueue_without_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>> {
+    async fn enqueue_without_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
+        let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
         let mut connection = self.pool.acquire().await?;
         if let Some(types) = self.known_types_of(&tasks) {
             // No lookup: the INSERT itself checks that each type still has
@@ -428,12 +402,8 @@ impl Store for PostgresStore {
         Ok(plan.into_tasks())
     }
 
-    async fn record_results(
-        &self,
-        results: Vec<(Uuid, u32, AttemptResult)>,
-    ) -> Result<Vec<ResultOutcome>> {
-        let now = rows::now();
-        let (bulk, single) = rules::split_completions(&results);
+    async fn write_results(&self, batch: ResultBatch) -> Result<Vec<ResultOutcome>> {
+        let (results, bulk, single, now) = (batch.results, batch.bulk, batch.single, batch.now);
         let mut outcomes = vec![None; results.len()];
         if single.is_empty() {
             // Completions alone are one statement, atomic by itself: no

@@ -26,6 +26,8 @@ mod shared;
 pub use common::{Common, Held, Reads, SharedStore, Writer, Writes};
 pub use shared::Shared;
 
+use std::sync::LazyLock;
+
 use sqlx::Database;
 
 use crate::model::TaskFilter;
@@ -49,6 +51,23 @@ pub struct Spelling {
     /// A statement that announces ready work of task type `$1` to other
     /// replicas when the transaction commits, where there are any.
     pub announce_ready: Option<&'static str>,
+}
+
+impl Spelling {
+    /// Plain SQL, the spelling a backend starts from: ids stored as text,
+    /// no row locks, live tasks counted from the table, a plain `BEGIN`,
+    /// no other replicas to announce work to. `task_columns` is the
+    /// backend's own.
+    pub const PLAIN: Spelling = Spelling {
+        task_columns: "",
+        id_text: "id",
+        id_cast: "",
+        for_update: "",
+        pending_tasks: "tasks",
+        running_tasks: "tasks",
+        begin: "BEGIN",
+        announce_ready: None,
+    };
 }
 
 /// The shared statements in one database's spelling, built once per
@@ -136,8 +155,13 @@ impl Statements {
 /// A database taskplane stores in: its shared statements, and where a
 /// listing reads from.
 pub trait Dialect: Database {
+    /// The shared statements in this database's spelling, built on first use.
+    const STATEMENTS: &'static LazyLock<Statements>;
+
     /// The shared statements in this database's spelling.
-    fn statements() -> &'static Statements;
+    fn statements() -> &'static Statements {
+        Self::STATEMENTS
+    }
 
     /// Where a `ListTasks` listing of `filter` reads from: the table, or
     /// the table with an index named where the planner needs telling.

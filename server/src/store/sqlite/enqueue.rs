@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::write;
 use crate::error::Result;
 use crate::model::{Enqueued, Lease, NewTask, Task, TaskType};
-use crate::store::HandOff;
+use crate::store::EnqueueBatch;
 use crate::store::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use crate::store::rules;
 use crate::store::sql::Shared;
@@ -18,10 +17,13 @@ use crate::store::sql::Shared;
 /// up first, and a taken one answers with the task that holds it.
 pub(super) async fn enqueue_with_keys(
     writer: &mut SqliteConnection,
-    tasks: Vec<NewTask>,
-    hand_off: &HandOff<'_>,
-    now: DateTime<Utc>,
+    batch: EnqueueBatch<'_>,
 ) -> Result<Vec<Enqueued>> {
+    let EnqueueBatch {
+        tasks,
+        hand_off,
+        now,
+    } = batch;
     let mut tx = write(writer).await?;
     let types = fetch_task_types(&mut tx, &tasks).await?;
     let mut tasks = rules::new_tasks(tasks, &types, now)?;

@@ -24,12 +24,9 @@ use uuid::Uuid;
 use super::rows::{self, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
 use super::sql::{self, Common, Dialect, Held, SharedStore, Spelling, Statements, Writer};
-use super::{HandOff, Leases, ReadyNotifications, Store};
+use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
 use crate::error::{Error, Result};
-use crate::model::{
-    AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskFilter,
-    TaskStatus,
-};
+use crate::model::{Enqueued, Lease, ResultOutcome, SessionStatus, Task, TaskFilter, TaskStatus};
 
 mod enqueue;
 mod writer_thread;
@@ -210,28 +207,25 @@ fn listing_source(filter: &TaskFilter) -> &'static str {
     }
 }
 
+/// The shared statements in SQLite's spelling (see `impl Dialect`).
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(&Spelling {
+        task_columns: TASK_COLUMNS,
+        pending_tasks: PENDING_TASKS,
+        running_tasks: RUNNING_TASKS,
+        // A deferred read-then-write transaction would fail with
+        // SQLITE_BUSY, which `busy_timeout` does not retry.
+        begin: "BEGIN IMMEDIATE",
+        ..Spelling::PLAIN
+    })
+});
+
 /// SQLite's spellings of the shared SQL: ids and JSON are stored as text,
 /// no row locks (one writer at a time), and live tasks are counted through
 /// their partial indexes: left to itself, SQLite counts RUNNING tasks by
 /// walking `tasks_by_type`, every task ever run.
 impl Dialect for Sqlite {
-    fn statements() -> &'static Statements {
-        static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
-            Statements::new(&Spelling {
-                task_columns: TASK_COLUMNS,
-                id_text: "id",
-                id_cast: "",
-                for_update: "",
-                pending_tasks: PENDING_TASKS,
-                running_tasks: RUNNING_TASKS,
-                // A deferred read-then-write transaction would fail with
-                // SQLITE_BUSY, which `busy_timeout` does not retry.
-                begin: "BEGIN IMMEDIATE",
-                announce_ready: None,
-            })
-        });
-        &STATEMENTS
-    }
+    const STATEMENTS: &'static LazyLock<Statements> = &STATEMENTS;
 
     fn listing_source(filter: &TaskFilter) -> &'static str {
         listing_source(filter)
@@ -286,12 +280,7 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn return_leases(
-        &self,
-        leases: Leases,
-        now: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<Uuid>> {
+    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>> {
         let mut writer = self.writer().await;
         let mut tx = write(&mut writer).await?;
         let ids: Vec<String> = match leases {
@@ -313,7 +302,7 @@ impl Store for SqliteStore {
             }
         };
         if !ids.is_empty() {
-            return_to_queue(&mut tx, &ids, reason, millis(now)).await?;
+            return_to_queue(&mut tx, &ids, leases.reason(), millis(leases.now())).await?;
         }
         tx.commit().await?;
         ids.iter().map(|id| parse_uuid(id)).collect()
@@ -323,21 +312,12 @@ impl Store for SqliteStore {
         &self.common
     }
 
-    async fn enqueue_with_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>> {
-        enqueue::enqueue_with_keys(&mut *self.writer().await, tasks, hand_off, now).await
+    async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
+        enqueue::enqueue_with_keys(&mut *self.writer().await, batch).await
     }
 
-    async fn enqueue_without_keys(
-        &self,
-        tasks: Vec<NewTask>,
-        hand_off: &HandOff<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>> {
+    async fn enqueue_without_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
+        let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
         // Every write waits for the writer, so no registration can change a
         // type between this lookup and the insert.
         let mut writer = self.writer().await;
@@ -401,12 +381,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_results(
-        &self,
-        results: Vec<(Uuid, u32, AttemptResult)>,
-    ) -> Result<Vec<ResultOutcome>> {
-        let now = rows::now();
-        let (bulk, single) = rules::split_completions(&results);
+    async fn write_results(&self, batch: ResultBatch) -> Result<Vec<ResultOutcome>> {
+        let (results, bulk, single, now) = (batch.results, batch.bulk, batch.single, batch.now);
         let bulk_json = writes::bulk_completions(&results, &bulk);
         self.thread
             .write(move |connection| {

@@ -1,5 +1,6 @@
 //! Tests of what only the SQLite store does.
 use super::*;
+use crate::model::AttemptResult;
 use rusqlite::config::DbConfig;
 use sqlx::Row;
 
