@@ -184,6 +184,39 @@ pub struct AttemptEnd {
     pub outcome: &'static str,
 }
 
+/// The `SET` list of the UPDATE that ends an attempt as [`end_attempt`]
+/// decided, given how the caller's database spells the bound status,
+/// result, error, next `run_at` and clock: a retry (PENDING) is not
+/// finished; a completed task keeps who ran it, which is how its attempt
+/// reads as completed; every other end forgets the lease.
+pub fn end_attempt_assignments(
+    status: &str,
+    result: &str,
+    error: &str,
+    run_at: &str,
+    now: &str,
+) -> String {
+    format!(
+        "status = {status}, result = {result}, last_error = {error}, run_at = {run_at},
+         finished_at = CASE WHEN {status} = 'pending' THEN NULL ELSE {now} END, updated_at = {now},
+         lease_session = CASE WHEN {status} = 'completed' THEN lease_session END,
+         lease_agent = CASE WHEN {status} = 'completed' THEN lease_agent END,
+         lease_expires_at = NULL"
+    )
+}
+
+/// The `SET` list of the UPDATE that returns a lost lease's task to the
+/// queue at `now` with the error `error` (as the caller spells them): back
+/// to PENDING, or DEAD when it has no attempts left.
+pub fn lost_lease_assignments(now: &str, error: &str) -> String {
+    format!(
+        "status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+         finished_at = CASE WHEN attempts >= max_attempts THEN {now} ELSE NULL END,
+         last_error = {error}, updated_at = {now},
+         lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL"
+    )
+}
+
 /// Decides how `attempt` ends `task`; `None` when the attempt is not the
 /// current lease (the fence: the result must change nothing).
 pub fn end_attempt(

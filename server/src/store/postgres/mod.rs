@@ -207,14 +207,11 @@ async fn return_to_queue(
         "$3",
         "id IN (SELECT id FROM held)",
     );
+    let assignments = rules::lost_lease_assignments("$2", "$3");
     let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH held AS (SELECT id FROM tasks WHERE status = 'running' AND {condition} FOR UPDATE),
               ended AS ({end_attempts})
-         UPDATE tasks SET
-            status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
-            finished_at = CASE WHEN attempts >= max_attempts THEN $2 ELSE NULL END,
-            last_error = $3, updated_at = $2,
-            lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
+         UPDATE tasks SET {assignments}
          WHERE status = 'running' AND id IN (SELECT id FROM held)
          RETURNING id::text, task_type"
     )))

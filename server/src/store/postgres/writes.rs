@@ -239,23 +239,24 @@ pub(super) async fn record_one(
         )
         .await?;
     }
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE tasks SET status = $1, result = $2::jsonb, last_error = $3, run_at = $4,
-             finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END, updated_at = $5,
-             lease_session = CASE WHEN $1 = 'completed' THEN lease_session END,
-             lease_agent = CASE WHEN $1 = 'completed' THEN lease_agent END, lease_expires_at = NULL
-         WHERE id = $6::uuid AND status = 'running' AND attempts = $7
-         RETURNING {RECORDED_COLUMNS}"
-    )))
-    .bind(end.status.as_str())
-    .bind(end.result)
-    .bind(end.error)
-    .bind(millis(end.run_at))
-    .bind(millis(now))
-    .bind(id.to_string())
-    .bind(i64::from(attempt))
-    .fetch_one(&mut **tx)
-    .await?;
+    static RECORD_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let assignments = rules::end_attempt_assignments("$1", "$2::jsonb", "$3", "$4", "$5");
+        format!(
+            "UPDATE tasks SET {assignments}
+             WHERE id = $6::uuid AND status = 'running' AND attempts = $7
+             RETURNING {RECORDED_COLUMNS}"
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(RECORD_ONE.as_str()))
+        .bind(end.status.as_str())
+        .bind(end.result)
+        .bind(end.error)
+        .bind(millis(end.run_at))
+        .bind(millis(now))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .fetch_one(&mut **tx)
+        .await?;
     let recorded = rows::recorded_task(&row)?;
     if recorded.status == TaskStatus::Completed {
         // Counted here as the bulk statement counts its own (migration 0004).

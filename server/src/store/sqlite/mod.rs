@@ -262,19 +262,19 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
         .bind(ids_json.clone())
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "UPDATE tasks SET
-            status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
-            finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
-            last_error = ?2, updated_at = ?1,
-            lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL
-         WHERE status = 'running' AND id IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(now)
-    .bind(reason.to_owned())
-    .bind(ids_json)
-    .execute(&mut **tx)
-    .await?;
+    static RETURN_TO_QUEUE: LazyLock<String> = LazyLock::new(|| {
+        let assignments = rules::lost_lease_assignments("?1", "?2");
+        format!(
+            "UPDATE tasks SET {assignments}
+             WHERE status = 'running' AND id IN (SELECT value FROM json_each(?3))"
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(RETURN_TO_QUEUE.as_str()))
+        .bind(now)
+        .bind(reason.to_owned())
+        .bind(ids_json)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -175,12 +175,9 @@ pub(super) fn record_one(
     now: DateTime<Utc>,
 ) -> Result<ResultOutcome> {
     static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let assignments = rules::end_attempt_assignments("?1", "?2", "?3", "?4", "?5");
         format!(
-            "UPDATE tasks SET status = ?1, result = ?2, last_error = ?3, run_at = ?4,
-                 finished_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?5 END, updated_at = ?5,
-                 lease_session = CASE WHEN ?1 = 'completed' THEN lease_session END,
-                 lease_agent = CASE WHEN ?1 = 'completed' THEN lease_agent END,
-                 lease_expires_at = NULL
+            "UPDATE tasks SET {assignments}
              WHERE id = ?6 AND status = 'running' AND attempts = ?7
              RETURNING {RECORDED_COLUMNS}"
         )
