@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod pki;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -427,6 +427,112 @@ async fn raw_unary(
     .map(tonic::Response::into_inner)
 }
 
+/// A stream to `AgentService.Connect` that registered as an agent of
+/// `task_type` with one slot and was assigned one task: the sender of raw
+/// messages, the stream of answers, and the assigned task's id.
+async fn raw_agent_with_a_task(
+    server: &TestServer,
+    task_type: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tonic::Streaming<Vec<u8>>,
+    String,
+) {
+    use prost::Message as _;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let register = AgentMessage {
+        message: Some(AgentMessageKind::Register(Register {
+            agent_name: "raw".into(),
+            domains: vec![DomainRegistration {
+                domain: "hostile".into(),
+                task_types: vec![TaskTypeRegistration {
+                    task_type: task_type.into(),
+                    ..Default::default()
+                }],
+            }],
+            max_concurrency: 1,
+            ..Default::default()
+        })),
+    };
+    sender.send(register.encode_to_vec()).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let mut stream = grpc
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(receiver)),
+            PathAndQuery::from_static("/taskplane.v1.AgentService/Connect"),
+            RawCodec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tasks = server.tasks().await;
+    let id = tasks
+        .enqueue_task(enqueue_request(task_type, json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    loop {
+        let bytes = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("an assignment in time")
+            .unwrap()
+            .expect("the stream is open");
+        let message = ServerMessage::decode(bytes.as_slice()).unwrap();
+        if let Some(server_message::Message::Assignment(assignment)) = message.message {
+            assert_eq!(assignment.task_id, id);
+            return (sender, stream, id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_be_decoded_ends_with_its_reason_recorded_on_the_attempt() {
+    let queue = taskplane_server::QueueConfig {
+        max_message_bytes: 64 * 1024,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let mut tasks = server.tasks().await;
+    let not_protobuf = vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    let too_large = vec![0x12; 100 * 1024];
+    for (task_type, bytes, code, reason) in [
+        (
+            "garbled",
+            not_protobuf,
+            Code::InvalidArgument,
+            "not a valid AgentMessage",
+        ),
+        ("bloated", too_large, Code::ResourceExhausted, "too large"),
+    ] {
+        let (sender, mut stream, id) = raw_agent_with_a_task(&server, task_type).await;
+        sender.send(bytes).await.unwrap();
+        let ended = loop {
+            match tokio::time::timeout(PATIENCE, stream.message())
+                .await
+                .expect("the stream ends in time")
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("{task_type}: the stream ended OK without a reason"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(ended.code(), code, "{task_type}: {ended:?}");
+        assert!(ended.message().contains(reason), "{task_type}: {ended:?}");
+        let attempts = integration_tests::attempts_of(&mut tasks, &id).await;
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0].outcome, "lost", "{attempts:?}");
+        assert!(
+            attempts[0].error.contains(reason),
+            "{task_type}: the attempt does not say why: {attempts:?}"
+        );
+    }
+    server.stop().await;
+}
+
 /// Sends `bytes` as one message on a streaming method and reads its answer.
 async fn raw_stream(
     server: &TestServer,

@@ -12,7 +12,7 @@ use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
-    AgentMessage, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register,
+    AgentMessage, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register, Registered,
     TaskTypeRegistration,
 };
 use tokio::sync::{mpsc, watch};
@@ -200,6 +200,24 @@ pub struct Agent {
     state: watch::Sender<ConnectionState>,
 }
 
+/// How long registering on a server may take before the agent tries the
+/// next one: a frozen server accepts connections and then says nothing.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server of a session may be silent before the agent leaves
+/// it: a lease less one heartbeat interval, so that the agent stops its
+/// handlers before the server's leases on them can run out (at least two
+/// heartbeat intervals, since each heartbeat is answered).
+fn silence_limit(registered: &Registered, heartbeat_every: Duration) -> Duration {
+    let lease = registered
+        .lease_duration
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(3 * heartbeat_every);
+    lease
+        .saturating_sub(heartbeat_every)
+        .max(2 * heartbeat_every)
+}
+
 /// How one connection ended.
 enum SessionEnd {
     /// Shutdown was asked for and the agent drained.
@@ -321,6 +339,17 @@ impl Agent {
     /// `registered`: the session's outbound queue, its inbound stream and
     /// the server's answer.
     async fn open_session(&self) -> Result<OpenSession, ConnectError> {
+        // A frozen server accepts the TCP connection and then says nothing.
+        tokio::time::timeout(REGISTRATION_TIMEOUT, self.register_on_current_server())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Unreachable(format!(
+                    "no answer to `register` within {REGISTRATION_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn register_on_current_server(&self) -> Result<OpenSession, ConnectError> {
         let channel = self
             .connect_options
             .connect(self.current_server())
@@ -357,6 +386,8 @@ impl Agent {
             .and_then(|d| Duration::try_from(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
+        let silence_limit = silence_limit(&registered, heartbeat_every);
+        let mut last_heard = tokio::time::Instant::now();
         tracing::info!(session_id = %registered.session_id, task_types = self.registry.handler_count(), "registered with the control plane");
         self.state.send_replace(ConnectionState::Registered {
             session_id: registered.session_id.clone(),
@@ -369,8 +400,14 @@ impl Agent {
         heartbeat.tick().await;
         loop {
             tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(message)) => match message.message {
+                message = inbound.message() => {
+                    let message = match message {
+                        Ok(Some(message)) => message,
+                        Ok(None) => return Ok(SessionEnd::Lost("the server closed the stream".into())),
+                        Err(status) => return Ok(SessionEnd::Lost(status.to_string())),
+                    };
+                    last_heard = tokio::time::Instant::now();
+                    match message.message {
                         Some(ServerMessageKind::Assignment(assignment)) => {
                             let cancel = CancellationToken::new();
                             running.insert(assignment.task_id.clone(), cancel.clone());
@@ -382,11 +419,17 @@ impl Agent {
                                 token.cancel();
                             }
                         }
-                        Some(ServerMessageKind::Registered(_)) | None => {}
-                    },
-                    Ok(None) => return Ok(SessionEnd::Lost("the server closed the stream".into())),
-                    Err(status) => return Ok(SessionEnd::Lost(status.to_string())),
-                },
+                        Some(ServerMessageKind::Registered(_) | ServerMessageKind::HeartbeatAck(_)) | None => {}
+                    }
+                }
+                () = tokio::time::sleep_until(last_heard + silence_limit) => {
+                    // Frozen or partitioned: the server's leases on what runs
+                    // here are running out, and another server may already be
+                    // waiting with work. Leaving drops the running handlers.
+                    return Ok(SessionEnd::Lost(format!(
+                        "the server was silent for {silence_limit:?}, longer than a lease less one heartbeat interval"
+                    )));
+                }
                 Some(finished) = handlers.join_next() => {
                     if let Ok(task_id) = finished {
                         running.remove(&task_id);

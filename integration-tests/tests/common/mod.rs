@@ -77,6 +77,24 @@ impl ServerProcess {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
+
+    /// Sends `signal` (such as `-STOP`) to the process.
+    pub async fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal).await;
+    }
+}
+
+/// Sends `signal` (such as `-TERM`) to a running child process.
+async fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
 }
 
 /// A `test-agent` process serving task type `work`.
@@ -111,15 +129,7 @@ impl AgentProcess {
     }
 
     pub async fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .await
-                .unwrap()
-                .success()
-        );
+        send_signal(&self.child, signal).await;
     }
 
     pub async fn kill9(mut self) {

@@ -1212,7 +1212,7 @@ pub mod agent_message {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerMessage {
-    #[prost(oneof = "server_message::Message", tags = "1, 2, 3")]
+    #[prost(oneof = "server_message::Message", tags = "1, 2, 3, 4")]
     pub message: ::core::option::Option<server_message::Message>,
 }
 /// Nested message and enum types in `ServerMessage`.
@@ -1225,8 +1225,16 @@ pub mod server_message {
         Assignment(super::Assignment),
         #[prost(message, tag = "3")]
         Cancel(super::Cancel),
+        #[prost(message, tag = "4")]
+        HeartbeatAck(super::HeartbeatAck),
     }
 }
+/// The server heard a heartbeat. An agent that hears nothing at all from its
+/// server for a lease less one heartbeat interval leaves it and connects to
+/// the next one: a frozen server would otherwise hold its stream open, and
+/// its tasks, forever.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatAck {}
 /// Declares who the agent is and every task type it serves; written atomically.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Register {

@@ -24,7 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::api::convert::{assignment, cancel, proto_duration};
+use crate::api::convert::{assignment, cancel, heartbeat_ack, proto_duration};
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
@@ -32,6 +32,7 @@ use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::{NewSession, Session, ToAgent};
 use crate::error::{Error, Result};
 use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
+use crate::store::Leases;
 
 /// The most slots one session may ask for.
 const MAX_CONCURRENCY: u32 = 10_000;
@@ -144,7 +145,11 @@ impl AgentService for AgentApi {
         let principal = principal(&request);
         let permit = self.plane.quotas.open_stream(principal.as_ref())?;
         let mut inbound = request.into_inner();
-        let register = match inbound.message().await? {
+        let first = inbound
+            .message()
+            .await
+            .map_err(|status| undecodable(&status).map_or(status, Status::from))?;
+        let register = match first {
             Some(AgentMessage {
                 message: Some(AgentMessageKind::Register(register)),
             }) => register,
@@ -228,6 +233,7 @@ fn to_wire(message: ToAgent) -> Result<ServerMessage, Status> {
             lease_expires_at,
         } => Ok(assignment(&task, lease_expires_at)),
         ToAgent::Cancel { task_id, reason } => Ok(cancel(task_id, reason)),
+        ToAgent::HeartbeatAck => Ok(heartbeat_ack()),
         ToAgent::End(error) => Err(error.into()),
     }
 }
@@ -247,6 +253,7 @@ async fn run_session(
         .tasks
         .spawn(dispatch_session(plane.clone(), session.clone()));
     let mut recheck = tokio::time::interval(plane.config.heartbeat_interval);
+    let mut ended_because = None;
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
@@ -283,7 +290,14 @@ async fn run_session(
             Ok(Some(AgentMessage { message: None })) => {}
             Ok(None) => break,
             Err(status) => {
-                tracing::info!(session_id = %session.id, %status, "agent stream broke");
+                match undecodable(&status) {
+                    Some(error) => {
+                        tracing::warn!(session_id = %session.id, %error, "ending an agent stream that sent what cannot be decoded");
+                        ended_because = Some(format!("the agent's stream was ended: {error}"));
+                        let _ = session.outbound.send(ToAgent::End(error)).await;
+                    }
+                    None => tracing::info!(session_id = %session.id, %status, "agent stream broke"),
+                }
                 break;
             }
         }
@@ -291,7 +305,8 @@ async fn run_session(
     session.closed.cancel();
     let _ = dispatcher.await;
     plane.sessions.remove(session.id);
-    if let Err(error) = plane.release(&session).await {
+    let reason = ended_because.as_deref().unwrap_or(Leases::STREAM_CLOSED);
+    if let Err(error) = plane.release(&session, reason).await {
         tracing::error!(session_id = %session.id, %error, "could not release the session's tasks; lease expiry will");
     }
     if let Err(error) = plane.store.record_session_end(session.id).await {
@@ -299,6 +314,26 @@ async fn run_session(
     }
     drop(permit);
     tracing::info!(agent = %session.agent_name, session_id = %session.id, "agent disconnected");
+}
+
+/// What to end a stream with whose next message could not be read: a
+/// message that is not an `AgentMessage` (or breaks its rules, such as
+/// invalid UTF-8 or nesting too deep) or that is over the size limit. `None`
+/// when the connection broke instead.
+fn undecodable(status: &Status) -> Option<Error> {
+    match status.code() {
+        // How tonic reports a message that does not decode.
+        tonic::Code::Internal => Some(Error::InvalidArgument(format!(
+            "a message on this stream is not a valid AgentMessage ({}): send AgentMessage protobufs",
+            status.message()
+        ))),
+        // How tonic reports a message over the decoding limit.
+        tonic::Code::OutOfRange => Some(Error::ResourceExhausted(format!(
+            "a message on this stream is too large ({}): keep results within the server's limits",
+            status.message()
+        ))),
+        _ => None,
+    }
 }
 
 async fn handle_message(
@@ -312,17 +347,21 @@ async fn handle_message(
                 "`register` was already sent on this stream: send it once, first".into(),
             ));
         }
-        AgentMessageKind::Heartbeat(heartbeat) => session.set_health(
-            heartbeat
-                .handler_health
-                .into_iter()
-                .map(|h| HandlerCheck {
-                    task_type: h.task_type,
-                    healthy: h.healthy,
-                    message: h.message,
-                })
-                .collect(),
-        ),
+        AgentMessageKind::Heartbeat(heartbeat) => {
+            session.set_health(
+                heartbeat
+                    .handler_health
+                    .into_iter()
+                    .map(|h| HandlerCheck {
+                        task_type: h.task_type,
+                        healthy: h.healthy,
+                        message: h.message,
+                    })
+                    .collect(),
+            );
+            // A full queue holds messages that prove the same.
+            let _ = session.outbound.try_send(ToAgent::HeartbeatAck);
+        }
         AgentMessageKind::Result(result) => handle_result(plane, session, result).await?,
         AgentMessageKind::Credit(credit) => {
             if credit.slots > MAX_CONCURRENCY {

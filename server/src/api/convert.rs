@@ -306,6 +306,15 @@ pub fn assignment(task: &Task, lease_expires_at: DateTime<Utc>) -> v1::ServerMes
     }
 }
 
+/// The `heartbeat_ack` message telling an agent its heartbeat arrived.
+pub fn heartbeat_ack() -> v1::ServerMessage {
+    v1::ServerMessage {
+        message: Some(v1::server_message::Message::HeartbeatAck(
+            v1::HeartbeatAck {},
+        )),
+    }
+}
+
 /// The `cancel` message telling an agent to stop a task.
 pub fn cancel(task_id: Uuid, reason: String) -> v1::ServerMessage {
     v1::ServerMessage {

@@ -70,10 +70,18 @@ impl Authenticator {
 
     /// Whether the token a principal came with is still valid (not revoked,
     /// still in the tokens file); asked again for long-lived agent streams.
+    /// Only a definite answer says no: when the database cannot be asked,
+    /// the token keeps the validity it had, since a storage fault is not a
+    /// revocation.
     pub async fn still_valid(&self, principal: &Principal) -> bool {
-        self.authenticate_hash(&principal.token_sha256)
-            .await
-            .is_ok()
+        match self.authenticate_hash(&principal.token_sha256).await {
+            Ok(_) => true,
+            Err(status) if status.code() == tonic::Code::Unauthenticated => false,
+            Err(status) => {
+                tracing::warn!(token = %principal.token_id, %status, "could not check the token again; it stays valid until the next check");
+                true
+            }
+        }
     }
 
     async fn authenticate_hash(&self, sha256: &str) -> Result<Principal, Status> {

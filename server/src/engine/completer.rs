@@ -31,6 +31,10 @@ const WRITE_ATTEMPTS: u32 = 3;
 /// The pause before writing a failed batch again; it doubles each time.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The longest pause between writes of a batch while the database is
+/// unavailable.
+const LONGEST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One attempt's result, as reported on a session.
 pub struct ReportedResult {
     /// The session that reported it (told if the result is stale).
@@ -131,8 +135,12 @@ async fn write_batch(plane: &ControlPlane, batch: Vec<Command>) {
     }
 }
 
-/// Writes a batch, trying again after a pause when the write fails (a busy
-/// or briefly unreachable database), up to [`WRITE_ATTEMPTS`] times.
+/// Writes a batch, trying again after a pause when the write fails. A
+/// transient storage fault (the database unreachable, stalled or out of
+/// disk) is waited out for as long as it lasts: the results are in memory,
+/// the agents that reported them are live, and their leases are kept (see
+/// `maintenance::leases`). Any other failure is tried [`WRITE_ATTEMPTS`]
+/// times.
 async fn write_results(
     plane: &ControlPlane,
     results: &[ReportedResult],
@@ -145,6 +153,11 @@ async fn write_results(
             .map(|c| (c.task_id, c.attempt, c.result.clone()))
             .collect();
         match plane.store.record_results(items).await {
+            Err(error) if error.is_transient_storage_fault() && !plane.shutdown.is_cancelled() => {
+                tracing::warn!(%error, results = results.len(), "the database is unavailable; the results are written once it is back");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LONGEST_RETRY_PAUSE);
+            }
             Err(error) if attempt < WRITE_ATTEMPTS => {
                 tracing::warn!(%error, attempt, results = results.len(), "could not record results; trying again");
                 tokio::time::sleep(pause).await;

@@ -23,6 +23,7 @@ use crate::engine::dispatch::send_assignment;
 use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::Session;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
+use crate::store::Leases;
 
 /// The slots reserved for one enqueue's hand-offs.
 pub struct HandOffs<'a> {
@@ -101,7 +102,7 @@ impl<'a> HandOffs<'a> {
             if session.closed.is_cancelled() {
                 // The stream closed while the insert committed, perhaps after
                 // the session returned its leases: return these too.
-                if let Err(error) = self.plane.release(&session).await {
+                if let Err(error) = self.plane.release(&session, Leases::STREAM_CLOSED).await {
                     tracing::error!(session_id = %session.id, %error, "could not release tasks handed to a closed session; lease expiry will");
                 }
             }
@@ -200,7 +201,10 @@ mod tests {
         let (_dir, plane, session, _receiver) = plane_with_idle_session().await;
         // The session's own release runs first and finds nothing; its stream
         // closes just after the slot is reserved, before the insert commits.
-        plane.release(&session).await.unwrap();
+        plane
+            .release(&session, Leases::STREAM_CLOSED)
+            .await
+            .unwrap();
         let hand_offs = HandOffs::new(&plane);
         let hand_off = |task: &Task| {
             let lease = hand_offs.choose(task);

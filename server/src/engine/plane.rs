@@ -169,10 +169,10 @@ impl ControlPlane {
 
     /// Returns a closed session's leased tasks to the queue at once, after
     /// writing the results it reported (or a finished task would go back to
-    /// the queue).
-    pub async fn release(&self, session: &Session) -> Result<()> {
+    /// the queue); `reason` ends their attempts.
+    pub async fn release(&self, session: &Session, reason: &str) -> Result<()> {
         self.completer.flush().await;
-        let released = self.store.release_session(session.id).await?;
+        let released = self.store.release_session(session.id, reason).await?;
         if !released.is_empty() {
             tracing::info!(session_id = %session.id, tasks = released.len(), "returned leased tasks to the queue");
             self.sessions

@@ -39,6 +39,9 @@ pub enum ToAgent {
         /// Why, in words.
         reason: String,
     },
+    /// Your heartbeat arrived: proof to the agent that this server is
+    /// alive.
+    HeartbeatAck,
     /// The stream ends with this error.
     End(Error),
 }

@@ -1,45 +1,125 @@
 //! Lease maintenance: this replica's live sessions keep their leases, silent
 //! agents lose their sessions, and expired leases (of silent agents or dead
 //! replicas) go back to the queue.
+//!
+//! A stalled database is nobody's fault but its own. While it stalls, no
+//! replica can extend its sessions' leases, so once it answers again every
+//! lease may look expired. Reaping then would run the tasks of live,
+//! heartbeating agents a second time. So a replica reaps only once its
+//! store has answered every round promptly for a whole heartbeat interval:
+//! by then every live replica has refreshed its own sessions' leases.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use uuid::Uuid;
 
 use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
+use crate::model::SessionStatus;
 
-/// One round, run every heartbeat interval: ends the sessions whose agent
-/// has been silent for a whole lease (a frozen or partitioned agent whose
-/// TCP stream still looks open), extends the leases of every other live
-/// session here in one statement, and reaps expired leases.
-pub async fn maintain_leases(plane: &ControlPlane) -> Result<()> {
+/// What lease maintenance remembers between rounds.
+#[derive(Debug, Default)]
+pub struct LeaseKeeper {
+    /// Since when every round reached the store promptly; `None` after a
+    /// round that failed or stalled.
+    store_answering_since: Mutex<Option<Instant>>,
+}
+
+impl LeaseKeeper {
+    /// One round, run every heartbeat interval: ends the sessions whose
+    /// agent has been silent for a whole lease (a frozen or partitioned
+    /// agent whose TCP stream still looks open), extends the leases of
+    /// every other live session here in one statement, and reaps expired
+    /// leases once reaping is fair (see the module's documentation).
+    pub async fn round(&self, plane: &ControlPlane) -> Result<()> {
+        let started = Instant::now();
+        let answered = self.refresh_and_reap(plane, started).await;
+        let interval = plane.config.heartbeat_interval;
+        let mut since = self.store_answering_since.lock().expect("never poisoned");
+        if answered.is_err() || started.elapsed() > interval {
+            if since.take().is_some() {
+                tracing::warn!(
+                    "the database failed or stalled; expired leases are kept until it has \
+                     answered promptly for a heartbeat interval"
+                );
+            }
+        } else {
+            since.get_or_insert(started);
+        }
+        answered
+    }
+
+    async fn refresh_and_reap(&self, plane: &ControlPlane, started: Instant) -> Result<()> {
+        let live = speaking_sessions(plane);
+        if !live.is_empty() {
+            plane
+                .store
+                .refresh_sessions(&live, plane.config.lease_length())
+                .await?;
+        }
+        if !self.reaping_is_fair(plane.config.heartbeat_interval, started) {
+            return Ok(());
+        }
+        let reaped = plane.store.reap_expired_leases(Utc::now()).await?;
+        if !reaped.is_empty() {
+            tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
+            plane.metrics.leases_expired(reaped.len());
+            plane.sessions.wake_all();
+            plane.events.changed(reaped);
+        }
+        Ok(())
+    }
+
+    /// Whether the store has answered promptly for a whole `interval`
+    /// before this round `started`.
+    fn reaping_is_fair(&self, interval: Duration, started: Instant) -> bool {
+        self.store_answering_since
+            .lock()
+            .expect("never poisoned")
+            .is_some_and(|since| started.saturating_duration_since(since) >= interval)
+    }
+}
+
+/// This replica's sessions whose agents still speak, with their status.
+/// Ends the others, silent for a whole lease: their streams may look open,
+/// but closing them returns their tasks to the queue.
+fn speaking_sessions(plane: &ControlPlane) -> Vec<(Uuid, SessionStatus)> {
     let silence_limit = plane.config.lease_length();
     let now = Utc::now();
-    let mut live = Vec::new();
+    let mut speaking = Vec::new();
     for session in plane.sessions.list() {
         let status = session.status();
         if now - status.last_seen_at > silence_limit {
-            // Its stream may look open, but the agent stopped speaking:
-            // end the session, which returns its tasks to the queue.
             tracing::warn!(session_id = %session.id, agent = %session.agent_name, "agent silent past its lease; closing its session");
             session.close(Error::DeadlineExceeded(
                 "the agent was silent for longer than its lease: reconnect".into(),
             ));
         } else {
-            live.push((session.id, status));
+            speaking.push((session.id, status));
         }
     }
-    if !live.is_empty() {
-        plane
-            .store
-            .refresh_sessions(&live, now + silence_limit)
-            .await?;
+    speaking
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaping_waits_for_a_whole_interval_of_prompt_answers() {
+        let interval = Duration::from_millis(100);
+        let now = Instant::now();
+        let fresh = LeaseKeeper::default();
+        assert!(
+            !fresh.reaping_is_fair(interval, now),
+            "no round answered yet"
+        );
+        let recent = LeaseKeeper {
+            store_answering_since: Mutex::new(Some(now)),
+        };
+        assert!(!recent.reaping_is_fair(interval, now + interval / 2));
+        assert!(recent.reaping_is_fair(interval, now + interval));
     }
-    let reaped = plane.store.reap_expired_leases(Utc::now()).await?;
-    if !reaped.is_empty() {
-        tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
-        plane.metrics.leases_expired(reaped.len());
-        plane.sessions.wake_all();
-        plane.events.changed(reaped);
-    }
-    Ok(())
 }

@@ -32,11 +32,15 @@ const FOLD_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Starts every periodic loop on the plane's task tracker.
 pub fn start(plane: &Arc<ControlPlane>) {
+    let keeper = Arc::new(leases::LeaseKeeper::default());
     plane.tasks.spawn(every(
         plane.clone(),
         plane.config.heartbeat_interval,
         "lease maintenance",
-        |plane| async move { leases::maintain_leases(&plane).await },
+        move |plane| {
+            let keeper = Arc::clone(&keeper);
+            async move { keeper.round(&plane).await }
+        },
     ));
     plane.tasks.spawn(every(
         plane.clone(),

@@ -167,28 +167,33 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Returns every task leased by a session to the queue (or to DEAD when it
-    /// has no attempts left): its stream closed. Returns the ids it touched.
-    async fn release_session(&self, session_id: Uuid) -> Result<Vec<Uuid>> {
-        self.return_leases(Leases::OfSession(session_id)).await
+    /// has no attempts left): its stream closed, for `reason`, which ends
+    /// their attempts. Returns the ids it touched.
+    async fn release_session(&self, session_id: Uuid, reason: &str) -> Result<Vec<Uuid>> {
+        self.return_leases(Leases::OfSession(session_id), reason)
+            .await
     }
 
     /// Returns the RUNNING tasks that `leases` picks to the queue, or to
     /// DEAD when they have no attempts left, ending their attempts `lost`
-    /// (see [`Leases::reason`]). Returns the ids it touched.
-    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>>;
+    /// with the error `reason`. Returns the ids it touched.
+    async fn return_leases(&self, leases: Leases, reason: &str) -> Result<Vec<Uuid>>;
 
     /// The owning replica's periodic refresh of its live sessions: records
-    /// their status and extends the leases of every RUNNING task they hold,
-    /// in one transaction.
+    /// their status and extends the leases of every RUNNING task they hold
+    /// to `lease` from the moment the transaction began, in one transaction.
+    /// The clock is read once the database answers, never before: after a
+    /// stall, a lease read off an earlier clock would already be expired.
     async fn refresh_sessions(
         &self,
         sessions: &[(Uuid, SessionStatus)],
-        lease_expires_at: DateTime<Utc>,
+        lease: chrono::Duration,
     ) -> Result<()>;
 
     /// Returns tasks whose lease expired before `now` to the queue (or DEAD).
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-        self.return_leases(Leases::ExpiredBefore(now)).await
+        self.return_leases(Leases::ExpiredBefore(now), Leases::EXPIRED)
+            .await
     }
 
     /// Cancels a PENDING or RUNNING task. Returns the task as it was before,
@@ -275,13 +280,11 @@ impl Leases {
         }
     }
 
-    /// Why the attempts they end were `lost`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Leases::OfSession(_) => "the agent's stream closed while it ran this attempt",
-            Leases::ExpiredBefore(_) => "the lease expired before the agent reported",
-        }
-    }
+    /// Why an attempt was `lost` when its session's stream closed.
+    pub const STREAM_CLOSED: &str = "the agent's stream closed while it ran this attempt";
+
+    /// Why an attempt was `lost` when its lease expired.
+    pub const EXPIRED: &str = "the lease expired before the agent reported";
 }
 
 /// A batch of new tasks on its way into the store.

@@ -258,7 +258,7 @@ async fn fetch_task_types(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>> {
+    async fn return_leases(&self, leases: Leases, reason: &str) -> Result<Vec<Uuid>> {
         let (condition, bound) = match leases {
             Leases::OfSession(session_id) => ("lease_session = $1".into(), session_id.to_string()),
             // Safe with every replica reaping: each row is updated once,
@@ -270,7 +270,7 @@ impl Store for PostgresStore {
         };
         let mut tx = self.pool.begin().await?;
         let now = millis(leases.now());
-        let returned = return_to_queue(&mut tx, &condition, bound, leases.reason(), now).await?;
+        let returned = return_to_queue(&mut tx, &condition, bound, reason, now).await?;
         tx.commit().await?;
         Ok(returned)
     }
@@ -424,7 +424,7 @@ impl Store for PostgresStore {
     async fn refresh_sessions(
         &self,
         sessions: &[(Uuid, SessionStatus)],
-        lease_expires_at: DateTime<Utc>,
+        lease: chrono::Duration,
     ) -> Result<()> {
         let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
         let statuses: Vec<String> = sessions
@@ -432,6 +432,7 @@ impl Store for PostgresStore {
             .map(|(_, status)| json_text(status))
             .collect();
         let mut tx = self.pool.begin().await?;
+        let lease_expires_at = Utc::now() + lease;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET lease_expires_at = $1 WHERE {}",
             unheld_running("lease_session = ANY($2)")

@@ -29,9 +29,11 @@ use crate::error::{Error, Result};
 use crate::model::{Enqueued, Lease, ResultOutcome, SessionStatus, Task, TaskFilter, TaskStatus};
 
 mod enqueue;
+mod writer_lock;
 mod writer_thread;
 mod writes;
 
+use writer_lock::WriterLock;
 use writer_thread::WriterThread;
 pub use writer_thread::open as open_writer;
 
@@ -46,10 +48,10 @@ pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, fi
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
-    writer: Arc<Mutex<SqliteConnection>>,
+    writer: Arc<WriterLock>,
     thread: WriterThread,
     /// The shared reads, from a small read-only pool, and writes, on `writer`.
-    common: SharedStore<Sqlite, Arc<Mutex<SqliteConnection>>>,
+    common: SharedStore<Sqlite, Arc<WriterLock>>,
     checkpointer: Mutex<SqliteConnection>,
     /// See [`WAL_FRAMES_BEFORE_PAUSE`]; tests lower it.
     wal_frames_before_pause: i64,
@@ -83,9 +85,9 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .after_connect(|connection, _| Box::pin(keep_plans_stable(connection)))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        let writer = Arc::new(Mutex::new(writer));
+        let writer = Arc::new(WriterLock::new(writer, options));
         let thread = WriterThread::start(&path, Arc::clone(&writer))?;
         Ok(SqliteStore {
             common: SharedStore::new(readers, Arc::clone(&writer), defaults),
@@ -121,8 +123,8 @@ impl SqliteStore {
     }
 
     /// The writer connection, once every earlier write is done with it.
-    async fn writer(&self) -> MutexGuard<'_, SqliteConnection> {
-        self.writer.lock().await
+    async fn writer(&self) -> Result<MutexGuard<'_, SqliteConnection>> {
+        WriterLock::hold(&self.writer).await
     }
 }
 
@@ -235,9 +237,9 @@ impl Dialect for Sqlite {
 /// The shared writes wait for the one writer connection, as every sqlx
 /// write here does.
 #[async_trait]
-impl Writer<Sqlite> for Arc<Mutex<SqliteConnection>> {
+impl Writer<Sqlite> for Arc<WriterLock> {
     async fn hold(&self) -> Result<Held<'_, Sqlite>> {
-        Ok(Box::new(self.lock().await))
+        Ok(Box::new(WriterLock::hold(self).await?))
     }
 }
 
@@ -280,8 +282,8 @@ async fn return_to_queue(tx: &mut Tx<'_>, ids: &[String], reason: &str, now: i64
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn return_leases(&self, leases: Leases) -> Result<Vec<Uuid>> {
-        let mut writer = self.writer().await;
+    async fn return_leases(&self, leases: Leases, reason: &str) -> Result<Vec<Uuid>> {
+        let mut writer = self.writer().await?;
         let mut tx = write(&mut writer).await?;
         let ids: Vec<String> = match leases {
             Leases::OfSession(session_id) => {
@@ -302,7 +304,7 @@ impl Store for SqliteStore {
             }
         };
         if !ids.is_empty() {
-            return_to_queue(&mut tx, &ids, leases.reason(), millis(leases.now())).await?;
+            return_to_queue(&mut tx, &ids, reason, millis(leases.now())).await?;
         }
         tx.commit().await?;
         ids.iter().map(|id| parse_uuid(id)).collect()
@@ -313,14 +315,14 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
-        enqueue::enqueue_with_keys(&mut *self.writer().await, batch).await
+        enqueue::enqueue_with_keys(&mut *self.writer().await?, batch).await
     }
 
     async fn enqueue_without_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
         let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
         // Every write waits for the writer, so no registration can change a
         // type between this lookup and the insert.
-        let mut writer = self.writer().await;
+        let mut writer = self.writer().await?;
         let types = enqueue::fetch_task_types(&mut writer, &tasks).await?;
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
         let leases = rules::hand_off(&mut tasks, hand_off);
@@ -342,7 +344,7 @@ impl Store for SqliteStore {
     }
 
     async fn fold_task_counts(&self, before: DateTime<Utc>) -> Result<()> {
-        let mut writer = self.writer().await;
+        let mut writer = self.writer().await?;
         let mut tx = write(&mut writer).await?;
         sqlx::query(
             "INSERT INTO task_counts (task_type, status, second, count)
@@ -404,10 +406,11 @@ impl Store for SqliteStore {
     async fn refresh_sessions(
         &self,
         sessions: &[(Uuid, SessionStatus)],
-        lease_expires_at: DateTime<Utc>,
+        lease: chrono::Duration,
     ) -> Result<()> {
-        let mut writer = self.writer().await;
+        let mut writer = self.writer().await?;
         let mut tx = write(&mut writer).await?;
+        let lease_expires_at = Utc::now() + lease;
         let ids: Vec<String> = sessions.iter().map(|(id, _)| id.to_string()).collect();
         sqlx::query(
             "UPDATE tasks SET lease_expires_at = ?1
@@ -444,7 +447,7 @@ impl Store for SqliteStore {
             // (500 MB in one 200,000-task drain). Holding the writer, a
             // second pass copies what arrived during the first, and the
             // next commit starts the log over.
-            let _no_commits = self.writer().await;
+            let _no_commits = self.writer().await?;
             sqlx::query(CHECKPOINT).execute(&mut *checkpointer).await?;
         }
         Ok(())
@@ -452,7 +455,7 @@ impl Store for SqliteStore {
 
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let cutoff = millis(before);
-        let mut writer = self.writer().await;
+        let mut writer = self.writer().await?;
         let mut tx = write(&mut writer).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM task_attempts WHERE task_id IN ({PURGED_TASKS})"

@@ -30,7 +30,7 @@ async fn a_purge_reads_only_the_finished_tasks_index() {
     )))
     .bind(0_i64)
     .bind(10_i64)
-    .fetch_all(&mut *store.writer().await)
+    .fetch_all(&mut *store.writer().await.unwrap())
     .await
     .unwrap();
     let steps: Vec<String> = plan.iter().map(|row| row.get("detail")).collect();
@@ -50,7 +50,7 @@ async fn queue_stats_read_only_live_tasks_and_the_counts() {
     )))
     .bind(None::<String>)
     .bind(0_i64)
-    .fetch_all(&mut *store.writer().await)
+    .fetch_all(&mut *store.writer().await.unwrap())
     .await
     .unwrap();
     let reads: Vec<String> = plan
@@ -76,7 +76,10 @@ async fn listing_plan(store: &SqliteStore, filter: &TaskFilter, source: &str) ->
         .into_iter()
         .fold(sqlx::query(sqlx::AssertSqlSafe(explain)), |q, v| q.bind(v))
         .bind(i64::from(filter.limit));
-    let plan = query.fetch_all(&mut *store.writer().await).await.unwrap();
+    let plan = query
+        .fetch_all(&mut *store.writer().await.unwrap())
+        .await
+        .unwrap();
     plan.iter().map(|row| row.get("detail")).collect()
 }
 
@@ -113,7 +116,7 @@ async fn pending_and_running_listings_read_their_partial_indexes() {
 #[tokio::test]
 async fn every_connection_keeps_its_query_plans() {
     let (_dir, url, store) = crate::store::suite::sqlite_store("t.db").await;
-    assert!(plans_are_stable(&mut *store.writer().await).await);
+    assert!(plans_are_stable(&mut store.writer().await.unwrap()).await);
     assert!(plans_are_stable(&mut *store.checkpointer.lock().await).await);
     let mut reader = store.common.readers().acquire().await.unwrap();
     assert!(plans_are_stable(&mut reader).await);
@@ -134,7 +137,7 @@ async fn the_log_is_reused_under_sustained_writes() {
     store.wal_frames_before_pause = 256;
     let store = std::sync::Arc::new(store);
     sqlx::query("CREATE TABLE filler (bytes BLOB)")
-        .execute(&mut *store.writer().await)
+        .execute(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     let (checkpoint_began, mut checkpoints) = tokio::sync::watch::channel(0_u64);
@@ -143,7 +146,7 @@ async fn the_log_is_reused_under_sustained_writes() {
         async move {
             for commit in 1..=COMMITS {
                 sqlx::query("INSERT INTO filler VALUES (randomblob(3000))")
-                    .execute(&mut *store.writer().await)
+                    .execute(&mut *store.writer().await.unwrap())
                     .await
                     .unwrap();
                 if commit % COMMITS_PER_CHECKPOINT == 0 {
@@ -189,7 +192,7 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
              VALUES (?1, 1, 'older-agent', 'older-session', 0)",
         )
         .bind(id.to_string())
-        .execute(&mut *store.writer().await)
+        .execute(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     }
@@ -202,7 +205,7 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
         .unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = ?1")
         .bind(plain.to_string())
-        .fetch_one(&mut *store.writer().await)
+        .fetch_one(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     assert_eq!(rows, 0, "a claim and a completion write no attempt row");
@@ -217,7 +220,10 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
             (ran.agent_id.to_string().as_str(), Some("completed"))
         );
     }
-    store.release_session(ran.session_id).await.unwrap();
+    store
+        .release_session(ran.session_id, Leases::STREAM_CLOSED)
+        .await
+        .unwrap();
     let attempts = store.list_attempts(lost).await.unwrap();
     assert_eq!(attempts.len(), 1, "the older open row is filled in");
     assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
@@ -228,7 +234,7 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
 async fn the_writer_keeps_statement_journals_in_memory() {
     let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
     let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
-        .fetch_one(&mut *store.writer().await)
+        .fetch_one(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     assert_eq!(temp_store, 2, "2 is MEMORY; 0, the default, means files");
@@ -247,13 +253,13 @@ async fn the_writer_thread_connects_with_the_sqlx_connections_settings() {
     let mut sqlx_settings = Vec::new();
     for setting in SETTINGS {
         let value: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {setting}")))
-            .fetch_one(&mut *store.writer().await)
+            .fetch_one(&mut *store.writer().await.unwrap())
             .await
             .unwrap();
         sqlx_settings.push(value);
     }
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *store.writer().await)
+        .fetch_one(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     let (thread_settings, thread_journal, stable) = store
@@ -294,7 +300,7 @@ async fn an_in_memory_database_is_refused_with_what_to_give_instead() {
 async fn sqlite_is_built_without_memory_statistics() {
     let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
     let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
-        .fetch_all(&mut *store.writer().await)
+        .fetch_all(&mut *store.writer().await.unwrap())
         .await
         .unwrap();
     assert!(

@@ -28,10 +28,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use sqlx::SqliteConnection;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::oneshot;
 
 use super::rows::Columns;
+use super::writer_lock::WriterLock;
 use crate::error::{Error, Result};
 
 /// The most writes one transaction holds. A claim and the result batch that
@@ -65,7 +65,7 @@ pub struct WriterThread {
 impl WriterThread {
     /// Opens a connection to the database file at `path` (already migrated)
     /// and starts the thread, which holds `lock` while it writes.
-    pub fn start(path: &Path, lock: Arc<Mutex<SqliteConnection>>) -> Result<Self> {
+    pub fn start(path: &Path, lock: Arc<WriterLock>) -> Result<Self> {
         let connection = open(path)?;
         let (jobs, queued) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -108,13 +108,9 @@ impl WriterThread {
 
 /// Runs writes until the [`WriterThread`] is dropped, taking `lock` when
 /// one arrives and keeping it while more are queued.
-fn run(
-    connection: rusqlite::Connection,
-    queued: &mpsc::Receiver<Job>,
-    lock: &Mutex<SqliteConnection>,
-) {
+fn run(connection: rusqlite::Connection, queued: &mpsc::Receiver<Job>, lock: &WriterLock) {
     while let Ok(first) = queued.recv() {
-        let _writing = lock.blocking_lock();
+        let _writing = lock.blocking_hold();
         let mut next = Some(first);
         while let Some(first) = next {
             commit_together(&connection, first, queued);
@@ -127,6 +123,11 @@ fn run(
 /// transaction, each under its own savepoint; commits, and then answers
 /// the callers.
 fn commit_together(connection: &rusqlite::Connection, first: Job, queued: &mpsc::Receiver<Job>) {
+    if !connection.is_autocommit() {
+        // The last group's ROLLBACK failed (a full disk, an I/O error), so
+        // SQLite still holds its transaction open: end it before the next.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         refuse(first, transaction_failed("begin", &error));
         return;
@@ -302,17 +303,17 @@ impl Columns for NamedRow<'_, '_> {
 mod tests {
     use super::*;
     use crate::store::suite::sqlite_store;
-    use sqlx::Connection;
+    use futures::FutureExt;
+    use sqlx::{Connection, SqliteConnection};
 
     /// A writer thread on a fresh migrated file, and the lock it takes.
-    async fn thread_on_new_file() -> (
-        tempfile::TempDir,
-        WriterThread,
-        Arc<Mutex<SqliteConnection>>,
-    ) {
+    async fn thread_on_new_file() -> (tempfile::TempDir, WriterThread, Arc<WriterLock>) {
         let (dir, url, store) = sqlite_store("t.db").await;
         drop(store);
-        let lock = Arc::new(Mutex::new(SqliteConnection::connect(&url).await.unwrap()));
+        let lock = Arc::new(WriterLock::new(
+            SqliteConnection::connect(&url).await.unwrap(),
+            super::super::SqliteStore::connect_options(&url).unwrap(),
+        ));
         let thread = WriterThread::start(&dir.path().join("t.db"), Arc::clone(&lock)).unwrap();
         (dir, thread, lock)
     }
@@ -322,11 +323,11 @@ mod tests {
         let (_dir, thread, lock) = thread_on_new_file().await;
         let held = Arc::clone(&lock);
         let locked_out = thread
-            .write(move |_| Ok(held.try_lock().is_err()))
+            .write(move |_| Ok(held.hold().now_or_never().is_none()))
             .await
             .unwrap();
         assert!(locked_out, "the write ran without holding the writer lock");
-        let released = tokio::time::timeout(Duration::from_secs(10), lock.lock()).await;
+        let released = tokio::time::timeout(Duration::from_secs(10), lock.hold()).await;
         assert!(
             released.is_ok(),
             "the thread kept the lock with nothing queued"
@@ -336,7 +337,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_waits_while_the_sqlx_writer_holds_the_lock() {
         let (_dir, thread, lock) = thread_on_new_file().await;
-        let held = lock.lock().await;
+        let held = lock.hold().await.unwrap();
         let write = thread.write(|connection| {
             Ok(connection.execute("UPDATE task_types SET updated_at = 1", [])?)
         });
@@ -388,7 +389,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let thread = Arc::new(thread);
         // Hold the lock so that the writes queue up behind each other.
-        let held = lock.lock().await;
+        let held = lock.hold().await.unwrap();
         let first = queue(&thread, |connection| count_in(connection, 1));
         tokio::task::yield_now().await;
         let failing = queue(&thread, |connection| -> Result<()> {
@@ -426,7 +427,7 @@ mod tests {
     async fn a_failed_commit_reaches_every_write_of_the_group_and_keeps_none() {
         let (dir, thread, lock) = thread_on_new_file().await;
         let thread = Arc::new(thread);
-        let held = lock.lock().await;
+        let held = lock.hold().await.unwrap();
         let plain = queue(&thread, |connection| count_in(connection, 1));
         tokio::task::yield_now().await;
         // A deferred foreign key is checked at COMMIT: this write succeeds,

@@ -155,7 +155,10 @@ async fn tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them(backend: 
     assert!(matches!(done, ResultOutcome::Applied(ref t) if t.status == TaskStatus::Completed));
     // Its session closing returns what it still holds to the queue.
     assert_eq!(
-        store.release_session(session.session_id).await.unwrap(),
+        store
+            .release_session(session.session_id, Leases::STREAM_CLOSED)
+            .await
+            .unwrap(),
         [tasks[0].id]
     );
     assert_eq!(statuses_of(store, &tasks[..1]).await, [TaskStatus::Pending]);
@@ -192,7 +195,10 @@ async fn each_attempt_is_told_by_the_lease_that_ran_it(backend: Backend) {
     store.enqueue(vec![new_task("a")]).await.unwrap();
     let (first, second) = (lease(), lease());
     let id = store.claim(&["a".into()], 1, &first).await.unwrap()[0].id;
-    store.release_session(first.session_id).await.unwrap();
+    store
+        .release_session(first.session_id, Leases::STREAM_CLOSED)
+        .await
+        .unwrap();
     store.claim(&["a".into()], 1, &second).await.unwrap();
     let told = |attempts: Vec<crate::model::Attempt>| -> Vec<_> {
         attempts

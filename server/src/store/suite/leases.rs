@@ -12,7 +12,11 @@ async fn released_sessions_return_tasks_and_exhausted_ones_die(backend: Backend)
     let lease = lease();
     let claimed = store.claim(&["a".into()], 10, &lease).await.unwrap();
     assert_eq!(
-        store.release_session(lease.session_id).await.unwrap().len(),
+        store
+            .release_session(lease.session_id, Leases::STREAM_CLOSED)
+            .await
+            .unwrap()
+            .len(),
         2
     );
     assert_eq!(
@@ -50,7 +54,7 @@ async fn expired_leases_are_reaped_and_live_ones_extended(backend: Backend) {
     store
         .refresh_sessions(
             &[(live.session_id, running_status(1))],
-            Utc::now() + chrono::Duration::seconds(30),
+            chrono::Duration::seconds(30),
         )
         .await
         .unwrap();

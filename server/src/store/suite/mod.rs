@@ -15,7 +15,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::rules::TypeDefaults;
-use super::{PostgresStore, SqliteStore, Store};
+use super::{Leases, PostgresStore, SqliteStore, Store};
 use crate::config::QueueConfig;
 use crate::error::Error;
 use crate::model::{

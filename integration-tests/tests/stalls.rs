@@ -1,0 +1,195 @@
+//! Stalls, not crashes, with real processes: PostgreSQL that stops
+//! answering for longer than a lease while every connection stays open (a
+//! TCP proxy the test freezes), and a replica stopped with SIGSTOP. Nothing
+//! is lost, no task of a live agent runs twice, and agents leave a frozen
+//! replica by themselves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+mod common;
+
+use common::{AgentProcess, ServerProcess, free_port, register_work, work};
+use integration_tests::proxy::FreezableProxy;
+use integration_tests::{PATIENCE, wait_for};
+use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{
+    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, TaskStatus,
+};
+use taskplane_server::testing::PostgresSchema;
+use tonic::transport::Channel;
+
+/// The lease the server runs with; the stall lasts three of them.
+const LEASE: Duration = Duration::from_secs(1);
+
+/// How many times each task started, by the agent's journal.
+fn starts(journal: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(journal).unwrap_or_default();
+    let mut starts = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(id) = line
+            .strip_prefix("start ")
+            .and_then(|l| l.split(' ').next())
+        {
+            *starts.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    starts
+}
+
+/// Where `url` names its `host:port`: the byte range after the user.
+fn host_span(url: &str) -> std::ops::Range<usize> {
+    let start = url.find('@').expect("a user in the URL") + 1;
+    let end = start + url[start..].find('/').expect("a database in the URL");
+    start..end
+}
+
+/// `url` with its `host:port` replaced by `address`.
+fn through(url: &str, address: std::net::SocketAddr) -> String {
+    let span = host_span(url);
+    format!("{}{address}{}", &url[..span.start], &url[span.end..])
+}
+
+/// Where the database of `url` listens.
+fn database_address(url: &str) -> std::net::SocketAddr {
+    std::net::ToSocketAddrs::to_socket_addrs(&url[host_span(url)])
+        .expect("a reachable host")
+        .next()
+        .expect("an address")
+}
+
+async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let task = client
+            .get_task(GetTaskRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if task.status() == TaskStatus::Completed {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} is still {:?}",
+            task.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twice() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let proxy = FreezableProxy::start(database_address(&schema.url)).await;
+    let server = ServerProcess::start(&through(&schema.url, proxy.address()), free_port()).await;
+    register_work(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.log");
+    let _agent = AgentProcess::start(&server.url(), "steady", 4, &journal);
+    let mut client = server.tasks().await;
+    let ids: Vec<String> = client
+        .enqueue_tasks(EnqueueTasksRequest {
+            tasks: (0..12).map(|_| work(1500)).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.task.unwrap().id)
+        .collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while starts(&journal).len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no task started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Three leases of silence from the database, while the agent keeps
+    // heartbeating and finishes what it runs.
+    proxy.freeze();
+    tokio::time::sleep(3 * LEASE).await;
+    proxy.thaw();
+
+    for id in &ids {
+        wait_completed(&mut client, id).await;
+    }
+    let twice: Vec<_> = starts(&journal)
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "tasks of a live agent ran again: {twice:?}"
+    );
+    for id in &ids {
+        let attempts = client
+            .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .attempts;
+        assert_eq!(attempts.len(), 1, "task {id}: {attempts:?}");
+    }
+    server.kill9().await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_leave_a_frozen_replica_for_a_live_one_within_a_lease() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let frozen = ServerProcess::start(&schema.url, free_port()).await;
+    let live = ServerProcess::start(&schema.url, free_port()).await;
+    register_work(&frozen).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.log");
+    // The agent lists the replica about to freeze first, so it starts there.
+    let servers = format!("{},{}", frozen.url(), live.url());
+    let _agent = AgentProcess::start(&servers, "mover", 4, &journal);
+    let registry = RegistryServiceClient::new(live.channel().await);
+    wait_for(|| {
+        let mut registry = registry.clone();
+        async move {
+            let agents = registry.list_agents(ListAgentsRequest {}).await.unwrap();
+            !agents.into_inner().agents.is_empty()
+        }
+    })
+    .await;
+
+    frozen.signal("-STOP").await;
+    let frozen_at = tokio::time::Instant::now();
+    let mut client = live.tasks().await;
+    let ids: Vec<String> = client
+        .enqueue_tasks(EnqueueTasksRequest {
+            tasks: (0..8).map(|_| work(10)).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.task.unwrap().id)
+        .collect();
+    for id in &ids {
+        wait_completed(&mut client, id).await;
+    }
+    println!(
+        "work enqueued on the live replica completed {:?} after the other froze (lease {LEASE:?})",
+        frozen_at.elapsed()
+    );
+    let twice: Vec<_> = starts(&journal)
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .collect();
+    assert!(twice.is_empty(), "tasks ran twice: {twice:?}");
+    frozen.signal("-CONT").await;
+    frozen.kill9().await;
+    live.kill9().await;
+    schema.drop().await;
+}
