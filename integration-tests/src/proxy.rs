@@ -1,7 +1,9 @@
-//! A TCP proxy that a test can freeze: every byte stops moving while the
-//! connections stay open, as when a database or a server stalls (a long GC
-//! pause, a saturated disk, a SIGSTOPped process, a partition that drops
-//! packets without resetting anything). Thawed, the held bytes move on.
+//! A TCP proxy that a test can freeze or cut. Frozen, every byte stops
+//! moving while the connections stay open, as when a database or a server
+//! stalls (a long pause, a saturated disk, a SIGSTOPped process, a
+//! partition that drops packets); thawed, the held bytes move on. Cut, every
+//! connection is closed and new ones are closed at once, as when a database
+//! restarts; restored, connections work again.
 
 use std::net::SocketAddr;
 
@@ -10,24 +12,35 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// What the proxy does with bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Flowing,
+    Frozen,
+    Cut,
+}
+
 /// A proxy on `127.0.0.1:0` in front of one target address.
-pub struct FreezableProxy {
+pub struct FaultProxy {
     address: SocketAddr,
-    frozen: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
-impl FreezableProxy {
+impl FaultProxy {
     /// Starts forwarding every connection made to [`address`](Self::address)
     /// to `target`.
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let address = listener.local_addr().expect("proxy address");
-        let (frozen, watching) = watch::channel(false);
+        let (mode, watching) = watch::channel(Mode::Flowing);
         let accepting = tokio::spawn(async move {
             // Dropped with the accepting task, which ends every connection.
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                if *watching.borrow() == Mode::Cut {
+                    continue;
+                }
                 let watching = watching.clone();
                 connections.spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
@@ -44,9 +57,9 @@ impl FreezableProxy {
                 });
             }
         });
-        FreezableProxy {
+        FaultProxy {
             address,
-            frozen,
+            mode,
             accepting,
         }
     }
@@ -58,38 +71,49 @@ impl FreezableProxy {
 
     /// Stops moving bytes, in both directions, on every connection.
     pub fn freeze(&self) {
-        self.frozen.send_replace(true);
+        self.mode.send_replace(Mode::Frozen);
     }
 
-    /// Moves bytes again, starting with those held while frozen.
-    pub fn thaw(&self) {
-        self.frozen.send_replace(false);
+    /// Closes every connection, and each new one as it arrives.
+    pub fn cut(&self) {
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Moves bytes again (after [`freeze`](Self::freeze), starting with
+    /// those held), or accepts connections again (after [`cut`](Self::cut)).
+    pub fn restore(&self) {
+        self.mode.send_replace(Mode::Flowing);
     }
 }
 
-impl Drop for FreezableProxy {
+impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.accepting.abort();
     }
 }
 
 /// Copies bytes from `from` to `to`, holding them while the proxy is frozen,
-/// until either side closes.
+/// until either side closes or the proxy is cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: watch::Receiver<bool>,
+    mut mode: watch::Receiver<Mode>,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let read = match from.read(&mut buffer).await {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = mode.wait_for(|mode| *mode == Mode::Cut) => return,
+        };
+        let read = match read {
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
-        if frozen.wait_for(|frozen| !frozen).await.is_err() {
-            return;
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
+        let flowing = mode
+            .wait_for(|mode| *mode != Mode::Frozen)
+            .await
+            .map(|mode| *mode == Mode::Flowing);
+        if !matches!(flowing, Ok(true)) || to.write_all(&buffer[..read]).await.is_err() {
             return;
         }
     }

@@ -387,6 +387,7 @@ async fn every_role_is_allowed_exactly_its_methods_and_others_are_denied() {
 async fn domain_scopes_hold_for_registration_assignment_results_enqueue_and_reads() {
     let tokens = Tokens::write(&[
         ("admin", Role::Admin, &[]),
+        ("billing-admin", Role::Admin, &["billing"]),
         ("billing-agent", Role::Agent, &["billing"]),
         ("users-agent", Role::Agent, &["user_management"]),
         ("billing-client", Role::Client, &["billing"]),
@@ -426,6 +427,31 @@ async fn domain_scopes_hold_for_registration_assignment_results_enqueue_and_read
         .map(|t| t.task_type)
         .collect();
     assert!(types.is_empty(), "nothing registered: {types:?}");
+
+    // An admin scoped to billing registers billing's types, and no other
+    // domain's.
+    let billing_admin = channel(&server, Some(tokens.token("billing-admin"))).await;
+    let mut billing_registry = RegistryServiceClient::new(billing_admin);
+    let outside = billing_registry
+        .register_task_type(task_type_request("welcome_email", "user_management"))
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), Code::PermissionDenied, "{outside:?}");
+    assert!(outside.message().contains("user_management"), "{outside:?}");
+    billing_registry
+        .register_task_type(task_type_request("refund", "billing"))
+        .await
+        .expect("in scope");
+    let types: Vec<String> = registry
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .task_types
+        .into_iter()
+        .map(|t| t.task_type)
+        .collect();
+    assert_eq!(types, ["refund"], "only the in-scope type was written");
 
     // Each agent registers its own domain.
     let mut users = open_stream(

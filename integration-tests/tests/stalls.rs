@@ -2,7 +2,7 @@
 //! answering for longer than a lease while every connection stays open (a
 //! TCP proxy the test freezes), and a replica stopped with SIGSTOP. Nothing
 //! is lost, no task of a live agent runs twice, and agents leave a frozen
-//! replica by themselves.
+//! replica by themselves. And a database cut off is not a revoked token.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,13 +11,21 @@ use std::time::Duration;
 mod common;
 
 use common::{AgentProcess, ServerProcess, free_port, register_work, work};
-use integration_tests::proxy::FreezableProxy;
-use integration_tests::{PATIENCE, wait_for};
+use integration_tests::proxy::FaultProxy;
+use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for};
+use taskplane_agent::{
+    Agent, ConnectOptions, ConnectionState, TaskContext, TaskError, TaskHandler, TaskRegistry,
+    TaskResult,
+};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
     EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, TaskStatus,
 };
+use taskplane_server::QueueConfig;
+use taskplane_server::auth::Role;
+use taskplane_server::auth::tokens::issue;
+use taskplane_server::config::{AuthConfig, SecurityConfig};
 use taskplane_server::testing::PostgresSchema;
 use tonic::transport::Channel;
 
@@ -85,7 +93,7 @@ async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twi
     let Some(schema) = PostgresSchema::create().await else {
         return;
     };
-    let proxy = FreezableProxy::start(database_address(&schema.url)).await;
+    let proxy = FaultProxy::start(database_address(&schema.url)).await;
     let server = ServerProcess::start(&through(&schema.url, proxy.address()), free_port()).await;
     register_work(&server).await;
     let dir = tempfile::tempdir().unwrap();
@@ -113,7 +121,7 @@ async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twi
     // heartbeating and finishes what it runs.
     proxy.freeze();
     tokio::time::sleep(3 * LEASE).await;
-    proxy.thaw();
+    proxy.restore();
 
     for id in &ids {
         wait_completed(&mut client, id).await;
@@ -191,5 +199,89 @@ async fn agents_leave_a_frozen_replica_for_a_live_one_within_a_lease() {
     frozen.signal("-CONT").await;
     frozen.kill9().await;
     live.kill9().await;
+    schema.drop().await;
+}
+
+/// An agent handler that finishes at once.
+struct Done;
+
+#[async_trait::async_trait]
+impl TaskHandler for Done {
+    async fn handle(&self, _: TaskContext) -> Result<TaskResult, TaskError> {
+        Ok(TaskResult::new(serde_json::json!({})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_keeps_its_stream_while_the_database_that_holds_its_token_is_cut_off() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(database_address(&schema.url)).await;
+    let queue = fast_queue();
+    let heartbeat = queue.heartbeat_interval;
+    let security = SecurityConfig {
+        auth: Some(AuthConfig {
+            tokens_file: None,
+            cache_ttl: Duration::from_millis(50),
+        }),
+        ..SecurityConfig::default()
+    };
+    let backend = Backend::Postgres(through(&schema.url, proxy.address()));
+    let server = TestServer::start_secured(&backend, queue, security).await;
+    let store = taskplane_server::store::open(&schema.url, &QueueConfig::default())
+        .await
+        .unwrap();
+    let token = issue("worker", Role::Agent, vec![]).unwrap();
+    store.create_token(&token).await.unwrap();
+
+    let mut registry = TaskRegistry::new();
+    registry.register_handler("steady_work", Box::new(Done));
+    let agent = Agent::builder()
+        .registry(registry)
+        .server(server.url())
+        .name("token-holder")
+        .connect_options(ConnectOptions {
+            token: Some(token.token.clone()),
+            ..ConnectOptions::default()
+        })
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut state = agent.connection_state();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let running = tokio::spawn(agent.run(async move { stopped.cancelled().await }));
+    let registered = tokio::time::timeout(
+        PATIENCE,
+        state.wait_for(|s| matches!(s, ConnectionState::Registered { .. })),
+    )
+    .await
+    .expect("registers in time")
+    .unwrap()
+    .clone();
+    let mut seen = Vec::new();
+    let watching = tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            seen.push(state.borrow().clone());
+        }
+        seen
+    });
+
+    // Token checks run every heartbeat interval; six of them fail.
+    proxy.cut();
+    tokio::time::sleep(6 * heartbeat).await;
+    proxy.restore();
+    tokio::time::sleep(2 * heartbeat).await;
+
+    stop.cancel();
+    running.await.unwrap().expect("the agent stops cleanly");
+    let seen = watching.await.unwrap();
+    assert_eq!(
+        seen,
+        [ConnectionState::Stopped],
+        "the agent lost its stream ({registered:?} first)"
+    );
+    server.stop().await;
     schema.drop().await;
 }

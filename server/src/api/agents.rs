@@ -259,8 +259,13 @@ async fn run_session(
         let message = tokio::select! {
             message = inbound.message() => message,
             _ = recheck.tick(), if principal.is_some() => {
+                // A stalled database must not hold up the stream: a check
+                // that takes too long counts as one that could not be made.
+                let check_for = plane.config.heartbeat_interval / 2;
                 if let (Some(authenticator), Some(principal)) = (&plane.authenticator, &principal)
-                    && !authenticator.still_valid(principal).await
+                    && !tokio::time::timeout(check_for, authenticator.still_valid(principal))
+                        .await
+                        .unwrap_or(true)
                 {
                     tracing::warn!(session_id = %session.id, token = %principal.token_id, "the agent's token is no longer valid; ending its stream");
                     let status = Error::Unauthenticated("this agent's token was revoked: start the agent with a valid token".into());

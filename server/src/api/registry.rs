@@ -14,6 +14,7 @@ use taskplane_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
+use crate::auth::{check_domain, principal};
 use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
 use crate::model::{AgentSession, TaskType, TaskTypeSpec};
@@ -101,9 +102,11 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<RegisterTaskTypeRequest>,
     ) -> Result<Response<HandlerInfo>, Status> {
+        let principal = principal(&request);
         let request = request.into_inner();
         check_name("task_type", &request.task_type).map_err(invalid)?;
         check_name("domain", &request.domain).map_err(invalid)?;
+        check_domain(principal.as_ref(), &request.domain, "register task types")?;
         let spec = TaskTypeSpec {
             task_type: request.task_type,
             domain: request.domain,
