@@ -211,11 +211,16 @@ async fn random_agent_streams_never_panic_the_server_or_touch_tasks_they_do_not_
         )
         .await
         .expect_err("not a message");
-        assert_ne!(status.code(), Code::Ok);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("EnqueueTaskRequest"),
+            "{status:?}"
+        );
         let status = raw_stream(&server, "/taskplane.v1.AgentService/Connect", bytes)
             .await
             .expect_err("not a message");
-        assert_ne!(status.code(), Code::Ok);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("AgentMessage"), "{status:?}");
     }
 
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the server panicked");
@@ -289,7 +294,7 @@ async fn oversized_or_too_deep_requests_are_refused_and_store_nothing() {
         .enqueue_task(enqueue_request("sized", deep))
         .await
         .unwrap_err();
-    assert_ne!(too_deep.code(), Code::Ok);
+    assert_eq!(too_deep.code(), Code::InvalidArgument, "{too_deep:?}");
 
     let mut crowded = enqueue_request("sized", json!({}));
     crowded.metadata = (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
@@ -359,6 +364,105 @@ async fn a_result_over_the_limit_fails_its_task_for_good_with_the_reason() {
         done.last_error
     );
     agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_message_limit_fails_its_attempt_and_keeps_the_stream() {
+    let queue = taskplane_server::QueueConfig {
+        max_message_bytes: 6 * 1024,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let mut registry = TaskRegistry::new();
+    registry.register_handler("huge_result", Box::new(Huge));
+    registry.register_handler("plain", Box::new(Finish));
+    let agent = TestAgent::start(&server, "huge", registry).await;
+    let mut tasks = server.tasks().await;
+    let huge =
+        integration_tests::enqueue(&mut tasks, enqueue_request("huge_result", json!({}))).await;
+    let done = integration_tests::wait_terminal(&mut tasks, &huge.id).await;
+    assert_eq!(done.status(), TaskStatus::Dead);
+    let attempts = integration_tests::attempts_of(&mut tasks, &huge.id).await;
+    assert_eq!(attempts.len(), 1, "not retried: {attempts:?}");
+    assert_eq!(
+        attempts[0].outcome, "failed",
+        "the agent reported a failure, its stream did not break: {attempts:?}"
+    );
+    assert!(
+        attempts[0].error.contains("message limit of 6144 bytes"),
+        "{attempts:?}"
+    );
+    // The same stream carries the next task.
+    let plain = integration_tests::enqueue(&mut tasks, enqueue_request("plain", json!({}))).await;
+    let plain = integration_tests::wait_terminal(&mut tasks, &plain.id).await;
+    assert_eq!(plain.status(), TaskStatus::Completed);
+    assert_eq!(plain.attempts, 1);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_of_a_task_is_bounded_so_that_it_reaches_its_agent() {
+    let queue = taskplane_server::QueueConfig {
+        max_message_bytes: 64 * 1024,
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    server.register_type("bounded", "limits").await;
+    let mut tasks = server.tasks().await;
+    let refused = |request: EnqueueTaskRequest| {
+        let mut tasks = tasks.clone();
+        async move { tasks.enqueue_task(request).await.unwrap_err() }
+    };
+
+    let mut bloated = enqueue_request("bounded", json!({}));
+    bloated.metadata = [("note".to_owned(), "m".repeat(17 * 1024))].into();
+    let status = refused(bloated).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("metadata is"), "{status:?}");
+
+    let mut versioned = enqueue_request("bounded", json!({}));
+    versioned.handler_version = "v".repeat(65);
+    let status = refused(versioned).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("handler_version"), "{status:?}");
+
+    let mut keyed = enqueue_request("bounded", json!({}));
+    keyed.idempotency_key = "é".repeat(129);
+    let status = refused(keyed).await;
+    assert!(status.message().contains("258 bytes"), "{status:?}");
+
+    // A request that fits the message limit, whose assignment would not.
+    let status = refused(enqueue_request(
+        "bounded",
+        json!({ "blob": "x".repeat(64 * 1024 - 600) }),
+    ))
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("delivered to an agent"),
+        "{status:?}"
+    );
+
+    let mut infinite = enqueue_request("bounded", json!({}));
+    infinite.payload.as_mut().unwrap().fields.insert(
+        "ratio".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+        },
+    );
+    let status = refused(infinite).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("payload.ratio"), "{status:?}");
+
+    let listed = tasks
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert!(listed.is_empty(), "a refused task was stored: {listed:?}");
     server.stop().await;
 }
 

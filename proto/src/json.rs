@@ -42,6 +42,29 @@ fn number_to_json(n: f64) -> serde_json::Value {
     }
 }
 
+/// The path (such as `items[2].price`) of the first number in `value` that
+/// JSON cannot hold (NaN or an infinity), if any.
+pub fn first_non_finite(value: &Struct) -> Option<String> {
+    value
+        .fields
+        .iter()
+        .find_map(|(key, value)| non_finite_in(value).map(|inner| format!("{key}{inner}")))
+}
+
+/// Where under `value` a non-finite number is, as a path suffix.
+fn non_finite_in(value: &Value) -> Option<String> {
+    match &value.kind {
+        Some(Kind::NumberValue(n)) if !n.is_finite() => Some(String::new()),
+        Some(Kind::StructValue(inner)) => first_non_finite(inner).map(|path| format!(".{path}")),
+        Some(Kind::ListValue(list)) => {
+            list.values.iter().enumerate().find_map(|(index, item)| {
+                non_finite_in(item).map(|path| format!("[{index}]{path}"))
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Converts a JSON object into a Struct.
 pub fn json_to_struct(object: &serde_json::Map<String, serde_json::Value>) -> Struct {
     Struct {
@@ -71,6 +94,33 @@ pub fn json_to_value(value: &serde_json::Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_first_non_finite_number_is_found_by_its_path() {
+        let mut payload = json_to_struct(
+            json!({"items": [{"price": 1}, {"price": 2}]})
+                .as_object()
+                .unwrap(),
+        );
+        assert_eq!(first_non_finite(&payload), None);
+        let Some(Kind::ListValue(items)) = &mut payload.fields.get_mut("items").unwrap().kind
+        else {
+            unreachable!("items is a list")
+        };
+        let Some(Kind::StructValue(second)) = &mut items.values[1].kind else {
+            unreachable!("an item is an object")
+        };
+        second.fields.insert(
+            "price".into(),
+            Value {
+                kind: Some(Kind::NumberValue(f64::NAN)),
+            },
+        );
+        assert_eq!(
+            first_non_finite(&payload).as_deref(),
+            Some("items[1].price")
+        );
+    }
 
     #[test]
     fn integers_up_to_2_pow_53_round_trip_as_integers() {

@@ -11,7 +11,9 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod json;
+pub mod limits;
 pub mod names;
 pub mod trace;
 

@@ -33,6 +33,8 @@ fn generate(out_dir: &Path) {
         // An RPC named `Connect` would clash with the transport constructor
         // `connect`: clients are built from a `Channel` instead.
         .build_transport(false)
+        // Undecodable bytes are INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::WireCodec")
         .out_dir(out_dir)
         .compile_fds(descriptors)
         .expect("the code generates");

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use prost::Message as _;
 use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::limits::{MAX_ERROR_BYTES, bounded_text};
 use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::{AgentMessage, Assignment, Completed, Failed, task_result};
@@ -30,6 +32,7 @@ pub(crate) async fn run_assignment(
     assignment: Assignment,
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
+    max_message_bytes: usize,
 ) -> String {
     let span = tracing::info_span!(
         "task",
@@ -50,7 +53,7 @@ pub(crate) async fn run_assignment(
     metrics.started();
     let started = std::time::Instant::now();
     let task_type = assignment.task_type.clone();
-    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound)
+    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound, max_message_bytes)
         .instrument(span)
         .await;
     metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
@@ -63,6 +66,7 @@ async fn run_in_span(
     assignment: Assignment,
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
+    max_message_bytes: usize,
 ) -> (String, Option<TaskError>) {
     let timeout = assignment
         .timeout
@@ -78,7 +82,7 @@ async fn run_in_span(
             run_handler(handler, context, timeout, cancel).await
         }
     };
-    let (message, error) = result_message(&assignment, outcome);
+    let (message, error) = result_message(&assignment, outcome, max_message_bytes);
     if outbound.send(message).await.is_err() {
         tracing::warn!("stream closed before the result was sent; the server re-queues the task");
     }
@@ -141,30 +145,41 @@ async fn run_handler(
 fn result_message(
     assignment: &Assignment,
     outcome: Result<TaskResult, TaskError>,
+    max_message_bytes: usize,
 ) -> (AgentMessage, Option<TaskError>) {
-    let (outcome, error) = match outcome {
+    let error = match outcome {
         Ok(result) => {
-            tracing::info!("task completed");
             let completed = task_result::Outcome::Completed(Completed {
                 result: Some(json_to_struct(&result.output)),
             });
-            (completed, None)
+            let message = reporting(assignment, completed);
+            let size = message.encoded_len();
+            if size <= max_message_bytes {
+                tracing::info!("task completed");
+                return (message, None);
+            }
+            // Sent, it would end the stream and every attempt it carries.
+            TaskError::Permanent(format!(
+                "the handler's result is {size} bytes encoded, over the server's message limit of {max_message_bytes} bytes: store large results elsewhere and return a reference"
+            ))
         }
-        Err(error) => {
-            tracing::warn!(%error, "task failed");
-            let failed = task_result::Outcome::Failed(Failed {
-                error: error.to_string(),
-                retryable: error.is_retryable(),
-            });
-            (failed, Some(error))
-        }
+        Err(error) => error,
     };
-    let message = AgentMessage {
+    tracing::warn!(%error, "task failed");
+    let failed = task_result::Outcome::Failed(Failed {
+        error: bounded_text(error.to_string(), MAX_ERROR_BYTES),
+        retryable: error.is_retryable(),
+    });
+    (reporting(assignment, failed), Some(error))
+}
+
+/// The `result` message reporting `outcome` for the assignment's attempt.
+fn reporting(assignment: &Assignment, outcome: task_result::Outcome) -> AgentMessage {
+    AgentMessage {
         message: Some(AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
             task_id: assignment.task_id.clone(),
             attempt: assignment.attempt,
             outcome: Some(outcome),
         })),
-    };
-    (message, error)
+    }
 }

@@ -200,6 +200,14 @@ pub struct Agent {
     state: watch::Sender<ConnectionState>,
 }
 
+/// The largest assignment the agent accepts. The server refuses at enqueue a
+/// task too large to deliver within its own message limit, so this only
+/// needs to be at least that limit.
+const MAX_ASSIGNMENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The message limit of servers that do not say theirs (gRPC's default).
+const OLDER_SERVERS_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long registering on a server may take before the agent tries the
 /// next one: a frozen server accepts connections and then says nothing.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -355,7 +363,8 @@ impl Agent {
             .connect(self.current_server())
             .await
             .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        let mut client = AgentServiceClient::new(channel);
+        let mut client =
+            AgentServiceClient::new(channel).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let (outbound, receiver) =
             mpsc::channel::<AgentMessage>(self.max_concurrency as usize + 16);
         outbound
@@ -387,6 +396,10 @@ impl Agent {
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
         let silence_limit = silence_limit(&registered, heartbeat_every);
+        let max_message_bytes = usize::try_from(registered.max_message_bytes)
+            .ok()
+            .filter(|&bytes| bytes > 0)
+            .unwrap_or(OLDER_SERVERS_MAX_MESSAGE_BYTES);
         let mut last_heard = tokio::time::Instant::now();
         tracing::info!(session_id = %registered.session_id, task_types = self.registry.handler_count(), "registered with the control plane");
         self.state.send_replace(ConnectionState::Registered {
@@ -411,7 +424,7 @@ impl Agent {
                         Some(ServerMessageKind::Assignment(assignment)) => {
                             let cancel = CancellationToken::new();
                             running.insert(assignment.task_id.clone(), cancel.clone());
-                            handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone()));
+                            handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone(), max_message_bytes));
                         }
                         Some(ServerMessageKind::Cancel(cancel)) => {
                             if let Some(token) = running.get(&cancel.task_id) {

@@ -382,7 +382,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/EnqueueTask",
             );
@@ -407,7 +407,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/EnqueueTasks",
             );
@@ -429,7 +429,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/GetTask",
             );
@@ -454,7 +454,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/ListTasks",
             );
@@ -476,7 +476,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/CancelTask",
             );
@@ -498,7 +498,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/RetryTask",
             );
@@ -523,7 +523,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/WatchTask",
             );
@@ -548,7 +548,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/ListTaskAttempts",
             );
@@ -573,7 +573,7 @@ pub mod task_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.TaskService/GetQueueStats",
             );
@@ -772,7 +772,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = EnqueueTaskSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -817,7 +817,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = EnqueueTasksSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -862,7 +862,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetTaskSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -907,7 +907,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTasksSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -952,7 +952,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CancelTaskSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -997,7 +997,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RetryTaskSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1043,7 +1043,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WatchTaskSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1089,7 +1089,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTaskAttemptsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1134,7 +1134,7 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetQueueStatsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1281,6 +1281,11 @@ pub struct Registered {
     /// How often the agent should send a heartbeat.
     #[prost(message, optional, tag = "4")]
     pub heartbeat_interval: ::core::option::Option<::prost_types::Duration>,
+    /// The largest message the server accepts, in bytes. An agent reports a
+    /// result that would be larger as a failure of its attempt instead of
+    /// sending it (which would end its stream). 0 from older servers: 4 MiB.
+    #[prost(uint64, tag = "5")]
+    pub max_message_bytes: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Heartbeat {
@@ -1474,7 +1479,7 @@ pub mod agent_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.AgentService/Connect",
             );
@@ -1623,7 +1628,7 @@ pub mod agent_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ConnectSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1930,7 +1935,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/RegisterTaskType",
             );
@@ -1957,7 +1962,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/ListTaskTypes",
             );
@@ -1981,7 +1986,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/GetTaskType",
             );
@@ -2006,7 +2011,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/ValidateTaskType",
             );
@@ -2033,7 +2038,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/ListDomains",
             );
@@ -2058,7 +2063,7 @@ pub mod registry_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::WireCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/taskplane.v1.RegistryService/ListAgents",
             );
@@ -2233,7 +2238,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RegisterTaskTypeSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2279,7 +2284,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTaskTypesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2324,7 +2329,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetTaskTypeSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2370,7 +2375,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ValidateTaskTypeSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2415,7 +2420,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListDomainsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2460,7 +2465,7 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListAgentsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

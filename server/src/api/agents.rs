@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use taskplane_proto::json::struct_to_json;
+use taskplane_proto::limits::{MAX_ERROR_BYTES, bounded_text};
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_server::AgentService;
@@ -24,7 +25,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::api::convert::{assignment, cancel, heartbeat_ack, proto_duration};
+use crate::api::convert::{
+    MAX_HANDLER_VERSION_BYTES, assignment, cancel, heartbeat_ack, proto_duration,
+};
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
@@ -98,9 +101,14 @@ fn registration_specs(register: &Register, config: &QueueConfig) -> Result<Vec<T
             if task_type.description.len() > MAX_DESCRIPTION_BYTES
                 || task_type.versions.len() > MAX_LIST_ENTRIES
                 || task_type.capabilities.len() > MAX_LIST_ENTRIES
+                || task_type
+                    .versions
+                    .iter()
+                    .chain(&task_type.capabilities)
+                    .any(|entry| entry.len() > MAX_HANDLER_VERSION_BYTES)
             {
                 return Err(invalid(format!(
-                    "task type '{}' is described too long: at most {MAX_DESCRIPTION_BYTES} bytes of description and {MAX_LIST_ENTRIES} versions and capabilities",
+                    "task type '{}' is described too long: at most {MAX_DESCRIPTION_BYTES} bytes of description and {MAX_LIST_ENTRIES} versions and capabilities of {MAX_HANDLER_VERSION_BYTES} bytes each",
                     task_type.task_type
                 )));
             }
@@ -203,6 +211,7 @@ impl AgentService for AgentApi {
             session_id: session.id.to_string(),
             lease_duration: Some(proto_duration(self.plane.config.lease_duration)),
             heartbeat_interval: Some(proto_duration(self.plane.config.heartbeat_interval)),
+            max_message_bytes: self.plane.config.max_message_bytes as u64,
         };
         let registered = ServerMessage {
             message: Some(ServerMessageKind::Registered(registered)),
@@ -327,11 +336,9 @@ async fn run_session(
 /// when the connection broke instead.
 fn undecodable(status: &Status) -> Option<Error> {
     match status.code() {
-        // How tonic reports a message that does not decode.
-        tonic::Code::Internal => Some(Error::InvalidArgument(format!(
-            "a message on this stream is not a valid AgentMessage ({}): send AgentMessage protobufs",
-            status.message()
-        ))),
+        // How the codec reports bytes that do not decode (it names what
+        // was expected and why).
+        tonic::Code::InvalidArgument => Some(Error::InvalidArgument(status.message().to_owned())),
         // How tonic reports a message over the decoding limit.
         tonic::Code::OutOfRange => Some(Error::ResourceExhausted(format!(
             "a message on this stream is too large ({}): keep results within the server's limits",
@@ -428,9 +435,10 @@ async fn handle_result(
                 .map(struct_to_json)
                 .unwrap_or_default(),
         ),
-        Some(task_result::Outcome::Failed(failed)) => {
-            AttemptResult::failed(failed.error, failed.retryable)
-        }
+        Some(task_result::Outcome::Failed(failed)) => AttemptResult::failed(
+            bounded_text(failed.error, MAX_ERROR_BYTES),
+            failed.retryable,
+        ),
         None => {
             return Err(Error::InvalidArgument(
                 "result has neither `completed` nor `failed`".into(),

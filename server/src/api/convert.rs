@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prost::Message as _;
 use prost_types::{Duration as ProtoDuration, Timestamp};
-use taskplane_proto::json::{json_to_struct, struct_to_json};
+use taskplane_proto::json::{first_non_finite, json_to_struct, struct_to_json};
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1;
 use uuid::Uuid;
@@ -15,10 +16,18 @@ use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
 
-/// The longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// The longest idempotency key accepted, in bytes.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 /// The most metadata entries accepted on one task.
 const MAX_METADATA_ENTRIES: usize = 64;
+/// The most bytes of metadata (keys and values together) on one task.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The longest handler version accepted, in bytes.
+pub const MAX_HANDLER_VERSION_BYTES: usize = 64;
+/// What an assignment carries beyond the task's own variable fields (ids,
+/// attempt, deadlines, field tags), with room to spare.
+const ASSIGNMENT_ENVELOPE_BYTES: usize = 1024;
+
 /// The most attempts a task may ask for.
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 /// The longest execution timeout a task may ask for.
@@ -228,6 +237,12 @@ pub fn new_task(
             "payload is required: send a JSON object, {} when the task needs no input".into(),
         ));
     };
+    if let Some(path) = first_non_finite(&payload) {
+        return Err(invalid(format!(
+            "payload.{path} is NaN or infinite, which JSON cannot hold: send a finite number, null or a string"
+        )));
+    }
+    let payload_bytes = payload.encoded_len();
     let payload = struct_to_json(&payload);
     let size = serde_json::to_vec(&payload)
         .map(|bytes| bytes.len())
@@ -238,10 +253,16 @@ pub fn new_task(
             config.max_payload_bytes
         )));
     }
-    if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+    if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
         return Err(invalid(format!(
-            "idempotency_key is {} characters; the limit is {MAX_IDEMPOTENCY_KEY_LEN}",
+            "idempotency_key is {} bytes; the limit is {MAX_IDEMPOTENCY_KEY_BYTES} bytes",
             request.idempotency_key.len()
+        )));
+    }
+    if request.handler_version.len() > MAX_HANDLER_VERSION_BYTES {
+        return Err(invalid(format!(
+            "handler_version is {} bytes; the limit is {MAX_HANDLER_VERSION_BYTES} bytes",
+            request.handler_version.len()
         )));
     }
     if request.max_attempts > MAX_ATTEMPTS_LIMIT {
@@ -254,6 +275,29 @@ pub fn new_task(
         return Err(invalid(format!(
             "metadata has {} entries; the limit is {MAX_METADATA_ENTRIES}",
             request.metadata.len()
+        )));
+    }
+    let metadata_bytes: usize = request
+        .metadata
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if metadata_bytes > MAX_METADATA_BYTES {
+        return Err(invalid(format!(
+            "metadata is {metadata_bytes} bytes; the limit is {MAX_METADATA_BYTES} bytes: keep metadata to short labels and put data in the payload"
+        )));
+    }
+    // Whatever the limits are set to, the task must reach its agent.
+    let delivered = payload_bytes
+        + metadata_bytes
+        + request.task_type.len()
+        + request.idempotency_key.len()
+        + request.handler_version.len()
+        + ASSIGNMENT_ENVELOPE_BYTES;
+    if delivered > config.max_message_bytes {
+        return Err(invalid(format!(
+            "this task would be {delivered} bytes delivered to an agent; the message limit is {} bytes (--max-message-bytes): make the payload smaller",
+            config.max_message_bytes
         )));
     }
     let timeout = request
