@@ -380,3 +380,22 @@ pub async fn wait_terminal<T: Transport>(client: &mut TaskServiceClient<T>, id: 
     );
     task
 }
+
+/// Waits (up to [`PATIENCE`]) until the server behind `channel` reports
+/// `status` for itself on `grpc.health.v1`.
+pub async fn wait_health(
+    channel: Channel,
+    status: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    wait_for(|| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_ok_and(|answer| answer.into_inner().status() == status)
+        }
+    })
+    .await;
+}

@@ -349,3 +349,44 @@ integration_tests::on_every_backend!(
     stale_results_are_fenced_and_the_agent_is_told,
     a_closed_stream_returns_its_leased_tasks_at_once,
 );
+
+/// A handler that does nothing: an agent needs one to start.
+struct Idle;
+
+#[async_trait::async_trait]
+impl taskplane_agent::TaskHandler for Idle {
+    async fn handle(
+        &self,
+        _: taskplane_agent::TaskContext,
+    ) -> Result<taskplane_agent::TaskResult, taskplane_agent::TaskError> {
+        Ok(taskplane_agent::TaskResult::new(json!({})))
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_reaches_no_server_gives_up_when_told_to() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = nobody.local_addr().unwrap();
+    drop(nobody);
+    let mut registry = taskplane_agent::TaskRegistry::new();
+    registry.register_handler("idle", Box::new(Idle));
+    let agent = taskplane_agent::Agent::builder()
+        .registry(registry)
+        .server(format!("http://{address}"))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .give_up_after(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        integration_tests::PATIENCE,
+        agent.run(std::future::pending()),
+    )
+    .await
+    .expect("the agent gives up in time");
+    assert!(
+        matches!(&outcome, Err(taskplane_agent::AgentError::Unreachable { last, .. }) if last.contains(&address.to_string())),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

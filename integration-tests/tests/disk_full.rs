@@ -10,7 +10,7 @@ use std::time::Duration;
 mod common;
 
 use common::{AgentProcess, free_port, work};
-use integration_tests::{PATIENCE, spawn_listening, wait_for};
+use integration_tests::{PATIENCE, spawn_listening, wait_for, wait_health};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
@@ -18,6 +18,7 @@ use taskplane_proto::v1::{
 };
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The tmpfs the database lives on. Small, so that filling it is quick.
 const DISK_SIZE: &str = "8m";
@@ -127,6 +128,7 @@ async fn the_sqlite_store_heals_once_a_full_disk_is_freed() {
         assert!(accepted.len() < 5_000, "the disk never filled");
     };
     assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    wait_health(server.channel().await, ServingStatus::NotServing).await;
     let refused_registration = registry.register_task_type(register("after_full")).await;
     assert!(refused_registration.is_err(), "registered on a full disk");
 
@@ -155,6 +157,8 @@ async fn the_sqlite_store_heals_once_a_full_disk_is_freed() {
         .register_task_type(register("after_full"))
         .await
         .expect("registration works again");
+    wait_health(server.channel().await, ServingStatus::Serving).await;
+    println!("healed {:?} after the disk was freed", healed_at.elapsed());
     accepted.push(healed);
 
     let journal = mount_point.path().join("journal.log");

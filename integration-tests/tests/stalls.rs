@@ -12,7 +12,7 @@ mod common;
 
 use common::{AgentProcess, ServerProcess, free_port, register_work, work};
 use integration_tests::proxy::FaultProxy;
-use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for};
+use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for, wait_health};
 use taskplane_agent::{
     Agent, ConnectOptions, ConnectionState, TaskContext, TaskError, TaskHandler, TaskRegistry,
     TaskResult,
@@ -28,6 +28,7 @@ use taskplane_server::auth::tokens::issue;
 use taskplane_server::config::{AuthConfig, SecurityConfig};
 use taskplane_server::testing::PostgresSchema;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The lease the server runs with; the stall lasts three of them.
 const LEASE: Duration = Duration::from_secs(1);
@@ -270,8 +271,10 @@ async fn an_agent_keeps_its_stream_while_the_database_that_holds_its_token_is_cu
 
     // Token checks run every heartbeat interval; six of them fail.
     proxy.cut();
+    wait_health(server.channel().await, ServingStatus::NotServing).await;
     tokio::time::sleep(6 * heartbeat).await;
     proxy.restore();
+    wait_health(server.channel().await, ServingStatus::Serving).await;
     tokio::time::sleep(2 * heartbeat).await;
 
     stop.cancel();

@@ -13,6 +13,7 @@ use taskplane_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
 
 use crate::api::{AgentApi, RegistryApi, TaskApi};
@@ -128,8 +129,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let reloadables = self.reloadables();
         let plane = self.plane;
-        let router = router(&plane).await?;
-        maintenance::start(&plane);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Just opened (and migrated), the database takes writes.
+        maintenance::health::report(&health, tonic_health::ServingStatus::Serving).await;
+        let router = router(&plane, health_service)?;
+        maintenance::start(&plane, health);
         if let Some(listener) = self.metrics_listener {
             let scraped = plane.clone();
             let render: Render = Arc::new(move || {
@@ -184,19 +188,12 @@ impl Server {
 }
 
 /// Every gRPC service behind the authentication layer: tasks, registry and
-/// agents (each refusing messages over the configured size), health (all
-/// three SERVING) and both versions of reflection.
-async fn router(plane: &Arc<ControlPlane>) -> anyhow::Result<Router<Stack<AuthLayer, Identity>>> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<TaskServiceServer<TaskApi>>()
-        .await;
-    health_reporter
-        .set_serving::<RegistryServiceServer<RegistryApi>>()
-        .await;
-    health_reporter
-        .set_serving::<AgentServiceServer<AgentApi>>()
-        .await;
+/// agents (each refusing messages over the configured size), health (see
+/// `maintenance::health`) and both versions of reflection.
+fn router(
+    plane: &Arc<ControlPlane>,
+    health: HealthServer<impl Health>,
+) -> anyhow::Result<Router<Stack<AuthLayer, Identity>>> {
     // Both reflection versions describe every service, each other included,
     // so old (v1alpha-only) and new clients list the same set.
     let reflection = || {
@@ -211,7 +208,7 @@ async fn router(plane: &Arc<ControlPlane>) -> anyhow::Result<Router<Stack<AuthLa
     let max_message = plane.config.max_message_bytes;
     Ok(tonic::transport::Server::builder()
         .layer(AuthLayer::new(plane.authenticator.clone()))
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(

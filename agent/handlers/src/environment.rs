@@ -5,6 +5,7 @@
 //! lookups in step.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use taskplane_agent::config::ConfigError;
 use taskplane_agent::runtime::DEFAULT_SERVER;
@@ -35,6 +36,9 @@ pub struct AgentSettings {
     pub services: Arc<AppServices>,
     /// Token and TLS files for reaching the control plane.
     pub connect: ConnectOptions,
+    /// Stop when no control plane could be reached for this long
+    /// (`TASKPLANE_GIVE_UP_AFTER`; unset: keep trying).
+    pub give_up_after: Option<Duration>,
 }
 
 impl AgentSettings {
@@ -52,6 +56,14 @@ impl AgentSettings {
                 message: format!("'{value}' is not a whole number"),
             })?,
         };
+        let give_up_after = lookup("TASKPLANE_GIVE_UP_AFTER")
+            .map(|value| {
+                humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
+                    variable: "TASKPLANE_GIVE_UP_AFTER",
+                    message: format!("'{value}' is not a duration such as 5m ({e})"),
+                })
+            })
+            .transpose()?;
         let log_format = lookup("TASKPLANE_LOG_FORMAT")
             .unwrap_or_default()
             .parse()
@@ -68,6 +80,7 @@ impl AgentSettings {
             registry: RegistryConfig::from_lookup(&lookup)?,
             services: Arc::new(AppServices::from_lookup(&lookup)),
             connect: ConnectOptions::from_lookup(&lookup),
+            give_up_after,
         })
     }
 }
@@ -109,6 +122,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "serve Prometheus metrics at http://ADDRESS/metrics",
     ),
     ("TASKPLANE_LOG_FORMAT", "text (default) or json"),
+    (
+        "TASKPLANE_GIVE_UP_AFTER",
+        "exit when no control plane was reached for this long, e.g. 5m (default: keep trying)",
+    ),
     (
         "TASK_ENABLED_DOMAINS",
         "domains served (default user_management,billing,system_maintenance,platform)",
@@ -198,5 +215,19 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.variable, "TASKPLANE_LOG_FORMAT");
+        let error = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_GIVE_UP_AFTER").then(|| "soon".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(error.variable, "TASKPLANE_GIVE_UP_AFTER");
+    }
+
+    #[test]
+    fn the_give_up_deadline_is_a_duration() {
+        let settings = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_GIVE_UP_AFTER").then(|| "90s".to_owned())
+        })
+        .unwrap();
+        assert_eq!(settings.give_up_after, Some(Duration::from_secs(90)));
     }
 }

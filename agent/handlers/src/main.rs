@@ -29,13 +29,16 @@ async fn main() -> anyhow::Result<()> {
     settings.registry.check_unknown_domains(&unknown)?;
     let server = settings.servers;
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
-    let agent = Agent::builder()
+    let mut agent = Agent::builder()
         .registry(registry)
         .server(&server)
         .name(settings.name)
         .max_concurrency(settings.max_concurrency)
-        .connect_options(settings.connect)
-        .build()?;
+        .connect_options(settings.connect);
+    if let Some(after) = settings.give_up_after {
+        agent = agent.give_up_after(after);
+    }
+    let agent = agent.build()?;
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(&address)
             .await

@@ -59,6 +59,15 @@ pub enum AgentError {
     /// The server refused the registration (bad name, domain conflict, denied).
     #[error("the server refused the registration: {0}")]
     Refused(tonic::Status),
+    /// No server could be registered with for as long as
+    /// [`AgentBuilder::give_up_after`] allows.
+    #[error("gave up after {after:?} without reaching a control plane; the last error: {last}")]
+    Unreachable {
+        /// How long the agent tried.
+        after: Duration,
+        /// Why the last attempt failed.
+        last: String,
+    },
 }
 
 fn join(errors: &[RegistryError]) -> String {
@@ -80,9 +89,18 @@ pub struct AgentBuilder {
     reconnect_max: Duration,
     drain_grace: Duration,
     connect_options: ConnectOptions,
+    give_up_after: Option<Duration>,
 }
 
 impl AgentBuilder {
+    /// Stop with [`AgentError::Unreachable`] when no server could be
+    /// registered with for this long, at start or after losing one (default:
+    /// keep trying forever, with a warning on every attempt).
+    pub fn give_up_after(mut self, after: Duration) -> Self {
+        self.give_up_after = Some(after);
+        self
+    }
+
     /// The token and TLS settings (default: none, plaintext).
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
         self.connect_options = options;
@@ -178,6 +196,7 @@ impl AgentBuilder {
             reconnect_max: self.reconnect_max,
             drain_grace: self.drain_grace,
             connect_options: self.connect_options,
+            give_up_after: self.give_up_after,
             metrics: Arc::new(AgentMetrics::default()),
             state: watch::channel(ConnectionState::Connecting).0,
         })
@@ -196,6 +215,7 @@ pub struct Agent {
     reconnect_max: Duration,
     drain_grace: Duration,
     connect_options: ConnectOptions,
+    give_up_after: Option<Duration>,
     metrics: Arc<AgentMetrics>,
     state: watch::Sender<ConnectionState>,
 }
@@ -247,6 +267,7 @@ impl Agent {
             reconnect_max: Duration::from_secs(10),
             drain_grace: Duration::from_secs(30),
             connect_options: ConnectOptions::default(),
+            give_up_after: None,
         }
     }
 
@@ -272,6 +293,7 @@ impl Agent {
         let state = self.state.clone();
         let run = async move {
             let mut delay = self.reconnect_min;
+            let mut unregistered_since = tokio::time::Instant::now();
             loop {
                 if stop.is_cancelled() {
                     return Ok(());
@@ -283,10 +305,20 @@ impl Agent {
                         tracing::warn!(%reason, "lost the control plane; reconnecting");
                         self.next_server.fetch_add(1, Ordering::Relaxed);
                         delay = self.reconnect_min;
+                        unregistered_since = tokio::time::Instant::now();
                     }
                     Err(ConnectError::Refused(status)) => return Err(AgentError::Refused(status)),
                     Err(ConnectError::Unreachable(reason)) => {
                         let server = self.current_server();
+                        if let Some(after) = self.give_up_after
+                            && unregistered_since.elapsed() >= after
+                        {
+                            tracing::error!(%server, %reason, ?after, "giving up: no control plane could be reached");
+                            return Err(AgentError::Unreachable {
+                                after,
+                                last: reason,
+                            });
+                        }
                         tracing::warn!(%server, %reason, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane");
                         self.next_server.fetch_add(1, Ordering::Relaxed);
                     }

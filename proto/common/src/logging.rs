@@ -1,5 +1,6 @@
 //! The `tracing` set-up of the taskplane binaries.
 
+use std::io::IsTerminal as _;
 use std::str::FromStr;
 
 /// How log lines are written.
@@ -31,12 +32,14 @@ impl FromStr for LogFormat {
 /// Installs the `tracing` subscriber: `RUST_LOG` filters, with
 /// `default_filter` where it is unset (`info` for servers and agents, `warn`
 /// for a benchmark whose report must stay readable). Logs go to stderr, so
-/// stdout stays for what the command prints for people.
+/// stdout stays for what the command prints for people, and are coloured
+/// only when stderr is a terminal: a log file holds no escape codes.
 pub fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -23,9 +23,17 @@ use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// What `taskplane --version` prints: the release and the commit built.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TASKPLANE_COMMIT"),
+    ")"
+);
+
 /// taskplane: durable background tasks over gRPC.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "taskplane", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -343,3 +343,27 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
 
     assert!(terminate(child).await.success());
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(!head.trim().is_empty(), "the tests run in a git checkout");
+    assert_eq!(
+        printed.trim(),
+        format!(
+            "taskplane {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            head.trim()
+        )
+    );
+}

@@ -191,7 +191,7 @@ impl TaskService for TaskApi {
                 .next()
                 .expect("one task in, one task out");
             tracing::Span::current().record("task_id", tracing::field::display(enqueued.task.id));
-            tracing::info!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
+            tracing::debug!(task_id = %enqueued.task.id, task_type = %enqueued.task.task_type, created = enqueued.created, "enqueued");
             Ok(Response::new(enqueue_response(enqueued)))
         }
         .instrument(enqueue_span(trace.as_ref(), 1))
@@ -233,7 +233,7 @@ impl TaskService for TaskApi {
         let span = enqueue_span(trace.as_ref(), tasks.len());
         async {
             let enqueued = self.plane.enqueue(tasks).await?;
-            tracing::info!(tasks = enqueued.len(), "enqueued batch");
+            tracing::debug!(tasks = enqueued.len(), "enqueued batch");
             Ok(Response::new(EnqueueTasksResponse {
                 results: enqueued.into_iter().map(enqueue_response).collect(),
             }))

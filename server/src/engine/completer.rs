@@ -152,7 +152,11 @@ async fn write_results(
             .iter()
             .map(|c| (c.task_id, c.attempt, c.result.clone()))
             .collect();
-        match plane.store.record_results(items).await {
+        let written = plane.store.record_results(items).await;
+        if let Err(error) = &written {
+            plane.storage_faults.note(error);
+        }
+        match written {
             Err(error) if error.is_transient_storage_fault() && !plane.shutdown.is_cancelled() => {
                 tracing::warn!(%error, results = results.len(), "the database is unavailable; the results are written once it is back");
                 tokio::time::sleep(pause).await;

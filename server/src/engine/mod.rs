@@ -11,6 +11,8 @@
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
+//! - [`storage_faults`]: transient storage faults the write paths met, for
+//!   the health check.
 
 pub mod completer;
 pub mod dispatch;
@@ -20,3 +22,4 @@ pub mod group_commit;
 pub mod handoff;
 pub mod plane;
 pub mod sessions;
+pub mod storage_faults;

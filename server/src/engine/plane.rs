@@ -15,6 +15,7 @@ use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
 use crate::engine::handoff::HandOffs;
 use crate::engine::sessions::{Session, Sessions, ToAgent};
+use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
@@ -45,6 +46,8 @@ pub struct ControlPlane {
     pub authenticator: Option<Arc<Authenticator>>,
     /// The Prometheus metrics of this replica.
     pub metrics: ServerMetrics,
+    /// Transient storage faults met by enqueues and results.
+    pub storage_faults: StorageFaults,
 }
 
 impl ControlPlane {
@@ -70,6 +73,7 @@ impl ControlPlane {
             config,
             authenticator,
             metrics: ServerMetrics::default(),
+            storage_faults: StorageFaults::default(),
         }
     }
 
@@ -88,7 +92,8 @@ impl ControlPlane {
         let enqueued = self
             .store
             .enqueue_handing_off(tasks, &|task| hand_offs.choose(task))
-            .await?;
+            .await
+            .inspect_err(|error| self.storage_faults.note(error))?;
         hand_offs.deliver(&enqueued).await;
         let created = || enqueued.iter().filter(|e| e.created).map(|e| &e.task);
         self.metrics

@@ -8,10 +8,12 @@
 //! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
 //! | fold the finished-task counts | 30 s | [`task_counts`] |
+//! | health: probe the database with a write, report on `grpc.health.v1` | 1 s | [`health`] |
 //!
 //! TLS and tokens files are watched by the server's transport
 //! (`transport::reload`), which owns what it reloads.
 
+pub mod health;
 pub mod leases;
 pub mod retention;
 pub mod task_counts;
@@ -20,6 +22,8 @@ pub mod wakeups;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tonic_health::server::HealthReporter;
 
 use crate::engine::plane::ControlPlane;
 use crate::error::Result;
@@ -30,8 +34,12 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the finished-task counts are folded.
 const FOLD_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Starts every periodic loop on the plane's task tracker.
-pub fn start(plane: &Arc<ControlPlane>) {
+/// Starts every periodic loop on the plane's task tracker; the health loop
+/// reports on `health`.
+pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
+    plane
+        .tasks
+        .spawn(health::report_health(plane.clone(), health));
     let keeper = Arc::new(leases::LeaseKeeper::default());
     plane.tasks.spawn(every(
         plane.clone(),

@@ -223,6 +223,12 @@ pub trait Store: Send + Sync + 'static {
         self.common().live_sessions(seen_since).await
     }
 
+    /// Commits a small write, to prove that the database takes writes (the
+    /// health check).
+    async fn probe(&self) -> Result<()> {
+        self.common().probe().await
+    }
+
     /// Moves the write-ahead log into the database, off the write path. The
     /// server calls it a few times a second; a no-op where the database
     /// checkpoints by itself.

@@ -127,6 +127,8 @@ pub trait Writes: Send + Sync {
     async fn create_token(&self, token: &IssuedToken) -> Result<()>;
     /// Marks a token revoked; false if no live token has this id.
     async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Commits a small write, to prove that the database takes writes.
+    async fn probe(&self) -> Result<()>;
 }
 
 /// What a store of database `DB` shares with the other backend: [`Reads`]
@@ -217,5 +219,9 @@ where
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
         Shared::<DB>::revoke_token(&mut **self.writer.hold().await?, id).await
+    }
+
+    async fn probe(&self) -> Result<()> {
+        Shared::<DB>::probe(&mut **self.writer.hold().await?).await
     }
 }

@@ -300,6 +300,18 @@ where
         Ok(())
     }
 
+    /// Rewrites the health probe's one row: proof that writes commit.
+    pub async fn probe<'e>(executor: impl Executor<'e, Database = DB>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO health_probe (id, probed_at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(millis(Utc::now()))
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     /// Sessions that have not ended and were refreshed since `seen_since`.
     pub async fn live_sessions<'e>(
         executor: impl Executor<'e, Database = DB>,
