@@ -531,16 +531,16 @@ async fn raw_unary(
     .map(tonic::Response::into_inner)
 }
 
-/// A stream to `AgentService.Connect` that registered as an agent of
-/// `task_type` with one slot and was assigned one task: the sender of raw
-/// messages, the stream of answers, and the assigned task's id.
-async fn raw_agent_with_a_task(
+/// A stream to `AgentService.Connect`, registered as an agent of
+/// `task_type` with `slots` slots that answers nothing: the sender of raw
+/// messages and the stream of answers.
+async fn raw_agent(
     server: &TestServer,
     task_type: &str,
+    slots: u32,
 ) -> (
     tokio::sync::mpsc::Sender<Vec<u8>>,
     tonic::Streaming<Vec<u8>>,
-    String,
 ) {
     use prost::Message as _;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -554,14 +554,14 @@ async fn raw_agent_with_a_task(
                     ..Default::default()
                 }],
             }],
-            max_concurrency: 1,
+            max_concurrency: slots,
             ..Default::default()
         })),
     };
     sender.send(register.encode_to_vec()).await.unwrap();
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
     grpc.ready().await.unwrap();
-    let mut stream = grpc
+    let stream = grpc
         .streaming(
             tonic::Request::new(ReceiverStream::new(receiver)),
             PathAndQuery::from_static("/taskplane.v1.AgentService/Connect"),
@@ -570,6 +570,44 @@ async fn raw_agent_with_a_task(
         .await
         .unwrap()
         .into_inner();
+    (sender, stream)
+}
+
+/// The next assignment or cancel on a raw agent's stream (skipping the
+/// rest), or `None` when nothing comes within `wait`.
+async fn next_order(
+    stream: &mut tonic::Streaming<Vec<u8>>,
+    wait: std::time::Duration,
+) -> Option<server_message::Message> {
+    use prost::Message as _;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let bytes = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .ok()?
+            .unwrap()
+            .expect("the stream is open");
+        let message = ServerMessage::decode(bytes.as_slice()).unwrap().message;
+        if let Some(
+            order @ (server_message::Message::Assignment(_) | server_message::Message::Cancel(_)),
+        ) = message
+        {
+            return Some(order);
+        }
+    }
+}
+
+/// A raw agent of `task_type` with one slot, and a task of that type
+/// assigned to it: the sender, the stream and the task's id.
+async fn raw_agent_with_a_task(
+    server: &TestServer,
+    task_type: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tonic::Streaming<Vec<u8>>,
+    String,
+) {
+    let (sender, mut stream) = raw_agent(server, task_type, 1).await;
     let mut tasks = server.tasks().await;
     let id = tasks
         .enqueue_task(enqueue_request(task_type, json!({})))
@@ -579,18 +617,104 @@ async fn raw_agent_with_a_task(
         .task
         .unwrap()
         .id;
-    loop {
-        let bytes = tokio::time::timeout(PATIENCE, stream.message())
-            .await
-            .expect("an assignment in time")
-            .unwrap()
-            .expect("the stream is open");
-        let message = ServerMessage::decode(bytes.as_slice()).unwrap();
-        if let Some(server_message::Message::Assignment(assignment)) = message.message {
-            assert_eq!(assignment.task_id, id);
-            return (sender, stream, id);
-        }
+    match next_order(&mut stream, PATIENCE).await {
+        Some(server_message::Message::Assignment(assignment)) => assert_eq!(assignment.task_id, id),
+        other => panic!("expected the assignment, got {other:?}"),
     }
+    (sender, stream, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_heartbeats_but_never_answers_loses_the_attempt_at_its_timeout() {
+    use prost::Message as _;
+    let queue = taskplane_server::QueueConfig {
+        timeout_grace: std::time::Duration::from_millis(200),
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let (sender, mut stream) = raw_agent(&server, "stuck", 1).await;
+    // It heartbeats, so it never looks silent.
+    let heartbeat = AgentMessage {
+        message: Some(AgentMessageKind::Heartbeat(Heartbeat::default())),
+    }
+    .encode_to_vec();
+    let beating = sender.clone();
+    tokio::spawn(async move {
+        while beating.send(heartbeat.clone()).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let mut tasks = server.tasks().await;
+    let task = tasks
+        .enqueue_task(EnqueueTaskRequest {
+            timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            max_attempts: 1,
+            ..enqueue_request("stuck", json!({}))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    match next_order(&mut stream, PATIENCE).await {
+        Some(server_message::Message::Assignment(assignment)) => {
+            assert_eq!(assignment.task_id, task.id)
+        }
+        other => panic!("expected the assignment, got {other:?}"),
+    }
+    match next_order(&mut stream, PATIENCE).await {
+        Some(server_message::Message::Cancel(cancel)) => {
+            assert_eq!(cancel.task_id, task.id);
+            assert!(cancel.reason.contains("past its timeout"), "{cancel:?}");
+        }
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    let done = integration_tests::wait_terminal(&mut tasks, &task.id).await;
+    assert_eq!(done.status(), TaskStatus::Dead, "{done:?}");
+    let attempts = integration_tests::attempts_of(&mut tasks, &task.id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].outcome, "failed", "{attempts:?}");
+    assert!(
+        attempts[0].error.contains("past its timeout"),
+        "{attempts:?}"
+    );
+    drop(sender);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_never_holds_more_unanswered_assignments_than_its_slots() {
+    // A 1 ms poll makes claims race hand-offs at enqueue for the same slots.
+    let queue = taskplane_server::QueueConfig {
+        poll_interval: std::time::Duration::from_millis(1),
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&Backend::Sqlite, queue).await;
+    let tasks = server.tasks().await;
+    for round in 0..20 {
+        let task_type = format!("slotted_{round}");
+        let (_sender, mut stream) = raw_agent(&server, &task_type, 2).await;
+        let enqueues = (0..6).map(|_| {
+            let mut tasks = tasks.clone();
+            let request = enqueue_request(&task_type, json!({}));
+            async move { tasks.enqueue_task(request).await.unwrap() }
+        });
+        futures::future::join_all(enqueues).await;
+        let mut assigned = 0;
+        while let Some(order) = next_order(&mut stream, std::time::Duration::from_millis(200)).await
+        {
+            assert!(matches!(order, server_message::Message::Assignment(_)));
+            assigned += 1;
+        }
+        assert_eq!(
+            assigned, 2,
+            "round {round}: {assigned} assignments for 2 slots"
+        );
+    }
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,10 @@ pub struct QueueConfig {
     pub max_streams_per_token: usize,
     /// The most tasks one token may enqueue per second (0: no limit).
     pub enqueue_rate_per_token: u32,
+    /// How long past its timeout an attempt may go unanswered before the
+    /// server ends it (as a timed-out failure) and tells the agent to stop:
+    /// the agent's own cutoff and its report have this long to arrive.
+    pub timeout_grace: Duration,
     /// How long finished tasks (and their attempts) are kept; `None` keeps
     /// them forever.
     pub retention: Option<Duration>,
@@ -155,6 +159,7 @@ impl Default for QueueConfig {
             max_registered_types: 1000,
             max_streams_per_token: 64,
             enqueue_rate_per_token: 0,
+            timeout_grace: Duration::from_secs(5),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             purge_interval: Duration::from_secs(60),
             purge_batch: 1000,

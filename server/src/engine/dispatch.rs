@@ -10,6 +10,7 @@
 //! is announced or the poll interval passes.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -73,7 +74,9 @@ async fn claim_and_assign(
             () = session.closed.cancelled() => return Claimed::StreamGone,
         }
     }
-    let free = session.free_slots().min(plane.config.max_claim_batch);
+    // Reserved, not read: a hand-off at enqueue may not fill these slots
+    // while the claim waits for the database.
+    let free = session.reserve_free(plane.config.max_claim_batch);
     if free == 0 {
         return Claimed::Short;
     }
@@ -87,9 +90,11 @@ async fn claim_and_assign(
         Ok(tasks) => tasks,
         Err(error) => {
             tracing::error!(%error, session_id = %session.id, "claim failed");
+            session.unreserve(free);
             return Claimed::Short;
         }
     };
+    session.unreserve(free - tasks.len() as u32);
     let filled = tasks.len() as u32 == free;
     if !filled {
         session.caught_up(announced);
@@ -97,7 +102,7 @@ async fn claim_and_assign(
     plane.events.changed(tasks.iter().map(|t| t.id));
     let now = Utc::now();
     for task in tasks {
-        session.track(task.id, task.attempts);
+        session.place(task.id, task.attempts, overdue_at(plane, &task));
         if !send_assignment(plane, session, task, lease.expires_at, now).await {
             // The stream is gone; closing the session releases the leases.
             return Claimed::StreamGone;
@@ -108,6 +113,13 @@ async fn claim_and_assign(
     } else {
         Claimed::Short
     }
+}
+
+/// When the server ends an attempt of `task` sent now, if its agent has not
+/// answered: its timeout and the grace have passed (see
+/// `maintenance::leases`).
+pub fn overdue_at(plane: &ControlPlane, task: &Task) -> Instant {
+    Instant::now() + task.timeout + plane.config.timeout_grace
 }
 
 /// Counts, logs and sends the assignment of a task leased to `session`

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::engine::dispatch::send_assignment;
+use crate::engine::dispatch::{overdue_at, send_assignment};
 use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::Session;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
@@ -87,10 +87,10 @@ impl<'a> HandOffs<'a> {
         for reservation in reserved {
             let session = reservation.session;
             let Some(task) = handed_off.get(&reservation.task_id) else {
-                session.unreserve();
+                session.unreserve(1);
                 continue;
             };
-            session.place(task.id, task.attempts);
+            session.place(task.id, task.attempts, overdue_at(self.plane, task));
             // A closed stream is dealt with below, as its session closes.
             let task = Task::clone(task);
             send_assignment(self.plane, &session, task, reservation.expires_at, now).await;
@@ -114,7 +114,7 @@ impl Drop for HandOffs<'_> {
     /// Gives back the slots of an enqueue that failed before delivering.
     fn drop(&mut self) {
         for reservation in self.reserved().drain(..) {
-            reservation.session.unreserve();
+            reservation.session.unreserve(1);
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
@@ -76,7 +77,9 @@ pub struct Session {
 
 struct SessionState {
     slots: u32,
-    in_flight: HashMap<Uuid, u32>,
+    in_flight: HashMap<Uuid, InFlight>,
+    /// Slots promised to tasks on their way (a claim running, a hand-off
+    /// committing): counted as taken, so no two paths fill one slot.
     reserved: u32,
     /// Announcements of new work of the session's types so far.
     work_announced: u64,
@@ -86,6 +89,16 @@ struct SessionState {
     last_seen_at: DateTime<Utc>,
     health: Vec<HandlerCheck>,
     health_checked_at: Option<DateTime<Utc>>,
+}
+
+/// An assignment the agent has not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// The attempt (the lease's fencing token).
+    attempt: u32,
+    /// When the server ends the attempt itself: its timeout and a grace
+    /// have passed without a result.
+    overdue_at: Instant,
 }
 
 /// Everything a new session is made of.
@@ -144,9 +157,15 @@ impl Session {
         self.state().free_slots()
     }
 
-    /// Records an assignment sent to the agent.
-    pub fn track(&self, task_id: Uuid, attempt: u32) {
-        self.state().in_flight.insert(task_id, attempt);
+    /// Reserves every free slot (up to `most`) for a claim about to run, so
+    /// that no hand-off fills them meanwhile; returns how many. Each claimed
+    /// task then [`place`](Self::place)s into one, and the rest go back with
+    /// [`unreserve`](Self::unreserve).
+    pub fn reserve_free(&self, most: u32) -> u32 {
+        let mut state = self.state();
+        let free = state.free_slots().min(most);
+        state.reserved += free;
+        free
     }
 
     /// Tells the session that work of its types may be waiting: it is no
@@ -188,17 +207,27 @@ impl Session {
         true
     }
 
-    /// Fills a reserved slot with the handed-off task's first attempt.
-    pub fn place(&self, task_id: Uuid, attempt: u32) {
+    /// Fills a reserved slot with an attempt sent to the agent, which the
+    /// server ends itself at `overdue_at` if the agent has not answered.
+    pub fn place(&self, task_id: Uuid, attempt: u32, overdue_at: Instant) {
         let mut state = self.state();
         state.reserved = state.reserved.saturating_sub(1);
-        state.in_flight.insert(task_id, attempt);
+        state.in_flight.insert(
+            task_id,
+            InFlight {
+                attempt,
+                overdue_at,
+            },
+        );
     }
 
-    /// Gives back a reserved slot whose task was not handed off after all.
-    pub fn unreserve(&self) {
+    /// Gives back `count` reserved slots that no task filled after all.
+    pub fn unreserve(&self, count: u32) {
+        if count == 0 {
+            return;
+        }
         let mut state = self.state();
-        state.reserved = state.reserved.saturating_sub(1);
+        state.reserved = state.reserved.saturating_sub(count);
         drop(state);
         self.wake.notify_one();
     }
@@ -226,13 +255,29 @@ impl Session {
     /// tracked. Returns whether that attempt was in flight.
     pub fn untrack_attempt(&self, task_id: Uuid, attempt: u32) -> bool {
         let mut state = self.state();
-        if state.in_flight.get(&task_id) != Some(&attempt) {
+        if state.in_flight.get(&task_id).map(|f| f.attempt) != Some(attempt) {
             return false;
         }
         state.in_flight.remove(&task_id);
         drop(state);
         self.wake.notify_one();
         true
+    }
+
+    /// The attempts past their `overdue_at`, oldest first.
+    pub fn overdue(&self, now: Instant) -> Vec<(Uuid, u32)> {
+        let state = self.state();
+        let mut overdue: Vec<_> = state
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.overdue_at <= now)
+            .map(|(id, f)| (f.overdue_at, *id, f.attempt))
+            .collect();
+        overdue.sort();
+        overdue
+            .into_iter()
+            .map(|(_, id, attempt)| (id, attempt))
+            .collect()
     }
 
     /// Whether this session holds the task (at any attempt).
@@ -399,7 +444,9 @@ mod tests {
         let session = session(2);
         let task = Uuid::now_v7();
         // Attempt 1's lease expired and the same session leased attempt 2.
-        session.track(task, 2);
+        assert_eq!(session.reserve_free(10), 2);
+        session.place(task, 2, Instant::now());
+        session.unreserve(1);
         assert!(!session.untrack_attempt(task, 1));
         assert!(session.holds(task));
         assert_eq!(session.free_slots(), 1);
@@ -432,9 +479,9 @@ mod tests {
         assert!(!session.reserve(), "no free slot left");
 
         let task = Uuid::now_v7();
-        session.place(task, 1);
+        session.place(task, 1, Instant::now());
         assert!(session.holds(task));
-        session.unreserve();
+        session.unreserve(1);
         assert_eq!(session.free_slots(), 1);
         session.drain();
         assert!(!session.reserve(), "a draining session takes nothing new");

@@ -16,8 +16,9 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::engine::plane::ControlPlane;
+use crate::engine::sessions::ToAgent;
 use crate::error::{Error, Result};
-use crate::model::SessionStatus;
+use crate::model::{AttemptResult, SessionStatus};
 
 /// What lease maintenance remembers between rounds.
 #[derive(Debug, Default)]
@@ -52,6 +53,7 @@ impl LeaseKeeper {
     }
 
     async fn refresh_and_reap(&self, plane: &ControlPlane, started: Instant) -> Result<()> {
+        end_overdue_attempts(plane).await;
         let live = speaking_sessions(plane);
         if !live.is_empty() {
             plane
@@ -79,6 +81,36 @@ impl LeaseKeeper {
             .lock()
             .expect("never poisoned")
             .is_some_and(|since| started.saturating_duration_since(since) >= interval)
+    }
+}
+
+/// Ends the attempts this replica's agents hold past their timeout and the
+/// grace (`QueueConfig::timeout_grace`) without answering: each fails as
+/// timed out (retried or DEAD by its policy, as a failure the agent
+/// reported would be), its slot is freed, and its agent is told to stop it.
+/// A heartbeating agent cannot hold a task forever.
+async fn end_overdue_attempts(plane: &ControlPlane) {
+    let now = Instant::now();
+    for session in plane.sessions.list() {
+        for (task_id, attempt) in session.overdue(now) {
+            tracing::warn!(%task_id, attempt, session_id = %session.id, "an attempt ran past its timeout unanswered; ending it");
+            let reason = format!(
+                "the attempt ran past its timeout and {:?} more without the agent reporting; the server ended it",
+                plane.config.timeout_grace
+            );
+            let _ = session.outbound.try_send(ToAgent::Cancel {
+                task_id,
+                reason: reason.clone(),
+            });
+            plane
+                .record_result(
+                    session.clone(),
+                    task_id,
+                    attempt,
+                    AttemptResult::failed(reason, true),
+                )
+                .await;
+        }
     }
 }
 
