@@ -220,7 +220,8 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
         .args(["dev", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env("TASKPLANE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        // Each enqueue is logged at debug.
+        .env("RUST_LOG", "info,taskplane_server::api=debug")
         .stderr(Stdio::piped());
     let (mut child, address) = spawn_listening(command).await;
     let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();

@@ -153,6 +153,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "key of the X-Taskplane-Signature HMAC on webhooks",
     ),
     ("TASKPLANE_PAYMENT_GATEWAY_URL", "where payment webhooks go"),
+    (
+        "TASKPLANE_TRUSTED_HOSTS",
+        "hosts webhook and health_check may reach at internal addresses (loopback, private, link-local), comma-separated",
+    ),
     ("TASKPLANE_LOG_DIR", "the directory log_cleanup may clean"),
     (
         "TASKPLANE_BACKUP_DATABASE_URL",

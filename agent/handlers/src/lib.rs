@@ -14,6 +14,7 @@
 
 pub mod builtin;
 pub mod domains;
+pub mod egress;
 pub mod environment;
 pub mod services;
 

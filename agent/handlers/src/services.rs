@@ -2,7 +2,8 @@
 //! with (dependency injection), read once from the environment.
 
 use std::path::PathBuf;
-use std::time::Duration;
+
+use crate::egress::Egress;
 
 /// Shared services injected into handlers through their factories.
 #[derive(Debug, Clone)]
@@ -30,8 +31,9 @@ pub struct AppServices {
     pub control_plane: String,
     /// The token and TLS settings for reaching it (`TASKPLANE_TOKEN`, `TASKPLANE_TLS_*`).
     pub connect_options: taskplane_agent::ConnectOptions,
-    /// The HTTP client shared by webhook and health-check handlers.
-    pub http: reqwest::Client,
+    /// Where webhook and health-check handlers may connect, and their HTTP
+    /// client (`TASKPLANE_TRUSTED_HOSTS`; see [`Egress`]).
+    pub egress: Egress,
 }
 
 impl AppServices {
@@ -47,7 +49,7 @@ impl AppServices {
             backup_database_url: None,
             control_plane: taskplane_agent::runtime::DEFAULT_SERVER.to_owned(),
             connect_options: taskplane_agent::ConnectOptions::default(),
-            http: http_client(),
+            egress: Egress::trusting(Vec::<String>::new()),
         }
     }
 
@@ -67,6 +69,9 @@ impl AppServices {
         services.log_dir = var("TASKPLANE_LOG_DIR").map(PathBuf::from);
         services.backup_database_url = var("TASKPLANE_BACKUP_DATABASE_URL");
         services.connect_options = taskplane_agent::ConnectOptions::from_lookup(&lookup);
+        if let Some(hosts) = var("TASKPLANE_TRUSTED_HOSTS") {
+            services.egress = Egress::trusting(hosts.split(','));
+        }
         if let Some(server) = var("TASKPLANE_SERVER") {
             // Reports read history from the first replica listed.
             services.control_plane = server
@@ -83,12 +88,4 @@ impl AppServices {
     pub fn dir(&self, kind: &str) -> PathBuf {
         self.data_dir.join(kind)
     }
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("taskplane-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds with static settings")
 }

@@ -18,6 +18,7 @@ use taskplane_agent::{TaskContext, TaskError, TaskHandler};
 use taskplane_handlers::builtin::email::{EmailHandler, EmailTemplate};
 use taskplane_handlers::builtin::probe::HealthCheckHandler;
 use taskplane_handlers::builtin::webhook::WebhookHandler;
+use taskplane_handlers::egress::Egress;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -214,7 +215,8 @@ struct Seen {
 }
 
 /// An HTTP server answering by path: `/ok` 200, `/busy` 503, `/bad` 422,
-/// `/slow` 200 after two seconds.
+/// `/slow` 200 after two seconds, `/inward` a redirect to its own `/ok`
+/// at 127.0.0.1.
 async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -235,6 +237,15 @@ async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                         headers: parts.headers,
                         body,
                     });
+                    if path == "/inward" {
+                        return Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(302)
+                                .header("location", format!("http://{address}/ok"))
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        );
+                    }
                     let status = match path.as_str() {
                         "/busy" => 503,
                         "/bad" => 422,
@@ -264,7 +275,7 @@ async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
 #[tokio::test]
 async fn webhooks_are_signed_verifiably_and_failures_classified() {
     let (address, seen) = http_server().await;
-    let handler = WebhookHandler::new(reqwest::Client::new(), Some("whsec_test".into()));
+    let handler = WebhookHandler::new(Egress::trusting(["127.0.0.1"]), Some("whsec_test".into()));
     let base = format!("http://{address}");
     let payload = json!({"url": format!("{base}/ok"), "method": "PUT", "headers": {"x-tenant": "acme"}, "body": {"order": 42}});
     let result = handler
@@ -332,7 +343,7 @@ async fn webhooks_are_signed_verifiably_and_failures_classified() {
 #[tokio::test]
 async fn health_checks_probe_http_and_tcp_within_a_budget() {
     let (address, _) = http_server().await;
-    let handler = HealthCheckHandler::new(reqwest::Client::new());
+    let handler = HealthCheckHandler::new(Egress::trusting(["127.0.0.1"]));
     let probe = |payload: Value| handler.handle(TaskContext::new("health_check", payload));
 
     let ok = probe(json!({"url": format!("http://{address}/ok")}))
@@ -372,4 +383,81 @@ async fn health_checks_probe_http_and_tcp_within_a_budget() {
         nothing.to_string().contains("url, or host and port"),
         "{nothing}"
     );
+}
+
+#[tokio::test]
+async fn webhooks_and_probes_refuse_internal_addresses_unless_trusted() {
+    let (address, seen) = http_server().await;
+    let webhook = WebhookHandler::new(Egress::trusting(Vec::<String>::new()), None);
+    let probe = HealthCheckHandler::new(Egress::trusting(Vec::<String>::new()));
+    let refused = |error: TaskError| {
+        assert!(
+            matches!(&error, TaskError::Permanent(m) if m.contains("TASKPLANE_TRUSTED_HOSTS")),
+            "{error}"
+        );
+    };
+    for url in [
+        format!("http://{address}/ok"),
+        format!("http://localhost:{}/ok", address.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::1]:1/".to_owned(),
+    ] {
+        refused(
+            webhook
+                .handle(TaskContext::new("webhook", json!({ "url": url })))
+                .await
+                .unwrap_err(),
+        );
+        refused(
+            probe
+                .handle(TaskContext::new("health_check", json!({ "url": url })))
+                .await
+                .unwrap_err(),
+        );
+    }
+    refused(
+        probe
+            .handle(TaskContext::new(
+                "health_check",
+                json!({"host": "127.0.0.1", "port": address.port()}),
+            ))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused request reached the listener"
+    );
+
+    // Trusted by name, the host is reached; a redirect from it to an
+    // internal address that is not trusted is not followed.
+    let by_name = WebhookHandler::new(Egress::trusting(["localhost"]), None);
+    let port = address.port();
+    let reached = by_name
+        .handle(TaskContext::new(
+            "webhook",
+            json!({ "url": format!("http://localhost:{port}/ok") }),
+        ))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(reached["status"], 200);
+    let redirected = by_name
+        .handle(TaskContext::new(
+            "webhook",
+            json!({ "url": format!("http://localhost:{port}/inward") }),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        redirected.to_string().contains("refused a redirect"),
+        "{redirected}"
+    );
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(paths, ["/ok", "/inward"], "the redirect was not followed");
 }

@@ -127,7 +127,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConnectError> {
 }
 
 /// An error and its causes, so a TLS failure says why (e.g. an unknown issuer).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

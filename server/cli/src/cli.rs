@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use taskplane_agent::{Agent, ConnectionState};
 use taskplane_common::logging::{LogFormat, init_logging};
 use taskplane_common::shutdown::shutdown_signal;
+use taskplane_handlers::egress::{Egress, LOOPBACK};
 use taskplane_handlers::environment::AgentSettings;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
@@ -324,13 +325,16 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
 
     let settings = AgentSettings::from_env()?;
-    let (registry, unknown) = setup_registry_with_config(
-        &settings.registry,
-        Arc::new(AppServices {
-            control_plane: format!("http://{address}"),
-            ..AppServices::clone(&settings.services)
-        }),
-    );
+    let mut services = AppServices {
+        control_plane: format!("http://{address}"),
+        ..AppServices::clone(&settings.services)
+    };
+    if taskplane_handlers::environment::lookup("TASKPLANE_TRUSTED_HOSTS").is_none() {
+        // Everything in dev runs on this machine: its webhooks and probes
+        // may reach loopback.
+        services.egress = Egress::trusting(LOOPBACK);
+    }
+    let (registry, unknown) = setup_registry_with_config(&settings.registry, Arc::new(services));
     settings.registry.check_unknown_domains(&unknown)?;
     let agent = Agent::builder()
         .registry(registry)

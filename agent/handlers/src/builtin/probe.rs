@@ -11,17 +11,18 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::optional_u64;
+use crate::egress::Egress;
 use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
 /// Probes HTTP or TCP endpoints.
 pub struct HealthCheckHandler {
-    client: reqwest::Client,
+    egress: Egress,
 }
 
 impl HealthCheckHandler {
     /// Probes with this HTTP client.
-    pub fn new(client: reqwest::Client) -> Self {
-        HealthCheckHandler { client }
+    pub fn new(egress: Egress) -> Self {
+        HealthCheckHandler { egress }
     }
 }
 
@@ -44,8 +45,10 @@ impl TaskHandler for HealthCheckHandler {
         let started = Instant::now();
         if let Some(url) = payload.get("url").and_then(|u| u.as_str()) {
             let expected = optional_u64(payload, "expected_status")?.unwrap_or(200);
+            self.egress.check_url(url).await?;
             let response = self
-                .client
+                .egress
+                .client()
                 .get(url)
                 .timeout(budget)
                 .send()
@@ -78,7 +81,8 @@ impl TaskHandler for HealthCheckHandler {
             .and_then(|p| u16::try_from(p).ok())
             .ok_or_else(|| TaskError::bad_payload("port", "a port number"))?;
         let target = format!("{host}:{port}");
-        match tokio::time::timeout(budget, tokio::net::TcpStream::connect((host, port))).await {
+        let addresses = self.egress.resolve(host, port).await?;
+        match tokio::time::timeout(budget, tokio::net::TcpStream::connect(&addresses[..])).await {
             Ok(Ok(_)) => {
                 let elapsed = started.elapsed();
                 over_budget(&target, elapsed, budget)?;

@@ -22,7 +22,9 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::optional_u64;
+use crate::egress::Egress;
 use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use taskplane_common::connect::error_chain;
 
 /// The payload fields that configure the request rather than form the body.
 const REQUEST_FIELDS: [&str; 5] = ["url", "method", "headers", "body", "timeout_ms"];
@@ -41,7 +43,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Posts signed JSON to an HTTP endpoint.
 pub struct WebhookHandler {
-    client: reqwest::Client,
+    egress: Egress,
     secret: Option<String>,
     fixed_url: Option<String>,
     description: String,
@@ -49,9 +51,9 @@ pub struct WebhookHandler {
 
 impl WebhookHandler {
     /// A handler taking the URL from each payload.
-    pub fn new(client: reqwest::Client, secret: Option<String>) -> Self {
+    pub fn new(egress: Egress, secret: Option<String>) -> Self {
         WebhookHandler {
-            client,
+            egress,
             secret,
             fixed_url: None,
             description: "Sends a signed JSON webhook".into(),
@@ -113,8 +115,10 @@ impl TaskHandler for WebhookHandler {
         let timeout = Duration::from_millis(optional_u64(payload, "timeout_ms")?.unwrap_or(10_000));
         let body = request_body(payload);
         let bytes = serde_json::to_vec(&body).expect("JSON values serialize");
+        self.egress.check_url(&url).await?;
         let mut request = self
-            .client
+            .egress
+            .client()
             .request(method, &url)
             .timeout(timeout)
             .header("content-type", "application/json")
@@ -146,10 +150,11 @@ impl TaskHandler for WebhookHandler {
         }
         let started = std::time::Instant::now();
         let response = request.body(bytes).send().await.map_err(|e| {
-            if e.is_builder() {
-                TaskError::Permanent(format!("the request to '{url}' cannot be made: {e}"))
+            let why = error_chain(&e);
+            if e.is_builder() || e.is_redirect() {
+                TaskError::Permanent(format!("the request to '{url}' cannot be made: {why}"))
             } else {
-                TaskError::Retryable(format!("the request to {url} failed: {e}"))
+                TaskError::Retryable(format!("the request to {url} failed: {why}"))
             }
         })?;
         let status = response.status();

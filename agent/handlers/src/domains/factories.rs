@@ -103,7 +103,7 @@ pub fn password_reset(services: &AppServices) -> Box<dyn TaskHandler> {
 /// `webhook`: any URL from the payload.
 pub fn webhook(services: &AppServices) -> Box<dyn TaskHandler> {
     Box::new(WebhookHandler::new(
-        services.http.clone(),
+        services.egress.clone(),
         services.webhook_secret.clone(),
     ))
 }
@@ -111,9 +111,13 @@ pub fn webhook(services: &AppServices) -> Box<dyn TaskHandler> {
 fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHandler> {
     match &services.payment_gateway_url {
         Some(url) => Box::new(
-            WebhookHandler::new(services.http.clone(), services.webhook_secret.clone())
-                .to_fixed_url(url.clone())
-                .with_description(description),
+            // The operator chose this URL: its host is trusted.
+            WebhookHandler::new(
+                services.egress.also_trusting_url(url),
+                services.webhook_secret.clone(),
+            )
+            .to_fixed_url(url.clone())
+            .with_description(description),
         ),
         None => Box::new(UnconfiguredHandler::new(
             "no payment gateway is configured: set TASKPLANE_PAYMENT_GATEWAY_URL".into(),
@@ -198,7 +202,7 @@ pub fn invoice_generation(services: &AppServices) -> Box<dyn TaskHandler> {
 
 /// `health_check`: HTTP or TCP probes.
 pub fn health_check(services: &AppServices) -> Box<dyn TaskHandler> {
-    Box::new(HealthCheckHandler::new(services.http.clone()))
+    Box::new(HealthCheckHandler::new(services.egress.clone()))
 }
 
 /// `database_backup`: backups into the `backups` directory.
