@@ -6,6 +6,7 @@
 
 pub mod pki;
 pub mod proxy;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use integration_tests::raw::{RawCodec, raw_stream, raw_unary};
 use integration_tests::{Backend, PATIENCE, TestAgent, TestServer, enqueue_request, fast_queue};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -18,7 +19,6 @@ use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::*;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
 /// Counts panics anywhere in this process (the server runs in it).
@@ -205,7 +205,7 @@ async fn random_agent_streams_never_panic_the_server_or_touch_tasks_they_do_not_
         vec![0x12; 64],
     ] {
         let status = raw_unary(
-            &server,
+            server.channel().await,
             "/taskplane.v1.TaskService/EnqueueTask",
             bytes.clone(),
         )
@@ -216,9 +216,13 @@ async fn random_agent_streams_never_panic_the_server_or_touch_tasks_they_do_not_
             status.message().contains("EnqueueTaskRequest"),
             "{status:?}"
         );
-        let status = raw_stream(&server, "/taskplane.v1.AgentService/Connect", bytes)
-            .await
-            .expect_err("not a message");
+        let status = raw_stream(
+            server.channel().await,
+            "/taskplane.v1.AgentService/Connect",
+            bytes,
+        )
+        .await
+        .expect_err("not a message");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains("AgentMessage"), "{status:?}");
     }
@@ -514,23 +518,6 @@ async fn registrations_beyond_the_size_limit_are_refused_whole() {
     server.stop().await;
 }
 
-/// Sends `bytes` as the whole request message of a unary method.
-async fn raw_unary(
-    server: &TestServer,
-    path: &'static str,
-    bytes: Vec<u8>,
-) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.unwrap();
-    grpc.unary(
-        tonic::Request::new(bytes),
-        PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(tonic::Response::into_inner)
-}
-
 /// A stream to `AgentService.Connect`, registered as an agent of
 /// `task_type` with `slots` slots that answers nothing: the sender of raw
 /// messages and the stream of answers.
@@ -759,64 +746,4 @@ async fn a_stream_that_cannot_be_decoded_ends_with_its_reason_recorded_on_the_at
         );
     }
     server.stop().await;
-}
-
-/// Sends `bytes` as one message on a streaming method and reads its answer.
-async fn raw_stream(
-    server: &TestServer,
-    path: &'static str,
-    bytes: Vec<u8>,
-) -> Result<(), tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.unwrap();
-    let mut stream = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::iter([bytes])),
-            PathAndQuery::from_static(path),
-            RawCodec,
-        )
-        .await?
-        .into_inner();
-    while stream.message().await?.is_some() {}
-    Ok(())
-}
-
-/// Passes bytes through unchanged, to send what no generated client would.
-#[derive(Clone, Copy)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        use bytes::BufMut as _;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
-        use bytes::Buf as _;
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
 }

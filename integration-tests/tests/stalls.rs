@@ -10,7 +10,9 @@ use std::time::Duration;
 
 mod common;
 
-use common::{AgentProcess, ServerProcess, free_port, register_work, work};
+use common::{
+    AgentProcess, ServerProcess, database_address, free_port, register_work, through, work,
+};
 use integration_tests::proxy::FaultProxy;
 use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for, wait_health};
 use taskplane_agent::{
@@ -46,27 +48,6 @@ fn starts(journal: &Path) -> BTreeMap<String, usize> {
         }
     }
     starts
-}
-
-/// Where `url` names its `host:port`: the byte range after the user.
-fn host_span(url: &str) -> std::ops::Range<usize> {
-    let start = url.find('@').expect("a user in the URL") + 1;
-    let end = start + url[start..].find('/').expect("a database in the URL");
-    start..end
-}
-
-/// `url` with its `host:port` replaced by `address`.
-fn through(url: &str, address: std::net::SocketAddr) -> String {
-    let span = host_span(url);
-    format!("{}{address}{}", &url[..span.start], &url[span.end..])
-}
-
-/// Where the database of `url` listens.
-fn database_address(url: &str) -> std::net::SocketAddr {
-    std::net::ToSocketAddrs::to_socket_addrs(&url[host_span(url)])
-        .expect("a reachable host")
-        .next()
-        .expect("an address")
 }
 
 async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {

@@ -70,7 +70,7 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(message) => tonic::Status::unauthenticated(message),
             Error::DeadlineExceeded(message) => tonic::Status::deadline_exceeded(message),
             Error::ResourceExhausted(message) => tonic::Status::resource_exhausted(message),
-            transient if transient.is_transient_storage_fault() => {
+            transient if transient.is_transient() => {
                 tracing::warn!(error = %transient, "storage unavailable");
                 tonic::Status::unavailable(
                     "the database is unavailable (unreachable, busy or out of disk); \
@@ -89,11 +89,14 @@ impl From<Error> for tonic::Status {
 }
 
 impl Error {
-    /// Whether this is a storage fault that heals by itself (the database
-    /// unreachable or restarting, busy, out of disk, or failing I/O), so
-    /// that the same request may succeed when tried again.
-    pub fn is_transient_storage_fault(&self) -> bool {
+    /// Whether this is a fault that heals by itself, so that the same
+    /// request may succeed when tried again: the database unreachable or
+    /// restarting, busy, out of disk or failing I/O, or the server unable to
+    /// take the request just now (`Unavailable`, which the SQLite writer
+    /// thread also reports for a transaction it could not commit).
+    pub fn is_transient(&self) -> bool {
         match self {
+            Error::Unavailable(_) => true,
             Error::Storage(error) => sqlx_error_is_transient(error),
             Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
                 sqlite_code_is_transient(failure.extended_code)

@@ -4,6 +4,11 @@
 //! and finish to the file named by `TEST_AGENT_JOURNAL`, so tests can count
 //! executions from the agent's side as well as the store's.
 //!
+//! A journal line is `EVENT TASK_ID ATTEMPT MICROS PID`: MICROS is the wall
+//! clock in microseconds since the Unix epoch, PID this process. Every run
+//! writes `start` and, however it ends (finished, failed, cancelled, or its
+//! future dropped when the agent leaves its server), `end`.
+//!
 //! Environment: `TASKPLANE_SERVER`, `TEST_AGENT_NAME`, `TEST_AGENT_SLOTS`,
 //! `TEST_AGENT_JOURNAL`, `TEST_AGENT_DRAIN_GRACE_MS`.
 
@@ -21,9 +26,35 @@ struct Work {
 
 impl Work {
     fn record(&self, event: &str, context: &TaskContext) {
-        let mut journal = self.journal.lock().unwrap();
-        writeln!(journal, "{event} {} {}", context.task_id, context.attempt).unwrap();
-        journal.flush().unwrap();
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let line = format!(
+            "{event} {} {} {micros} {}\n",
+            context.task_id,
+            context.attempt,
+            std::process::id()
+        );
+        // One write per line: agents share the journal, and a line written
+        // in pieces could interleave with another process's.
+        self.journal
+            .lock()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+    }
+}
+
+/// Journals `end` when a run is over, however it ends.
+struct Run<'a> {
+    work: &'a Work,
+    context: TaskContext,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.work.record("end", &self.context);
     }
 }
 
@@ -31,6 +62,10 @@ impl Work {
 impl TaskHandler for Work {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
         self.record("start", &context);
+        let _run = Run {
+            work: self,
+            context: context.clone(),
+        };
         let ms = context.payload["ms"].as_u64().unwrap_or(0);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => {}

@@ -132,6 +132,11 @@ impl AgentProcess {
         send_signal(&self.child, signal).await;
     }
 
+    /// The process id, as the journal names it.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     pub async fn kill9(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
@@ -186,4 +191,25 @@ pub async fn register_work(server: &ServerProcess) {
         })
         .await
         .unwrap();
+}
+
+/// Where `url` names its `host:port`: the byte range after the user.
+fn host_span(url: &str) -> std::ops::Range<usize> {
+    let start = url.find('@').expect("a user in the URL") + 1;
+    let end = start + url[start..].find('/').expect("a database in the URL");
+    start..end
+}
+
+/// `url` with its `host:port` replaced by `address`.
+pub fn through(url: &str, address: std::net::SocketAddr) -> String {
+    let span = host_span(url);
+    format!("{}{address}{}", &url[..span.start], &url[span.end..])
+}
+
+/// Where the database of `url` listens.
+pub fn database_address(url: &str) -> std::net::SocketAddr {
+    std::net::ToSocketAddrs::to_socket_addrs(&url[host_span(url)])
+        .expect("a reachable host")
+        .next()
+        .expect("an address")
 }

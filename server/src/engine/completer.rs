@@ -157,7 +157,7 @@ async fn write_results(
             plane.storage_faults.note(error);
         }
         match written {
-            Err(error) if error.is_transient_storage_fault() && !plane.shutdown.is_cancelled() => {
+            Err(error) if error.is_transient() && !plane.shutdown.is_cancelled() => {
                 tracing::warn!(%error, results = results.len(), "the database is unavailable; the results are written once it is back");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(LONGEST_RETRY_PAUSE);

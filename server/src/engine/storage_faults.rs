@@ -16,7 +16,7 @@ pub struct StorageFaults {
 impl StorageFaults {
     /// Notes `error` if it is a transient storage fault.
     pub fn note(&self, error: &Error) {
-        if error.is_transient_storage_fault() {
+        if error.is_transient() {
             self.seen.store(true, Ordering::Relaxed);
         }
     }

@@ -7,7 +7,9 @@
 //! lease may look expired. Reaping then would run the tasks of live,
 //! heartbeating agents a second time. So a replica reaps only once its
 //! store has answered every round promptly for a whole heartbeat interval:
-//! by then every live replica has refreshed its own sessions' leases.
+//! by then every live replica has refreshed its own sessions' leases. And a
+//! lease is reaped only one heartbeat interval after it expired, so that an
+//! agent cut off from its replica has stopped before its task runs again.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -64,7 +66,13 @@ impl LeaseKeeper {
         if !self.reaping_is_fair(plane.config.heartbeat_interval, started) {
             return Ok(());
         }
-        let reaped = plane.store.reap_expired_leases(Utc::now()).await?;
+        // A lease is reaped one heartbeat interval after it expired: an
+        // agent cut off from this replica (frozen, partitioned) stops its
+        // handlers when the replica has been silent for a lease less one
+        // interval, so they have stopped before another agent starts again.
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(plane.config.heartbeat_interval).unwrap_or_default();
+        let reaped = plane.store.reap_expired_leases(cutoff).await?;
         if !reaped.is_empty() {
             tracing::warn!(tasks = reaped.len(), "expired leases returned to the queue");
             plane.metrics.leases_expired(reaped.len());
