@@ -264,7 +264,7 @@ async fn produce(
     while !stop.is_cancelled() {
         let tasks = (0..5)
             .map(|i| {
-                let ms = if i == 0 && batch % 2 == 0 {
+                let ms = if i == 0 && batch.is_multiple_of(2) {
                     1500 + random.below(1500)
                 } else {
                     20 + random.below(150)
