@@ -361,6 +361,59 @@ async fn audit(
     assert!(overlaps.is_empty(), "runs overlapped: {overlaps:#?}");
 }
 
+/// The producer of a campaign and what it measured.
+struct Campaign {
+    clients: Clients,
+    accepted: Arc<Mutex<BTreeSet<String>>>,
+    stop: CancellationToken,
+    producer: tokio::task::JoinHandle<()>,
+    heals: Vec<Duration>,
+}
+
+impl Campaign {
+    /// Starts producing through `clients`.
+    async fn start(clients: Clients) -> Self {
+        let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = CancellationToken::new();
+        let producer = tokio::spawn(produce(clients.clone(), accepted.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Campaign {
+            clients,
+            accepted,
+            stop,
+            producer,
+            heals: Vec::new(),
+        }
+    }
+
+    /// Measures how soon work flows again after `fault` ended.
+    async fn healed(&mut self, fault: impl std::fmt::Debug) {
+        let healed = heal_time(&self.clients, Instant::now()).await;
+        println!("{fault:?}: work flowed again {healed:?} after the fault ended");
+        assert!(healed < HEAL_BOUND, "{fault:?} took {healed:?} to heal");
+        self.heals.push(healed);
+    }
+
+    /// Stops producing and audits at least `at_least` accepted tasks.
+    async fn finish(self, at_least: usize, journal: &Path, killed: &HashMap<u32, u128>) {
+        self.stop.cancel();
+        self.producer.await.unwrap();
+        let accepted = self.accepted.lock().unwrap().clone();
+        assert!(
+            accepted.len() >= at_least,
+            "the producer enqueued {}",
+            accepted.len()
+        );
+        audit(&self.clients, &accepted, journal, killed).await;
+        println!(
+            "{} tasks, {} faults healed, the slowest in {:?}",
+            accepted.len(),
+            self.heals.len(),
+            self.heals.iter().max().unwrap()
+        );
+    }
+}
+
 /// The agents of a campaign, restarted under the same name when killed.
 struct Crew {
     agents: Vec<(String, String, AgentProcess)>,
@@ -438,11 +491,7 @@ async fn two_replicas_on_postgresql_heal_from_every_fault_and_lose_nothing() {
             ("second-a", format!("{a},{b}")),
         ],
     );
-    let clients = Clients::new(&urls);
-    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = CancellationToken::new();
-    let producer = tokio::spawn(produce(clients.clone(), accepted.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut campaign = Campaign::start(Clients::new(&urls)).await;
 
     // The replica frozen is the first, where two of the three agents start;
     // it is frozen before any replica is killed, since agents of a killed
@@ -455,7 +504,6 @@ async fn two_replicas_on_postgresql_heal_from_every_fault_and_lose_nothing() {
         ReplicaFault::KillAgent,
     ]));
     faults.push(ReplicaFault::KillReplica);
-    let mut heals = Vec::new();
     for fault in faults {
         let which = match fault {
             ReplicaFault::FreezeReplica => 0,
@@ -482,28 +530,11 @@ async fn two_replicas_on_postgresql_heal_from_every_fault_and_lose_nothing() {
             }
             ReplicaFault::Poison => send_poison(&urls[which]).await,
         }
-        let healed = heal_time(&clients, Instant::now()).await;
-        println!("{fault:?}: work flowed again {healed:?} after the fault ended");
-        assert!(healed < HEAL_BOUND, "{fault:?} took {healed:?} to heal");
-        heals.push((fault, healed));
+        campaign.healed(fault).await;
         tokio::time::sleep(Duration::from_millis(300 + random.below(700))).await;
     }
 
-    stop.cancel();
-    producer.await.unwrap();
-    let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() > 100,
-        "the producer enqueued {}",
-        accepted.len()
-    );
-    audit(&clients, &accepted, &journal, &crew.killed).await;
-    println!(
-        "{} tasks, {} faults healed, the slowest in {:?}",
-        accepted.len(),
-        heals.len(),
-        heals.iter().map(|(_, d)| *d).max().unwrap()
-    );
+    campaign.finish(100, &journal, &crew.killed).await;
     crew.stop().await;
     for replica in replicas {
         replica.kill9().await;
@@ -575,11 +606,7 @@ async fn one_sqlite_server_heals_from_every_fault_and_loses_nothing() {
         journal.clone(),
         &[("solo-one", url.clone()), ("solo-two", url.clone())],
     );
-    let clients = Clients::new(std::slice::from_ref(&url));
-    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = CancellationToken::new();
-    let producer = tokio::spawn(produce(clients.clone(), accepted.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut campaign = Campaign::start(Clients::new(std::slice::from_ref(&url))).await;
 
     let faults = random.shuffled(vec![
         SqliteFault::KillAgent,
@@ -587,7 +614,6 @@ async fn one_sqlite_server_heals_from_every_fault_and_loses_nothing() {
         SqliteFault::FullDisk,
         SqliteFault::Poison,
     ]);
-    let mut heals = Vec::new();
     for fault in faults {
         match fault {
             SqliteFault::KillAgent => crew.kill_and_restart(random.below(2) as usize).await,
@@ -603,28 +629,11 @@ async fn one_sqlite_server_heals_from_every_fault_and_loses_nothing() {
             }
             SqliteFault::Poison => send_poison(&url).await,
         }
-        let healed = heal_time(&clients, Instant::now()).await;
-        println!("{fault:?}: work flowed again {healed:?} after the fault ended");
-        assert!(healed < HEAL_BOUND, "{fault:?} took {healed:?} to heal");
-        heals.push((fault, healed));
+        campaign.healed(fault).await;
         tokio::time::sleep(Duration::from_millis(300 + random.below(700))).await;
     }
 
-    stop.cancel();
-    producer.await.unwrap();
-    let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() > 50,
-        "the producer enqueued {}",
-        accepted.len()
-    );
-    audit(&clients, &accepted, &journal, &crew.killed).await;
-    println!(
-        "{} tasks, {} faults healed, the slowest in {:?}",
-        accepted.len(),
-        heals.len(),
-        heals.iter().map(|(_, d)| *d).max().unwrap()
-    );
+    campaign.finish(50, &journal, &crew.killed).await;
     crew.stop().await;
     server.kill9().await;
     drop(disk);

@@ -9,29 +9,15 @@ use std::time::Duration;
 
 mod common;
 
-use common::{AgentProcess, ServerProcess, free_port, register_work, work};
+use common::{AgentProcess, ServerProcess, enqueue_work, free_port, register_work};
 use integration_tests::{Backend, PATIENCE};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest,
-    ListTasksRequest, TaskStatus,
+    GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, ListTasksRequest, TaskStatus,
 };
 use tokio::process::Command;
 use tonic::transport::Channel;
-
-async fn enqueue(client: &mut TaskServiceClient<Channel>, count: usize, ms: u64) -> Vec<String> {
-    let request = EnqueueTasksRequest {
-        tasks: (0..count).map(|_| work(ms)).collect(),
-    };
-    let results = client
-        .enqueue_tasks(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
-    results.into_iter().map(|r| r.task.unwrap().id).collect()
-}
 
 /// Journal lines by event, then by task id: how many times each happened.
 fn journal(path: &Path) -> BTreeMap<String, BTreeMap<String, usize>> {
@@ -154,7 +140,7 @@ impl Scene {
 async fn kill_9_of_an_agent_holding_leases_loses_nothing(backend: Backend) {
     let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let victim = AgentProcess::start(&server.url(), "victim", 8, &scene.journal());
-    let ids = enqueue(&mut client, 24, 400).await;
+    let ids = enqueue_work(&mut client, 24, 400).await;
 
     // Kill it while it holds leases.
     wait_running(&mut client, 8).await;
@@ -194,7 +180,7 @@ async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves(b
     let port = free_port();
     let (scene, server, mut client) = Scene::start(backend, port).await;
     let agent = AgentProcess::start(&server.url(), "survivor", 4, &scene.journal());
-    let ids = enqueue(&mut client, 40, 100).await;
+    let ids = enqueue_work(&mut client, 40, 100).await;
 
     // Let some complete, then kill the server mid-stream.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -232,7 +218,7 @@ async fn kill_9_of_the_server_loses_nothing_and_agents_reconnect_by_themselves(b
 async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out(backend: Backend) {
     let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let frozen = AgentProcess::start(&server.url(), "frozen", 1, &scene.journal());
-    let id = enqueue(&mut client, 1, 1500).await.remove(0);
+    let id = enqueue_work(&mut client, 1, 1500).await.remove(0);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while journal(&scene.journal())
         .get("start")
@@ -273,9 +259,9 @@ async fn a_frozen_agent_loses_its_lease_and_its_late_work_is_fenced_out(backend:
 async fn sigterm_drains_an_agent_it_finishes_its_work_and_takes_no_more(backend: Backend) {
     let (scene, server, mut client) = Scene::start(backend, free_port()).await;
     let agent = AgentProcess::start(&server.url(), "draining", 2, &scene.journal());
-    let running = enqueue(&mut client, 2, 600).await;
+    let running = enqueue_work(&mut client, 2, 600).await;
     wait_running(&mut client, 2).await;
-    let waiting = enqueue(&mut client, 3, 0).await;
+    let waiting = enqueue_work(&mut client, 3, 0).await;
     let exit = agent.terminate().await;
     assert!(exit.success(), "a drained agent exits 0: {exit:?}");
     for id in &running {
@@ -320,7 +306,7 @@ async fn soak_agents_killed_and_restarted_at_random_lose_and_duplicate_nothing(b
         seed
     };
     for round in 0..20 {
-        ids.extend(enqueue(&mut client, 100, next() % 20).await);
+        ids.extend(enqueue_work(&mut client, 100, next() % 20).await);
         let victim = (next() % agents.len() as u64) as usize;
         let replaced = std::mem::replace(
             &mut agents[victim],
@@ -348,7 +334,7 @@ async fn sigterm_stops_the_server_cleanly_and_a_restart_finishes_everything(back
     let port = free_port();
     let (scene, mut server, mut client) = Scene::start(backend, port).await;
     let agent = AgentProcess::start(&server.url(), "patient", 4, &scene.journal());
-    let ids = enqueue(&mut client, 12, 300).await;
+    let ids = enqueue_work(&mut client, 12, 300).await;
     wait_running(&mut client, 1).await;
     let pid = server.child.id().unwrap().to_string();
     assert!(
@@ -382,7 +368,7 @@ async fn a_second_sigterm_ends_a_draining_agent_at_once() {
     let grace = Duration::from_secs(120);
     let mut agent =
         AgentProcess::start_with_grace(&server.url(), "stubborn", 1, &scene.journal(), grace);
-    enqueue(&mut client, 1, 120_000).await;
+    enqueue_work(&mut client, 1, 120_000).await;
     wait_running(&mut client, 1).await;
     agent.signal("-TERM").await;
     let mut registry = RegistryServiceClient::new(server.channel().await);

@@ -8,21 +8,18 @@ use std::time::{Duration, Instant};
 use integration_tests::{PATIENCE, enqueue};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{
-    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, TaskStatus,
-};
+use taskplane_proto::v1::{EnqueueTasksRequest, ListAgentsRequest, ListTaskAttemptsRequest};
 use taskplane_server::testing::PostgresSchema;
 
 mod common;
 
-use common::{AgentProcess, ServerProcess, free_port, register_work, work};
+use common::{AgentProcess, ServerProcess, free_port, register_work, wait_completed, work};
 
 /// A replica whose poll interval is so long that only notifications can wake
 /// its agents in time.
 async fn start_replica(database_url: &str) -> ServerProcess {
     ServerProcess::start_polling(database_url, free_port(), "60s").await
 }
-use tonic::transport::Channel;
 
 async fn wait_agents(replica: &ServerProcess, count: usize) {
     let mut registry = RegistryServiceClient::new(replica.channel().await);
@@ -43,27 +40,6 @@ async fn wait_agents(replica: &ServerProcess, count: usize) {
             agents.len()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let task = client
-            .get_task(GetTaskRequest { id: id.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if task.status() == TaskStatus::Completed {
-            return;
-        }
-        assert_ne!(task.status(), TaskStatus::Dead, "{task:?}");
-        assert!(
-            Instant::now() < deadline,
-            "task {id} is still {:?}",
-            task.status()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

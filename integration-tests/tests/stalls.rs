@@ -11,7 +11,8 @@ use std::time::Duration;
 mod common;
 
 use common::{
-    AgentProcess, ServerProcess, database_address, free_port, register_work, through, work,
+    AgentProcess, ServerProcess, database_address, enqueue_work, free_port, register_work, through,
+    wait_completed,
 };
 use integration_tests::proxy::FaultProxy;
 use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for, wait_health};
@@ -20,16 +21,12 @@ use taskplane_agent::{
     TaskResult,
 };
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
-use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{
-    EnqueueTasksRequest, GetTaskRequest, ListAgentsRequest, ListTaskAttemptsRequest, TaskStatus,
-};
+use taskplane_proto::v1::{ListAgentsRequest, ListTaskAttemptsRequest};
 use taskplane_server::QueueConfig;
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::issue;
 use taskplane_server::config::{AuthConfig, SecurityConfig};
 use taskplane_server::testing::PostgresSchema;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The lease the server runs with; the stall lasts three of them.
@@ -50,26 +47,6 @@ fn starts(journal: &Path) -> BTreeMap<String, usize> {
     starts
 }
 
-async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let task = client
-            .get_task(GetTaskRequest { id: id.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if task.status() == TaskStatus::Completed {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} is still {:?}",
-            task.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twice() {
     let Some(schema) = PostgresSchema::create().await else {
@@ -82,17 +59,7 @@ async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twi
     let journal = dir.path().join("journal.log");
     let _agent = AgentProcess::start(&server.url(), "steady", 4, &journal);
     let mut client = server.tasks().await;
-    let ids: Vec<String> = client
-        .enqueue_tasks(EnqueueTasksRequest {
-            tasks: (0..12).map(|_| work(1500)).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| r.task.unwrap().id)
-        .collect();
+    let ids = enqueue_work(&mut client, 12, 1500).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while starts(&journal).len() < 4 {
         assert!(tokio::time::Instant::now() < deadline, "no task started");
@@ -155,17 +122,7 @@ async fn agents_leave_a_frozen_replica_for_a_live_one_within_a_lease() {
     frozen.signal("-STOP").await;
     let frozen_at = tokio::time::Instant::now();
     let mut client = live.tasks().await;
-    let ids: Vec<String> = client
-        .enqueue_tasks(EnqueueTasksRequest {
-            tasks: (0..8).map(|_| work(10)).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| r.task.unwrap().id)
-        .collect();
+    let ids = enqueue_work(&mut client, 8, 10).await;
     for id in &ids {
         wait_completed(&mut client, id).await;
     }

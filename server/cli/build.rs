@@ -7,12 +7,16 @@ use std::process::Command;
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TASKPLANE_COMMIT={commit}");
-    // Built again when HEAD moves: a new commit, or another branch.
+    // Built again when HEAD moves: a new commit (a branch file under
+    // refs/heads, or packed-refs in a fresh clone), or another branch. Only
+    // paths that exist are watched: cargo reruns the script on every build
+    // for one that does not.
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={git_dir}/HEAD");
-        println!("cargo:rerun-if-changed={git_dir}/packed-refs");
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={git_dir}/{branch}");
+        for file in ["HEAD", "packed-refs", "refs/heads"] {
+            let path = std::path::Path::new(&git_dir).join(file);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
 }

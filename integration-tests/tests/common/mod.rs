@@ -13,8 +13,8 @@ use std::time::Duration;
 use integration_tests::{PATIENCE, spawn_listening};
 use serde_json::json;
 use taskplane_proto::json::json_to_struct;
-use taskplane_proto::v1::EnqueueTaskRequest;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_proto::v1::{EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, TaskStatus};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -212,4 +212,45 @@ pub fn database_address(url: &str) -> std::net::SocketAddr {
         .expect("a reachable host")
         .next()
         .expect("an address")
+}
+
+/// Enqueues `count` tasks of `work(ms)` in one batch; returns their ids.
+pub async fn enqueue_work(
+    client: &mut TaskServiceClient<Channel>,
+    count: usize,
+    ms: u64,
+) -> Vec<String> {
+    let request = EnqueueTasksRequest {
+        tasks: (0..count).map(|_| work(ms)).collect(),
+    };
+    let results = client
+        .enqueue_tasks(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    results.into_iter().map(|r| r.task.unwrap().id).collect()
+}
+
+/// Waits until the task completed; panics if it died or takes longer than
+/// [`PATIENCE`].
+pub async fn wait_completed(client: &mut TaskServiceClient<Channel>, id: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let task = client
+            .get_task(GetTaskRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if task.status() == TaskStatus::Completed {
+            return;
+        }
+        assert_ne!(task.status(), TaskStatus::Dead, "{task:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} is still {:?}",
+            task.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
