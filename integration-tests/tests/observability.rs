@@ -293,3 +293,60 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
     child.start_kill().unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_into_a_file_have_no_colour_and_enqueues_stay_below_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+    command
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("TASKPLANE_LOG_FORMAT")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let (mut child, address) = spawn_listening(command).await;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            lines.push(line);
+        }
+        lines
+    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut tasks =
+        taskplane_proto::v1::task_service_client::TaskServiceClient::new(channel.clone());
+    let registry =
+        taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel.clone());
+    wait_for_agent(&registry, "dev-agent").await;
+    for _ in 0..3 {
+        let id = enqueue(
+            &mut tasks,
+            enqueue_request("metric_aggregation", json!({"rows": [1, 2]})),
+        )
+        .await
+        .id;
+        wait_status(&tasks, &id, TaskStatus::Completed).await;
+    }
+    child.start_kill().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let lines = lines.await.unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("INFO")),
+        "the server logged at info: {lines:?}"
+    );
+    let coloured: Vec<_> = lines.iter().filter(|l| l.contains('\u{1b}')).collect();
+    assert!(
+        coloured.is_empty(),
+        "escape codes in a log file: {coloured:?}"
+    );
+    let enqueues: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("taskplane_server::api::tasks") && l.contains("enqueued"))
+        .collect();
+    assert!(enqueues.is_empty(), "enqueues logged at info: {enqueues:?}");
+}

@@ -73,3 +73,57 @@ pub async fn report(reporter: &HealthReporter, status: ServingStatus) {
         reporter.set_service_status(service, status).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueConfig;
+    use crate::error::Error;
+    use crate::store::suite::sqlite_store;
+    use tonic_health::pb::health_check_response::ServingStatus as Reported;
+    use tonic_health::pb::health_server::Health as _;
+    use tonic_health::server::HealthService;
+
+    /// Waits (up to ten seconds) until the whole server reports `status`.
+    async fn reported(service: &HealthService, status: Reported) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = service
+                .check(tonic::Request::new(
+                    tonic_health::pb::HealthCheckRequest::default(),
+                ))
+                .await;
+            if answer.is_ok_and(|a| a.into_inner().status() == status) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn health_follows_write_faults_and_is_not_serving_once_shutdown_begins() {
+        let (_dir, _url, store) = sqlite_store("t.db").await;
+        let plane = Arc::new(ControlPlane::new(
+            Arc::new(store),
+            QueueConfig::default(),
+            None,
+        ));
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let reporting = tokio::spawn(report_health(plane.clone(), reporter));
+        reported(&service, Reported::Serving).await;
+
+        // A write path met a transient fault: one round of NOT_SERVING, then
+        // SERVING again once the probe's write commits.
+        plane
+            .storage_faults
+            .note(&Error::Unavailable("the disk is full".into()));
+        reported(&service, Reported::NotServing).await;
+        reported(&service, Reported::Serving).await;
+
+        plane.shutdown.cancel();
+        reporting.await.unwrap();
+        reported(&service, Reported::NotServing).await;
+    }
+}
