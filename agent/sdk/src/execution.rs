@@ -23,7 +23,7 @@ use crate::registry::TaskRegistry;
 /// before its future is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs one assignment and reports its result; returns the task id. The
+/// Runs one assignment and reports its result; returns the task id and the attempt. The
 /// handler runs in a `task` span carrying the task id and, when the task
 /// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
 pub(crate) async fn run_assignment(
@@ -33,7 +33,8 @@ pub(crate) async fn run_assignment(
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
     max_message_bytes: usize,
-) -> String {
+) -> (String, u32) {
+    let attempt = assignment.attempt;
     let span = tracing::info_span!(
         "task",
         task_id = %assignment.task_id,
@@ -57,7 +58,7 @@ pub(crate) async fn run_assignment(
         .instrument(span)
         .await;
     metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
-    task_id
+    (task_id, attempt)
 }
 
 /// Runs the handler and reports; returns the task id and the error, if any.

@@ -80,6 +80,7 @@ pub mod factory;
 pub mod handler;
 pub mod metrics;
 pub mod registry;
+mod running;
 pub mod runtime;
 pub mod versioned;
 

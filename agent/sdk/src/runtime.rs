@@ -2,7 +2,7 @@
 //! task types, run assignments with bounded concurrency, heartbeat, reconnect
 //! with backoff, and drain on shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::execution::run_assignment;
 use crate::metrics::AgentMetrics;
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
+use crate::running::Running;
 use taskplane_common::ConnectOptions;
 
 /// The server agents connect to when none is given.
@@ -438,8 +439,8 @@ impl Agent {
             session_id: registered.session_id.clone(),
         });
 
-        let mut running: HashMap<String, CancellationToken> = HashMap::new();
-        let mut handlers: JoinSet<String> = JoinSet::new();
+        let mut running = Running::default();
+        let mut handlers: JoinSet<(String, u32)> = JoinSet::new();
         let mut heartbeats: JoinSet<()> = JoinSet::new();
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
@@ -454,14 +455,12 @@ impl Agent {
                     last_heard = tokio::time::Instant::now();
                     match message.message {
                         Some(ServerMessageKind::Assignment(assignment)) => {
-                            let cancel = CancellationToken::new();
-                            running.insert(assignment.task_id.clone(), cancel.clone());
+                            let cancel = running.start(&assignment.task_id, assignment.attempt);
                             handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone(), max_message_bytes));
                         }
                         Some(ServerMessageKind::Cancel(cancel)) => {
-                            if let Some(token) = running.get(&cancel.task_id) {
+                            if running.cancel(&cancel.task_id) {
                                 tracing::info!(task_id = %cancel.task_id, reason = %cancel.reason, "cancelling task");
-                                token.cancel();
                             }
                         }
                         Some(ServerMessageKind::Registered(_) | ServerMessageKind::HeartbeatAck(_)) | None => {}
@@ -476,8 +475,8 @@ impl Agent {
                     )));
                 }
                 Some(finished) = handlers.join_next() => {
-                    if let Ok(task_id) = finished {
-                        running.remove(&task_id);
+                    if let Ok((task_id, attempt)) = finished {
+                        running.finished(&task_id, attempt);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -485,7 +484,7 @@ impl Agent {
                     // run off the loop, bounded to half the interval.
                     while heartbeats.try_join_next().is_some() {}
                     if heartbeats.is_empty() {
-                        let running_task_ids = running.keys().cloned().collect();
+                        let running_task_ids = running.task_ids();
                         heartbeats.spawn(send_heartbeat(self.registry.clone(), running_task_ids, heartbeat_every / 2, outbound.clone()));
                     }
                 }
@@ -503,8 +502,8 @@ impl Agent {
         &self,
         outbound: mpsc::Sender<AgentMessage>,
         mut inbound: tonic::Streaming<taskplane_proto::v1::ServerMessage>,
-        mut handlers: JoinSet<String>,
-        running: HashMap<String, CancellationToken>,
+        mut handlers: JoinSet<(String, u32)>,
+        running: Running,
     ) {
         tracing::info!(running = handlers.len(), "draining");
         let _ = outbound
@@ -518,9 +517,7 @@ impl Agent {
             .is_err()
         {
             tracing::warn!("drain grace ran out; cancelling the tasks still running");
-            for token in running.values() {
-                token.cancel();
-            }
+            running.cancel_all();
             while handlers.join_next().await.is_some() {}
         }
         // Half-close, then read until the server has seen everything and ends the stream.
