@@ -212,37 +212,52 @@ async fn the_enqueuers_trace_reaches_the_handler_and_bad_ones_are_ignored() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_carry_the_task_span_with_its_trace_id() {
-    let dir = tempfile::tempdir().unwrap();
+/// A `taskplane dev` process logging in `format` with the `RUST_LOG`
+/// filter `filter` into a pipe: the process, its log lines as they come, and
+/// a client, once the dev agent has registered.
+async fn dev_with_logs(
+    dir: &std::path::Path,
+    format: &str,
+    filter: &str,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    taskplane_proto::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
     command
         .args(["dev", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env("TASKPLANE_LOG_FORMAT", "json")
-        // Each enqueue is logged at debug.
-        .env("RUST_LOG", "info,taskplane_server::api=debug")
+        .current_dir(dir)
+        .env("TASKPLANE_LOG_FORMAT", format)
+        .env("RUST_LOG", filter)
         .stderr(Stdio::piped());
     let (mut child, address) = spawn_listening(command).await;
-    let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let (lines, received) = tokio::sync::mpsc::unbounded_channel();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::spawn(async move {
         while let Ok(Some(line)) = stderr.next_line().await {
             let _ = lines.send(line);
         }
     });
-
     let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut tasks =
-        taskplane_proto::v1::task_service_client::TaskServiceClient::new(channel.clone());
     // The dev agent registers just after the server prints its address.
     let registry =
         taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel.clone());
     wait_for_agent(&registry, "dev-agent").await;
+    let tasks = taskplane_proto::v1::task_service_client::TaskServiceClient::new(channel);
+    (child, received, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_task_span_with_its_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each enqueue is logged at debug.
+    let (mut child, mut received, mut tasks) =
+        dev_with_logs(dir.path(), "json", "info,taskplane_server::api=debug").await;
     let mut request = tonic::Request::new(enqueue_request(
         "metric_aggregation",
         json!({"rows": [1, 2]}),
@@ -297,32 +312,7 @@ async fn json_logs_carry_the_task_span_with_its_trace_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_into_a_file_have_no_colour_and_enqueues_stay_below_info() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
-    command
-        .args(["dev", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env_remove("TASKPLANE_LOG_FORMAT")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped());
-    let (mut child, address) = spawn_listening(command).await;
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let lines = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        while let Ok(Some(line)) = stderr.next_line().await {
-            lines.push(line);
-        }
-        lines
-    });
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut tasks =
-        taskplane_proto::v1::task_service_client::TaskServiceClient::new(channel.clone());
-    let registry =
-        taskplane_proto::v1::registry_service_client::RegistryServiceClient::new(channel.clone());
-    wait_for_agent(&registry, "dev-agent").await;
+    let (mut child, mut received, mut tasks) = dev_with_logs(dir.path(), "text", "info").await;
     for _ in 0..3 {
         let id = enqueue(
             &mut tasks,
@@ -334,7 +324,10 @@ async fn text_logs_into_a_file_have_no_colour_and_enqueues_stay_below_info() {
     }
     child.start_kill().unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let lines = lines.await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(line) = received.recv().await {
+        lines.push(line);
+    }
     assert!(
         lines.iter().any(|l| l.contains("INFO")),
         "the server logged at info: {lines:?}"

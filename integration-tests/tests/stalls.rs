@@ -15,7 +15,9 @@ use common::{
     wait_completed,
 };
 use integration_tests::proxy::FaultProxy;
-use integration_tests::{Backend, PATIENCE, TestServer, fast_queue, wait_for, wait_health};
+use integration_tests::{
+    Backend, PATIENCE, TestServer, attempts_of, fast_queue, wait_for, wait_health,
+};
 use taskplane_agent::{
     Agent, ConnectOptions, ConnectionState, TaskContext, TaskError, TaskHandler, TaskRegistry,
     TaskResult,
@@ -84,12 +86,7 @@ async fn a_database_stall_longer_than_the_lease_runs_no_task_of_a_live_agent_twi
         "tasks of a live agent ran again: {twice:?}"
     );
     for id in &ids {
-        let attempts = client
-            .list_task_attempts(ListTaskAttemptsRequest { id: id.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .attempts;
+        let attempts = attempts_of(&mut client, id).await;
         assert_eq!(attempts.len(), 1, "task {id}: {attempts:?}");
     }
     server.kill9().await;

@@ -166,6 +166,10 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090).
     #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// How long past its timeout an attempt may go unanswered before the
+    /// server ends it as timed out and tells its agent to stop.
+    #[arg(long, env = "TASKPLANE_TIMEOUT_GRACE", default_value_t = queue_default(|q| q.timeout_grace))]
+    timeout_grace: humantime::Duration,
     /// How often tasks past their retention are purged.
     #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value_t = queue_default(|q| q.purge_interval))]
     purge_interval: humantime::Duration,
@@ -254,6 +258,7 @@ impl ServeArgs {
                 max_message_bytes: self.max_message_bytes,
                 retention: Some(*self.retention).filter(|r| !r.is_zero()),
                 purge_interval: self.purge_interval.into(),
+                timeout_grace: self.timeout_grace.into(),
                 ..QueueConfig::default()
             },
             security: SecurityConfig {
