@@ -22,8 +22,8 @@ use taskplane_agent::{
     Agent, ConnectOptions, ConnectionState, TaskContext, TaskError, TaskHandler, TaskRegistry,
     TaskResult,
 };
+use taskplane_proto::v1::ListAgentsRequest;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
-use taskplane_proto::v1::{ListAgentsRequest, ListTaskAttemptsRequest};
 use taskplane_server::QueueConfig;
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::issue;
