@@ -307,8 +307,10 @@ async fn run_session(
                 match undecodable(&status) {
                     Some(error) => {
                         tracing::warn!(session_id = %session.id, %error, "ending an agent stream that sent what cannot be decoded");
-                        ended_because = Some(format!("the agent's stream was ended: {error}"));
-                        let _ = session.outbound.send(ToAgent::End(error)).await;
+                        // Told after the release below, so that an agent
+                        // that sees why its stream ended finds the reason on
+                        // its attempts too.
+                        ended_because = Some(error);
                     }
                     None => tracing::info!(session_id = %session.id, %status, "agent stream broke"),
                 }
@@ -319,9 +321,17 @@ async fn run_session(
     session.closed.cancel();
     let _ = dispatcher.await;
     plane.sessions.remove(session.id);
-    let reason = ended_because.as_deref().unwrap_or(Leases::STREAM_CLOSED);
-    if let Err(error) = plane.release(&session, reason).await {
+    let reason = ended_because
+        .as_ref()
+        .map(|error| format!("the agent's stream was ended: {error}"));
+    if let Err(error) = plane
+        .release(&session, reason.as_deref().unwrap_or(Leases::STREAM_CLOSED))
+        .await
+    {
         tracing::error!(session_id = %session.id, %error, "could not release the session's tasks; lease expiry will");
+    }
+    if let Some(error) = ended_because {
+        let _ = session.outbound.send(ToAgent::End(error)).await;
     }
     if let Err(error) = plane.store.record_session_end(session.id).await {
         tracing::warn!(session_id = %session.id, %error, "could not record the session's end");
