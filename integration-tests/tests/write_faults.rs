@@ -25,7 +25,7 @@ async fn refuse_completions(backend: &Backend, database_url: &str, refuse: bool)
     match backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect_with(
-                SqliteStore::connect_options(database_url).expect("SQLite URL"),
+                SqliteStore::connect_options(database_url, Default::default()).expect("SQLite URL"),
             )
             .await
             .expect("open the server's SQLite file");

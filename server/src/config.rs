@@ -121,6 +121,34 @@ pub struct QueueConfig {
     pub purge_interval: Duration,
     /// The most tasks one purge transaction deletes.
     pub purge_batch: u32,
+    /// When an SQLite commit reaches the disk (PostgreSQL ignores it).
+    pub sqlite_durability: SqliteDurability,
+}
+
+/// When a commit of the embedded SQLite store reaches the disk: SQLite's
+/// `synchronous` setting (the database is in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// Every commit is synced to the disk before it is acknowledged, so an
+    /// accepted task or a recorded result survives power loss and OS
+    /// crashes (`synchronous = FULL`). The default.
+    #[default]
+    Full,
+    /// Commits are synced at checkpoints only (`synchronous = NORMAL`): a
+    /// process crash loses nothing, but power loss or an OS crash can lose
+    /// the last commits before the next checkpoint (a few hundred
+    /// milliseconds of acknowledged enqueues and results).
+    Normal,
+}
+
+impl SqliteDurability {
+    /// The value of SQLite's `synchronous` pragma.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteDurability::Full => "full",
+            SqliteDurability::Normal => "normal",
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -163,6 +191,7 @@ impl Default for QueueConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             purge_interval: Duration::from_secs(60),
             purge_batch: 1000,
+            sqlite_durability: SqliteDurability::Full,
         }
     }
 }

@@ -33,5 +33,5 @@ pub mod store;
 pub mod testing;
 pub mod transport;
 
-pub use config::{QueueConfig, ServerConfig};
+pub use config::{QueueConfig, ServerConfig, SqliteDurability};
 pub use server::Server;

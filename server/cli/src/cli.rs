@@ -21,7 +21,7 @@ use taskplane_handlers::environment::AgentSettings;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
 use taskplane_server::model::RetryPolicy;
-use taskplane_server::{QueueConfig, Server, ServerConfig};
+use taskplane_server::{QueueConfig, Server, ServerConfig, SqliteDurability};
 use tokio_util::sync::CancellationToken;
 
 /// What `taskplane --version` prints: the release and the commit built.
@@ -173,6 +173,30 @@ struct ServeArgs {
     /// How often tasks past their retention are purged.
     #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value_t = queue_default(|q| q.purge_interval))]
     purge_interval: humantime::Duration,
+    /// When an SQLite commit reaches the disk: `full` syncs every commit, so
+    /// an acknowledged enqueue or result survives power loss; `normal` syncs
+    /// at checkpoints only, and power loss or an OS crash can lose the last
+    /// few hundred milliseconds of them (a process crash loses nothing).
+    #[arg(long, env = "TASKPLANE_SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    sqlite_synchronous: Synchronous,
+}
+
+/// `--sqlite-synchronous`: SQLite's `synchronous` setting.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Synchronous {
+    /// Sync every commit (durable through power loss).
+    Full,
+    /// Sync at checkpoints (durable through a process crash only).
+    Normal,
+}
+
+impl From<Synchronous> for SqliteDurability {
+    fn from(synchronous: Synchronous) -> Self {
+        match synchronous {
+            Synchronous::Full => SqliteDurability::Full,
+            Synchronous::Normal => SqliteDurability::Normal,
+        }
+    }
 }
 
 /// A default of the queue's configuration, as a flag's default.
@@ -259,6 +283,7 @@ impl ServeArgs {
                 retention: Some(*self.retention).filter(|r| !r.is_zero()),
                 purge_interval: self.purge_interval.into(),
                 timeout_grace: self.timeout_grace.into(),
+                sqlite_durability: self.sqlite_synchronous.into(),
                 ..QueueConfig::default()
             },
             security: SecurityConfig {

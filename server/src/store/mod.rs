@@ -386,7 +386,9 @@ pub async fn open(database_url: &str, queue: &QueueConfig) -> Result<Arc<dyn Sto
         retry_policy: queue.default_retry_policy,
     };
     if database_url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::open(database_url, defaults).await?));
+        return Ok(Arc::new(
+            SqliteStore::open(database_url, defaults, queue.sqlite_durability).await?,
+        ));
     }
     if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
         return Ok(Arc::new(PostgresStore::open(database_url, defaults).await?));

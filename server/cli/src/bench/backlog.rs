@@ -53,8 +53,11 @@ async fn seed_sqlite(database_url: &str, count: usize, now: i64) -> anyhow::Resu
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(
-            taskplane_server::store::SqliteStore::connect_options(database_url)?
-                .disable_statement_logging(),
+            taskplane_server::store::SqliteStore::connect_options(
+                database_url,
+                taskplane_server::SqliteDurability::default(),
+            )?
+            .disable_statement_logging(),
         )
         .await?;
     for status in ["pending", "completed"] {

@@ -21,6 +21,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use serde_json::json;
 
+use taskplane_server::SqliteDurability;
 use taskplane_server::error::Result;
 use taskplane_server::store::{PostgresStore, SqliteStore, open_sqlite_writer};
 
@@ -125,7 +126,10 @@ const NOT_NEEDED_FOR_DURABILITY: &str = "task_counts_follow_finishes";
 async fn sqlite_pool(url: &str) -> Result<SqlitePool> {
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(SqliteStore::connect_options(url)?)
+        .connect_with(SqliteStore::connect_options(
+            url,
+            SqliteDurability::default(),
+        )?)
         .await?;
     sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -160,10 +164,12 @@ async fn postgres_pool(url: &str) -> Result<PgPool> {
 /// connection), so the limit pays no hand-offs between threads either.
 pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
     sqlite_pool(url).await?.close().await;
-    let path = SqliteStore::connect_options(url)?.get_filename().to_owned();
+    let path = SqliteStore::connect_options(url, SqliteDurability::default())?
+        .get_filename()
+        .to_owned();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let connection = open_sqlite_writer(&path)?;
+        let connection = open_sqlite_writer(&path, SqliteDurability::default())?;
         let insert = async |rows: usize| {
             connection.execute_batch("BEGIN IMMEDIATE")?;
             connection.execute(&insert_sql(&SQLITE, rows), [])?;
@@ -327,7 +333,8 @@ mod tests {
             limits.enqueue_per_sec > 0.0 && limits.process_per_sec > 0.0,
             "{limits:?}"
         );
-        let connection = open_sqlite_writer(&dir.path().join("limit.db")).unwrap();
+        let connection =
+            open_sqlite_writer(&dir.path().join("limit.db"), SqliteDurability::default()).unwrap();
         let counts: Vec<(String, i64, i64)> = connection
             .prepare("SELECT status, count(*), sum(attempts) FROM tasks GROUP BY status")
             .unwrap()

@@ -5,8 +5,9 @@
 //! `busy_timeout` does not retry): claims and result batches on the writer
 //! thread ([`super::writer_thread`]), every other write on the sqlx writer
 //! connection, both under one lock. Reads use a small read-only pool.
-//! `synchronous = NORMAL`: a process crash loses nothing committed, a power
-//! loss can lose the last commits.
+//! `synchronous = FULL` by default, so that what a commit acknowledged
+//! survives power loss; [`SqliteDurability::Normal`] trades that for
+//! fewer syncs.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use super::rows::{self, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
 use super::sql::{self, Common, Dialect, Held, SharedStore, Spelling, Statements, Writer};
 use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
+use crate::config::SqliteDurability;
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, Lease, ResultOutcome, SessionStatus, Task, TaskFilter, TaskStatus};
 
@@ -60,8 +62,13 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file named by a `sqlite://`
-    /// URL and applies `migrations/sqlite`.
-    pub async fn open(database_url: &str, defaults: TypeDefaults) -> Result<Self> {
+    /// URL and applies `migrations/sqlite`; its commits reach the disk as
+    /// `durability` says.
+    pub async fn open(
+        database_url: &str,
+        defaults: TypeDefaults,
+        durability: SqliteDurability,
+    ) -> Result<Self> {
         if database_url.contains(":memory:") || database_url.contains("mode=memory") {
             // The writer thread opens the file by name: an in-memory
             // database would be another, empty one.
@@ -70,7 +77,7 @@ impl SqliteStore {
                  file: give --database-url a file, such as sqlite://taskplane.db"
             )));
         }
-        let options = Self::connect_options(database_url)?;
+        let options = Self::connect_options(database_url, durability)?;
         let path = options.get_filename().to_owned();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_data_dir(parent)?;
@@ -88,7 +95,7 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let writer = Arc::new(WriterLock::new(writer, options));
-        let thread = WriterThread::start(&path, Arc::clone(&writer))?;
+        let thread = WriterThread::start(&path, durability, Arc::clone(&writer))?;
         Ok(SqliteStore {
             common: SharedStore::new(readers, Arc::clone(&writer), defaults),
             writer,
@@ -100,11 +107,17 @@ impl SqliteStore {
     }
 
     /// The connection settings every taskplane SQLite connection uses.
-    pub fn connect_options(database_url: &str) -> Result<SqliteConnectOptions> {
+    pub fn connect_options(
+        database_url: &str,
+        durability: SqliteDurability,
+    ) -> Result<SqliteConnectOptions> {
         Ok(SqliteConnectOptions::from_str(database_url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match durability {
+                SqliteDurability::Full => SqliteSynchronous::Full,
+                SqliteDurability::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // The page cache stays at SQLite's 2 MiB; the kernel caches the

@@ -121,9 +121,11 @@ async fn every_connection_keeps_its_query_plans() {
     let mut reader = store.common.readers().acquire().await.unwrap();
     assert!(plans_are_stable(&mut reader).await);
     // A fresh connection does not have it: the check can fail.
-    let mut fresh = SqliteConnection::connect_with(&SqliteStore::connect_options(&url).unwrap())
-        .await
-        .unwrap();
+    let mut fresh = SqliteConnection::connect_with(
+        &SqliteStore::connect_options(&url, Default::default()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(!plans_are_stable(&mut fresh).await);
 }
 
@@ -241,6 +243,39 @@ async fn the_writer_keeps_statement_journals_in_memory() {
 }
 
 #[tokio::test]
+async fn every_writer_syncs_each_commit_by_default_and_as_configured() {
+    // SQLite's codes for `PRAGMA synchronous`.
+    const FULL: i64 = 2;
+    const NORMAL: i64 = 1;
+    for (durability, synchronous) in [
+        (SqliteDurability::default(), FULL),
+        (SqliteDurability::Normal, NORMAL),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url, crate::store::suite::defaults(), durability)
+            .await
+            .unwrap();
+        let settings = writers_settings(&store).await;
+        assert_eq!(settings, [synchronous, synchronous], "{durability:?}");
+    }
+}
+
+/// `PRAGMA synchronous` on the sqlx writer and on the writer thread.
+async fn writers_settings(store: &SqliteStore) -> [i64; 2] {
+    let sqlx_writer: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *store.writer().await.unwrap())
+        .await
+        .unwrap();
+    let thread = store
+        .thread
+        .write(|connection| Ok(connection.query_row("PRAGMA synchronous", [], |row| row.get(0))?))
+        .await
+        .unwrap();
+    [sqlx_writer, thread]
+}
+
+#[tokio::test]
 async fn the_writer_thread_connects_with_the_sqlx_connections_settings() {
     let (_dir, _url, store) = crate::store::suite::sqlite_store("t.db").await;
     const SETTINGS: [&str; 5] = [
@@ -287,7 +322,8 @@ async fn the_writer_thread_connects_with_the_sqlx_connections_settings() {
 #[tokio::test]
 async fn an_in_memory_database_is_refused_with_what_to_give_instead() {
     for url in ["sqlite::memory:", "sqlite://t.db?mode=memory"] {
-        let refused = SqliteStore::open(url, crate::store::suite::defaults()).await;
+        let refused =
+            SqliteStore::open(url, crate::store::suite::defaults(), Default::default()).await;
         assert!(
             matches!(&refused, Err(Error::InvalidArgument(message)) if message.contains("--database-url a file")),
             "{url}: {:?}",

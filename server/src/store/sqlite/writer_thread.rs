@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use super::rows::Columns;
 use super::writer_lock::WriterLock;
+use crate::config::SqliteDurability;
 use crate::error::{Error, Result};
 
 /// The most writes one transaction holds. A claim and the result batch that
@@ -65,8 +66,8 @@ pub struct WriterThread {
 impl WriterThread {
     /// Opens a connection to the database file at `path` (already migrated)
     /// and starts the thread, which holds `lock` while it writes.
-    pub fn start(path: &Path, lock: Arc<WriterLock>) -> Result<Self> {
-        let connection = open(path)?;
+    pub fn start(path: &Path, durability: SqliteDurability, lock: Arc<WriterLock>) -> Result<Self> {
+        let connection = open(path, durability)?;
         let (jobs, queued) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -215,11 +216,11 @@ fn transaction_failed(step: &str, error: &rusqlite::Error) -> Error {
 /// A connection to the database file at `path` with the settings
 /// `SqliteStore::connect_options` gives the sqlx connections (a test
 /// compares them), and stable query plans.
-pub fn open(path: &Path) -> Result<rusqlite::Connection> {
+pub fn open(path: &Path, durability: SqliteDurability) -> Result<rusqlite::Connection> {
     let connection = rusqlite::Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "wal")?;
-    connection.pragma_update(None, "synchronous", "normal")?;
+    connection.pragma_update(None, "synchronous", durability.pragma())?;
     connection.pragma_update(None, "foreign_keys", true)?;
     connection.pragma_update(None, "temp_store", "memory")?;
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -312,9 +313,14 @@ mod tests {
         drop(store);
         let lock = Arc::new(WriterLock::new(
             SqliteConnection::connect(&url).await.unwrap(),
-            super::super::SqliteStore::connect_options(&url).unwrap(),
+            super::super::SqliteStore::connect_options(&url, SqliteDurability::Full).unwrap(),
         ));
-        let thread = WriterThread::start(&dir.path().join("t.db"), Arc::clone(&lock)).unwrap();
+        let thread = WriterThread::start(
+            &dir.path().join("t.db"),
+            SqliteDurability::Full,
+            Arc::clone(&lock),
+        )
+        .unwrap();
         (dir, thread, lock)
     }
 

@@ -54,7 +54,9 @@ pub(crate) async fn open(backend: Backend) -> (tempfile::TempDir, Box<dyn Store>
 pub(crate) async fn sqlite_store(path: &str) -> (tempfile::TempDir, String, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join(path).display());
-    let store = SqliteStore::open(&url, defaults()).await.unwrap();
+    let store = SqliteStore::open(&url, defaults(), Default::default())
+        .await
+        .unwrap();
     (dir, url, store)
 }
 
