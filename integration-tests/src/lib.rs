@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use taskplane_agent::ConnectOptions;
-use taskplane_agent::{Agent, AgentError, TaskRegistry};
+use taskplane_agent::{Agent, AgentBuilder, AgentError, TaskRegistry};
 use taskplane_common::connect::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
@@ -181,15 +181,25 @@ impl TestAgent {
     /// Connects an agent serving `registry` and waits until the server lists
     /// it, so tasks enqueued next are pushed to it.
     pub async fn start(server: &TestServer, name: &str, registry: TaskRegistry) -> Self {
+        Self::start_configured(server, name, registry, |agent| agent).await
+    }
+
+    /// [`TestAgent::start`] with the builder's settings changed by
+    /// `configure` (8 slots unless it says otherwise).
+    pub async fn start_configured(
+        server: &TestServer,
+        name: &str,
+        registry: TaskRegistry,
+        configure: impl FnOnce(AgentBuilder) -> AgentBuilder,
+    ) -> Self {
         let agent = Agent::builder()
             .registry(registry)
             .server(server.url())
             .name(name)
             .max_concurrency(8)
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .drain_grace(Duration::from_secs(5))
-            .build()
-            .expect("valid agent");
+            .drain_grace(Duration::from_secs(5));
+        let agent = configure(agent).build().expect("valid agent");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(agent.run(async move { token.cancelled().await }));

@@ -20,6 +20,7 @@ use tonic::{Code, Streaming};
 fn register(agent_name: &str, domains: &[(&str, &[&str])], slots: u32) -> AgentMessage {
     AgentMessage {
         message: Some(Agent::Register(Register {
+            max_prefetch: 0,
             agent_name: agent_name.into(),
             domains: domains
                 .iter()
@@ -94,6 +95,7 @@ impl RawAgent {
 
     async fn send_result(&self, task_id: &str, attempt: u32) {
         let result = TaskResult {
+            ran_for: None,
             task_id: task_id.into(),
             attempt,
             outcome: Some(task_result::Outcome::Completed(Completed { result: None })),

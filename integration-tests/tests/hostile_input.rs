@@ -47,6 +47,7 @@ fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
         )
             .prop_map(|(agent_name, domains, max_concurrency)| {
                 AgentMessageKind::Register(Register {
+                    max_prefetch: 0,
                     agent_name,
                     domains: domains
                         .into_iter()
@@ -74,6 +75,7 @@ fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
         (id, any::<u32>(), any::<Option<bool>>(), ".{0,20}").prop_map(
             |(task_id, attempt, outcome, text)| {
                 AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
+                    ran_for: None,
                     task_id,
                     attempt,
                     outcome: outcome.map(|completed| {
@@ -109,6 +111,7 @@ fn session(task_ids: Vec<String>) -> impl Strategy<Value = Vec<AgentMessage>> {
             if registered {
                 let register = AgentMessage {
                     message: Some(AgentMessageKind::Register(Register {
+                        max_prefetch: 0,
                         agent_name: "fuzzer".into(),
                         domains: vec![DomainRegistration {
                             domain: "fuzz".into(),
@@ -481,6 +484,7 @@ async fn registrations_beyond_the_size_limit_are_refused_whole() {
     sender
         .send(AgentMessage {
             message: Some(AgentMessageKind::Register(Register {
+                max_prefetch: 0,
                 agent_name: "big".into(),
                 domains: vec![DomainRegistration {
                     domain: "big".into(),

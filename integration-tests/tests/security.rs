@@ -101,6 +101,7 @@ fn task_type_request(task_type: &str, domain: &str) -> RegisterTaskTypeRequest {
 fn register_message(agent: &str, domains: &[(&str, &[&str])]) -> AgentMessage {
     AgentMessage {
         message: Some(AgentMessageKind::Register(Register {
+            max_prefetch: 0,
             agent_name: agent.into(),
             domains: domains
                 .iter()
@@ -169,6 +170,7 @@ impl Stream {
         self.outbound
             .send(AgentMessage {
                 message: Some(AgentMessageKind::Result(TaskResult {
+                    ran_for: None,
                     task_id: task_id.into(),
                     attempt,
                     outcome: Some(task_result::Outcome::Completed(Completed {

@@ -73,6 +73,7 @@ async fn run_in_span(
         .timeout
         .and_then(|d| Duration::try_from(d).ok())
         .unwrap_or(Duration::from_secs(300));
+    let began = std::time::Instant::now();
     let outcome = match registry.get_handler(&assignment.task_type) {
         None => Err(TaskError::Permanent(format!(
             "this agent has no handler for task type '{}'",
@@ -83,7 +84,8 @@ async fn run_in_span(
             run_handler(handler, context, timeout, cancel).await
         }
     };
-    let (message, error) = result_message(&assignment, outcome, max_message_bytes);
+    let ran_for = began.elapsed();
+    let (message, error) = result_message(&assignment, outcome, ran_for, max_message_bytes);
     if outbound.send(message).await.is_err() {
         tracing::warn!("stream closed before the result was sent; the server re-queues the task");
     }
@@ -141,11 +143,12 @@ async fn run_handler(
     }
 }
 
-/// The `result` message reporting how `assignment` ended, and the error it
-/// ended with, if any.
+/// The `result` message reporting how `assignment` ended after its handler
+/// ran for `ran_for`, and the error it ended with, if any.
 fn result_message(
     assignment: &Assignment,
     outcome: Result<TaskResult, TaskError>,
+    ran_for: Duration,
     max_message_bytes: usize,
 ) -> (AgentMessage, Option<TaskError>) {
     let error = match outcome {
@@ -153,7 +156,7 @@ fn result_message(
             let completed = task_result::Outcome::Completed(Completed {
                 result: Some(json_to_struct(&result.output)),
             });
-            let message = reporting(assignment, completed);
+            let message = reporting(assignment, completed, ran_for);
             let size = message.encoded_len();
             if size <= max_message_bytes {
                 tracing::info!("task completed");
@@ -171,16 +174,21 @@ fn result_message(
         error: bounded_text(error.to_string(), MAX_ERROR_BYTES),
         retryable: error.is_retryable(),
     });
-    (reporting(assignment, failed), Some(error))
+    (reporting(assignment, failed, ran_for), Some(error))
 }
 
 /// The `result` message reporting `outcome` for the assignment's attempt.
-fn reporting(assignment: &Assignment, outcome: task_result::Outcome) -> AgentMessage {
+fn reporting(
+    assignment: &Assignment,
+    outcome: task_result::Outcome,
+    ran_for: Duration,
+) -> AgentMessage {
     AgentMessage {
         message: Some(AgentMessageKind::Result(taskplane_proto::v1::TaskResult {
             task_id: assignment.task_id.clone(),
             attempt: assignment.attempt,
             outcome: Some(outcome),
+            ran_for: prost_types::Duration::try_from(ran_for).ok(),
         })),
     }
 }

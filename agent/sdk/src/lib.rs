@@ -83,6 +83,7 @@ pub mod registry;
 mod running;
 pub mod runtime;
 pub mod versioned;
+mod work;
 
 pub use config::RegistryConfig;
 pub use factory::{FactoryRegistry, HandlerFactory};

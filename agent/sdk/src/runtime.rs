@@ -20,10 +20,9 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::execution::run_assignment;
 use crate::metrics::AgentMetrics;
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
-use crate::running::Running;
+use crate::work::{Launcher, Work};
 use taskplane_common::ConnectOptions;
 
 /// The server agents connect to when none is given.
@@ -85,6 +84,7 @@ pub struct AgentBuilder {
     servers: Vec<String>,
     name: String,
     max_concurrency: u32,
+    prefetch: Option<u32>,
     labels: BTreeMap<String, String>,
     reconnect_min: Duration,
     reconnect_max: Duration,
@@ -92,6 +92,10 @@ pub struct AgentBuilder {
     connect_options: ConnectOptions,
     give_up_after: Option<Duration>,
 }
+
+/// Assignments queued per slot unless [`AgentBuilder::prefetch`] says
+/// otherwise.
+pub const DEFAULT_PREFETCH_PER_SLOT: u32 = 8;
 
 impl AgentBuilder {
     /// Stop with [`AgentError::Unreachable`] when no server could be
@@ -149,6 +153,19 @@ impl AgentBuilder {
         self
     }
 
+    /// How many assignments may wait here beyond the running ones, so that
+    /// a handler that returns starts the next task at once instead of
+    /// waiting for a round trip to the server (default
+    /// [`DEFAULT_PREFETCH_PER_SLOT`] per slot; the server accepts up to
+    /// 1024). The server fills only as much of it as the handlers finish
+    /// while it claims more: handlers that run long get no queue, so their
+    /// tasks never wait here while another agent could run them. 0 turns
+    /// it off.
+    pub fn prefetch(mut self, assignments: u32) -> Self {
+        self.prefetch = Some(assignments);
+        self
+    }
+
     /// A label sent at registration (e.g. `zone=eu-1`).
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
@@ -192,6 +209,10 @@ impl AgentBuilder {
             next_server: AtomicUsize::new(0),
             name: self.name,
             max_concurrency: self.max_concurrency,
+            prefetch: self.prefetch.unwrap_or(
+                self.max_concurrency
+                    .saturating_mul(DEFAULT_PREFETCH_PER_SLOT),
+            ),
             labels: self.labels,
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
@@ -211,6 +232,7 @@ pub struct Agent {
     next_server: AtomicUsize,
     name: String,
     max_concurrency: u32,
+    prefetch: u32,
     labels: BTreeMap<String, String>,
     reconnect_min: Duration,
     reconnect_max: Duration,
@@ -263,6 +285,7 @@ impl Agent {
             servers: vec![DEFAULT_SERVER.to_owned()],
             name: "taskplane-agent".to_owned(),
             max_concurrency: 16,
+            prefetch: None,
             labels: BTreeMap::new(),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
@@ -368,6 +391,7 @@ impl Agent {
                 domains,
                 max_concurrency: self.max_concurrency,
                 labels: self.labels.clone().into_iter().collect(),
+                max_prefetch: self.prefetch,
             })),
         }
     }
@@ -399,7 +423,7 @@ impl Agent {
         let mut client =
             AgentServiceClient::new(channel).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let (outbound, receiver) =
-            mpsc::channel::<AgentMessage>(self.max_concurrency as usize + 16);
+            mpsc::channel::<AgentMessage>((self.max_concurrency + self.prefetch) as usize + 16);
         outbound
             .try_send(self.register_message())
             .expect("a new channel has room");
@@ -439,12 +463,20 @@ impl Agent {
             session_id: registered.session_id.clone(),
         });
 
-        let mut running = Running::default();
-        let mut handlers: JoinSet<(String, u32)> = JoinSet::new();
+        let mut work = Work::new(
+            self.max_concurrency,
+            Launcher {
+                registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
+                outbound: outbound.clone(),
+                max_message_bytes,
+            },
+        );
         let mut heartbeats: JoinSet<()> = JoinSet::new();
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
         loop {
+            let give_back_at = work.give_back_at();
             tokio::select! {
                 message = inbound.message() => {
                     let message = match message {
@@ -454,12 +486,9 @@ impl Agent {
                     };
                     last_heard = tokio::time::Instant::now();
                     match message.message {
-                        Some(ServerMessageKind::Assignment(assignment)) => {
-                            let cancel = running.start(&assignment.task_id, assignment.attempt);
-                            handlers.spawn(run_assignment(self.registry.clone(), self.metrics.clone(), assignment, cancel, outbound.clone(), max_message_bytes));
-                        }
+                        Some(ServerMessageKind::Assignment(assignment)) => work.assign(assignment),
                         Some(ServerMessageKind::Cancel(cancel)) => {
-                            if running.cancel(&cancel.task_id) {
+                            if work.cancel(&cancel.task_id) {
                                 tracing::info!(task_id = %cancel.task_id, reason = %cancel.reason, "cancelling task");
                             }
                         }
@@ -474,52 +503,43 @@ impl Agent {
                         "the server was silent for {silence_limit:?}, longer than a lease less one heartbeat interval"
                     )));
                 }
-                Some(finished) = handlers.join_next() => {
-                    if let Ok((task_id, attempt)) = finished {
-                        running.finished(&task_id, attempt);
-                    }
+                Some(()) = work.next_finished() => {}
+                () = sleep_until_some(give_back_at), if give_back_at.is_some() => {
+                    work.give_back_if_stuck().await;
                 }
                 _ = heartbeat.tick() => {
                     // One heartbeat in flight at a time: handler self-checks
                     // run off the loop, bounded to half the interval.
                     while heartbeats.try_join_next().is_some() {}
                     if heartbeats.is_empty() {
-                        let running_task_ids = running.task_ids();
+                        let running_task_ids = work.running_task_ids();
                         heartbeats.spawn(send_heartbeat(self.registry.clone(), running_task_ids, heartbeat_every / 2, outbound.clone()));
                     }
                 }
                 () = stop.cancelled() => {
-                    self.drain(outbound, inbound, handlers, running).await;
+                    self.drain(outbound, inbound, work).await;
                     return Ok(SessionEnd::Drained);
                 }
             }
         }
     }
 
-    /// Asks for no new work, lets running handlers finish within the grace
-    /// period (cancelling the rest), reports them, then closes the stream.
+    /// Asks for no new work, lets running and queued tasks finish within
+    /// the grace period (cancelling the rest), reports them, then closes
+    /// the stream.
     async fn drain(
         &self,
         outbound: mpsc::Sender<AgentMessage>,
         mut inbound: tonic::Streaming<taskplane_proto::v1::ServerMessage>,
-        mut handlers: JoinSet<(String, u32)>,
-        running: Running,
+        work: Work,
     ) {
-        tracing::info!(running = handlers.len(), "draining");
+        tracing::info!(tasks = work.len(), "draining");
         let _ = outbound
             .send(AgentMessage {
                 message: Some(AgentMessageKind::Drain(Drain {})),
             })
             .await;
-        let finish = async { while handlers.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.drain_grace, finish)
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain grace ran out; cancelling the tasks still running");
-            running.cancel_all();
-            while handlers.join_next().await.is_some() {}
-        }
+        work.finish(self.drain_grace).await;
         // Half-close, then read until the server has seen everything and ends the stream.
         drop(outbound);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -527,6 +547,14 @@ impl Agent {
         })
         .await;
         tracing::info!("drained");
+    }
+}
+
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1250,6 +1250,13 @@ pub struct Register {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The most assignments the agent queues beyond its slots, starting the
+    /// oldest the moment a handler returns (its prefetch). The server fills
+    /// only as much of it as the agent's handlers finish while one claim runs
+    /// (none for handlers that run long), at most 1024. 0, as from older
+    /// agents: the agent runs every assignment it gets at once.
+    #[prost(uint32, tag = "5")]
+    pub max_prefetch: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DomainRegistration {
@@ -1313,7 +1320,12 @@ pub struct TaskResult {
     /// The assignment's attempt: the fencing token of the lease.
     #[prost(uint32, tag = "2")]
     pub attempt: u32,
-    #[prost(oneof = "task_result::Outcome", tags = "3, 4")]
+    /// How long the handler ran, which sizes the agent's prefetch window. Unset
+    /// (older agents): the server counts from when it expects the attempt to
+    /// have started.
+    #[prost(message, optional, tag = "5")]
+    pub ran_for: ::core::option::Option<::prost_types::Duration>,
+    #[prost(oneof = "task_result::Outcome", tags = "3, 4, 6")]
     pub outcome: ::core::option::Option<task_result::Outcome>,
 }
 /// Nested message and enum types in `TaskResult`.
@@ -1324,8 +1336,18 @@ pub mod task_result {
         Completed(super::Completed),
         #[prost(message, tag = "4")]
         Failed(super::Failed),
+        #[prost(message, tag = "6")]
+        GivenBack(super::GivenBack),
     }
 }
+/// The agent never started this assignment and gives it back: it waited in
+/// the agent's queue while every slot stayed busy (the SDK gives back after
+/// 10 ms without a slot freeing), or the agent is draining. The task goes
+/// back to the queue as if it had never been claimed, its attempt
+/// uncounted, and the server queues no more beyond this agent's slots until
+/// its handlers prove fast again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GivenBack {}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Completed {
     #[prost(message, optional, tag = "1")]

@@ -32,6 +32,7 @@ use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
 use crate::engine::plane::ControlPlane;
+use crate::engine::prefetch::MAX_PREFETCH;
 use crate::engine::sessions::{NewSession, Session, ToAgent};
 use crate::error::{Error, Result};
 use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
@@ -196,7 +197,9 @@ impl AgentService for AgentApi {
             })?;
 
         let slots = register.max_concurrency.max(1);
-        let (outbound, receiver) = tokio::sync::mpsc::channel(slots as usize + OUTBOUND_HEADROOM);
+        let max_prefetch = register.max_prefetch.min(MAX_PREFETCH);
+        let (outbound, receiver) =
+            tokio::sync::mpsc::channel((slots + max_prefetch) as usize + OUTBOUND_HEADROOM);
         let session = Arc::new(Session::new(NewSession {
             agent_id: Uuid::now_v7(),
             agent_name: register.agent_name.clone(),
@@ -204,6 +207,7 @@ impl AgentService for AgentApi {
             task_types: specs.iter().map(|s| s.task_type.clone()).collect(),
             labels: register.labels.clone().into_iter().collect(),
             max_concurrency: slots,
+            max_prefetch,
             outbound,
         }));
         let registered = Registered {
@@ -423,6 +427,10 @@ async fn handle_result(
         return Ok(());
     }
     let outcome = match result.outcome {
+        Some(task_result::Outcome::GivenBack(_)) => {
+            plane.give_back(session, task_id, result.attempt).await;
+            return Ok(());
+        }
         Some(task_result::Outcome::Completed(completed))
             if result_size(&completed) > plane.config.max_result_bytes =>
         {
@@ -455,8 +463,11 @@ async fn handle_result(
             ));
         }
     };
+    let ran_for = result
+        .ran_for
+        .and_then(|ran| std::time::Duration::try_from(ran).ok());
     plane
-        .record_result(session.clone(), task_id, result.attempt, outcome)
+        .record_result(session.clone(), task_id, result.attempt, outcome, ran_for)
         .await;
     Ok(())
 }

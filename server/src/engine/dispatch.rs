@@ -1,8 +1,8 @@
 //! Pushing work to agents.
 //!
 //! Each session has one dispatcher: it claims ready tasks of the session's
-//! types, as many as the agent has free slots (up to a batch), and sends them
-//! as assignments. It sleeps until woken by new work, a freed slot or more
+//! types, as many as the agent has free slots and room in its prefetch
+//! window (up to a batch), and sends them as assignments. It sleeps until woken by new work, a freed slot or more
 //! credit, or until the poll interval passes (delayed tasks becoming due).
 //! A claim that comes back short leaves the session caught up, so new tasks
 //! can be handed to it at enqueue (see [`crate::engine::handoff`]), and a freed slot
@@ -10,7 +10,7 @@
 //! is announced or the poll interval passes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -86,8 +86,12 @@ async fn claim_and_assign(
         agent_id: session.agent_id,
         expires_at: Utc::now() + lease_length,
     };
+    let claim_began = Instant::now();
     let tasks = match plane.store.claim(&session.task_types, free, &lease).await {
-        Ok(tasks) => tasks,
+        Ok(tasks) => {
+            session.claim_took(claim_began.elapsed());
+            tasks
+        }
         Err(error) => {
             tracing::error!(%error, session_id = %session.id, "claim failed");
             session.unreserve(free);
@@ -102,7 +106,7 @@ async fn claim_and_assign(
     plane.events.changed(tasks.iter().map(|t| t.id));
     let now = Utc::now();
     for task in tasks {
-        session.place(task.id, task.attempts, overdue_at(plane, &task));
+        session.place(task.id, task.attempts, answer_within(plane, &task));
         if !send_assignment(plane, session, task, lease.expires_at, now).await {
             // The stream is gone; closing the session releases the leases.
             return Claimed::StreamGone;
@@ -115,11 +119,11 @@ async fn claim_and_assign(
     }
 }
 
-/// When the server ends an attempt of `task` sent now, if its agent has not
-/// answered: its timeout and the grace have passed (see
+/// How long after it starts the server ends an attempt of `task` whose
+/// agent has not answered: its timeout and the grace (see
 /// `maintenance::leases`).
-pub fn overdue_at(plane: &ControlPlane, task: &Task) -> Instant {
-    Instant::now() + task.timeout + plane.config.timeout_grace
+pub fn answer_within(plane: &ControlPlane, task: &Task) -> Duration {
+    task.timeout + plane.config.timeout_grace
 }
 
 /// Counts, logs and sends the assignment of a task leased to `session`

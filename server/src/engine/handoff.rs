@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::engine::dispatch::{overdue_at, send_assignment};
+use crate::engine::dispatch::{answer_within, send_assignment};
 use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::Session;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
@@ -90,7 +90,7 @@ impl<'a> HandOffs<'a> {
                 session.unreserve(1);
                 continue;
             };
-            session.place(task.id, task.attempts, overdue_at(self.plane, task));
+            session.place(task.id, task.attempts, answer_within(self.plane, task));
             // A closed stream is dealt with below, as its session closes.
             let task = Task::clone(task);
             send_assignment(self.plane, &session, task, reservation.expires_at, now).await;
@@ -158,6 +158,7 @@ mod tests {
             task_types: vec!["a".into()],
             labels: BTreeMap::new(),
             max_concurrency: 2,
+            max_prefetch: 0,
             outbound,
         }));
         session.caught_up(session.work_announced());

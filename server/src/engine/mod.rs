@@ -7,6 +7,7 @@
 //!   live sessions and the change notices consistent.
 //! - [`sessions`]: live agent streams, their slots and in-flight attempts.
 //! - [`dispatch`]: one dispatcher per session, claiming and assigning.
+//! - [`prefetch`]: how many assignments an agent queues beyond its slots.
 //! - [`handoff`]: new tasks handed straight to idle agents at enqueue.
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
@@ -21,5 +22,6 @@ pub mod events;
 pub mod group_commit;
 pub mod handoff;
 pub mod plane;
+pub mod prefetch;
 pub mod sessions;
 pub mod storage_faults;

@@ -107,8 +107,9 @@ impl ControlPlane {
         Ok(enqueued)
     }
 
-    /// Records what an agent reported for an attempt it was assigned: frees
-    /// its slot at once and queues the result for the next batched write
+    /// Records what an agent reported for an attempt it was assigned, its
+    /// handler having run for `ran_for` (if the agent said): frees its slot
+    /// at once and queues the result for the next batched write
     /// (see [`crate::engine::completer`]). A stale attempt changes nothing
     /// and is answered with `cancel`, so the agent knows its work no longer
     /// counts.
@@ -118,8 +119,9 @@ impl ControlPlane {
         task_id: Uuid,
         attempt: u32,
         result: AttemptResult,
+        ran_for: Option<std::time::Duration>,
     ) {
-        session.untrack_attempt(task_id, attempt);
+        session.untrack_attempt(task_id, attempt, ran_for);
         self.completer
             .record(ReportedResult {
                 session,
@@ -128,6 +130,28 @@ impl ControlPlane {
                 result,
             })
             .await;
+    }
+
+    /// Returns to the queue an assignment the agent gave back unstarted, its
+    /// attempt uncounted, and wakes the sessions of its type. A lease no
+    /// longer current changes nothing; should the write fail, the task
+    /// goes back when the session closes or its lease expires.
+    pub async fn give_back(&self, session: &Session, task_id: Uuid, attempt: u32) {
+        if !session.given_back(task_id, attempt) {
+            return;
+        }
+        match self.store.give_back(task_id, attempt, session.id).await {
+            Ok(Some(task_type)) => {
+                tracing::debug!(%task_id, attempt, session_id = %session.id, "given back unstarted");
+                self.sessions.wake_for([task_type.as_str()]);
+                self.events.changed([task_id]);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                self.storage_faults.note(&error);
+                tracing::warn!(%task_id, %error, "could not return a task given back; its lease will");
+            }
+        }
     }
 
     /// Agent sessions of every replica, freshest view first: this replica's

@@ -3,22 +3,29 @@
 //! A session is one `AgentService.Connect` stream. It tracks the agent's slots
 //! (credit), the assignments it has not answered yet and the slots an
 //! enqueue has reserved to hand it new tasks, so the server never has more
-//! unfinished assignments on a session than the agent has slots.
+//! unfinished assignments on a session than the agent has slots and its
+//! prefetch window (see [`crate::engine::prefetch`]).
+//!
+//! Assignments beyond the slots wait in the agent's queue, oldest first, and
+//! the session keeps them in the same order: one starts when a running one
+//! is answered. An attempt's timeout counts from its start, so the server
+//! ends an attempt that overran it only once it has started.
 //!
 //! A session is *caught up* when its last claim came back short (nothing of
 //! its types was ready) and no new work of its types was announced since.
 //! Only a caught-up session takes tasks handed off at enqueue: with nothing
 //! waiting before them, handing them over skips no one in the queue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::engine::prefetch::Prefetch;
 use crate::error::Error;
 use crate::model::{AgentSession, HandlerCheck, SessionStatus, Task};
 
@@ -78,6 +85,10 @@ pub struct Session {
 struct SessionState {
     slots: u32,
     in_flight: HashMap<Uuid, InFlight>,
+    /// The assignments in flight that wait in the agent's queue, oldest
+    /// first.
+    queued: VecDeque<Uuid>,
+    prefetch: Prefetch,
     /// Slots promised to tasks on their way (a claim running, a hand-off
     /// committing): counted as taken, so no two paths fill one slot.
     reserved: u32,
@@ -96,9 +107,17 @@ struct SessionState {
 struct InFlight {
     /// The attempt (the lease's fencing token).
     attempt: u32,
-    /// When the server ends the attempt itself: its timeout and a grace
-    /// have passed without a result.
-    overdue_at: Instant,
+    /// How long after its start the server ends the attempt itself, if the
+    /// agent has not answered: its timeout and a grace.
+    answer_within: Duration,
+    /// When it started; `None` while it waits in the agent's queue.
+    started_at: Option<Instant>,
+}
+
+impl InFlight {
+    fn overdue_at(&self) -> Option<Instant> {
+        self.started_at.map(|started| started + self.answer_within)
+    }
 }
 
 /// Everything a new session is made of.
@@ -115,6 +134,8 @@ pub struct NewSession {
     pub labels: BTreeMap<String, String>,
     /// Its slots.
     pub max_concurrency: u32,
+    /// The most assignments it queues beyond its slots.
+    pub max_prefetch: u32,
     /// Messages to the agent.
     pub outbound: Outbound,
 }
@@ -137,6 +158,8 @@ impl Session {
             state: Mutex::new(SessionState {
                 slots: new.max_concurrency,
                 in_flight: HashMap::new(),
+                queued: VecDeque::new(),
+                prefetch: Prefetch::new(new.max_prefetch),
                 reserved: 0,
                 work_announced: 0,
                 caught_up_at: None,
@@ -152,9 +175,16 @@ impl Session {
         self.state.lock().expect("session state lock poisoned")
     }
 
-    /// Slots free for new assignments (0 while draining).
+    /// Room for new assignments: free slots and the prefetch window's room
+    /// (0 while draining).
     pub fn free_slots(&self) -> u32 {
         self.state().free_slots()
+    }
+
+    /// Notes how long a claim for this session took (it sizes the prefetch
+    /// window).
+    pub fn claim_took(&self, took: Duration) {
+        self.state().prefetch.claim_took(took);
     }
 
     /// Reserves every free slot (up to `most`) for a claim about to run, so
@@ -194,31 +224,39 @@ impl Session {
     }
 
     /// Reserves a free slot for a task handed off at enqueue, if the session
-    /// is caught up, open and not draining.
+    /// is caught up, open and not draining. Only a slot that can start it
+    /// at once: a hand-off never waits in the agent's queue.
     pub fn reserve(&self) -> bool {
         if self.closed.is_cancelled() {
             return false;
         }
         let mut state = self.state();
-        if !state.is_caught_up() || state.free_slots() == 0 {
+        if !state.is_caught_up() || state.idle_slots() == 0 {
             return false;
         }
         state.reserved += 1;
         true
     }
 
-    /// Fills a reserved slot with an attempt sent to the agent, which the
-    /// server ends itself at `overdue_at` if the agent has not answered.
-    pub fn place(&self, task_id: Uuid, attempt: u32, overdue_at: Instant) {
+    /// Fills a reserved slot with an attempt sent to the agent. It starts
+    /// at once if a slot is idle and nothing waits before it, else it
+    /// waits its turn in the agent's queue. The server ends it itself if
+    /// the agent has not answered `answer_within` after its start.
+    pub fn place(&self, task_id: Uuid, attempt: u32, answer_within: Duration) {
         let mut state = self.state();
         state.reserved = state.reserved.saturating_sub(1);
+        let starts = state.queued.is_empty() && state.running() < state.slots;
         state.in_flight.insert(
             task_id,
             InFlight {
                 attempt,
-                overdue_at,
+                answer_within,
+                started_at: starts.then(Instant::now),
             },
         );
+        if !starts {
+            state.queued.push_back(task_id);
+        }
     }
 
     /// Gives back `count` reserved slots that no task filled after all.
@@ -242,36 +280,58 @@ impl Session {
     /// Forgets an assignment that ended without a result (cancelled, say),
     /// freeing its slot. Returns whether it was in flight.
     pub fn untrack(&self, task_id: Uuid) -> bool {
-        let freed = self.state().in_flight.remove(&task_id).is_some();
+        let freed = self.state().remove(task_id).is_some();
         if freed {
             self.wake.notify_one();
         }
         freed
     }
 
-    /// Forgets the assignment of this attempt, which the agent answered,
-    /// freeing its slot. A result for another attempt of the task (one
-    /// whose lease expired and was leased again) leaves the current one
-    /// tracked. Returns whether that attempt was in flight.
-    pub fn untrack_attempt(&self, task_id: Uuid, attempt: u32) -> bool {
+    /// Forgets the assignment of this attempt, which the agent answered
+    /// after its handler ran for `ran_for` (if it said), freeing its slot.
+    /// A result for another attempt of the task (one whose lease expired
+    /// and was leased again) leaves the current one tracked. Returns
+    /// whether that attempt was in flight.
+    pub fn untrack_attempt(&self, task_id: Uuid, attempt: u32, ran_for: Option<Duration>) -> bool {
         let mut state = self.state();
         if state.in_flight.get(&task_id).map(|f| f.attempt) != Some(attempt) {
             return false;
         }
-        state.in_flight.remove(&task_id);
+        let answered = state.remove(task_id).expect("checked above");
+        // An agent that does not say how long its handler ran: as long as
+        // the server saw it run.
+        if let Some(ran) = ran_for.or(answered.started_at.map(|started| started.elapsed())) {
+            state.prefetch.handler_ran(ran);
+        }
         drop(state);
         self.wake.notify_one();
         true
     }
 
-    /// The attempts past their `overdue_at`, oldest first.
+    /// Forgets a queued assignment its agent gave back unstarted, and
+    /// closes the prefetch window (see [`Prefetch::gave_back`]). Returns
+    /// whether that attempt was in flight.
+    pub fn given_back(&self, task_id: Uuid, attempt: u32) -> bool {
+        let mut state = self.state();
+        if state.in_flight.get(&task_id).map(|f| f.attempt) != Some(attempt) {
+            return false;
+        }
+        state.remove(task_id);
+        let slots = state.slots;
+        state.prefetch.gave_back(slots);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// The started attempts past their timeout and grace, oldest first.
     pub fn overdue(&self, now: Instant) -> Vec<(Uuid, u32)> {
         let state = self.state();
         let mut overdue: Vec<_> = state
             .in_flight
             .iter()
-            .filter(|(_, f)| f.overdue_at <= now)
-            .map(|(id, f)| (f.overdue_at, *id, f.attempt))
+            .filter_map(|(id, f)| Some((f.overdue_at()?, *id, f.attempt)))
+            .filter(|(overdue_at, _, _)| *overdue_at <= now)
             .collect();
         overdue.sort();
         overdue
@@ -287,7 +347,10 @@ impl Session {
 
     /// Sets the agent's slots (credit); 0 pauses delivery.
     pub fn set_slots(&self, slots: u32) {
-        self.state().slots = slots;
+        let mut state = self.state();
+        state.slots = slots;
+        state.start_queued();
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -313,7 +376,7 @@ impl Session {
         let state = self.state();
         SessionStatus {
             slots: state.slots,
-            running: state.in_flight.len() as u32,
+            running: state.running(),
             draining: state.draining,
             last_seen_at: state.last_seen_at,
             health: state.health.clone(),
@@ -341,12 +404,51 @@ impl SessionState {
         self.caught_up_at == Some(self.work_announced)
     }
 
+    /// Assignments started and not answered.
+    fn running(&self) -> u32 {
+        (self.in_flight.len() - self.queued.len()) as u32
+    }
+
+    /// Room for new assignments, in the slots and the prefetch window.
     fn free_slots(&self) -> u32 {
+        if self.draining {
+            return 0;
+        }
+        (self.slots + self.prefetch.window(self.slots))
+            .saturating_sub(self.in_flight.len() as u32 + self.reserved)
+    }
+
+    /// Slots that would start a new assignment at once.
+    fn idle_slots(&self) -> u32 {
         if self.draining {
             return 0;
         }
         self.slots
             .saturating_sub(self.in_flight.len() as u32 + self.reserved)
+    }
+
+    /// Forgets an assignment; a queued one's turn comes when a running one
+    /// ends (the agent starts the oldest as a handler returns).
+    fn remove(&mut self, task_id: Uuid) -> Option<InFlight> {
+        let removed = self.in_flight.remove(&task_id)?;
+        if removed.started_at.is_none() {
+            self.queued.retain(|queued| *queued != task_id);
+        }
+        self.start_queued();
+        Some(removed)
+    }
+
+    /// Starts the oldest queued assignments while slots are idle, as the
+    /// agent does.
+    fn start_queued(&mut self) {
+        while self.running() < self.slots {
+            let Some(next) = self.queued.pop_front() else {
+                return;
+            };
+            if let Some(next) = self.in_flight.get_mut(&next) {
+                next.started_at = Some(Instant::now());
+            }
+        }
     }
 }
 
@@ -397,13 +499,13 @@ impl Sessions {
     }
 
     /// Reserves a slot for a task of this type on the caught-up session
-    /// serving it that has the most free slots, if any.
+    /// serving it that has the most idle slots, if any.
     pub fn reserve_for(&self, task_type: &str) -> Option<Arc<Session>> {
         let session = self
             .read()
             .values()
             .filter(|s| s.task_types.iter().any(|t| t == task_type))
-            .max_by_key(|s| s.free_slots())
+            .max_by_key(|s| s.state().idle_slots())
             .cloned()?;
         session.reserve().then_some(session)
     }
@@ -426,7 +528,13 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     fn session(slots: u32) -> Session {
+        prefetching_session(slots, 0)
+    }
+
+    fn prefetching_session(slots: u32, max_prefetch: u32) -> Session {
         let (outbound, _) = tokio::sync::mpsc::channel(1);
         Session::new(NewSession {
             agent_id: Uuid::now_v7(),
@@ -435,8 +543,55 @@ mod tests {
             task_types: vec![],
             labels: BTreeMap::new(),
             max_concurrency: slots,
+            max_prefetch,
             outbound,
         })
+    }
+
+    #[test]
+    fn queued_assignments_start_in_order_as_running_ones_are_answered() {
+        let session = prefetching_session(1, 8);
+        assert_eq!(session.free_slots(), 1, "no window before any timing");
+        session.claim_took(Duration::from_millis(1));
+        let task = Uuid::now_v7();
+        session.place(task, 1, MINUTE);
+        assert!(session.untrack_attempt(task, 1, Some(Duration::from_micros(100))));
+        assert_eq!(session.free_slots(), 9, "fast handlers: the whole window");
+
+        let [first, second, third] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        for task in [first, second, third] {
+            assert_eq!(session.reserve_free(1), 1);
+            session.place(task, 1, Duration::ZERO);
+        }
+        assert_eq!(session.status().running, 1, "one slot: one runs, two wait");
+        let later = Instant::now() + MINUTE;
+        assert_eq!(
+            session.overdue(later),
+            vec![(first, 1)],
+            "only a started attempt can overrun its timeout"
+        );
+        assert!(session.untrack_attempt(first, 1, Some(Duration::from_micros(100))));
+        assert_eq!(session.overdue(later), vec![(second, 1)]);
+        // A queued one that is cancelled leaves the queue; the next waits on.
+        assert!(session.untrack(third));
+        assert_eq!(session.overdue(later), vec![(second, 1)]);
+        assert_eq!(session.status().running, 1);
+    }
+
+    #[test]
+    fn hand_offs_take_only_idle_slots() {
+        let session = prefetching_session(1, 8);
+        session.claim_took(Duration::from_millis(1));
+        let task = Uuid::now_v7();
+        session.place(task, 1, MINUTE);
+        assert!(session.untrack_attempt(task, 1, Some(Duration::from_micros(100))));
+        session.caught_up(session.work_announced());
+        assert!(session.reserve());
+        assert!(
+            !session.reserve(),
+            "the window's room would make a hand-off wait"
+        );
+        assert!(session.free_slots() > 0, "claims may still fill the window");
     }
 
     #[test]
@@ -445,12 +600,12 @@ mod tests {
         let task = Uuid::now_v7();
         // Attempt 1's lease expired and the same session leased attempt 2.
         assert_eq!(session.reserve_free(10), 2);
-        session.place(task, 2, Instant::now());
+        session.place(task, 2, MINUTE);
         session.unreserve(1);
-        assert!(!session.untrack_attempt(task, 1));
+        assert!(!session.untrack_attempt(task, 1, None));
         assert!(session.holds(task));
         assert_eq!(session.free_slots(), 1);
-        assert!(session.untrack_attempt(task, 2));
+        assert!(session.untrack_attempt(task, 2, None));
         assert!(!session.holds(task));
         assert_eq!(session.free_slots(), 2);
     }
@@ -479,7 +634,7 @@ mod tests {
         assert!(!session.reserve(), "no free slot left");
 
         let task = Uuid::now_v7();
-        session.place(task, 1, Instant::now());
+        session.place(task, 1, MINUTE);
         assert!(session.holds(task));
         session.unreserve(1);
         assert_eq!(session.free_slots(), 1);

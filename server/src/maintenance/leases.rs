@@ -116,6 +116,7 @@ async fn end_overdue_attempts(plane: &ControlPlane) {
                     task_id,
                     attempt,
                     AttemptResult::failed(reason, true),
+                    None,
                 )
                 .await;
         }

@@ -202,6 +202,15 @@ pub trait Store: Send + Sync + 'static {
         self.common().cancel(id, reason).await
     }
 
+    /// Returns to the queue a task leased to `session_id` at `attempt` that
+    /// its agent gave back without starting it (it waited in the agent's
+    /// queue while every slot stayed busy): as if never claimed, its attempt
+    /// uncounted. Answers its type, or `None` when that lease is no longer
+    /// current (the task was cancelled, say), which changes nothing.
+    async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {
+        self.common().give_back(id, attempt, session_id).await
+    }
+
     /// Puts a DEAD or CANCELLED task back in the queue with fresh attempts.
     async fn retry(&self, id: Uuid) -> Result<Task> {
         self.common().retry(id).await

@@ -119,6 +119,9 @@ pub trait Writes: Send + Sync {
     async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)>;
     /// Puts a DEAD or CANCELLED task back in the queue.
     async fn retry(&self, id: Uuid) -> Result<Task>;
+    /// Returns a task its agent gave back unstarted to the queue, its
+    /// attempt uncounted; see [`Shared::give_back`].
+    async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>>;
     /// Records that an agent session registered.
     async fn record_session_start(&self, session: &AgentSession) -> Result<()>;
     /// Records that an agent session ended.
@@ -203,6 +206,13 @@ where
     async fn retry(&self, id: Uuid) -> Result<Task> {
         in_transaction!(self, |tx| Shared::<DB>::retry(&mut tx, id, &self.defaults)
             .await?)
+    }
+
+    async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {
+        in_transaction!(self, |tx| Shared::<DB>::give_back(
+            &mut tx, id, attempt, session_id
+        )
+        .await?)
     }
 
     async fn record_session_start(&self, session: &AgentSession) -> Result<()> {

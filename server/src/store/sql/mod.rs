@@ -77,6 +77,7 @@ pub struct Statements {
     fetch_task_locked: String,
     cancel: String,
     retry: String,
+    give_back: String,
     end_one_attempt: String,
     attempts: String,
     queue_stats: String,
@@ -112,6 +113,15 @@ impl Statements {
                 "UPDATE tasks SET status = 'pending', max_attempts = attempts + $1, run_at = $2,
                      updated_at = $2, finished_at = NULL, result = NULL
                  WHERE id = $3{id_cast} RETURNING {task_columns}"
+            ),
+            give_back: format!(
+                "UPDATE tasks SET status = 'pending', attempts = attempts - 1,
+                     started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+                     lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL,
+                     updated_at = $1
+                 WHERE id = $2{id_cast} AND status = 'running' AND attempts = $3
+                     AND lease_session = $4
+                 RETURNING task_type"
             ),
             end_one_attempt: end_attempts_sql(
                 id_text,

@@ -264,6 +264,41 @@ where
         rows::task(&row)
     }
 
+    /// Returns to the queue, inside the caller's transaction, a task leased
+    /// to `session_id` at `attempt` that its agent gave back unstarted: as
+    /// if the claim never happened, its attempt uncounted. Answers the
+    /// task's type, or `None` when that lease is no longer current.
+    pub async fn give_back(
+        connection: &mut DB::Connection,
+        id: Uuid,
+        attempt: u32,
+        session_id: Uuid,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().give_back.as_str()))
+            .bind(millis(Utc::now()))
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .bind(session_id.to_string())
+            .fetch_optional(&mut *connection)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task_type = row.text("task_type")?;
+        sqlx::query("DELETE FROM task_attempts WHERE task_id = $1 AND attempt = $2")
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .execute(&mut *connection)
+            .await?;
+        if let Some(announce) = DB::statements().announce_ready {
+            sqlx::query(announce)
+                .bind(task_type.clone())
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(Some(task_type))
+    }
+
     /// Records that an agent session registered.
     pub async fn record_session_start<'e>(
         executor: impl Executor<'e, Database = DB>,

@@ -1,0 +1,152 @@
+//! How many assignments a session gets beyond its slots: its prefetch.
+//!
+//! An agent that opts in (`Register.max_prefetch`) queues assignments
+//! beyond the tasks it runs and starts the next one the moment a handler
+//! returns, instead of waiting for its result to reach the server, a claim
+//! to run and the assignment to come back. That round trip, not the work,
+//! bounded a slot's turnover: without a queue, throughput was proportional
+//! to slots.
+//!
+//! A queued task waits for a slot while another agent might have run it, so
+//! the window is sized to cost no more than a claim: it holds as many tasks
+//! as the agent's slots finish while one claim runs,
+//! `slots × claim time ÷ handler time`, at most what the agent asked for.
+//! Fast handlers get the agent's whole window; a handler that runs longer
+//! than a claim takes gets less than one task per slot, and one that runs
+//! for seconds gets none. Both times are smoothed averages: the handler's
+//! as its agent reports it on each result, the claim's as the session's
+//! dispatcher measures it. Until both are known the window is empty.
+
+use std::time::Duration;
+
+/// The most assignments an agent may queue beyond its slots, whatever it
+/// asks for: each one is a task the server tracks for the session.
+pub const MAX_PREFETCH: u32 = 1024;
+
+/// How much of each new sample the averages take.
+const SMOOTHING: f64 = 0.25;
+
+/// A session's prefetch: what the agent asked for and the averages that
+/// size the window.
+#[derive(Debug, Default)]
+pub struct Prefetch {
+    /// The most the agent queues (0: it runs only what fits its slots).
+    most: u32,
+    /// Seconds a handler of this agent runs, smoothed.
+    handler_secs: Option<f64>,
+    /// Seconds a claim for this session takes, smoothed.
+    claim_secs: Option<f64>,
+}
+
+impl Prefetch {
+    /// An empty window for an agent that queues up to `most` assignments.
+    pub fn new(most: u32) -> Self {
+        Prefetch {
+            most: most.min(MAX_PREFETCH),
+            ..Prefetch::default()
+        }
+    }
+
+    /// Notes how long a handler ran.
+    pub fn handler_ran(&mut self, ran: Duration) {
+        smooth(&mut self.handler_secs, ran);
+    }
+
+    /// Notes how long a claim took.
+    pub fn claim_took(&mut self, took: Duration) {
+        smooth(&mut self.claim_secs, took);
+    }
+
+    /// Notes that the agent gave back a queued assignment because none of
+    /// its `slots` freed for a while: its handlers now run longer than the
+    /// averages say. The window closes until fast results open it again.
+    pub fn gave_back(&mut self, slots: u32) {
+        if let (Some(handler), Some(claim)) = (&mut self.handler_secs, self.claim_secs) {
+            *handler = handler.max(claim * f64::from(slots + 1));
+        }
+    }
+
+    /// How many assignments beyond `slots` the session may hold now.
+    pub fn window(&self, slots: u32) -> u32 {
+        let (Some(handler), Some(claim)) = (self.handler_secs, self.claim_secs) else {
+            return 0;
+        };
+        // A handler that reports no time at all is as fast as can be told.
+        let per_claim = f64::from(slots) * claim / handler.max(1e-6);
+        (per_claim as u32).min(self.most)
+    }
+}
+
+fn smooth(average: &mut Option<f64>, sample: Duration) {
+    let sample = sample.as_secs_f64();
+    *average = Some(match *average {
+        Some(average) => average + SMOOTHING * (sample - average),
+        None => sample,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_window_is_empty_until_both_times_are_known() {
+        let mut prefetch = Prefetch::new(64);
+        assert_eq!(prefetch.window(16), 0);
+        prefetch.handler_ran(MS);
+        assert_eq!(prefetch.window(16), 0);
+        prefetch.claim_took(MS);
+        assert_eq!(prefetch.window(16), 16);
+    }
+
+    #[test]
+    fn the_window_holds_what_the_slots_finish_during_a_claim() {
+        let mut prefetch = Prefetch::new(64);
+        prefetch.claim_took(MS);
+        prefetch.handler_ran(Duration::from_micros(10));
+        assert_eq!(prefetch.window(16), 64, "fast handlers: all that was asked");
+        let mut slow = Prefetch::new(64);
+        slow.claim_took(MS);
+        slow.handler_ran(4 * MS);
+        assert_eq!(slow.window(16), 4, "16 slots finish 4 tasks per claim");
+        for _ in 0..10 {
+            slow.handler_ran(Duration::from_secs(30));
+        }
+        assert_eq!(slow.window(16), 0, "less than a task per claim: none");
+        assert_eq!(
+            Prefetch::new(0).window(16),
+            0,
+            "an agent that asked for none"
+        );
+    }
+
+    #[test]
+    fn a_give_back_closes_the_window_until_fast_results_reopen_it() {
+        let mut prefetch = Prefetch::new(64);
+        prefetch.claim_took(MS);
+        prefetch.handler_ran(Duration::from_micros(10));
+        assert_eq!(prefetch.window(16), 64);
+        prefetch.gave_back(16);
+        assert_eq!(prefetch.window(16), 0);
+        for _ in 0..30 {
+            prefetch.handler_ran(Duration::from_micros(10));
+        }
+        assert_eq!(prefetch.window(16), 64);
+    }
+
+    #[test]
+    fn slower_handlers_shrink_the_window_within_a_few_results() {
+        let mut prefetch = Prefetch::new(256);
+        prefetch.claim_took(MS);
+        for _ in 0..20 {
+            prefetch.handler_ran(Duration::from_micros(50));
+        }
+        assert_eq!(prefetch.window(16), 256);
+        for _ in 0..8 {
+            prefetch.handler_ran(Duration::from_millis(200));
+        }
+        assert_eq!(prefetch.window(16), 0);
+    }
+}
