@@ -175,7 +175,20 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
     assert!(report["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
 
     for backend in backends.split(',') {
-        check_throughput(figures(&report, backend, "W1 throughput"), true);
+        let default_slots = figures(&report, backend, "W1 throughput");
+        check_throughput(default_slots, true);
+        assert_eq!(default_slots["slots_per_agent"], 16, "the SDK's default");
+        let wide = figures(&report, backend, "W1 throughput (wide)");
+        check_throughput(wide, true);
+        assert_eq!(wide["slots_per_agent"], 512);
+        let durability = default_slots["durability"].as_str().unwrap_or_default();
+        match backend {
+            "sqlite" => assert_eq!(durability, "synchronous=full"),
+            _ => assert!(
+                durability.starts_with("synchronous_commit=on"),
+                "{durability}"
+            ),
+        }
         let latency = figures(&report, backend, "W2 latency");
         check_latency(latency);
         let (limit_p50, limit_p99) = (

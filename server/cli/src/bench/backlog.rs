@@ -205,7 +205,8 @@ pub(super) async fn w3(
     seed_backlog(&database.url, args.backlog).await?;
     let seed_seconds = seeded.elapsed().as_secs_f64().round();
     let control_database = Database::create(backend, &args.postgres_url).await?;
-    let control_server = RunningServer::start(&control_database.url).await?;
+    let control_server =
+        RunningServer::start(&control_database.url, args.sqlite_synchronous.into()).await?;
     let control = Servers {
         urls: vec![control_server.url.clone()],
         options: ConnectOptions::default(),

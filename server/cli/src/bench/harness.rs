@@ -67,13 +67,19 @@ pub(super) struct RunningServer {
 }
 
 impl RunningServer {
-    pub(super) async fn start(database_url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn start(
+        database_url: &str,
+        sqlite_durability: taskplane_server::SqliteDurability,
+    ) -> anyhow::Result<Self> {
         let config = ServerConfig {
             security: Default::default(),
             metrics_listen: None,
             listen: "127.0.0.1:0".parse()?,
             database_url: database_url.to_owned(),
-            queue: QueueConfig::default(),
+            queue: QueueConfig {
+                sqlite_durability,
+                ..QueueConfig::default()
+            },
         };
         let server = Server::bind(config).await?;
         let url = format!("http://{}", server.local_addr());

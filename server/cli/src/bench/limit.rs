@@ -123,13 +123,10 @@ async fn measure(
 const NOT_NEEDED_FOR_DURABILITY: &str = "task_counts_follow_finishes";
 
 /// A fresh SQLite file at `url`, migrated, with the limit's task type.
-async fn sqlite_pool(url: &str) -> Result<SqlitePool> {
+async fn sqlite_pool(url: &str, durability: SqliteDurability) -> Result<SqlitePool> {
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(SqliteStore::connect_options(
-            url,
-            SqliteDurability::default(),
-        )?)
+        .connect_with(SqliteStore::connect_options(url, durability)?)
         .await?;
     sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -162,14 +159,14 @@ async fn postgres_pool(url: &str) -> Result<PgPool> {
 /// Measures the limits on a fresh SQLite file at `url`, through the driver
 /// taskplane's writer thread uses (rusqlite, on the thread that owns the
 /// connection), so the limit pays no hand-offs between threads either.
-pub async fn sqlite(url: &str, tasks: usize) -> Result<Limits> {
-    sqlite_pool(url).await?.close().await;
-    let path = SqliteStore::connect_options(url, SqliteDurability::default())?
+pub async fn sqlite(url: &str, tasks: usize, durability: SqliteDurability) -> Result<Limits> {
+    sqlite_pool(url, durability).await?.close().await;
+    let path = SqliteStore::connect_options(url, durability)?
         .get_filename()
         .to_owned();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let connection = open_sqlite_writer(&path, SqliteDurability::default())?;
+        let connection = open_sqlite_writer(&path, durability)?;
         let insert = async |rows: usize| {
             connection.execute_batch("BEGIN IMMEDIATE")?;
             connection.execute(&insert_sql(&SQLITE, rows), [])?;
@@ -310,8 +307,13 @@ pub async fn rpc_round_trips(
 
 /// W2's latency limit on a fresh SQLite file at `url`: `count` durable
 /// single-row inserts at `rate` per second, in milliseconds, sorted.
-pub async fn sqlite_latency(url: &str, count: usize, rate: u32) -> Result<Vec<f64>> {
-    measure_latency(&sqlite_pool(url).await?, &SQLITE, count, rate).await
+pub async fn sqlite_latency(
+    url: &str,
+    count: usize,
+    rate: u32,
+    durability: SqliteDurability,
+) -> Result<Vec<f64>> {
+    measure_latency(&sqlite_pool(url, durability).await?, &SQLITE, count, rate).await
 }
 
 /// W2's latency limit in a fresh PostgreSQL schema at `url`: `count`
@@ -328,7 +330,9 @@ mod tests {
     async fn the_sqlite_limit_inserts_leases_and_completes_every_task() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("limit.db").display());
-        let limits = sqlite(&url, 250).await.unwrap();
+        let limits = sqlite(&url, 250, SqliteDurability::default())
+            .await
+            .unwrap();
         assert!(
             limits.enqueue_per_sec > 0.0 && limits.process_per_sec > 0.0,
             "{limits:?}"

@@ -86,9 +86,17 @@ pub struct BenchArgs {
     /// Agents (each one stream).
     #[arg(long, default_value_t = 1)]
     pub agents: usize,
-    /// Slots per agent.
-    #[arg(long, default_value_t = 512)]
+    /// Slots per agent (the SDK's default).
+    #[arg(long, default_value_t = 16)]
     pub concurrency: u32,
+    /// W1 again with this many slots per agent, reported beside the
+    /// default's row (0: not run).
+    #[arg(long, default_value_t = 512)]
+    pub wide_concurrency: u32,
+    /// SQLite's `synchronous` for the server and the limit rows: `full`
+    /// (taskplane's default) or `normal`.
+    #[arg(long, value_enum, default_value_t = crate::cli::Synchronous::Full)]
+    pub sqlite_synchronous: crate::cli::Synchronous,
     /// W2/W3: tasks per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,

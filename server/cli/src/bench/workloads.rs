@@ -48,6 +48,7 @@ pub(super) async fn w1(
     agents.stop().await;
     let mut figures = serde_json::Map::new();
     figures.insert("tasks".into(), json!(args.tasks));
+    figures.insert("slots_per_agent".into(), json!(args.concurrency));
     figures.insert(
         "enqueue_batched_per_sec".into(),
         json!(enqueue_batched_rate.round()),
@@ -211,6 +212,7 @@ pub async fn run_benchmarks(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
     let mut measurements: Vec<Measurement> = Vec::new();
+    let durability = args.sqlite_synchronous.into();
     let wants = |name: &str| args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name));
     for &backend in &args.backend {
         let database = match &args.server {
@@ -218,7 +220,7 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             None => Some(Database::create(backend, &args.postgres_url).await?),
         };
         let server = match &database {
-            Some(database) => Some(RunningServer::start(&database.url).await?),
+            Some(database) => Some(RunningServer::start(&database.url, durability).await?),
             None => None,
         };
         // The token and TLS settings are for `--server`; a server the
@@ -234,7 +236,8 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             },
         };
         register_types(&servers).await?;
-        let mut record = |workload: &str, figures: serde_json::Map<String, Value>| {
+        let mut record = |workload: &str, mut figures: serde_json::Map<String, Value>| {
+            figures.insert("durability".into(), json!(durability_of(&args, backend)));
             measurements.push(Measurement {
                 backend,
                 workload: workload.into(),
@@ -251,6 +254,13 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
         };
         if wants("w1") {
             record("W1 throughput", w1(&args, &servers, limits).await?);
+            if args.wide_concurrency > 0 && args.wide_concurrency != args.concurrency {
+                let wide = BenchArgs {
+                    concurrency: args.wide_concurrency,
+                    ..args.clone()
+                };
+                record("W1 throughput (wide)", w1(&wide, &servers, limits).await?);
+            }
         }
         if wants("w2") {
             let limit = latency_limit.as_deref();
@@ -262,7 +272,7 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             record("W3 backlog", w3(&args, backend, database, &servers).await?);
         }
         if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
-            let second = RunningServer::start(&database.url).await?;
+            let second = RunningServer::start(&database.url, durability).await?;
             let mut replicas = servers.clone();
             replicas.urls.push(second.url.clone());
             let agents_args = BenchArgs {
@@ -283,11 +293,27 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the rows of `backend` commit, as a report prints it.
+fn durability_of(args: &BenchArgs, backend: BenchBackend) -> String {
+    match (&args.server, backend) {
+        (Some(_), _) => "as the server is configured".into(),
+        (None, BenchBackend::Sqlite) => format!(
+            "synchronous={}",
+            taskplane_server::SqliteDurability::from(args.sqlite_synchronous).pragma()
+        ),
+        (None, BenchBackend::Postgres) => {
+            "synchronous_commit=on (claims: off; a lost claim only reruns a task)".into()
+        }
+    }
+}
+
 /// W1's limit rows on a scratch database of `backend`.
 async fn throughput_limits(args: &BenchArgs, backend: BenchBackend) -> anyhow::Result<Limits> {
     let scratch = Database::create(backend, &args.postgres_url).await?;
     let limits = match backend {
-        BenchBackend::Sqlite => limit::sqlite(&scratch.url, args.tasks).await?,
+        BenchBackend::Sqlite => {
+            limit::sqlite(&scratch.url, args.tasks, args.sqlite_synchronous.into()).await?
+        }
         BenchBackend::Postgres => limit::postgres(&scratch.url, args.tasks).await?,
     };
     scratch.drop().await;
@@ -300,7 +326,10 @@ async fn latency_limits(args: &BenchArgs, backend: BenchBackend) -> anyhow::Resu
     let scratch = Database::create(backend, &args.postgres_url).await?;
     let count = w2_tasks(args);
     let latencies = match backend {
-        BenchBackend::Sqlite => limit::sqlite_latency(&scratch.url, count, args.rate).await?,
+        BenchBackend::Sqlite => {
+            let durability = args.sqlite_synchronous.into();
+            limit::sqlite_latency(&scratch.url, count, args.rate, durability).await?
+        }
         BenchBackend::Postgres => limit::postgres_latency(&scratch.url, count, args.rate).await?,
     };
     scratch.drop().await;
