@@ -23,7 +23,9 @@ use crate::registry::TaskRegistry;
 /// before its future is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs one assignment and reports its result; returns the task id and the attempt. The
+/// Runs one assignment and reports its result; returns the task id and the
+/// attempt. `running` is dropped as the handler returns, before its result
+/// waits for room on the stream. The
 /// handler runs in a `task` span carrying the task id and, when the task
 /// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
 pub(crate) async fn run_assignment(
@@ -33,6 +35,7 @@ pub(crate) async fn run_assignment(
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
     max_message_bytes: usize,
+    running: impl Send,
 ) -> (String, u32) {
     let attempt = assignment.attempt;
     let span = tracing::info_span!(
@@ -54,9 +57,16 @@ pub(crate) async fn run_assignment(
     metrics.started();
     let started = std::time::Instant::now();
     let task_type = assignment.task_type.clone();
-    let (task_id, error) = run_in_span(registry, assignment, cancel, outbound, max_message_bytes)
-        .instrument(span)
-        .await;
+    let (task_id, error) = run_in_span(
+        registry,
+        assignment,
+        cancel,
+        outbound,
+        max_message_bytes,
+        running,
+    )
+    .instrument(span)
+    .await;
     metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
     (task_id, attempt)
 }
@@ -68,6 +78,7 @@ async fn run_in_span(
     cancel: CancellationToken,
     outbound: mpsc::Sender<AgentMessage>,
     max_message_bytes: usize,
+    running: impl Send,
 ) -> (String, Option<TaskError>) {
     let timeout = assignment
         .timeout
@@ -85,6 +96,7 @@ async fn run_in_span(
         }
     };
     let ran_for = began.elapsed();
+    drop(running);
     let (message, error) = result_message(&assignment, outcome, ran_for, max_message_bytes);
     if outbound.send(message).await.is_err() {
         tracing::warn!("stream closed before the result was sent; the server re-queues the task");

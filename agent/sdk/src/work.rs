@@ -125,18 +125,24 @@ impl Work {
         self.waiting_since = Instant::now();
         let cancel = self.running.start(&assignment.task_id, assignment.attempt);
         let launcher = &self.launcher;
-        let run = run_assignment(
-            launcher.registry.clone(),
-            launcher.metrics.clone(),
-            assignment,
-            cancel,
-            launcher.outbound.clone(),
-            launcher.max_message_bytes,
-        );
+        let (registry, metrics) = (launcher.registry.clone(), launcher.metrics.clone());
+        let (outbound, max_message_bytes) = (launcher.outbound.clone(), launcher.max_message_bytes);
         let begun = self.begun.clone();
         self.handlers.spawn(async move {
-            let _running = begun.enter();
-            run.await
+            // Counted from its first poll until the handler returns: a
+            // result waiting for room on the stream is not a handler
+            // running long.
+            let running = begun.enter();
+            run_assignment(
+                registry,
+                metrics,
+                assignment,
+                cancel,
+                outbound,
+                max_message_bytes,
+                running,
+            )
+            .await
         });
     }
 

@@ -137,6 +137,37 @@ fn check_backlog(figures: &Value) {
     }
 }
 
+/// W5–W8: every task ran once, and each figure is one that could only
+/// come from a run.
+fn check_scale(report: &Value, backend: &str) {
+    for workload in ["W5 many agents", "W6 many task types", "W7 slow handlers"] {
+        let figures = figures(report, backend, workload);
+        assert_eq!(number(figures, "lost"), 0.0, "{workload}: {figures}");
+        assert_eq!(number(figures, "duplicated"), 0.0, "{workload}: {figures}");
+    }
+    let w5 = figures(report, backend, "W5 many agents");
+    assert_eq!(number(w5, "agents"), 100.0);
+    let (least, most) = (
+        number(w5, "least_tasks_per_agent"),
+        number(w5, "most_tasks_per_agent"),
+    );
+    assert!(least <= most && most > 0.0, "{w5}");
+    assert_eq!(
+        number(figures(report, backend, "W6 many task types"), "task_types"),
+        1000.0
+    );
+    let w7 = figures(report, backend, "W7 slow handlers");
+    assert_eq!(number(w7, "tasks"), 300.0);
+    let fraction = number(w7, "fraction_of_ideal");
+    assert!(fraction > 0.0 && fraction <= 1.05, "{w7}");
+    let w8 = figures(report, backend, "W8 many producers");
+    assert!(number(w8, "accepted") > 0.0, "{w8}");
+    assert!(
+        number(w8, "call_p50_ms") <= number(w8, "call_p99_ms"),
+        "{w8}"
+    );
+}
+
 #[test]
 fn every_workload_runs_and_every_task_runs_exactly_once() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -158,7 +189,8 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
             "--postgres-url",
             &admin_url(),
         ])
-        .args(["--workloads", "w1,w2,w3,w4", "--output", "json"])
+        .args(["--workloads", "w1,w2,w3,w4,w5,w6,w7,w8", "--output", "json"])
+        .args(["--slow-tasks", "300"])
         .args(["--tasks", &TASKS.to_string(), "--batch-size", "100"])
         .args(["--single-tasks", "40", "--clients", "4"])
         .args(["--rate", &RATE.to_string(), "--duration", "500ms"])
@@ -197,6 +229,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         );
         assert!(0.0 < limit_p50 && limit_p50 <= limit_p99, "{latency}");
         check_backlog(figures(&report, backend, "W3 backlog"));
+        check_scale(&report, backend);
     }
     if postgres.is_some() {
         check_throughput(figures(&report, "postgres", "W4 two replicas"), false);

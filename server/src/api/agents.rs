@@ -208,6 +208,7 @@ impl AgentService for AgentApi {
             labels: register.labels.clone().into_iter().collect(),
             max_concurrency: slots,
             max_prefetch,
+            claim_time: self.plane.claim_time.clone(),
             outbound,
         }));
         let registered = Registered {

@@ -89,7 +89,7 @@ async fn claim_and_assign(
     let claim_began = Instant::now();
     let tasks = match plane.store.claim(&session.task_types, free, &lease).await {
         Ok(tasks) => {
-            session.claim_took(claim_began.elapsed());
+            plane.claim_time.took(claim_began.elapsed());
             tasks
         }
         Err(error) => {

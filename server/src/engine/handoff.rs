@@ -159,6 +159,7 @@ mod tests {
             labels: BTreeMap::new(),
             max_concurrency: 2,
             max_prefetch: 0,
+            claim_time: plane.claim_time.clone(),
             outbound,
         }));
         session.caught_up(session.work_announced());

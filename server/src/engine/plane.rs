@@ -14,6 +14,7 @@ use crate::engine::completer::{Completer, ReportedResult};
 use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
 use crate::engine::handoff::HandOffs;
+use crate::engine::prefetch::ClaimTime;
 use crate::engine::sessions::{Session, Sessions, ToAgent};
 use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
@@ -48,6 +49,8 @@ pub struct ControlPlane {
     pub metrics: ServerMetrics,
     /// Transient storage faults met by enqueues and results.
     pub storage_faults: StorageFaults,
+    /// How long claims take here, which sizes agents' prefetch windows.
+    pub claim_time: Arc<ClaimTime>,
 }
 
 impl ControlPlane {
@@ -74,6 +77,7 @@ impl ControlPlane {
             authenticator,
             metrics: ServerMetrics::default(),
             storage_faults: StorageFaults::default(),
+            claim_time: Arc::new(ClaimTime::default()),
         }
     }
 

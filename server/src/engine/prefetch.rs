@@ -14,9 +14,13 @@
 //! Fast handlers get the agent's whole window; a handler that runs longer
 //! than a claim takes gets less than one task per slot, and one that runs
 //! for seconds gets none. Both times are smoothed averages: the handler's
-//! as its agent reports it on each result, the claim's as the session's
-//! dispatcher measures it. Until both are known the window is empty.
+//! per session, as its agent reports it on each result; the claim's per
+//! replica ([`ClaimTime`]), as every dispatcher measures it. One claim time
+//! for all sessions keeps equal agents' windows equal: each session's own
+//! would differ by its luck with the database, and the work would follow
+//! the larger windows. Until both are known the window is empty.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The most assignments an agent may queue beyond its slots, whatever it
@@ -26,24 +30,46 @@ pub const MAX_PREFETCH: u32 = 1024;
 /// How much of each new sample the averages take.
 const SMOOTHING: f64 = 0.25;
 
+/// How long a claim takes on this replica, smoothed over every session's.
+#[derive(Debug, Default)]
+pub struct ClaimTime {
+    secs: Mutex<Option<f64>>,
+}
+
+impl ClaimTime {
+    /// Notes how long a claim took.
+    pub fn took(&self, took: Duration) {
+        smooth(
+            &mut self.secs.lock().expect("claim time lock poisoned"),
+            took,
+        );
+    }
+
+    fn secs(&self) -> Option<f64> {
+        *self.secs.lock().expect("claim time lock poisoned")
+    }
+}
+
 /// A session's prefetch: what the agent asked for and the averages that
 /// size the window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Prefetch {
     /// The most the agent queues (0: it runs only what fits its slots).
     most: u32,
     /// Seconds a handler of this agent runs, smoothed.
     handler_secs: Option<f64>,
-    /// Seconds a claim for this session takes, smoothed.
-    claim_secs: Option<f64>,
+    /// How long claims take on this replica.
+    claim: Arc<ClaimTime>,
 }
 
 impl Prefetch {
-    /// An empty window for an agent that queues up to `most` assignments.
-    pub fn new(most: u32) -> Self {
+    /// An empty window for an agent that queues up to `most` assignments,
+    /// sized with this replica's `claim` time.
+    pub fn new(most: u32, claim: Arc<ClaimTime>) -> Self {
         Prefetch {
             most: most.min(MAX_PREFETCH),
-            ..Prefetch::default()
+            handler_secs: None,
+            claim,
         }
     }
 
@@ -52,23 +78,18 @@ impl Prefetch {
         smooth(&mut self.handler_secs, ran);
     }
 
-    /// Notes how long a claim took.
-    pub fn claim_took(&mut self, took: Duration) {
-        smooth(&mut self.claim_secs, took);
-    }
-
     /// Notes that the agent gave back a queued assignment because none of
     /// its `slots` freed for a while: its handlers now run longer than the
     /// averages say. The window closes until fast results open it again.
     pub fn gave_back(&mut self, slots: u32) {
-        if let (Some(handler), Some(claim)) = (&mut self.handler_secs, self.claim_secs) {
+        if let (Some(handler), Some(claim)) = (&mut self.handler_secs, self.claim.secs()) {
             *handler = handler.max(claim * f64::from(slots + 1));
         }
     }
 
     /// How many assignments beyond `slots` the session may hold now.
     pub fn window(&self, slots: u32) -> u32 {
-        let (Some(handler), Some(claim)) = (self.handler_secs, self.claim_secs) else {
+        let (Some(handler), Some(claim)) = (self.handler_secs, self.claim.secs()) else {
             return 0;
         };
         // A handler that reports no time at all is as fast as can be told.
@@ -91,41 +112,43 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    fn prefetch_after_a_claim_of(claim: Duration, most: u32) -> Prefetch {
+        let time = Arc::new(ClaimTime::default());
+        time.took(claim);
+        Prefetch::new(most, time)
+    }
+
     #[test]
     fn the_window_is_empty_until_both_times_are_known() {
-        let mut prefetch = Prefetch::new(64);
+        let claim = Arc::new(ClaimTime::default());
+        let mut prefetch = Prefetch::new(64, claim.clone());
         assert_eq!(prefetch.window(16), 0);
         prefetch.handler_ran(MS);
         assert_eq!(prefetch.window(16), 0);
-        prefetch.claim_took(MS);
+        claim.took(MS);
         assert_eq!(prefetch.window(16), 16);
     }
 
     #[test]
     fn the_window_holds_what_the_slots_finish_during_a_claim() {
-        let mut prefetch = Prefetch::new(64);
-        prefetch.claim_took(MS);
+        let mut prefetch = prefetch_after_a_claim_of(MS, 64);
         prefetch.handler_ran(Duration::from_micros(10));
         assert_eq!(prefetch.window(16), 64, "fast handlers: all that was asked");
-        let mut slow = Prefetch::new(64);
-        slow.claim_took(MS);
+        let mut slow = prefetch_after_a_claim_of(MS, 64);
         slow.handler_ran(4 * MS);
         assert_eq!(slow.window(16), 4, "16 slots finish 4 tasks per claim");
         for _ in 0..10 {
             slow.handler_ran(Duration::from_secs(30));
         }
         assert_eq!(slow.window(16), 0, "less than a task per claim: none");
-        assert_eq!(
-            Prefetch::new(0).window(16),
-            0,
-            "an agent that asked for none"
-        );
+        let mut none = prefetch_after_a_claim_of(MS, 0);
+        none.handler_ran(Duration::from_micros(10));
+        assert_eq!(none.window(16), 0, "an agent that asked for none");
     }
 
     #[test]
     fn a_give_back_closes_the_window_until_fast_results_reopen_it() {
-        let mut prefetch = Prefetch::new(64);
-        prefetch.claim_took(MS);
+        let mut prefetch = prefetch_after_a_claim_of(MS, 64);
         prefetch.handler_ran(Duration::from_micros(10));
         assert_eq!(prefetch.window(16), 64);
         prefetch.gave_back(16);
@@ -138,8 +161,7 @@ mod tests {
 
     #[test]
     fn slower_handlers_shrink_the_window_within_a_few_results() {
-        let mut prefetch = Prefetch::new(256);
-        prefetch.claim_took(MS);
+        let mut prefetch = prefetch_after_a_claim_of(MS, 256);
         for _ in 0..20 {
             prefetch.handler_ran(Duration::from_micros(50));
         }

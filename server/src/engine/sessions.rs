@@ -17,6 +17,7 @@
 //! waiting before them, handing them over skips no one in the queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::prefetch::Prefetch;
+use crate::engine::prefetch::{ClaimTime, Prefetch};
 use crate::error::Error;
 use crate::model::{AgentSession, HandlerCheck, SessionStatus, Task};
 
@@ -136,6 +137,8 @@ pub struct NewSession {
     pub max_concurrency: u32,
     /// The most assignments it queues beyond its slots.
     pub max_prefetch: u32,
+    /// How long claims take on this replica (it sizes the prefetch window).
+    pub claim_time: Arc<ClaimTime>,
     /// Messages to the agent.
     pub outbound: Outbound,
 }
@@ -159,7 +162,7 @@ impl Session {
                 slots: new.max_concurrency,
                 in_flight: HashMap::new(),
                 queued: VecDeque::new(),
-                prefetch: Prefetch::new(new.max_prefetch),
+                prefetch: Prefetch::new(new.max_prefetch, new.claim_time),
                 reserved: 0,
                 work_announced: 0,
                 caught_up_at: None,
@@ -179,12 +182,6 @@ impl Session {
     /// (0 while draining).
     pub fn free_slots(&self) -> u32 {
         self.state().free_slots()
-    }
-
-    /// Notes how long a claim for this session took (it sizes the prefetch
-    /// window).
-    pub fn claim_took(&self, took: Duration) {
-        self.state().prefetch.claim_took(took);
     }
 
     /// Reserves every free slot (up to `most`) for a claim about to run, so
@@ -223,15 +220,17 @@ impl Session {
         self.state().is_caught_up()
     }
 
-    /// Reserves a free slot for a task handed off at enqueue, if the session
-    /// is caught up, open and not draining. Only a slot that can start it
-    /// at once: a hand-off never waits in the agent's queue.
+    /// Reserves room for a task handed off at enqueue, if the session is
+    /// caught up, open and not draining: a free slot, or room in the
+    /// prefetch window. Filling windows at enqueue spreads a batch over
+    /// every agent; left to claims, the agents already claiming take it
+    /// all before the idle ones hear of it.
     pub fn reserve(&self) -> bool {
         if self.closed.is_cancelled() {
             return false;
         }
         let mut state = self.state();
-        if !state.is_caught_up() || state.idle_slots() == 0 {
+        if !state.is_caught_up() || state.free_slots() == 0 {
             return false;
         }
         state.reserved += 1;
@@ -418,15 +417,6 @@ impl SessionState {
             .saturating_sub(self.in_flight.len() as u32 + self.reserved)
     }
 
-    /// Slots that would start a new assignment at once.
-    fn idle_slots(&self) -> u32 {
-        if self.draining {
-            return 0;
-        }
-        self.slots
-            .saturating_sub(self.in_flight.len() as u32 + self.reserved)
-    }
-
     /// Forgets an assignment; a queued one's turn comes when a running one
     /// ends (the agent starts the oldest as a handler returns).
     fn remove(&mut self, task_id: Uuid) -> Option<InFlight> {
@@ -456,6 +446,8 @@ impl SessionState {
 #[derive(Default)]
 pub struct Sessions {
     sessions: RwLock<HashMap<Uuid, Arc<Session>>>,
+    /// Where the next announcement starts among the sessions it wakes.
+    next_first: AtomicUsize,
 }
 
 impl Sessions {
@@ -476,17 +468,27 @@ impl Sessions {
         sessions
     }
 
-    /// Announces work to the sessions that serve any of these types.
+    /// Announces work to the sessions that serve any of these types. The
+    /// first woken claims first, so each announcement starts from the next
+    /// session along: the same few would otherwise take every batch.
     pub fn wake_for<'a>(&self, task_types: impl IntoIterator<Item = &'a str>) {
         let task_types: Vec<&str> = task_types.into_iter().collect();
-        for session in self.read().values() {
-            if session
-                .task_types
-                .iter()
-                .any(|t| task_types.contains(&t.as_str()))
-            {
-                session.announce_work();
-            }
+        let sessions = self.read();
+        let serving: Vec<&Arc<Session>> = sessions
+            .values()
+            .filter(|session| {
+                session
+                    .task_types
+                    .iter()
+                    .any(|t| task_types.contains(&t.as_str()))
+            })
+            .collect();
+        if serving.is_empty() {
+            return;
+        }
+        let first = self.next_first.fetch_add(1, Ordering::Relaxed) % serving.len();
+        for session in serving[first..].iter().chain(&serving[..first]) {
+            session.announce_work();
         }
     }
 
@@ -498,14 +500,14 @@ impl Sessions {
         }
     }
 
-    /// Reserves a slot for a task of this type on the caught-up session
-    /// serving it that has the most idle slots, if any.
+    /// Reserves room for a task of this type on the caught-up session
+    /// serving it that has the most free room, if any.
     pub fn reserve_for(&self, task_type: &str) -> Option<Arc<Session>> {
         let session = self
             .read()
             .values()
             .filter(|s| s.task_types.iter().any(|t| t == task_type))
-            .max_by_key(|s| s.state().idle_slots())
+            .max_by_key(|s| s.free_slots())
             .cloned()?;
         session.reserve().then_some(session)
     }
@@ -531,12 +533,14 @@ mod tests {
     const MINUTE: Duration = Duration::from_secs(60);
 
     fn session(slots: u32) -> Session {
-        prefetching_session(slots, 0)
+        prefetching_session(slots, 0).0
     }
 
-    fn prefetching_session(slots: u32, max_prefetch: u32) -> Session {
+    /// A session and the claim time that sizes its window.
+    fn prefetching_session(slots: u32, max_prefetch: u32) -> (Session, Arc<ClaimTime>) {
         let (outbound, _) = tokio::sync::mpsc::channel(1);
-        Session::new(NewSession {
+        let claim_time = Arc::new(ClaimTime::default());
+        let session = Session::new(NewSession {
             agent_id: Uuid::now_v7(),
             agent_name: "test".into(),
             domains: vec![],
@@ -544,15 +548,17 @@ mod tests {
             labels: BTreeMap::new(),
             max_concurrency: slots,
             max_prefetch,
+            claim_time: claim_time.clone(),
             outbound,
-        })
+        });
+        (session, claim_time)
     }
 
     #[test]
     fn queued_assignments_start_in_order_as_running_ones_are_answered() {
-        let session = prefetching_session(1, 8);
+        let (session, claim_time) = prefetching_session(1, 8);
         assert_eq!(session.free_slots(), 1, "no window before any timing");
-        session.claim_took(Duration::from_millis(1));
+        claim_time.took(Duration::from_millis(1));
         let task = Uuid::now_v7();
         session.place(task, 1, MINUTE);
         assert!(session.untrack_attempt(task, 1, Some(Duration::from_micros(100))));
@@ -579,19 +585,17 @@ mod tests {
     }
 
     #[test]
-    fn hand_offs_take_only_idle_slots() {
-        let session = prefetching_session(1, 8);
-        session.claim_took(Duration::from_millis(1));
+    fn hand_offs_fill_the_window_too() {
+        let (session, claim_time) = prefetching_session(1, 2);
+        claim_time.took(Duration::from_millis(1));
         let task = Uuid::now_v7();
         session.place(task, 1, MINUTE);
         assert!(session.untrack_attempt(task, 1, Some(Duration::from_micros(100))));
         session.caught_up(session.work_announced());
-        assert!(session.reserve());
-        assert!(
-            !session.reserve(),
-            "the window's room would make a hand-off wait"
-        );
-        assert!(session.free_slots() > 0, "claims may still fill the window");
+        for _ in 0..3 {
+            assert!(session.reserve(), "one slot and a window of two");
+        }
+        assert!(!session.reserve(), "no room left");
     }
 
     #[test]

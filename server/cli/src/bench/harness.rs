@@ -15,7 +15,7 @@ use taskplane_proto::v1::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::probe::{BACKLOG_TYPE, NOOP_TYPE, Probe, registry};
+use super::probe::{BACKLOG_TYPE, NOOP_TYPE, PRODUCERS_TYPE, Probe, SLOW_TYPE, Serves, registry};
 use super::{BenchArgs, BenchBackend, OutputFormat};
 use taskplane_server::Server;
 use taskplane_server::config::{QueueConfig, ServerConfig};
@@ -102,17 +102,38 @@ pub(super) struct Agents {
 }
 
 impl Agents {
+    /// `count` agents of `concurrency` slots serving the no-op and slow
+    /// types, each on its own connection.
     pub(super) async fn start(
         servers: &Servers,
         count: usize,
         concurrency: u32,
         probe: &Arc<Probe>,
     ) -> anyhow::Result<Self> {
+        Self::start_serving(servers, count, concurrency, probe, Serves::Bench).await
+    }
+
+    /// One agent of `concurrency` slots serving W6's many types.
+    pub(super) async fn start_many_types(
+        servers: &Servers,
+        concurrency: u32,
+        probe: &Arc<Probe>,
+    ) -> anyhow::Result<Self> {
+        Self::start_serving(servers, 1, concurrency, probe, Serves::ManyTypes).await
+    }
+
+    async fn start_serving(
+        servers: &Servers,
+        count: usize,
+        concurrency: u32,
+        probe: &Arc<Probe>,
+        serves: Serves,
+    ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         for i in 0..count {
             let agent = Agent::builder()
-                .registry(registry(probe))
+                .registry(registry(probe, i, serves))
                 .server(&servers.urls[i % servers.urls.len()])
                 .connect_options(servers.options.clone())
                 .name(format!("bench-{i}"))
@@ -154,7 +175,7 @@ impl Servers {
 
 pub(super) async fn register_types(servers: &Servers) -> anyhow::Result<()> {
     let mut registry = RegistryServiceClient::new(servers.channel().await?);
-    for task_type in [NOOP_TYPE, BACKLOG_TYPE] {
+    for task_type in [NOOP_TYPE, BACKLOG_TYPE, SLOW_TYPE, PRODUCERS_TYPE] {
         let request = RegisterTaskTypeRequest {
             task_type: task_type.into(),
             domain: "bench".into(),
@@ -245,10 +266,8 @@ pub(super) async fn enqueue_single(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Waits until the probe saw `expected` distinct tasks and the store has no
-/// PENDING or RUNNING no-op task left.
-pub(super) async fn wait_drained(
-    servers: &Servers,
+/// Waits until the probe saw `expected` distinct tasks.
+pub(super) async fn wait_ran(
     probe: &Probe,
     expected: usize,
     bar: &indicatif::ProgressBar,
@@ -264,6 +283,19 @@ pub(super) async fn wait_drained(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     bar.set_position(expected as u64);
+    Ok(())
+}
+
+/// Waits until the probe saw `expected` distinct tasks and the store has no
+/// PENDING or RUNNING no-op task left.
+pub(super) async fn wait_drained(
+    servers: &Servers,
+    probe: &Probe,
+    expected: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    wait_ran(probe, expected, bar).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
     let mut client = TaskServiceClient::new(servers.channel().await?);
     for status in [TaskStatus::Pending, TaskStatus::Running] {
         loop {

@@ -8,6 +8,8 @@
 //!
 //! - [`workloads`]: W1 throughput, W2 latency, W4 scale-out, and the run.
 //! - [`backlog`]: W3, latency and throughput over a seeded backlog.
+//! - [`scale`]: W5–W8, many agents, many types, slow handlers, many
+//!   producers.
 //! - [`harness`]: the database, servers and agents the workloads run on.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
@@ -17,6 +19,7 @@ mod backlog;
 mod harness;
 mod limit;
 mod probe;
+mod scale;
 mod usage;
 mod workloads;
 
@@ -69,7 +72,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Workloads to run.
-    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5,w6,w7,w8")]
     pub workloads: Vec<String>,
     /// W1: tasks to enqueue and process.
     #[arg(long, default_value_t = 20_000)]
@@ -97,10 +100,14 @@ pub struct BenchArgs {
     /// (taskplane's default) or `normal`.
     #[arg(long, value_enum, default_value_t = crate::cli::Synchronous::Full)]
     pub sqlite_synchronous: crate::cli::Synchronous,
+    /// W7: tasks whose handler sleeps 50 ms.
+    #[arg(long, default_value_t = 20_000)]
+    pub slow_tasks: usize,
     /// W2/W3: tasks per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// W2/W3: how long to enqueue at that rate.
+    /// W2/W3: how long to enqueue at that rate; W8: how long producers
+    /// enqueue.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// W3: PENDING tasks of another type (and as many COMPLETED) seeded first.

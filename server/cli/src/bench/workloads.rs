@@ -271,6 +271,24 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
         if let (true, Some(database)) = (wants("w3"), &database) {
             record("W3 backlog", w3(&args, backend, database, &servers).await?);
         }
+        if wants("w5") {
+            record("W5 many agents", super::scale::w5(&args, &servers).await?);
+        }
+        if wants("w6") {
+            record(
+                "W6 many task types",
+                super::scale::w6(&args, &servers).await?,
+            );
+        }
+        if wants("w7") {
+            record("W7 slow handlers", super::scale::w7(&args, &servers).await?);
+        }
+        if wants("w8") {
+            record(
+                "W8 many producers",
+                super::scale::w8(&args, &servers).await?,
+            );
+        }
         if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
             let second = RunningServer::start(&database.url, durability).await?;
             let mut replicas = servers.clone();

@@ -1,0 +1,180 @@
+//! The workloads of a deployment's scale: W5 many agents, W6 many task
+//! types, W7 slow handlers, W8 many producers and W9 idle agents.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taskplane_proto::v1::EnqueueTasksRequest;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
+
+use super::BenchArgs;
+use super::harness::*;
+use super::probe::{MANY_TYPES, PRODUCERS_TYPE, Probe, SLOW_TYPE, many_type};
+use super::usage::Usage;
+use super::workloads::percentile;
+
+/// W5: `args.tasks` no-op tasks enqueued in batches to 100 connected
+/// agents of 4 slots, each on its own connection, until all ran:
+/// throughput (enqueue included) and each agent's share of the work.
+pub(super) async fn w5(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
+    const AGENTS: usize = 100;
+    const SLOTS: u32 = 4;
+    let probe = Arc::new(Probe::default());
+    // Connected first: agents that join one by one would find the work
+    // half done by the first ones.
+    let agents = Agents::start(servers, AGENTS, SLOTS, &probe).await?;
+    let started = Instant::now();
+    let hidden = indicatif::ProgressBar::hidden();
+    enqueue_batched(
+        servers,
+        super::probe::NOOP_TYPE,
+        args.tasks,
+        args.batch_size,
+        &hidden,
+    )
+    .await?;
+    let bar = progress(args, args.tasks as u64, "W5 process (100 agents)");
+    wait_drained(servers, &probe, args.tasks, &bar).await?;
+    let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    agents.stop().await;
+    let shares = probe.runs_per_agent(AGENTS);
+    let fair = args.tasks as f64 / AGENTS as f64;
+    let mut figures = Figures::new();
+    figures.insert("agents".into(), json!(AGENTS));
+    figures.insert("slots_per_agent".into(), json!(SLOTS));
+    figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
+    let least = shares.iter().copied().min().unwrap_or(0);
+    let most = shares.iter().copied().max().unwrap_or(0);
+    figures.insert("least_tasks_per_agent".into(), json!(least));
+    figures.insert("most_tasks_per_agent".into(), json!(most));
+    figures.insert(
+        "least_share_of_fair".into(),
+        json!((least as f64 / fair * 100.0).round() / 100.0),
+    );
+    insert_counts(&mut figures, &probe, args.tasks);
+    Ok(figures)
+}
+
+/// W6: `args.tasks` tasks spread evenly over 1,000 task types, drained by
+/// one agent serving them all.
+pub(super) async fn w6(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
+    let probe = Arc::new(Probe::default());
+    let agents = Agents::start_many_types(servers, args.concurrency, &probe).await?;
+    // The agent registered the types; it runs what arrives from here on.
+    let mut client = TaskServiceClient::new(servers.channel().await?);
+    let bar = progress(args, args.tasks as u64, "W6 process (1,000 types)");
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < args.tasks {
+        let size = args.batch_size.min(args.tasks - sent);
+        let tasks = (sent..sent + size)
+            .map(|i| noop(&many_type(i % MANY_TYPES)))
+            .collect();
+        client.enqueue_tasks(EnqueueTasksRequest { tasks }).await?;
+        sent += size;
+    }
+    wait_ran(&probe, args.tasks, &bar).await?;
+    let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    agents.stop().await;
+    let mut figures = Figures::new();
+    figures.insert("task_types".into(), json!(MANY_TYPES));
+    figures.insert("slots_per_agent".into(), json!(args.concurrency));
+    figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
+    insert_counts(&mut figures, &probe, args.tasks);
+    Ok(figures)
+}
+
+/// W7: `args.slow_tasks` tasks whose handler sleeps 50 ms, drained by 10
+/// agents of 64 slots: the rate against the ideal (slots ÷ 50 ms) and the
+/// CPU this process spent per second of leases held.
+pub(super) async fn w7(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
+    const AGENTS: usize = 10;
+    const SLOTS: u32 = 64;
+    const SLEEP: Duration = Duration::from_millis(50);
+    let tasks = args.slow_tasks;
+    let probe = Arc::new(Probe::default());
+    let bar = progress(args, tasks as u64, "W7 enqueue");
+    enqueue_batched(servers, SLOW_TYPE, tasks, args.batch_size, &bar).await?;
+    bar.finish_and_clear();
+    let agents = Agents::start(servers, AGENTS, SLOTS, &probe).await?;
+    let before = Usage::now();
+    let started = Instant::now();
+    let bar = progress(args, tasks as u64, "W7 process (50 ms each)");
+    wait_ran(&probe, tasks, &bar).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = Usage::now().cpu - before.cpu;
+    bar.finish_and_clear();
+    agents.stop().await;
+    let ideal = f64::from(SLOTS) * AGENTS as f64 / SLEEP.as_secs_f64();
+    let rate = tasks as f64 / elapsed;
+    let lease_seconds = tasks as f64 * SLEEP.as_secs_f64();
+    let mut figures = Figures::new();
+    figures.insert("tasks".into(), json!(tasks));
+    figures.insert("agents".into(), json!(AGENTS));
+    figures.insert("slots_per_agent".into(), json!(SLOTS));
+    figures.insert("processed_per_sec".into(), json!(rate.round()));
+    figures.insert("ideal_per_sec".into(), json!(ideal.round()));
+    figures.insert(
+        "fraction_of_ideal".into(),
+        json!((rate / ideal * 100.0).round() / 100.0),
+    );
+    figures.insert(
+        "cpu_ms_per_lease_second".into(),
+        json!((cpu.as_secs_f64() * 1000.0 / lease_seconds * 10.0).round() / 10.0),
+    );
+    insert_counts(&mut figures, &probe, tasks);
+    Ok(figures)
+}
+
+/// W8: 64 clients, each calling `EnqueueTask` one task at a time for
+/// `args.duration`: accepted enqueues per second and each call's latency.
+pub(super) async fn w8(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
+    const PRODUCERS: usize = 64;
+    let until = Instant::now() + args.duration;
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for _ in 0..PRODUCERS {
+        let mut client = TaskServiceClient::new(servers.channel().await?);
+        producers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let call = Instant::now();
+                client.enqueue_task(noop(PRODUCERS_TYPE)).await?;
+                latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, tonic::Status>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for producer in producers {
+        latencies.extend(producer.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let mut figures = Figures::new();
+    figures.insert("producers".into(), json!(PRODUCERS));
+    figures.insert("accepted".into(), json!(latencies.len()));
+    figures.insert(
+        "accepted_per_sec".into(),
+        json!((latencies.len() as f64 / elapsed).round()),
+    );
+    for (name, p) in [("call_p50_ms", 50.0), ("call_p99_ms", 99.0)] {
+        figures.insert(
+            name.into(),
+            json!((percentile(&latencies, p) * 1000.0).round() / 1000.0),
+        );
+    }
+    Ok(figures)
+}
+
+/// What one workload measured.
+pub(super) type Figures = serde_json::Map<String, Value>;
+
+/// Lost and duplicated runs of `expected` tasks.
+fn insert_counts(figures: &mut Figures, probe: &Probe, expected: usize) {
+    figures.insert("lost".into(), json!(expected - probe.distinct()));
+    figures.insert("duplicated".into(), json!(probe.duplicates()));
+}
