@@ -133,14 +133,16 @@ async fn two_agents_of_sixteen_slots_share_a_drain_and_run_each_task_once(backen
 }
 
 integration_tests::on_every_backend!(
-    two_agents_of_sixteen_slots_share_a_drain_and_run_each_task_once
+    two_agents_of_sixteen_slots_share_a_drain_and_run_each_task_once,
+    tasks_queued_behind_slow_handlers_go_to_an_idle_agent_with_their_attempts_uncounted,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_queued_behind_slow_handlers_go_to_an_idle_agent_with_their_attempts_uncounted() {
+async fn tasks_queued_behind_slow_handlers_go_to_an_idle_agent_with_their_attempts_uncounted(
+    backend: Backend,
+) {
     const SLOW_MS: u64 = 600;
     const SLOW_TASKS: usize = 5;
-    let server = TestServer::start(&Backend::Sqlite).await;
+    let server = TestServer::start(&backend).await;
     let runs = Arc::new(Mutex::new(Vec::new()));
     let one_slot = |agent: taskplane_agent::AgentBuilder| agent.max_concurrency(1).prefetch(16);
     let busy =

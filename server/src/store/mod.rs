@@ -358,6 +358,30 @@ impl<'a> FairClaim<'a> {
             .map(|task_type| (task_type, self.remaining))
     }
 
+    /// The whole first pass at once, for a backend that claims every type's
+    /// share in one statement: the types in their turn and the share of
+    /// each. [`FairClaim::next_step`] then goes on with the second pass.
+    fn first_pass(&mut self) -> (Vec<&'a str>, u32) {
+        (self.first_pass.drain(..).collect(), self.share)
+    }
+
+    /// Keeps what the one-statement first pass over `task_types` claimed:
+    /// a type that filled its share may have more waiting.
+    fn record_first_pass(&mut self, task_types: &[&'a str], claimed: Vec<Task>) {
+        let mut per_type: std::collections::HashMap<&str, u32> = Default::default();
+        for task in &claimed {
+            *per_type.entry(task.task_type.as_str()).or_default() += 1;
+        }
+        for task_type in task_types {
+            if per_type.get(task_type) == Some(&self.share) {
+                self.more_waiting.push_back(task_type);
+            }
+        }
+        self.remaining -= (claimed.len() as u32).min(self.remaining);
+        self.in_first_pass = false;
+        self.claimed.extend(claimed);
+    }
+
     /// Keeps what a step claimed: a type that filled its first-pass share
     /// may have more waiting.
     fn record(&mut self, task_type: &'a str, wanted: u32, claimed: Vec<Task>) {

@@ -49,6 +49,48 @@ pub(super) async fn claim_type(
     rows.iter().map(rows::task).collect()
 }
 
+/// Leases, in one statement, up to `share` ready tasks of each of
+/// `task_types` in turn (each type's in priority then age order), `limit`
+/// in all, skipping rows other replicas hold: the first pass of a
+/// [`FairClaim`](crate::store::FairClaim) over many types, one round trip
+/// instead of one per type.
+pub(super) async fn claim_each_type(
+    connection: &mut PgConnection,
+    task_types: &[&str],
+    share: u32,
+    limit: u32,
+    lease: &Lease,
+    now: i64,
+) -> Result<Vec<Task>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH ready AS (
+             SELECT picked.id AS ready_id
+             FROM unnest($5::text[]) AS wanted(task_type)
+             CROSS JOIN LATERAL (
+                 SELECT id FROM tasks
+                 WHERE status = 'pending' AND task_type = wanted.task_type AND run_at <= $1
+                 ORDER BY priority DESC, run_at, id LIMIT $6
+                 FOR UPDATE SKIP LOCKED) AS picked
+             LIMIT $7),
+         claimed AS (
+             UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
+                 updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
+             FROM ready WHERE id = ready.ready_id
+             RETURNING {TASK_COLUMNS})
+         SELECT * FROM claimed"
+    )))
+    .bind(now)
+    .bind(lease.session_id.to_string())
+    .bind(lease.agent_id.to_string())
+    .bind(millis(lease.expires_at))
+    .bind(task_types.to_vec())
+    .bind(i64::from(share))
+    .bind(i64::from(limit))
+    .fetch_all(connection)
+    .await?;
+    rows.iter().map(rows::task).collect()
+}
+
 /// One array to bind: `value` of each item.
 fn each<T, U>(items: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
     items.iter().map(value).collect()

@@ -91,6 +91,45 @@ async fn one_types_flood_does_not_starve_another(backend: Backend) {
     assert!(claimed.iter().all(|t| t.task_type == "flood") && claimed.len() == 10);
 }
 
+async fn a_claim_over_more_types_than_slots_takes_one_of_each_in_turn(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    let types: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+    let specs: Vec<_> = types.iter().map(|t| spec(t, "d")).collect();
+    store.register_task_types(&specs).await.unwrap();
+    for task_type in &types {
+        store
+            .enqueue((0..3).map(|_| new_task(task_type)).collect())
+            .await
+            .unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let claimed = store.claim(&types, 10, &lease()).await.unwrap();
+        assert_eq!(claimed.len(), 10);
+        let of_types: std::collections::BTreeSet<_> =
+            claimed.iter().map(|t| t.task_type.clone()).collect();
+        assert_eq!(of_types.len(), 10, "one task of each of ten types");
+        seen.extend(of_types);
+    }
+    assert!(
+        seen.len() > 10,
+        "successive claims start from other types: {seen:?}"
+    );
+    // A type with nothing waiting leaves its share to one with more.
+    store
+        .register_task_types(&[spec("empty", "d"), spec("full", "d")])
+        .await
+        .unwrap();
+    store
+        .enqueue((0..5).map(|_| new_task("full")).collect())
+        .await
+        .unwrap();
+    let two = ["empty".to_string(), "full".to_string()];
+    let claimed = store.claim(&two, 4, &lease()).await.unwrap();
+    assert_eq!(claimed.len(), 4, "{claimed:?}");
+}
+
 async fn tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them(backend: Backend) {
     let (_dir, store) = open(backend).await;
     let store = &*store;
@@ -264,6 +303,7 @@ async fn each_attempt_is_told_by_the_lease_that_ran_it(backend: Backend) {
 crate::on_every_backend!(
     claim_orders_by_priority_then_age_and_fences_stale_results,
     one_types_flood_does_not_starve_another,
+    a_claim_over_more_types_than_slots_takes_one_of_each_in_turn,
     tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them,
     each_attempt_is_told_by_the_lease_that_ran_it,
 );
