@@ -2,6 +2,7 @@
 //! `UNNEST` insert of a batch of new tasks, and result batches.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::Postgres;
@@ -25,23 +26,19 @@ pub(super) async fn claim_type(
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH ready AS (
-             SELECT id AS ready_id FROM tasks
+    static CLAIM_TYPE: LazyLock<String> = LazyLock::new(|| {
+        lease_ready(
+            "SELECT id AS ready_id FROM tasks
              WHERE status = 'pending' AND task_type = $5 AND run_at <= $1
              ORDER BY priority DESC, run_at, id LIMIT $6
-             FOR UPDATE SKIP LOCKED),
-         claimed AS (
-             UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
-                 updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
-             FROM ready WHERE id = ready.ready_id
-             RETURNING {TASK_COLUMNS})
-         SELECT * FROM claimed"
-    )))
-    .bind(now)
-    .bind(lease.session_id.to_string())
-    .bind(lease.agent_id.to_string())
-    .bind(millis(lease.expires_at))
+             FOR UPDATE SKIP LOCKED",
+        )
+    });
+    let rows = bind_lease(
+        sqlx::query(sqlx::AssertSqlSafe(CLAIM_TYPE.as_str())),
+        lease,
+        now,
+    )
     .bind(task_type.to_owned())
     .bind(i64::from(limit))
     .fetch_all(connection)
@@ -51,9 +48,9 @@ pub(super) async fn claim_type(
 
 /// Leases, in one statement, up to `share` ready tasks of each of
 /// `task_types` in turn (each type's in priority then age order), `limit`
-/// in all, skipping rows other replicas hold: the first pass of a
-/// [`FairClaim`](crate::store::FairClaim) over many types, one round trip
-/// instead of one per type.
+/// in all, skipping rows other replicas hold: the first pass of a fair
+/// claim over many types (`store::FairClaim`), one round trip instead of
+/// one per type.
 pub(super) async fn claim_each_type(
     connection: &mut PgConnection,
     task_types: &[&str],
@@ -62,33 +59,55 @@ pub(super) async fn claim_each_type(
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH ready AS (
-             SELECT picked.id AS ready_id
+    static CLAIM_EACH_TYPE: LazyLock<String> = LazyLock::new(|| {
+        lease_ready(
+            "SELECT picked.id AS ready_id
              FROM unnest($5::text[]) AS wanted(task_type)
              CROSS JOIN LATERAL (
                  SELECT id FROM tasks
                  WHERE status = 'pending' AND task_type = wanted.task_type AND run_at <= $1
                  ORDER BY priority DESC, run_at, id LIMIT $6
                  FOR UPDATE SKIP LOCKED) AS picked
-             LIMIT $7),
+             LIMIT $7",
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(CLAIM_EACH_TYPE.as_str()));
+    let rows = bind_lease(query, lease, now)
+        .bind(task_types.to_vec())
+        .bind(i64::from(share))
+        .bind(i64::from(limit))
+        .fetch_all(connection)
+        .await?;
+    rows.iter().map(rows::task).collect()
+}
+
+/// The statement that leases the rows `ready` picks (their ids as
+/// `ready_id`) and starts their attempts, returning the tasks: `$1` is the
+/// clock and `$2` to `$4` the lease ([`bind_lease`]); `ready`'s own
+/// parameters start at `$5`.
+fn lease_ready(ready: &str) -> String {
+    format!(
+        "WITH ready AS ({ready}),
          claimed AS (
              UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
                  updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
              FROM ready WHERE id = ready.ready_id
              RETURNING {TASK_COLUMNS})
          SELECT * FROM claimed"
-    )))
-    .bind(now)
-    .bind(lease.session_id.to_string())
-    .bind(lease.agent_id.to_string())
-    .bind(millis(lease.expires_at))
-    .bind(task_types.to_vec())
-    .bind(i64::from(share))
-    .bind(i64::from(limit))
-    .fetch_all(connection)
-    .await?;
-    rows.iter().map(rows::task).collect()
+    )
+}
+
+/// Binds [`lease_ready`]'s `$1` to `$4`: the clock and the lease.
+fn bind_lease<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    lease: &Lease,
+    now: i64,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(now)
+        .bind(lease.session_id.to_string())
+        .bind(lease.agent_id.to_string())
+        .bind(millis(lease.expires_at))
 }
 
 /// One array to bind: `value` of each item.
