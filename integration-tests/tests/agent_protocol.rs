@@ -344,7 +344,63 @@ async fn a_closed_stream_returns_its_leased_tasks_at_once(backend: Backend) {
     assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 2));
 }
 
+async fn assignments_queued_at_an_agent_that_leaves_go_back_at_once(backend: Backend) {
+    let server = TestServer::start_with(
+        &backend,
+        taskplane_server::QueueConfig {
+            // Only the stream's end can return the tasks within the test.
+            lease_duration: Duration::from_secs(120),
+            ..integration_tests::fast_queue()
+        },
+    )
+    .await;
+    let mut first = register("queueing", &[("reports", &["render"])], 1);
+    if let Some(Agent::Register(register)) = &mut first.message {
+        register.max_prefetch = 8;
+    }
+    let mut agent = RawAgent::open(&server, first).await.unwrap();
+    agent.next().await;
+    let mut tasks = server.tasks().await;
+    // One fast result opens the window.
+    enqueue(&mut tasks, enqueue_request("render", json!({}))).await;
+    let warm_up = agent.next_assignment().await;
+    agent
+        .outbound
+        .send(AgentMessage {
+            message: Some(Agent::Result(TaskResult {
+                task_id: warm_up.task_id.clone(),
+                attempt: warm_up.attempt,
+                outcome: Some(task_result::Outcome::Completed(Completed { result: None })),
+                ran_for: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 1_000,
+                }),
+            })),
+        })
+        .await
+        .unwrap();
+    wait_status(&tasks, &warm_up.task_id, TaskStatus::Completed).await;
+
+    let batch = taskplane_proto::v1::EnqueueTasksRequest {
+        tasks: (0..4)
+            .map(|_| enqueue_request("render", json!({})))
+            .collect(),
+    };
+    tasks.enqueue_tasks(batch).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(agent.next_assignment().await.task_id);
+    }
+    // One slot: one runs, three wait in the agent's queue. It leaves.
+    drop(agent);
+    for id in &held {
+        let task = wait_status(&tasks, id, TaskStatus::Pending).await;
+        assert!(task.last_error.contains("stream closed"), "{task:?}");
+    }
+}
+
 integration_tests::on_every_backend!(
+    assignments_queued_at_an_agent_that_leaves_go_back_at_once,
     the_first_message_must_be_register,
     registration_is_atomic,
     delivery_never_exceeds_the_agents_credit,
