@@ -160,6 +160,17 @@ fn check_scale(report: &Value, backend: &str) {
     assert_eq!(number(w7, "tasks"), 300.0);
     let fraction = number(w7, "fraction_of_ideal");
     assert!(fraction > 0.0 && fraction <= 1.05, "{w7}");
+    let w9 = figures(report, backend, "W9 idle agents");
+    assert_eq!(number(w9, "idle_agents"), 20.0);
+    let (without, with) = (
+        number(w9, "server_rss_mib_without_agents"),
+        number(w9, "server_rss_mib_with_agents"),
+    );
+    assert!(
+        0.0 < without && without <= with,
+        "a server process was measured: {w9}"
+    );
+    assert!(number(w9, "server_cpu_percent_of_one_core") >= 0.0, "{w9}");
     let w8 = figures(report, backend, "W8 many producers");
     assert!(number(w8, "accepted") > 0.0, "{w8}");
     assert!(
@@ -189,8 +200,20 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
             "--postgres-url",
             &admin_url(),
         ])
-        .args(["--workloads", "w1,w2,w3,w4,w5,w6,w7,w8", "--output", "json"])
-        .args(["--slow-tasks", "300"])
+        .args([
+            "--workloads",
+            "w1,w2,w3,w4,w5,w6,w7,w8,w9",
+            "--output",
+            "json",
+        ])
+        .args([
+            "--slow-tasks",
+            "300",
+            "--idle-agents",
+            "20",
+            "--idle-window",
+            "1s",
+        ])
         .args(["--tasks", &TASKS.to_string(), "--batch-size", "100"])
         .args(["--single-tasks", "40", "--clients", "4"])
         .args(["--rate", &RATE.to_string(), "--duration", "500ms"])

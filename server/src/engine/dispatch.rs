@@ -2,12 +2,15 @@
 //!
 //! Each session has one dispatcher: it claims ready tasks of the session's
 //! types, as many as the agent has free slots and room in its prefetch
-//! window (up to a batch), and sends them as assignments. It sleeps until woken by new work, a freed slot or more
-//! credit, or until the poll interval passes (delayed tasks becoming due).
-//! A claim that comes back short leaves the session caught up, so new tasks
-//! can be handed to it at enqueue (see [`crate::engine::handoff`]), and a freed slot
-//! on a caught-up session costs no claim: there is nothing to find until work
-//! is announced or the poll interval passes.
+//! window (up to a batch), and sends them as assignments. It sleeps until
+//! woken by new work, a freed slot or more credit. A claim that comes back
+//! short leaves the session caught up, so new tasks can be handed to it at
+//! enqueue (see [`crate::engine::handoff`]), and a caught-up session makes
+//! no claim at all until work of its types is announced: by an enqueue,
+//! another replica, a lease that expired, or `maintenance::due`, which
+//! looks for delayed tasks and retries come due once per poll interval for
+//! the whole replica. A session that is not caught up (its last claim
+//! failed, say) claims again each poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +33,7 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
     let low_watermark = (session.status().slots / 4).clamp(1, plane.config.max_claim_batch);
     // A caught-up session woken only by a freed slot or more credit has
     // nothing to claim: no work of its types was announced since its last
-    // claim came back short. It claims anyway when the poll interval passes
-    // (delayed tasks come due without an announcement) and at the start.
+    // claim came back short. The first claim is made regardless.
     let mut claim_anyway = true;
     loop {
         if claim_anyway || !session.is_caught_up() {
@@ -41,11 +43,24 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
                 Claimed::StreamGone => return,
             }
         }
+        let retry_after = if session.is_caught_up() {
+            None
+        } else {
+            Some(plane.config.poll_interval)
+        };
         claim_anyway = tokio::select! {
             () = session.wake.notified() => false,
-            () = tokio::time::sleep(plane.config.poll_interval) => true,
+            () = sleep_for(retry_after) => true,
             () = session.closed.cancelled() => return,
         };
+    }
+}
+
+/// Sleeps for `wait`; forever when there is none.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,6 +4,7 @@
 //! | loop | every | module |
 //! | --- | --- | --- |
 //! | lease maintenance: refresh live sessions, end silent ones, reap expired leases | heartbeat interval (a third of the lease) | [`leases`] |
+//! | wake idle agents whose delayed tasks or retries came due | poll interval | [`due`] |
 //! | WAL checkpoint (SQLite; a no-op elsewhere) | 250 ms | [`start`] |
 //! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
@@ -13,6 +14,7 @@
 //! TLS and tokens files are watched by the server's transport
 //! (`transport::reload`), which owns what it reloads.
 
+pub mod due;
 pub mod health;
 pub mod leases;
 pub mod retention;
@@ -49,6 +51,12 @@ pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
             let keeper = Arc::clone(&keeper);
             async move { keeper.round(&plane).await }
         },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        plane.config.poll_interval,
+        "waking agents for tasks come due",
+        |plane| async move { due::wake_for_due_tasks(&plane).await },
     ));
     plane.tasks.spawn(every(
         plane.clone(),

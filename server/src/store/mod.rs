@@ -137,6 +137,11 @@ pub trait Store: Send + Sync + 'static {
         self.common().tasks(filter).await
     }
 
+    /// Which of `task_types` have a PENDING task ready by `now`: the types
+    /// whose idle agents must be woken, delayed tasks and retries having
+    /// come due with no enqueue to announce them.
+    async fn due_types(&self, task_types: &[String], now: DateTime<Utc>) -> Result<Vec<String>>;
+
     /// Leases up to `limit` ready tasks of the given types: RUNNING, attempt
     /// counted, in priority then age order.
     async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>>;

@@ -8,8 +8,8 @@
 //!
 //! - [`workloads`]: W1 throughput, W2 latency, W4 scale-out, and the run.
 //! - [`backlog`]: W3, latency and throughput over a seeded backlog.
-//! - [`scale`]: W5–W8, many agents, many types, slow handlers, many
-//!   producers.
+//! - [`scale`]: W5–W9, many agents, many types, slow handlers, many
+//!   producers, idle agents.
 //! - [`harness`]: the database, servers and agents the workloads run on.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
@@ -72,7 +72,11 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Workloads to run.
-    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5,w6,w7,w8")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "w1,w2,w3,w4,w5,w6,w7,w8,w9"
+    )]
     pub workloads: Vec<String>,
     /// W1: tasks to enqueue and process.
     #[arg(long, default_value_t = 20_000)]
@@ -100,6 +104,13 @@ pub struct BenchArgs {
     /// (taskplane's default) or `normal`.
     #[arg(long, value_enum, default_value_t = crate::cli::Synchronous::Full)]
     pub sqlite_synchronous: crate::cli::Synchronous,
+    /// W9: idle agents connected to a server of its own process.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_agents: usize,
+    /// W9: how long the idle agents are watched (the default lease sends
+    /// a heartbeat every 10 s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub idle_window: Duration,
     /// W7: tasks whose handler sleeps 50 ms.
     #[arg(long, default_value_t = 20_000)]
     pub slow_tasks: usize,

@@ -1,5 +1,8 @@
 //! The workloads of a deployment's scale: W5 many agents, W6 many task
 //! types, W7 slow handlers, W8 many producers and W9 idle agents.
+//!
+//! W9 measures a server in its own process (this binary's `serve`), so
+//! that its memory and CPU are not mixed with the agents'.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +171,131 @@ pub(super) async fn w8(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
         );
     }
     Ok(figures)
+}
+
+/// W9: `args.idle_agents` agents connected to a server of their own
+/// process, each on its own connection, idle and heartbeating at the
+/// default lease for `args.idle_window`: the server's resident memory per
+/// agent and its CPU in that window.
+pub(super) async fn w9(args: &BenchArgs, database_url: &str) -> anyhow::Result<Figures> {
+    let server = ServerProcess::start(database_url).await?;
+    let servers = Servers {
+        urls: vec![server.url.clone()],
+        options: Default::default(),
+    };
+    let before = server.usage()?;
+    let probe = Arc::new(Probe::default());
+    let agents = Agents::start(&servers, args.idle_agents, 16, &probe).await?;
+    let connected = server.usage()?;
+    tokio::time::sleep(args.idle_window).await;
+    let after = server.usage()?;
+    agents.stop().await;
+    server.stop().await;
+    let agents = args.idle_agents.max(1) as f64;
+    let window = args.idle_window.as_secs_f64();
+    let mut figures = Figures::new();
+    figures.insert("idle_agents".into(), json!(args.idle_agents));
+    figures.insert("window_secs".into(), json!(window));
+    figures.insert(
+        "server_rss_mib_without_agents".into(),
+        json!(mib(before.rss_bytes)),
+    );
+    figures.insert(
+        "server_rss_mib_with_agents".into(),
+        json!(mib(after.rss_bytes)),
+    );
+    figures.insert(
+        "server_kib_per_agent".into(),
+        json!((after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / 1024.0 / agents).round()),
+    );
+    let busy = (after.cpu - connected.cpu).as_secs_f64();
+    figures.insert(
+        "server_cpu_percent_of_one_core".into(),
+        json!((busy / window * 1000.0).round() / 10.0),
+    );
+    Ok(figures)
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// A `taskplane serve` child process on a free loopback port.
+struct ServerProcess {
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// A reading of a process's resident memory and CPU time.
+struct ProcessUsage {
+    rss_bytes: u64,
+    cpu: Duration,
+}
+
+impl ServerProcess {
+    async fn start(database_url: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+            ])
+            .env("TASKPLANE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .unwrap_or_default();
+        let address = line
+            .strip_prefix("taskplane listening on ")
+            .ok_or_else(|| anyhow::anyhow!("the W9 server did not start: {line:?}"))?;
+        let url = format!("http://{address}");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(ServerProcess { child, url })
+    }
+
+    /// The child's resident memory and CPU time so far, from `/proc`.
+    fn usage(&self) -> anyhow::Result<ProcessUsage> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the W9 server exited"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS for the W9 server"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command's closing parenthesis: utime and stime
+        // are the 12th and 13th, in clock ticks.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = fields
+            .get(11..13)
+            .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat"))?
+            .iter()
+            .map(|field| field.parse::<u64>().unwrap_or(0))
+            .sum();
+        // SAFETY: `sysconf` reads a constant of the system.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(ProcessUsage {
+            rss_bytes: rss_kib * 1024,
+            cpu: Duration::from_millis(ticks * 1000 / ticks_per_second),
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// What one workload measured.

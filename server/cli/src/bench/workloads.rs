@@ -289,6 +289,12 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
                 super::scale::w8(&args, &servers).await?,
             );
         }
+        if let (true, Some(_)) = (wants("w9"), &database) {
+            let scratch = Database::create(backend, &args.postgres_url).await?;
+            let figures = super::scale::w9(&args, &scratch.url).await;
+            scratch.drop().await;
+            record("W9 idle agents", figures?);
+        }
         if let (true, Some(database), BenchBackend::Postgres) = (wants("w4"), &database, backend) {
             let second = RunningServer::start(&database.url, durability).await?;
             let mut replicas = servers.clone();

@@ -279,6 +279,18 @@ impl Store for PostgresStore {
         &self.common
     }
 
+    async fn due_types(&self, task_types: &[String], now: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT wanted FROM unnest($1::text[]) AS wanted WHERE EXISTS (
+                 SELECT 1 FROM tasks
+                 WHERE status = 'pending' AND task_type = wanted AND run_at <= $2)",
+        )
+        .bind(task_types.to_vec())
+        .bind(millis(now))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
         let registered = self.common.register_task_types(specs).await?;
         self.remember_types(&registered);

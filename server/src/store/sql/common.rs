@@ -154,7 +154,6 @@ impl<DB: Database, W> SharedStore<DB, W> {
     }
 
     /// The pool the reads use.
-    #[cfg(test)]
     pub fn readers(&self) -> &Pool<DB> {
         &self.readers
     }

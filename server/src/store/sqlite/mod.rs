@@ -327,6 +327,19 @@ impl Store for SqliteStore {
         &self.common
     }
 
+    async fn due_types(&self, task_types: &[String], now: DateTime<Utc>) -> Result<Vec<String>> {
+        // `'pending'` written out, so that the planner uses `tasks_ready`.
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM json_each($1) WHERE EXISTS (
+                 SELECT 1 FROM tasks
+                 WHERE status = 'pending' AND task_type = value AND run_at <= $2)",
+        )
+        .bind(json_text(task_types))
+        .bind(millis(now))
+        .fetch_all(self.common.readers())
+        .await?)
+    }
+
     async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
         enqueue::enqueue_with_keys(&mut *self.writer().await?, batch).await
     }
