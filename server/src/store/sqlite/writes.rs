@@ -32,6 +32,18 @@ pub(super) fn claim_type(
     lease: &Lease,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
+    let tasks = ready_tasks(connection, task_type, limit, now)?;
+    lease_tasks(connection, tasks, lease, now)
+}
+
+/// Up to `limit` ready tasks of one type, in priority then age order, as
+/// they are before a claim leases them.
+pub(super) fn ready_tasks(
+    connection: &rusqlite::Connection,
+    task_type: &str,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>> {
     static READY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {TASK_COLUMNS} FROM tasks
@@ -39,11 +51,19 @@ pub(super) fn claim_type(
              ORDER BY priority DESC, run_at, id LIMIT ?3"
         )
     });
-    let mut tasks = {
-        let mut statement = connection.prepare_cached(&READY)?;
-        let ready = statement.query((task_type, millis(now), limit))?;
-        writer_thread::decode(ready, |row| rows::task(row))?
-    };
+    let mut statement = connection.prepare_cached(&READY)?;
+    let ready = statement.query((task_type, millis(now), limit))?;
+    writer_thread::decode(ready, |row| rows::task(row))
+}
+
+/// Leases `tasks`, read by [`ready_tasks`] in this transaction, in one
+/// statement, and starts their attempts.
+pub(super) fn lease_tasks(
+    connection: &rusqlite::Connection,
+    mut tasks: Vec<Task>,
+    lease: &Lease,
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>> {
     if tasks.is_empty() {
         return Ok(tasks);
     }
