@@ -1341,8 +1341,9 @@ pub mod task_result {
     }
 }
 /// The agent never started this assignment and gives it back: it waited in
-/// the agent's queue while every slot stayed busy (the SDK gives back after
-/// 10 ms without a slot freeing), or the agent is draining. The task goes
+/// the agent's queue while every slot stayed busy (the SDK gives its queue
+/// back once every slot's handler has run 20 ms and the queue has waited as
+/// long), or the agent is draining. The task goes
 /// back to the queue as if it had never been claimed, its attempt
 /// uncounted, and the server queues no more beyond this agent's slots until
 /// its handlers prove fast again.
