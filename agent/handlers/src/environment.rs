@@ -26,6 +26,9 @@ pub struct AgentSettings {
     pub name: String,
     /// Tasks run at once (`TASKPLANE_MAX_CONCURRENCY`).
     pub max_concurrency: u32,
+    /// Assignments queued beyond the running ones (`TASKPLANE_PREFETCH`;
+    /// unset: the SDK's default, 8 per slot).
+    pub prefetch: Option<u32>,
     /// Where to serve Prometheus metrics (`TASKPLANE_METRICS_LISTEN`).
     pub metrics_listen: Option<String>,
     /// How log lines are written (`TASKPLANE_LOG_FORMAT`).
@@ -56,6 +59,14 @@ impl AgentSettings {
                 message: format!("'{value}' is not a whole number"),
             })?,
         };
+        let prefetch = lookup("TASKPLANE_PREFETCH")
+            .map(|value| {
+                value.trim().parse().map_err(|_| ConfigError {
+                    variable: "TASKPLANE_PREFETCH",
+                    message: format!("'{value}' is not a whole number (0 turns prefetch off)"),
+                })
+            })
+            .transpose()?;
         let give_up_after = lookup("TASKPLANE_GIVE_UP_AFTER")
             .map(|value| {
                 humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
@@ -75,6 +86,7 @@ impl AgentSettings {
             servers: lookup("TASKPLANE_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             name: lookup("TASKPLANE_AGENT_NAME").unwrap_or_else(|| "taskplane-agent".to_owned()),
             max_concurrency,
+            prefetch,
             metrics_listen: lookup("TASKPLANE_METRICS_LISTEN"),
             log_format,
             registry: RegistryConfig::from_lookup(&lookup)?,
@@ -103,6 +115,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "TASKPLANE_MAX_CONCURRENCY",
         "tasks run at once (default 16)",
+    ),
+    (
+        "TASKPLANE_PREFETCH",
+        "tasks queued beyond the running ones, filled only for handlers faster than a claim (default 8 per slot; 0: off)",
     ),
     (
         "TASKPLANE_TOKEN",
@@ -224,6 +240,22 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.variable, "TASKPLANE_GIVE_UP_AFTER");
+    }
+
+    #[test]
+    fn prefetch_is_the_sdks_default_unless_set() {
+        let unset = AgentSettings::from_lookup(|_| None).unwrap();
+        assert_eq!(unset.prefetch, None);
+        let off = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_PREFETCH").then(|| "0".to_owned())
+        })
+        .unwrap();
+        assert_eq!(off.prefetch, Some(0));
+        let error = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_PREFETCH").then(|| "many".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(error.variable, "TASKPLANE_PREFETCH");
     }
 
     #[test]

@@ -38,6 +38,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(after) = settings.give_up_after {
         agent = agent.give_up_after(after);
     }
+    if let Some(prefetch) = settings.prefetch {
+        agent = agent.prefetch(prefetch);
+    }
     let agent = agent.build()?;
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(&address)
