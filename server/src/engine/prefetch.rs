@@ -63,11 +63,12 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
-    /// An empty window for an agent that queues up to `most` assignments,
-    /// sized with this replica's `claim` time.
+    /// An empty window for an agent that queues up to `most` assignments
+    /// (at most [`MAX_PREFETCH`], as the agent API admits them), sized with
+    /// this replica's `claim` time.
     pub fn new(most: u32, claim: Arc<ClaimTime>) -> Self {
         Prefetch {
-            most: most.min(MAX_PREFETCH),
+            most,
             handler_secs: None,
             claim,
         }

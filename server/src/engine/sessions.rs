@@ -17,7 +17,6 @@
 //! waiting before them, handing them over skips no one in the queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -293,10 +292,9 @@ impl Session {
     /// whether that attempt was in flight.
     pub fn untrack_attempt(&self, task_id: Uuid, attempt: u32, ran_for: Option<Duration>) -> bool {
         let mut state = self.state();
-        if state.in_flight.get(&task_id).map(|f| f.attempt) != Some(attempt) {
+        let Some(answered) = state.remove_attempt(task_id, attempt) else {
             return false;
-        }
-        let answered = state.remove(task_id).expect("checked above");
+        };
         // An agent that does not say how long its handler ran: as long as
         // the server saw it run.
         if let Some(ran) = ran_for.or(answered.started_at.map(|started| started.elapsed())) {
@@ -312,10 +310,9 @@ impl Session {
     /// whether that attempt was in flight.
     pub fn given_back(&self, task_id: Uuid, attempt: u32) -> bool {
         let mut state = self.state();
-        if state.in_flight.get(&task_id).map(|f| f.attempt) != Some(attempt) {
+        if state.remove_attempt(task_id, attempt).is_none() {
             return false;
         }
-        state.remove(task_id);
         let slots = state.slots;
         state.prefetch.gave_back(slots);
         drop(state);
@@ -428,6 +425,15 @@ impl SessionState {
         Some(removed)
     }
 
+    /// Forgets the assignment if it is this attempt of the task (not an
+    /// older or newer one).
+    fn remove_attempt(&mut self, task_id: Uuid, attempt: u32) -> Option<InFlight> {
+        if self.in_flight.get(&task_id)?.attempt != attempt {
+            return None;
+        }
+        self.remove(task_id)
+    }
+
     /// Starts the oldest queued assignments while slots are idle, as the
     /// agent does.
     fn start_queued(&mut self) {
@@ -446,8 +452,6 @@ impl SessionState {
 #[derive(Default)]
 pub struct Sessions {
     sessions: RwLock<HashMap<Uuid, Arc<Session>>>,
-    /// Where the next announcement starts among the sessions it wakes.
-    next_first: AtomicUsize,
 }
 
 impl Sessions {
@@ -468,27 +472,17 @@ impl Sessions {
         sessions
     }
 
-    /// Announces work to the sessions that serve any of these types. The
-    /// first woken claims first, so each announcement starts from the next
-    /// session along: the same few would otherwise take every batch.
+    /// Announces work to the sessions that serve any of these types.
     pub fn wake_for<'a>(&self, task_types: impl IntoIterator<Item = &'a str>) {
         let task_types: Vec<&str> = task_types.into_iter().collect();
-        let sessions = self.read();
-        let serving: Vec<&Arc<Session>> = sessions
-            .values()
-            .filter(|session| {
-                session
-                    .task_types
-                    .iter()
-                    .any(|t| task_types.contains(&t.as_str()))
-            })
-            .collect();
-        if serving.is_empty() {
-            return;
-        }
-        let first = self.next_first.fetch_add(1, Ordering::Relaxed) % serving.len();
-        for session in serving[first..].iter().chain(&serving[..first]) {
-            session.announce_work();
+        for session in self.read().values() {
+            if session
+                .task_types
+                .iter()
+                .any(|t| task_types.contains(&t.as_str()))
+            {
+                session.announce_work();
+            }
         }
     }
 
