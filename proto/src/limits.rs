@@ -4,6 +4,12 @@
 /// The longest error text a failure report keeps; the rest is cut off.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
+/// How long assignments an agent queued beyond its slots (its prefetch)
+/// wait behind handlers that all keep running before the agent gives them
+/// back (`TaskResult.given_back`). The server sizes prefetch windows so
+/// that a queue is never expected to wait this long.
+pub const QUEUE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// `text` cut to at most `limit` bytes, on a character boundary, saying so
 /// when it was cut.
 pub fn bounded_text(mut text: String, limit: usize) -> String {

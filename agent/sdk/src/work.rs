@@ -30,9 +30,7 @@ use crate::metrics::AgentMetrics;
 use crate::registry::TaskRegistry;
 use crate::running::Running;
 
-/// How long queued assignments wait behind handlers that all keep running
-/// before they are given back.
-pub const QUEUE_PATIENCE: Duration = Duration::from_millis(20);
+use taskplane_proto::limits::QUEUE_PATIENCE;
 
 /// What every handler of a session is run with.
 pub(crate) struct Launcher {

@@ -13,15 +13,23 @@
 //! `slots × claim time ÷ handler time`, at most what the agent asked for.
 //! Fast handlers get the agent's whole window; a handler that runs longer
 //! than a claim takes gets less than one task per slot, and one that runs
-//! for seconds gets none. Both times are smoothed averages: the handler's
-//! per session, as its agent reports it on each result; the claim's per
-//! replica ([`ClaimTime`]), as every dispatcher measures it. One claim time
+//! for seconds gets none. Nor does one that runs for half the agent's
+//! patience (`limits::QUEUE_PATIENCE`) or longer: slots that start
+//! together (a burst of work, a claim that filled them all) stay in step,
+//! and a queue behind them would wait out a whole handler and be given
+//! back, one write per task, over and over; the round trip a window saves
+//! is a few per cent of such a handler.
+//!
+//! Both times are smoothed averages: the handler's per session, as its
+//! agent reports it on each result; the claim's per replica ([`ClaimTime`]), as every dispatcher measures it. One claim time
 //! for all sessions keeps equal agents' windows equal: each session's own
 //! would differ by its luck with the database, and the work would follow
 //! the larger windows. Until both are known the window is empty.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use taskplane_proto::limits::QUEUE_PATIENCE;
 
 /// The most assignments an agent may queue beyond its slots, whatever it
 /// asks for: each one is a task the server tracks for the session.
@@ -93,6 +101,9 @@ impl Prefetch {
         let (Some(handler), Some(claim)) = (self.handler_secs, self.claim.secs()) else {
             return 0;
         };
+        if handler >= QUEUE_PATIENCE.as_secs_f64() / 2.0 {
+            return 0;
+        }
         // A handler that reports no time at all is as fast as can be told.
         let per_claim = f64::from(slots) * claim / handler.max(1e-6);
         (per_claim as u32).min(self.most)
@@ -142,6 +153,13 @@ mod tests {
             slow.handler_ran(Duration::from_secs(30));
         }
         assert_eq!(slow.window(16), 0, "less than a task per claim: none");
+        let mut in_step = prefetch_after_a_claim_of(20 * MS, 64);
+        in_step.handler_ran(QUEUE_PATIENCE / 2);
+        assert_eq!(
+            in_step.window(64),
+            0,
+            "handlers of half the agent's patience: none, however slow claims are"
+        );
         let mut none = prefetch_after_a_claim_of(MS, 0);
         none.handler_ran(Duration::from_micros(10));
         assert_eq!(none.window(16), 0, "an agent that asked for none");
