@@ -218,10 +218,22 @@ pub(super) fn progress(args: &BenchArgs, length: u64, label: &str) -> indicatif:
     bar
 }
 
-/// Enqueues `count` no-op tasks in batches; returns tasks/s.
+/// Enqueues `count` no-op tasks of `task_type` in batches; returns tasks/s.
 pub(super) async fn enqueue_batched(
     servers: &Servers,
     task_type: &str,
+    count: usize,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f64> {
+    enqueue_spread(servers, |_| task_type.to_owned(), count, batch, bar).await
+}
+
+/// Enqueues `count` no-op tasks in batches, the `i`th of type
+/// `type_of(i)`; returns tasks/s.
+pub(super) async fn enqueue_spread(
+    servers: &Servers,
+    type_of: impl Fn(usize) -> String,
     count: usize,
     batch: usize,
     bar: &indicatif::ProgressBar,
@@ -233,7 +245,7 @@ pub(super) async fn enqueue_batched(
         let size = batch.min(count - sent);
         client
             .enqueue_tasks(EnqueueTasksRequest {
-                tasks: (0..size).map(|_| noop(task_type)).collect(),
+                tasks: (sent..sent + size).map(|i| noop(&type_of(i))).collect(),
             })
             .await?;
         sent += size;

@@ -8,46 +8,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskplane_proto::v1::EnqueueTasksRequest;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 
 use super::BenchArgs;
 use super::harness::*;
-use super::probe::{MANY_TYPES, PRODUCERS_TYPE, Probe, SLOW_TYPE, many_type};
+use super::probe::{MANY_TYPES, NOOP_TYPE, PRODUCERS_TYPE, Probe, SLOW_TYPE, many_type};
 use super::usage::Usage;
 use super::workloads::percentile;
 
 /// W5: `args.tasks` no-op tasks enqueued in batches to 100 connected
 /// agents of 4 slots, each on its own connection, until all ran:
-/// throughput (enqueue included) and each agent's share of the work.
+/// throughput (enqueue included) and each agent's share of the work. The
+/// same work for one agent holding all 400 slots, run just before, is
+/// what the throughput is compared with.
 pub(super) async fn w5(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
     const AGENTS: usize = 100;
     const SLOTS: u32 = 4;
+    let one_agent_probe = Arc::new(Probe::default());
+    let one_agent = Agents::start(servers, 1, SLOTS * AGENTS as u32, &one_agent_probe).await?;
+    let noop_type = |_| NOOP_TYPE.to_owned();
+    let one_agent_rate =
+        enqueue_and_run(args, servers, &one_agent_probe, noop_type, "W5 one agent").await?;
+    one_agent.stop().await;
     let probe = Arc::new(Probe::default());
     // Connected first: agents that join one by one would find the work
     // half done by the first ones.
     let agents = Agents::start(servers, AGENTS, SLOTS, &probe).await?;
-    let started = Instant::now();
-    let hidden = indicatif::ProgressBar::hidden();
-    enqueue_batched(
-        servers,
-        super::probe::NOOP_TYPE,
-        args.tasks,
-        args.batch_size,
-        &hidden,
-    )
-    .await?;
-    let bar = progress(args, args.tasks as u64, "W5 process (100 agents)");
-    wait_drained(servers, &probe, args.tasks, &bar).await?;
-    let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    let rate = enqueue_and_run(args, servers, &probe, noop_type, "W5 process (100 agents)").await?;
     agents.stop().await;
     let shares = probe.runs_per_agent(AGENTS);
     let fair = args.tasks as f64 / AGENTS as f64;
     let mut figures = Figures::new();
     figures.insert("agents".into(), json!(AGENTS));
     figures.insert("slots_per_agent".into(), json!(SLOTS));
-    figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
+    insert_rates(&mut figures, rate, "one_agent", one_agent_rate);
     let least = shares.iter().copied().min().unwrap_or(0);
     let most = shares.iter().copied().max().unwrap_or(0);
     figures.insert("least_tasks_per_agent".into(), json!(least));
@@ -60,34 +54,59 @@ pub(super) async fn w5(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
     Ok(figures)
 }
 
-/// W6: `args.tasks` tasks spread evenly over 1,000 task types, drained by
-/// one agent serving them all.
+/// W6: `args.tasks` tasks spread evenly over 1,000 task types, enqueued
+/// in batches to one agent serving them all, until all ran. The same work
+/// of one type, for an agent of as many slots serving it, run just
+/// before, is what the throughput is compared with.
 pub(super) async fn w6(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
+    let one_type_probe = Arc::new(Probe::default());
+    let one_type = Agents::start(servers, 1, args.concurrency, &one_type_probe).await?;
+    let noop_type = |_| NOOP_TYPE.to_owned();
+    let one_type_rate =
+        enqueue_and_run(args, servers, &one_type_probe, noop_type, "W6 one type").await?;
+    one_type.stop().await;
     let probe = Arc::new(Probe::default());
     let agents = Agents::start_many_types(servers, args.concurrency, &probe).await?;
-    // The agent registered the types; it runs what arrives from here on.
-    let mut client = TaskServiceClient::new(servers.channel().await?);
-    let bar = progress(args, args.tasks as u64, "W6 process (1,000 types)");
-    let started = Instant::now();
-    let mut sent = 0;
-    while sent < args.tasks {
-        let size = args.batch_size.min(args.tasks - sent);
-        let tasks = (sent..sent + size)
-            .map(|i| noop(&many_type(i % MANY_TYPES)))
-            .collect();
-        client.enqueue_tasks(EnqueueTasksRequest { tasks }).await?;
-        sent += size;
-    }
-    wait_ran(&probe, args.tasks, &bar).await?;
-    let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    let spread = |i| many_type(i % MANY_TYPES);
+    let rate = enqueue_and_run(args, servers, &probe, spread, "W6 process (1,000 types)").await?;
     agents.stop().await;
     let mut figures = Figures::new();
     figures.insert("task_types".into(), json!(MANY_TYPES));
     figures.insert("slots_per_agent".into(), json!(args.concurrency));
-    figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
+    insert_rates(&mut figures, rate, "one_type", one_type_rate);
     insert_counts(&mut figures, &probe, args.tasks);
     Ok(figures)
+}
+
+/// Enqueues `args.tasks` no-op tasks in batches, the `i`th of type
+/// `type_of(i)`, to agents already connected, and waits until `probe` saw
+/// each one run: tasks/s, enqueue included.
+async fn enqueue_and_run(
+    args: &BenchArgs,
+    servers: &Servers,
+    probe: &Probe,
+    type_of: impl Fn(usize) -> String,
+    label: &str,
+) -> anyhow::Result<f64> {
+    let bar = progress(args, args.tasks as u64, label);
+    let started = Instant::now();
+    let hidden = indicatif::ProgressBar::hidden();
+    enqueue_spread(servers, type_of, args.tasks, args.batch_size, &hidden).await?;
+    wait_ran(probe, args.tasks, &bar).await?;
+    let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(rate)
+}
+
+/// Records a workload's `rate` and the `control` rate it is compared with,
+/// named `{control_name}_per_sec`, and their ratio.
+fn insert_rates(figures: &mut Figures, rate: f64, control_name: &str, control: f64) {
+    figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
+    figures.insert(format!("{control_name}_per_sec"), json!(control.round()));
+    figures.insert(
+        format!("fraction_of_{control_name}"),
+        json!((rate / control * 100.0).round() / 100.0),
+    );
 }
 
 /// W7: `args.slow_tasks` tasks whose handler sleeps 50 ms, drained by 10
