@@ -152,10 +152,11 @@ fn check_scale(report: &Value, backend: &str) {
         number(w5, "most_tasks_per_agent"),
     );
     assert!(least <= most && most > 0.0, "{w5}");
-    assert_eq!(
-        number(figures(report, backend, "W6 many task types"), "task_types"),
-        1000.0
-    );
+    assert!(number(w5, "one_agent_per_sec") > 0.0, "{w5}");
+    assert!(number(w5, "fraction_of_one_agent") > 0.0, "{w5}");
+    let w6 = figures(report, backend, "W6 many task types");
+    assert_eq!(number(w6, "task_types"), 1000.0);
+    assert!(number(w6, "fraction_of_one_type") > 0.0, "{w6}");
     let w7 = figures(report, backend, "W7 slow handlers");
     assert_eq!(number(w7, "tasks"), 300.0);
     let fraction = number(w7, "fraction_of_ideal");
