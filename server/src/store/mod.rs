@@ -318,87 +318,100 @@ pub struct EnqueueBatch<'a> {
 }
 
 /// The order of per-type claims that makes one claim fair across task types:
-/// each type first gets an equal share of the slots, starting from a type
-/// that rotates with every claim, so one type's flood cannot starve another;
-/// slots a type leaves unused then go to the types that had more waiting.
+/// each type first gets an equal share of the slots, in turn from where the
+/// last claim over the same rotation stopped, so one type's flood cannot
+/// starve another; slots a type leaves unused then go to the types that had
+/// more waiting.
+///
+/// The first pass is one statement on both backends (every type's share,
+/// in turn, until the limit). A claim that fills its limit partway through
+/// the types leaves the next claim to start just after the last type it
+/// took from: starting one type further each time, as it once did, made a
+/// session of 1,000 types look again at every type the last claim had just
+/// emptied. A claim that goes through every type moves the start by one,
+/// so the leftovers of the second pass go to each type in turn.
+/// Concurrent claims (PostgreSQL) may start at the same type; `SKIP
+/// LOCKED` keeps their tasks apart.
 struct FairClaim<'a> {
-    first_pass: std::collections::VecDeque<&'a str>,
+    /// Every type, in this claim's turn.
+    turn: Vec<&'a str>,
+    /// Where the turn starts, shared by the claims of one store.
+    rotation: &'a AtomicUsize,
+    start: usize,
     more_waiting: std::collections::VecDeque<&'a str>,
-    in_first_pass: bool,
     share: u32,
     remaining: u32,
     claimed: Vec<Task>,
 }
 
 impl<'a> FairClaim<'a> {
-    fn new(task_types: &'a [String], limit: u32, rotation: &AtomicUsize) -> Self {
-        let start = rotation.fetch_add(1, Ordering::Relaxed) % task_types.len().max(1);
-        let first_pass = task_types[start..]
+    fn new(task_types: &'a [String], limit: u32, rotation: &'a AtomicUsize) -> Self {
+        let start = rotation.load(Ordering::Relaxed) % task_types.len().max(1);
+        let turn = task_types[start..]
             .iter()
             .chain(&task_types[..start])
             .map(String::as_str)
             .collect();
         let share = (limit / task_types.len().max(1) as u32).max(1);
         FairClaim {
-            first_pass,
+            turn,
+            rotation,
+            start,
             more_waiting: Default::default(),
-            in_first_pass: true,
             share,
             remaining: limit,
             claimed: Vec::new(),
         }
     }
 
-    /// The next type to claim from and how many to ask for.
+    /// The first pass: the types in their turn and the share of each.
+    fn first_pass(&self) -> (&[&'a str], u32) {
+        (&self.turn, self.share)
+    }
+
+    /// Keeps what the first pass claimed, and moves the start of the next
+    /// claim's turn. A type that filled its share may have more waiting.
+    fn record_first_pass(&mut self, claimed: Vec<Task>) {
+        let mut per_type: std::collections::HashMap<&str, u32> = Default::default();
+        for task in &claimed {
+            *per_type.entry(task.task_type.as_str()).or_default() += 1;
+        }
+        let mut last_served = None;
+        for (position, task_type) in self.turn.iter().enumerate() {
+            if let Some(&count) = per_type.get(task_type) {
+                last_served = Some(position);
+                if count == self.share {
+                    self.more_waiting.push_back(task_type);
+                }
+            }
+        }
+        self.remaining -= (claimed.len() as u32).min(self.remaining);
+        let advance = match last_served {
+            Some(last) if self.remaining == 0 && last + 1 < self.turn.len() => last + 1,
+            _ => 1,
+        };
+        self.rotation
+            .store(self.start.wrapping_add(advance), Ordering::Relaxed);
+        self.claimed.extend(claimed);
+    }
+
+    /// The next type of the second pass and how many to ask for.
     fn next_step(&mut self) -> Option<(&'a str, u32)> {
         if self.remaining == 0 {
             return None;
         }
-        if let Some(task_type) = self.first_pass.pop_front() {
-            return Some((task_type, self.share.min(self.remaining)));
-        }
-        self.in_first_pass = false;
         self.more_waiting
             .pop_front()
             .map(|task_type| (task_type, self.remaining))
     }
 
-    /// The whole first pass at once, for a backend that claims every type's
-    /// share in one statement: the types in their turn and the share of
-    /// each. [`FairClaim::next_step`] then goes on with the second pass.
-    fn first_pass(&mut self) -> (Vec<&'a str>, u32) {
-        (self.first_pass.drain(..).collect(), self.share)
-    }
-
-    /// Keeps what the one-statement first pass over `task_types` claimed:
-    /// a type that filled its share may have more waiting.
-    fn record_first_pass(&mut self, task_types: &[&'a str], claimed: Vec<Task>) {
-        let mut per_type: std::collections::HashMap<&str, u32> = Default::default();
-        for task in &claimed {
-            *per_type.entry(task.task_type.as_str()).or_default() += 1;
-        }
-        for task_type in task_types {
-            if per_type.get(task_type) == Some(&self.share) {
-                self.more_waiting.push_back(task_type);
-            }
-        }
+    /// Keeps what a step of the second pass claimed.
+    fn record(&mut self, claimed: Vec<Task>) {
         self.remaining -= (claimed.len() as u32).min(self.remaining);
-        self.in_first_pass = false;
         self.claimed.extend(claimed);
     }
 
-    /// Keeps what a step claimed: a type that filled its first-pass share
-    /// may have more waiting.
-    fn record(&mut self, task_type: &'a str, wanted: u32, claimed: Vec<Task>) {
-        let count = claimed.len() as u32;
-        self.remaining -= count.min(self.remaining);
-        if self.in_first_pass && count == wanted {
-            self.more_waiting.push_back(task_type);
-        }
-        self.claimed.extend(claimed);
-    }
-
-    /// Every task the steps claimed, in delivery order.
+    /// Every task the passes claimed, in delivery order.
     fn into_tasks(self) -> Vec<Task> {
         delivery_order(self.claimed)
     }
@@ -459,13 +472,39 @@ mod tests {
     }
 
     #[test]
-    fn a_fair_claim_of_one_type_is_one_step_for_the_whole_limit() {
+    fn a_fair_claim_of_one_type_asks_for_the_whole_limit_at_once() {
         let types = vec!["a".to_owned()];
         for claimed in [100, 40, 0] {
-            let mut plan = FairClaim::new(&types, 100, &AtomicUsize::new(0));
-            assert_eq!(plan.next_step(), Some(("a", 100)));
-            plan.record("a", 100, (0..claimed).map(|_| claimed_task()).collect());
+            let rotation = AtomicUsize::new(0);
+            let mut plan = FairClaim::new(&types, 100, &rotation);
+            assert_eq!(plan.first_pass(), (&["a"][..], 100));
+            plan.record_first_pass((0..claimed).map(|_| claimed_task()).collect());
             assert_eq!(plan.next_step(), None, "claimed {claimed}");
         }
+    }
+
+    #[test]
+    fn the_next_claim_starts_after_the_last_type_served_or_one_further() {
+        let types: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        let rotation = AtomicUsize::new(0);
+        let of_types = |names: &[&str]| -> Vec<Task> {
+            names
+                .iter()
+                .map(|name| Task {
+                    task_type: (*name).into(),
+                    ..claimed_task()
+                })
+                .collect()
+        };
+        // A limit of two, filled by "a" and "b": the next turn starts at "c".
+        let mut plan = FairClaim::new(&types, 2, &rotation);
+        assert_eq!(plan.first_pass().0, ["a", "b", "c", "d"]);
+        plan.record_first_pass(of_types(&["a", "b"]));
+        let mut plan = FairClaim::new(&types, 2, &rotation);
+        assert_eq!(plan.first_pass().0, ["c", "d", "a", "b"]);
+        // Short: every type was looked at, so the start moves by one.
+        plan.record_first_pass(of_types(&["d"]));
+        let plan = FairClaim::new(&types, 2, &rotation);
+        assert_eq!(plan.first_pass().0, ["d", "a", "b", "c"]);
     }
 }

@@ -405,11 +405,11 @@ impl Store for PostgresStore {
         let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
         let (first_pass, share) = plan.first_pass();
         let claimed =
-            writes::claim_each_type(&mut tx, &first_pass, share, limit, lease, now).await?;
-        plan.record_first_pass(&first_pass, claimed);
+            writes::claim_each_type(&mut tx, first_pass, share, limit, lease, now).await?;
+        plan.record_first_pass(claimed);
         while let Some((task_type, wanted)) = plan.next_step() {
             let claimed = writes::claim_type(&mut tx, task_type, wanted, lease, now).await?;
-            plan.record(task_type, wanted, claimed);
+            plan.record(claimed);
         }
         tx.commit().await?;
         Ok(plan.into_tasks())

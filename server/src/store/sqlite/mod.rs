@@ -405,7 +405,7 @@ impl Store for SqliteStore {
                 // was most of a claim's cost.
                 let (first_pass, share) = plan.first_pass();
                 let mut ready = Vec::new();
-                for task_type in &first_pass {
+                for task_type in first_pass {
                     let wanted = share.min(limit - ready.len() as u32);
                     if wanted == 0 {
                         break;
@@ -413,10 +413,10 @@ impl Store for SqliteStore {
                     ready.extend(writes::ready_tasks(connection, task_type, wanted, now)?);
                 }
                 let claimed = writes::lease_tasks(connection, ready, &lease, now)?;
-                plan.record_first_pass(&first_pass, claimed);
+                plan.record_first_pass(claimed);
                 while let Some((task_type, wanted)) = plan.next_step() {
                     let claimed = writes::claim_type(connection, task_type, wanted, &lease, now)?;
-                    plan.record(task_type, wanted, claimed);
+                    plan.record(claimed);
                 }
                 Ok(plan.into_tasks())
             })
