@@ -16,7 +16,7 @@
 //! Only a caught-up session takes tasks handed off at enqueue: with nothing
 //! waiting before them, handing them over skips no one in the queue.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -67,8 +67,10 @@ pub struct Session {
     pub agent_name: String,
     /// Domains it serves.
     pub domains: Vec<String>,
-    /// Task types it serves.
+    /// Task types it serves, in the order its claims take them.
     pub task_types: Vec<String>,
+    /// The same types, to look one up: an agent may serve a thousand.
+    serving: HashSet<String>,
     /// Labels it sent.
     pub labels: BTreeMap<String, String>,
     /// When it registered.
@@ -151,6 +153,7 @@ impl Session {
             agent_id: new.agent_id,
             agent_name: new.agent_name,
             domains: new.domains,
+            serving: new.task_types.iter().cloned().collect(),
             task_types: new.task_types,
             labels: new.labels,
             connected_at: now,
@@ -336,6 +339,11 @@ impl Session {
             .collect()
     }
 
+    /// Whether this session's agent serves `task_type`.
+    pub fn serves(&self, task_type: &str) -> bool {
+        self.serving.contains(task_type)
+    }
+
     /// Whether this session holds the task (at any attempt).
     pub fn holds(&self, task_id: Uuid) -> bool {
         self.state().in_flight.contains_key(&task_id)
@@ -474,13 +482,9 @@ impl Sessions {
 
     /// Announces work to the sessions that serve any of these types.
     pub fn wake_for<'a>(&self, task_types: impl IntoIterator<Item = &'a str>) {
-        let task_types: Vec<&str> = task_types.into_iter().collect();
+        let task_types: HashSet<&str> = task_types.into_iter().collect();
         for session in self.read().values() {
-            if session
-                .task_types
-                .iter()
-                .any(|t| task_types.contains(&t.as_str()))
-            {
+            if task_types.iter().any(|t| session.serves(t)) {
                 session.announce_work();
             }
         }
@@ -500,7 +504,7 @@ impl Sessions {
         let session = self
             .read()
             .values()
-            .filter(|s| s.task_types.iter().any(|t| t == task_type))
+            .filter(|s| s.serves(task_type))
             .max_by_key(|s| s.free_slots())
             .cloned()?;
         session.reserve().then_some(session)

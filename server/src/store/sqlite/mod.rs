@@ -400,18 +400,11 @@ impl Store for SqliteStore {
             .write(move |connection| {
                 // One type takes one step: its share is the whole limit.
                 let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
-                // The first pass reads every type's share, then leases them
-                // all in one statement: with many types, one UPDATE per type
-                // was most of a claim's cost.
+                // The first pass reads every type's share in one statement,
+                // then leases them all in another: with many types, two
+                // statements per type were most of a claim's cost.
                 let (first_pass, share) = plan.first_pass();
-                let mut ready = Vec::new();
-                for task_type in first_pass {
-                    let wanted = share.min(limit - ready.len() as u32);
-                    if wanted == 0 {
-                        break;
-                    }
-                    ready.extend(writes::ready_tasks(connection, task_type, wanted, now)?);
-                }
+                let ready = writes::ready_in_turn(connection, first_pass, share, limit, now)?;
                 let claimed = writes::lease_tasks(connection, ready, &lease, now)?;
                 plan.record_first_pass(claimed);
                 while let Some((task_type, wanted)) = plan.next_step() {
