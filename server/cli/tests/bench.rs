@@ -174,6 +174,8 @@ fn check_scale(report: &Value, backend: &str) {
     assert!(number(w9, "server_cpu_percent_of_one_core") >= 0.0, "{w9}");
     let w8 = figures(report, backend, "W8 many producers");
     assert!(number(w8, "accepted") > 0.0, "{w8}");
+    assert!(number(w8, "floor_calls_per_sec") > 0.0, "{w8}");
+    assert!(number(w8, "fraction_of_floor") > 0.0, "{w8}");
     assert!(
         number(w8, "call_p50_ms") <= number(w8, "call_p99_ms"),
         "{w8}"

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use super::BenchArgs;
 use super::harness::*;
@@ -155,43 +157,106 @@ pub(super) async fn w7(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
 
 /// W8: 64 clients, each calling `EnqueueTask` one task at a time for
 /// `args.duration`: accepted enqueues per second and each call's latency.
+/// The same clients calling the health check, which does nothing, for as
+/// long just before are the floor it is compared with: what one gRPC call
+/// over its own connection costs on this machine, clients included.
 pub(super) async fn w8(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
     const PRODUCERS: usize = 64;
-    let until = Instant::now() + args.duration;
+    let floor = call_repeatedly(servers, PRODUCERS, args.duration, |channel| {
+        let health = HealthClient::new(channel);
+        move || {
+            let mut health = health.clone();
+            async move {
+                health.check(HealthCheckRequest::default()).await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    let enqueues = call_repeatedly(servers, PRODUCERS, args.duration, |channel| {
+        let client = TaskServiceClient::new(channel);
+        move || {
+            let mut client = client.clone();
+            async move {
+                client.enqueue_task(noop(PRODUCERS_TYPE)).await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    let mut figures = Figures::new();
+    figures.insert("producers".into(), json!(PRODUCERS));
+    figures.insert("accepted".into(), json!(enqueues.calls()));
+    figures.insert("accepted_per_sec".into(), json!(enqueues.per_sec().round()));
+    figures.insert("floor_calls_per_sec".into(), json!(floor.per_sec().round()));
+    figures.insert(
+        "fraction_of_floor".into(),
+        json!((enqueues.per_sec() / floor.per_sec() * 100.0).round() / 100.0),
+    );
+    for (prefix, calls) in [("call_", &enqueues), ("floor_call_", &floor)] {
+        for (name, p) in [("p50_ms", 50.0), ("p99_ms", 99.0)] {
+            figures.insert(
+                format!("{prefix}{name}"),
+                json!((percentile(&calls.latencies_ms, p) * 1000.0).round() / 1000.0),
+            );
+        }
+    }
+    Ok(figures)
+}
+
+/// The calls of [`call_repeatedly`]: each one's latency, sorted.
+struct Calls {
+    latencies_ms: Vec<f64>,
+    elapsed: Duration,
+}
+
+impl Calls {
+    fn calls(&self) -> usize {
+        self.latencies_ms.len()
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.calls() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `clients` clients, each on its own connection, each making `call`
+/// one after another for `duration`.
+async fn call_repeatedly<F, Fut>(
+    servers: &Servers,
+    clients: usize,
+    duration: Duration,
+    client: impl Fn(taskplane_common::AuthChannel) -> F,
+) -> anyhow::Result<Calls>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let until = Instant::now() + duration;
     let started = Instant::now();
-    let mut producers = Vec::new();
-    for _ in 0..PRODUCERS {
-        let mut client = TaskServiceClient::new(servers.channel().await?);
-        producers.push(tokio::spawn(async move {
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let mut call = client(servers.channel().await?);
+        workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < until {
-                let call = Instant::now();
-                client.enqueue_task(noop(PRODUCERS_TYPE)).await?;
-                latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+                let began = Instant::now();
+                call().await?;
+                latencies.push(began.elapsed().as_secs_f64() * 1000.0);
             }
             Ok::<_, tonic::Status>(latencies)
         }));
     }
-    let mut latencies = Vec::new();
-    for producer in producers {
-        latencies.extend(producer.await??);
+    let mut latencies_ms = Vec::new();
+    for worker in workers {
+        latencies_ms.extend(worker.await??);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    let mut figures = Figures::new();
-    figures.insert("producers".into(), json!(PRODUCERS));
-    figures.insert("accepted".into(), json!(latencies.len()));
-    figures.insert(
-        "accepted_per_sec".into(),
-        json!((latencies.len() as f64 / elapsed).round()),
-    );
-    for (name, p) in [("call_p50_ms", 50.0), ("call_p99_ms", 99.0)] {
-        figures.insert(
-            name.into(),
-            json!((percentile(&latencies, p) * 1000.0).round() / 1000.0),
-        );
-    }
-    Ok(figures)
+    let elapsed = started.elapsed();
+    latencies_ms.sort_by(f64::total_cmp);
+    Ok(Calls {
+        latencies_ms,
+        elapsed,
+    })
 }
 
 /// W9: `args.idle_agents` agents connected to a server of their own
