@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "taskplane/v1/task.proto",
     "taskplane/v1/registry.proto",
     "taskplane/v1/agent.proto",
+    "taskplane/v1/schedule.proto",
 ];
 
 /// The generated files, by name: the Rust code and the descriptor set.

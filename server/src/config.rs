@@ -123,6 +123,10 @@ pub struct QueueConfig {
     pub purge_batch: u32,
     /// When an SQLite commit reaches the disk (PostgreSQL ignores it).
     pub sqlite_durability: SqliteDurability,
+    /// A schedule's fire time the scheduler reaches later than this was
+    /// missed (no server was running): the schedule's catch-up policy
+    /// decides what it makes. Later but within it, it fires as usual.
+    pub schedule_grace: Duration,
 }
 
 /// When a commit of the embedded SQLite store reaches the disk: SQLite's
@@ -192,6 +196,7 @@ impl Default for QueueConfig {
             purge_interval: Duration::from_secs(60),
             purge_batch: 1000,
             sqlite_durability: SqliteDurability::Full,
+            schedule_grace: Duration::from_secs(60),
         }
     }
 }

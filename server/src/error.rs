@@ -37,6 +37,10 @@ pub enum Error {
     /// The other side was silent for longer than it may be.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A concurrent change got there first (a schedule fired by another
+    /// replica, say); nothing was changed.
+    #[error("{0}")]
+    Aborted(String),
     /// A message was larger than the limit.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -70,6 +74,7 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(message) => tonic::Status::unauthenticated(message),
             Error::DeadlineExceeded(message) => tonic::Status::deadline_exceeded(message),
             Error::ResourceExhausted(message) => tonic::Status::resource_exhausted(message),
+            Error::Aborted(message) => tonic::Status::aborted(message),
             transient if transient.is_transient() => {
                 tracing::warn!(error = %transient, "storage unavailable");
                 tonic::Status::unavailable(

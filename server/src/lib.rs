@@ -28,6 +28,7 @@ pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod testing;

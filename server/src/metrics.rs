@@ -43,6 +43,22 @@ pub struct DomainLabels {
     pub domain: String,
 }
 
+/// Labels of per-schedule metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    /// The schedule.
+    pub schedule: String,
+}
+
+/// Labels of skipped fire times.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    /// The schedule.
+    pub schedule: String,
+    /// `overlap`, `buffer_full`, `missed` or `beyond_limit`.
+    pub reason: String,
+}
+
 type Histograms = Family<TypeLabels, Histogram, fn() -> Histogram>;
 
 /// From 0.25 ms to about 4 minutes.
@@ -62,6 +78,9 @@ pub struct ServerMetrics {
     lease_expiries: Counter,
     dispatch_latency: Histograms,
     run_time: Histograms,
+    schedule_fires: Family<ScheduleLabels, Counter>,
+    schedule_skips: Family<SkipLabels, Counter>,
+    schedule_lag: Family<ScheduleLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for ServerMetrics {
@@ -77,6 +96,9 @@ impl Default for ServerMetrics {
             lease_expiries: Counter::default(),
             dispatch_latency: Family::new_with_constructor(latency_histogram),
             run_time: Family::new_with_constructor(latency_histogram),
+            schedule_fires: Family::default(),
+            schedule_skips: Family::default(),
+            schedule_lag: Family::new_with_constructor(latency_histogram),
         };
         metrics.registered()
     }
@@ -126,7 +148,44 @@ impl ServerMetrics {
             "From assignment to the recorded result of an attempt",
             self.run_time.clone(),
         );
+        registry.register(
+            "schedule_fires",
+            "Tasks schedules enqueued (fire times and triggers)",
+            self.schedule_fires.clone(),
+        );
+        registry.register(
+            "schedule_skips",
+            "Fire times of schedules that made no task, by reason",
+            self.schedule_skips.clone(),
+        );
+        registry.register(
+            "schedule_lag_seconds",
+            "From a schedule's fire time to the commit of its task",
+            self.schedule_lag.clone(),
+        );
         self
+    }
+
+    /// Counts a schedule's task enqueued for `fire_at`, and its lag.
+    pub fn schedule_fired(&self, schedule: &str, fire_at: DateTime<Utc>, now: DateTime<Utc>) {
+        let labels = ScheduleLabels {
+            schedule: schedule.to_owned(),
+        };
+        self.schedule_fires.get_or_create(&labels).inc();
+        let lag = (now - fire_at).to_std().unwrap_or_default();
+        self.schedule_lag
+            .get_or_create(&labels)
+            .observe(lag.as_secs_f64());
+    }
+
+    /// Counts `fire_times` of a schedule skipped for `reason`.
+    pub fn schedule_skipped(&self, schedule: &str, reason: &str, fire_times: u32) {
+        self.schedule_skips
+            .get_or_create(&SkipLabels {
+                schedule: schedule.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc_by(u64::from(fire_times));
     }
 
     /// Counts newly enqueued tasks.

@@ -1189,6 +1189,1113 @@ pub mod task_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The definition of a schedule: when it fires and the task it enqueues.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ScheduleSpec {
+    /// Unique; the task-type grammar: lowercase letters, digits, '\_', '-', '.'.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// A registered task type.
+    #[prost(string, tag = "2")]
+    pub task_type: ::prost::alloc::string::String,
+    /// The task's payload (default: {}).
+    #[prost(message, optional, tag = "3")]
+    pub payload: ::core::option::Option<::prost_types::Struct>,
+    #[prost(map = "string, string", tag = "4")]
+    pub metadata: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(int32, tag = "5")]
+    pub priority: i32,
+    /// Default: the task type's.
+    #[prost(uint32, tag = "6")]
+    pub max_attempts: u32,
+    /// Default: the task type's.
+    #[prost(message, optional, tag = "7")]
+    pub timeout: ::core::option::Option<::prost_types::Duration>,
+    #[prost(string, tag = "8")]
+    pub handler_version: ::prost::alloc::string::String,
+    /// A cron expression: five fields (minute hour day-of-month month
+    /// day-of-week), or six with seconds first, or a nickname (@yearly,
+    /// @monthly, @weekly, @daily, @hourly). Set exactly one of `cron` and
+    /// `interval`.
+    #[prost(string, tag = "9")]
+    pub cron: ::prost::alloc::string::String,
+    /// Fire every `interval` (at least 1 s), at whole multiples of it since
+    /// the Unix epoch.
+    #[prost(message, optional, tag = "10")]
+    pub interval: ::core::option::Option<::prost_types::Duration>,
+    /// The IANA time zone the cron expression is read in, e.g.
+    /// "Europe/Berlin" (default UTC). In a DST gap a fixed-time expression
+    /// fires at the first instant after the gap; in an overlap it fires once,
+    /// at the first pass.
+    #[prost(string, tag = "11")]
+    pub timezone: ::prost::alloc::string::String,
+    /// Each task's run_at is delayed by a random amount up to this.
+    #[prost(message, optional, tag = "12")]
+    pub jitter: ::core::option::Option<::prost_types::Duration>,
+    #[prost(enumeration = "OverlapPolicy", tag = "13")]
+    pub overlap: i32,
+    #[prost(enumeration = "CatchUpPolicy", tag = "14")]
+    pub catch_up: i32,
+    /// The most tasks CATCH_UP_POLICY_RUN_ALL makes at once (default 10, at most 1000).
+    #[prost(uint32, tag = "15")]
+    pub catch_up_limit: u32,
+    /// Create it paused.
+    #[prost(bool, tag = "16")]
+    pub paused: bool,
+    /// For schedules agents declare: a declaration replaces a stored one only
+    /// when its revision is at least the stored one's, so an older agent
+    /// never undoes a newer one's change.
+    #[prost(uint32, tag = "17")]
+    pub revision: u32,
+}
+/// A schedule as stored.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Schedule {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<ScheduleSpec>,
+    /// The domain of its task type.
+    #[prost(string, tag = "2")]
+    pub domain: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub paused: bool,
+    /// The next fire time (unset while paused).
+    #[prost(message, optional, tag = "4")]
+    pub next_fire_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The next few fire times from `next_fire_at`, or from the request's
+    /// `upcoming_from` when it set one.
+    #[prost(message, repeated, tag = "5")]
+    pub upcoming: ::prost::alloc::vec::Vec<::prost_types::Timestamp>,
+    /// A fire time waiting for the previous run to finish (BUFFER_ONE).
+    #[prost(message, optional, tag = "6")]
+    pub buffered_fire_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Who defined it: "operator", or "agent:<domain>" for a schedule an
+    /// agent declared with its handlers.
+    #[prost(string, tag = "7")]
+    pub declared_by: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "8")]
+    pub created_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "9")]
+    pub updated_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The latest runs, newest first (GetSchedule only).
+    #[prost(message, repeated, tag = "10")]
+    pub recent_runs: ::prost::alloc::vec::Vec<ScheduleRun>,
+}
+/// What one fire time of a schedule did.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScheduleRun {
+    #[prost(message, optional, tag = "1")]
+    pub fire_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The task it enqueued; empty when it was skipped.
+    #[prost(string, tag = "2")]
+    pub task_id: ::prost::alloc::string::String,
+    /// That task's status now (unspecified once the task was purged).
+    #[prost(enumeration = "TaskStatus", tag = "3")]
+    pub status: i32,
+    /// Why no task was enqueued, e.g. "overlap: the previous run is still running".
+    #[prost(string, tag = "4")]
+    pub skipped: ::prost::alloc::string::String,
+    /// How many fire times this run stands for (a catch-up that skipped or
+    /// collapsed several).
+    #[prost(uint32, tag = "5")]
+    pub fire_times: u32,
+    /// True for a TriggerSchedule run.
+    #[prost(bool, tag = "6")]
+    pub triggered: bool,
+    #[prost(message, optional, tag = "7")]
+    pub recorded_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateScheduleRequest {
+    #[prost(message, optional, tag = "1")]
+    pub schedule: ::core::option::Option<ScheduleSpec>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetScheduleRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Compute `upcoming` from this instant instead of the next fire time,
+    /// e.g. to see how a time zone's DST change moves it.
+    #[prost(message, optional, tag = "2")]
+    pub upcoming_from: ::core::option::Option<::prost_types::Timestamp>,
+    /// How many upcoming fire times (default 5, at most 100).
+    #[prost(uint32, tag = "3")]
+    pub upcoming_count: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListSchedulesRequest {
+    /// Empty: every task type.
+    #[prost(string, tag = "1")]
+    pub task_type: ::prost::alloc::string::String,
+    /// Empty: every domain.
+    #[prost(string, tag = "2")]
+    pub domain: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListSchedulesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub schedules: ::prost::alloc::vec::Vec<Schedule>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UpdateScheduleRequest {
+    /// The new definition; its name says which schedule.
+    #[prost(message, optional, tag = "1")]
+    pub schedule: ::core::option::Option<ScheduleSpec>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PauseScheduleRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeScheduleRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteScheduleRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteScheduleResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TriggerScheduleRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TriggerScheduleResponse {
+    #[prost(message, optional, tag = "1")]
+    pub task: ::core::option::Option<Task>,
+}
+/// What a schedule does when a fire time comes while the task of its
+/// previous run has not finished (PENDING or RUNNING).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum OverlapPolicy {
+    /// SKIP.
+    Unspecified = 0,
+    /// The fire time makes no task; its run is recorded as skipped.
+    Skip = 1,
+    /// Every fire time makes a task, running or not.
+    Allow = 2,
+    /// The first such fire time waits, and its task is enqueued when the
+    /// previous one finishes; later ones while one waits are skipped.
+    BufferOne = 3,
+}
+impl OverlapPolicy {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "OVERLAP_POLICY_UNSPECIFIED",
+            Self::Skip => "OVERLAP_POLICY_SKIP",
+            Self::Allow => "OVERLAP_POLICY_ALLOW",
+            Self::BufferOne => "OVERLAP_POLICY_BUFFER_ONE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "OVERLAP_POLICY_UNSPECIFIED" => Some(Self::Unspecified),
+            "OVERLAP_POLICY_SKIP" => Some(Self::Skip),
+            "OVERLAP_POLICY_ALLOW" => Some(Self::Allow),
+            "OVERLAP_POLICY_BUFFER_ONE" => Some(Self::BufferOne),
+            _ => None,
+        }
+    }
+}
+/// What a schedule does with fire times missed while no server was running
+/// (older than the server's `--schedule-grace`, 1 minute by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum CatchUpPolicy {
+    /// RUN_ONCE.
+    Unspecified = 0,
+    /// Missed fire times make no task; they are recorded as skipped.
+    Skip = 1,
+    /// The missed fire times make one task, for the latest of them.
+    RunOnce = 2,
+    /// Each missed fire time makes its own task, at most `catch_up_limit` of
+    /// them (the latest); older ones are recorded as skipped.
+    RunAll = 3,
+}
+impl CatchUpPolicy {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CATCH_UP_POLICY_UNSPECIFIED",
+            Self::Skip => "CATCH_UP_POLICY_SKIP",
+            Self::RunOnce => "CATCH_UP_POLICY_RUN_ONCE",
+            Self::RunAll => "CATCH_UP_POLICY_RUN_ALL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CATCH_UP_POLICY_UNSPECIFIED" => Some(Self::Unspecified),
+            "CATCH_UP_POLICY_SKIP" => Some(Self::Skip),
+            "CATCH_UP_POLICY_RUN_ONCE" => Some(Self::RunOnce),
+            "CATCH_UP_POLICY_RUN_ALL" => Some(Self::RunAll),
+            _ => None,
+        }
+    }
+}
+/// Generated client implementations.
+pub mod schedule_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// ScheduleService manages recurring work: schedules that enqueue a task at
+    /// each fire time of a cron expression or an interval. Each fire time makes
+    /// at most one task, whichever replica fires it and however often servers
+    /// restart: the next fire time lives in the database, and a firing advances
+    /// it in the same transaction that enqueues the task.
+    #[derive(Debug, Clone)]
+    pub struct ScheduleServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> ScheduleServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> ScheduleServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            ScheduleServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Creates a schedule. INVALID_ARGUMENT names a bad field (cron, time zone,
+        /// interval); FAILED_PRECONDITION an unregistered task type;
+        /// ALREADY_EXISTS a taken name. Nothing is stored on error.
+        pub async fn create_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/CreateSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "CreateSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// One schedule with its next fire times and its latest runs.
+        pub async fn get_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/GetSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("taskplane.v1.ScheduleService", "GetSchedule"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Every schedule, by name (of one task type or domain, if given).
+        pub async fn list_schedules(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListSchedulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSchedulesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/ListSchedules",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "ListSchedules"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Replaces a schedule's definition; its next fire time is computed afresh
+        /// from now. Its paused state is kept.
+        pub async fn update_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/UpdateSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "UpdateSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stops a schedule from firing until it is resumed.
+        pub async fn pause_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PauseScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/PauseSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "PauseSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Resumes a paused schedule from its next fire time after now: the fire
+        /// times passed while it was paused are not caught up.
+        pub async fn resume_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResumeScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/ResumeSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "ResumeSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deletes a schedule and its run history; its tasks stay.
+        pub async fn delete_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteScheduleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteScheduleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/DeleteSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "DeleteSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Enqueues the schedule's task now, whatever its overlap policy and
+        /// whether it is paused; the next fire time does not move.
+        pub async fn trigger_schedule(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TriggerScheduleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TriggerScheduleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.ScheduleService/TriggerSchedule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.ScheduleService", "TriggerSchedule"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod schedule_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with ScheduleServiceServer.
+    #[async_trait]
+    pub trait ScheduleService: std::marker::Send + std::marker::Sync + 'static {
+        /// Creates a schedule. INVALID_ARGUMENT names a bad field (cron, time zone,
+        /// interval); FAILED_PRECONDITION an unregistered task type;
+        /// ALREADY_EXISTS a taken name. Nothing is stored on error.
+        async fn create_schedule(
+            &self,
+            request: tonic::Request<super::CreateScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status>;
+        /// One schedule with its next fire times and its latest runs.
+        async fn get_schedule(
+            &self,
+            request: tonic::Request<super::GetScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status>;
+        /// Every schedule, by name (of one task type or domain, if given).
+        async fn list_schedules(
+            &self,
+            request: tonic::Request<super::ListSchedulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSchedulesResponse>,
+            tonic::Status,
+        >;
+        /// Replaces a schedule's definition; its next fire time is computed afresh
+        /// from now. Its paused state is kept.
+        async fn update_schedule(
+            &self,
+            request: tonic::Request<super::UpdateScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status>;
+        /// Stops a schedule from firing until it is resumed.
+        async fn pause_schedule(
+            &self,
+            request: tonic::Request<super::PauseScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status>;
+        /// Resumes a paused schedule from its next fire time after now: the fire
+        /// times passed while it was paused are not caught up.
+        async fn resume_schedule(
+            &self,
+            request: tonic::Request<super::ResumeScheduleRequest>,
+        ) -> std::result::Result<tonic::Response<super::Schedule>, tonic::Status>;
+        /// Deletes a schedule and its run history; its tasks stay.
+        async fn delete_schedule(
+            &self,
+            request: tonic::Request<super::DeleteScheduleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteScheduleResponse>,
+            tonic::Status,
+        >;
+        /// Enqueues the schedule's task now, whatever its overlap policy and
+        /// whether it is paused; the next fire time does not move.
+        async fn trigger_schedule(
+            &self,
+            request: tonic::Request<super::TriggerScheduleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TriggerScheduleResponse>,
+            tonic::Status,
+        >;
+    }
+    /// ScheduleService manages recurring work: schedules that enqueue a task at
+    /// each fire time of a cron expression or an interval. Each fire time makes
+    /// at most one task, whichever replica fires it and however often servers
+    /// restart: the next fire time lives in the database, and a firing advances
+    /// it in the same transaction that enqueues the task.
+    #[derive(Debug)]
+    pub struct ScheduleServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> ScheduleServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for ScheduleServiceServer<T>
+    where
+        T: ScheduleService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/taskplane.v1.ScheduleService/CreateSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::CreateScheduleRequest>
+                    for CreateScheduleSvc<T> {
+                        type Response = super::Schedule;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::create_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/GetSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::GetScheduleRequest>
+                    for GetScheduleSvc<T> {
+                        type Response = super::Schedule;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::get_schedule(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/ListSchedules" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSchedulesSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::ListSchedulesRequest>
+                    for ListSchedulesSvc<T> {
+                        type Response = super::ListSchedulesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListSchedulesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::list_schedules(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSchedulesSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/UpdateSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::UpdateScheduleRequest>
+                    for UpdateScheduleSvc<T> {
+                        type Response = super::Schedule;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::update_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/PauseSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct PauseScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::PauseScheduleRequest>
+                    for PauseScheduleSvc<T> {
+                        type Response = super::Schedule;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PauseScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::pause_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PauseScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/ResumeSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResumeScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::ResumeScheduleRequest>
+                    for ResumeScheduleSvc<T> {
+                        type Response = super::Schedule;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResumeScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::resume_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResumeScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/DeleteSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::DeleteScheduleRequest>
+                    for DeleteScheduleSvc<T> {
+                        type Response = super::DeleteScheduleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::delete_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.ScheduleService/TriggerSchedule" => {
+                    #[allow(non_camel_case_types)]
+                    struct TriggerScheduleSvc<T: ScheduleService>(pub Arc<T>);
+                    impl<
+                        T: ScheduleService,
+                    > tonic::server::UnaryService<super::TriggerScheduleRequest>
+                    for TriggerScheduleSvc<T> {
+                        type Response = super::TriggerScheduleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TriggerScheduleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScheduleService>::trigger_schedule(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TriggerScheduleSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for ScheduleServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "taskplane.v1.ScheduleService";
+    impl<T> tonic::server::NamedService for ScheduleServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
     #[prost(oneof = "agent_message::Message", tags = "1, 2, 3, 4, 5")]
@@ -1264,6 +2371,13 @@ pub struct DomainRegistration {
     pub domain: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "2")]
     pub task_types: ::prost::alloc::vec::Vec<TaskTypeRegistration>,
+    /// Schedules the domain declares with its handlers, each of one of its
+    /// task types. A missing one is created; a stored one is replaced when
+    /// the declaration's revision is at least its own (its paused state is
+    /// kept); none is ever deleted because an agent does not declare it.
+    /// Schedules an operator created are left alone.
+    #[prost(message, repeated, tag = "3")]
+    pub schedules: ::prost::alloc::vec::Vec<ScheduleSpec>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskTypeRegistration {

@@ -170,6 +170,11 @@ struct ServeArgs {
     /// server ends it as timed out and tells its agent to stop.
     #[arg(long, env = "TASKPLANE_TIMEOUT_GRACE", default_value_t = queue_default(|q| q.timeout_grace))]
     timeout_grace: humantime::Duration,
+    /// A schedule's fire time reached later than this (no server was
+    /// running) counts as missed, and the schedule's catch-up policy
+    /// decides what it makes.
+    #[arg(long, env = "TASKPLANE_SCHEDULE_GRACE", default_value_t = queue_default(|q| q.schedule_grace))]
+    schedule_grace: humantime::Duration,
     /// How often tasks past their retention are purged.
     #[arg(long, env = "TASKPLANE_PURGE_INTERVAL", default_value_t = queue_default(|q| q.purge_interval))]
     purge_interval: humantime::Duration,
@@ -284,6 +289,7 @@ impl ServeArgs {
                 purge_interval: self.purge_interval.into(),
                 timeout_grace: self.timeout_grace.into(),
                 sqlite_durability: self.sqlite_synchronous.into(),
+                schedule_grace: self.schedule_grace.into(),
                 ..QueueConfig::default()
             },
             security: SecurityConfig {

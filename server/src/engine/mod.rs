@@ -12,6 +12,7 @@
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
+//! - [`scheduler`]: firing due schedules, and `TriggerSchedule`.
 //! - [`storage_faults`]: transient storage faults the write paths met, for
 //!   the health check.
 
@@ -23,5 +24,6 @@ pub mod group_commit;
 pub mod handoff;
 pub mod plane;
 pub mod prefetch;
+pub mod scheduler;
 pub mod sessions;
 pub mod storage_faults;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -20,6 +21,7 @@ use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
 use crate::metrics::ServerMetrics;
 use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
+use crate::schedule::Firing;
 use crate::store::Store;
 
 /// The store, the live sessions and the change notices of one replica.
@@ -51,6 +53,8 @@ pub struct ControlPlane {
     pub storage_faults: StorageFaults,
     /// How long claims take here, which sizes agents' prefetch windows.
     pub claim_time: Arc<ClaimTime>,
+    /// Wakes the scheduler's loop when a schedule changed here.
+    pub schedules_changed: Notify,
 }
 
 impl ControlPlane {
@@ -78,6 +82,7 @@ impl ControlPlane {
             metrics: ServerMetrics::default(),
             storage_faults: StorageFaults::default(),
             claim_time: Arc::new(ClaimTime::default()),
+            schedules_changed: Notify::new(),
         }
     }
 
@@ -92,12 +97,32 @@ impl ControlPlane {
     /// the agents that serve the others' types, counts them all and tells
     /// their watchers.
     pub async fn store_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
+        self.store_tasks_of(tasks, None).await
+    }
+
+    /// [`ControlPlane::store_tasks`] for the tasks of a schedule's firing,
+    /// written in one transaction with the firing (`Aborted`, nothing
+    /// written, when the schedule changed since it was planned).
+    pub async fn store_firing(
+        &self,
+        tasks: Vec<NewTask>,
+        firing: &Firing,
+    ) -> Result<Vec<Enqueued>> {
+        self.store_tasks_of(tasks, Some(firing)).await
+    }
+
+    async fn store_tasks_of(
+        &self,
+        tasks: Vec<NewTask>,
+        firing: Option<&Firing>,
+    ) -> Result<Vec<Enqueued>> {
         let hand_offs = HandOffs::new(self);
-        let enqueued = self
-            .store
-            .enqueue_handing_off(tasks, &|task| hand_offs.choose(task))
-            .await
-            .inspect_err(|error| self.storage_faults.note(error))?;
+        let hand_off = |task: &Task| hand_offs.choose(task);
+        let stored = match firing {
+            None => self.store.enqueue_handing_off(tasks, &hand_off).await,
+            Some(firing) => self.store.enqueue_firing(tasks, firing, &hand_off).await,
+        };
+        let enqueued = stored.inspect_err(|error| self.storage_faults.note(error))?;
         hand_offs.deliver(&enqueued).await;
         let created = || enqueued.iter().filter(|e| e.created).map(|e| &e.task);
         self.metrics

@@ -26,10 +26,11 @@ use crate::model::{
     AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
     Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
+use crate::schedule::Firing;
 
 pub use postgres::PostgresStore;
 pub use rules::{ResultBatch, TypeDefaults};
-pub use sql::{Common, Reads, Writes};
+pub use sql::{Common, Reads, Schedules, Writes};
 pub use sqlite::SqliteStore;
 pub use sqlite::open_writer as open_sqlite_writer;
 
@@ -87,12 +88,37 @@ pub trait Store: Send + Sync + 'static {
             tasks,
             hand_off,
             now: rows::now(),
+            firing: None,
         };
         if keyed {
             self.enqueue_with_keys(batch).await
         } else {
             self.enqueue_without_keys(batch).await
         }
+    }
+
+    /// Stores the tasks of a schedule's firing (each keyed by its fire time)
+    /// and the firing itself in one transaction, as
+    /// [`Store::enqueue_handing_off`] stores tasks: `Aborted`, with nothing
+    /// written, when the schedule changed since the firing was planned.
+    async fn enqueue_firing(
+        &self,
+        tasks: Vec<NewTask>,
+        firing: &Firing,
+        hand_off: &HandOff<'_>,
+    ) -> Result<Vec<Enqueued>> {
+        self.enqueue_with_keys(EnqueueBatch {
+            tasks,
+            hand_off,
+            now: rows::now(),
+            firing: Some(firing),
+        })
+        .await
+    }
+
+    /// Schedules, stored the same way on both databases.
+    fn schedules(&self) -> &dyn Schedules {
+        self.common()
     }
 
     /// [`Store::enqueue_handing_off`] for a batch of which some tasks carry
@@ -315,6 +341,9 @@ pub struct EnqueueBatch<'a> {
     pub hand_off: &'a HandOff<'a>,
     /// The batch's creation time.
     pub now: DateTime<Utc>,
+    /// The schedule firing these tasks stand for, written in the same
+    /// transaction (the keyed path only: every scheduled task has a key).
+    pub firing: Option<&'a Firing>,
 }
 
 /// The order of per-type claims that makes one claim fair across task types:

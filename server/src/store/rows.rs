@@ -14,8 +14,10 @@ use crate::auth::tokens::TokenRecord;
 use crate::auth::{DomainScope, Role};
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, RecordedTask, RetryPolicy, Task, TaskStatus, TaskType, TypeStats,
+    AgentSession, Attempt, NewTask, RecordedTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus,
+    TaskType, TypeStats,
 };
+use crate::schedule::{Cadence, CatchUp, Overlap, Schedule, ScheduleRun, ScheduleSpec};
 
 /// Typed column access, implemented for each backend's row type.
 pub trait Columns {
@@ -244,5 +246,84 @@ pub fn token_record(row: &impl Columns) -> Result<TokenRecord> {
             .optional_integer("revoked_at")?
             .map(from_millis)
             .transpose()?,
+    })
+}
+
+/// A schedule from a `schedules` row joined with its type's `domain`.
+pub fn schedule(row: &impl Columns) -> Result<Schedule> {
+    let name = row.text("name")?;
+    let corrupt = |error: Error| Error::Corrupt(format!("schedule {name}: {error}"));
+    let cadence = match (
+        row.optional_text("cron")?,
+        row.optional_integer("interval_ms")?,
+    ) {
+        (Some(cron), _) => Cadence::cron(&cron, &row.text("timezone")?).map_err(corrupt)?,
+        (None, Some(interval)) => {
+            Cadence::every(Duration::from_millis(interval.max(0) as u64)).map_err(corrupt)?
+        }
+        (None, None) => return Err(Error::Corrupt(format!("schedule {name} has no cadence"))),
+    };
+    let optional_count = |column: &str| -> Result<Option<u32>> {
+        row.optional_integer(column)?
+            .map(|value| {
+                u32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} {value}")))
+            })
+            .transpose()
+    };
+    let spec = ScheduleSpec {
+        task: NewTask {
+            task_type: row.text("task_type")?,
+            payload: parse_json("payload", &row.text("payload")?)?,
+            priority: i32::try_from(row.integer("priority")?)
+                .map_err(|_| Error::Corrupt(format!("schedule {name}: priority")))?,
+            run_at: None,
+            idempotency_key: None,
+            max_attempts: optional_count("max_attempts")?,
+            timeout: row
+                .optional_integer("timeout_ms")?
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            handler_version: row.text("handler_version")?,
+            metadata: parse_json("metadata", &row.text("metadata")?)?,
+            retry_policy: RetryPolicyPatch::default(),
+        },
+        cadence,
+        jitter: duration(row, "jitter_ms")?,
+        overlap: Overlap::parse(&row.text("overlap")?)?,
+        catch_up: CatchUp::parse(&row.text("catch_up")?)?,
+        catch_up_limit: count(row, "catch_up_limit")?,
+        paused: row.integer("paused")? != 0,
+        revision: count(row, "revision")?,
+        name,
+    };
+    Ok(Schedule {
+        spec,
+        domain: row.text("domain")?,
+        declared_by: row.text("declared_by")?,
+        next_fire_at: time(row, "next_fire_at")?,
+        buffered_fire_at: optional_time(row, "buffered_fire_at")?,
+        last_task_id: row
+            .optional_text("last_task_id")?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        version: row.integer("version")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// A run from a `schedule_runs` row.
+pub fn schedule_run(row: &impl Columns) -> Result<ScheduleRun> {
+    Ok(ScheduleRun {
+        fire_at: time(row, "fire_at")?,
+        task_id: row
+            .optional_text("task_id")?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        skipped: row.optional_text("skipped")?,
+        fire_times: count(row, "fire_times")?,
+        triggered: row.integer("triggered")? != 0,
+        recorded_at: time(row, "recorded_at")?,
     })
 }

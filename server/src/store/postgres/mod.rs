@@ -298,7 +298,7 @@ impl Store for PostgresStore {
     }
 
     async fn enqueue_with_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
-        let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
+        let (tasks, hand_off, now, firing) = (batch.tasks, batch.hand_off, batch.now, batch.firing);
         let mut tx = self.pool.begin().await?;
         let types = fetch_task_types(&mut tx, &tasks).await?;
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
@@ -332,6 +332,9 @@ impl Store for PostgresStore {
                 task: existing,
                 created: false,
             });
+        }
+        if let Some(firing) = firing {
+            Shared::<Postgres>::record_firing(&mut tx, firing, &enqueued).await?;
         }
         tx.commit().await?;
         Ok(enqueued)

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, Database, Encode, Executor, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
+use super::schedules::Schedules;
 use super::{Dialect, Shared};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::error::Result;
@@ -157,12 +158,18 @@ impl<DB: Database, W> SharedStore<DB, W> {
     pub fn readers(&self) -> &Pool<DB> {
         &self.readers
     }
+
+    /// Where the writes run.
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
 }
 
-/// Everything a store shares: its [`Reads`] and its [`Writes`].
-pub trait Common: Reads + Writes {}
+/// Everything a store shares: its [`Reads`], its [`Writes`] and its
+/// [`Schedules`].
+pub trait Common: Reads + Writes + Schedules {}
 
-impl<T: Reads + Writes> Common for T {}
+impl<T: Reads + Writes + Schedules> Common for T {}
 
 /// Runs `$body` with `$tx`, a write transaction on `$writes`' connection,
 /// and commits it when the body succeeds.

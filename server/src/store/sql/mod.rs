@@ -18,12 +18,15 @@
 //! - [`shared`]: [`Shared`](shared::Shared), each shared statement run over
 //!   an executor;
 //! - [`common`]: [`SharedStore`](common::SharedStore), the reads and writes
-//!   both backends serve through it, behind [`Common`](common::Common).
+//!   both backends serve through it, behind [`Common`](common::Common);
+//! - [`schedules`]: schedules, stored and fired the same way on both.
 
 mod common;
+mod schedules;
 mod shared;
 
 pub use common::{Common, Held, Reads, SharedStore, Writer, Writes};
+pub use schedules::Schedules;
 pub use shared::Shared;
 
 use std::sync::LazyLock;

@@ -23,6 +23,7 @@ pub(super) async fn enqueue_with_keys(
         tasks,
         hand_off,
         now,
+        firing,
     } = batch;
     let mut tx = write(writer).await?;
     let types = fetch_task_types(&mut tx, &tasks).await?;
@@ -55,6 +56,9 @@ pub(super) async fn enqueue_with_keys(
             task,
             created: true,
         });
+    }
+    if let Some(firing) = firing {
+        Shared::<Sqlite>::record_firing(&mut tx, firing, &enqueued).await?;
     }
     tx.commit().await?;
     Ok(enqueued)

@@ -1,0 +1,45 @@
+-- Schedules: recurring work. `next_fire_at` is the next fire time; a firing
+-- advances it (and `version`) in the same transaction that enqueues the
+-- fire time's task, conditional on `version`, so each fire time makes at
+-- most one task. Times are Unix milliseconds.
+CREATE TABLE schedules (
+    name             TEXT PRIMARY KEY,
+    task_type        TEXT NOT NULL REFERENCES task_types (task_type),
+    payload          TEXT NOT NULL,
+    metadata         TEXT NOT NULL,
+    priority         BIGINT NOT NULL,
+    max_attempts     BIGINT,
+    timeout_ms       BIGINT,
+    handler_version  TEXT NOT NULL,
+    cron             TEXT,
+    interval_ms      BIGINT,
+    timezone         TEXT NOT NULL,
+    jitter_ms        BIGINT NOT NULL,
+    overlap          TEXT NOT NULL,
+    catch_up         TEXT NOT NULL,
+    catch_up_limit   BIGINT NOT NULL,
+    declared_by      TEXT NOT NULL,
+    revision         BIGINT NOT NULL,
+    paused           BIGINT NOT NULL,
+    next_fire_at     BIGINT NOT NULL,
+    buffered_fire_at BIGINT,
+    last_task_id     TEXT,
+    version          BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL
+);
+
+-- What the scheduler polls: active schedules by next fire time.
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+
+-- What each fire time did: the task it enqueued, or why it was skipped.
+CREATE TABLE schedule_runs (
+    schedule    TEXT NOT NULL REFERENCES schedules (name) ON DELETE CASCADE,
+    fire_at     BIGINT NOT NULL,
+    task_id     TEXT,
+    skipped     TEXT,
+    fire_times  BIGINT NOT NULL,
+    triggered   BIGINT NOT NULL,
+    recorded_at BIGINT NOT NULL,
+    PRIMARY KEY (schedule, fire_at, triggered)
+);
