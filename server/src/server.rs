@@ -9,6 +9,7 @@ use std::sync::Arc;
 use taskplane_common::metrics_endpoint::{Render, serve_metrics};
 use taskplane_proto::v1::agent_service_server::AgentServiceServer;
 use taskplane_proto::v1::registry_service_server::RegistryServiceServer;
+use taskplane_proto::v1::schedule_service_server::ScheduleServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
 
-use crate::api::{AgentApi, RegistryApi, TaskApi};
+use crate::api::{AgentApi, RegistryApi, ScheduleApi, TaskApi};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{SecurityConfig, ServerConfig};
 use crate::engine::completer::run_completer;
@@ -217,6 +218,10 @@ fn router(
         )
         .add_service(
             RegistryServiceServer::new(RegistryApi::new(plane.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            ScheduleServiceServer::new(ScheduleApi::new(plane.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(

@@ -68,6 +68,11 @@ impl Egress {
         Egress::trusting(self.trusted.iter().cloned().chain(host))
     }
 
+    /// Whether `host` is one this guard lets through to internal addresses.
+    pub fn trusts(&self, host: &str) -> bool {
+        self.trusted.contains(&normalized(host))
+    }
+
     /// The HTTP client: its resolver drops internal addresses of untrusted
     /// names, and it follows only redirects the guard allows.
     pub fn client(&self) -> &reqwest::Client {

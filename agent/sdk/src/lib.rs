@@ -14,6 +14,8 @@
 //! - [`runtime`]: [`Agent`], which connects, heartbeats, reconnects and drains;
 //!   [`ConnectOptions`] carries its token and TLS settings.
 //! - [`metrics`]: the agent's Prometheus metrics.
+//! - [`schedule`]: [`Schedule`], recurring work a domain declares with its
+//!   handlers.
 //!
 //! The design guide's example domains, the built-in handlers that do real
 //! work and the `taskplane-agent` binary are in the `taskplane-handlers`
@@ -82,6 +84,7 @@ pub mod metrics;
 pub mod registry;
 mod running;
 pub mod runtime;
+pub mod schedule;
 pub mod versioned;
 mod work;
 
@@ -90,6 +93,7 @@ pub use factory::{FactoryRegistry, HandlerFactory};
 pub use handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 pub use registry::{DomainRegistry, HandlerInfo, RegistryHealthStatus, TaskRegistry};
 pub use runtime::{Agent, AgentBuilder, AgentError, ConnectionState};
+pub use schedule::Schedule;
 pub use taskplane_common::ConnectOptions;
 pub use taskplane_common::shutdown::shutdown_signal;
 pub use versioned::{HandlerVersion, VersionedHandler};

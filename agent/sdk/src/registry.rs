@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use taskplane_proto::names::check_name;
 
 use crate::handler::{HandlerHealth, TaskHandler};
+use crate::schedule::Schedule;
 
 /// The domain of handlers registered outside any [`DomainRegistry`].
 pub const DEFAULT_DOMAIN: &str = "default";
@@ -22,6 +23,12 @@ pub trait DomainRegistry: Send + Sync {
 
     /// The domain's name, e.g. `"billing"`.
     fn domain_name(&self) -> &'static str;
+
+    /// The schedules the domain declares with its handlers, each of one of
+    /// its task types (see [`crate::schedule`]); none by default.
+    fn schedules(&self) -> Vec<Schedule> {
+        Vec::new()
+    }
 }
 
 /// What the registry knows about one task type.
@@ -75,6 +82,7 @@ pub struct TaskRegistry {
     handlers: HashMap<String, Box<dyn TaskHandler>>,
     domains: BTreeMap<String, Vec<String>>,
     registration_times: HashMap<String, DateTime<Utc>>,
+    schedules: BTreeMap<String, Vec<Schedule>>,
     errors: Vec<RegistryError>,
 }
 
@@ -92,6 +100,9 @@ impl TaskRegistry {
         }
         let task_types = domain_registry.register_handlers(self);
         tracing::info!(domain, task_types = task_types.len(), "registered domain");
+        for schedule in domain_registry.schedules() {
+            self.add_schedule(domain, schedule);
+        }
         let types = self.domains.entry(domain.to_owned()).or_default();
         for task_type in task_types {
             if !types.contains(&task_type) {
@@ -211,6 +222,25 @@ impl TaskRegistry {
             by_domain.entry(domain).or_default().push(info);
         }
         by_domain
+    }
+
+    /// Declares a schedule of `domain`, sent when the agent registers.
+    pub fn add_schedule(&mut self, domain: &str, schedule: Schedule) {
+        self.schedules
+            .entry(domain.to_owned())
+            .or_default()
+            .push(schedule);
+    }
+
+    /// The schedules `domain` declares whose task type has a handler here
+    /// (a disabled type's schedule is not sent: the server would refuse it).
+    pub fn schedules_of(&self, domain: &str) -> Vec<&Schedule> {
+        self.schedules
+            .get(domain)
+            .into_iter()
+            .flatten()
+            .filter(|schedule| self.handlers.contains_key(schedule.task_type()))
+            .collect()
     }
 
     /// Runs every handler's self-check concurrently; handlers with nothing

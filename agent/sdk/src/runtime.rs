@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::AgentMetrics;
 use crate::registry::{RegistryError, RegistryHealthStatus, TaskRegistry};
+use crate::schedule::Schedule;
 use crate::work::{Launcher, Work};
 use taskplane_common::ConnectOptions;
 
@@ -373,6 +374,12 @@ impl Agent {
             .task_types_by_domain()
             .into_iter()
             .map(|(domain, handlers)| DomainRegistration {
+                schedules: self
+                    .registry
+                    .schedules_of(&domain)
+                    .into_iter()
+                    .map(Schedule::to_spec)
+                    .collect(),
                 domain,
                 task_types: handlers
                     .into_iter()

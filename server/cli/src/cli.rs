@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client_cli::{self, ClientArgs, EnqueueArgs, TaskCommand, TypesCommand};
+use crate::client_cli::{
+    self, ClientArgs, EnqueueArgs, ScheduleCommand, TaskCommand, TypesCommand,
+};
 use crate::token_cli::{TokenCommand, TokenStoreArgs};
 use clap::{Args, Parser, Subcommand};
 use taskplane_agent::{Agent, ConnectionState};
@@ -82,7 +84,15 @@ enum Command {
         #[command(subcommand)]
         command: TypesCommand,
     },
-    /// Counts tasks per type and status, and the last minute's completions.
+    /// Creates, lists, shows, pauses, resumes, deletes or triggers schedules.
+    Schedule {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Counts tasks per type and status, the last minute's completions, and
+    /// lists the schedules.
     Stats {
         #[command(flatten)]
         client: ClientArgs,
@@ -320,6 +330,9 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Enqueue { client, args } => finish(client_cli::enqueue(&client, args).await),
         Command::Task { client, command } => finish(client_cli::task(&client, command).await),
         Command::Types { client, command } => finish(client_cli::types(&client, command).await),
+        Command::Schedule { client, command } => {
+            finish(client_cli::schedule(&client, command).await)
+        }
         Command::Stats { client, domain } => finish(client_cli::stats(&client, domain).await),
         Command::Agents {
             client,

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::api::convert::{
     MAX_HANDLER_VERSION_BYTES, assignment, cancel, heartbeat_ack, proto_duration,
 };
+use crate::api::schedules::schedule_spec;
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
 use crate::config::QueueConfig;
 use crate::engine::dispatch::dispatch_session;
@@ -36,6 +37,8 @@ use crate::engine::prefetch::MAX_PREFETCH;
 use crate::engine::sessions::{NewSession, Session, ToAgent};
 use crate::error::{Error, Result};
 use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
+use crate::schedule::ScheduleSpec;
+use crate::schedule::model::declared_by_agent;
 use crate::store::Leases;
 
 /// The most slots one session may ask for.
@@ -63,6 +66,36 @@ type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + S
 
 fn invalid(message: String) -> Error {
     Error::InvalidArgument(message)
+}
+
+/// The schedules each domain of a registration declares, validated, with
+/// the owner they are declared by; a bad one, or one of a task type the
+/// domain does not register, rejects the whole registration.
+fn declared_schedules(
+    register: &Register,
+    config: &QueueConfig,
+) -> Result<Vec<(String, Vec<ScheduleSpec>)>> {
+    let mut declared = Vec::new();
+    for domain in register.domains.iter().filter(|d| !d.schedules.is_empty()) {
+        let mut specs = Vec::with_capacity(domain.schedules.len());
+        for schedule in &domain.schedules {
+            let spec = schedule_spec(Some(schedule.clone()), config)
+                .map_err(|error| invalid(format!("in domain '{}': {error}", domain.domain)))?;
+            if !domain
+                .task_types
+                .iter()
+                .any(|t| t.task_type == spec.task.task_type)
+            {
+                return Err(invalid(format!(
+                    "in domain '{}': schedule '{}' runs task type '{}', which the domain does not register: a domain schedules its own task types",
+                    domain.domain, spec.name, spec.task.task_type
+                )));
+            }
+            specs.push(spec);
+        }
+        declared.push((declared_by_agent(&domain.domain), specs));
+    }
+    Ok(declared)
 }
 
 /// Checks a registration and turns it into task-type specs; any bad entry
@@ -185,6 +218,7 @@ impl AgentService for AgentApi {
             }
         };
         let specs = registration_specs(&register, &self.plane.config)?;
+        let schedules = declared_schedules(&register, &self.plane.config)?;
         for domain in &register.domains {
             check_domain(principal.as_ref(), &domain.domain, "register task types")?;
         }
@@ -195,6 +229,21 @@ impl AgentService for AgentApi {
             .inspect_err(|error| {
                 tracing::warn!(agent = %register.agent_name, %error, "registration refused");
             })?;
+        for (declared_by, specs) in &schedules {
+            let written = self
+                .plane
+                .store
+                .schedules()
+                .declare_schedules(specs, declared_by)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(agent = %register.agent_name, %error, "declared schedules not stored; registration refused");
+                })?;
+            if written > 0 {
+                tracing::info!(agent = %register.agent_name, %declared_by, written, "declared schedules stored");
+                self.plane.schedules_changed.notify_one();
+            }
+        }
 
         let slots = register.max_concurrency.max(1);
         let max_prefetch = register.max_prefetch.min(MAX_PREFETCH);

@@ -5,8 +5,10 @@
 mod agents;
 pub mod convert;
 mod registry;
+pub mod schedules;
 mod tasks;
 
 pub use agents::AgentApi;
 pub use registry::RegistryApi;
+pub use schedules::ScheduleApi;
 pub use tasks::TaskApi;

@@ -165,7 +165,9 @@ pub fn access_for(path: &str) -> Access {
             | "RegistryService/GetTaskType"
             | "RegistryService/ValidateTaskType"
             | "RegistryService/ListDomains"
-            | "RegistryService/ListAgents",
+            | "RegistryService/ListAgents"
+            | "ScheduleService/GetSchedule"
+            | "ScheduleService/ListSchedules",
         ) => Access::Inspect,
         Some("AgentService/Connect") => Access::Connect,
         _ => Access::Administer,

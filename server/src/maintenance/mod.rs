@@ -10,6 +10,7 @@
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
 //! | fold the finished-task counts | 30 s | [`task_counts`] |
 //! | health: probe the database with a write, report on `grpc.health.v1` | 1 s | [`health`] |
+//! | fire due schedules | until the next fire time, at most 1 s | [`schedules`] |
 //!
 //! TLS and tokens files are watched by the server's transport
 //! (`transport::reload`), which owns what it reloads.
@@ -18,6 +19,7 @@ pub mod due;
 pub mod health;
 pub mod leases;
 pub mod retention;
+pub mod schedules;
 pub mod task_counts;
 pub mod wakeups;
 
@@ -74,6 +76,7 @@ pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
         .tasks
         .spawn(wakeups::relay_ready_notifications(plane.clone()));
     plane.tasks.spawn(retention::purge_expired(plane.clone()));
+    plane.tasks.spawn(schedules::fire_schedules(plane.clone()));
 }
 
 /// Runs `round` every `interval` until the plane shuts down. A failed round

@@ -29,7 +29,7 @@ use crate::model::{
 use crate::schedule::Firing;
 
 pub use postgres::PostgresStore;
-pub use rules::{ResultBatch, TypeDefaults};
+pub use rules::{ResultBatch, TypeDefaults, unregistered};
 pub use sql::{Common, Reads, Schedules, Writes};
 pub use sqlite::SqliteStore;
 pub use sqlite::open_writer as open_sqlite_writer;

@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 use taskplane_agent::ConnectOptions;
 use taskplane_common::{AuthChannel, ConnectError};
 pub(crate) mod output;
+mod schedule_cli;
 
 pub(crate) use output::say;
 use output::{TASK_COLUMNS, print, print_task, status_name, task_json, time, type_json};
+pub use schedule_cli::{ScheduleCommand, schedule};
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
@@ -226,6 +228,17 @@ async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
     })
 }
 
+/// `--payload`: a JSON object.
+fn parse_payload(text: &str) -> Result<serde_json::Map<String, Value>, ClientError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(payload)) => Ok(payload),
+        Ok(_) => Err(ClientError::Usage(
+            "--payload must be a JSON object, e.g. '{\"user_id\": 7}'".into(),
+        )),
+        Err(e) => Err(ClientError::Usage(format!("--payload is not JSON: {e}"))),
+    }
+}
+
 async fn watch(
     client: &mut TaskServiceClient<AuthChannel>,
     id: &str,
@@ -253,11 +266,7 @@ async fn watch(
 
 /// `taskplane enqueue`.
 pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), ClientError> {
-    let payload: Value = serde_json::from_str(&enqueue.payload)
-        .map_err(|e| ClientError::Usage(format!("--payload is not JSON: {e}")))?;
-    let payload = payload.as_object().ok_or_else(|| {
-        ClientError::Usage("--payload must be a JSON object, e.g. '{\"user_id\": 7}'".into())
-    })?;
+    let payload = parse_payload(&enqueue.payload)?;
     let run_at = match (&enqueue.run_at, enqueue.delay) {
         (Some(at), _) => Some(
             at.parse::<prost_types::Timestamp>()
@@ -270,7 +279,7 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
     };
     let request = EnqueueTaskRequest {
         task_type: enqueue.task_type,
-        payload: Some(json_to_struct(payload)),
+        payload: Some(json_to_struct(&payload)),
         priority: enqueue.priority,
         run_at,
         idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
@@ -444,11 +453,14 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
     Ok(())
 }
 
-/// `taskplane stats`: queue depth per type and status, and the last minute's throughput.
+/// `taskplane stats`: queue depth per type and status, the last minute's
+/// throughput, and the schedules with their next fire times.
 pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), ClientError> {
-    let mut client = TaskServiceClient::new(channel(args).await?);
+    let channel = channel(args).await?;
+    let mut client = TaskServiceClient::new(channel.clone());
+    let domain = domain.unwrap_or_default();
     let request = GetQueueStatsRequest {
-        domain: domain.unwrap_or_default(),
+        domain: domain.clone(),
     };
     let stats = client
         .get_queue_stats(request)
@@ -459,6 +471,20 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         .iter()
         .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
         .collect();
+    let schedules: Vec<Value> = schedule_cli::list_all(channel, domain)
+        .await?
+        .iter()
+        .map(schedule_cli::schedule_json)
+        .collect();
+    if args.output == Output::Json {
+        print(
+            args.output,
+            &[],
+            &[],
+            json!({ "task_types": rows, "schedules": schedules }),
+        );
+        return Ok(());
+    }
     let columns = [
         "task_type",
         "domain",
@@ -470,7 +496,16 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         "completed_per_min",
         "dead_per_min",
     ];
-    print(args.output, &columns, &rows, Value::Array(rows.clone()));
+    print(args.output, &columns, &rows, Value::Null);
+    if !schedules.is_empty() {
+        say!("");
+        print(
+            args.output,
+            &schedule_cli::SCHEDULE_COLUMNS,
+            &schedules,
+            Value::Null,
+        );
+    }
     Ok(())
 }
 
