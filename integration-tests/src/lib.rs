@@ -17,6 +17,7 @@ use taskplane_common::connect::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
     EnqueueTaskRequest, GetTaskRequest, ListTaskAttemptsRequest, Task, TaskAttempt, TaskStatus,
@@ -62,6 +63,7 @@ pub struct TestServer {
     /// Where its Prometheus metrics are served.
     pub metrics_address: SocketAddr,
     tls: bool,
+    config: ServerConfig,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -85,15 +87,21 @@ impl TestServer {
     ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = backend.database_url(data_dir.path());
-        let tls = security.tls.is_some();
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: database_url.clone(),
+            database_url,
             queue,
             security,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
-        let server = Server::bind(config).await.expect("server binds");
+        Self::serve(config, data_dir).await
+    }
+
+    /// Serves `config` (whose database lives in `data_dir`).
+    async fn serve(config: ServerConfig, data_dir: tempfile::TempDir) -> Self {
+        let database_url = config.database_url.clone();
+        let tls = config.security.tls.is_some();
+        let server = Server::bind(config.clone()).await.expect("server binds");
         let address = server.local_addr();
         let metrics_address = server.metrics_addr().expect("metrics bound");
         let stop = CancellationToken::new();
@@ -105,9 +113,28 @@ impl TestServer {
             database_url,
             metrics_address,
             tls,
+            config,
             stop,
             task,
         }
+    }
+
+    /// Stops the server, leaves it down for `downtime`, and starts it again
+    /// on the same database and settings (on a new port).
+    pub async fn restart_after(self, downtime: Duration) -> Self {
+        let TestServer {
+            data_dir,
+            config,
+            stop,
+            task,
+            ..
+        } = self;
+        stop.cancel();
+        task.await
+            .expect("server task")
+            .expect("server stops cleanly");
+        tokio::time::sleep(downtime).await;
+        Self::serve(config, data_dir).await
     }
 
     /// The server's URL (`https://` when it serves TLS).
@@ -154,6 +181,11 @@ impl TestServer {
             })
             .await
             .expect("the task type is registered");
+    }
+
+    /// A `ScheduleService` client.
+    pub async fn schedules(&self) -> ScheduleServiceClient<Channel> {
+        ScheduleServiceClient::new(self.channel().await)
     }
 
     /// An `AgentService` client, for speaking the stream protocol by hand.
