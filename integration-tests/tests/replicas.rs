@@ -1,14 +1,19 @@
 //! Several `taskplane serve` replicas on one PostgreSQL database: work
 //! enqueued on one replica wakes agents on another by LISTEN/NOTIFY, every
-//! replica sees every agent, and a replica killed with SIGKILL loses nothing.
+//! replica sees every agent, a replica killed with SIGKILL loses nothing,
+//! and a schedule fired by both makes one task per fire time.
 //! PostgreSQL only: an SQLite file belongs to one process.
 
 use std::time::{Duration, Instant};
 
 use integration_tests::{PATIENCE, enqueue};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{EnqueueTasksRequest, ListAgentsRequest, ListTaskAttemptsRequest};
+use taskplane_proto::v1::{
+    CreateScheduleRequest, DeleteScheduleRequest, EnqueueTasksRequest, ListAgentsRequest,
+    ListTaskAttemptsRequest, ListTasksRequest, OverlapPolicy, ScheduleSpec,
+};
 use taskplane_server::testing::PostgresSchema;
 
 mod common;
@@ -165,6 +170,79 @@ async fn a_replica_killed_mid_run_loses_nothing_its_agents_move_to_the_other() {
     }
     for agent in agents {
         agent.kill9().await;
+    }
+    b.kill9().await;
+    schema.drop().await;
+}
+
+/// Two replicas fire the same per-second schedule; one is killed with
+/// SIGKILL partway. Every fire time from the first task to the last has
+/// exactly one task: none doubled by the race, none lost to the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_each_fire_time_exactly_once_through_a_kill() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let a = start_replica(&schema.url).await;
+    let b = start_replica(&schema.url).await;
+    register_work(&a).await;
+    let mut schedules_a = ScheduleServiceClient::new(a.channel().await);
+    schedules_a
+        .create_schedule(CreateScheduleRequest {
+            schedule: Some(ScheduleSpec {
+                name: "both-replicas".into(),
+                task_type: "work".into(),
+                interval: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                overlap: OverlapPolicy::Allow as i32,
+                ..ScheduleSpec::default()
+            }),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    a.kill9().await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let mut schedules_b = ScheduleServiceClient::new(b.channel().await);
+    schedules_b
+        .delete_schedule(DeleteScheduleRequest {
+            name: "both-replicas".into(),
+        })
+        .await
+        .unwrap();
+    let mut client = TaskServiceClient::new(b.channel().await);
+    let tasks = client
+        .list_tasks(ListTasksRequest {
+            task_type: "work".into(),
+            page_size: 500,
+            ..ListTasksRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    let mut fire_times: Vec<String> = tasks
+        .iter()
+        .map(|t| t.metadata["taskplane.fire_at"].clone())
+        .collect();
+    fire_times.sort();
+    let seconds: Vec<i64> = fire_times
+        .iter()
+        .map(|text| text.parse::<prost_types::Timestamp>().unwrap().seconds)
+        .collect();
+    assert!(
+        seconds.len() >= 5,
+        "only {} fire times: {fire_times:?}",
+        seconds.len()
+    );
+    for pair in seconds.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1,
+            "a doubled or lost fire time: {fire_times:?}"
+        );
     }
     b.kill9().await;
     schema.drop().await;

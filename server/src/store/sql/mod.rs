@@ -26,7 +26,7 @@ mod schedules;
 mod shared;
 
 pub use common::{Common, Held, Reads, SharedStore, Writer, Writes};
-pub use schedules::Schedules;
+pub use schedules::{RUNS_KEPT, Schedules};
 pub use shared::Shared;
 
 use std::sync::LazyLock;

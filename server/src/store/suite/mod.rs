@@ -8,6 +8,7 @@ mod history;
 mod leases;
 mod registry;
 mod results;
+mod schedules;
 
 use std::collections::BTreeMap;
 
