@@ -424,6 +424,8 @@ Try it (grpcurl lists every service through reflection):
   grpcurl -plaintext -d '{{"task_type": "invoice_generation", "payload": {{"items": [{{"description": "plan", "quantity": 2, "unit_price_cents": 1500}}], "tax_rate_percent": 20}}}}' {address} taskplane.v1.TaskService/EnqueueTask
   grpcurl -plaintext -d '{{"id": "<id from EnqueueTask>"}}' {address} taskplane.v1.TaskService/GetTask
   grpcurl -plaintext -d '{{"status": "TASK_STATUS_COMPLETED"}}' {address} taskplane.v1.TaskService/ListTasks
+The system_maintenance schedules (docs/operations.md, "Schedules"):
+  taskplane schedule list --server http://{address}
 Ctrl-C stops both."#
     );
 }

@@ -92,7 +92,7 @@ pub struct Definition {
     #[arg(long, value_enum, default_value = "skip")]
     pub overlap: OverlapArg,
     /// What fire times missed while no server ran make.
-    #[arg(long, value_enum, default_value = "run-once")]
+    #[arg(long, value_enum, default_value = "run_once")]
     pub catch_up: CatchUpArg,
     /// The most missed fire times run-all enqueues (default 10).
     #[arg(long)]

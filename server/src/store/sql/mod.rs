@@ -26,7 +26,9 @@ mod schedules;
 mod shared;
 
 pub use common::{Common, Held, Reads, SharedStore, Writer, Writes};
-pub use schedules::{RUNS_KEPT, Schedules};
+#[cfg(test)]
+pub use schedules::RUNS_KEPT;
+pub use schedules::Schedules;
 pub use shared::Shared;
 
 use std::sync::LazyLock;
