@@ -304,6 +304,26 @@ where
     }
 }
 
+/// `GET path` over plain HTTP/1.1: the status line and the body.
+pub async fn http_get(address: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The value of the Prometheus sample named exactly `series` (name and
+/// labels) in a scrape's `text`.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+}
+
 /// An enqueue request with a JSON payload.
 pub fn enqueue_request(task_type: &str, payload: serde_json::Value) -> EnqueueTaskRequest {
     EnqueueTaskRequest {

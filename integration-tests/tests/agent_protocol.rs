@@ -25,6 +25,7 @@ fn register(agent_name: &str, domains: &[(&str, &[&str])], slots: u32) -> AgentM
             domains: domains
                 .iter()
                 .map(|(domain, types)| DomainRegistration {
+                    schedules: Vec::new(),
                     domain: (*domain).into(),
                     task_types: types
                         .iter()

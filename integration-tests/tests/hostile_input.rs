@@ -52,6 +52,7 @@ fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
                     domains: domains
                         .into_iter()
                         .map(|(domain, types)| DomainRegistration {
+                            schedules: Vec::new(),
                             domain,
                             task_types: types
                                 .into_iter()
@@ -114,6 +115,7 @@ fn session(task_ids: Vec<String>) -> impl Strategy<Value = Vec<AgentMessage>> {
                         max_prefetch: 0,
                         agent_name: "fuzzer".into(),
                         domains: vec![DomainRegistration {
+                            schedules: Vec::new(),
                             domain: "fuzz".into(),
                             task_types: vec![TaskTypeRegistration {
                                 task_type: "fuzz_target".into(),
@@ -487,6 +489,7 @@ async fn registrations_beyond_the_size_limit_are_refused_whole() {
                 max_prefetch: 0,
                 agent_name: "big".into(),
                 domains: vec![DomainRegistration {
+                    schedules: Vec::new(),
                     domain: "big".into(),
                     task_types: ["one", "two", "three"]
                         .iter()
@@ -539,6 +542,7 @@ async fn raw_agent(
         message: Some(AgentMessageKind::Register(Register {
             agent_name: "raw".into(),
             domains: vec![DomainRegistration {
+                schedules: Vec::new(),
                 domain: "hostile".into(),
                 task_types: vec![TaskTypeRegistration {
                     task_type: task_type.into(),

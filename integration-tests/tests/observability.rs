@@ -7,34 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::{
-    Backend, PATIENCE, TestServer, enqueue, enqueue_request, fast_queue, spawn_listening, wait_for,
-    wait_for_agent, wait_status, wait_terminal,
+    Backend, PATIENCE, TestServer, enqueue, enqueue_request, fast_queue, http_get, metric_sample,
+    spawn_listening, wait_for, wait_for_agent, wait_status, wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::{Agent, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
 use taskplane_common::metrics_endpoint::{Render, encode, serve_metrics};
 use taskplane_proto::v1::TaskStatus;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 /// `GET path` over a plain TCP connection; returns the status line and body.
-async fn http_get(address: std::net::SocketAddr, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
-}
-
-/// The value of the sample named exactly `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.trim().parse().unwrap())
-}
-
 struct Echo;
 
 #[async_trait::async_trait]
@@ -119,7 +102,7 @@ async fn server_and_agent_metrics_count_what_happened() {
     // The first echo enqueued by the wait above completes too: three in all.
     wait_for(|| async {
         let (_, text) = http_get(server.metrics_address, "/metrics").await;
-        sample(
+        metric_sample(
             &text,
             r#"taskplane_tasks_completed_total{task_type="echo"}"#,
         ) == Some(3.0)
@@ -150,7 +133,11 @@ async fn server_and_agent_metrics_count_what_happened() {
         (r#"taskplane_task_run_seconds_count{task_type="echo"}"#, 3.0),
         ("taskplane_lease_expiries_total", 0.0),
     ] {
-        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+        assert_eq!(
+            metric_sample(&text, series),
+            Some(value),
+            "{series} in\n{text}"
+        );
     }
     let (status, _) = http_get(server.metrics_address, "/elsewhere").await;
     assert!(status.contains("404"), "{status}");
@@ -167,7 +154,11 @@ async fn server_and_agent_metrics_count_what_happened() {
             1.0,
         ),
     ] {
-        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+        assert_eq!(
+            metric_sample(&text, series),
+            Some(value),
+            "{series} in\n{text}"
+        );
     }
     stop.cancel();
     agent_task.await.unwrap().unwrap();

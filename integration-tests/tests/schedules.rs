@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use integration_tests::{Backend, TestAgent, TestServer, fast_queue, on_every_backend, wait_for};
+use integration_tests::{
+    Backend, TestAgent, TestServer, fast_queue, http_get, metric_sample, on_every_backend, wait_for,
+};
 use serde_json::json;
 use taskplane_agent::schedule::{CatchUp as DeclaredCatchUp, Schedule as Declared};
 use taskplane_agent::{
@@ -140,10 +142,22 @@ async fn a_per_second_schedule_makes_a_task_each_second(backend: Backend) {
         );
     }
     // The agent ran them.
-    let mut client = server.tasks().await;
+    let client = server.tasks().await;
     for task in &tasks {
-        integration_tests::wait_status(&mut client, &task.id, TaskStatus::Completed).await;
+        integration_tests::wait_status(&client, &task.id, TaskStatus::Completed).await;
     }
+    // Counted, with the lag of each from its fire time to its commit.
+    let (_, text) = http_get(server.metrics_address, "/metrics").await;
+    let fires = metric_sample(
+        &text,
+        "taskplane_schedule_fires_total{schedule=\"per-second\"}",
+    );
+    assert_eq!(fires, Some(tasks.len() as f64), "{text}");
+    let lags = metric_sample(
+        &text,
+        "taskplane_schedule_lag_seconds_count{schedule=\"per-second\"}",
+    );
+    assert_eq!(lags, Some(tasks.len() as f64), "{text}");
     agent.stop().await.unwrap();
     server.stop().await;
 }
@@ -258,6 +272,12 @@ async fn skip_overlap_never_runs_two_at_once(backend: Backend) {
         })
         .await
         .unwrap();
+    let (_, text) = http_get(server.metrics_address, "/metrics").await;
+    let skips = metric_sample(
+        &text,
+        "taskplane_schedule_skips_total{schedule=\"slow\",reason=\"overlap\"}",
+    );
+    assert!(skips.is_some_and(|n| n >= 3.0), "{text}");
     let mut client = server.tasks().await;
     let mut runs = Vec::new();
     for task in tasks_of(&server, "slow").await {

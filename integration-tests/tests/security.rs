@@ -106,6 +106,7 @@ fn register_message(agent: &str, domains: &[(&str, &[&str])]) -> AgentMessage {
             domains: domains
                 .iter()
                 .map(|(domain, types)| DomainRegistration {
+                    schedules: Vec::new(),
                     domain: domain.to_string(),
                     task_types: types
                         .iter()

@@ -8,9 +8,11 @@ use taskplane_agent::Agent;
 use taskplane_agent::ConnectOptions;
 use taskplane_common::AuthChannel;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    EnqueueTaskRequest, EnqueueTasksRequest, ListTasksRequest, RegisterTaskTypeRequest, TaskStatus,
+    CreateScheduleRequest, EnqueueTaskRequest, EnqueueTasksRequest, ListTasksRequest,
+    RegisterTaskTypeRequest, ScheduleSpec, TaskStatus,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -182,6 +184,41 @@ pub(super) async fn register_types(servers: &Servers) -> anyhow::Result<()> {
             ..Default::default()
         };
         registry.register_task_type(request).await?;
+    }
+    Ok(())
+}
+
+/// The task type the `--schedules` schedules enqueue: no agent serves it,
+/// so their tasks stay out of every workload's counts.
+const SCHEDULED_TYPE: &str = "bench_scheduled";
+
+/// Defines `count` active schedules, as a deployment with many would have:
+/// daily, at times spread over the day, so a few fire during a run.
+pub(super) async fn define_schedules(servers: &Servers, count: usize) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let channel = servers.channel().await?;
+    RegistryServiceClient::new(channel.clone())
+        .register_task_type(RegisterTaskTypeRequest {
+            task_type: SCHEDULED_TYPE.into(),
+            domain: "bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut schedules = ScheduleServiceClient::new(channel);
+    for i in 0..count {
+        let spec = ScheduleSpec {
+            name: format!("bench-{i}"),
+            task_type: SCHEDULED_TYPE.into(),
+            cron: format!("{} {} * * *", i % 60, (i / 60) % 24),
+            ..Default::default()
+        };
+        schedules
+            .create_schedule(CreateScheduleRequest {
+                schedule: Some(spec),
+            })
+            .await?;
     }
     Ok(())
 }

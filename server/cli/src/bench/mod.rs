@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// control queue at the same time, then W1 on each in turn.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
+    /// Active schedules defined before the workloads run (daily, spread
+    /// over the day), to show that many schedules cost the queue nothing.
+    #[arg(long, default_value_t = 0)]
+    pub schedules: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,

@@ -236,8 +236,12 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             },
         };
         register_types(&servers).await?;
+        define_schedules(&servers, args.schedules).await?;
         let mut record = |workload: &str, mut figures: serde_json::Map<String, Value>| {
             figures.insert("durability".into(), json!(durability_of(&args, backend)));
+            if args.schedules > 0 {
+                figures.insert("schedules".into(), json!(args.schedules));
+            }
             measurements.push(Measurement {
                 backend,
                 workload: workload.into(),
