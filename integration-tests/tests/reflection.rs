@@ -45,6 +45,7 @@ async fn reflection_v1_lists_every_service(backend: Backend) {
             "grpc.reflection.v1alpha.ServerReflection",
             "taskplane.v1.AgentService",
             "taskplane.v1.RegistryService",
+            "taskplane.v1.ScheduleService",
             "taskplane.v1.TaskService",
         ]
     );
@@ -58,6 +59,7 @@ async fn health_reports_serving_for_each_service(backend: Backend) {
         "taskplane.v1.TaskService",
         "taskplane.v1.RegistryService",
         "taskplane.v1.AgentService",
+        "taskplane.v1.ScheduleService",
     ] {
         let answer = health
             .check(tonic_health::pb::HealthCheckRequest {

@@ -20,6 +20,7 @@ use taskplane_proto::v1::{
     CatchUpPolicy, CreateScheduleRequest, DeleteScheduleRequest, GetScheduleRequest,
     ListSchedulesRequest, ListTasksRequest, OverlapPolicy, PauseScheduleRequest,
     ResumeScheduleRequest, Schedule, ScheduleSpec, Task, TaskStatus, TriggerScheduleRequest,
+    UpdateScheduleRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -582,7 +583,70 @@ async fn declared_schedules_are_reconciled_across_agent_versions(backend: Backen
     server.stop().await;
 }
 
+async fn update_replaces_the_definition_and_unknown_names_are_not_found(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    server.register_type("tick", "clock").await;
+    let mut schedules = server.schedules().await;
+    let paused = ScheduleSpec {
+        paused: true,
+        ..every_second("changing")
+    };
+    create(&mut schedules, paused).await;
+    let hourly = ScheduleSpec {
+        cron: "@hourly".into(),
+        interval: None,
+        ..every_second("changing")
+    };
+    let updated = schedules
+        .update_schedule(UpdateScheduleRequest {
+            schedule: Some(hourly.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.spec.as_ref().unwrap().cron, "@hourly");
+    assert!(updated.paused, "an update keeps the pause");
+    let resumed = schedules
+        .resume_schedule(ResumeScheduleRequest {
+            name: "changing".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = resumed.next_fire_at.unwrap();
+    assert_eq!((next.seconds % 3600, next.nanos), (0, 0), "{next}");
+
+    let missing = ScheduleSpec {
+        name: "nobody".into(),
+        ..hourly
+    };
+    let update = schedules
+        .update_schedule(UpdateScheduleRequest {
+            schedule: Some(missing),
+        })
+        .await
+        .unwrap_err();
+    let delete = schedules
+        .delete_schedule(DeleteScheduleRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    let trigger = schedules
+        .trigger_schedule(TriggerScheduleRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    for status in [update, delete, trigger] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().contains("'nobody'"), "{status:?}");
+    }
+    server.stop().await;
+}
+
 on_every_backend!(
+    update_replaces_the_definition_and_unknown_names_are_not_found,
     a_per_second_schedule_makes_a_task_each_second,
     a_stopped_server_follows_each_catch_up_policy,
     skip_overlap_never_runs_two_at_once,

@@ -266,6 +266,9 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
         ok && row["completed"] == 1 && row["completed_per_min"] == 1 && row["pending"] == 0,
         "{out}"
     );
+    // The table also lists the example domain's schedules.
+    let (ok, out, _) = taskplane(&url, &["stats"]).await;
+    assert!(ok && out.contains("control-plane-health-check"), "{out}");
     let (ok, out, _) = taskplane(&url, &["agents", "list"]).await;
     assert!(ok && out.contains("dev-agent"), "{out}");
 

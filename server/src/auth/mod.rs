@@ -207,6 +207,10 @@ mod tests {
         assert!(connect.allows(Role::Agent) && !connect.allows(Role::Client));
         assert!(read.allows(Role::Agent) && read.allows(Role::Client));
         assert_eq!(access_for("/grpc.health.v1.Health/Check"), Access::Open);
+        let list_schedules = access_for("/taskplane.v1.ScheduleService/ListSchedules");
+        let create_schedule = access_for("/taskplane.v1.ScheduleService/CreateSchedule");
+        assert!(list_schedules.allows(Role::Client) && list_schedules.allows(Role::Agent));
+        assert!(!create_schedule.allows(Role::Client) && create_schedule.allows(Role::Admin));
         assert_eq!(
             access_for("/taskplane.v1.TaskService/Unknown"),
             Access::Administer

@@ -19,11 +19,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The services whose health is reported: the whole server (`""`) and each
 /// taskplane service.
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "",
     "taskplane.v1.TaskService",
     "taskplane.v1.RegistryService",
     "taskplane.v1.AgentService",
+    "taskplane.v1.ScheduleService",
 ];
 
 /// Probes the database every [`PROBE_INTERVAL`] and reports the result on

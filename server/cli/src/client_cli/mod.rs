@@ -471,18 +471,10 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         .iter()
         .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
         .collect();
-    let schedules: Vec<Value> = schedule_cli::list_all(channel, domain)
-        .await?
-        .iter()
-        .map(schedule_cli::schedule_json)
-        .collect();
     if args.output == Output::Json {
-        print(
-            args.output,
-            &[],
-            &[],
-            json!({ "task_types": rows, "schedules": schedules }),
-        );
+        // The rows alone, as scripts read them; `schedule list --output
+        // json` has the schedules.
+        print(args.output, &[], &[], Value::Array(rows));
         return Ok(());
     }
     let columns = [
@@ -497,6 +489,11 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         "dead_per_min",
     ];
     print(args.output, &columns, &rows, Value::Null);
+    let schedules: Vec<Value> = schedule_cli::list_all(channel, domain)
+        .await?
+        .iter()
+        .map(schedule_cli::schedule_json)
+        .collect();
     if !schedules.is_empty() {
         say!("");
         print(
