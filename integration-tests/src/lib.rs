@@ -304,6 +304,33 @@ where
     }
 }
 
+/// Whether grpcurl is installed (`.ci/run` installs it; doc tests that
+/// run grpcurl examples skip those lines without it).
+pub fn grpcurl_available() -> bool {
+    std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `command` with `sh -c` and returns its stdout; panics, printing
+/// both outputs, when it fails.
+pub async fn run_shell(command: &str) -> String {
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .await
+        .expect("sh runs");
+    assert!(
+        output.status.success(),
+        "`{command}` failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// `GET path` over plain HTTP/1.1: the status line and the body.
 pub async fn http_get(address: SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use integration_tests::{Backend, TestAgent, TestServer};
+use integration_tests::{Backend, TestAgent, TestServer, grpcurl_available, run_shell};
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 
@@ -42,29 +42,6 @@ fn proto_messages() -> Vec<String> {
     messages
 }
 
-fn grpcurl_available() -> bool {
-    std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-async fn run(command: &str) -> String {
-    let output = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .output()
-        .await
-        .expect("sh runs");
-    assert!(
-        output.status.success(),
-        "`{command}` failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     if !grpcurl_available() {
         println!(
@@ -87,7 +64,7 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     let address = server.address.to_string();
     let localize = |command: &str| command.replace(README_ADDRESS, &address);
 
-    let list = run(&localize(&commands[0])).await;
+    let list = run_shell(&localize(&commands[0])).await;
     for service in [
         "taskplane.v1.TaskService",
         "taskplane.v1.RegistryService",
@@ -102,11 +79,11 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     }
 
     let types: serde_json::Value =
-        serde_json::from_str(&run(&localize(&commands[1])).await).unwrap();
+        serde_json::from_str(&run_shell(&localize(&commands[1])).await).unwrap();
     assert_eq!(types["taskTypes"].as_array().unwrap().len(), 17);
 
     let enqueued: serde_json::Value =
-        serde_json::from_str(&run(&localize(&commands[2])).await).unwrap();
+        serde_json::from_str(&run_shell(&localize(&commands[2])).await).unwrap();
     // RUNNING when the idle dev agent was handed the task as it was stored.
     let status = &enqueued["task"]["status"];
     assert!(
@@ -116,7 +93,7 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     let id = enqueued["task"]["id"].as_str().unwrap().to_owned();
 
     let get = localize(&commands[3]).replace(ID_PLACEHOLDER, &id);
-    let mut task: serde_json::Value = serde_json::from_str(&run(&get).await).unwrap();
+    let mut task: serde_json::Value = serde_json::from_str(&run_shell(&get).await).unwrap();
     let deadline = std::time::Instant::now() + integration_tests::PATIENCE;
     while task["status"] != "TASK_STATUS_COMPLETED" {
         assert!(
@@ -124,7 +101,7 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
             "not completed in time: {task}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        task = serde_json::from_str(&run(&get).await).unwrap();
+        task = serde_json::from_str(&run_shell(&get).await).unwrap();
     }
     let result = &task["result"];
     let summary = [
@@ -148,10 +125,10 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
     assert_eq!(task["attempts"], 1);
 
     let listed: serde_json::Value =
-        serde_json::from_str(&run(&localize(&commands[4])).await).unwrap();
+        serde_json::from_str(&run_shell(&localize(&commands[4])).await).unwrap();
     assert_eq!(listed["tasks"][0]["id"], id.as_str());
 
-    let described = run(&localize(&commands[5])).await;
+    let described = run_shell(&localize(&commands[5])).await;
     for field in [
         "task_type",
         "payload",
@@ -171,7 +148,7 @@ async fn the_readme_walkthrough_works_against_a_live_server(backend: Backend) {
 
     // Every message of the API can be described through reflection.
     for message in proto_messages() {
-        let described = run(&format!(
+        let described = run_shell(&format!(
             "grpcurl -plaintext {address} describe taskplane.v1.{message}"
         ))
         .await;

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use integration_tests::{Backend, TestAgent, TestServer, wait_status};
+use integration_tests::{
+    Backend, TestAgent, TestServer, grpcurl_available, run_shell, wait_status,
+};
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::egress::{Egress, LOOPBACK};
 use taskplane_handlers::{AppServices, setup_registry_with_config};
@@ -29,29 +31,6 @@ fn documented_commands() -> Vec<String> {
         .filter(|line| line.starts_with("taskplane ") || line.starts_with("grpcurl "))
         .map(str::to_owned)
         .collect()
-}
-
-fn grpcurl_available() -> bool {
-    std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-async fn run(command: &str) -> String {
-    let output = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .output()
-        .await
-        .expect("sh runs");
-    assert!(
-        output.status.success(),
-        "`{command}` failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 async fn the_schedule_examples_work_against_a_live_server(backend: Backend) {
@@ -81,9 +60,9 @@ async fn the_schedule_examples_work_against_a_live_server(backend: Backend) {
             .replace(DOC_ADDRESS, &address)
             .replace(DOC_PORT, &port);
         let output = if let Some(rest) = command.strip_prefix("taskplane ") {
-            run(&format!("{cli} {rest} --server http://{address}")).await
+            run_shell(&format!("{cli} {rest} --server http://{address}")).await
         } else if with_grpcurl {
-            run(&command).await
+            run_shell(&command).await
         } else {
             continue;
         };

@@ -298,6 +298,54 @@ async fn skip_overlap_never_runs_two_at_once(backend: Backend) {
     server.stop().await;
 }
 
+/// The same slow handler with buffer_one: the first fire time during a run
+/// waits and is enqueued as that run finishes; the rest are skipped.
+async fn buffer_one_enqueues_one_waiting_fire_time_when_the_run_ends(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let agent = TestAgent::start(&server, "slow", sleeper()).await;
+    let mut schedules = server.schedules().await;
+    let spec = ScheduleSpec {
+        overlap: OverlapPolicy::BufferOne as i32,
+        payload: Some(json_to_struct(
+            json!({ "sleep_ms": 2500 }).as_object().unwrap(),
+        )),
+        ..every_second("buffered")
+    };
+    create(&mut schedules, spec).await;
+    wait_for(|| async {
+        let schedule = get(&mut server.schedules().await, "buffered").await;
+        schedule.buffered_fire_at.is_some()
+    })
+    .await;
+    wait_for(|| async { tasks_of(&server, "buffered").await.len() >= 2 }).await;
+    schedules
+        .pause_schedule(PauseScheduleRequest {
+            name: "buffered".into(),
+        })
+        .await
+        .unwrap();
+    let mut client = server.tasks().await;
+    let tasks = tasks_of(&server, "buffered").await;
+    let first = integration_tests::wait_terminal(&mut client, &tasks[0].id).await;
+    let second = integration_tests::wait_terminal(&mut client, &tasks[1].id).await;
+    // The second task stands for a fire time during the first run, and was
+    // enqueued only once that run had finished.
+    let ms = |at: &prost_types::Timestamp| at.seconds * 1000 + i64::from(at.nanos) / 1_000_000;
+    let first_finished = ms(first.finished_at.as_ref().unwrap());
+    assert!(
+        fire_ms(&second) < first_finished,
+        "it fired during the first run"
+    );
+    assert!(ms(second.created_at.as_ref().unwrap()) >= first_finished);
+    let runs = get(&mut schedules, "buffered").await.recent_runs;
+    assert!(
+        runs.iter().any(|r| r.skipped.contains("already waits")),
+        "{runs:?}"
+    );
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
 async fn pause_stops_fire_times_and_resume_starts_them_again(backend: Backend) {
     let server = TestServer::start(&backend).await;
     server.register_type("tick", "clock").await;
@@ -650,6 +698,7 @@ on_every_backend!(
     a_per_second_schedule_makes_a_task_each_second,
     a_stopped_server_follows_each_catch_up_policy,
     skip_overlap_never_runs_two_at_once,
+    buffer_one_enqueues_one_waiting_fire_time_when_the_run_ends,
     pause_stops_fire_times_and_resume_starts_them_again,
     bad_input_names_the_field_and_stores_nothing,
     dst_changes_are_computed_not_waited_for,

@@ -66,6 +66,28 @@ impl ScheduleApi {
         Ok(schedule)
     }
 
+    /// Pauses or resumes the schedule named `name`.
+    async fn set_paused(
+        &self,
+        name: &str,
+        principal: Option<&Principal>,
+        paused: bool,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        self.load(name, principal, "manage schedules").await?;
+        let schedule = self
+            .plane
+            .store
+            .schedules()
+            .set_schedule_paused(name, paused)
+            .await?;
+        tracing::info!(schedule = %name, paused, "schedule paused or resumed");
+        self.plane.schedules_changed.notify_one();
+        Ok(Response::new(
+            self.describe(&schedule, None, DEFAULT_UPCOMING, false)
+                .await?,
+        ))
+    }
+
     /// Checks that `spec`'s task type is registered and in the caller's scope.
     async fn check_task_type(
         &self,
@@ -211,20 +233,8 @@ impl ScheduleService for ScheduleApi {
         request: Request<PauseScheduleRequest>,
     ) -> Result<Response<v1::Schedule>, Status> {
         let principal = principal(&request);
-        let name = request.into_inner().name;
-        self.load(&name, principal.as_ref(), "manage schedules")
-            .await?;
-        let schedule = self
-            .plane
-            .store
-            .schedules()
-            .set_schedule_paused(&name, true)
-            .await?;
-        tracing::info!(schedule = %name, "schedule paused");
-        Ok(Response::new(
-            self.describe(&schedule, None, DEFAULT_UPCOMING, false)
-                .await?,
-        ))
+        self.set_paused(&request.into_inner().name, principal.as_ref(), true)
+            .await
     }
 
     async fn resume_schedule(
@@ -232,21 +242,8 @@ impl ScheduleService for ScheduleApi {
         request: Request<ResumeScheduleRequest>,
     ) -> Result<Response<v1::Schedule>, Status> {
         let principal = principal(&request);
-        let name = request.into_inner().name;
-        self.load(&name, principal.as_ref(), "manage schedules")
-            .await?;
-        let schedule = self
-            .plane
-            .store
-            .schedules()
-            .set_schedule_paused(&name, false)
-            .await?;
-        tracing::info!(schedule = %name, "schedule resumed");
-        self.plane.schedules_changed.notify_one();
-        Ok(Response::new(
-            self.describe(&schedule, None, DEFAULT_UPCOMING, false)
-                .await?,
-        ))
+        self.set_paused(&request.into_inner().name, principal.as_ref(), false)
+            .await
     }
 
     async fn delete_schedule(

@@ -171,18 +171,6 @@ pub trait Common: Reads + Writes + Schedules {}
 
 impl<T: Reads + Writes + Schedules> Common for T {}
 
-/// Runs `$body` with `$tx`, a write transaction on `$writes`' connection,
-/// and commits it when the body succeeds.
-macro_rules! in_transaction {
-    ($writes:expr, |$tx:ident| $body:expr) => {{
-        let mut held = $writes.writer.hold().await?;
-        let mut $tx = held.begin_with(DB::statements().begin).await?;
-        let done = $body;
-        $tx.commit().await?;
-        Ok(done)
-    }};
-}
-
 #[async_trait]
 impl<DB, W> Writes for SharedStore<DB, W>
 where

@@ -21,6 +21,18 @@
 //!   both backends serve through it, behind [`Common`](common::Common);
 //! - [`schedules`]: schedules, stored and fired the same way on both.
 
+/// Runs `$body` with `$tx`, a write transaction on `$writes`' connection,
+/// and commits it when the body succeeds.
+macro_rules! in_transaction {
+    ($writes:expr, |$tx:ident| $body:expr) => {{
+        let mut held = $writes.writer().hold().await?;
+        let mut $tx = held.begin_with(DB::statements().begin).await?;
+        let done = $body;
+        $tx.commit().await?;
+        Ok(done)
+    }};
+}
+
 mod common;
 mod schedules;
 mod shared;
