@@ -222,6 +222,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         .args(["--rate", &RATE.to_string(), "--duration", "500ms"])
         .args(["--backlog", &BACKLOG.to_string()])
         .args(["--rounds", &ROUNDS.to_string()])
+        .args(["--schedules", "3"])
         .output()
         .expect("taskplane bench runs");
     assert!(
@@ -236,6 +237,10 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         let default_slots = figures(&report, backend, "W1 throughput");
         check_throughput(default_slots, true);
         assert_eq!(default_slots["slots_per_agent"], 16, "the SDK's default");
+        assert_eq!(
+            default_slots["schedules"], 3,
+            "measured beside active schedules"
+        );
         let wide = figures(&report, backend, "W1 throughput (wide)");
         check_throughput(wide, true);
         assert_eq!(wide["slots_per_agent"], 512);

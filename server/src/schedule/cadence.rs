@@ -77,7 +77,7 @@ impl Cadence {
 
     /// A fixed interval of at least [`MIN_INTERVAL`], in whole milliseconds.
     pub fn every(interval: Duration) -> Result<Self> {
-        if interval < MIN_INTERVAL || interval.subsec_nanos() % 1_000_000 != 0 {
+        if interval < MIN_INTERVAL || !interval.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(Error::InvalidArgument(format!(
                 "interval is {interval:?}: a schedule fires at most once a second, in whole \
                  milliseconds (e.g. \"30s\")"
