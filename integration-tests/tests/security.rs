@@ -16,6 +16,7 @@ use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
+use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::*;
@@ -194,8 +195,8 @@ const MATRIX: &[(&str, [bool; 3])] = &[
     ("WatchTask", [true, true, true]),
     ("ListTaskAttempts", [true, true, true]),
     ("GetQueueStats", [true, true, true]),
-    ("CancelTask", [false, false, true]),
-    ("RetryTask", [false, false, true]),
+    ("CancelTask", [true, false, true]),
+    ("RetryTask", [true, false, true]),
     ("RegisterTaskType", [false, false, true]),
     ("ListTaskTypes", [true, true, true]),
     ("GetTaskType", [true, true, true]),
@@ -203,6 +204,11 @@ const MATRIX: &[(&str, [bool; 3])] = &[
     ("ListDomains", [true, true, true]),
     ("ListAgents", [true, true, true]),
     ("Connect", [false, true, true]),
+    ("ListSchedules", [true, true, true]),
+    ("GetSchedule", [true, true, true]),
+    ("CreateSchedule", [false, false, true]),
+    ("PauseSchedule", [false, false, true]),
+    ("TriggerSchedule", [false, false, true]),
 ];
 
 /// Calls one method with a sensible request; what matters is whether the
@@ -210,6 +216,7 @@ const MATRIX: &[(&str, [bool; 3])] = &[
 async fn call(channel: AuthChannel, method: &str, task_id: &str) -> Result<(), Status> {
     let mut tasks = TaskServiceClient::new(channel.clone());
     let mut registry = RegistryServiceClient::new(channel.clone());
+    let mut schedules = ScheduleServiceClient::new(channel.clone());
     let id = task_id.to_owned();
     let enqueue = EnqueueTaskRequest {
         task_type: "probe".into(),
@@ -252,6 +259,40 @@ async fn call(channel: AuthChannel, method: &str, task_id: &str) -> Result<(), S
             .await
             .map(drop),
         "RetryTask" => tasks.retry_task(RetryTaskRequest { id }).await.map(drop),
+        "ListSchedules" => schedules
+            .list_schedules(ListSchedulesRequest::default())
+            .await
+            .map(drop),
+        "GetSchedule" => schedules
+            .get_schedule(GetScheduleRequest {
+                name: "probe-schedule".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "CreateSchedule" => schedules
+            .create_schedule(CreateScheduleRequest {
+                schedule: Some(ScheduleSpec {
+                    name: "probe-schedule".into(),
+                    task_type: "probe".into(),
+                    cron: "@daily".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(drop),
+        "PauseSchedule" => schedules
+            .pause_schedule(PauseScheduleRequest {
+                name: "probe-schedule".into(),
+            })
+            .await
+            .map(drop),
+        "TriggerSchedule" => schedules
+            .trigger_schedule(TriggerScheduleRequest {
+                name: "probe-schedule".into(),
+            })
+            .await
+            .map(drop),
         "RegisterTaskType" => registry
             .register_task_type(task_type_request("probe", "probes"))
             .await
@@ -371,7 +412,7 @@ async fn every_role_is_allowed_exactly_its_methods_and_others_are_denied() {
     assert_eq!(health.into_inner().status, 1, "SERVING");
 
     // The denied calls changed nothing: the one task is as the admin left it
-    // after its own cancel and retry.
+    // after its own cancel and retry, and only the admin's schedule exists.
     let listed = TaskServiceClient::new(admin)
         .list_tasks(ListTasksRequest {
             task_type: "probe".into(),
@@ -382,7 +423,11 @@ async fn every_role_is_allowed_exactly_its_methods_and_others_are_denied() {
         .into_inner()
         .tasks;
     let enqueued_by_allowed_roles = 2 /* client */ + 2 /* admin */;
-    assert_eq!(listed.len(), 1 + enqueued_by_allowed_roles);
+    let triggered_by_the_admin = 1;
+    assert_eq!(
+        listed.len(),
+        1 + enqueued_by_allowed_roles + triggered_by_the_admin
+    );
     server.stop().await;
 }
 
@@ -589,6 +634,42 @@ async fn domain_scopes_hold_for_registration_assignment_results_enqueue_and_read
         .into_inner()
         .tasks;
     assert!(!own.is_empty() && own.iter().all(|t| t.domain == "billing"));
+
+    // Cancel and retry: its own domain's tasks, not another's.
+    let cancelled = client
+        .cancel_task(CancelTaskRequest {
+            id: own[0].id.clone(),
+            reason: "no longer needed".into(),
+        })
+        .await
+        .expect("a client cancels its own domain's task")
+        .into_inner();
+    assert_eq!(cancelled.status(), TaskStatus::Cancelled);
+    let retried = client
+        .retry_task(RetryTaskRequest {
+            id: own[0].id.clone(),
+        })
+        .await
+        .expect("and retries it")
+        .into_inner();
+    assert_eq!(retried.status(), TaskStatus::Pending);
+    let foreign = client
+        .cancel_task(CancelTaskRequest {
+            id: welcome.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let untouched = admin_tasks
+        .clone()
+        .get_task(GetTaskRequest {
+            id: welcome.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(untouched.status(), TaskStatus::Completed);
     server.stop().await;
 }
 

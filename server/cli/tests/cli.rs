@@ -266,6 +266,46 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
         ok && row["completed"] == 1 && row["completed_per_min"] == 1 && row["pending"] == 0,
         "{out}"
     );
+    // Metadata and a handler version reach the stored task.
+    let (ok, out, err) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "metric_aggregation",
+            "--payload",
+            r#"{"rows": [4]}"#,
+            "--metadata",
+            "team=ops",
+            "--metadata",
+            "ticket=T-7",
+            "--handler-version",
+            "v1",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["metadata"]["team"], "ops", "{out}");
+    assert_eq!(task["metadata"]["ticket"], "T-7", "{out}");
+    assert_eq!(task["handler_version"], "v1", "{out}");
+    let (ok, _, err) = taskplane(
+        &url,
+        &["enqueue", "metric_aggregation", "--metadata", "oops"],
+    )
+    .await;
+    assert!(!ok && err.contains("'oops' is not KEY=VALUE"), "{err}");
+
+    // `types validate` answers for a served type and exits 1 for an unknown one.
+    let (ok, out, _) = taskplane(&url, &["types", "validate", "invoice_generation"]).await;
+    assert!(ok && out.contains("true"), "{out}");
+    let (ok, _, err) = taskplane(&url, &["types", "validate", "no_such_type"]).await;
+    assert!(
+        !ok && err.contains("no_such_type cannot be enqueued"),
+        "{err}"
+    );
+
     // The table also lists the example domain's schedules.
     let (ok, out, _) = taskplane(&url, &["stats"]).await;
     assert!(ok && out.contains("control-plane-health-check"), "{out}");

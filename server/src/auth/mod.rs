@@ -124,14 +124,15 @@ impl Principal {
 pub enum Access {
     /// No token (health checks, reflection).
     Open,
-    /// Enqueue tasks: clients and admins.
+    /// Enqueue, cancel and retry tasks (within the token's domains):
+    /// clients and admins.
     Enqueue,
     /// Read tasks, types, agents and statistics: every role (agents' handlers
     /// read history too).
     Inspect,
     /// Open an agent stream: agents and admins.
     Connect,
-    /// Register task types by hand, cancel and retry: admins.
+    /// Register task types by hand, manage schedules: admins.
     Administer,
 }
 
@@ -154,7 +155,12 @@ pub fn access_for(path: &str) -> Access {
         return Access::Open;
     }
     match path.strip_prefix("/taskplane.v1.") {
-        Some("TaskService/EnqueueTask" | "TaskService/EnqueueTasks") => Access::Enqueue,
+        Some(
+            "TaskService/EnqueueTask"
+            | "TaskService/EnqueueTasks"
+            | "TaskService/CancelTask"
+            | "TaskService/RetryTask",
+        ) => Access::Enqueue,
         Some(
             "TaskService/GetTask"
             | "TaskService/ListTasks"
@@ -203,7 +209,7 @@ mod tests {
         let connect = access_for("/taskplane.v1.AgentService/Connect");
         let read = access_for("/taskplane.v1.TaskService/GetTask");
         assert!(enqueue.allows(Role::Client) && !enqueue.allows(Role::Agent));
-        assert!(!retry.allows(Role::Client) && retry.allows(Role::Admin));
+        assert!(retry.allows(Role::Client) && !retry.allows(Role::Agent));
         assert!(connect.allows(Role::Agent) && !connect.allows(Role::Client));
         assert!(read.allows(Role::Agent) && read.allows(Role::Client));
         assert_eq!(access_for("/grpc.health.v1.Health/Check"), Access::Open);

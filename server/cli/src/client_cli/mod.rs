@@ -23,7 +23,7 @@ use taskplane_proto::v1::{
     CancelTaskRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
     GetTaskTypeRequest, ListAgentsRequest, ListDomainsRequest, ListTaskAttemptsRequest,
     ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest, RetryTaskRequest, Task,
-    TaskStatus, WatchTaskRequest,
+    TaskStatus, ValidateTaskTypeRequest, WatchTaskRequest,
 };
 
 /// Where the server is and how to print.
@@ -107,6 +107,12 @@ pub struct EnqueueArgs {
     /// Attempts before the task is DEAD (default: the type's).
     #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// The handler version to run it, e.g. v2 (default: the agent's choice).
+    #[arg(long)]
+    pub handler_version: Option<String>,
+    /// Metadata for the task, KEY=VALUE (repeatable).
+    #[arg(long = "metadata", value_parser = key_value)]
+    pub metadata: Vec<(String, String)>,
     /// Follow the task until it finishes; exit 1 unless it COMPLETED.
     #[arg(long)]
     pub wait: bool,
@@ -178,6 +184,15 @@ pub enum TypesCommand {
         /// The task type.
         task_type: String,
     },
+    /// Says whether a task type (and a version of it) can be enqueued;
+    /// exits 1 when it cannot, saying why.
+    Validate {
+        /// The task type.
+        task_type: String,
+        /// Also require this handler version, e.g. v2.
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Registers a task type ahead of any agent.
     Register {
         /// The task type.
@@ -206,6 +221,9 @@ pub enum ClientError {
     /// A watched task ended without completing.
     #[error("task {0} ended {1}")]
     Unfinished(String, String),
+    /// A task type cannot be enqueued.
+    #[error("task type {0} cannot be enqueued: {1}")]
+    Invalid(String, String),
 }
 
 fn code_name(code: tonic::Code) -> String {
@@ -226,6 +244,13 @@ async fn channel(args: &ClientArgs) -> Result<AuthChannel, ClientError> {
         ConnectError::Setup(reason) => ClientError::Usage(reason),
         ConnectError::Unreachable(server, reason) => ClientError::Unreachable(server, reason),
     })
+}
+
+/// `--metadata KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))
 }
 
 /// `--payload`: a JSON object.
@@ -284,6 +309,8 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
         run_at,
         idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
         max_attempts: enqueue.max_attempts.unwrap_or(0),
+        handler_version: enqueue.handler_version.unwrap_or_default(),
+        metadata: enqueue.metadata.into_iter().collect(),
         ..Default::default()
     };
     let mut request = tonic::Request::new(request);
@@ -429,6 +456,28 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 std::slice::from_ref(&row),
                 row.clone(),
             );
+        }
+        TypesCommand::Validate { task_type, version } => {
+            let answer = client
+                .validate_task_type(ValidateTaskTypeRequest {
+                    task_type: task_type.clone(),
+                    version: version.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let row = json!({
+                "task_type": task_type, "valid": answer.valid,
+                "live_agents": answer.live_agents, "reason": answer.reason,
+            });
+            print(
+                args.output,
+                &["task_type", "valid", "live_agents", "reason"],
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+            if !answer.valid {
+                return Err(ClientError::Invalid(task_type, answer.reason));
+            }
         }
         TypesCommand::Register {
             task_type,

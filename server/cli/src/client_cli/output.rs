@@ -51,7 +51,7 @@ pub(super) fn task_json(task: &Task) -> Value {
         "result": task.result.as_ref().map(|r| Value::Object(struct_to_json(r))),
         "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
         "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
-        "metadata": task.metadata,
+        "handler_version": task.handler_version, "metadata": task.metadata,
     })
 }
 

@@ -15,7 +15,7 @@ use taskplane_proto::v1::{
 };
 
 use super::output::{print, print_task, status_name, time};
-use super::{ClientArgs, ClientError, Output, channel, parse_payload};
+use super::{ClientArgs, ClientError, Output, channel, key_value, parse_payload};
 
 /// `taskplane schedule …`.
 #[derive(Debug, Subcommand)]
@@ -136,12 +136,6 @@ pub enum CatchUpArg {
     RunOnce,
     /// A task per missed fire time, up to the limit.
     RunAll,
-}
-
-fn key_value(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))
 }
 
 impl Definition {
