@@ -286,7 +286,41 @@ async fn an_agent_claiming_another_domains_type_is_refused(backend: Backend) {
     );
 }
 
+/// The agent binary's settings, `TASKPLANE_LABELS` among them, reach the
+/// server: `ListAgents` shows the labels and the slots.
+async fn the_agent_settings_labels_are_listed(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let settings = taskplane_handlers::environment::AgentSettings::from_lookup(|name| match name {
+        "TASKPLANE_LABELS" => Some("region=eu,gpu=true".to_owned()),
+        "TASKPLANE_AGENT_NAME" => Some("labelled".to_owned()),
+        "TASKPLANE_MAX_CONCURRENCY" => Some("4".to_owned()),
+        "TASK_ENABLED_DOMAINS" => Some("billing".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (registry, _) =
+        setup_registry_with_config(&settings.registry, Arc::new(AppServices::new(data.path())));
+    let agent =
+        TestAgent::start_configured(&server, "labelled", registry, |b| settings.configure(b)).await;
+    let agents = server
+        .registry()
+        .await
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let listed = agents.iter().find(|a| a.agent_name == "labelled").unwrap();
+    assert_eq!(listed.labels.get("region").map(String::as_str), Some("eu"));
+    assert_eq!(listed.labels.get("gpu").map(String::as_str), Some("true"));
+    assert_eq!(listed.max_concurrency, 4);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
 integration_tests::on_every_backend!(
+    the_agent_settings_labels_are_listed,
     two_domain_agents_register_their_own_types_and_are_introspectable,
     an_agent_claiming_another_domains_type_is_refused,
 );

@@ -4,12 +4,13 @@
 //! manifests are checked against them; a test keeps this list and the
 //! lookups in step.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use taskplane_agent::config::ConfigError;
 use taskplane_agent::runtime::DEFAULT_SERVER;
-use taskplane_agent::{ConnectOptions, RegistryConfig};
+use taskplane_agent::{AgentBuilder, ConnectOptions, RegistryConfig};
 use taskplane_common::logging::LogFormat;
 
 use crate::services::AppServices;
@@ -42,6 +43,9 @@ pub struct AgentSettings {
     /// Stop when no control plane could be reached for this long
     /// (`TASKPLANE_GIVE_UP_AFTER`; unset: keep trying).
     pub give_up_after: Option<Duration>,
+    /// The agent's labels, shown by `ListAgents` (`TASKPLANE_LABELS`,
+    /// `key=value` pairs separated by commas).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl AgentSettings {
@@ -82,6 +86,10 @@ impl AgentSettings {
                 variable: "TASKPLANE_LOG_FORMAT",
                 message,
             })?;
+        let labels = lookup("TASKPLANE_LABELS")
+            .map(|value| parse_labels(&value))
+            .transpose()?
+            .unwrap_or_default();
         Ok(AgentSettings {
             servers: lookup("TASKPLANE_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             name: lookup("TASKPLANE_AGENT_NAME").unwrap_or_else(|| "taskplane-agent".to_owned()),
@@ -93,8 +101,51 @@ impl AgentSettings {
             services: Arc::new(AppServices::from_lookup(&lookup)),
             connect: ConnectOptions::from_lookup(&lookup),
             give_up_after,
+            labels,
         })
     }
+
+    /// Applies these settings to an agent's builder: its name, slots,
+    /// prefetch, labels, connection settings and when to give up (the
+    /// servers and the registry are set by the caller).
+    pub fn configure(&self, builder: AgentBuilder) -> AgentBuilder {
+        let mut builder = builder
+            .name(self.name.clone())
+            .max_concurrency(self.max_concurrency)
+            .connect_options(self.connect.clone());
+        if let Some(after) = self.give_up_after {
+            builder = builder.give_up_after(after);
+        }
+        if let Some(prefetch) = self.prefetch {
+            builder = builder.prefetch(prefetch);
+        }
+        for (key, value) in &self.labels {
+            builder = builder.label(key.clone(), value.clone());
+        }
+        builder
+    }
+}
+
+/// `TASKPLANE_LABELS`: `key=value` pairs separated by commas, each key once.
+fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let invalid = |message: String| ConfigError {
+        variable: "TASKPLANE_LABELS",
+        message,
+    };
+    let mut labels = BTreeMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, label) = pair
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| invalid(format!("'{pair}' is not key=value, e.g. region=eu")))?;
+        if labels.insert(key.to_owned(), label.to_owned()).is_some() {
+            return Err(invalid(format!(
+                "'{key}' is set twice: set each label once"
+            )));
+        }
+    }
+    Ok(labels)
 }
 
 /// One variable of the process environment, if set.
@@ -138,6 +189,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "serve Prometheus metrics at http://ADDRESS/metrics",
     ),
     ("TASKPLANE_LOG_FORMAT", "text (default) or json"),
+    (
+        "TASKPLANE_LABELS",
+        "the agent's labels, key=value pairs separated by commas (shown by ListAgents)",
+    ),
     (
         "TASKPLANE_GIVE_UP_AFTER",
         "exit when no control plane was reached for this long, e.g. 5m (default: keep trying)",
@@ -240,6 +295,28 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.variable, "TASKPLANE_GIVE_UP_AFTER");
+    }
+
+    #[test]
+    fn labels_are_key_value_pairs_each_set_once() {
+        let settings = AgentSettings::from_lookup(|name| {
+            (name == "TASKPLANE_LABELS").then(|| " region=eu, gpu=true ,".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            settings.labels,
+            BTreeMap::from([
+                ("gpu".to_owned(), "true".to_owned()),
+                ("region".to_owned(), "eu".to_owned())
+            ])
+        );
+        for bad in ["region", "=eu", "region=eu,region=us"] {
+            let error = AgentSettings::from_lookup(|name| {
+                (name == "TASKPLANE_LABELS").then(|| bad.to_owned())
+            })
+            .unwrap_err();
+            assert_eq!(error.variable, "TASKPLANE_LABELS", "{bad}");
+        }
     }
 
     #[test]

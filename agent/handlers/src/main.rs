@@ -25,23 +25,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = AgentSettings::from_env()?;
     init_logging(settings.log_format, "info");
-    let (registry, unknown) = setup_registry_with_config(&settings.registry, settings.services);
+    let (registry, unknown) =
+        setup_registry_with_config(&settings.registry, settings.services.clone());
     settings.registry.check_unknown_domains(&unknown)?;
-    let server = settings.servers;
+    let server = settings.servers.clone();
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
-    let mut agent = Agent::builder()
-        .registry(registry)
-        .server(&server)
-        .name(settings.name)
-        .max_concurrency(settings.max_concurrency)
-        .connect_options(settings.connect);
-    if let Some(after) = settings.give_up_after {
-        agent = agent.give_up_after(after);
-    }
-    if let Some(prefetch) = settings.prefetch {
-        agent = agent.prefetch(prefetch);
-    }
-    let agent = agent.build()?;
+    let agent = settings
+        .configure(Agent::builder().registry(registry).server(&server))
+        .build()?;
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(&address)
             .await

@@ -565,7 +565,11 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
         .agents;
     let rows: Vec<Value> = agents
         .iter()
-        .map(|a| json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "draining": a.draining, "last_seen_at": time(&a.last_seen_at)}))
+        .map(|a| {
+            let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "labels": labels.join(","), "draining": a.draining, "last_seen_at": time(&a.last_seen_at)})
+        })
         .collect();
     print(
         args.output,
@@ -574,6 +578,7 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
             "domains",
             "running",
             "slots",
+            "labels",
             "draining",
             "last_seen_at",
         ],
