@@ -21,6 +21,7 @@ fn register(agent_name: &str, domains: &[(&str, &[&str])], slots: u32) -> AgentM
     AgentMessage {
         message: Some(Agent::Register(Register {
             max_prefetch: 0,
+            feature_flags: Default::default(),
             agent_name: agent_name.into(),
             domains: domains
                 .iter()

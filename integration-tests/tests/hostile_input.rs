@@ -48,6 +48,7 @@ fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
             .prop_map(|(agent_name, domains, max_concurrency)| {
                 AgentMessageKind::Register(Register {
                     max_prefetch: 0,
+                    feature_flags: Default::default(),
                     agent_name,
                     domains: domains
                         .into_iter()
@@ -113,6 +114,7 @@ fn session(task_ids: Vec<String>) -> impl Strategy<Value = Vec<AgentMessage>> {
                 let register = AgentMessage {
                     message: Some(AgentMessageKind::Register(Register {
                         max_prefetch: 0,
+                        feature_flags: Default::default(),
                         agent_name: "fuzzer".into(),
                         domains: vec![DomainRegistration {
                             schedules: Vec::new(),
@@ -487,6 +489,7 @@ async fn registrations_beyond_the_size_limit_are_refused_whole() {
         .send(AgentMessage {
             message: Some(AgentMessageKind::Register(Register {
                 max_prefetch: 0,
+                feature_flags: Default::default(),
                 agent_name: "big".into(),
                 domains: vec![DomainRegistration {
                     schedules: Vec::new(),

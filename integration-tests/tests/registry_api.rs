@@ -286,21 +286,41 @@ async fn an_agent_claiming_another_domains_type_is_refused(backend: Backend) {
     );
 }
 
-/// The agent binary's settings, `TASKPLANE_LABELS` among them, reach the
-/// server: `ListAgents` shows the labels and the slots.
-async fn the_agent_settings_labels_are_listed(backend: Backend) {
+/// Answers whether the agent runs with `new_payment_flow` on.
+struct FlagProbe;
+
+#[async_trait::async_trait]
+impl taskplane_agent::TaskHandler for FlagProbe {
+    async fn handle(
+        &self,
+        context: taskplane_agent::TaskContext,
+    ) -> Result<taskplane_agent::TaskResult, taskplane_agent::TaskError> {
+        Ok(taskplane_agent::TaskResult::new(json!({
+            "new_payment_flow": context.feature_enabled("new_payment_flow"),
+            "unset": context.feature_enabled("never_set"),
+        })))
+    }
+}
+
+/// The agent binary's settings reach the server and the handlers:
+/// `ListAgents` shows the labels (`TASKPLANE_LABELS`), the slots and the
+/// feature flags (`TASK_FEATURE_FLAGS`), and a handler reads the flags from
+/// its task context.
+async fn the_agent_settings_labels_and_flags_are_listed(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let settings = taskplane_handlers::environment::AgentSettings::from_lookup(|name| match name {
         "TASKPLANE_LABELS" => Some("region=eu,gpu=true".to_owned()),
         "TASKPLANE_AGENT_NAME" => Some("labelled".to_owned()),
         "TASKPLANE_MAX_CONCURRENCY" => Some("4".to_owned()),
         "TASK_ENABLED_DOMAINS" => Some("billing".to_owned()),
+        "TASK_FEATURE_FLAGS" => Some("new_payment_flow:true,dark_launch:false".to_owned()),
         _ => None,
     })
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (registry, _) =
+    let (mut registry, _) =
         setup_registry_with_config(&settings.registry, Arc::new(AppServices::new(data.path())));
+    registry.register_handler("flag_probe", Box::new(FlagProbe));
     let agent =
         TestAgent::start_configured(&server, "labelled", registry, |b| settings.configure(b)).await;
     let agents = server
@@ -315,12 +335,23 @@ async fn the_agent_settings_labels_are_listed(backend: Backend) {
     assert_eq!(listed.labels.get("region").map(String::as_str), Some("eu"));
     assert_eq!(listed.labels.get("gpu").map(String::as_str), Some("true"));
     assert_eq!(listed.max_concurrency, 4);
+    assert_eq!(listed.feature_flags.get("new_payment_flow"), Some(&true));
+    assert_eq!(listed.feature_flags.get("dark_launch"), Some(&false));
+    let mut tasks = server.tasks().await;
+    let probe = enqueue(&mut tasks, enqueue_request("flag_probe", json!({}))).await;
+    let done = wait_terminal(&mut tasks, &probe.id).await;
+    assert_eq!(
+        struct_to_json(done.result.as_ref().unwrap()),
+        *json!({"new_payment_flow": true, "unset": false})
+            .as_object()
+            .unwrap()
+    );
     agent.stop().await.unwrap();
     server.stop().await;
 }
 
 integration_tests::on_every_backend!(
-    the_agent_settings_labels_are_listed,
+    the_agent_settings_labels_and_flags_are_listed,
     two_domain_agents_register_their_own_types_and_are_introspectable,
     an_agent_claiming_another_domains_type_is_refused,
 );

@@ -103,6 +103,7 @@ fn register_message(agent: &str, domains: &[(&str, &[&str])]) -> AgentMessage {
     AgentMessage {
         message: Some(AgentMessageKind::Register(Register {
             max_prefetch: 0,
+            feature_flags: Default::default(),
             agent_name: agent.into(),
             domains: domains
                 .iter()

@@ -356,6 +356,8 @@ pub struct AgentSession {
     pub task_types: Vec<String>,
     /// Labels it sent.
     pub labels: BTreeMap<String, String>,
+    /// Feature flags it sent.
+    pub feature_flags: BTreeMap<String, bool>,
     /// When the stream registered.
     pub connected_at: DateTime<Utc>,
     /// Its state as of the latest refresh.

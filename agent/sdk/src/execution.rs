@@ -91,7 +91,8 @@ async fn run_in_span(
             assignment.task_type
         ))),
         Some(handler) => {
-            let context = task_context(&assignment, timeout, cancel.clone());
+            let mut context = task_context(&assignment, timeout, cancel.clone());
+            context.feature_flags = registry.feature_flags();
             run_handler(handler, context, timeout, cancel).await
         }
     };
@@ -126,6 +127,7 @@ fn task_context(
         handler_version: assignment.handler_version.clone(),
         deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
         cancellation: cancel,
+        feature_flags: Arc::default(),
     }
 }
 

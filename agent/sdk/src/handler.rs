@@ -1,7 +1,8 @@
 //! What a handler is: the [`TaskHandler`] trait, the [`TaskContext`] it gets,
 //! and the [`TaskResult`] or [`TaskError`] it returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -87,9 +88,16 @@ pub struct TaskContext {
     pub deadline: DateTime<Utc>,
     /// Cancelled when the task is cancelled, times out or the agent stops.
     pub cancellation: CancellationToken,
+    /// The agent's feature flags (its registry's, e.g. `TASK_FEATURE_FLAGS`).
+    pub feature_flags: Arc<BTreeMap<String, bool>>,
 }
 
 impl TaskContext {
+    /// Whether the agent runs with feature flag `flag` on (unset flags are off).
+    pub fn feature_enabled(&self, flag: &str) -> bool {
+        self.feature_flags.get(flag).copied().unwrap_or(false)
+    }
+
     /// A context for running a handler outside an agent, e.g. in a unit
     /// test: attempt 1, no metadata, a five-minute deadline, a fresh
     /// cancellation token, and a placeholder task id.
@@ -104,6 +112,7 @@ impl TaskContext {
             handler_version: String::new(),
             deadline: Utc::now() + chrono::Duration::minutes(5),
             cancellation: CancellationToken::new(),
+            feature_flags: Arc::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! [`TaskRegistry::check`] (which `Agent::run` calls) refuses to start.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use taskplane_proto::names::check_name;
@@ -83,6 +84,7 @@ pub struct TaskRegistry {
     domains: BTreeMap<String, Vec<String>>,
     registration_times: HashMap<String, DateTime<Utc>>,
     schedules: BTreeMap<String, Vec<Schedule>>,
+    feature_flags: Arc<BTreeMap<String, bool>>,
     errors: Vec<RegistryError>,
 }
 
@@ -222,6 +224,17 @@ impl TaskRegistry {
             by_domain.entry(domain).or_default().push(info);
         }
         by_domain
+    }
+
+    /// Sets the feature flags the agent registers with and its handlers
+    /// read from their [`TaskContext`](crate::TaskContext).
+    pub fn set_feature_flags(&mut self, flags: impl IntoIterator<Item = (String, bool)>) {
+        self.feature_flags = Arc::new(flags.into_iter().collect());
+    }
+
+    /// The feature flags (see [`TaskRegistry::set_feature_flags`]).
+    pub fn feature_flags(&self) -> Arc<BTreeMap<String, bool>> {
+        Arc::clone(&self.feature_flags)
     }
 
     /// Declares a schedule of `domain`, sent when the agent registers.

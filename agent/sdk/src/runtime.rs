@@ -398,6 +398,12 @@ impl Agent {
                 domains,
                 max_concurrency: self.max_concurrency,
                 labels: self.labels.clone().into_iter().collect(),
+                feature_flags: self
+                    .registry
+                    .feature_flags()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
                 max_prefetch: self.prefetch,
             })),
         }

@@ -2364,6 +2364,10 @@ pub struct Register {
     /// agents: the agent runs every assignment it gets at once.
     #[prost(uint32, tag = "5")]
     pub max_prefetch: u32,
+    /// The agent's feature flags (its TASK_FEATURE_FLAGS), shown by
+    /// ListAgents; its handlers read them from their task context.
+    #[prost(map = "string, bool", tag = "6")]
+    pub feature_flags: ::std::collections::HashMap<::prost::alloc::string::String, bool>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DomainRegistration {
@@ -2972,6 +2976,9 @@ pub struct AgentInfo {
     /// The latest self-checks from its heartbeats.
     #[prost(message, repeated, tag = "12")]
     pub handler_health: ::prost::alloc::vec::Vec<HandlerHealth>,
+    /// The feature flags it registered with.
+    #[prost(map = "string, bool", tag = "13")]
+    pub feature_flags: ::std::collections::HashMap<::prost::alloc::string::String, bool>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListAgentsResponse {

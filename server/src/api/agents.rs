@@ -255,6 +255,7 @@ impl AgentService for AgentApi {
             domains: register.domains.iter().map(|d| d.domain.clone()).collect(),
             task_types: specs.iter().map(|s| s.task_type.clone()).collect(),
             labels: register.labels.clone().into_iter().collect(),
+            feature_flags: register.feature_flags.clone().into_iter().collect(),
             max_concurrency: slots,
             max_prefetch,
             claim_time: self.plane.claim_time.clone(),

@@ -76,6 +76,7 @@ fn agent_info(session: &AgentSession) -> AgentInfo {
         max_concurrency: session.status.slots,
         running: session.status.running,
         labels: session.labels.clone().into_iter().collect(),
+        feature_flags: session.feature_flags.clone().into_iter().collect(),
         connected_at: Some(timestamp(session.connected_at)),
         last_seen_at: Some(timestamp(session.status.last_seen_at)),
         draining: session.status.draining,

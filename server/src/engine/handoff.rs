@@ -157,6 +157,7 @@ mod tests {
             domains: vec!["d".into()],
             task_types: vec!["a".into()],
             labels: BTreeMap::new(),
+            feature_flags: BTreeMap::new(),
             max_concurrency: 2,
             max_prefetch: 0,
             claim_time: plane.claim_time.clone(),

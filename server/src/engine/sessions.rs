@@ -73,6 +73,8 @@ pub struct Session {
     serving: HashSet<String>,
     /// Labels it sent.
     pub labels: BTreeMap<String, String>,
+    /// Feature flags it sent.
+    pub feature_flags: BTreeMap<String, bool>,
     /// When it registered.
     pub connected_at: DateTime<Utc>,
     /// Messages to the agent.
@@ -134,6 +136,8 @@ pub struct NewSession {
     pub task_types: Vec<String>,
     /// Labels it sent.
     pub labels: BTreeMap<String, String>,
+    /// Feature flags it sent.
+    pub feature_flags: BTreeMap<String, bool>,
     /// Its slots.
     pub max_concurrency: u32,
     /// The most assignments it queues beyond its slots.
@@ -156,6 +160,7 @@ impl Session {
             serving: new.task_types.iter().cloned().collect(),
             task_types: new.task_types,
             labels: new.labels,
+            feature_flags: new.feature_flags,
             connected_at: now,
             outbound: new.outbound,
             wake: Notify::new(),
@@ -397,6 +402,7 @@ impl Session {
             domains: self.domains.clone(),
             task_types: self.task_types.clone(),
             labels: self.labels.clone(),
+            feature_flags: self.feature_flags.clone(),
             connected_at: self.connected_at,
             status: self.status(),
         }
@@ -544,6 +550,7 @@ mod tests {
             domains: vec![],
             task_types: vec![],
             labels: BTreeMap::new(),
+            feature_flags: BTreeMap::new(),
             max_concurrency: slots,
             max_prefetch,
             claim_time: claim_time.clone(),

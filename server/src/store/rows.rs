@@ -229,6 +229,7 @@ pub fn agent_session(row: &impl Columns) -> Result<AgentSession> {
         domains: parse_json("domains", &row.text("domains")?)?,
         task_types: parse_json("task_types", &row.text("task_types")?)?,
         labels: parse_json("labels", &row.text("labels")?)?,
+        feature_flags: parse_json("feature_flags", &row.text("feature_flags")?)?,
         connected_at: time(row, "connected_at")?,
         status: parse_json("status", &row.text("status")?)?,
     })

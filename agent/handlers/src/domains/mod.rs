@@ -40,6 +40,7 @@ pub fn setup_registry_with_config(
     services: Arc<AppServices>,
 ) -> (TaskRegistry, Vec<String>) {
     let mut registry = TaskRegistry::new();
+    registry.set_feature_flags(config.feature_flags.clone());
     let mut unknown = Vec::new();
     for domain in &config.enabled_domains {
         match example_domain(domain, &services) {

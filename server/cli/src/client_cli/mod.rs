@@ -568,7 +568,9 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
         .map(|a| {
             let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
-            json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "labels": labels.join(","), "draining": a.draining, "last_seen_at": time(&a.last_seen_at)})
+            let mut flags: Vec<String> = a.feature_flags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            flags.sort();
+            json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "labels": labels.join(","), "feature_flags": flags.join(","), "draining": a.draining, "last_seen_at": time(&a.last_seen_at)})
         })
         .collect();
     print(
@@ -579,6 +581,7 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
             "running",
             "slots",
             "labels",
+            "feature_flags",
             "draining",
             "last_seen_at",
         ],

@@ -306,8 +306,8 @@ where
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO agents (session_id, agent_id, agent_name, domains, task_types, labels,
-                 connected_at, last_seen_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+                 feature_flags, connected_at, last_seen_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         )
         .bind(session.session_id.to_string())
         .bind(session.agent_id.to_string())
@@ -315,6 +315,7 @@ where
         .bind(json_text(&session.domains))
         .bind(json_text(&session.task_types))
         .bind(json_text(&session.labels))
+        .bind(json_text(&session.feature_flags))
         .bind(millis(session.connected_at))
         .bind(json_text(&session.status))
         .execute(executor)
