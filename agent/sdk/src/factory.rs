@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::handler::TaskHandler;
-use crate::registry::TaskRegistry;
+use crate::registry::{RegistryError, TaskRegistry};
 
 /// Builds the handler of one task type.
 pub trait HandlerFactory: Send + Sync {
@@ -20,6 +20,7 @@ pub trait HandlerFactory: Send + Sync {
 #[derive(Default)]
 pub struct FactoryRegistry {
     factories: BTreeMap<String, Box<dyn HandlerFactory>>,
+    duplicates: Vec<String>,
 }
 
 impl FactoryRegistry {
@@ -28,12 +29,14 @@ impl FactoryRegistry {
         FactoryRegistry::default()
     }
 
-    /// Adds a factory; a second factory for one task type replaces nothing
-    /// and is reported when the handlers are registered.
+    /// Adds a factory. A second factory for one task type replaces nothing:
+    /// it is refused, and the registry [`FactoryRegistry::register_all`]
+    /// fills records the error, so the agent does not start.
     pub fn register_factory(&mut self, factory: Box<dyn HandlerFactory>) {
         let task_type = factory.task_type().to_owned();
         if self.factories.contains_key(&task_type) {
-            tracing::error!(task_type, "a second factory for one task type is ignored");
+            tracing::error!(task_type, "a second factory for one task type is refused");
+            self.duplicates.push(task_type);
             return;
         }
         self.factories.insert(task_type, factory);
@@ -54,6 +57,9 @@ impl FactoryRegistry {
     /// Builds every handler into `registry`; returns their task types (the
     /// shape [`crate::DomainRegistry::register_handlers`] returns).
     pub fn register_all(&self, registry: &mut TaskRegistry) -> Vec<String> {
+        for task_type in &self.duplicates {
+            registry.record_error(RegistryError::DuplicateFactory(task_type.clone()));
+        }
         for (task_type, factory) in &self.factories {
             registry.register_handler(task_type.clone(), factory.create_handler());
         }
@@ -107,12 +113,17 @@ mod tests {
         assert_eq!(
             factories.task_types(),
             ["count"],
-            "the duplicate factory is ignored"
+            "the duplicate factory builds nothing"
         );
         assert!(factories.create_handler("unknown").is_none());
 
         let mut registry = TaskRegistry::new();
         assert_eq!(factories.register_all(&mut registry), ["count"]);
+        assert_eq!(
+            registry.check(),
+            Err(vec![RegistryError::DuplicateFactory("count".into())]),
+            "and is refused"
+        );
         // The built handler uses the injected service: the test sees its effect.
         let handler = registry.get_handler("count").unwrap();
         let result = handler

@@ -43,6 +43,11 @@
 //! - The guide's two registration steps are one: the agent registers its task
 //!   types atomically when it connects ([`Agent::run`]); there is no
 //!   `TaskProcessor` and no HTTP call.
+//! - `register_domain(name, registry)` files a domain under `name` only when
+//!   it is the registry's own `domain_name()`, and a handler a domain
+//!   registers without returning its task type is an error; a second
+//!   factory for one task type is refused like a second handler. Each is
+//!   recorded, and [`AgentBuilder::build`] refuses to start naming it.
 //! - `VersionedHandler` is built with [`VersionedHandler::new`] and
 //!   `with_version`; its fields are private.
 //!

@@ -72,6 +72,29 @@ pub enum RegistryError {
     /// A task type or domain name breaks the naming grammar.
     #[error("{0}")]
     InvalidName(String),
+    /// `register_domain` was given a name other than the domain's own.
+    #[error(
+        "register_domain(\"{given}\", …) was given the registry of domain '{declared}' (its domain_name()): register each domain under its own name"
+    )]
+    DomainNameMismatch {
+        /// The name `register_domain` was given.
+        given: String,
+        /// What the registry's `domain_name()` says.
+        declared: String,
+    },
+    /// A domain registered a handler it did not list among its task types.
+    #[error(
+        "domain '{domain}' registered a handler for '{task_type}' but register_handlers did not return it: return every task type it registers"
+    )]
+    UnlistedHandler {
+        /// The domain.
+        domain: String,
+        /// The task type left out of the list.
+        task_type: String,
+    },
+    /// Two factories build handlers of one task type.
+    #[error("task type '{0}' has two factories: register one factory per task type")]
+    DuplicateFactory(String),
     /// The registry has no handler at all.
     #[error("the registry has no handlers: enable at least one domain (TASK_ENABLED_DOMAINS)")]
     Empty,
@@ -94,13 +117,36 @@ impl TaskRegistry {
         TaskRegistry::default()
     }
 
-    /// Registers every handler of a domain under `domain`.
+    /// Registers every handler of a domain under `domain`, which must be
+    /// the domain's own [`DomainRegistry::domain_name`]. A mismatch, or a
+    /// handler the domain registers without returning its task type, is
+    /// recorded as an error (see [`TaskRegistry::check`]).
     pub fn register_domain(&mut self, domain: &str, domain_registry: Box<dyn DomainRegistry>) {
         if let Err(message) = check_name("domain", domain) {
             self.errors.push(RegistryError::InvalidName(message));
             return;
         }
+        if domain_registry.domain_name() != domain {
+            self.errors.push(RegistryError::DomainNameMismatch {
+                given: domain.to_owned(),
+                declared: domain_registry.domain_name().to_owned(),
+            });
+            return;
+        }
+        let before: std::collections::HashSet<String> = self.handlers.keys().cloned().collect();
         let task_types = domain_registry.register_handlers(self);
+        let mut unlisted: Vec<&String> = self
+            .handlers
+            .keys()
+            .filter(|t| !before.contains(*t) && !task_types.contains(t))
+            .collect();
+        unlisted.sort();
+        for task_type in unlisted {
+            self.errors.push(RegistryError::UnlistedHandler {
+                domain: domain.to_owned(),
+                task_type: task_type.clone(),
+            });
+        }
         tracing::info!(domain, task_types = task_types.len(), "registered domain");
         for schedule in domain_registry.schedules() {
             self.add_schedule(domain, schedule);
@@ -237,6 +283,12 @@ impl TaskRegistry {
         Arc::clone(&self.feature_flags)
     }
 
+    /// Records a problem found while filling the registry, refused by
+    /// [`TaskRegistry::check`] (and so by the agent's builder).
+    pub fn record_error(&mut self, error: RegistryError) {
+        self.errors.push(error);
+    }
+
     /// Declares a schedule of `domain`, sent when the agent registers.
     pub fn add_schedule(&mut self, domain: &str, schedule: Schedule) {
         self.schedules
@@ -285,5 +337,85 @@ impl TaskRegistry {
         } else {
             Err(errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::handler::{TaskContext, TaskError, TaskResult};
+
+    struct Noop;
+
+    #[async_trait]
+    impl TaskHandler for Noop {
+        async fn handle(&self, _context: TaskContext) -> Result<TaskResult, TaskError> {
+            Ok(TaskResult::new(serde_json::json!({})))
+        }
+    }
+
+    /// The billing domain; `sneaky` also registers a handler it does not list.
+    struct Billing {
+        sneaky: bool,
+    }
+
+    impl DomainRegistry for Billing {
+        fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String> {
+            registry.register_handler("invoice", Box::new(Noop));
+            if self.sneaky {
+                registry.register_handler("refund", Box::new(Noop));
+            }
+            vec!["invoice".to_owned()]
+        }
+
+        fn domain_name(&self) -> &'static str {
+            "billing"
+        }
+    }
+
+    #[test]
+    fn a_domain_is_filed_under_its_own_name_only() {
+        let mut registry = TaskRegistry::new();
+        registry.register_domain("billing", Box::new(Billing { sneaky: false }));
+        assert_eq!(registry.check(), Ok(()));
+        assert_eq!(
+            registry.find_domain_for_task_type("invoice").as_deref(),
+            Some("billing")
+        );
+
+        let mut misfiled = TaskRegistry::new();
+        misfiled.register_domain("shipping", Box::new(Billing { sneaky: false }));
+        let errors = misfiled.check().unwrap_err();
+        assert!(errors.contains(&RegistryError::DomainNameMismatch {
+            given: "shipping".into(),
+            declared: "billing".into(),
+        }));
+        assert!(
+            misfiled.get_handler("invoice").is_none(),
+            "nothing was filed"
+        );
+        let refused = crate::Agent::builder()
+            .registry(misfiled)
+            .server("http://127.0.0.1:1")
+            .build()
+            .err()
+            .expect("the agent does not start")
+            .to_string();
+        assert!(refused.contains("domain_name()"), "{refused}");
+    }
+
+    #[test]
+    fn a_handler_the_domain_does_not_list_is_an_error() {
+        let mut registry = TaskRegistry::new();
+        registry.register_domain("billing", Box::new(Billing { sneaky: true }));
+        assert_eq!(
+            registry.check(),
+            Err(vec![RegistryError::UnlistedHandler {
+                domain: "billing".into(),
+                task_type: "refund".into(),
+            }])
+        );
     }
 }
