@@ -213,7 +213,8 @@ pub(super) fn schedule_json(schedule: &Schedule) -> Value {
 
 fn run_json(run: &ScheduleRun) -> Value {
     json!({
-        "fire_at": time(&run.fire_at), "task_id": run.task_id, "status": status_name(run.status),
+        "fire_at": time(&run.fire_at), "task_id": run.task_id,
+        "status": if run.task_id.is_empty() { String::new() } else { status_name(run.status) },
         "skipped": run.skipped, "fire_times": run.fire_times,
         "triggered": if run.triggered { "yes" } else { "no" },
     })

@@ -208,14 +208,7 @@ where
         } else {
             first_fire_time(&spec, Utc::now())?
         };
-        let stored = Stored {
-            spec: &spec,
-            declared_by: &existing.declared_by,
-            next_fire_at,
-            version: existing.version + 1,
-            created_at: existing.created_at,
-        };
-        Self::write_schedule(connection, stored, Some(existing)).await
+        Self::rewrite_schedule(connection, existing, &spec, next_fire_at).await
     }
 
     /// Pauses or resumes a schedule inside the caller's transaction; a
@@ -237,14 +230,25 @@ where
         } else {
             first_fire_time(&spec, Utc::now())?
         };
+        Self::rewrite_schedule(connection, &existing, &spec, next_fire_at).await
+    }
+
+    /// Writes `spec` over `existing` as its next version, keeping its
+    /// owner, creation time, buffered fire time and last task.
+    async fn rewrite_schedule(
+        connection: &mut DB::Connection,
+        existing: &Schedule,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> Result<Schedule> {
         let stored = Stored {
-            spec: &spec,
+            spec,
             declared_by: &existing.declared_by,
             next_fire_at,
             version: existing.version + 1,
             created_at: existing.created_at,
         };
-        Self::write_schedule(connection, stored, Some(&existing)).await
+        Self::write_schedule(connection, stored, Some(existing)).await
     }
 
     /// Creates the schedules agents of a domain declare that are missing,

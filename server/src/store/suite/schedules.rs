@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::schedule::{
-    Advance, Cadence, CatchUp, Firing, Overlap, PlannedRun, RunPlan, ScheduleSpec, fire_key,
-    task_for_run,
+    Advance, Cadence, CatchUp, Firing, Overlap, PlannedRun, RunPlan, Schedule, ScheduleSpec,
+    fire_key, task_for_run,
 };
 
 fn every_second(name: &str) -> ScheduleSpec {
@@ -19,6 +19,23 @@ fn every_second(name: &str) -> ScheduleSpec {
         catch_up_limit: 10,
         paused: false,
         revision: 0,
+    }
+}
+
+/// A firing of `schedule`'s next fire time that moves it on a second.
+fn firing_of(schedule: &Schedule, plan: RunPlan) -> Firing {
+    Firing {
+        schedule: schedule.spec.name.clone(),
+        advance: Some(Advance {
+            expected_version: schedule.version,
+            next_fire_at: schedule.next_fire_at + chrono::Duration::seconds(1),
+            buffered_fire_at: None,
+        }),
+        runs: vec![PlannedRun {
+            fire_at: schedule.next_fire_at,
+            fire_times: 1,
+            plan,
+        }],
     }
 }
 
@@ -39,21 +56,8 @@ async fn a_firing_applies_once_to_the_version_it_was_planned_from(backend: Backe
         .unwrap();
     let fire_at = schedule.next_fire_at;
     let firing = |key: String| {
-        let firing = Firing {
-            schedule: "race".into(),
-            advance: Some(Advance {
-                expected_version: schedule.version,
-                next_fire_at: fire_at + chrono::Duration::seconds(1),
-                buffered_fire_at: None,
-            }),
-            runs: vec![PlannedRun {
-                fire_at,
-                fire_times: 1,
-                plan: RunPlan::Enqueue,
-            }],
-        };
         let task = task_for_run(&schedule.spec, fire_at, key, Duration::ZERO);
-        (firing, task)
+        (firing_of(&schedule, RunPlan::Enqueue), task)
     };
     // Different keys, so only the version check can keep them apart.
     let (first, first_task) = firing(fire_key("race", fire_at));
@@ -98,20 +102,10 @@ async fn runs_are_trimmed_to_the_newest(backend: Backend) {
         .unwrap();
     let kept = crate::store::sql::RUNS_KEPT as usize;
     for i in 0..kept + 5 {
-        let fire_at = schedule.next_fire_at;
-        let firing = Firing {
-            schedule: "busy".into(),
-            advance: Some(Advance {
-                expected_version: schedule.version,
-                next_fire_at: fire_at + chrono::Duration::seconds(1),
-                buffered_fire_at: None,
-            }),
-            runs: vec![PlannedRun {
-                fire_at,
-                fire_times: 1,
-                plan: RunPlan::Skipped(crate::schedule::SkipReason::Overlap),
-            }],
-        };
+        let firing = firing_of(
+            &schedule,
+            RunPlan::Skipped(crate::schedule::SkipReason::Overlap),
+        );
         store
             .enqueue_firing(Vec::new(), &firing, &|_| None)
             .await
