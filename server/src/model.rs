@@ -143,6 +143,8 @@ pub struct Task {
     pub metadata: BTreeMap<String, String>,
     /// How its failed attempts are retried.
     pub retry_policy: RetryPolicy,
+    /// Labels its agent must have (see [`crate::engine::routing`]).
+    pub required_labels: BTreeMap<String, String>,
 }
 
 /// A validated request to enqueue one task.
@@ -168,6 +170,8 @@ pub struct NewTask {
     pub metadata: BTreeMap<String, String>,
     /// Overrides of the type's retry policy.
     pub retry_policy: RetryPolicyPatch,
+    /// Labels its agent must have; empty for any agent.
+    pub required_labels: BTreeMap<String, String>,
 }
 
 /// The outcome of enqueueing one task.
@@ -223,6 +227,20 @@ pub struct TaskTypeSpec {
     pub default_timeout: Option<Duration>,
     /// Overrides of the stored (or the server's default) retry policy.
     pub default_retry_policy: RetryPolicyPatch,
+}
+
+/// What one claim may take: ready tasks of `task_types` that name no
+/// handler version or one of `versions`, and whose required labels are all
+/// among `labels` (see [`crate::engine::routing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The types, in the order the claim takes them.
+    pub task_types: &'a [String],
+    /// `type<TAB>version` of every version the claim may take
+    /// ([`crate::engine::routing::version_key`]).
+    pub versions: &'a [String],
+    /// The agent's labels.
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 /// Who holds a lease and until when.
@@ -358,6 +376,9 @@ pub struct AgentSession {
     pub labels: BTreeMap<String, String>,
     /// Feature flags it sent.
     pub feature_flags: BTreeMap<String, bool>,
+    /// The handler versions it serves, per task type (types it serves with
+    /// no versions are left out).
+    pub handler_versions: BTreeMap<String, Vec<String>>,
     /// When the stream registered.
     pub connected_at: DateTime<Utc>,
     /// Its state as of the latest refresh.

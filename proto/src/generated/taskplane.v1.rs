@@ -55,6 +55,17 @@ pub struct Task {
     /// How failed attempts of this task are retried.
     #[prost(message, optional, tag = "20")]
     pub retry_policy: ::core::option::Option<RetryPolicy>,
+    /// Labels an agent must have (every pair, exactly) to be given the task.
+    #[prost(map = "string, string", tag = "21")]
+    pub required_labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Set by GetTask on a PENDING task that is due but that no live agent
+    /// may take: why it waits (no agent of its type, none with its labels or
+    /// its version). Empty otherwise.
+    #[prost(string, tag = "22")]
+    pub waiting_for: ::prost::alloc::string::String,
 }
 /// How failed attempts are retried: retry n waits
 /// initial_backoff · backoff_factor^(n-1), capped at max_backoff, then
@@ -94,7 +105,10 @@ pub struct EnqueueTaskRequest {
     /// Default: the task type's.
     #[prost(message, optional, tag = "7")]
     pub timeout: ::core::option::Option<::prost_types::Duration>,
-    /// Which handler version should run it, e.g. "v2" (default: the agent's choice).
+    /// Which handler version should run it, e.g. "v2" (default: the agent's
+    /// choice). It must be a version some agent of the type has declared. It
+    /// goes to an agent that serves that version, or, while none is live, to
+    /// one whose older version the SDK falls back to (v3 → v2 → v1).
     #[prost(string, tag = "8")]
     pub handler_version: ::prost::alloc::string::String,
     #[prost(map = "string, string", tag = "9")]
@@ -105,6 +119,13 @@ pub struct EnqueueTaskRequest {
     /// Default: the task type's. Unset fields of a set policy take the type's.
     #[prost(message, optional, tag = "10")]
     pub retry_policy: ::core::option::Option<RetryPolicy>,
+    /// Deliver only to an agent whose labels include every pair, e.g.
+    /// {"region": "eu"}. The task waits PENDING while no such agent is live.
+    #[prost(map = "string, string", tag = "11")]
+    pub required_labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EnqueueTaskResponse {
@@ -2833,7 +2854,9 @@ pub struct HandlerInfo {
     pub domain: ::prost::alloc::string::String,
     #[prost(string, tag = "3")]
     pub description: ::prost::alloc::string::String,
-    /// Handler versions served for this type, e.g. \["v1", "v2"\].
+    /// Every handler version an agent has declared for this type, e.g.
+    /// \["v1", "v2"\]: the versions a task may ask for. ListAgents shows which
+    /// live agent serves which.
     #[prost(string, repeated, tag = "4")]
     pub versions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "5")]
@@ -2979,6 +3002,18 @@ pub struct AgentInfo {
     /// The feature flags it registered with.
     #[prost(map = "string, bool", tag = "13")]
     pub feature_flags: ::std::collections::HashMap<::prost::alloc::string::String, bool>,
+    /// The handler versions it serves, per task type (types without versions
+    /// are left out).
+    #[prost(message, repeated, tag = "14")]
+    pub handler_versions: ::prost::alloc::vec::Vec<TaskTypeVersions>,
+}
+/// The handler versions one agent serves for one task type.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TaskTypeVersions {
+    #[prost(string, tag = "1")]
+    pub task_type: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub versions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListAgentsResponse {

@@ -256,6 +256,11 @@ impl AgentService for AgentApi {
             task_types: specs.iter().map(|s| s.task_type.clone()).collect(),
             labels: register.labels.clone().into_iter().collect(),
             feature_flags: register.feature_flags.clone().into_iter().collect(),
+            handler_versions: specs
+                .iter()
+                .filter(|s| !s.versions.is_empty())
+                .map(|s| (s.task_type.clone(), s.versions.clone()))
+                .collect(),
             max_concurrency: slots,
             max_prefetch,
             claim_time: self.plane.claim_time.clone(),
@@ -276,6 +281,7 @@ impl AgentService for AgentApi {
             .record_session_start(&session.describe())
             .await?;
         self.plane.sessions.insert(session.clone());
+        refresh_routing(&self.plane).await;
         tracing::info!(agent = %session.agent_name, session_id = %session.id, task_types = session.task_types.len(), slots, "agent registered");
 
         let plane = self.plane.clone();
@@ -391,8 +397,17 @@ async fn run_session(
     if let Err(error) = plane.store.record_session_end(session.id).await {
         tracing::warn!(session_id = %session.id, %error, "could not record the session's end");
     }
+    refresh_routing(&plane).await;
     drop(permit);
     tracing::info!(agent = %session.agent_name, session_id = %session.id, "agent disconnected");
+}
+
+/// Refreshes which versions live agents serve, after a session here began
+/// or ended; on failure the lease maintenance round retries.
+async fn refresh_routing(plane: &ControlPlane) {
+    if let Err(error) = plane.refresh_routing().await {
+        tracing::warn!(%error, "could not refresh the routing view; the next maintenance round will");
+    }
 }
 
 /// What to end a stream with whose next message could not be read: a

@@ -30,6 +30,10 @@ const ASSIGNMENT_ENVELOPE_BYTES: usize = 1024;
 
 /// The most attempts a task may ask for.
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// The most labels a task may require.
+const MAX_REQUIRED_LABELS: usize = 16;
+/// The longest key or value of a required label.
+const MAX_LABEL_BYTES: usize = 128;
 /// The longest execution timeout a task may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -165,6 +169,8 @@ pub fn proto_task(task: &Task) -> v1::Task {
         timeout: Some(proto_duration(task.timeout)),
         updated_at: Some(timestamp(task.updated_at)),
         retry_policy: Some(proto_retry_policy(&task.retry_policy)),
+        required_labels: task.required_labels.clone().into_iter().collect(),
+        waiting_for: String::new(),
     }
 }
 
@@ -277,6 +283,16 @@ pub fn new_task(
             request.metadata.len()
         )));
     }
+    if request.required_labels.len() > MAX_REQUIRED_LABELS
+        || request
+            .required_labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+    {
+        return Err(invalid(format!(
+            "required_labels must have at most {MAX_REQUIRED_LABELS} pairs, each with a non-empty key and a key and value of at most {MAX_LABEL_BYTES} bytes, e.g. {{\"region\": \"eu\"}}"
+        )));
+    }
     let metadata_bytes: usize = request
         .metadata
         .iter()
@@ -330,6 +346,7 @@ pub fn new_task(
         handler_version: request.handler_version,
         metadata: request.metadata.into_iter().collect::<BTreeMap<_, _>>(),
         retry_policy,
+        required_labels: request.required_labels.into_iter().collect(),
     })
 }
 

@@ -8,8 +8,8 @@ use taskplane_proto::v1::registry_service_server::RegistryService;
 use taskplane_proto::v1::{
     AgentHandlerHealth, AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerHealth, HandlerInfo,
     ListAgentsRequest, ListAgentsResponse, ListDomainsRequest, ListDomainsResponse,
-    ListTaskTypesRequest, ListTaskTypesResponse, RegisterTaskTypeRequest, ValidateTaskTypeRequest,
-    ValidateTaskTypeResponse,
+    ListTaskTypesRequest, ListTaskTypesResponse, RegisterTaskTypeRequest, TaskTypeVersions,
+    ValidateTaskTypeRequest, ValidateTaskTypeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -77,6 +77,14 @@ fn agent_info(session: &AgentSession) -> AgentInfo {
         running: session.status.running,
         labels: session.labels.clone().into_iter().collect(),
         feature_flags: session.feature_flags.clone().into_iter().collect(),
+        handler_versions: session
+            .handler_versions
+            .iter()
+            .map(|(task_type, versions)| TaskTypeVersions {
+                task_type: task_type.clone(),
+                versions: versions.clone(),
+            })
+            .collect(),
         connected_at: Some(timestamp(session.connected_at)),
         last_seen_at: Some(timestamp(session.status.last_seen_at)),
         draining: session.status.draining,

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::api::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
 use crate::auth::{Principal, check_domain, principal};
 use crate::engine::plane::ControlPlane;
+use crate::engine::routing;
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
 
@@ -249,7 +250,12 @@ impl TaskService for TaskApi {
         let principal = principal(&request);
         let id = task_id(&request.into_inner().id)?;
         let task = self.load_visible(id, principal.as_ref()).await?;
-        Ok(Response::new(proto_task(&task)))
+        let mut answer = proto_task(&task);
+        if task.status == TaskStatus::Pending && task.run_at <= chrono::Utc::now() {
+            let live = self.plane.live_sessions().await?;
+            answer.waiting_for = routing::waiting_for(&task, &live).unwrap_or_default();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn list_tasks(

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::plane::ControlPlane;
 use crate::engine::sessions::{Session, ToAgent};
-use crate::model::{Lease, Task};
+use crate::model::{Claimant, Lease, Task};
 use taskplane_proto::trace::TRACEPARENT;
 
 /// How long a busy session lets freed slots accumulate before claiming.
@@ -101,8 +101,14 @@ async fn claim_and_assign(
         agent_id: session.agent_id,
         expires_at: Utc::now() + lease_length,
     };
+    let versions = plane.routing.claimable(&session.handler_versions);
+    let claimant = Claimant {
+        task_types: &session.task_types,
+        versions: &versions,
+        labels: &session.labels,
+    };
     let claim_began = Instant::now();
-    let tasks = match plane.store.claim(&session.task_types, free, &lease).await {
+    let tasks = match plane.store.claim(&claimant, free, &lease).await {
         Ok(tasks) => {
             plane.claim_time.took(claim_began.elapsed());
             tasks

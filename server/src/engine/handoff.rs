@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::engine::dispatch::{answer_within, send_assignment};
 use crate::engine::plane::ControlPlane;
+use crate::engine::routing;
 use crate::engine::sessions::Session;
 use crate::model::{Enqueued, Lease, Task, TaskStatus};
 use crate::store::Leases;
@@ -54,8 +55,13 @@ impl<'a> HandOffs<'a> {
 
     /// The lease to store `task` under: a slot reserved on the caught-up
     /// session serving its type with the most free slots. `None` when no
-    /// session can take it at once.
+    /// session can take it at once, and for a task that names a handler
+    /// version or requires labels: claims route those (see
+    /// [`crate::engine::routing`]).
     pub fn choose(&self, task: &Task) -> Option<Lease> {
+        if !routing::unconstrained(task) {
+            return None;
+        }
         let session = self.plane.sessions.reserve_for(&task.task_type)?;
         let lease = Lease {
             session_id: session.id,
@@ -158,6 +164,7 @@ mod tests {
             task_types: vec!["a".into()],
             labels: BTreeMap::new(),
             feature_flags: BTreeMap::new(),
+            handler_versions: BTreeMap::new(),
             max_concurrency: 2,
             max_prefetch: 0,
             claim_time: plane.claim_time.clone(),

@@ -9,6 +9,8 @@
 //! - [`dispatch`]: one dispatcher per session, claiming and assigning.
 //! - [`prefetch`]: how many assignments an agent queues beyond its slots.
 //! - [`handoff`]: new tasks handed straight to idle agents at enqueue.
+//! - [`routing`]: which agent may take a task that names a handler version
+//!   or requires labels.
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
@@ -24,6 +26,7 @@ pub mod group_commit;
 pub mod handoff;
 pub mod plane;
 pub mod prefetch;
+pub mod routing;
 pub mod scheduler;
 pub mod sessions;
 pub mod storage_faults;

@@ -16,6 +16,7 @@ use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
 use crate::engine::handoff::HandOffs;
 use crate::engine::prefetch::ClaimTime;
+use crate::engine::routing::{RoutingView, VersionsInUse};
 use crate::engine::sessions::{Session, Sessions, ToAgent};
 use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
@@ -55,6 +56,8 @@ pub struct ControlPlane {
     pub claim_time: Arc<ClaimTime>,
     /// Wakes the scheduler's loop when a schedule changed here.
     pub schedules_changed: Notify,
+    /// The handler versions live agents serve (see [`crate::engine::routing`]).
+    pub routing: RoutingView,
 }
 
 impl ControlPlane {
@@ -83,7 +86,21 @@ impl ControlPlane {
             storage_faults: StorageFaults::default(),
             claim_time: Arc::new(ClaimTime::default()),
             schedules_changed: Notify::new(),
+            routing: RoutingView::default(),
         }
+    }
+
+    /// Reads which handler versions the live agents of every replica serve
+    /// and every declared version, and wakes this replica's sessions when
+    /// that changed: a session may now claim (or no longer claim) tasks by
+    /// falling back to an older version.
+    pub async fn refresh_routing(&self) -> Result<()> {
+        let live = self.live_sessions().await?;
+        let task_types = self.store.list_task_types(None).await?;
+        if self.routing.update(VersionsInUse::new(&task_types, &live)) {
+            self.sessions.wake_all();
+        }
+        Ok(())
     }
 
     /// Stores tasks atomically and wakes the agents that serve their types,

@@ -75,6 +75,9 @@ pub struct Session {
     pub labels: BTreeMap<String, String>,
     /// Feature flags it sent.
     pub feature_flags: BTreeMap<String, bool>,
+    /// The handler versions it serves, per task type (see
+    /// [`crate::engine::routing`]).
+    pub handler_versions: BTreeMap<String, Vec<String>>,
     /// When it registered.
     pub connected_at: DateTime<Utc>,
     /// Messages to the agent.
@@ -138,6 +141,8 @@ pub struct NewSession {
     pub labels: BTreeMap<String, String>,
     /// Feature flags it sent.
     pub feature_flags: BTreeMap<String, bool>,
+    /// The handler versions it serves, per task type.
+    pub handler_versions: BTreeMap<String, Vec<String>>,
     /// Its slots.
     pub max_concurrency: u32,
     /// The most assignments it queues beyond its slots.
@@ -161,6 +166,7 @@ impl Session {
             task_types: new.task_types,
             labels: new.labels,
             feature_flags: new.feature_flags,
+            handler_versions: new.handler_versions,
             connected_at: now,
             outbound: new.outbound,
             wake: Notify::new(),
@@ -403,6 +409,7 @@ impl Session {
             task_types: self.task_types.clone(),
             labels: self.labels.clone(),
             feature_flags: self.feature_flags.clone(),
+            handler_versions: self.handler_versions.clone(),
             connected_at: self.connected_at,
             status: self.status(),
         }
@@ -551,6 +558,7 @@ mod tests {
             task_types: vec![],
             labels: BTreeMap::new(),
             feature_flags: BTreeMap::new(),
+            handler_versions: BTreeMap::new(),
             max_concurrency: slots,
             max_prefetch,
             claim_time: claim_time.clone(),

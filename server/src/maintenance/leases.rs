@@ -1,6 +1,7 @@
 //! Lease maintenance: this replica's live sessions keep their leases, silent
 //! agents lose their sessions, and expired leases (of silent agents or dead
-//! replicas) go back to the queue.
+//! replicas) go back to the queue. Each round also refreshes which handler versions
+//! the live agents of every replica serve (`engine::routing`).
 //!
 //! A stalled database is nobody's fault but its own. While it stalls, no
 //! replica can extend its sessions' leases, so once it answers again every
@@ -63,6 +64,8 @@ impl LeaseKeeper {
                 .refresh_sessions(&live, plane.config.lease_length())
                 .await?;
         }
+        // Agents of other replicas come and go without a word to this one.
+        plane.refresh_routing().await?;
         if !self.reaping_is_fair(plane.config.heartbeat_interval, started) {
             return Ok(());
         }

@@ -268,6 +268,7 @@ mod tests {
                     timeout: None,
                     handler_version: String::new(),
                     metadata: Default::default(),
+                    required_labels: Default::default(),
                     retry_policy: Default::default(),
                 },
                 cadence: Cadence::every(Duration::from_secs(10)).unwrap(),

@@ -6,7 +6,7 @@
 
 mod postgres;
 mod rows;
-mod rules;
+pub(crate) mod rules;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -23,8 +23,8 @@ use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus,
-    Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, AttemptResult, Claimant, Enqueued, Lease, NewTask, ResultOutcome,
+    SessionStatus, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
 };
 use crate::schedule::Firing;
 
@@ -168,9 +168,10 @@ pub trait Store: Send + Sync + 'static {
     /// come due with no enqueue to announce them.
     async fn due_types(&self, task_types: &[String], now: DateTime<Utc>) -> Result<Vec<String>>;
 
-    /// Leases up to `limit` ready tasks of the given types: RUNNING, attempt
-    /// counted, in priority then age order.
-    async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>>;
+    /// Leases up to `limit` ready tasks the claimant may take (its types,
+    /// versions and labels): RUNNING, attempt counted, in priority then age
+    /// order.
+    async fn claim(&self, claimant: &Claimant<'_>, limit: u32, lease: &Lease) -> Result<Vec<Task>>;
 
     /// Records many attempts' results in one transaction, each only if its
     /// attempt is still the current lease (otherwise it is `Stale` and changes

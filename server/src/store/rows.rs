@@ -5,6 +5,7 @@
 //! ids as text (PostgreSQL's `uuid` is selected `::text`), so one decoder
 //! serves both through the small [`Columns`] trait.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -149,6 +150,7 @@ pub fn task(row: &impl Columns) -> Result<Task> {
         handler_version: row.text("handler_version")?,
         metadata: parse_json("metadata", &row.text("metadata")?)?,
         retry_policy: retry_policy(row)?,
+        required_labels: parse_json("required_labels", &row.text("required_labels")?)?,
     })
 }
 
@@ -230,6 +232,7 @@ pub fn agent_session(row: &impl Columns) -> Result<AgentSession> {
         task_types: parse_json("task_types", &row.text("task_types")?)?,
         labels: parse_json("labels", &row.text("labels")?)?,
         feature_flags: parse_json("feature_flags", &row.text("feature_flags")?)?,
+        handler_versions: parse_json("handler_versions", &row.text("handler_versions")?)?,
         connected_at: time(row, "connected_at")?,
         status: parse_json("status", &row.text("status")?)?,
     })
@@ -286,6 +289,7 @@ pub fn schedule(row: &impl Columns) -> Result<Schedule> {
             handler_version: row.text("handler_version")?,
             metadata: parse_json("metadata", &row.text("metadata")?)?,
             retry_policy: RetryPolicyPatch::default(),
+            required_labels: BTreeMap::new(),
         },
         cadence,
         jitter: duration(row, "jitter_ms")?,

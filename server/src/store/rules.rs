@@ -2,7 +2,7 @@
 //! exist once: building a new task, merging a type's defaults, deciding how
 //! a reported attempt ends, and the errors clients see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -71,6 +71,30 @@ pub fn not_found(id: Uuid) -> Error {
     ))
 }
 
+/// Every handler version ever declared for a type: the stored ones and the
+/// registration's, sorted. A registration never removes one, so that during
+/// a rolling upgrade whichever agent registers last leaves the others'
+/// versions enqueueable (`routing` decides which agent gets which).
+pub fn declared_versions(spec: &TaskTypeSpec, existing: Option<&TaskType>) -> Vec<String> {
+    let stored = existing.map_or(&[][..], |t| t.versions.as_slice());
+    let all: BTreeSet<&String> = stored.iter().chain(&spec.versions).collect();
+    all.into_iter().cloned().collect()
+}
+
+/// The error of a task that asks for a handler version its type's agents
+/// never declared.
+fn unknown_version(new: &NewTask, task_type: &TaskType) -> Error {
+    let known = if task_type.versions.is_empty() {
+        "none: its handlers are not versioned, so leave handler_version empty".to_owned()
+    } else {
+        task_type.versions.join(", ")
+    };
+    Error::FailedPrecondition(format!(
+        "no agent of task type '{}' has declared handler version '{}' (declared: {known}): ask for a declared version, or deploy an agent that serves it first",
+        new.task_type, new.handler_version
+    ))
+}
+
 /// A new PENDING task of a registered type, with the type's defaults filled in.
 pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task {
     Task {
@@ -100,6 +124,7 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
         idempotency_key: new.idempotency_key,
         handler_version: new.handler_version,
         metadata: new.metadata,
+        required_labels: new.required_labels,
     }
 }
 
@@ -113,6 +138,12 @@ pub fn new_tasks(
     tasks
         .into_iter()
         .map(|new| match types.get(&new.task_type) {
+            Some(task_type)
+                if !new.handler_version.is_empty()
+                    && !task_type.versions.contains(&new.handler_version) =>
+            {
+                Err(unknown_version(&new, task_type))
+            }
             Some(task_type) => Ok(new_task(new, task_type, now)),
             None => Err(unregistered(&new.task_type)),
         })

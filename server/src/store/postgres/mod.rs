@@ -28,7 +28,7 @@ use super::sql::{
 use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
 use crate::error::Result;
 use crate::model::{
-    Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType, TaskTypeSpec,
+    Claimant, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType, TaskTypeSpec,
 };
 
 /// The channel replicas LISTEN on; payloads are task types.
@@ -38,7 +38,7 @@ pub(super) const READY_CHANNEL: &str = "taskplane_ready";
 pub(super) const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payload::text AS payload, status, priority, \
     attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
-    metadata::text AS metadata";
+    metadata::text AS metadata, required_labels::text AS required_labels";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \
@@ -343,11 +343,14 @@ impl Store for PostgresStore {
     async fn enqueue_without_keys(&self, batch: EnqueueBatch<'_>) -> Result<Vec<Enqueued>> {
         let (tasks, hand_off, now) = (batch.tasks, batch.hand_off, batch.now);
         let mut connection = self.pool.acquire().await?;
-        if let Some(types) = self.known_types_of(&tasks) {
+        // A handler version the remembered type lacks may have been
+        // declared on another replica since: the types are read afresh.
+        if let Some(types) = self.known_types_of(&tasks)
+            && let Ok(mut built) = rules::new_tasks(tasks.clone(), &types, now)
+        {
             // No lookup: the INSERT itself checks that each type still has
             // the settings the tasks were built with, and writes nothing
             // if one changed.
-            let mut built = rules::new_tasks(tasks.clone(), &types, now)?;
             let leases = rules::hand_off(&mut built, hand_off);
             let checked: Vec<&TaskType> = types.values().collect();
             let inserted = writes::insert_tasks(&mut connection, &built, &leases, &checked).await?;
@@ -386,7 +389,8 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+    async fn claim(&self, claimant: &Claimant<'_>, limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+        let task_types = claimant.task_types;
         if limit == 0 || task_types.is_empty() {
             return Ok(Vec::new());
         }
@@ -401,17 +405,20 @@ impl Store for PostgresStore {
         if let [task_type] = task_types {
             // One statement, so no explicit transaction: one round trip.
             let mut connection = self.claims.acquire().await?;
-            let tasks = writes::claim_type(&mut connection, task_type, limit, lease, now).await?;
+            let tasks =
+                writes::claim_type(&mut connection, task_type, limit, claimant, lease, now).await?;
             return Ok(super::delivery_order(tasks));
         }
         let mut tx = self.claims.begin().await?;
         let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
         let (first_pass, share) = plan.first_pass();
         let claimed =
-            writes::claim_each_type(&mut tx, first_pass, share, limit, lease, now).await?;
+            writes::claim_each_type(&mut tx, first_pass, share, limit, claimant, lease, now)
+                .await?;
         plan.record_first_pass(claimed);
         while let Some((task_type, wanted)) = plan.next_step() {
-            let claimed = writes::claim_type(&mut tx, task_type, wanted, lease, now).await?;
+            let claimed =
+                writes::claim_type(&mut tx, task_type, wanted, claimant, lease, now).await?;
             plan.record(claimed);
         }
         tx.commit().await?;

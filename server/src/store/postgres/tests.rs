@@ -1,6 +1,8 @@
 //! Tests of what only the PostgreSQL store does.
 use super::*;
-use crate::store::suite::{defaults, lease, new_task, newest_tasks, running_status, spec};
+use crate::store::suite::{
+    defaults, lease, new_task, newest_tasks, of_types, running_status, spec,
+};
 use crate::testing::PostgresSchema;
 
 /// A transaction on a fresh, empty schema that forbids whole-table
@@ -98,7 +100,10 @@ async fn lease_maintenance_skips_tasks_another_transaction_holds() {
         .await
         .unwrap();
     let lease = lease();
-    let claimed = store.claim(&["a".into()], 2, &lease).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 2, &lease)
+        .await
+        .unwrap();
     let (held, free) = (claimed[0].id, claimed[1].id);
     let expiry = async |id: Uuid| -> i64 {
         sqlx::query_scalar("SELECT lease_expires_at FROM tasks WHERE id = $1::uuid")

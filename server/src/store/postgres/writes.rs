@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::{READY_CHANNEL, RECORDED_COLUMNS, TASK_COLUMNS, Tx};
 use crate::error::Result;
-use crate::model::{AttemptResult, Lease, RecordedTask, ResultOutcome, Task, TaskStatus, TaskType};
+use crate::model::{
+    AttemptResult, Claimant, Lease, RecordedTask, ResultOutcome, Task, TaskStatus, TaskType,
+};
 use crate::store::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use crate::store::rules;
 use crate::store::sql::Shared;
@@ -23,16 +25,18 @@ pub(super) async fn claim_type(
     connection: &mut PgConnection,
     task_type: &str,
     limit: u32,
+    claimant: &Claimant<'_>,
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
     static CLAIM_TYPE: LazyLock<String> = LazyLock::new(|| {
-        lease_ready(
+        lease_ready(&format!(
             "SELECT id AS ready_id FROM tasks
-             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1
+             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
              ORDER BY priority DESC, run_at, id LIMIT $6
              FOR UPDATE SKIP LOCKED",
-        )
+            routed("tasks", "$7", "$8")
+        ))
     });
     let rows = bind_lease(
         sqlx::query(sqlx::AssertSqlSafe(CLAIM_TYPE.as_str())),
@@ -41,9 +45,25 @@ pub(super) async fn claim_type(
     )
     .bind(task_type.to_owned())
     .bind(i64::from(limit))
+    .bind(claimant.versions.to_vec())
+    .bind(json_text(claimant.labels))
     .fetch_all(connection)
     .await?;
     rows.iter().map(rows::task).collect()
+}
+
+/// The condition that a task of `alias` may go to the claimant whose
+/// versions (a `text[]`) and labels (JSON) are the parameters `versions`
+/// and `labels`: it names no version or one of them, and requires no
+/// labels or only ones it has. Most tasks do neither, which costs two
+/// comparisons.
+fn routed(alias: &str, versions: &str, labels: &str) -> String {
+    format!(
+        "({alias}.handler_version = ''
+             OR {alias}.task_type || E'\\t' || {alias}.handler_version = ANY({versions}::text[]))
+         AND ({alias}.required_labels = '{{}}'::jsonb
+             OR {alias}.required_labels <@ {labels}::jsonb)"
+    )
 }
 
 /// Leases, in one statement, up to `share` ready tasks of each of
@@ -56,26 +76,31 @@ pub(super) async fn claim_each_type(
     task_types: &[&str],
     share: u32,
     limit: u32,
+    claimant: &Claimant<'_>,
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
     static CLAIM_EACH_TYPE: LazyLock<String> = LazyLock::new(|| {
-        lease_ready(
+        lease_ready(&format!(
             "SELECT picked.id AS ready_id
              FROM unnest($5::text[]) AS wanted(task_type)
              CROSS JOIN LATERAL (
                  SELECT id FROM tasks
                  WHERE status = 'pending' AND task_type = wanted.task_type AND run_at <= $1
+                     AND {}
                  ORDER BY priority DESC, run_at, id LIMIT $6
                  FOR UPDATE SKIP LOCKED) AS picked
              LIMIT $7",
-        )
+            routed("tasks", "$8", "$9")
+        ))
     });
     let query = sqlx::query(sqlx::AssertSqlSafe(CLAIM_EACH_TYPE.as_str()));
     let rows = bind_lease(query, lease, now)
         .bind(task_types.to_vec())
         .bind(i64::from(share))
         .bind(i64::from(limit))
+        .bind(claimant.versions.to_vec())
+        .bind(json_text(claimant.labels))
         .fetch_all(connection)
         .await?;
     rows.iter().map(rows::task).collect()
@@ -130,7 +155,8 @@ pub(super) async fn insert_tasks(
     let query = bind_checked(
         bind_new_rows(query, tasks, leases).bind(READY_CHANNEL),
         checked,
-    );
+    )
+    .bind(each(tasks, |t| json_text(&t.required_labels)));
     let inserted: Vec<String> = query.fetch_all(connection).await?;
     inserted.iter().map(|id| parse_uuid(id)).collect()
 }
@@ -189,25 +215,27 @@ type InsertQuery<'q> = sqlx::query::QueryScalar<'q, Postgres, String, sqlx::post
 
 /// Inserts a batch of tasks from arrays (see [`insert_tasks`]): `$1` to
 /// `$20` the tasks' columns, `$21` the ready channel, `$22` to `$28` the
-/// task types checked.
+/// task types checked, `$29` the tasks' required labels.
 const INSERT_TASKS: &str = "WITH inserted AS (
              INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
                  idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
-                 retry_max_ms, lease_session, lease_agent, lease_expires_at)
+                 retry_max_ms, lease_session, lease_agent, lease_expires_at, required_labels)
              SELECT id::uuid, task_type, domain, payload::jsonb, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, created_at,
                  CASE WHEN status = 'running' THEN created_at END,
                  idempotency_key, handler_version, metadata::jsonb, retry_initial_ms,
-                 retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at
+                 retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at,
+                 required_labels::jsonb
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
                  $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[],
-                 $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[])
+                 $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[],
+                 $29::text[])
                  AS new (id, task_type, domain, payload, status, priority, attempts,
                      max_attempts, timeout_ms, run_at, created_at, idempotency_key,
                      handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
-                     lease_session, lease_agent, lease_expires_at)
+                     lease_session, lease_agent, lease_expires_at, required_labels)
              WHERE NOT EXISTS (
                  SELECT 1 FROM UNNEST($22::text[], $23::text[], $24::bigint[], $25::bigint[],
                      $26::bigint[], $27::float8[], $28::bigint[])

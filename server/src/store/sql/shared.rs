@@ -108,7 +108,10 @@ where
             .bind(spec.task_type.clone())
             .bind(spec.domain.clone())
             .bind(spec.description.clone())
-            .bind(json_text(&spec.versions))
+            .bind(json_text(&rules::declared_versions(
+                spec,
+                existing.as_ref(),
+            )))
             .bind(json_text(&spec.capabilities))
             .bind(i64::from(settings.max_attempts))
             .bind(duration_millis(settings.timeout))
@@ -306,8 +309,8 @@ where
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO agents (session_id, agent_id, agent_name, domains, task_types, labels,
-                 feature_flags, connected_at, last_seen_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                 feature_flags, connected_at, last_seen_at, status, handler_versions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
         )
         .bind(session.session_id.to_string())
         .bind(session.agent_id.to_string())
@@ -318,6 +321,7 @@ where
         .bind(json_text(&session.feature_flags))
         .bind(millis(session.connected_at))
         .bind(json_text(&session.status))
+        .bind(json_text(&session.handler_versions))
         .execute(executor)
         .await?;
         Ok(())

@@ -28,7 +28,9 @@ use super::sql::{self, Common, Dialect, Held, SharedStore, Spelling, Statements,
 use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
 use crate::config::SqliteDurability;
 use crate::error::{Error, Result};
-use crate::model::{Enqueued, Lease, ResultOutcome, SessionStatus, Task, TaskFilter, TaskStatus};
+use crate::model::{
+    Claimant, Enqueued, Lease, ResultOutcome, SessionStatus, Task, TaskFilter, TaskStatus,
+};
 
 mod enqueue;
 mod writer_lock;
@@ -42,7 +44,7 @@ pub use writer_thread::open as open_writer;
 /// The columns of a whole task, as `rows::task` reads them.
 pub(super) const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
     timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, \
-    finished_at, result, last_error, idempotency_key, handler_version, metadata";
+    finished_at, result, last_error, idempotency_key, handler_version, metadata, required_labels";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, updated_at, \
@@ -389,12 +391,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn claim(&self, task_types: &[String], limit: u32, lease: &Lease) -> Result<Vec<Task>> {
-        if limit == 0 || task_types.is_empty() {
+    async fn claim(&self, claimant: &Claimant<'_>, limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+        if limit == 0 || claimant.task_types.is_empty() {
             return Ok(Vec::new());
         }
         let now = rows::now();
-        let (task_types, lease) = (task_types.to_vec(), lease.clone());
+        let (task_types, lease) = (claimant.task_types.to_vec(), lease.clone());
+        let route = writes::Route::new(claimant);
         let rotation = Arc::clone(&self.claim_rotation);
         self.thread
             .write(move |connection| {
@@ -404,11 +407,13 @@ impl Store for SqliteStore {
                 // then leases them all in another: with many types, two
                 // statements per type were most of a claim's cost.
                 let (first_pass, share) = plan.first_pass();
-                let ready = writes::ready_in_turn(connection, first_pass, share, limit, now)?;
+                let ready =
+                    writes::ready_in_turn(connection, first_pass, share, limit, &route, now)?;
                 let claimed = writes::lease_tasks(connection, ready, &lease, now)?;
                 plan.record_first_pass(claimed);
                 while let Some((task_type, wanted)) = plan.next_step() {
-                    let claimed = writes::claim_type(connection, task_type, wanted, &lease, now)?;
+                    let claimed =
+                        writes::claim_type(connection, task_type, wanted, &route, &lease, now)?;
                     plan.record(claimed);
                 }
                 Ok(plan.into_tasks())

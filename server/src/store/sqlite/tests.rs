@@ -1,6 +1,7 @@
 //! Tests of what only the SQLite store does.
 use super::*;
 use crate::model::AttemptResult;
+use crate::store::suite::of_types;
 use rusqlite::config::DbConfig;
 use sqlx::Row;
 
@@ -185,7 +186,10 @@ async fn claims_and_completions_write_no_attempt_rows_and_older_rows_read_right(
         .await
         .unwrap();
     let ran = lease();
-    let claimed = store.claim(&["a".into()], 3, &ran).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 3, &ran)
+        .await
+        .unwrap();
     let (plain, older, lost) = (claimed[0].id, claimed[1].id, claimed[2].id);
     // An open row for each claim, as migrations 0003 and 0004 wrote them.
     for id in [older, lost] {

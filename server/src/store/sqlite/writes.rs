@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::writer_thread;
 use super::{RECORDED_COLUMNS, TASK_COLUMNS};
 use crate::error::{Error, Result};
-use crate::model::{AttemptResult, Lease, RecordedTask, ResultOutcome, Task, TaskStatus};
+use crate::model::{AttemptResult, Claimant, Lease, RecordedTask, ResultOutcome, Task, TaskStatus};
 use crate::store::rows::{self, json_text, millis};
 use crate::store::rules;
 use crate::store::sql::Dialect;
@@ -29,30 +29,71 @@ pub(super) fn claim_type(
     connection: &rusqlite::Connection,
     task_type: &str,
     limit: u32,
+    route: &Route,
     lease: &Lease,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    let tasks = ready_tasks(connection, task_type, limit, now)?;
+    let tasks = ready_tasks(connection, task_type, limit, route, now)?;
     lease_tasks(connection, tasks, lease, now)
 }
 
-/// Up to `limit` ready tasks of one type, in priority then age order, as
-/// they are before a claim leases them.
+/// A claimant's versions and labels (`model::Claimant`), as the JSON the
+/// claim's statements read them from.
+pub(super) struct Route {
+    versions: String,
+    labels: String,
+}
+
+impl Route {
+    /// The claimant's versions and labels as JSON.
+    pub(super) fn new(claimant: &Claimant<'_>) -> Self {
+        Route {
+            versions: json_text(claimant.versions),
+            labels: json_text(claimant.labels),
+        }
+    }
+}
+
+/// The condition that a task of `alias` may go to the claimant whose
+/// versions and labels are the parameters `versions` and `labels`: it names
+/// no version or one of them, and requires no labels or only ones it has.
+/// Most tasks do neither, which costs two comparisons.
+fn routed(alias: &str, versions: &str, labels: &str) -> String {
+    format!(
+        "({alias}.handler_version = '' OR {alias}.task_type || char(9) || {alias}.handler_version
+             IN (SELECT value FROM json_each({versions})))
+         AND ({alias}.required_labels = '{{}}' OR NOT EXISTS (
+             SELECT 1 FROM json_each({alias}.required_labels) AS required
+             WHERE required.value IS NOT (
+                 SELECT has.value FROM json_each({labels}) AS has WHERE has.key = required.key)))"
+    )
+}
+
+/// Up to `limit` ready tasks of one type that `route` may take, in priority
+/// then age order, as they are before a claim leases them.
 pub(super) fn ready_tasks(
     connection: &rusqlite::Connection,
     task_type: &str,
     limit: u32,
+    route: &Route,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
     static READY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?2
-             ORDER BY priority DESC, run_at, id LIMIT ?3"
+             WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?2 AND {}
+             ORDER BY priority DESC, run_at, id LIMIT ?3",
+            routed("tasks", "?4", "?5")
         )
     });
     let mut statement = connection.prepare_cached(&READY)?;
-    let ready = statement.query((task_type, millis(now), limit))?;
+    let ready = statement.query((
+        task_type,
+        millis(now),
+        limit,
+        &route.versions,
+        &route.labels,
+    ))?;
     writer_thread::decode(ready, |row| rows::task(row))
 }
 
@@ -65,6 +106,7 @@ pub(super) fn ready_in_turn(
     turn: &[&str],
     share: u32,
     limit: u32,
+    route: &Route,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
     // The types are read in their order (json_each's), each through a
@@ -80,14 +122,22 @@ pub(super) fn ready_in_turn(
              JOIN tasks ON tasks.id IN (
                  SELECT candidate.id FROM tasks AS candidate
                  WHERE candidate.status = 'pending' AND candidate.task_type = wanted.value
-                     AND candidate.run_at <= ?2
+                     AND candidate.run_at <= ?2 AND {}
                  ORDER BY candidate.priority DESC, candidate.run_at, candidate.id LIMIT ?3)
              LIMIT ?4",
-            columns.join(", ")
+            columns.join(", "),
+            routed("candidate", "?5", "?6")
         )
     });
     let mut statement = connection.prepare_cached(&READY_IN_TURN)?;
-    let ready = statement.query((json_text(turn), millis(now), share, limit))?;
+    let ready = statement.query((
+        json_text(turn),
+        millis(now),
+        share,
+        limit,
+        &route.versions,
+        &route.labels,
+    ))?;
     writer_thread::decode(ready, |row| rows::task(row))
 }
 

@@ -1,5 +1,7 @@
 //! Claims: delivery order, fairness across types, hand-offs at enqueue, and who ran each attempt.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 async fn claim_orders_by_priority_then_age_and_fences_stale_results(backend: Backend) {
@@ -11,7 +13,10 @@ async fn claim_orders_by_priority_then_age_and_fences_stale_results(backend: Bac
     let mut high = new_task("a");
     high.priority = 5;
     let enqueued = store.enqueue(vec![low, new_task("a"), high]).await.unwrap();
-    let claimed = store.claim(&["a".into()], 10, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 10, &lease())
+        .await
+        .unwrap();
     let order: Vec<Uuid> = claimed.iter().map(|t| t.id).collect();
     assert_eq!(
         order,
@@ -70,7 +75,7 @@ async fn one_types_flood_does_not_starve_another(backend: Backend) {
         .unwrap();
     let types = ["flood".to_string(), "trickle".to_string()];
     let holder = lease();
-    let claimed = store.claim(&types, 4, &holder).await.unwrap();
+    let claimed = store.claim(&of_types(&types), 4, &holder).await.unwrap();
     for task in &claimed {
         let attempts = store.list_attempts(task.id).await.unwrap();
         assert_eq!(
@@ -87,7 +92,7 @@ async fn one_types_flood_does_not_starve_another(backend: Backend) {
         "the older flood must not take every slot"
     );
     // Unused shares go to the type with more waiting.
-    let claimed = store.claim(&types, 10, &lease()).await.unwrap();
+    let claimed = store.claim(&of_types(&types), 10, &lease()).await.unwrap();
     assert!(claimed.iter().all(|t| t.task_type == "flood") && claimed.len() == 10);
 }
 
@@ -105,7 +110,7 @@ async fn a_claim_over_more_types_than_slots_takes_one_of_each_in_turn(backend: B
     }
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..3 {
-        let claimed = store.claim(&types, 10, &lease()).await.unwrap();
+        let claimed = store.claim(&of_types(&types), 10, &lease()).await.unwrap();
         assert_eq!(claimed.len(), 10);
         let of_types: std::collections::BTreeSet<_> =
             claimed.iter().map(|t| t.task_type.clone()).collect();
@@ -127,7 +132,7 @@ async fn a_claim_over_more_types_than_slots_takes_one_of_each_in_turn(backend: B
         .await
         .unwrap();
     let two = ["empty".to_string(), "full".to_string()];
-    let claimed = store.claim(&two, 4, &lease()).await.unwrap();
+    let claimed = store.claim(&of_types(&two), 4, &lease()).await.unwrap();
     assert_eq!(claimed.len(), 4, "{claimed:?}");
 }
 
@@ -177,7 +182,10 @@ async fn tasks_handed_off_at_enqueue_start_as_a_claim_would_leave_them(backend: 
     }
 
     // A claim takes only the task left PENDING and due.
-    let claimed = store.claim(&["a".into()], 10, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 10, &lease())
+        .await
+        .unwrap();
     assert_eq!(
         claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
         [tasks[1].id]
@@ -234,12 +242,19 @@ async fn each_attempt_is_told_by_the_lease_that_ran_it(backend: Backend) {
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
     store.enqueue(vec![new_task("a")]).await.unwrap();
     let (first, second) = (lease(), lease());
-    let id = store.claim(&["a".into()], 1, &first).await.unwrap()[0].id;
+    let id = store
+        .claim(&of_types(&["a".into()]), 1, &first)
+        .await
+        .unwrap()[0]
+        .id;
     store
         .release_session(first.session_id, Leases::STREAM_CLOSED)
         .await
         .unwrap();
-    store.claim(&["a".into()], 1, &second).await.unwrap();
+    store
+        .claim(&of_types(&["a".into()]), 1, &second)
+        .await
+        .unwrap();
     let told = |attempts: Vec<crate::model::Attempt>| -> Vec<_> {
         attempts
             .into_iter()
@@ -301,7 +316,85 @@ async fn each_attempt_is_told_by_the_lease_that_ran_it(backend: Backend) {
     );
 }
 
+async fn a_claim_takes_only_the_versions_and_labels_its_claimant_may(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    let versioned = |task_type: &str| TaskTypeSpec {
+        versions: vec!["v1".into(), "v2".into()],
+        ..spec(task_type, "d")
+    };
+    store
+        .register_task_types(&[versioned("a"), versioned("b")])
+        .await
+        .unwrap();
+    let task = |task_type: &str, version: &str, labels: &[(&str, &str)]| NewTask {
+        handler_version: version.into(),
+        required_labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..new_task(task_type)
+    };
+    let mut tasks = Vec::new();
+    for task_type in ["a", "b"] {
+        tasks.extend([
+            task(task_type, "", &[]),
+            task(task_type, "v1", &[]),
+            task(task_type, "v2", &[]),
+            task(task_type, "", &[("region", "eu")]),
+            task(task_type, "v2", &[("region", "eu"), ("gpu", "true")]),
+        ]);
+    }
+    let enqueued = store.enqueue(tasks).await.unwrap();
+    let ids = |indexes: &[usize]| -> BTreeSet<Uuid> {
+        indexes.iter().map(|&i| enqueued[i].task.id).collect()
+    };
+    let types: Vec<String> = vec!["a".into(), "b".into()];
+    let claim = |versions: Vec<String>, labels: &[(&str, &str)]| {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let types = types.clone();
+        async move {
+            let claimant = Claimant {
+                task_types: &types,
+                versions: &versions,
+                labels: &labels,
+            };
+            let claimed = store.claim(&claimant, 20, &lease()).await.unwrap();
+            claimed.iter().map(|t| t.id).collect::<BTreeSet<Uuid>>()
+        }
+    };
+    // An unlabelled v1 agent: the plain tasks and the v1 ones.
+    let v1 = claim(vec!["a\tv1".into(), "b\tv1".into()], &[]).await;
+    assert_eq!(v1, ids(&[0, 1, 5, 6]));
+    // A v2 agent in the EU without a GPU: v2 and the EU task, not the GPU one.
+    let eu = claim(vec!["a\tv2".into(), "b\tv2".into()], &[("region", "eu")]).await;
+    assert_eq!(eu, ids(&[2, 3, 7, 8]));
+    // Only an agent with every label and the version takes the last ones;
+    // versions of one type do not open another's.
+    let gpu = claim(
+        vec!["a\tv2".into()],
+        &[("region", "eu"), ("gpu", "true"), ("x", "y")],
+    )
+    .await;
+    assert_eq!(gpu, ids(&[4]));
+    assert!(
+        claim(vec!["b\tv1".into()], &[("gpu", "true")])
+            .await
+            .is_empty()
+    );
+
+    let error = store.enqueue(vec![task("a", "v9", &[])]).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::FailedPrecondition(m) if m.contains("'v9'") && m.contains("declared: v1, v2")),
+        "{error}"
+    );
+}
+
 crate::on_every_backend!(
+    a_claim_takes_only_the_versions_and_labels_its_claimant_may,
     claim_orders_by_priority_then_age_and_fences_stale_results,
     one_types_flood_does_not_starve_another,
     a_claim_over_more_types_than_slots_takes_one_of_each_in_turn,

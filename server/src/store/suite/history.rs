@@ -18,7 +18,10 @@ async fn queue_stats_count_each_status_and_recent_completions(backend: Backend) 
         ])
         .await
         .unwrap();
-    let claimed = store.claim(&["a".into()], 1, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 1, &lease())
+        .await
+        .unwrap();
     store
         .record_result(
             claimed[0].id,
@@ -59,7 +62,10 @@ async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(backend
         .enqueue((0..5).map(|_| new_task("a")).collect())
         .await
         .unwrap();
-    let claimed = store.claim(&["a".into()], 5, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 5, &lease())
+        .await
+        .unwrap();
     let done = || AttemptResult::Completed(JsonObject::new());
     let outcomes = store
         .record_results(vec![
@@ -130,7 +136,10 @@ async fn purges_delete_only_tasks_finished_before_the_cutoff(backend: Backend) {
         ])
         .await
         .unwrap();
-    let claimed = store.claim(&["p".into()], 2, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["p".into()]), 2, &lease())
+        .await
+        .unwrap();
     store
         .record_results(vec![(
             claimed[0].id,

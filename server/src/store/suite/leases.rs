@@ -10,7 +10,10 @@ async fn released_sessions_return_tasks_and_exhausted_ones_die(backend: Backend)
     once.max_attempts = Some(1);
     store.enqueue(vec![new_task("a"), once]).await.unwrap();
     let lease = lease();
-    let claimed = store.claim(&["a".into()], 10, &lease).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 10, &lease)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .release_session(lease.session_id, Leases::STREAM_CLOSED)
@@ -49,8 +52,14 @@ async fn expired_leases_are_reaped_and_live_ones_extended(backend: Backend) {
         expires_at: Utc::now() + chrono::Duration::milliseconds(50),
         ..lease()
     };
-    let kept = store.claim(&["a".into()], 1, &live).await.unwrap();
-    let lost = store.claim(&["a".into()], 1, &dead).await.unwrap();
+    let kept = store
+        .claim(&of_types(&["a".into()]), 1, &live)
+        .await
+        .unwrap();
+    let lost = store
+        .claim(&of_types(&["a".into()]), 1, &dead)
+        .await
+        .unwrap();
     store
         .refresh_sessions(
             &[(live.session_id, running_status(1))],

@@ -20,8 +20,8 @@ use super::{Leases, PostgresStore, SqliteStore, Store};
 use crate::config::QueueConfig;
 use crate::error::Error;
 use crate::model::{
-    AttemptResult, JsonObject, Lease, NewTask, ResultOutcome, Task, TaskFilter, TaskStatus,
-    TaskTypeSpec,
+    AttemptResult, Claimant, JsonObject, Lease, NewTask, ResultOutcome, Task, TaskFilter,
+    TaskStatus, TaskTypeSpec,
 };
 use crate::testing::Backend;
 use taskplane_proto::trace::TRACEPARENT;
@@ -74,6 +74,17 @@ pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
     }
 }
 
+/// A claimant of these types with no versions or labels, as an agent whose
+/// handlers are not versioned.
+pub(crate) fn of_types(task_types: &[String]) -> Claimant<'_> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    Claimant {
+        task_types,
+        versions: &[],
+        labels: &NO_LABELS,
+    }
+}
+
 pub(crate) fn new_task(task_type: &str) -> NewTask {
     NewTask {
         task_type: task_type.into(),
@@ -86,6 +97,7 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
         handler_version: String::new(),
         metadata: BTreeMap::new(),
         retry_policy: Default::default(),
+        required_labels: BTreeMap::new(),
     }
 }
 

@@ -17,7 +17,10 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(ba
         .enqueue(vec![traced, new_task("a"), once])
         .await
         .unwrap();
-    let claimed = store.claim(&["a".into()], 3, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 3, &lease())
+        .await
+        .unwrap();
     let failed = |retryable| AttemptResult::Failed {
         error: "boom".into(),
         retryable,
@@ -102,7 +105,10 @@ async fn a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones(ba
         .enqueue(vec![new_task("a"), new_task("a")])
         .await
         .unwrap();
-    let claimed = store.claim(&["a".into()], 2, &lease()).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 2, &lease())
+        .await
+        .unwrap();
     let mut answer = JsonObject::new();
     answer.insert(
         "rows".into(),
