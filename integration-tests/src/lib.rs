@@ -246,6 +246,43 @@ impl TestAgent {
     }
 }
 
+/// What a [`recording_gateway`] received: each request's headers and body.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(hyper::HeaderMap, bytes::Bytes)>>>;
+
+/// A payment gateway on loopback that answers every request with
+/// `{"charge":"ch_1"}` and records its headers and body; returns its
+/// `/charges` URL.
+pub async fn recording_gateway() -> (String, Received) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/charges", listener.local_addr().unwrap());
+    let seen = Received::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        log.lock().unwrap().push((parts.headers, body));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(r#"{"charge":"ch_1"}"#)),
+                        ))
+                    }
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (url, seen)
+}
+
 /// Spawns a `taskplane` process (stdout is piped here) and waits for the
 /// line saying where it listens; returns the process and that address. The
 /// rest of stdout is drained so the process never blocks on it.

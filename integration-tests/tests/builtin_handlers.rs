@@ -3,49 +3,17 @@
 //! payments reach a real HTTP gateway signed, logs are cleaned, history
 //! becomes a report, a database is backed up.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
+use integration_tests::{
+    Backend, TestAgent, TestServer, enqueue, enqueue_request, recording_gateway, wait_terminal,
+};
 use serde_json::{Value, json};
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::v1::TaskStatus;
-use tokio::net::TcpListener;
-
-/// A payment gateway that records every request's headers and body.
-async fn gateway() -> (String, Arc<Mutex<Vec<(hyper::HeaderMap, Bytes)>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/charges", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let log = log.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes();
-                    log.lock().unwrap().push((parts.headers, body));
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                        r#"{"charge":"ch_1"}"#,
-                    ))))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (url, seen)
-}
 
 async fn run(
     tasks: &mut taskplane_proto::v1::task_service_client::TaskServiceClient<
@@ -64,7 +32,7 @@ fn result(task: &taskplane_proto::v1::Task) -> Value {
 
 async fn example_domains_do_real_work_through_their_built_ins(backend: Backend) {
     let server = TestServer::start(&backend).await;
-    let (gateway_url, charges) = gateway().await;
+    let (gateway_url, charges) = recording_gateway().await;
     let root = tempfile::tempdir().unwrap();
     let logs = root.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();

@@ -1,6 +1,7 @@
 //! [`AppServices`]: the shared services the built-in handlers are built
 //! with (dependency injection), read once from the environment.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::egress::Egress;
@@ -34,6 +35,10 @@ pub struct AppServices {
     /// Where webhook and health-check handlers may connect, and their HTTP
     /// client (`TASKPLANE_TRUSTED_HOSTS`; see [`Egress`]).
     pub egress: Egress,
+    /// The agent's feature flags (`TASK_FEATURE_FLAGS`), which factories
+    /// read to choose what they build; set by `setup_registry_with_config`
+    /// from the registry's configuration.
+    pub feature_flags: BTreeMap<String, bool>,
 }
 
 impl AppServices {
@@ -50,7 +55,13 @@ impl AppServices {
             control_plane: taskplane_agent::runtime::DEFAULT_SERVER.to_owned(),
             connect_options: taskplane_agent::ConnectOptions::default(),
             egress: Egress::trusting(Vec::<String>::new()),
+            feature_flags: BTreeMap::new(),
         }
+    }
+
+    /// Whether feature flag `flag` is on (unset flags are off).
+    pub fn feature_enabled(&self, flag: &str) -> bool {
+        self.feature_flags.get(flag).copied().unwrap_or(false)
     }
 
     /// Reads every service through `lookup` (see

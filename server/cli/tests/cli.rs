@@ -266,7 +266,7 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
         ok && row["completed"] == 1 && row["completed_per_min"] == 1 && row["pending"] == 0,
         "{out}"
     );
-    // Metadata and a handler version reach the stored task.
+    // Metadata reaches the stored task.
     let (ok, out, err) = taskplane(
         &url,
         &[
@@ -278,8 +278,6 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
             "team=ops",
             "--metadata",
             "ticket=T-7",
-            "--handler-version",
-            "v1",
             "--output",
             "json",
         ],
@@ -289,7 +287,40 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     let task: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(task["metadata"]["team"], "ops", "{out}");
     assert_eq!(task["metadata"]["ticket"], "T-7", "{out}");
+    // A declared handler version and a label no agent has: the task waits,
+    // and `task get` says why.
+    let (ok, out, err) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "payment_processing",
+            "--handler-version",
+            "v1",
+            "--require-label",
+            "region=mars",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(task["handler_version"], "v1", "{out}");
+    assert_eq!(task["required_labels"]["region"], "mars", "{out}");
+    let (ok, out, _) = taskplane(&url, &["task", "get", task["id"].as_str().unwrap()]).await;
+    assert!(
+        ok && out.contains("PENDING") && out.contains("has the labels region=mars"),
+        "{out}"
+    );
+    let (ok, _, err) = taskplane(
+        &url,
+        &["enqueue", "metric_aggregation", "--handler-version", "v7"],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("FAILED_PRECONDITION") && err.contains("'v7'"),
+        "{err}"
+    );
     let (ok, _, err) = taskplane(
         &url,
         &["enqueue", "metric_aggregation", "--metadata", "oops"],
@@ -310,7 +341,10 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     let (ok, out, _) = taskplane(&url, &["stats"]).await;
     assert!(ok && out.contains("control-plane-health-check"), "{out}");
     let (ok, out, _) = taskplane(&url, &["agents", "list"]).await;
-    assert!(ok && out.contains("dev-agent"), "{out}");
+    assert!(
+        ok && out.contains("dev-agent") && out.contains("payment_processing:v1"),
+        "{out}"
+    );
 
     // A dead task makes --wait exit 1; errors carry the status in words.
     let (ok, _, err) = taskplane(

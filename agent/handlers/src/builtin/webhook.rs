@@ -11,8 +11,13 @@
 //! HMAC-SHA256(secret, "<timestamp>.<body bytes>"). Receivers recompute it,
 //! compare in constant time, and reject old timestamps.
 //!
-//! 5xx answers, timeouts and connection errors are retryable; 4xx answers
-//! are not (the request itself is wrong).
+//! With [`WebhookHandler::keyed_by_task`], every attempt of a task carries
+//! `Idempotency-Key: <task id>`, so a receiver that honours the header (a
+//! payment gateway) acts once per task however often it is retried.
+//!
+//! 5xx, 408 (request timeout) and 429 (too many requests) answers,
+//! timeouts and connection errors are retryable; other 4xx answers are not
+//! (the request itself is wrong).
 
 use std::time::Duration;
 
@@ -46,6 +51,7 @@ pub struct WebhookHandler {
     egress: Egress,
     secret: Option<String>,
     fixed_url: Option<String>,
+    keyed_by_task: bool,
     description: String,
 }
 
@@ -56,6 +62,7 @@ impl WebhookHandler {
             egress,
             secret,
             fixed_url: None,
+            keyed_by_task: false,
             description: "Sends a signed JSON webhook".into(),
         }
     }
@@ -66,11 +73,25 @@ impl WebhookHandler {
         self
     }
 
+    /// Sends the task id as the `Idempotency-Key` header of every attempt.
+    pub fn keyed_by_task(mut self) -> Self {
+        self.keyed_by_task = true;
+        self
+    }
+
     /// Sets the description registered for the task type.
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
         self
     }
+}
+
+/// Whether an answer of this status may succeed when sent again: a server
+/// error, a request timeout or too many requests.
+fn retryable_status(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The payload's `method`: POST (the default) or PUT.
@@ -124,6 +145,9 @@ impl TaskHandler for WebhookHandler {
             .header("content-type", "application/json")
             .header("x-taskplane-task-id", &context.task_id)
             .header("x-taskplane-attempt", context.attempt.to_string());
+        if self.keyed_by_task {
+            request = request.header("idempotency-key", &context.task_id);
+        }
         if let Some(trace) = context.traceparent() {
             // The receiver joins the trace the task was enqueued in.
             request = request.header("traceparent", trace.to_string());
@@ -160,7 +184,7 @@ impl TaskHandler for WebhookHandler {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let excerpt: String = text.chars().take(RESPONSE_EXCERPT).collect();
-        if status.is_server_error() {
+        if retryable_status(status) {
             return Err(TaskError::Retryable(format!(
                 "{url} answered {status}: {excerpt}"
             )));
@@ -188,7 +212,19 @@ impl TaskHandler for WebhookHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::signature;
+    use super::{retryable_status, signature};
+
+    #[test]
+    fn server_errors_timeouts_and_throttling_are_retried_other_client_errors_are_not() {
+        for code in [500, 503, 408, 429] {
+            let status = reqwest::StatusCode::from_u16(code).unwrap();
+            assert!(retryable_status(status), "{code}");
+        }
+        for code in [400, 401, 404, 422] {
+            let status = reqwest::StatusCode::from_u16(code).unwrap();
+            assert!(!retryable_status(status), "{code}");
+        }
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -16,6 +16,7 @@ use crate::builtin::webhook::WebhookHandler;
 use crate::services::AppServices;
 use taskplane_agent::factory::{FactoryRegistry, HandlerFactory};
 use taskplane_agent::handler::TaskHandler;
+use taskplane_agent::versioned::{HandlerVersion, VersionedHandler};
 
 /// Builds a handler from the shared services.
 pub type BuildHandler = fn(&AppServices) -> Box<dyn TaskHandler>;
@@ -108,9 +109,14 @@ pub fn webhook(services: &AppServices) -> Box<dyn TaskHandler> {
     ))
 }
 
-fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHandler> {
+/// The webhook to the payment gateway, or the honest failure of a missing one.
+fn gateway_webhook(
+    services: &AppServices,
+    description: &str,
+    shape: impl FnOnce(WebhookHandler) -> WebhookHandler,
+) -> Box<dyn TaskHandler> {
     match &services.payment_gateway_url {
-        Some(url) => Box::new(
+        Some(url) => Box::new(shape(
             // The operator chose this URL: its host is trusted.
             WebhookHandler::new(
                 services.egress.also_trusting_url(url),
@@ -118,7 +124,7 @@ fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHan
             )
             .to_fixed_url(url.clone())
             .with_description(description),
-        ),
+        )),
         None => Box::new(UnconfiguredHandler::new(
             "no payment gateway is configured: set TASKPLANE_PAYMENT_GATEWAY_URL".into(),
             description.to_owned(),
@@ -126,12 +132,28 @@ fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHan
     }
 }
 
-/// `payment_processing`: charges through the payment gateway.
+fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHandler> {
+    gateway_webhook(services, description, |webhook| webhook)
+}
+
+/// The feature flag that turns on version 2 of `payment_processing`.
+pub const NEW_PAYMENT_FLOW: &str = "new_payment_flow";
+
+/// `payment_processing`: charges through the payment gateway. Version 1
+/// posts the payload; version 2, served only with the `new_payment_flow`
+/// flag on (the guide's gradual rollout), also sends the task id as the
+/// gateway's `Idempotency-Key`, so a retried attempt never charges twice.
 pub fn payment_processing(services: &AppServices) -> Box<dyn TaskHandler> {
-    payment_webhook(
-        services,
-        "Charges a payment through the gateway (payload: the gateway's JSON body)",
-    )
+    const DESCRIPTION: &str =
+        "Charges a payment through the gateway (payload: the gateway's JSON body)";
+    let mut handler = VersionedHandler::new(HandlerVersion::V1)
+        .with_version(HandlerVersion::V1, payment_webhook(services, DESCRIPTION))
+        .with_description(DESCRIPTION);
+    if services.feature_enabled(NEW_PAYMENT_FLOW) {
+        let keyed = gateway_webhook(services, DESCRIPTION, WebhookHandler::keyed_by_task);
+        handler = handler.with_version(HandlerVersion::V2, keyed);
+    }
+    Box::new(handler)
 }
 
 /// `subscription_renewal`: renews through the payment gateway.

@@ -41,6 +41,11 @@ pub fn setup_registry_with_config(
 ) -> (TaskRegistry, Vec<String>) {
     let mut registry = TaskRegistry::new();
     registry.set_feature_flags(config.feature_flags.clone());
+    // The registry's flags are the factories' too.
+    let services = Arc::new(AppServices {
+        feature_flags: config.feature_flags.clone().into_iter().collect(),
+        ..AppServices::clone(&services)
+    });
     let mut unknown = Vec::new();
     for domain in &config.enabled_domains {
         match example_domain(domain, &services) {

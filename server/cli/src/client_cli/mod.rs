@@ -113,6 +113,10 @@ pub struct EnqueueArgs {
     /// Metadata for the task, KEY=VALUE (repeatable).
     #[arg(long = "metadata", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    /// Run it only on an agent with this label, KEY=VALUE (repeatable;
+    /// agents set theirs with TASKPLANE_LABELS).
+    #[arg(long = "require-label", value_parser = key_value)]
+    pub required_labels: Vec<(String, String)>,
     /// Follow the task until it finishes; exit 1 unless it COMPLETED.
     #[arg(long)]
     pub wait: bool,
@@ -311,6 +315,7 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
         max_attempts: enqueue.max_attempts.unwrap_or(0),
         handler_version: enqueue.handler_version.unwrap_or_default(),
         metadata: enqueue.metadata.into_iter().collect(),
+        required_labels: enqueue.required_labels.into_iter().collect(),
         ..Default::default()
     };
     let mut request = tonic::Request::new(request);
@@ -570,7 +575,12 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
             labels.sort();
             let mut flags: Vec<String> = a.feature_flags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             flags.sort();
-            json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "labels": labels.join(","), "feature_flags": flags.join(","), "draining": a.draining, "last_seen_at": time(&a.last_seen_at)})
+            let versions: Vec<String> = a
+                .handler_versions
+                .iter()
+                .map(|v| format!("{}:{}", v.task_type, v.versions.join("+")))
+                .collect();
+            json!({"agent_name": a.agent_name, "session_id": a.session_id, "domains": a.domains.join(","), "running": a.running, "slots": a.max_concurrency, "labels": labels.join(","), "feature_flags": flags.join(","), "versions": versions.join(","), "draining": a.draining, "last_seen_at": time(&a.last_seen_at)})
         })
         .collect();
     print(
@@ -582,6 +592,7 @@ pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
             "slots",
             "labels",
             "feature_flags",
+            "versions",
             "draining",
             "last_seen_at",
         ],

@@ -52,6 +52,7 @@ pub(super) fn task_json(task: &Task) -> Value {
         "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
         "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
         "handler_version": task.handler_version, "metadata": task.metadata,
+        "required_labels": task.required_labels, "waiting_for": task.waiting_for,
     })
 }
 

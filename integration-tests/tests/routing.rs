@@ -1,0 +1,263 @@
+//! Routing through real servers and agents: a handler version gated by a
+//! feature flag goes only to the agent with the flag on (and to the others
+//! by fallback once it leaves), an unknown version is refused at enqueue,
+//! and a task requiring labels waits PENDING, saying why, until an agent
+//! with those labels connects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use integration_tests::{
+    Backend, TestAgent, TestServer, attempts_of, enqueue, enqueue_request, recording_gateway,
+    wait_terminal,
+};
+use serde_json::json;
+use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use taskplane_agent::{RegistryConfig, TaskRegistry};
+use taskplane_handlers::{AppServices, setup_registry_with_config};
+use taskplane_proto::v1::{
+    EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, GetTaskTypeRequest, ListAgentsRequest,
+    TaskStatus,
+};
+use tonic::Code;
+
+/// The billing domain with the gateway at `gateway`, and these flags.
+fn billing(gateway: &str, flags: &str, data: &std::path::Path) -> TaskRegistry {
+    let config = RegistryConfig::from_lookup(|name| match name {
+        "TASK_ENABLED_DOMAINS" => Some("billing".to_owned()),
+        "TASK_FEATURE_FLAGS" => Some(flags.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let services = AppServices {
+        payment_gateway_url: Some(gateway.to_owned()),
+        ..AppServices::new(data)
+    };
+    setup_registry_with_config(&config, Arc::new(services)).0
+}
+
+/// The agent id the server lists for the agent named `name`.
+async fn agent_id(server: &TestServer, name: &str) -> String {
+    let agents = server
+        .registry()
+        .await
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let agent = agents.iter().find(|a| a.agent_name == name).unwrap();
+    agent.agent_id.clone()
+}
+
+/// The handler versions the server lists for the agent named `name`.
+async fn versions_of(server: &TestServer, name: &str, task_type: &str) -> Vec<String> {
+    let agents = server
+        .registry()
+        .await
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let agent = agents.iter().find(|a| a.agent_name == name).unwrap();
+    agent
+        .handler_versions
+        .iter()
+        .find(|v| v.task_type == task_type)
+        .map(|v| v.versions.clone())
+        .unwrap_or_default()
+}
+
+fn payment(version: &str) -> EnqueueTaskRequest {
+    EnqueueTaskRequest {
+        handler_version: version.into(),
+        ..enqueue_request("payment_processing", json!({"amount_cents": 500}))
+    }
+}
+
+async fn a_flagged_version_runs_only_on_the_agent_with_the_flag(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let (gateway, charges) = recording_gateway().await;
+    let data = tempfile::tempdir().unwrap();
+    let plain = TestAgent::start(&server, "plain", billing(&gateway, "", data.path())).await;
+    // One slot against the plain agent's eight: only routing keeps the
+    // plain agent from taking most of a batch of v2 tasks.
+    let flagged = TestAgent::start_configured(
+        &server,
+        "flagged",
+        billing(&gateway, "new_payment_flow:true", data.path()),
+        |agent| agent.max_concurrency(1),
+    )
+    .await;
+    assert_eq!(
+        versions_of(&server, "plain", "payment_processing").await,
+        ["v1"]
+    );
+    assert_eq!(
+        versions_of(&server, "flagged", "payment_processing").await,
+        ["v1", "v2"]
+    );
+    let declared = server
+        .registry()
+        .await
+        .get_task_type(GetTaskTypeRequest {
+            task_type: "payment_processing".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!(declared, ["v1", "v2"], "the union of the agents' versions");
+    let flagged_id = agent_id(&server, "flagged").await;
+
+    let mut tasks = server.tasks().await;
+    let batch = EnqueueTasksRequest {
+        tasks: (0..8).map(|_| payment("v2")).collect(),
+    };
+    let ids: Vec<String> = tasks
+        .enqueue_tasks(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.task.unwrap().id)
+        .collect();
+    for id in &ids {
+        let done = wait_terminal(&mut tasks, id).await;
+        assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+        let attempts = attempts_of(&mut tasks, id).await;
+        assert_eq!(
+            attempts[0].agent_id, flagged_id,
+            "v2 runs where the flag is on"
+        );
+    }
+    let keys: Vec<String> = charges
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(headers, _)| headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort();
+    let mut sorted_keys = keys;
+    sorted_keys.sort();
+    assert_eq!(
+        sorted_keys, sorted_ids,
+        "version 2 keys each charge by its task"
+    );
+
+    let refused = tasks.enqueue_task(payment("v9")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("'v9'") && refused.message().contains("declared: v1, v2"),
+        "{}",
+        refused.message()
+    );
+
+    // Without the flagged agent, v1 serves v2 tasks as the SDK falls back.
+    flagged.stop().await.unwrap();
+    charges.lock().unwrap().clear();
+    let late = enqueue(&mut tasks, payment("v2")).await;
+    let done = wait_terminal(&mut tasks, &late.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+    let attempts = attempts_of(&mut tasks, &late.id).await;
+    assert_eq!(attempts[0].agent_id, agent_id(&server, "plain").await);
+    let (headers, _) = charges.lock().unwrap().pop().unwrap();
+    assert!(headers.get("idempotency-key").is_none(), "version 1 ran it");
+    plain.stop().await.unwrap();
+    server.stop().await;
+}
+
+/// Answers with the labels of the agent it runs in.
+struct Where(&'static str);
+
+#[async_trait]
+impl TaskHandler for Where {
+    async fn handle(&self, _context: TaskContext) -> Result<TaskResult, TaskError> {
+        Ok(TaskResult::new(json!({ "ran_in": self.0 })))
+    }
+}
+
+fn serving_where(region: &'static str) -> TaskRegistry {
+    let mut registry = TaskRegistry::new();
+    registry.register_handler("where", Box::new(Where(region)));
+    registry
+}
+
+async fn a_task_requiring_labels_waits_for_an_agent_that_has_them(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let us = TestAgent::start_configured(&server, "us", serving_where("us"), |agent| {
+        agent.label("region", "us")
+    })
+    .await;
+    let mut tasks = server.tasks().await;
+    let anywhere = enqueue(&mut tasks, enqueue_request("where", json!({}))).await;
+    assert_eq!(
+        wait_terminal(&mut tasks, &anywhere.id).await.status(),
+        TaskStatus::Completed
+    );
+
+    let in_eu = EnqueueTaskRequest {
+        required_labels: [("region".to_owned(), "eu".to_owned())].into(),
+        ..enqueue_request("where", json!({}))
+    };
+    let task = enqueue(&mut tasks, in_eu).await;
+    assert_eq!(
+        task.required_labels.get("region").map(String::as_str),
+        Some("eu")
+    );
+    // A freed slot and a poll interval later, it still waits, and says why.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiting = tasks
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(waiting.status(), TaskStatus::Pending);
+    assert!(
+        waiting.waiting_for.contains("has the labels region=eu"),
+        "{}",
+        waiting.waiting_for
+    );
+
+    let eu = TestAgent::start_configured(&server, "eu", serving_where("eu"), |agent| {
+        agent.label("region", "eu").label("gpu", "true")
+    })
+    .await;
+    let done = wait_terminal(&mut tasks, &task.id).await;
+    assert_eq!(done.status(), TaskStatus::Completed);
+    assert_eq!(
+        taskplane_proto::json::struct_to_json(done.result.as_ref().unwrap())["ran_in"],
+        "eu"
+    );
+    assert!(done.waiting_for.is_empty());
+
+    let mut bad_labels = BTreeMap::new();
+    bad_labels.insert(String::new(), "x".to_owned());
+    let refused = tasks
+        .enqueue_task(EnqueueTaskRequest {
+            required_labels: bad_labels.into_iter().collect(),
+            ..enqueue_request("where", json!({}))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("required_labels"),
+        "{}",
+        refused.message()
+    );
+    us.stop().await.unwrap();
+    eu.stop().await.unwrap();
+    server.stop().await;
+}
+
+integration_tests::on_every_backend!(
+    a_flagged_version_runs_only_on_the_agent_with_the_flag,
+    a_task_requiring_labels_waits_for_an_agent_that_has_them,
+);
