@@ -246,43 +246,6 @@ impl TestAgent {
     }
 }
 
-/// What a [`recording_gateway`] received: each request's headers and body.
-pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(hyper::HeaderMap, bytes::Bytes)>>>;
-
-/// A payment gateway on loopback that answers every request with
-/// `{"charge":"ch_1"}` and records its headers and body; returns its
-/// `/charges` URL.
-pub async fn recording_gateway() -> (String, Received) {
-    use http_body_util::BodyExt as _;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/charges", listener.local_addr().unwrap());
-    let seen = Received::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        log.lock().unwrap().push((parts.headers, body));
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(r#"{"charge":"ch_1"}"#)),
-                        ))
-                    }
-                },
-            );
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (url, seen)
-}
-
 /// Spawns a `taskplane` process (stdout is piped here) and waits for the
 /// line saying where it listens; returns the process and that address. The
 /// rest of stdout is drained so the process never blocks on it.
@@ -479,6 +442,26 @@ pub async fn attempts_of<T: Transport>(
         .unwrap()
         .into_inner()
         .attempts
+}
+
+/// Enqueues a task of `task_type` with `payload` and follows it until it
+/// is terminal; returns its final state.
+pub async fn run_task<T: Transport>(
+    client: &mut TaskServiceClient<T>,
+    task_type: &str,
+    payload: serde_json::Value,
+) -> Task {
+    let id = enqueue(client, enqueue_request(task_type, payload))
+        .await
+        .id;
+    wait_terminal(client, &id).await
+}
+
+/// A task's result as JSON (panics when it has none).
+pub fn result_json(task: &Task) -> serde_json::Value {
+    serde_json::Value::Object(taskplane_proto::json::struct_to_json(
+        task.result.as_ref().expect("a result"),
+    ))
 }
 
 /// Follows a task with `WatchTask` until it is terminal; returns its final state.

@@ -217,7 +217,13 @@ async fn dev_with_logs(
 ) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
     command
-        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--local-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir)
         .env("TASKPLANE_LOG_FORMAT", format)
         .env("RUST_LOG", filter)

@@ -218,12 +218,19 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "TASKPLANE_SMTP_URL",
         "SMTP server of the email handlers, e.g. smtp://mail:25",
     ),
+    (
+        "TASKPLANE_MAIL_DIR",
+        "without an SMTP server, write email as .eml files here (the dev mail sink)",
+    ),
     ("TASKPLANE_SMTP_FROM", "sender of the email handlers"),
     (
         "TASKPLANE_WEBHOOK_SECRET",
         "key of the X-Taskplane-Signature HMAC on webhooks",
     ),
-    ("TASKPLANE_PAYMENT_GATEWAY_URL", "where payment webhooks go"),
+    (
+        "TASKPLANE_PAYMENT_GATEWAY_URL",
+        "the payment gateway the billing handlers charge through",
+    ),
     (
         "TASKPLANE_TRUSTED_HOSTS",
         "hosts webhook and health_check may reach at internal addresses (loopback, private, link-local), comma-separated",

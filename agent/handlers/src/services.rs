@@ -17,6 +17,9 @@ pub struct AppServices {
     /// (plain), `smtp://user:pass@host:587?tls=required` (STARTTLS) or
     /// `smtps://user:pass@host:465` (TLS).
     pub smtp_url: Option<String>,
+    /// Where emails are written as `.eml` files when no SMTP server is set
+    /// (`TASKPLANE_MAIL_DIR`; `taskplane dev` sets `taskplane-data/mail`).
+    pub mail_dir: Option<PathBuf>,
     /// The sender of emails (`TASKPLANE_SMTP_FROM`).
     pub smtp_from: String,
     /// The key that signs webhook bodies (`TASKPLANE_WEBHOOK_SECRET`).
@@ -47,6 +50,7 @@ impl AppServices {
         AppServices {
             data_dir: data_dir.into(),
             smtp_url: None,
+            mail_dir: None,
             smtp_from: "taskplane <taskplane@localhost>".to_owned(),
             webhook_secret: None,
             payment_gateway_url: None,
@@ -72,6 +76,7 @@ impl AppServices {
             var("TASKPLANE_AGENT_DATA_DIR").unwrap_or_else(|| "taskplane-data/agent".to_owned()),
         );
         services.smtp_url = var("TASKPLANE_SMTP_URL");
+        services.mail_dir = var("TASKPLANE_MAIL_DIR").map(PathBuf::from);
         if let Some(from) = var("TASKPLANE_SMTP_FROM") {
             services.smtp_from = from;
         }

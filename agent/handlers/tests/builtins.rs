@@ -2,7 +2,6 @@
 //! listener that receives and parses the message, and an HTTP server that
 //! records requests and answers as told.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,12 +14,14 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler};
-use taskplane_handlers::builtin::email::{EmailHandler, EmailTemplate};
+use taskplane_common::http_server::{Answer, serve};
+use taskplane_handlers::builtin::email::{EmailHandler, EmailTemplate, Mailer};
 use taskplane_handlers::builtin::probe::HealthCheckHandler;
 use taskplane_handlers::builtin::webhook::WebhookHandler;
 use taskplane_handlers::egress::Egress;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// What the SMTP listener received in one session.
 #[derive(Debug, Default, Clone)]
@@ -106,7 +107,12 @@ async fn email_is_rendered_sent_with_auth_and_received_intact() {
         subject: "Welcome, {{ name }}!".into(),
         body: "Hi {{ name }}, your plan is {{ plan }}.".into(),
     };
-    let handler = EmailHandler::new(Some(&url), "Shop <shop@example.com>", Some(template)).unwrap();
+    let handler = EmailHandler::new(
+        Mailer::Smtp(url.clone()),
+        "Shop <shop@example.com>",
+        Some(template),
+    )
+    .unwrap();
 
     let payload = json!({"to": ["ada@example.com"], "name": "Ada", "plan": "pro"});
     let result = handler
@@ -150,10 +156,43 @@ async fn email_is_rendered_sent_with_auth_and_received_intact() {
 }
 
 #[tokio::test]
+async fn the_mail_sink_writes_each_message_as_a_file_with_one_message_id_per_task() {
+    let sink = tempfile::tempdir().unwrap();
+    let dir = sink.path().join("mail");
+    let handler = EmailHandler::new(Mailer::Files(dir.clone()), "shop@example.com", None).unwrap();
+    let attempt = |attempt: u32| {
+        let mut context = TaskContext::new(
+            "email",
+            json!({"to": "ada@example.com", "subject": "Hi {{ to }}", "body": "Hello"}),
+        );
+        context.task_id = "0193a7e4-0000-7000-8000-000000000001".into();
+        context.attempt = attempt;
+        context
+    };
+    let first = handler.handle(attempt(1)).await.unwrap().output;
+    let second = handler.handle(attempt(2)).await.unwrap().output;
+    assert_eq!(
+        first["message_id"], "<0193a7e4-0000-7000-8000-000000000001@taskplane>",
+        "the task's id, whatever the attempt"
+    );
+    assert_eq!(first["message_id"], second["message_id"]);
+    let file = std::path::PathBuf::from(first["file"].as_str().unwrap());
+    assert!(file.starts_with(&dir), "{file:?}");
+    let text = std::fs::read(&file).unwrap();
+    let message = mail_parser::MessageParser::default().parse(&text).unwrap();
+    assert_eq!(message.subject(), Some("Hi ada@example.com"));
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "one file per delivery"
+    );
+}
+
+#[tokio::test]
 async fn email_failures_are_classified_and_bad_payloads_refused() {
     let (address, inbox) = smtp_server().await;
     let url = format!("smtp://127.0.0.1:{}", address.port());
-    let handler = EmailHandler::new(Some(&url), "shop@example.com", None).unwrap();
+    let handler = EmailHandler::new(Mailer::Smtp(url.clone()), "shop@example.com", None).unwrap();
     let send = |to: &str| {
         TaskContext::new(
             "email",
@@ -194,7 +233,7 @@ async fn email_failures_are_classified_and_bad_payloads_refused() {
     assert!(err.to_string().contains("is not an address"), "{err}");
     assert!(inbox.lock().unwrap().is_empty(), "nothing was delivered");
 
-    let unconfigured = EmailHandler::new(None, "shop@example.com", None).unwrap();
+    let unconfigured = EmailHandler::new(Mailer::Unconfigured, "shop@example.com", None).unwrap();
     let err = unconfigured
         .handle(send("a@example.com"))
         .await
@@ -214,7 +253,7 @@ struct Seen {
     body: Bytes,
 }
 
-/// An HTTP server answering by path: `/ok` 200, `/busy` 503, `/bad` 422,
+/// An HTTP server answering by path: `/ok` 200, `/busy` 503, `/throttled` 429, `/bad` 422,
 /// `/slow` 200 after two seconds, `/inward` a redirect to its own `/ok`
 /// at 127.0.0.1.
 async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
@@ -222,53 +261,42 @@ async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let address = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let log = log.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes();
-                    let path = parts.uri.path().to_owned();
-                    log.lock().unwrap().push(Seen {
-                        method: parts.method.to_string(),
-                        path: path.clone(),
-                        headers: parts.headers,
-                        body,
-                    });
-                    if path == "/inward" {
-                        return Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(302)
-                                .header("location", format!("http://{address}/ok"))
-                                .body(Full::new(Bytes::new()))
-                                .unwrap(),
-                        );
-                    }
-                    let status = match path.as_str() {
-                        "/busy" => 503,
-                        "/bad" => 422,
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                            200
-                        }
-                        _ => 200,
-                    };
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::from("{\"received\":true}")))
-                            .unwrap(),
-                    )
-                }
+    let answer: Answer = Arc::new(move |request: Request<Incoming>| {
+        let log = log.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let path = parts.uri.path().to_owned();
+            log.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                path: path.clone(),
+                headers: parts.headers,
+                body,
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
+            if path == "/inward" {
+                return Response::builder()
+                    .status(302)
+                    .header("location", format!("http://{address}/ok"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+            }
+            let status = match path.as_str() {
+                "/busy" => 503,
+                "/throttled" => 429,
+                "/bad" => 422,
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    200
+                }
+                _ => 200,
+            };
+            Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from("{\"received\":true}")))
+                .unwrap()
+        })
     });
+    tokio::spawn(serve(listener, answer, CancellationToken::new()));
     (address, seen)
 }
 
@@ -315,6 +343,11 @@ async fn webhooks_are_signed_verifiably_and_failures_classified() {
     assert!(
         busy.is_retryable() && busy.to_string().contains("503"),
         "{busy}"
+    );
+    let throttled = call("/throttled", json!({})).await.unwrap_err();
+    assert!(
+        throttled.is_retryable() && throttled.to_string().contains("429"),
+        "{throttled}"
     );
     let bad = call("/bad", json!({})).await.unwrap_err();
     assert!(

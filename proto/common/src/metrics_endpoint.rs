@@ -2,17 +2,13 @@
 //! format; anything else is 404. Used by the agent binary and by
 //! `taskplane serve --metrics-listen`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,31 +29,11 @@ pub fn encode(registry: &Registry) -> String {
 
 /// Serves scrapes on `listener` until `stop`.
 pub async fn serve_metrics(listener: TcpListener, render: Render, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics endpoint: accept failed");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
+    let answer: crate::http_server::Answer = Arc::new(move |request| {
         let render = render.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let render = render.clone();
-                async move { Ok::<_, Infallible>(answer(&request, render).await) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "metrics endpoint: connection ended");
-            }
-        });
-    }
+        Box::pin(async move { answer(&request, render).await })
+    });
+    crate::http_server::serve(listener, answer, stop).await;
 }
 
 async fn answer<B>(request: &Request<B>, render: Render) -> Response<Full<Bytes>> {

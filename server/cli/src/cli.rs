@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::client_cli::{
     self, ClientArgs, EnqueueArgs, ScheduleCommand, TaskCommand, TypesCommand,
 };
+use crate::dev_services::{self, DEV_DATA_DIR, LocalServices};
 use crate::token_cli::{TokenCommand, TokenStoreArgs};
 use clap::{Args, Parser, Subcommand};
 use taskplane_agent::{Agent, ConnectionState};
@@ -60,7 +61,7 @@ enum Command {
         security: SecurityArgs,
     },
     /// Runs the control plane and an agent of the example domains in one process.
-    Dev(ServeArgs),
+    Dev(DevArgs),
     /// Measures throughput and latency with no-op handlers (see docs/performance.md).
     Bench(crate::bench::BenchArgs),
     /// Enqueues a task (--wait follows it to the end).
@@ -133,6 +134,20 @@ enum Command {
 enum ListOnly {
     /// Lists them.
     List,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Where the local stand-ins listen: the test-mode payment gateway,
+    /// the webhook inbox and a health endpoint (see `dev_services`).
+    #[arg(
+        long,
+        env = "TASKPLANE_LOCAL_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    local_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -366,7 +381,8 @@ async fn serve(args: ServeArgs, security: SecurityArgs) -> anyhow::Result<()> {
     server.serve(shutdown_signal()).await
 }
 
-async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+async fn dev(dev: DevArgs) -> anyhow::Result<()> {
+    let args = dev.serve;
     let server = Server::bind(args.config()).await?;
     let address = server.local_addr();
     let stop = CancellationToken::new();
@@ -383,6 +399,14 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
         // may reach loopback.
         services.egress = Egress::trusting(LOOPBACK);
     }
+    let local = dev_services::start(
+        &mut services,
+        std::path::Path::new(DEV_DATA_DIR),
+        dev.local_listen,
+        &args.database_url,
+        stop.clone(),
+    )
+    .await?;
     let (registry, unknown) = setup_registry_with_config(&settings.registry, Arc::new(services));
     settings.registry.check_unknown_domains(&unknown)?;
     let agent = Agent::builder()
@@ -399,7 +423,7 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .is_ok()
         {
-            print_welcome(address);
+            print_welcome(address, &local);
         }
     });
     let agent_stop = stop.clone();
@@ -413,11 +437,17 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     Ok(agent_result?)
 }
 
-fn print_welcome(address: SocketAddr) {
+fn print_welcome(address: SocketAddr, local: &LocalServices) {
+    let local: String = local
+        .described
+        .iter()
+        .map(|line| format!("  {line}\n"))
+        .collect();
     println!(
         r#"taskplane dev listening on {address}
 An agent serving user_management, billing, system_maintenance and platform is connected.
-
+Local stand-ins for outside services:
+{local}
 Try it (grpcurl lists every service through reflection):
   grpcurl -plaintext {address} list
   grpcurl -plaintext {address} taskplane.v1.RegistryService/ListTaskTypes

@@ -6,6 +6,8 @@
 //!   other commands.
 //! - [`client_cli`]: the client commands (`enqueue`, `task`, `types`,
 //!   `agents`, `domains`, `stats`, `health`).
+//! - [`dev_services`]: the local stand-ins `taskplane dev` runs for mail,
+//!   payments, webhooks, logs and backups.
 //! - [`token_cli`]: `taskplane token`.
 //! - [`bench`]: `taskplane bench`, its workloads and limit rows.
 
@@ -24,4 +26,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub mod bench;
 pub mod cli;
 pub mod client_cli;
+pub mod dev_services;
 pub mod token_cli;

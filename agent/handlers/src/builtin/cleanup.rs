@@ -2,9 +2,17 @@
 //! glob, under one root directory it never leaves.
 //!
 //! Payload: `path` (a directory relative to the root, default `.`),
-//! `pattern` (a glob on file names, default `*`), `older_than_secs`
-//! (default 0: any age), `recursive` (default true), `dry_run` (default
-//! false: report what would be deleted, delete nothing).
+//! `pattern` (a glob on file names, required: `*` deletes every name) and
+//! `older_than_secs` (required: 0 is any age), `recursive` (default true),
+//! `dry_run` (default false: report what would be deleted, delete nothing).
+//! Nothing is deleted by default: an empty payload is refused.
+//!
+//! Closing an account ([`FileCleanupHandler::for_accounts`], the guide's
+//! `account_cleanup` contract) deletes every file under
+//! `users/<user_id>`, but only with a `reason`, which the result keeps for
+//! audit, and only when the payload states each precondition true
+//! (`marked_for_deletion`, `billing_cleared`, `backup_completed`); it is a
+//! dry run unless the payload says `"dry_run": false`.
 //!
 //! Safety: absolute paths and `..` are refused; the directory is resolved
 //! with symlinks and must still lie inside the resolved root; symbolic links
@@ -23,11 +31,16 @@ use taskplane_agent::handler::{HandlerHealth, TaskContext, TaskError, TaskHandle
 /// The most deleted paths listed in a result.
 const MAX_LISTED: usize = 1000;
 
+/// The preconditions an account's cleanup checks, as its payload states
+/// them: each must be `true`.
+pub const ACCOUNT_PRECONDITIONS: [&str; 3] =
+    ["marked_for_deletion", "billing_cleared", "backup_completed"];
+
 /// Deletes old files under one root.
 pub struct FileCleanupHandler {
     root: Option<PathBuf>,
     root_variable: &'static str,
-    subdirectory: Option<String>,
+    accounts: bool,
     description: String,
 }
 
@@ -38,15 +51,16 @@ impl FileCleanupHandler {
         FileCleanupHandler {
             root,
             root_variable,
-            subdirectory: None,
+            accounts: false,
             description: "Deletes old files matching a pattern".into(),
         }
     }
 
-    /// Confines every task to `template` under the root, where `{field}` is
-    /// replaced by that payload field (e.g. `users/{user_id}`).
-    pub fn within(mut self, template: &str) -> Self {
-        self.subdirectory = Some(template.to_owned());
+    /// Closes accounts: each task deletes the files under
+    /// `users/<user_id>`, with a reason and its preconditions (see the
+    /// module's documentation).
+    pub fn for_accounts(mut self) -> Self {
+        self.accounts = true;
         self
     }
 
@@ -119,34 +133,48 @@ fn run(root: &Path, plan: Plan) -> Result<Outcome, TaskError> {
     Ok(outcome)
 }
 
-/// Fills `{field}` placeholders from the payload; each value must be a plain name.
-fn fill(template: &str, payload: &serde_json::Value) -> Result<String, TaskError> {
-    let mut path = String::new();
-    for (i, part) in template.split('{').enumerate() {
-        if i == 0 {
-            path.push_str(part);
-            continue;
-        }
-        let (field, rest) = part.split_once('}').unwrap_or((part, ""));
-        let value = match payload.get(field) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => return Err(TaskError::bad_payload(field, "a string or number")),
-        };
-        if value.is_empty()
-            || !value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        {
-            return Err(TaskError::bad_payload(
-                field,
-                "a plain name (letters, digits, '-', '_')",
-            ));
-        }
-        path.push_str(&value);
-        path.push_str(rest);
+/// The directory of the account `user_id` names, under the root; the id
+/// must be a plain name.
+fn account_directory(payload: &serde_json::Value) -> Result<String, TaskError> {
+    let user = match payload.get("user_id") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => return Err(TaskError::bad_payload("user_id", "a string or number")),
+    };
+    if user.is_empty()
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(TaskError::bad_payload(
+            "user_id",
+            "a plain name (letters, digits, '-', '_')",
+        ));
     }
-    Ok(path)
+    Ok(format!("users/{user}"))
+}
+
+/// The reason an account's cleanup gives, once each precondition its
+/// payload states is true.
+fn account_reason(payload: &serde_json::Value) -> Result<String, TaskError> {
+    let reason = super::required_str(payload, "reason")?.trim();
+    if reason.is_empty() {
+        return Err(TaskError::bad_payload(
+            "reason",
+            "why the account is deleted, for audit",
+        ));
+    }
+    let unmet: Vec<&str> = ACCOUNT_PRECONDITIONS
+        .into_iter()
+        .filter(|condition| payload.get(*condition) != Some(&serde_json::Value::Bool(true)))
+        .collect();
+    if !unmet.is_empty() {
+        return Err(TaskError::Permanent(format!(
+            "the account cannot be cleaned up until {} (state each as true in the payload once it holds); nothing was deleted",
+            unmet.join(", ")
+        )));
+    }
+    Ok(reason.to_owned())
 }
 
 #[async_trait]
@@ -159,25 +187,29 @@ impl TaskHandler for FileCleanupHandler {
                 self.root_variable
             )));
         };
-        let relative = match &self.subdirectory {
-            Some(template) => fill(template, payload)?,
-            None => payload
-                .get("path")
+        let (relative, pattern_text, older_than, reason) = if self.accounts {
+            let relative = account_directory(payload)?;
+            (relative, "*", 0, Some(account_reason(payload)?))
+        } else {
+            let relative = payload.get("path").and_then(|p| p.as_str()).unwrap_or(".");
+            let pattern = payload
+                .get("pattern")
                 .and_then(|p| p.as_str())
-                .unwrap_or(".")
-                .to_owned(),
+                .ok_or_else(|| {
+                    TaskError::bad_payload("pattern", "a glob on file names (\"*\" for every name)")
+                })?;
+            let older_than = optional_u64(payload, "older_than_secs")?.ok_or_else(|| {
+                TaskError::bad_payload("older_than_secs", "a number of seconds (0 for any age)")
+            })?;
+            (relative.to_owned(), pattern, older_than, None)
         };
-        let pattern_text = payload
-            .get("pattern")
-            .and_then(|p| p.as_str())
-            .unwrap_or("*");
         let pattern = glob::Pattern::new(pattern_text).map_err(|e| {
             TaskError::Permanent(format!("pattern '{pattern_text}' is not a glob: {e}"))
         })?;
-        let older_than =
-            Duration::from_secs(optional_u64(payload, "older_than_secs")?.unwrap_or(0));
+        let older_than = Duration::from_secs(older_than);
         let recursive = optional_bool(payload, "recursive")?.unwrap_or(true);
-        let dry_run = optional_bool(payload, "dry_run")?.unwrap_or(false);
+        // Closing an account deletes for real only when told to.
+        let dry_run = optional_bool(payload, "dry_run")?.unwrap_or(self.accounts);
 
         let root = tokio::fs::canonicalize(root).await.map_err(|e| {
             TaskError::Permanent(format!(
@@ -217,13 +249,18 @@ impl TaskHandler for FileCleanupHandler {
             .await
             .map_err(|e| TaskError::Retryable(format!("the cleanup stopped: {e}")))??;
         let listed = if dry_run { "would_delete" } else { "deleted" };
-        Ok(TaskResult::new(json!({
+        let mut result = json!({
             listed: outcome.paths,
             "files": outcome.files,
             "bytes": outcome.bytes,
             "skipped_links": outcome.skipped_links,
             "dry_run": dry_run,
-        })))
+        });
+        if let Some(reason) = reason {
+            result["reason"] = json!(reason);
+            result["user_id"] = payload["user_id"].clone();
+        }
+        Ok(TaskResult::new(result))
     }
 
     fn description(&self) -> String {
@@ -328,20 +365,28 @@ mod tests {
         .unwrap();
         let handler = FileCleanupHandler::new(Some(root.path().into()), "TEST_ROOT");
 
-        let err = clean(&handler, json!({"path": "../"})).await.unwrap_err();
+        let all = |path: &str| json!({"path": path, "pattern": "*", "older_than_secs": 0});
+        let err = clean(&handler, all("../")).await.unwrap_err();
         assert!(
             err.to_string().contains("leaves the handler's directory"),
             "{err}"
         );
-        let err = clean(&handler, json!({"path": "escape"}))
-            .await
-            .unwrap_err();
+        let err = clean(&handler, all("escape")).await.unwrap_err();
         assert!(
             err.to_string()
                 .contains("resolves outside the cleanup root"),
             "{err}"
         );
-        let done = clean(&handler, json!({})).await.unwrap();
+        let err = clean(&handler, json!({})).await.unwrap_err();
+        assert!(
+            err.to_string().contains("'pattern'") && !err.is_retryable(),
+            "an empty payload deletes nothing: {err}"
+        );
+        let err = clean(&handler, json!({"pattern": "*"})).await.unwrap_err();
+        assert!(err.to_string().contains("'older_than_secs'"), "{err}");
+        let done = clean(&handler, json!({"pattern": "*", "older_than_secs": 0}))
+            .await
+            .unwrap();
         assert_eq!(
             (done["files"].clone(), done["skipped_links"].clone()),
             (json!(0), json!(2))
@@ -354,17 +399,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_per_user_directory_takes_only_plain_names() {
+    async fn an_account_is_cleaned_with_a_reason_its_preconditions_and_a_dry_run_first() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("users/42")).unwrap();
         std::fs::write(root.path().join("users/42/avatar.png"), "x").unwrap();
-        let handler = FileCleanupHandler::new(Some(root.path().into()), "TEST_ROOT")
-            .within("users/{user_id}");
-        let done = clean(&handler, json!({"user_id": 42})).await.unwrap();
-        assert_eq!(done["files"], 1);
-        let err = clean(&handler, json!({"user_id": "../42"}))
-            .await
-            .unwrap_err();
+        let handler = FileCleanupHandler::new(Some(root.path().into()), "TEST_ROOT").for_accounts();
+        let ready = json!({
+            "user_id": 42, "reason": "closed by the user",
+            "marked_for_deletion": true, "billing_cleared": true, "backup_completed": true,
+        });
+
+        let err = clean(&handler, json!({"user_id": 42})).await.unwrap_err();
+        assert!(err.to_string().contains("'reason'"), "{err}");
+        let mut unpaid = ready.clone();
+        unpaid["billing_cleared"] = json!(false);
+        let err = clean(&handler, unpaid).await.unwrap_err();
+        assert!(
+            err.to_string().contains("until billing_cleared") && !err.is_retryable(),
+            "{err}"
+        );
+        let dry = clean(&handler, ready.clone()).await.unwrap();
+        assert_eq!(dry["dry_run"], true, "a dry run unless told otherwise");
+        assert_eq!(dry["would_delete"], json!(["users/42/avatar.png"]));
+        assert_eq!(dry["reason"], "closed by the user");
+        assert!(root.path().join("users/42/avatar.png").exists());
+
+        let mut real = ready;
+        real["dry_run"] = json!(false);
+        let done = clean(&handler, real.clone()).await.unwrap();
+        assert_eq!(done["deleted"], json!(["users/42/avatar.png"]));
+        assert!(!root.path().join("users/42/avatar.png").exists());
+        real["user_id"] = json!("../42");
+        let err = clean(&handler, real).await.unwrap_err();
         assert!(err.to_string().contains("a plain name"), "{err}");
     }
 }

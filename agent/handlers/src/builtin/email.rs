@@ -1,6 +1,11 @@
 //! `EmailHandler`: renders a message from templates and the payload, and
 //! delivers it over SMTP (plain, STARTTLS or TLS, with optional auth — all
-//! from the SMTP URL).
+//! from the SMTP URL), or, as a mail sink, writes it as an `.eml` file in a
+//! directory (`TASKPLANE_MAIL_DIR`; `taskplane dev` uses
+//! `taskplane-data/mail`), which any mail client opens.
+//!
+//! The Message-ID is `<task id@taskplane>`: every attempt of a task sends
+//! the same one, so a receiver can drop a duplicate delivered by a retry.
 //!
 //! Payload: `to` (an address or a list), optional `subject` and `body`
 //! templates (else the handler's own), optional `data` (the template
@@ -11,7 +16,7 @@
 use async_trait::async_trait;
 use lettre::message::{Mailbox, Message, header::ContentType};
 use lettre::transport::smtp::Error as SmtpError;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::json;
 
@@ -26,34 +31,54 @@ pub struct EmailTemplate {
     pub body: String,
 }
 
-/// Sends templated email over SMTP.
+/// Where messages go.
+pub enum Mailer {
+    /// An SMTP server, as a URL (`TASKPLANE_SMTP_URL`).
+    Smtp(String),
+    /// A directory each message is written to as an `.eml` file.
+    Files(std::path::PathBuf),
+    /// Nowhere: every attempt fails permanently, saying so.
+    Unconfigured,
+}
+
+enum Delivery {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(std::path::PathBuf, AsyncFileTransport<Tokio1Executor>),
+}
+
+/// Sends templated email over SMTP, or into a mail sink.
 pub struct EmailHandler {
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    delivery: Option<Delivery>,
     from: Mailbox,
     template: Option<EmailTemplate>,
     description: String,
 }
 
 impl EmailHandler {
-    /// A handler sending through `smtp_url` (none: every attempt fails
-    /// permanently, saying so) from `from`, with an optional default template.
+    /// A handler delivering through `mailer` from `from`, with an optional
+    /// default template.
     pub fn new(
-        smtp_url: Option<&str>,
+        mailer: Mailer,
         from: &str,
         template: Option<EmailTemplate>,
     ) -> Result<Self, String> {
-        let transport = smtp_url
-            .map(|url| {
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let delivery = match mailer {
+            Mailer::Smtp(url) => Some(Delivery::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
                     .map(|builder| builder.build())
-                    .map_err(|e| format!("TASKPLANE_SMTP_URL is not a usable SMTP URL: {e}"))
-            })
-            .transpose()?;
+                    .map_err(|e| format!("TASKPLANE_SMTP_URL is not a usable SMTP URL: {e}"))?,
+            )),
+            Mailer::Files(dir) => {
+                let transport = AsyncFileTransport::new(&dir);
+                Some(Delivery::Files(dir, transport))
+            }
+            Mailer::Unconfigured => None,
+        };
         let from = from
             .parse()
             .map_err(|e| format!("TASKPLANE_SMTP_FROM '{from}' is not an address: {e}"))?;
         Ok(EmailHandler {
-            transport,
+            delivery,
             from,
             template,
             description: "Sends an email rendered from templates".into(),
@@ -141,9 +166,9 @@ impl TaskHandler for EmailHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
         let to = recipients(&context.payload)?;
         let (subject, body) = self.render(&context.payload)?;
-        let Some(transport) = &self.transport else {
+        let Some(delivery) = &self.delivery else {
             return Err(TaskError::Permanent(
-                "no SMTP server is configured: set TASKPLANE_SMTP_URL (e.g. smtp://mail.internal:25); nothing was sent".into(),
+                "no SMTP server is configured: set TASKPLANE_SMTP_URL (e.g. smtp://mail.internal:25), or TASKPLANE_MAIL_DIR to write messages to files; nothing was sent".into(),
             ));
         };
         let mut builder = Message::builder()
@@ -154,17 +179,37 @@ impl TaskHandler for EmailHandler {
             builder = builder.to(recipient.clone());
         }
         // The task id makes the Message-ID stable across retries of one task.
-        let message_id = format!("<{}.{}@taskplane>", context.task_id, context.attempt);
+        let message_id = format!("<{}@taskplane>", context.task_id);
         let message = builder
             .message_id(Some(message_id.clone()))
             .body(body)
             .map_err(|e| TaskError::Permanent(format!("the message cannot be built: {e}")))?;
-        let response = transport.send(message).await.map_err(classify)?;
-        Ok(TaskResult::new(json!({
+        let mut result = json!({
             "message_id": message_id,
             "to": to.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "smtp_code": response.code().to_string(),
-        })))
+        });
+        match delivery {
+            Delivery::Smtp(transport) => {
+                let response = transport.send(message).await.map_err(classify)?;
+                result["smtp_code"] = json!(response.code().to_string());
+            }
+            Delivery::Files(dir, transport) => {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                    TaskError::Retryable(format!(
+                        "cannot create the mail directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let id = transport.send(message).await.map_err(|e| {
+                    TaskError::Retryable(format!(
+                        "cannot write the message into {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                result["file"] = json!(dir.join(format!("{id}.eml")));
+            }
+        }
+        Ok(TaskResult::new(result))
     }
 
     fn description(&self) -> String {
@@ -176,9 +221,12 @@ impl TaskHandler for EmailHandler {
     }
 
     async fn health_check(&self) -> Option<HandlerHealth> {
-        Some(match &self.transport {
+        Some(match &self.delivery {
             None => HandlerHealth::unhealthy("no SMTP server configured (TASKPLANE_SMTP_URL)"),
-            Some(transport) => match transport.test_connection().await {
+            Some(Delivery::Files(dir, _)) => {
+                HandlerHealth::healthy(format!("writing messages into {}", dir.display()))
+            }
+            Some(Delivery::Smtp(transport)) => match transport.test_connection().await {
                 Ok(true) => HandlerHealth::healthy("the SMTP server answers"),
                 Ok(false) => HandlerHealth::unhealthy("the SMTP server did not accept a NOOP"),
                 Err(error) => {

@@ -59,27 +59,56 @@ fn invoice_lines(items: &[serde_json::Value]) -> Result<(Vec<serde_json::Value>,
     Ok((lines, subtotal))
 }
 
+/// An order's lines and amounts, in cents.
+pub(crate) struct Totals {
+    /// Each item's description, quantity and amount.
+    pub lines: Vec<serde_json::Value>,
+    /// The sum of the lines.
+    pub subtotal: i64,
+    /// The tax on the subtotal, rounded to the cent.
+    pub tax: i64,
+}
+
+impl Totals {
+    /// Subtotal and tax.
+    pub fn total(&self) -> i64 {
+        self.subtotal + self.tax
+    }
+}
+
+/// The totals of a payload's `items` and `tax_rate_percent` (default 0).
+pub(crate) fn totals(payload: &serde_json::Value) -> Result<Totals, TaskError> {
+    let items = payload
+        .get("items")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| {
+            TaskError::bad_payload(
+                "items",
+                "an array of {description, quantity, unit_price_cents}",
+            )
+        })?;
+    let tax_rate = payload
+        .get("tax_rate_percent")
+        .map_or(Some(0.0), |v| v.as_f64())
+        .filter(|rate| (0.0..=100.0).contains(rate))
+        .ok_or_else(|| TaskError::bad_payload("tax_rate_percent", "a number from 0 to 100"))?;
+    let (lines, subtotal) = invoice_lines(items)?;
+    let tax = (subtotal as f64 * tax_rate / 100.0).round() as i64;
+    Ok(Totals {
+        lines,
+        subtotal,
+        tax,
+    })
+}
+
 #[async_trait]
 impl TaskHandler for InvoiceHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
-        let items = context
-            .payload
-            .get("items")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| {
-                TaskError::bad_payload(
-                    "items",
-                    "an array of {description, quantity, unit_price_cents}",
-                )
-            })?;
-        let tax_rate = context
-            .payload
-            .get("tax_rate_percent")
-            .map_or(Some(0.0), |v| v.as_f64())
-            .filter(|rate| (0.0..=100.0).contains(rate))
-            .ok_or_else(|| TaskError::bad_payload("tax_rate_percent", "a number from 0 to 100"))?;
-        let (lines, subtotal) = invoice_lines(items)?;
-        let tax = (subtotal as f64 * tax_rate / 100.0).round() as i64;
+        let Totals {
+            lines,
+            subtotal,
+            tax,
+        } = totals(&context.payload)?;
         let invoice_id = format!("INV-{}", context.task_id);
         let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = lines
             .iter()

@@ -1,7 +1,7 @@
 //! `WebhookHandler`: sends a JSON body to an HTTP(S) endpoint, signed so the
 //! receiver can check it came from taskplane and was not altered.
 //!
-//! Payload: `url` (unless the handler has a fixed one), `method` (`POST` or
+//! Payload: `url`, `method` (`POST` or
 //! `PUT`, default `POST`), `headers` (an object of strings), `body` (any
 //! JSON; default: the payload without these fields), `timeout_ms` (default
 //! 10000).
@@ -10,10 +10,6 @@
 //! seconds>` and `X-Taskplane-Signature: sha256=<hex>` where the hex is
 //! HMAC-SHA256(secret, "<timestamp>.<body bytes>"). Receivers recompute it,
 //! compare in constant time, and reject old timestamps.
-//!
-//! With [`WebhookHandler::keyed_by_task`], every attempt of a task carries
-//! `Idempotency-Key: <task id>`, so a receiver that honours the header (a
-//! payment gateway) acts once per task however often it is retried.
 //!
 //! 5xx, 408 (request timeout) and 429 (too many requests) answers,
 //! timeouts and connection errors are retryable; other 4xx answers are not
@@ -50,39 +46,12 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 pub struct WebhookHandler {
     egress: Egress,
     secret: Option<String>,
-    fixed_url: Option<String>,
-    keyed_by_task: bool,
-    description: String,
 }
 
 impl WebhookHandler {
     /// A handler taking the URL from each payload.
     pub fn new(egress: Egress, secret: Option<String>) -> Self {
-        WebhookHandler {
-            egress,
-            secret,
-            fixed_url: None,
-            keyed_by_task: false,
-            description: "Sends a signed JSON webhook".into(),
-        }
-    }
-
-    /// Sends every task to `url` (e.g. a payment gateway); the payload is the body.
-    pub fn to_fixed_url(mut self, url: String) -> Self {
-        self.fixed_url = Some(url);
-        self
-    }
-
-    /// Sends the task id as the `Idempotency-Key` header of every attempt.
-    pub fn keyed_by_task(mut self) -> Self {
-        self.keyed_by_task = true;
-        self
-    }
-
-    /// Sets the description registered for the task type.
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
-        self.description = description.into();
-        self
+        WebhookHandler { egress, secret }
     }
 }
 
@@ -128,10 +97,7 @@ fn request_body(payload: &serde_json::Value) -> serde_json::Value {
 impl TaskHandler for WebhookHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
         let payload = &context.payload;
-        let url = match &self.fixed_url {
-            Some(url) => url.clone(),
-            None => super::required_str(payload, "url")?.to_owned(),
-        };
+        let url = super::required_str(payload, "url")?.to_owned();
         let method = request_method(payload)?;
         let timeout = Duration::from_millis(optional_u64(payload, "timeout_ms")?.unwrap_or(10_000));
         let body = request_body(payload);
@@ -145,9 +111,6 @@ impl TaskHandler for WebhookHandler {
             .header("content-type", "application/json")
             .header("x-taskplane-task-id", &context.task_id)
             .header("x-taskplane-attempt", context.attempt.to_string());
-        if self.keyed_by_task {
-            request = request.header("idempotency-key", &context.task_id);
-        }
         if let Some(trace) = context.traceparent() {
             // The receiver joins the trace the task was enqueued in.
             request = request.header("traceparent", trace.to_string());
@@ -202,7 +165,7 @@ impl TaskHandler for WebhookHandler {
     }
 
     fn description(&self) -> String {
-        self.description.clone()
+        "Sends a signed JSON webhook".into()
     }
 
     fn capabilities(&self) -> Vec<String> {

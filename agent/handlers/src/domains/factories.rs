@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::builtin::backup::DatabaseBackupHandler;
 use crate::builtin::cleanup::FileCleanupHandler;
 use crate::builtin::data::DataProcessingHandler;
-use crate::builtin::email::{EmailHandler, EmailTemplate};
+use crate::builtin::email::{EmailHandler, EmailTemplate, Mailer};
 use crate::builtin::invoice::InvoiceHandler;
 use crate::builtin::probe::HealthCheckHandler;
 use crate::builtin::report::ReportHandler;
@@ -16,7 +16,6 @@ use crate::builtin::webhook::WebhookHandler;
 use crate::services::AppServices;
 use taskplane_agent::factory::{FactoryRegistry, HandlerFactory};
 use taskplane_agent::handler::TaskHandler;
-use taskplane_agent::versioned::{HandlerVersion, VersionedHandler};
 
 /// Builds a handler from the shared services.
 pub type BuildHandler = fn(&AppServices) -> Box<dyn TaskHandler>;
@@ -59,7 +58,13 @@ fn email(
     template: Option<EmailTemplate>,
     description: &str,
 ) -> Box<dyn TaskHandler> {
-    match EmailHandler::new(services.smtp_url.as_deref(), &services.smtp_from, template) {
+    // An SMTP server when one is set, else the mail sink.
+    let mailer = match (&services.smtp_url, &services.mail_dir) {
+        (Some(url), _) => Mailer::Smtp(url.clone()),
+        (None, Some(dir)) => Mailer::Files(dir.clone()),
+        (None, None) => Mailer::Unconfigured,
+    };
+    match EmailHandler::new(mailer, &services.smtp_from, template) {
         Ok(handler) => Box::new(handler.with_description(description)),
         // A bad SMTP setting fails every attempt with the reason, never panics.
         Err(problem) => Box::new(UnconfiguredHandler::new(problem, description.to_owned())),
@@ -109,63 +114,6 @@ pub fn webhook(services: &AppServices) -> Box<dyn TaskHandler> {
     ))
 }
 
-/// The webhook to the payment gateway, or the honest failure of a missing one.
-fn gateway_webhook(
-    services: &AppServices,
-    description: &str,
-    shape: impl FnOnce(WebhookHandler) -> WebhookHandler,
-) -> Box<dyn TaskHandler> {
-    match &services.payment_gateway_url {
-        Some(url) => Box::new(shape(
-            // The operator chose this URL: its host is trusted.
-            WebhookHandler::new(
-                services.egress.also_trusting_url(url),
-                services.webhook_secret.clone(),
-            )
-            .to_fixed_url(url.clone())
-            .with_description(description),
-        )),
-        None => Box::new(UnconfiguredHandler::new(
-            "no payment gateway is configured: set TASKPLANE_PAYMENT_GATEWAY_URL".into(),
-            description.to_owned(),
-        )),
-    }
-}
-
-fn payment_webhook(services: &AppServices, description: &str) -> Box<dyn TaskHandler> {
-    gateway_webhook(services, description, |webhook| webhook)
-}
-
-/// The feature flag that turns on version 2 of `payment_processing`.
-pub const NEW_PAYMENT_FLOW: &str = "new_payment_flow";
-
-/// `payment_processing`: charges through the payment gateway. Version 1
-/// posts the payload; version 2, served only with the `new_payment_flow`
-/// flag on (the guide's gradual rollout), also sends the task id as the
-/// gateway's `Idempotency-Key`, so a retried attempt never charges twice.
-pub fn payment_processing(services: &AppServices) -> Box<dyn TaskHandler> {
-    const DESCRIPTION: &str =
-        "Charges a payment through the gateway (payload: the gateway's JSON body)";
-    let mut handler = VersionedHandler::new(HandlerVersion::V1)
-        .with_version(HandlerVersion::V1, payment_webhook(services, DESCRIPTION))
-        .with_description(DESCRIPTION);
-    if services.feature_enabled(NEW_PAYMENT_FLOW) {
-        let keyed = gateway_webhook(services, DESCRIPTION, WebhookHandler::keyed_by_task);
-        handler = handler.with_version(HandlerVersion::V2, keyed);
-    }
-    Box::new(handler)
-}
-
-/// `subscription_renewal`: renews through the payment gateway.
-pub fn subscription_renewal(services: &AppServices) -> Box<dyn TaskHandler> {
-    payment_webhook(services, "Renews a subscription through the gateway")
-}
-
-/// `failed_payment_retry`: retries a declined payment through the gateway.
-pub fn failed_payment_retry(services: &AppServices) -> Box<dyn TaskHandler> {
-    payment_webhook(services, "Retries a declined payment through the gateway")
-}
-
 /// `data_processing` and `metric_aggregation`: statistics over data files.
 pub fn data_processing(services: &AppServices) -> Box<dyn TaskHandler> {
     Box::new(DataProcessingHandler::new(services.dir("data")))
@@ -191,8 +139,8 @@ pub fn log_cleanup(services: &AppServices) -> Box<dyn TaskHandler> {
 pub fn account_cleanup(services: &AppServices) -> Box<dyn TaskHandler> {
     Box::new(
         FileCleanupHandler::new(Some(services.dir("files")), "TASKPLANE_AGENT_DATA_DIR")
-            .within("users/{user_id}")
-            .with_description("Deletes a closed account's files (payload: user_id, dry_run)"),
+            .for_accounts()
+            .with_description("Deletes a closed account's files (payload: user_id, reason, marked_for_deletion, billing_cleared, backup_completed, dry_run)"),
     )
 }
 

@@ -4,7 +4,7 @@
 //! Each domain is a [`DomainRegistry`]; one agent process per domain is the
 //! deployment model (`TASK_ENABLED_DOMAINS=billing taskplane-agent`).
 
-mod billing;
+pub mod billing;
 pub mod factories;
 mod platform;
 mod system_maintenance;

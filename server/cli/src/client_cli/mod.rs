@@ -222,9 +222,9 @@ pub enum ClientError {
     /// The command line was wrong.
     #[error("{0}")]
     Usage(String),
-    /// A watched task ended without completing.
-    #[error("task {0} ended {1}")]
-    Unfinished(String, String),
+    /// A watched task ended without completing: its id, status and last error.
+    #[error("task {0} ended {1}: {2}")]
+    Unfinished(String, String, String),
     /// A task type cannot be enqueued.
     #[error("task type {0} cannot be enqueued: {1}")]
     Invalid(String, String),
@@ -342,6 +342,7 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
         _ => Err(ClientError::Unfinished(
             done.id.clone(),
             status_name(done.status),
+            done.last_error.clone(),
         )),
     }
 }
