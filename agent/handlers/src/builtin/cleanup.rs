@@ -211,20 +211,27 @@ impl TaskHandler for FileCleanupHandler {
         // Closing an account deletes for real only when told to.
         let dry_run = optional_bool(payload, "dry_run")?.unwrap_or(self.accounts);
 
-        let root = tokio::fs::canonicalize(root).await.map_err(|e| {
-            TaskError::Permanent(format!(
-                "the cleanup root {} is unusable: {e}",
-                root.display()
+        // A directory that does not exist (the root itself, or one under
+        // it) has nothing to delete; the health check reports a missing root.
+        let nothing = || {
+            Ok(TaskResult::new(
+                json!({ "deleted": [], "files": 0, "bytes": 0, "dry_run": dry_run, "note": "the directory does not exist" }),
             ))
-        })?;
+        };
+        let root = match tokio::fs::canonicalize(root).await {
+            Ok(root) => root,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return nothing(),
+            Err(error) => {
+                return Err(TaskError::Permanent(format!(
+                    "the cleanup root {} is unusable: {error}",
+                    root.display()
+                )));
+            }
+        };
         let requested = path_under(&root, &relative)?;
         let directory = match tokio::fs::canonicalize(&requested).await {
             Ok(directory) => directory,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(TaskResult::new(
-                    json!({ "deleted": [], "files": 0, "bytes": 0, "dry_run": dry_run, "note": "the directory does not exist" }),
-                ));
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return nothing(),
             Err(error) => {
                 return Err(TaskError::Retryable(format!(
                     "{}: {error}",
