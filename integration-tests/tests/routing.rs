@@ -1,15 +1,17 @@
 //! Routing through real servers and agents: a handler version gated by a
 //! feature flag goes only to the agent with the flag on (and to the others
 //! by fallback once it leaves), an unknown version is refused at enqueue,
-//! and a task requiring labels waits PENDING, saying why, until an agent
-//! with those labels connects.
+//! a task requiring labels waits PENDING, saying why, until an agent with
+//! those labels connects, and a drained agent (through any replica) gets no
+//! new task but finishes what it holds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use integration_tests::{
-    Backend, TestAgent, TestServer, attempts_of, enqueue, enqueue_request, wait_terminal,
+    Backend, TestAgent, TestServer, attempts_of, enqueue, enqueue_request, wait_for, wait_status,
+    wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
@@ -18,9 +20,10 @@ use taskplane_handlers::domains::billing::test_gateway::TestModeGateway;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::v1::{
-    EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, GetTaskTypeRequest, ListAgentsRequest,
-    TaskStatus,
+    DrainAgentRequest, EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, GetTaskTypeRequest,
+    ListAgentsRequest, TaskStatus,
 };
+use taskplane_server::testing::PostgresSchema;
 use tonic::Code;
 
 /// The billing domain with the gateway at `gateway`, and these flags.
@@ -169,14 +172,139 @@ async fn a_flagged_version_runs_only_on_the_agent_with_the_flag(backend: Backend
     server.stop().await;
 }
 
-/// Answers with the labels of the agent it runs in.
+/// Answers with the name of the agent it runs in, after `sleep_ms` if the
+/// payload asks.
 struct Where(&'static str);
 
 #[async_trait]
 impl TaskHandler for Where {
-    async fn handle(&self, _context: TaskContext) -> Result<TaskResult, TaskError> {
+    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        if let Some(ms) = context.payload["sleep_ms"].as_u64() {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         Ok(TaskResult::new(json!({ "ran_in": self.0 })))
     }
+}
+
+/// Where each of `count` new tasks of `where` ran.
+async fn where_tasks_run(server: &TestServer, count: usize) -> Vec<String> {
+    let mut tasks = server.tasks().await;
+    let mut ran_in = Vec::new();
+    for _ in 0..count {
+        let task = enqueue(&mut tasks, enqueue_request("where", json!({}))).await;
+        let done = wait_terminal(&mut tasks, &task.id).await;
+        ran_in.push(
+            struct_to_json(done.result.as_ref().unwrap())["ran_in"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    ran_in
+}
+
+/// Whether `server` lists the agent `name` as draining.
+async fn draining(server: &TestServer, name: &str) -> bool {
+    let agents = server
+        .registry()
+        .await
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    agents.iter().any(|a| a.agent_name == name && a.draining)
+}
+
+async fn a_drained_agent_gets_no_new_task_and_finishes_what_it_holds(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let a = TestAgent::start_configured(&server, "a", serving_where("a"), |agent| {
+        agent.label("name", "a")
+    })
+    .await;
+    let b = TestAgent::start(&server, "b", serving_where("b")).await;
+    let mut tasks = server.tasks().await;
+    let held = EnqueueTaskRequest {
+        required_labels: [("name".to_owned(), "a".to_owned())].into(),
+        ..enqueue_request("where", json!({"sleep_ms": 300}))
+    };
+    let held = enqueue(&mut tasks, held).await;
+    wait_status(&tasks, &held.id, TaskStatus::Running).await;
+
+    let drained = server
+        .registry()
+        .await
+        .drain_agent(DrainAgentRequest { agent: "a".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(drained.len(), 1);
+    assert!(drained[0].agent_name == "a" && drained[0].draining);
+    assert!(draining(&server, "a").await);
+    let done = wait_terminal(&mut tasks, &held.id).await;
+    assert_eq!(
+        done.status(),
+        TaskStatus::Completed,
+        "what it held finished"
+    );
+    assert!(
+        where_tasks_run(&server, 6)
+            .await
+            .iter()
+            .all(|name| name == "b"),
+        "no new task for a drained agent"
+    );
+    let missing = server
+        .registry()
+        .await
+        .drain_agent(DrainAgentRequest {
+            agent: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(
+        missing.message().contains("'nobody'"),
+        "{}",
+        missing.message()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    server.stop().await;
+}
+
+/// An operator reaches one replica; the agent is on another, which drains
+/// it at its next lease-maintenance round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_another_replica_is_drained_by_its_own() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let backend = Backend::Postgres(schema.url.clone());
+    let one = TestServer::start(&backend).await;
+    let two = TestServer::start(&backend).await;
+    let a = TestAgent::start(&one, "a", serving_where("a")).await;
+    let b = TestAgent::start(&two, "b", serving_where("b")).await;
+    // Every replica lists every agent: replica two finds `a` in the store.
+    two.registry()
+        .await
+        .drain_agent(DrainAgentRequest { agent: "a".into() })
+        .await
+        .unwrap();
+    wait_for(|| draining(&one, "a")).await;
+    assert!(
+        where_tasks_run(&one, 6)
+            .await
+            .iter()
+            .all(|name| name == "b"),
+        "work enqueued beside the drained agent goes to the other replica's"
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    one.stop().await;
+    two.stop().await;
+    schema.drop().await;
 }
 
 fn serving_where(region: &'static str) -> TaskRegistry {
@@ -256,6 +384,7 @@ async fn a_task_requiring_labels_waits_for_an_agent_that_has_them(backend: Backe
 }
 
 integration_tests::on_every_backend!(
+    a_drained_agent_gets_no_new_task_and_finishes_what_it_holds,
     a_flagged_version_runs_only_on_the_agent_with_the_flag,
     a_task_requiring_labels_waits_for_an_agent_that_has_them,
 );

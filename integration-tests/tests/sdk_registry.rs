@@ -55,7 +55,7 @@ impl TaskHandler for Report {
     }
 }
 
-async fn served_versions_are_visible_to_clients_and_tasks_fall_back(backend: Backend) {
+async fn served_versions_are_visible_to_clients_and_undeclared_ones_refused(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let mut registry = TaskRegistry::new();
     let versioned = VersionedHandler::new(HandlerVersion::V1)
@@ -97,17 +97,28 @@ async fn served_versions_are_visible_to_clients_and_tasks_fall_back(backend: Bac
     );
 
     let mut tasks = server.tasks().await;
+    // A version no agent declared is refused at enqueue (routing.rs shows
+    // a declared one falling back to an older agent's handler).
+    let mut v3_request = enqueue_request("report", json!({}));
+    v3_request.handler_version = "v3".into();
+    let refused = tasks.enqueue_task(v3_request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("declared: v1, v2"),
+        "{refused:?}"
+    );
+    let mut v2_request = enqueue_request("report", json!({}));
+    v2_request.handler_version = "v2".into();
+
     let mut run = async |request: taskplane_proto::v1::EnqueueTaskRequest| {
         let id = enqueue(&mut tasks, request).await.id;
         wait_terminal(&mut tasks, &id).await
     };
-    let mut v3_request = enqueue_request("report", json!({}));
-    v3_request.handler_version = "v3".into();
-    let done = run(v3_request).await;
+    let done = run(v2_request).await;
     assert_eq!(
         struct_to_json(done.result.as_ref().unwrap())["format"],
         "json",
-        "v3 falls back to v2"
+        "v2 runs the v2 handler"
     );
 
     let mut by_metadata = enqueue_request("report", json!({"version": "v2"}));
@@ -223,6 +234,6 @@ fn a_task_type_registered_twice_stops_the_agent_at_start_up() {
 
 integration_tests::on_every_backend!(
     test_registry_with_processor,
-    served_versions_are_visible_to_clients_and_tasks_fall_back,
+    served_versions_are_visible_to_clients_and_undeclared_ones_refused,
     handler_health_travels_in_heartbeats_to_list_agents_and_get_task_type,
 );

@@ -204,6 +204,7 @@ const MATRIX: &[(&str, [bool; 3])] = &[
     ("ValidateTaskType", [true, true, true]),
     ("ListDomains", [true, true, true]),
     ("ListAgents", [true, true, true]),
+    ("DrainAgent", [false, false, true]),
     ("Connect", [false, true, true]),
     ("ListSchedules", [true, true, true]),
     ("GetSchedule", [true, true, true]),
@@ -321,6 +322,12 @@ async fn call(channel: AuthChannel, method: &str, task_id: &str) -> Result<(), S
             .map(drop),
         "ListAgents" => registry
             .list_agents(ListAgentsRequest::default())
+            .await
+            .map(drop),
+        "DrainAgent" => registry
+            .drain_agent(DrainAgentRequest {
+                agent: "no-such-agent".into(),
+            })
             .await
             .map(drop),
         "Connect" => open_stream(

@@ -85,17 +85,8 @@ async fn run_in_span(
         .and_then(|d| Duration::try_from(d).ok())
         .unwrap_or(Duration::from_secs(300));
     let began = std::time::Instant::now();
-    let outcome = match registry.get_handler(&assignment.task_type) {
-        None => Err(TaskError::Permanent(format!(
-            "this agent has no handler for task type '{}'",
-            assignment.task_type
-        ))),
-        Some(handler) => {
-            let mut context = task_context(&assignment, timeout, cancel.clone());
-            context.feature_flags = registry.feature_flags();
-            run_handler(handler, context, timeout, cancel).await
-        }
-    };
+    let context = task_context(&assignment, timeout, cancel.clone());
+    let outcome = run_task(&registry, context, timeout, cancel).await;
     let ran_for = began.elapsed();
     drop(running);
     let (message, error) = result_message(&assignment, outcome, ran_for, max_message_bytes);
@@ -103,6 +94,26 @@ async fn run_in_span(
         tracing::warn!("stream closed before the result was sent; the server re-queues the task");
     }
     (assignment.task_id, error)
+}
+
+/// Runs a task through the registry's handler of its type, with the
+/// registry's feature flags, until it returns, `timeout` passes or `cancel`
+/// fires: how an agent runs an assignment, and what
+/// [`TaskRegistry::process_task`] runs in-process.
+pub(crate) async fn run_task(
+    registry: &TaskRegistry,
+    mut context: TaskContext,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<TaskResult, TaskError> {
+    let Some(handler) = registry.get_handler(&context.task_type) else {
+        return Err(TaskError::Permanent(format!(
+            "this agent has no handler for task type '{}'",
+            context.task_type
+        )));
+    };
+    context.feature_flags = registry.feature_flags();
+    run_handler(handler, context, timeout, cancel).await
 }
 
 /// What a handler is given to run `assignment` within `timeout`.

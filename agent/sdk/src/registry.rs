@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use taskplane_proto::names::check_name;
 
-use crate::handler::{HandlerHealth, TaskHandler};
+use crate::handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 use crate::schedule::Schedule;
 
 /// The domain of handlers registered outside any [`DomainRegistry`].
@@ -270,6 +270,20 @@ impl TaskRegistry {
             by_domain.entry(domain).or_default().push(info);
         }
         by_domain
+    }
+
+    /// Runs one task in-process, as an agent runs an assignment: the
+    /// handler of `context.task_type`, with this registry's feature flags,
+    /// stopped after `timeout`. The guide's `process_single_task_by_id`
+    /// for tests, without a server: build the context with
+    /// [`TaskContext::new`] and check the outcome.
+    pub async fn process_task(
+        &self,
+        context: TaskContext,
+        timeout: std::time::Duration,
+    ) -> Result<TaskResult, TaskError> {
+        let cancel = context.cancellation.clone();
+        crate::execution::run_task(self, context, timeout, cancel).await
     }
 
     /// Sets the feature flags the agent registers with and its handlers

@@ -2845,6 +2845,19 @@ pub mod agent_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DrainAgentRequest {
+    /// A session id, an agent id, or an agent name (every live session of
+    /// that name), as ListAgents shows them.
+    #[prost(string, tag = "1")]
+    pub agent: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DrainAgentResponse {
+    /// The sessions drained.
+    #[prost(message, repeated, tag = "1")]
+    pub agents: ::prost::alloc::vec::Vec<AgentInfo>,
+}
 /// What the control plane knows of a task type.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HandlerInfo {
@@ -3251,6 +3264,33 @@ pub mod registry_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.RegistryService", "ListAgents"));
             self.inner.unary(req, path, codec).await
         }
+        /// Drains agents: the server gives them no new task and they finish what
+        /// they hold. An agent on another replica is drained by its own replica
+        /// within one heartbeat interval. NOT_FOUND when no live agent matches.
+        pub async fn drain_agent(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DrainAgentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DrainAgentResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.RegistryService/DrainAgent",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("taskplane.v1.RegistryService", "DrainAgent"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3306,6 +3346,16 @@ pub mod registry_service_server {
             request: tonic::Request<super::ListAgentsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListAgentsResponse>,
+            tonic::Status,
+        >;
+        /// Drains agents: the server gives them no new task and they finish what
+        /// they hold. An agent on another replica is drained by its own replica
+        /// within one heartbeat interval. NOT_FOUND when no live agent matches.
+        async fn drain_agent(
+            &self,
+            request: tonic::Request<super::DrainAgentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DrainAgentResponse>,
             tonic::Status,
         >;
     }
@@ -3644,6 +3694,51 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListAgentsSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.RegistryService/DrainAgent" => {
+                    #[allow(non_camel_case_types)]
+                    struct DrainAgentSvc<T: RegistryService>(pub Arc<T>);
+                    impl<
+                        T: RegistryService,
+                    > tonic::server::UnaryService<super::DrainAgentRequest>
+                    for DrainAgentSvc<T> {
+                        type Response = super::DrainAgentResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DrainAgentRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RegistryService>::drain_agent(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DrainAgentSvc(inner);
                         let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

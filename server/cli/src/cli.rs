@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client_cli::{
-    self, ClientArgs, EnqueueArgs, ScheduleCommand, TaskCommand, TypesCommand,
+    self, AgentsCommand, ClientArgs, EnqueueArgs, ScheduleCommand, TaskCommand, TypesCommand,
 };
 use crate::dev_services::{self, DEV_DATA_DIR, LocalServices};
 use crate::token_cli::{TokenCommand, TokenStoreArgs};
@@ -101,12 +101,12 @@ enum Command {
         #[arg(long)]
         domain: Option<String>,
     },
-    /// Lists the connected agents.
+    /// Lists or drains the connected agents.
     Agents {
         #[command(flatten)]
         client: ClientArgs,
         #[command(subcommand)]
-        command: ListOnly,
+        command: AgentsCommand,
     },
     /// Lists the domains.
     Domains {
@@ -349,10 +349,7 @@ pub async fn run() -> anyhow::Result<()> {
             finish(client_cli::schedule(&client, command).await)
         }
         Command::Stats { client, domain } => finish(client_cli::stats(&client, domain).await),
-        Command::Agents {
-            client,
-            command: ListOnly::List,
-        } => finish(client_cli::agents(&client).await),
+        Command::Agents { client, command } => finish(client_cli::agents(&client, command).await),
         Command::Domains {
             client,
             command: ListOnly::List,

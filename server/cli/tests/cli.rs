@@ -425,6 +425,17 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
         output.status
     );
 
+    // Draining the dev agent: it is listed as draining, and takes no more.
+    let (ok, out, err) =
+        taskplane(&url, &["agents", "drain", "dev-agent", "--output", "json"]).await;
+    let drained: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(ok && drained[0]["draining"] == true, "{out}{err}");
+    let (ok, out, _) = taskplane(&url, &["agents", "list", "--output", "json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && listed[0]["draining"] == true, "{out}");
+    let (ok, _, err) = taskplane(&url, &["agents", "drain", "nobody"]).await;
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+
     assert!(terminate(child).await.success());
 }
 

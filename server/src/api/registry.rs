@@ -6,10 +6,10 @@ use std::sync::Arc;
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::registry_service_server::RegistryService;
 use taskplane_proto::v1::{
-    AgentHandlerHealth, AgentInfo, DomainInfo, GetTaskTypeRequest, HandlerHealth, HandlerInfo,
-    ListAgentsRequest, ListAgentsResponse, ListDomainsRequest, ListDomainsResponse,
-    ListTaskTypesRequest, ListTaskTypesResponse, RegisterTaskTypeRequest, TaskTypeVersions,
-    ValidateTaskTypeRequest, ValidateTaskTypeResponse,
+    AgentHandlerHealth, AgentInfo, DomainInfo, DrainAgentRequest, DrainAgentResponse,
+    GetTaskTypeRequest, HandlerHealth, HandlerInfo, ListAgentsRequest, ListAgentsResponse,
+    ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest, ListTaskTypesResponse,
+    RegisterTaskTypeRequest, TaskTypeVersions, ValidateTaskTypeRequest, ValidateTaskTypeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -248,5 +248,50 @@ impl RegistryService for RegistryApi {
             .map(agent_info)
             .collect();
         Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<DrainAgentRequest>,
+    ) -> Result<Response<DrainAgentResponse>, Status> {
+        let principal = principal(&request);
+        let agent = request.into_inner().agent;
+        if agent.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "agent is empty: name a session id, an agent id or an agent name (taskplane agents list shows them)".into(),
+            )
+            .into());
+        }
+        let matching: Vec<AgentSession> = self
+            .plane
+            .live_sessions()
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.session_id.to_string() == agent
+                    || s.agent_id.to_string() == agent
+                    || s.agent_name == agent
+            })
+            .collect();
+        if matching.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no live agent is '{agent}': name a session id, an agent id or an agent name that taskplane agents list shows"
+            ))
+            .into());
+        }
+        for session in &matching {
+            for domain in &session.domains {
+                check_domain(principal.as_ref(), domain, "drain agents")?;
+            }
+        }
+        self.plane.drain(&matching).await?;
+        let agents = matching
+            .iter()
+            .map(|session| AgentInfo {
+                draining: true,
+                ..agent_info(session)
+            })
+            .collect();
+        Ok(Response::new(DrainAgentResponse { agents }))
     }
 }

@@ -218,6 +218,30 @@ impl ControlPlane {
         Ok(sessions)
     }
 
+    /// Drains agent sessions of any replica: one here stops getting tasks at
+    /// once; another replica's is asked to, through the store, and drains
+    /// at that replica's next lease-maintenance round.
+    pub async fn drain(&self, sessions: &[AgentSession]) -> Result<()> {
+        for described in sessions {
+            match self.sessions.get(described.session_id) {
+                Some(session) => session.drain(),
+                None => self.store.request_drain(described.session_id).await?,
+            }
+            tracing::info!(agent = %described.agent_name, session_id = %described.session_id, "agent drained by an operator");
+        }
+        Ok(())
+    }
+
+    /// Drains the sessions here that another replica asked to drain.
+    pub async fn drain_as_requested(&self) -> Result<()> {
+        for id in self.store.drains_requested().await? {
+            if let Some(session) = self.sessions.get(id) {
+                session.drain();
+            }
+        }
+        Ok(())
+    }
+
     /// Cancels a task; a running task's agent, if connected here, is told to stop.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<Task> {
         let (before, after) = self.store.cancel(id, reason).await?;

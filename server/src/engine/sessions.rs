@@ -523,6 +523,11 @@ impl Sessions {
         session.reserve().then_some(session)
     }
 
+    /// The live session `id`, if it is on this replica.
+    pub fn get(&self, id: Uuid) -> Option<Arc<Session>> {
+        self.read().get(&id).cloned()
+    }
+
     /// The session holding a task's lease, if it is on this replica.
     pub fn holder_of(&self, task_id: Uuid) -> Option<Arc<Session>> {
         self.read().values().find(|s| s.holds(task_id)).cloned()

@@ -1,7 +1,8 @@
 //! Lease maintenance: this replica's live sessions keep their leases, silent
 //! agents lose their sessions, and expired leases (of silent agents or dead
 //! replicas) go back to the queue. Each round also refreshes which handler versions
-//! the live agents of every replica serve (`engine::routing`).
+//! the live agents of every replica serve (`engine::routing`), and drains
+//! the sessions here that an operator drained through another replica.
 //!
 //! A stalled database is nobody's fault but its own. While it stalls, no
 //! replica can extend its sessions' leases, so once it answers again every
@@ -64,8 +65,10 @@ impl LeaseKeeper {
                 .refresh_sessions(&live, plane.config.lease_length())
                 .await?;
         }
-        // Agents of other replicas come and go without a word to this one.
+        // Agents of other replicas come and go without a word to this one,
+        // and another replica may have been asked to drain one here.
         plane.refresh_routing().await?;
+        plane.drain_as_requested().await?;
         if !self.reaping_is_fair(plane.config.heartbeat_interval, started) {
             return Ok(());
         }

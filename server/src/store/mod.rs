@@ -258,6 +258,17 @@ pub trait Store: Send + Sync + 'static {
         self.common().record_session_end(session_id).await
     }
 
+    /// Asks the replica that owns a live session to drain it (see
+    /// `maintenance::leases`).
+    async fn request_drain(&self, session_id: Uuid) -> Result<()> {
+        self.common().request_drain(session_id).await
+    }
+
+    /// The live sessions some replica asked to drain.
+    async fn drains_requested(&self) -> Result<Vec<Uuid>> {
+        self.common().drains_requested().await
+    }
+
     /// Sessions of every replica that have not ended and were refreshed
     /// since `seen_since` (a replica that died stops refreshing its own).
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {

@@ -1,7 +1,9 @@
 //! `DatabaseBackupHandler`: backs up the configured database into the
 //! handler's backup directory — an online SQLite backup (`VACUUM INTO`,
 //! consistent while the database is in use) or `pg_dump` for PostgreSQL
-//! (when `pg_dump` is installed; otherwise a clear permanent error).
+//! (when `pg_dump` is installed; otherwise a clear permanent error). The
+//! URL's password reaches `pg_dump` through `PGPASSWORD`, never its command
+//! line, where `ps` would show it to every user of the machine.
 //! The result names the file, its size and its SHA-256.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use taskplane_agent::handler::{HandlerHealth, TaskContext, TaskError, TaskHandle
 pub struct DatabaseBackupHandler {
     database_url: Option<String>,
     backup_dir: PathBuf,
+    pg_dump: PathBuf,
 }
 
 impl DatabaseBackupHandler {
@@ -27,7 +30,14 @@ impl DatabaseBackupHandler {
         DatabaseBackupHandler {
             database_url,
             backup_dir,
+            pg_dump: PathBuf::from("pg_dump"),
         }
+    }
+
+    /// Runs this `pg_dump` (default: the one on `PATH`).
+    pub fn with_pg_dump(mut self, program: impl Into<PathBuf>) -> Self {
+        self.pg_dump = program.into();
+        self
     }
 
     async fn sqlite(&self, url: &str, target: &Path) -> Result<(), TaskError> {
@@ -50,19 +60,30 @@ impl DatabaseBackupHandler {
     }
 
     async fn postgres(&self, url: &str, target: &Path) -> Result<(), TaskError> {
-        let output = tokio::process::Command::new("pg_dump")
+        let mut without_password = reqwest::Url::parse(url).map_err(|e| {
+            TaskError::Permanent(format!(
+                "TASKPLANE_BACKUP_DATABASE_URL is not a PostgreSQL URL: {e}"
+            ))
+        })?;
+        let password = without_password.password().map(str::to_owned);
+        // Cannot fail: the URL has a host, or it would not have parsed with
+        // a password.
+        let _ = without_password.set_password(None);
+        let mut command = tokio::process::Command::new(&self.pg_dump);
+        command
             .args(["--format=custom", "--file"])
             .arg(target)
-            .arg(format!("--dbname={url}"))
-            .output()
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => TaskError::Permanent(
-                    "pg_dump is not installed on this agent: install the PostgreSQL client tools"
-                        .into(),
-                ),
-                _ => TaskError::Retryable(format!("pg_dump could not start: {e}")),
-            })?;
+            .arg(format!("--dbname={without_password}"));
+        if let Some(password) = password {
+            command.env("PGPASSWORD", password);
+        }
+        let output = command.output().await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => TaskError::Permanent(
+                "pg_dump is not installed on this agent: install the PostgreSQL client tools"
+                    .into(),
+            ),
+            _ => TaskError::Retryable(format!("pg_dump could not start: {e}")),
+        })?;
         if !output.status.success() {
             return Err(TaskError::Retryable(format!(
                 "pg_dump failed: {}",
@@ -133,6 +154,42 @@ impl TaskHandler for DatabaseBackupHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pg_dump_gets_the_password_through_its_environment_not_its_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("pg_dump");
+        let seen = dir.path().join("seen");
+        // Records what it was given, and writes the dump file it was asked for.
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"args: $*\" > {seen}\necho \"password: $PGPASSWORD\" >> {seen}\necho dump > \"$3\"\n",
+                seen = seen.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let handler = DatabaseBackupHandler::new(
+            Some("postgres://app:s3cret@db.internal:5432/shop".into()),
+            dir.path().join("backups"),
+        )
+        .with_pg_dump(&fake);
+        let result = handler
+            .handle(TaskContext::new("database_backup", json!({})))
+            .await
+            .unwrap()
+            .output;
+        assert_eq!(result["method"], "pg_dump");
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        assert!(
+            seen.contains("--dbname=postgres://app@db.internal:5432/shop"),
+            "{seen}"
+        );
+        assert!(!seen.lines().next().unwrap().contains("s3cret"), "{seen}");
+        assert!(seen.contains("password: s3cret"), "{seen}");
+    }
 
     #[tokio::test]
     async fn backs_up_a_live_sqlite_database_into_a_readable_copy() {

@@ -17,8 +17,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use sketches_ddsketch::{Config, DDSketch};
 
-use super::path_under;
+use super::{path_under, resolved_inside};
 use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
+use tokio_util::sync::CancellationToken;
 
 /// The most distinct `group_by` values kept (memory bound).
 const MAX_GROUPS: usize = 10_000;
@@ -162,7 +163,26 @@ impl Spec {
     }
 }
 
-fn read_csv(path: &PathBuf, spec: &Spec, aggregate: &mut Aggregate) -> Result<(), TaskError> {
+/// How many rows are read between two looks at the task's cancellation: a
+/// cancelled or timed-out task stops within a few milliseconds.
+const ROWS_PER_CHECK: usize = 4096;
+
+/// The error of a read the task's cancellation stopped.
+fn stop_if_cancelled(stop: &CancellationToken, row: usize) -> Result<(), TaskError> {
+    if row.is_multiple_of(ROWS_PER_CHECK) && stop.is_cancelled() {
+        return Err(TaskError::Cancelled(format!(
+            "stopped after {row} rows: the task was cancelled or ran out of time"
+        )));
+    }
+    Ok(())
+}
+
+fn read_csv(
+    path: &PathBuf,
+    spec: &Spec,
+    aggregate: &mut Aggregate,
+    stop: &CancellationToken,
+) -> Result<(), TaskError> {
     let mut reader = csv::Reader::from_path(path)
         .map_err(|e| TaskError::Permanent(format!("cannot read {}: {e}", path.display())))?;
     let headers = reader
@@ -185,10 +205,13 @@ fn read_csv(path: &PathBuf, spec: &Spec, aggregate: &mut Aggregate) -> Result<()
         .ok_or_else(|| TaskError::bad_payload("field", "the CSV column to aggregate"))?;
     let group = column(&spec.group_by)?;
     let mut record = csv::StringRecord::new();
+    let mut row = 0;
     while reader
         .read_record(&mut record)
         .map_err(|e| TaskError::Permanent(format!("bad CSV row: {e}")))?
     {
+        row += 1;
+        stop_if_cancelled(stop, row)?;
         let value = record.get(field).and_then(|cell| cell.trim().parse().ok());
         aggregate.add(
             value,
@@ -198,10 +221,16 @@ fn read_csv(path: &PathBuf, spec: &Spec, aggregate: &mut Aggregate) -> Result<()
     Ok(())
 }
 
-fn read_ndjson(path: &PathBuf, spec: &Spec, aggregate: &mut Aggregate) -> Result<(), TaskError> {
+fn read_ndjson(
+    path: &PathBuf,
+    spec: &Spec,
+    aggregate: &mut Aggregate,
+    stop: &CancellationToken,
+) -> Result<(), TaskError> {
     let file = std::fs::File::open(path)
         .map_err(|e| TaskError::Permanent(format!("cannot read {}: {e}", path.display())))?;
     for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        stop_if_cancelled(stop, number + 1)?;
         let line =
             line.map_err(|e| TaskError::Retryable(format!("reading {}: {e}", path.display())))?;
         if line.trim().is_empty() {
@@ -222,6 +251,7 @@ fn read_ndjson(path: &PathBuf, spec: &Spec, aggregate: &mut Aggregate) -> Result
 #[async_trait]
 impl TaskHandler for DataProcessingHandler {
     async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        let stop = context.cancellation.clone();
         let payload = context.payload;
         let optional_string = |name: &str| -> Result<Option<String>, TaskError> {
             match payload.get(name) {
@@ -263,6 +293,7 @@ impl TaskHandler for DataProcessingHandler {
         let file = optional_string("file")?
             .ok_or_else(|| TaskError::bad_payload("rows or file", "the data to aggregate"))?;
         let path = path_under(&self.data_dir, &file)?;
+        let path = resolved_inside(&self.data_dir, &path).await?;
         let format = optional_string("format")?
             .or_else(|| {
                 path.extension()
@@ -272,8 +303,8 @@ impl TaskHandler for DataProcessingHandler {
             .unwrap_or_default();
         let result = tokio::task::spawn_blocking(move || {
             match format.as_str() {
-                "csv" => read_csv(&path, &spec, &mut aggregate)?,
-                "ndjson" | "jsonl" => read_ndjson(&path, &spec, &mut aggregate)?,
+                "csv" => read_csv(&path, &spec, &mut aggregate, &stop)?,
+                "ndjson" | "jsonl" => read_ndjson(&path, &spec, &mut aggregate, &stop)?,
                 other => {
                     return Err(TaskError::bad_payload(
                         "format",
@@ -301,6 +332,49 @@ impl TaskHandler for DataProcessingHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_task_stops_reading_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("ms\n");
+        for i in 0..100_000 {
+            csv.push_str(&format!("{}\n", i % 97));
+        }
+        std::fs::write(dir.path().join("big.csv"), csv).unwrap();
+        let handler = DataProcessingHandler::new(dir.path().to_owned());
+        let payload = json!({"file": "big.csv", "field": "ms"});
+        let whole = handler
+            .handle(TaskContext::new("data_processing", payload.clone()))
+            .await
+            .unwrap();
+        assert_eq!(whole.output["count"], 100_000);
+
+        let context = TaskContext::new("data_processing", payload);
+        context.cancellation.cancel();
+        let err = handler.handle(context).await.unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Cancelled(m) if m.contains("stopped after 4096 rows")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_out_of_the_data_directory_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.csv"), "ms\n1\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.csv"), dir.path().join("x.csv"))
+            .unwrap();
+        let err = run(dir.path(), json!({"file": "x.csv", "field": "ms"}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("resolves outside the handler's directory")
+                && !err.is_retryable(),
+            "{err}"
+        );
+    }
 
     async fn run(dir: &std::path::Path, payload: Value) -> Result<Value, TaskError> {
         let handler = DataProcessingHandler::new(dir.to_owned());

@@ -83,6 +83,25 @@ pub(crate) fn path_under(root: &Path, relative: &str) -> Result<PathBuf, TaskErr
     Ok(root.join(relative))
 }
 
+/// `path` (under `root`, from [`path_under`]) with its symbolic links
+/// resolved; refused when it then lies outside the resolved root, so a link
+/// inside the root cannot lead a payload out of it.
+pub(crate) async fn resolved_inside(root: &Path, path: &Path) -> Result<PathBuf, TaskError> {
+    let root = tokio::fs::canonicalize(root).await.map_err(|e| {
+        TaskError::Permanent(format!("the directory {} is unusable: {e}", root.display()))
+    })?;
+    let resolved = tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| TaskError::Permanent(format!("cannot read {}: {e}", path.display())))?;
+    if !resolved.starts_with(&root) {
+        return Err(TaskError::Permanent(format!(
+            "'{}' resolves outside the handler's directory (a symbolic link leads out of it)",
+            path.display()
+        )));
+    }
+    Ok(resolved)
+}
+
 /// A file name made safe: letters, digits, '-', '_' and '.' only.
 pub(crate) fn safe_file_stem(name: &str) -> String {
     name.chars()

@@ -140,6 +140,42 @@ mod tests {
         );
     }
 
+    /// The guide's `process_single_task_by_id`, in-process: a welcome
+    /// email runs through the registry into the mail sink.
+    #[tokio::test]
+    async fn a_welcome_email_runs_in_process_into_the_mail_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = AppServices {
+            mail_dir: Some(dir.path().join("mail")),
+            ..AppServices::new(dir.path().join("agent"))
+        };
+        let config = RegistryConfig::from_lookup(|_| None).unwrap();
+        let (registry, _) = setup_registry_with_config(&config, Arc::new(services));
+        let welcome = taskplane_agent::TaskContext::new(
+            "welcome_email",
+            serde_json::json!({"to": "ada@example.com", "name": "Ada"}),
+        );
+        let outcome = registry
+            .process_task(welcome, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        let file = outcome.output["file"].as_str().unwrap();
+        let message = std::fs::read_to_string(file).unwrap();
+        assert!(message.contains("Subject: Welcome, Ada!"), "{message}");
+        assert!(message.contains("To: ada@example.com"), "{message}");
+
+        let unknown = taskplane_agent::TaskContext::new("send_fax", serde_json::json!({}));
+        let err = registry
+            .process_task(unknown, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no handler for task type 'send_fax'"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_default_domains_register_seventeen_types_without_conflict() {
         let config = RegistryConfig::from_lookup(|_| None).unwrap();

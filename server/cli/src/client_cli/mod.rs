@@ -20,7 +20,7 @@ use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    CancelTaskRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
+    CancelTaskRequest, DrainAgentRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
     GetTaskTypeRequest, ListAgentsRequest, ListDomainsRequest, ListTaskAttemptsRequest,
     ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest, RetryTaskRequest, Task,
     TaskStatus, ValidateTaskTypeRequest, WatchTaskRequest,
@@ -561,14 +561,38 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
     Ok(())
 }
 
-/// `taskplane agents list`.
-pub async fn agents(args: &ClientArgs) -> Result<(), ClientError> {
+/// `taskplane agents …`.
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Lists the live agents of every replica.
+    List,
+    /// Gives an agent no new task; it finishes what it holds (admin).
+    Drain {
+        /// A session id, an agent id, or an agent name (every live session
+        /// of that name), as `agents list` shows them.
+        agent: String,
+    },
+}
+
+/// `taskplane agents list|drain`.
+pub async fn agents(args: &ClientArgs, command: AgentsCommand) -> Result<(), ClientError> {
     let mut client = RegistryServiceClient::new(channel(args).await?);
-    let agents = client
-        .list_agents(ListAgentsRequest {})
-        .await?
-        .into_inner()
-        .agents;
+    let agents = match command {
+        AgentsCommand::List => {
+            client
+                .list_agents(ListAgentsRequest {})
+                .await?
+                .into_inner()
+                .agents
+        }
+        AgentsCommand::Drain { agent } => {
+            client
+                .drain_agent(DrainAgentRequest { agent })
+                .await?
+                .into_inner()
+                .agents
+        }
+    };
     let rows: Vec<Value> = agents
         .iter()
         .map(|a| {

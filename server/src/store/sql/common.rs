@@ -38,6 +38,8 @@ pub trait Reads: Send + Sync {
     async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// Sessions that have not ended and were refreshed since `seen_since`.
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>>;
+    /// The live sessions some replica asked to drain.
+    async fn drains_requested(&self) -> Result<Vec<Uuid>>;
     /// Every token, oldest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// The token whose SHA-256 is `sha256`.
@@ -89,6 +91,10 @@ where
         Shared::<DB>::live_sessions(&self.readers, seen_since).await
     }
 
+    async fn drains_requested(&self) -> Result<Vec<Uuid>> {
+        Shared::<DB>::drains_requested(&self.readers).await
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         Shared::<DB>::list_tokens(&self.readers).await
     }
@@ -127,6 +133,8 @@ pub trait Writes: Send + Sync {
     async fn record_session_start(&self, session: &AgentSession) -> Result<()>;
     /// Records that an agent session ended.
     async fn record_session_end(&self, session_id: Uuid) -> Result<()>;
+    /// Asks the replica that owns a live session to drain it.
+    async fn request_drain(&self, session_id: Uuid) -> Result<()>;
     /// Keeps a new token's record and hash.
     async fn create_token(&self, token: &IssuedToken) -> Result<()>;
     /// Marks a token revoked; false if no live token has this id.
@@ -215,6 +223,10 @@ where
 
     async fn record_session_end(&self, session_id: Uuid) -> Result<()> {
         Shared::<DB>::record_session_end(&mut **self.writer.hold().await?, session_id).await
+    }
+
+    async fn request_drain(&self, session_id: Uuid) -> Result<()> {
+        Shared::<DB>::request_drain(&mut **self.writer.hold().await?, session_id).await
     }
 
     async fn create_token(&self, token: &IssuedToken) -> Result<()> {

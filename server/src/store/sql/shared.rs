@@ -352,6 +352,32 @@ where
         Ok(())
     }
 
+    /// Asks the replica that owns a live session to drain it.
+    pub async fn request_drain<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        session_id: Uuid,
+    ) -> Result<()> {
+        sqlx::query("UPDATE agents SET drain_requested = 1 WHERE session_id = $1")
+            .bind(session_id.to_string())
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
+
+    /// The live sessions some replica asked to drain.
+    pub async fn drains_requested<'e>(
+        executor: impl Executor<'e, Database = DB>,
+    ) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT session_id FROM agents WHERE drain_requested = 1 AND disconnected_at IS NULL",
+        )
+        .fetch_all(executor)
+        .await?;
+        rows.iter()
+            .map(|row| rows::parse_uuid(&row.text("session_id")?))
+            .collect()
+    }
+
     /// Sessions that have not ended and were refreshed since `seen_since`.
     pub async fn live_sessions<'e>(
         executor: impl Executor<'e, Database = DB>,
