@@ -189,8 +189,8 @@ impl Stream {
 /// The methods and, independently of the server's own table, who may call them.
 const MATRIX: &[(&str, [bool; 3])] = &[
     // method                  client agent  admin
-    ("EnqueueTask", [true, false, true]),
-    ("EnqueueTasks", [true, false, true]),
+    ("EnqueueTask", [true, true, true]),
+    ("EnqueueTasks", [true, true, true]),
     ("GetTask", [true, true, true]),
     ("ListTasks", [true, true, true]),
     ("WatchTask", [true, true, true]),
@@ -430,7 +430,7 @@ async fn every_role_is_allowed_exactly_its_methods_and_others_are_denied() {
         .unwrap()
         .into_inner()
         .tasks;
-    let enqueued_by_allowed_roles = 2 /* client */ + 2 /* admin */;
+    let enqueued_by_allowed_roles = 2 /* client */ + 2 /* agent */ + 2 /* admin */;
     let triggered_by_the_admin = 1;
     assert_eq!(
         listed.len(),
@@ -693,6 +693,95 @@ async fn count_tasks(client: &mut TaskServiceClient<AuthChannel>, task_type: &st
         .into_inner()
         .tasks
         .len()
+}
+
+/// Enqueues a `ship` follow-up, then tries one in a domain outside its
+/// agent's token; answers with both outcomes.
+struct PlaceOrder;
+
+#[async_trait::async_trait]
+impl taskplane_agent::TaskHandler for PlaceOrder {
+    async fn handle(
+        &self,
+        context: taskplane_agent::TaskContext,
+    ) -> Result<taskplane_agent::TaskResult, taskplane_agent::TaskError> {
+        let child = context.enqueue("ship", json!({"order": 42})).await?;
+        let refused = context.enqueue("audit", json!({})).await.unwrap_err();
+        Ok(taskplane_agent::TaskResult::new(
+            json!({"child": child, "refused": refused.to_string()}),
+        ))
+    }
+}
+
+/// Ships: nothing to do.
+struct Ship;
+
+#[async_trait::async_trait]
+impl taskplane_agent::TaskHandler for Ship {
+    async fn handle(
+        &self,
+        _context: taskplane_agent::TaskContext,
+    ) -> Result<taskplane_agent::TaskResult, taskplane_agent::TaskError> {
+        Ok(taskplane_agent::TaskResult::new(json!({"shipped": true})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_enqueues_follow_ups_with_its_agents_token_and_within_its_domains() {
+    let tokens = Tokens::write(&[
+        ("admin", Role::Admin, &[]),
+        ("shop-agent", Role::Agent, &["default"]),
+    ]);
+    let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), tokens.security()).await;
+    let admin = channel(&server, Some(tokens.token("admin"))).await;
+    RegistryServiceClient::new(admin.clone())
+        .register_task_type(RegisterTaskTypeRequest {
+            task_type: "audit".into(),
+            domain: "compliance".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut registry = taskplane_agent::TaskRegistry::new();
+    registry.register_handler("place_order", Box::new(PlaceOrder));
+    registry.register_handler("ship", Box::new(Ship));
+    let agent = taskplane_agent::Agent::builder()
+        .registry(registry)
+        .server(server.url())
+        .name("shop")
+        .connect_options(ConnectOptions {
+            token: Some(tokens.token("shop-agent")),
+            ..ConnectOptions::default()
+        })
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let agent = tokio::spawn(agent.run(async move { stopped.cancelled().await }));
+    integration_tests::wait_for_agent(&RegistryServiceClient::new(admin.clone()), "shop").await;
+    let mut tasks = TaskServiceClient::new(admin);
+    let order = enqueue(
+        &mut tasks,
+        integration_tests::enqueue_request("place_order", json!({})),
+    )
+    .await;
+    let order = integration_tests::wait_terminal(&mut tasks, &order.id).await;
+    assert_eq!(order.status(), TaskStatus::Completed, "{order:?}");
+    let result = taskplane_proto::json::struct_to_json(order.result.as_ref().unwrap());
+    let child_id = result["child"].as_str().unwrap();
+    let child = integration_tests::wait_terminal(&mut tasks, child_id).await;
+    assert_eq!(child.status(), TaskStatus::Completed);
+    assert_eq!(child.parent_id, order.id, "the child records its parent");
+    assert!(
+        result["refused"]
+            .as_str()
+            .unwrap()
+            .contains("may not enqueue tasks in domain 'compliance'"),
+        "{result:?}"
+    );
+    stop.cancel();
+    agent.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,6 +145,8 @@ pub struct Task {
     pub retry_policy: RetryPolicy,
     /// Labels its agent must have (see [`crate::engine::routing`]).
     pub required_labels: BTreeMap<String, String>,
+    /// The task whose handler enqueued this one.
+    pub parent_id: Option<Uuid>,
 }
 
 /// A validated request to enqueue one task.
@@ -172,6 +174,8 @@ pub struct NewTask {
     pub retry_policy: RetryPolicyPatch,
     /// Labels its agent must have; empty for any agent.
     pub required_labels: BTreeMap<String, String>,
+    /// The task this one follows from.
+    pub parent_id: Option<Uuid>,
 }
 
 /// The outcome of enqueueing one task.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::follow_up::FollowUps;
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 use crate::metrics::AgentMetrics;
 use crate::registry::TaskRegistry;
@@ -28,13 +29,23 @@ const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// waits for room on the stream. The
 /// handler runs in a `task` span carrying the task id and, when the task
 /// came with a W3C `traceparent`, its trace id and the enqueuer's span id.
+/// Where a run reports and what it may reach: the session's stream, its
+/// message limit, and its follow-up client.
+pub(crate) struct Reporting {
+    /// Where the result goes.
+    pub outbound: mpsc::Sender<AgentMessage>,
+    /// The largest message the server accepts.
+    pub max_message_bytes: usize,
+    /// How the handler enqueues follow-ups.
+    pub follow_ups: FollowUps,
+}
+
 pub(crate) async fn run_assignment(
     registry: Arc<TaskRegistry>,
     metrics: Arc<AgentMetrics>,
     assignment: Assignment,
     cancel: CancellationToken,
-    outbound: mpsc::Sender<AgentMessage>,
-    max_message_bytes: usize,
+    reporting: Reporting,
     running: impl Send,
 ) -> (String, u32) {
     let attempt = assignment.attempt;
@@ -57,16 +68,9 @@ pub(crate) async fn run_assignment(
     metrics.started();
     let started = std::time::Instant::now();
     let task_type = assignment.task_type.clone();
-    let (task_id, error) = run_in_span(
-        registry,
-        assignment,
-        cancel,
-        outbound,
-        max_message_bytes,
-        running,
-    )
-    .instrument(span)
-    .await;
+    let (task_id, error) = run_in_span(registry, assignment, cancel, reporting, running)
+        .instrument(span)
+        .await;
     metrics.finished(&task_type, error.as_ref(), started.elapsed().as_secs_f64());
     (task_id, attempt)
 }
@@ -76,8 +80,7 @@ async fn run_in_span(
     registry: Arc<TaskRegistry>,
     assignment: Assignment,
     cancel: CancellationToken,
-    outbound: mpsc::Sender<AgentMessage>,
-    max_message_bytes: usize,
+    reporting: Reporting,
     running: impl Send,
 ) -> (String, Option<TaskError>) {
     let timeout = assignment
@@ -85,12 +88,14 @@ async fn run_in_span(
         .and_then(|d| Duration::try_from(d).ok())
         .unwrap_or(Duration::from_secs(300));
     let began = std::time::Instant::now();
-    let context = task_context(&assignment, timeout, cancel.clone());
+    let mut context = task_context(&assignment, timeout, cancel.clone());
+    context.follow_ups = Some(reporting.follow_ups);
     let outcome = run_task(&registry, context, timeout, cancel).await;
     let ran_for = began.elapsed();
     drop(running);
-    let (message, error) = result_message(&assignment, outcome, ran_for, max_message_bytes);
-    if outbound.send(message).await.is_err() {
+    let (message, error) =
+        result_message(&assignment, outcome, ran_for, reporting.max_message_bytes);
+    if reporting.outbound.send(message).await.is_err() {
         tracing::warn!("stream closed before the result was sent; the server re-queues the task");
     }
     (assignment.task_id, error)
@@ -139,6 +144,7 @@ fn task_context(
         deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
         cancellation: cancel,
         feature_flags: Arc::default(),
+        follow_ups: None,
     }
 }
 

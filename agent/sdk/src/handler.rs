@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::follow_up::{FollowUps, follow_up_request};
+
 /// Runs one task type.
 ///
 /// Only [`handle`](TaskHandler::handle) is required; the other methods
@@ -90,6 +92,9 @@ pub struct TaskContext {
     pub cancellation: CancellationToken,
     /// The agent's feature flags (its registry's, e.g. `TASK_FEATURE_FLAGS`).
     pub feature_flags: Arc<BTreeMap<String, bool>>,
+    /// How [`TaskContext::enqueue`] reaches the server: the agent's own
+    /// connection (`None` outside an agent, e.g. in a unit test).
+    pub follow_ups: Option<FollowUps>,
 }
 
 impl TaskContext {
@@ -113,7 +118,39 @@ impl TaskContext {
             deadline: Utc::now() + chrono::Duration::minutes(5),
             cancellation: CancellationToken::new(),
             feature_flags: Arc::default(),
+            follow_ups: None,
         }
+    }
+
+    /// Enqueues a follow-up task of `task_type` with `payload` (a JSON
+    /// object) over the agent's own connection and within its token's
+    /// domains, with this task recorded as its parent (`Task.parent_id`);
+    /// returns the new task's id. Delivery is at least once: a retried
+    /// attempt enqueues again unless the follow-up carries an idempotency
+    /// key ([`TaskContext::enqueue_request`]).
+    pub async fn enqueue(
+        &self,
+        task_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<String, TaskError> {
+        self.enqueue_request(follow_up_request(task_type, payload)?)
+            .await
+    }
+
+    /// [`TaskContext::enqueue`] with every setting of the request
+    /// (priority, delay, idempotency key, labels…); its `parent_id` is set
+    /// to this task.
+    pub async fn enqueue_request(
+        &self,
+        request: taskplane_proto::v1::EnqueueTaskRequest,
+    ) -> Result<String, TaskError> {
+        let Some(follow_ups) = &self.follow_ups else {
+            return Err(TaskError::Permanent(format!(
+                "the follow-up '{}' cannot be enqueued: this handler does not run in an agent connected to a server",
+                request.task_type
+            )));
+        };
+        follow_ups.enqueue(&self.task_id, request).await
     }
 
     /// The W3C trace context the task was enqueued with, if any: pass it on

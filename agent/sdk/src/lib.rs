@@ -84,6 +84,7 @@
 pub mod config;
 mod execution;
 pub mod factory;
+pub mod follow_up;
 pub mod handler;
 pub mod metrics;
 pub mod registry;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
+
+use crate::follow_up::FollowUps;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
     AgentMessage, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register, Registered,
@@ -433,6 +435,7 @@ impl Agent {
             .connect(self.current_server())
             .await
             .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let follow_ups = FollowUps::new(channel.clone());
         let mut client =
             AgentServiceClient::new(channel).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let (outbound, receiver) =
@@ -447,7 +450,9 @@ impl Agent {
             .into_inner();
         let first = inbound.message().await.map_err(ConnectError::from_status)?;
         match first.and_then(|message| message.message) {
-            Some(ServerMessageKind::Registered(registered)) => Ok((outbound, inbound, registered)),
+            Some(ServerMessageKind::Registered(registered)) => {
+                Ok((outbound, inbound, registered, follow_ups))
+            }
             Some(_) => Err(ConnectError::Unreachable(
                 "the server did not answer `registered` first".into(),
             )),
@@ -459,7 +464,7 @@ impl Agent {
 
     /// One connection: register, then serve until the stream ends or shutdown.
     async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
-        let (outbound, mut inbound, registered) = self.open_session().await?;
+        let (outbound, mut inbound, registered, follow_ups) = self.open_session().await?;
         let heartbeat_every = registered
             .heartbeat_interval
             .and_then(|d| Duration::try_from(d).ok())
@@ -483,6 +488,7 @@ impl Agent {
                 metrics: self.metrics.clone(),
                 outbound: outbound.clone(),
                 max_message_bytes,
+                follow_ups,
             },
         );
         let mut heartbeats: JoinSet<()> = JoinSet::new();
@@ -572,11 +578,13 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// An agent session as `registered` opened it: its outbound queue, its
-/// inbound stream and the server's answer.
+/// inbound stream, the server's answer, and its handlers' way to enqueue
+/// follow-ups over the same connection.
 type OpenSession = (
     mpsc::Sender<AgentMessage>,
     tonic::Streaming<taskplane_proto::v1::ServerMessage>,
     taskplane_proto::v1::Registered,
+    FollowUps,
 );
 
 enum ConnectError {

@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::execution::run_assignment;
+use crate::execution::{Reporting, run_assignment};
+use crate::follow_up::FollowUps;
 use crate::metrics::AgentMetrics;
 use crate::registry::TaskRegistry;
 use crate::running::Running;
@@ -42,6 +43,8 @@ pub(crate) struct Launcher {
     pub outbound: mpsc::Sender<AgentMessage>,
     /// The largest message the server accepts.
     pub max_message_bytes: usize,
+    /// How handlers enqueue follow-ups over this session's connection.
+    pub follow_ups: FollowUps,
 }
 
 /// The running handlers and the queued assignments of one session.
@@ -125,6 +128,7 @@ impl Work {
         let launcher = &self.launcher;
         let (registry, metrics) = (launcher.registry.clone(), launcher.metrics.clone());
         let (outbound, max_message_bytes) = (launcher.outbound.clone(), launcher.max_message_bytes);
+        let follow_ups = launcher.follow_ups.clone();
         let begun = self.begun.clone();
         self.handlers.spawn(async move {
             // Counted from its first poll until the handler returns: a
@@ -136,8 +140,11 @@ impl Work {
                 metrics,
                 assignment,
                 cancel,
-                outbound,
-                max_message_bytes,
+                Reporting {
+                    outbound,
+                    max_message_bytes,
+                    follow_ups,
+                },
                 running,
             )
             .await

@@ -66,6 +66,9 @@ pub struct Task {
     /// its version). Empty otherwise.
     #[prost(string, tag = "22")]
     pub waiting_for: ::prost::alloc::string::String,
+    /// The task whose handler enqueued this one (a follow-up), if any.
+    #[prost(string, tag = "23")]
+    pub parent_id: ::prost::alloc::string::String,
 }
 /// How failed attempts are retried: retry n waits
 /// initial_backoff · backoff_factor^(n-1), capped at max_backoff, then
@@ -126,6 +129,10 @@ pub struct EnqueueTaskRequest {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The task this one follows from, recorded on it (a handler's SDK sets
+    /// its own task's id when it enqueues follow-ups). It must exist.
+    #[prost(string, tag = "12")]
+    pub parent_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EnqueueTaskResponse {

@@ -171,6 +171,7 @@ pub fn proto_task(task: &Task) -> v1::Task {
         retry_policy: Some(proto_retry_policy(&task.retry_policy)),
         required_labels: task.required_labels.clone().into_iter().collect(),
         waiting_for: String::new(),
+        parent_id: task.parent_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -335,6 +336,14 @@ pub fn new_task(
         .map_err(|e| invalid(e.to_string()))?;
     let retry_policy =
         retry_policy_patch(request.retry_policy.as_ref()).map_err(|e| invalid(e.to_string()))?;
+    let parent_id = match request.parent_id.as_str() {
+        "" => None,
+        id => Some(Uuid::parse_str(id).map_err(|_| {
+            invalid(format!(
+                "parent_id '{id}' is not a task id: pass the id EnqueueTask returned for the parent"
+            ))
+        })?),
+    };
     Ok(NewTask {
         task_type: request.task_type,
         payload,
@@ -347,6 +356,7 @@ pub fn new_task(
         metadata: request.metadata.into_iter().collect::<BTreeMap<_, _>>(),
         retry_policy,
         required_labels: request.required_labels.into_iter().collect(),
+        parent_id,
     })
 }
 

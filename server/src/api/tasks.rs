@@ -96,6 +96,29 @@ impl TaskApi {
         Ok(())
     }
 
+    /// Checks that every parent the tasks name exists and is in the
+    /// caller's scope.
+    async fn check_parents(
+        &self,
+        tasks: &[NewTask],
+        principal: Option<&Principal>,
+    ) -> Result<(), Status> {
+        let parents: std::collections::BTreeSet<Uuid> =
+            tasks.iter().filter_map(|t| t.parent_id).collect();
+        for parent in parents {
+            match self.plane.store.get_task(parent).await? {
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "parent_id {parent} names no task: pass the id of the task this one follows from"
+                    ))
+                    .into());
+                }
+                Some(task) => check_domain(principal, &task.domain, "follow up tasks")?,
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that a scoped token's listing names (directly or through a
     /// task type) a domain the token holds.
     async fn check_listing(
@@ -184,6 +207,7 @@ impl TaskService for TaskApi {
         )
         .await?;
         let mut tasks = vec![new_task(request, &self.plane.config, None)?];
+        self.check_parents(&tasks, principal.as_ref()).await?;
         let trace = carry_trace(&metadata, &mut tasks);
         async {
             let enqueued = self.plane.enqueue(tasks).await?;
@@ -230,6 +254,7 @@ impl TaskService for TaskApi {
             .enumerate()
             .map(|(i, r)| new_task(r, &self.plane.config, Some(i)))
             .collect::<Result<Vec<_>>>()?;
+        self.check_parents(&tasks, principal.as_ref()).await?;
         let trace = carry_trace(&metadata, &mut tasks);
         let span = enqueue_span(trace.as_ref(), tasks.len());
         async {

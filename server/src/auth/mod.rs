@@ -124,9 +124,12 @@ impl Principal {
 pub enum Access {
     /// No token (health checks, reflection).
     Open,
-    /// Enqueue, cancel and retry tasks (within the token's domains):
-    /// clients and admins.
+    /// Enqueue tasks (within the token's domains): clients, admins, and
+    /// agents, whose handlers enqueue follow-ups.
     Enqueue,
+    /// Cancel and retry tasks (within the token's domains): clients and
+    /// admins.
+    Intervene,
     /// Read tasks, types, agents and statistics: every role (agents' handlers
     /// read history too).
     Inspect,
@@ -141,7 +144,8 @@ impl Access {
     pub fn allows(self, role: Role) -> bool {
         match self {
             Access::Open | Access::Inspect => true,
-            Access::Enqueue => matches!(role, Role::Client | Role::Admin),
+            Access::Enqueue => matches!(role, Role::Client | Role::Agent | Role::Admin),
+            Access::Intervene => matches!(role, Role::Client | Role::Admin),
             Access::Connect => matches!(role, Role::Agent | Role::Admin),
             Access::Administer => role == Role::Admin,
         }
@@ -155,12 +159,8 @@ pub fn access_for(path: &str) -> Access {
         return Access::Open;
     }
     match path.strip_prefix("/taskplane.v1.") {
-        Some(
-            "TaskService/EnqueueTask"
-            | "TaskService/EnqueueTasks"
-            | "TaskService/CancelTask"
-            | "TaskService/RetryTask",
-        ) => Access::Enqueue,
+        Some("TaskService/EnqueueTask" | "TaskService/EnqueueTasks") => Access::Enqueue,
+        Some("TaskService/CancelTask" | "TaskService/RetryTask") => Access::Intervene,
         Some(
             "TaskService/GetTask"
             | "TaskService/ListTasks"
@@ -208,7 +208,10 @@ mod tests {
         let retry = access_for("/taskplane.v1.TaskService/RetryTask");
         let connect = access_for("/taskplane.v1.AgentService/Connect");
         let read = access_for("/taskplane.v1.TaskService/GetTask");
-        assert!(enqueue.allows(Role::Client) && !enqueue.allows(Role::Agent));
+        assert!(
+            enqueue.allows(Role::Client) && enqueue.allows(Role::Agent),
+            "follow-ups"
+        );
         assert!(retry.allows(Role::Client) && !retry.allows(Role::Agent));
         assert!(connect.allows(Role::Agent) && !connect.allows(Role::Client));
         assert!(read.allows(Role::Agent) && read.allows(Role::Client));

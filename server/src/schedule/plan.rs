@@ -269,6 +269,7 @@ mod tests {
                     handler_version: String::new(),
                     metadata: Default::default(),
                     required_labels: Default::default(),
+                    parent_id: None,
                     retry_policy: Default::default(),
                 },
                 cadence: Cadence::every(Duration::from_secs(10)).unwrap(),

@@ -151,6 +151,10 @@ pub fn task(row: &impl Columns) -> Result<Task> {
         metadata: parse_json("metadata", &row.text("metadata")?)?,
         retry_policy: retry_policy(row)?,
         required_labels: parse_json("required_labels", &row.text("required_labels")?)?,
+        parent_id: row
+            .optional_text("parent_id")?
+            .map(|id| parse_uuid(&id))
+            .transpose()?,
     })
 }
 
@@ -290,6 +294,7 @@ pub fn schedule(row: &impl Columns) -> Result<Schedule> {
             metadata: parse_json("metadata", &row.text("metadata")?)?,
             retry_policy: RetryPolicyPatch::default(),
             required_labels: BTreeMap::new(),
+            parent_id: None,
         },
         cadence,
         jitter: duration(row, "jitter_ms")?,

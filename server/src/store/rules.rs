@@ -125,6 +125,7 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
         handler_version: new.handler_version,
         metadata: new.metadata,
         required_labels: new.required_labels,
+        parent_id: new.parent_id,
     }
 }
 

@@ -53,6 +53,7 @@ pub(super) fn task_json(task: &Task) -> Value {
         "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
         "handler_version": task.handler_version, "metadata": task.metadata,
         "required_labels": task.required_labels, "waiting_for": task.waiting_for,
+        "parent_id": task.parent_id,
     })
 }
 

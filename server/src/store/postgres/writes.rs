@@ -156,7 +156,8 @@ pub(super) async fn insert_tasks(
         bind_new_rows(query, tasks, leases).bind(READY_CHANNEL),
         checked,
     )
-    .bind(each(tasks, |t| json_text(&t.required_labels)));
+    .bind(each(tasks, |t| json_text(&t.required_labels)))
+    .bind(each(tasks, |t| t.parent_id.map(|id| id.to_string())));
     let inserted: Vec<String> = query.fetch_all(connection).await?;
     inserted.iter().map(|id| parse_uuid(id)).collect()
 }
@@ -215,27 +216,29 @@ type InsertQuery<'q> = sqlx::query::QueryScalar<'q, Postgres, String, sqlx::post
 
 /// Inserts a batch of tasks from arrays (see [`insert_tasks`]): `$1` to
 /// `$20` the tasks' columns, `$21` the ready channel, `$22` to `$28` the
-/// task types checked, `$29` the tasks' required labels.
+/// task types checked, `$29` the tasks' required labels and `$30` their
+/// parents.
 const INSERT_TASKS: &str = "WITH inserted AS (
              INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
                  idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
-                 retry_max_ms, lease_session, lease_agent, lease_expires_at, required_labels)
+                 retry_max_ms, lease_session, lease_agent, lease_expires_at, required_labels,
+                 parent_id)
              SELECT id::uuid, task_type, domain, payload::jsonb, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, created_at,
                  CASE WHEN status = 'running' THEN created_at END,
                  idempotency_key, handler_version, metadata::jsonb, retry_initial_ms,
                  retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at,
-                 required_labels::jsonb
+                 required_labels::jsonb, parent_id::uuid
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
                  $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[],
                  $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[],
-                 $29::text[])
+                 $29::text[], $30::text[])
                  AS new (id, task_type, domain, payload, status, priority, attempts,
                      max_attempts, timeout_ms, run_at, created_at, idempotency_key,
                      handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
-                     lease_session, lease_agent, lease_expires_at, required_labels)
+                     lease_session, lease_agent, lease_expires_at, required_labels, parent_id)
              WHERE NOT EXISTS (
                  SELECT 1 FROM UNNEST($22::text[], $23::text[], $24::bigint[], $25::bigint[],
                      $26::bigint[], $27::float8[], $28::bigint[])

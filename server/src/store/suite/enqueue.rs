@@ -64,7 +64,42 @@ async fn a_batch_is_stored_whole_or_not_at_all(backend: Backend) {
     assert_eq!(last.priority, 7);
 }
 
+async fn a_follow_up_keeps_its_parent_and_labels(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let parent = store
+        .enqueue(vec![new_task("a")])
+        .await
+        .unwrap()
+        .remove(0)
+        .task;
+    // Both insert paths: without a key (one multi-row statement) and with one.
+    let child = |key: Option<&str>| NewTask {
+        parent_id: Some(parent.id),
+        idempotency_key: key.map(str::to_owned),
+        required_labels: [("region".to_owned(), "eu".to_owned())].into(),
+        ..new_task("a")
+    };
+    for key in [None, Some("k")] {
+        let stored = store
+            .enqueue(vec![child(key)])
+            .await
+            .unwrap()
+            .remove(0)
+            .task;
+        let read = store.get_task(stored.id).await.unwrap().unwrap();
+        assert_eq!(read.parent_id, Some(parent.id));
+        assert_eq!(
+            read.required_labels.get("region").map(String::as_str),
+            Some("eu")
+        );
+        assert_eq!(read, stored, "stored as answered");
+    }
+}
+
 crate::on_every_backend!(
+    a_follow_up_keeps_its_parent_and_labels,
     idempotency_keys_return_the_existing_task,
     a_batch_is_stored_whole_or_not_at_all,
 );

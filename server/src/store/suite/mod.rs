@@ -98,6 +98,7 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
         metadata: BTreeMap::new(),
         retry_policy: Default::default(),
         required_labels: BTreeMap::new(),
+        parent_id: None,
     }
 }
 
