@@ -170,6 +170,21 @@ impl TestServer {
         RegistryServiceClient::new(self.channel().await)
     }
 
+    /// The live agent named `name`, as `ListAgents` shows it (panics when
+    /// none is).
+    pub async fn listed_agent(&self, name: &str) -> taskplane_proto::v1::AgentInfo {
+        self.registry()
+            .await
+            .list_agents(taskplane_proto::v1::ListAgentsRequest {})
+            .await
+            .expect("list agents")
+            .into_inner()
+            .agents
+            .into_iter()
+            .find(|a| a.agent_name == name)
+            .unwrap_or_else(|| panic!("no live agent is named {name}"))
+    }
+
     /// Registers a task type of `domain`, as an operator would, ahead of any agent.
     pub async fn register_type(&self, task_type: &str, domain: &str) {
         self.registry()

@@ -323,15 +323,7 @@ async fn the_agent_settings_labels_and_flags_are_listed(backend: Backend) {
     registry.register_handler("flag_probe", Box::new(FlagProbe));
     let agent =
         TestAgent::start_configured(&server, "labelled", registry, |b| settings.configure(b)).await;
-    let agents = server
-        .registry()
-        .await
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
-    let listed = agents.iter().find(|a| a.agent_name == "labelled").unwrap();
+    let listed = server.listed_agent("labelled").await;
     assert_eq!(listed.labels.get("region").map(String::as_str), Some("eu"));
     assert_eq!(listed.labels.get("gpu").map(String::as_str), Some("true"));
     assert_eq!(listed.max_concurrency, 4);

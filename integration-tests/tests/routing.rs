@@ -21,7 +21,7 @@ use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::json::struct_to_json;
 use taskplane_proto::v1::{
     DrainAgentRequest, EnqueueTaskRequest, EnqueueTasksRequest, GetTaskRequest, GetTaskTypeRequest,
-    ListAgentsRequest, TaskStatus,
+    TaskStatus,
 };
 use taskplane_server::testing::PostgresSchema;
 use tonic::Code;
@@ -41,36 +41,15 @@ fn billing(gateway: &str, flags: &str, data: &std::path::Path) -> TaskRegistry {
     setup_registry_with_config(&config, Arc::new(services)).0
 }
 
-/// The agent id the server lists for the agent named `name`.
-async fn agent_id(server: &TestServer, name: &str) -> String {
-    let agents = server
-        .registry()
-        .await
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
-    let agent = agents.iter().find(|a| a.agent_name == name).unwrap();
-    agent.agent_id.clone()
-}
-
 /// The handler versions the server lists for the agent named `name`.
 async fn versions_of(server: &TestServer, name: &str, task_type: &str) -> Vec<String> {
-    let agents = server
-        .registry()
+    server
+        .listed_agent(name)
         .await
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
-    let agent = agents.iter().find(|a| a.agent_name == name).unwrap();
-    agent
         .handler_versions
-        .iter()
+        .into_iter()
         .find(|v| v.task_type == task_type)
-        .map(|v| v.versions.clone())
+        .map(|v| v.versions)
         .unwrap_or_default()
 }
 
@@ -124,7 +103,7 @@ async fn a_flagged_version_runs_only_on_the_agent_with_the_flag(backend: Backend
         .into_inner()
         .versions;
     assert_eq!(declared, ["v1", "v2"], "the union of the agents' versions");
-    let flagged_id = agent_id(&server, "flagged").await;
+    let flagged_id = server.listed_agent("flagged").await.agent_id;
 
     let mut tasks = server.tasks().await;
     let batch = EnqueueTasksRequest {
@@ -165,7 +144,10 @@ async fn a_flagged_version_runs_only_on_the_agent_with_the_flag(backend: Backend
     let done = wait_terminal(&mut tasks, &late.id).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
     let attempts = attempts_of(&mut tasks, &late.id).await;
-    assert_eq!(attempts[0].agent_id, agent_id(&server, "plain").await);
+    assert_eq!(
+        attempts[0].agent_id,
+        server.listed_agent("plain").await.agent_id
+    );
     let charged = struct_to_json(done.result.as_ref().unwrap());
     assert_eq!(charged["amount_cents"], 500, "version 1 charged the amount");
     plain.stop().await.unwrap();
@@ -205,15 +187,7 @@ async fn where_tasks_run(server: &TestServer, count: usize) -> Vec<String> {
 
 /// Whether `server` lists the agent `name` as draining.
 async fn draining(server: &TestServer, name: &str) -> bool {
-    let agents = server
-        .registry()
-        .await
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
-    agents.iter().any(|a| a.agent_name == name && a.draining)
+    server.listed_agent(name).await.draining
 }
 
 async fn a_drained_agent_gets_no_new_task_and_finishes_what_it_holds(backend: Backend) {
