@@ -110,6 +110,36 @@ fn every_example_names_real_methods_fields_and_served_task_types() {
     }
 }
 
+/// The page's configuration file is one the agent accepts, and it shows
+/// every setting a built-in reads.
+#[test]
+fn the_documented_configuration_file_is_accepted_and_complete() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/handlers.md"))
+        .unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, block).unwrap();
+    let config = taskplane_handlers::agent_config::AgentConfig::read(&file, &|_| None).unwrap();
+    let (registry, _) = setup_registry_with_config(
+        &RegistryConfig::from_lookup(|_| None).unwrap(),
+        Arc::new(AppServices::new(dir.path())),
+    );
+    config.check_served(&registry.list_task_types()).unwrap();
+    for task_type in registry.list_task_types() {
+        for key in taskplane_handlers::agent_config::read_by(&task_type) {
+            assert!(
+                block.contains(&format!("{key} =")),
+                "{task_type} reads {key}: show it"
+            );
+        }
+    }
+}
+
 /// One step of the page's shell blocks: a command, and for an enqueue the
 /// outcome the page states on the line after it
 /// (`# ⇒ STATUS: key, key`).

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use taskplane_agent::config::ConfigError;
 use taskplane_agent::runtime::DEFAULT_SERVER;
-use taskplane_agent::{AgentBuilder, ConnectOptions, RegistryConfig};
+use taskplane_agent::{AgentBuilder, ConnectOptions, RegistryConfig, TaskRegistry};
 use taskplane_common::logging::LogFormat;
 
+use crate::agent_config::AgentConfig;
 use crate::services::AppServices;
 
 /// The agent slots when `TASKPLANE_MAX_CONCURRENCY` is unset.
@@ -46,6 +47,10 @@ pub struct AgentSettings {
     /// The agent's labels, shown by `ListAgents` (`TASKPLANE_LABELS`,
     /// `key=value` pairs separated by commas).
     pub labels: BTreeMap<String, String>,
+    /// The configuration file's tables (`TASKPLANE_AGENT_CONFIG`), already
+    /// in `services` and `registry`; kept to check them against the
+    /// registry once it is built.
+    pub agent_config: Option<AgentConfig>,
 }
 
 impl AgentSettings {
@@ -90,6 +95,28 @@ impl AgentSettings {
             .map(|value| parse_labels(&value))
             .transpose()?
             .unwrap_or_default();
+        let mut registry = RegistryConfig::from_lookup(&lookup)?;
+        let mut services = AppServices::from_lookup(&lookup);
+        let agent_config = lookup("TASKPLANE_AGENT_CONFIG")
+            .filter(|path| !path.trim().is_empty())
+            .map(|path| AgentConfig::read(std::path::Path::new(path.trim()), &lookup))
+            .transpose()
+            .map_err(|error| ConfigError {
+                variable: "TASKPLANE_AGENT_CONFIG",
+                message: format!("{}: {}", error.path, error.message),
+            })?;
+        if let Some(config) = &agent_config {
+            services.handler_settings = config.handlers();
+            // The SDK's view of the same tables, for factories of one's own.
+            registry.handler_configs = config
+                .handlers()
+                .into_iter()
+                .map(|(task_type, settings)| {
+                    let json = serde_json::to_value(settings).expect("settings serialize");
+                    (task_type, json)
+                })
+                .collect();
+        }
         Ok(AgentSettings {
             servers: lookup("TASKPLANE_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             name: lookup("TASKPLANE_AGENT_NAME").unwrap_or_else(|| "taskplane-agent".to_owned()),
@@ -97,12 +124,27 @@ impl AgentSettings {
             prefetch,
             metrics_listen: lookup("TASKPLANE_METRICS_LISTEN"),
             log_format,
-            registry: RegistryConfig::from_lookup(&lookup)?,
-            services: Arc::new(AppServices::from_lookup(&lookup)),
+            registry,
+            services: Arc::new(services),
             connect: ConnectOptions::from_lookup(&lookup),
             give_up_after,
             labels,
+            agent_config,
         })
+    }
+
+    /// Refuses a table of the configuration file for a task type `registry`
+    /// does not serve.
+    pub fn check_served(&self, registry: &TaskRegistry) -> Result<(), ConfigError> {
+        match &self.agent_config {
+            None => Ok(()),
+            Some(config) => config
+                .check_served(&registry.list_task_types())
+                .map_err(|error| ConfigError {
+                    variable: "TASKPLANE_AGENT_CONFIG",
+                    message: format!("{}: {}", error.path, error.message),
+                }),
+        }
     }
 
     /// Applies these settings to an agent's builder: its name, slots,
@@ -224,6 +266,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     ("TASKPLANE_SMTP_FROM", "sender of the email handlers"),
     (
+        "TASKPLANE_AGENT_CONFIG",
+        "a TOML file of settings for one handler at a time, [handlers.<task_type>]; variables override it",
+    ),
+    (
         "TASKPLANE_WEBHOOK_SECRET",
         "key of the X-Taskplane-Signature HMAC on webhooks",
     ),
@@ -266,6 +312,101 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::collections::BTreeSet;
+
+    /// A handler's table of the configuration file reaches its factory
+    /// alone, a variable overrides it, and a table for a type the agent
+    /// does not serve stops it.
+    #[tokio::test]
+    async fn the_configuration_file_configures_each_handler_and_variables_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, other_logs, mail) = (
+            dir.path().join("logs"),
+            dir.path().join("other-logs"),
+            dir.path().join("mail"),
+        );
+        for logs in [&logs, &other_logs] {
+            std::fs::create_dir_all(logs).unwrap();
+            std::fs::write(logs.join("old.log"), "x").unwrap();
+        }
+        let file = dir.path().join("agent.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[handlers.log_cleanup]\nlog_dir = {:?}\n\n[handlers.welcome_email]\nmail_dir = {:?}\n",
+                logs.display().to_string(),
+                mail.display().to_string()
+            ),
+        )
+        .unwrap();
+        let settings_with = |env: Vec<(&'static str, String)>| {
+            let mut env: BTreeMap<&str, String> = env.into_iter().collect();
+            env.insert("TASKPLANE_AGENT_CONFIG", file.display().to_string());
+            env.insert(
+                "TASKPLANE_AGENT_DATA_DIR",
+                dir.path().join("agent").display().to_string(),
+            );
+            AgentSettings::from_lookup(|name| env.get(name).cloned()).unwrap()
+        };
+        let run = async |settings: &AgentSettings, task_type: &str, payload| {
+            let (registry, _) =
+                crate::setup_registry_with_config(&settings.registry, settings.services.clone());
+            settings.check_served(&registry).unwrap();
+            registry
+                .process_task(
+                    taskplane_agent::TaskContext::new(task_type, payload),
+                    Duration::from_secs(10),
+                )
+                .await
+        };
+
+        let settings = settings_with(vec![]);
+        let clean = serde_json::json!({"pattern": "*.log", "older_than_secs": 0});
+        run(&settings, "log_cleanup", clean.clone()).await.unwrap();
+        assert!(
+            !logs.join("old.log").exists(),
+            "log_cleanup cleaned the file's directory"
+        );
+        let welcome = serde_json::json!({"to": "ada@example.com", "name": "Ada"});
+        let sent = run(&settings, "welcome_email", welcome.clone())
+            .await
+            .unwrap();
+        assert!(
+            sent.output["file"]
+                .as_str()
+                .unwrap()
+                .starts_with(&mail.display().to_string())
+        );
+        let reset =
+            serde_json::json!({"to": "ada@example.com", "name": "Ada", "reset_url": "https://x/r"});
+        let err = run(&settings, "password_reset", reset).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no SMTP server"),
+            "its own table only: {err}"
+        );
+        assert_eq!(
+            settings.registry.handler_configs["log_cleanup"]["log_dir"],
+            logs.display().to_string(),
+            "the SDK's handler_configs hold the same tables"
+        );
+
+        let settings = settings_with(vec![(
+            "TASKPLANE_LOG_DIR",
+            other_logs.display().to_string(),
+        )]);
+        run(&settings, "log_cleanup", clean).await.unwrap();
+        assert!(!other_logs.join("old.log").exists(), "the variable wins");
+
+        let settings = settings_with(vec![("TASK_ENABLED_DOMAINS", "billing".to_owned())]);
+        let (registry, _) =
+            crate::setup_registry_with_config(&settings.registry, settings.services.clone());
+        let err = settings.check_served(&registry).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "line 1: [handlers.log_cleanup] names a task type this agent does not serve"
+            ),
+            "{err}"
+        );
+    }
 
     /// Every variable the settings look up is listed, and every listed
     /// variable is looked up (`RUST_LOG` is read by the logging set-up).

@@ -7,11 +7,14 @@
 //! - [`builtin`]: handlers that do real work (SMTP, webhooks, files,
 //!   reports, health checks, backups).
 //! - [`services`]: [`AppServices`], the shared services injected into them.
+//! - [`agent_config`]: the agent's configuration file, one table of
+//!   settings per handler.
 //! - [`environment`]: the agent binary's settings, the one place it reads
 //!   its environment.
 
 #![warn(missing_docs)]
 
+pub mod agent_config;
 pub mod builtin;
 pub mod domains;
 pub mod egress;

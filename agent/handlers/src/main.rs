@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let (registry, unknown) =
         setup_registry_with_config(&settings.registry, settings.services.clone());
     settings.registry.check_unknown_domains(&unknown)?;
+    settings.check_served(&registry)?;
     let server = settings.servers.clone();
     tracing::info!(%server, domains = ?registry.list_domains(), task_types = registry.handler_count(), "starting agent");
     let agent = settings

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::agent_config::HandlerSettings;
 use crate::egress::Egress;
 
 /// Shared services injected into handlers through their factories.
@@ -42,6 +43,10 @@ pub struct AppServices {
     /// read to choose what they build; set by `setup_registry_with_config`
     /// from the registry's configuration.
     pub feature_flags: BTreeMap<String, bool>,
+    /// Settings for one handler alone, by task type, from the agent's
+    /// configuration file (`TASKPLANE_AGENT_CONFIG`; see
+    /// [`crate::agent_config`]).
+    pub handler_settings: BTreeMap<String, HandlerSettings>,
 }
 
 impl AppServices {
@@ -60,6 +65,16 @@ impl AppServices {
             connect_options: taskplane_agent::ConnectOptions::default(),
             egress: Egress::trusting(Vec::<String>::new()),
             feature_flags: BTreeMap::new(),
+            handler_settings: BTreeMap::new(),
+        }
+    }
+
+    /// The services the handler of `task_type` is built with: these, with
+    /// its table of the configuration file applied.
+    pub fn for_task_type(&self, task_type: &str) -> AppServices {
+        match self.handler_settings.get(task_type) {
+            Some(settings) => settings.apply(self),
+            None => self.clone(),
         }
     }
 

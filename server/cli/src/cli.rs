@@ -406,6 +406,7 @@ async fn dev(dev: DevArgs) -> anyhow::Result<()> {
     .await?;
     let (registry, unknown) = setup_registry_with_config(&settings.registry, Arc::new(services));
     settings.registry.check_unknown_domains(&unknown)?;
+    settings.check_served(&registry)?;
     let agent = Agent::builder()
         .registry(registry)
         .server(format!("http://{address}"))

@@ -29,7 +29,7 @@ pub struct ServiceFactory {
 
 impl HandlerFactory for ServiceFactory {
     fn create_handler(&self) -> Box<dyn TaskHandler> {
-        (self.build)(&self.services)
+        (self.build)(&self.services.for_task_type(self.task_type))
     }
 
     fn task_type(&self) -> &'static str {
