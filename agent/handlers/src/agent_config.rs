@@ -93,56 +93,29 @@ pub fn read_by(task_type: &str) -> &'static [&'static str] {
 }
 
 impl HandlerSettings {
+    /// These settings as a JSON object of the keys they set (unset ones
+    /// are skipped when serializing).
+    fn as_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self).expect("settings serialize") {
+            serde_json::Value::Object(object) => object,
+            _ => unreachable!("a struct serializes as an object"),
+        }
+    }
+
     /// The keys these settings set.
-    fn keys(&self) -> Vec<&'static str> {
-        let set = [
-            self.smtp_url.is_some(),
-            self.smtp_from.is_some(),
-            self.mail_dir.is_some(),
-            self.webhook_secret.is_some(),
-            self.payment_gateway_url.is_some(),
-            self.log_dir.is_some(),
-            self.backup_database_url.is_some(),
-        ];
-        OVERRIDDEN_BY
-            .iter()
-            .zip(set)
-            .filter(|(_, set)| *set)
-            .map(|((key, _), _)| *key)
-            .collect()
+    fn keys(&self) -> Vec<String> {
+        self.as_object().into_iter().map(|(key, _)| key).collect()
     }
 
     /// These settings less those whose environment variable is set.
-    fn under_environment(mut self, lookup: &impl Fn(&str) -> Option<String>) -> Self {
-        let set = |key: &str| {
-            OVERRIDDEN_BY
-                .iter()
-                .find(|(name, _)| *name == key)
-                .and_then(|(_, variable)| lookup(variable))
-                .is_some_and(|value| !value.trim().is_empty())
-        };
-        if set("smtp_url") {
-            self.smtp_url = None;
+    fn under_environment(self, lookup: &impl Fn(&str) -> Option<String>) -> Self {
+        let mut object = self.as_object();
+        for (key, variable) in OVERRIDDEN_BY {
+            if lookup(variable).is_some_and(|value| !value.trim().is_empty()) {
+                object.remove(key);
+            }
         }
-        if set("smtp_from") {
-            self.smtp_from = None;
-        }
-        if set("mail_dir") {
-            self.mail_dir = None;
-        }
-        if set("webhook_secret") {
-            self.webhook_secret = None;
-        }
-        if set("payment_gateway_url") {
-            self.payment_gateway_url = None;
-        }
-        if set("log_dir") {
-            self.log_dir = None;
-        }
-        if set("backup_database_url") {
-            self.backup_database_url = None;
-        }
-        self
+        serde_json::from_value(serde_json::Value::Object(object)).expect("the same fields")
     }
 
     /// `services` with these settings in place of its own.
@@ -264,7 +237,11 @@ impl AgentConfig {
                 ));
             }
             let read = read_by(task_type);
-            if let Some(key) = settings.keys().into_iter().find(|key| !read.contains(key)) {
+            if let Some(key) = settings
+                .keys()
+                .into_iter()
+                .find(|key| !read.contains(&key.as_str()))
+            {
                 let reads = if read.is_empty() {
                     "nothing of its own".to_owned()
                 } else {
