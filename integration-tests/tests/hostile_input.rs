@@ -91,6 +91,7 @@ fn message(task_ids: Vec<String>) -> impl Strategy<Value = AgentMessage> {
                             task_result::Outcome::Failed(Failed {
                                 error: text,
                                 retryable: false,
+                                retry_after: None,
                             })
                         }
                     }),

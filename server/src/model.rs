@@ -271,6 +271,8 @@ pub enum AttemptResult {
         retryable: bool,
         /// A uniform sample in `[0, 1)` that jitters the retry delay.
         jitter: f64,
+        /// The least delay before the retry that the handler asked for.
+        retry_after: Option<Duration>,
     },
 }
 
@@ -281,6 +283,25 @@ impl AttemptResult {
             error,
             retryable,
             jitter: rand::random::<f64>(),
+            retry_after: None,
+        }
+    }
+
+    /// This failure, its retry waiting at least `after` (within the policy).
+    pub fn retrying_after(self, after: Option<Duration>) -> Self {
+        match self {
+            AttemptResult::Failed {
+                error,
+                retryable,
+                jitter,
+                ..
+            } => AttemptResult::Failed {
+                error,
+                retryable,
+                jitter,
+                retry_after: after,
+            },
+            completed => completed,
         }
     }
 }

@@ -292,6 +292,7 @@ async fn http_server() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             };
             Response::builder()
                 .status(status)
+                .header("retry-after", if status == 429 { "2" } else { "soon" })
                 .body(Full::new(Bytes::from("{\"received\":true}")))
                 .unwrap()
         })
@@ -348,6 +349,16 @@ async fn webhooks_are_signed_verifiably_and_failures_classified() {
     assert!(
         throttled.is_retryable() && throttled.to_string().contains("429"),
         "{throttled}"
+    );
+    assert_eq!(
+        throttled.retry_after(),
+        Some(Duration::from_secs(2)),
+        "the answer's Retry-After rides on the error"
+    );
+    assert_eq!(
+        busy.retry_after(),
+        None,
+        "an unreadable Retry-After is ignored"
     );
     let bad = call("/bad", json!({})).await.unwrap_err();
     assert!(

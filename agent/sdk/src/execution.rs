@@ -204,6 +204,9 @@ fn result_message(
     let failed = task_result::Outcome::Failed(Failed {
         error: bounded_text(error.to_string(), MAX_ERROR_BYTES),
         retryable: error.is_retryable(),
+        retry_after: error
+            .retry_after()
+            .and_then(|after| prost_types::Duration::try_from(after).ok()),
     });
     (reporting(assignment, failed, ran_for), Some(error))
 }

@@ -192,6 +192,17 @@ pub enum TaskError {
     /// A passing fault (network, overload): the task is retried with backoff.
     #[error("{0}")]
     Retryable(String),
+    /// A passing fault whose source said when to come back (an HTTP
+    /// `Retry-After`): the retry waits at least `after`, or the backoff if
+    /// that is longer, but never longer than the retry policy's
+    /// `max_backoff`.
+    #[error("{message} (retry after {after:?})")]
+    RetryAfter {
+        /// What went wrong.
+        message: String,
+        /// The least time to wait before the next attempt.
+        after: std::time::Duration,
+    },
     /// The task cannot succeed as given (bad payload, missing configuration).
     #[error("{0}")]
     Permanent(String),
@@ -209,7 +220,18 @@ pub enum TaskError {
 impl TaskError {
     /// Whether the control plane should retry the task.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, TaskError::Retryable(_) | TaskError::Timeout(_))
+        matches!(
+            self,
+            TaskError::Retryable(_) | TaskError::RetryAfter { .. } | TaskError::Timeout(_)
+        )
+    }
+
+    /// The least time the retry should wait, when the failure said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            TaskError::RetryAfter { after, .. } => Some(*after),
+            _ => None,
+        }
     }
 
     /// A permanent error for a payload field that is missing or of the wrong type.

@@ -75,7 +75,7 @@ impl AgentMetrics {
         self.in_flight.dec();
         let outcome = match error {
             None => "completed",
-            Some(TaskError::Retryable(_)) => "retryable",
+            Some(TaskError::Retryable(_) | TaskError::RetryAfter { .. }) => "retryable",
             Some(TaskError::Permanent(_)) => "permanent",
             Some(TaskError::UnsupportedVersion(_)) => "unsupported_version",
             Some(TaskError::Timeout(_)) => "timeout",

@@ -2506,6 +2506,12 @@ pub struct Failed {
     pub error: ::prost::alloc::string::String,
     #[prost(bool, tag = "2")]
     pub retryable: bool,
+    /// The least time the retry should wait, as a downstream asked (an HTTP
+    /// `Retry-After`). The server waits the longer of this and the retry
+    /// policy's backoff, but never longer than the policy's `max_backoff`.
+    /// Unset: the backoff alone. Ignored when the failure is not retryable.
+    #[prost(message, optional, tag = "3")]
+    pub retry_after: ::core::option::Option<::prost_types::Duration>,
 }
 /// Sets the agent's slots to `slots` (0 pauses delivery).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

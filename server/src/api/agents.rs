@@ -522,6 +522,11 @@ async fn handle_result(
         Some(task_result::Outcome::Failed(failed)) => AttemptResult::failed(
             bounded_text(failed.error, MAX_ERROR_BYTES),
             failed.retryable,
+        )
+        .retrying_after(
+            failed
+                .retry_after
+                .and_then(|after| std::time::Duration::try_from(after).ok()),
         ),
         None => {
             return Err(Error::InvalidArgument(

@@ -272,10 +272,15 @@ pub fn end_attempt(
             error,
             retryable,
             jitter,
+            retry_after,
         } => {
             let retry = *retryable && task.attempts < task.max_attempts;
             let run_at = if retry {
-                let delay = retry_delay(attempt, &task.retry_policy, *jitter);
+                let policy = &task.retry_policy;
+                // The downstream's wish lengthens the backoff, never past
+                // the policy's cap.
+                let delay = retry_delay(attempt, policy, *jitter)
+                    .max(retry_after.unwrap_or_default().min(policy.max_backoff));
                 now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
             } else {
                 task.run_at

@@ -10,6 +10,7 @@
 //! - [`probe`]: HTTP or TCP health probes with a latency budget.
 //! - [`backup`]: an online SQLite backup or a `pg_dump`.
 //! - [`invoice`]: invoice totals, rendered through [`report`].
+//! - [`throttle`]: which HTTP answers are retried, and their `Retry-After`.
 //! - [`unconfigured`]: the honest answer of a handler whose service is missing.
 
 pub mod backup;
@@ -19,6 +20,7 @@ pub mod email;
 pub mod invoice;
 pub mod probe;
 pub mod report;
+pub mod throttle;
 pub mod unconfigured;
 pub mod webhook;
 

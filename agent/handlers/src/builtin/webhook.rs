@@ -13,7 +13,8 @@
 //!
 //! 5xx, 408 (request timeout) and 429 (too many requests) answers,
 //! timeouts and connection errors are retryable; other 4xx answers are not
-//! (the request itself is wrong).
+//! (the request itself is wrong). A `Retry-After` on a retryable answer
+//! makes the retry wait at least that long, within the task's retry policy.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::optional_u64;
+use super::throttle::{retryable_status, try_again_later};
 use crate::egress::Egress;
 use taskplane_agent::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 use taskplane_common::connect::error_chain;
@@ -53,14 +55,6 @@ impl WebhookHandler {
     pub fn new(egress: Egress, secret: Option<String>) -> Self {
         WebhookHandler { egress, secret }
     }
-}
-
-/// Whether an answer of this status may succeed when sent again: a server
-/// error, a request timeout or too many requests.
-fn retryable_status(status: reqwest::StatusCode) -> bool {
-    status.is_server_error()
-        || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The payload's `method`: POST (the default) or PUT.
@@ -145,12 +139,14 @@ impl TaskHandler for WebhookHandler {
             }
         })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let excerpt: String = text.chars().take(RESPONSE_EXCERPT).collect();
         if retryable_status(status) {
-            return Err(TaskError::Retryable(format!(
-                "{url} answered {status}: {excerpt}"
-            )));
+            return Err(try_again_later(
+                format!("{url} answered {status}: {excerpt}"),
+                &headers,
+            ));
         }
         if !status.is_success() {
             return Err(TaskError::Permanent(format!(
@@ -175,19 +171,7 @@ impl TaskHandler for WebhookHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::{retryable_status, signature};
-
-    #[test]
-    fn server_errors_timeouts_and_throttling_are_retried_other_client_errors_are_not() {
-        for code in [500, 503, 408, 429] {
-            let status = reqwest::StatusCode::from_u16(code).unwrap();
-            assert!(retryable_status(status), "{code}");
-        }
-        for code in [400, 401, 404, 422] {
-            let status = reqwest::StatusCode::from_u16(code).unwrap();
-            assert!(!retryable_status(status), "{code}");
-        }
-    }
+    use super::signature;
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -81,6 +81,7 @@ async fn finished_counts_follow_every_way_in_and_out_and_survive_folding(backend
                     error: "bad input".into(),
                     retryable: false,
                     jitter: 0.0,
+                    retry_after: None,
                 },
             ),
         ])

@@ -1,5 +1,7 @@
 //! Results: batches written together, completions alone, and the fence against stale attempts.
 
+use std::time::Duration;
+
 use super::*;
 
 async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(backend: Backend) {
@@ -25,6 +27,7 @@ async fn a_batch_of_results_is_written_together_and_stale_ones_change_nothing(ba
         error: "boom".into(),
         retryable,
         jitter: 0.0,
+        retry_after: None,
     };
     let mut answer = JsonObject::new();
     answer.insert("answer".into(), 42.into());
@@ -158,7 +161,60 @@ async fn a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones(ba
     }
 }
 
+/// A failure that names a `retry_after` waits at least that long before
+/// its retry, however short the backoff, and never longer than the policy's
+/// `max_backoff`.
+async fn a_retry_after_lengthens_the_backoff_within_its_cap(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let mut tasks = vec![new_task("a"), new_task("a"), new_task("a")];
+    for task in &mut tasks {
+        task.retry_policy = crate::model::RetryPolicyPatch {
+            initial_backoff: Some(Duration::from_millis(10)),
+            backoff_factor: Some(1.0),
+            max_backoff: Some(Duration::from_secs(60)),
+        };
+    }
+    store.enqueue(tasks).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 3, &lease())
+        .await
+        .unwrap();
+    let failed = |after: Option<u64>| {
+        AttemptResult::failed("throttled".into(), true)
+            .retrying_after(after.map(Duration::from_secs))
+    };
+    let before = Utc::now();
+    store
+        .record_results(vec![
+            (claimed[0].id, 1, failed(None)),
+            (claimed[1].id, 1, failed(Some(30))),
+            (claimed[2].id, 1, failed(Some(3600))),
+        ])
+        .await
+        .unwrap();
+    // Milliseconds from before the write; the stores keep times to the
+    // millisecond.
+    let mut waits = Vec::new();
+    for task in &claimed {
+        let stored = store.get_task(task.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, TaskStatus::Pending);
+        waits.push((stored.run_at - before).num_milliseconds());
+    }
+    assert!(waits[0] < 1_000, "the 10 ms backoff alone: {waits:?}");
+    assert!(
+        (29_990..32_000).contains(&waits[1]),
+        "30 s asked, longer than the backoff: {waits:?}"
+    );
+    assert!(
+        (59_990..62_000).contains(&waits[2]),
+        "an hour asked, capped at max_backoff: {waits:?}"
+    );
+}
+
 crate::on_every_backend!(
     a_batch_of_results_is_written_together_and_stale_ones_change_nothing,
     a_batch_of_completions_alone_ends_each_attempt_and_fences_stale_ones,
+    a_retry_after_lengthens_the_backoff_within_its_cap,
 );

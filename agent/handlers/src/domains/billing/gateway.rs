@@ -12,10 +12,12 @@
 //!   a retryable one (insufficient funds) may pass later, another
 //!   (card declined) will not.
 //! - `409` when the key was used for a different charge.
-//! - `408`, `429` and `5xx` are passing faults.
+//! - `408`, `429` and `5xx` are passing faults; a `Retry-After` on them
+//!   sets the least wait before the retry.
 
 use serde_json::{Value, json};
 
+use crate::builtin::throttle::{retryable_status, try_again_later};
 use crate::egress::Egress;
 use taskplane_agent::handler::TaskError;
 use taskplane_common::connect::error_chain;
@@ -109,6 +111,7 @@ impl GatewayClient {
                 ))
             })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         match status.as_u16() {
             200..=299 => Ok(answer),
@@ -116,9 +119,10 @@ impl GatewayClient {
             409 => Err(TaskError::Permanent(format!(
                 "the payment gateway refused key '{key}': it was used for a different charge"
             ))),
-            408 | 429 | 500..=599 => Err(TaskError::Retryable(format!(
-                "the payment gateway answered {status}; trying again later"
-            ))),
+            _ if retryable_status(status) => Err(try_again_later(
+                format!("the payment gateway answered {status}; trying again later"),
+                &headers,
+            )),
             _ => Err(TaskError::Permanent(format!(
                 "the payment gateway refused the charge ({status}): {answer}"
             ))),
