@@ -67,7 +67,7 @@ const OVERRIDDEN_BY: [(&str, &str); 7] = [
 /// The settings each built-in task type reads; a table may set only these.
 const READ_BY: [(&[&str], &[&str]); 5] = [
     (
-        &["email", "welcome_email", "password_reset"],
+        &["email", "welcome_email", "password_reset", "login_alert"],
         &["smtp_url", "smtp_from", "mail_dir"],
     ),
     (&["webhook"], &["webhook_secret"]),

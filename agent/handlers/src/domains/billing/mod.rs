@@ -11,7 +11,8 @@ pub mod test_gateway;
 
 use std::sync::Arc;
 
-use super::factories::{self, BuildHandler, factories};
+use super::factories::{BuildHandler, factories};
+use crate::builtin::invoice::InvoiceHandler;
 use crate::builtin::unconfigured::UnconfiguredHandler;
 use crate::services::AppServices;
 use charges::{Amount, PaymentHandler, RenewalHandler, RetryHandler};
@@ -38,7 +39,7 @@ impl BillingDomainRegistry {
 impl DomainRegistry for BillingDomainRegistry {
     fn register_handlers(&self, registry: &mut TaskRegistry) -> Vec<String> {
         let entries: [(&'static str, BuildHandler); 4] = [
-            ("invoice_generation", factories::invoice_generation),
+            ("invoice_generation", invoice_generation),
             ("payment_processing", payment_processing),
             ("subscription_renewal", subscription_renewal),
             ("failed_payment_retry", failed_payment_retry),
@@ -49,6 +50,11 @@ impl DomainRegistry for BillingDomainRegistry {
     fn domain_name(&self) -> &'static str {
         "billing"
     }
+}
+
+/// `invoice_generation`: invoices into the `invoices` directory.
+pub fn invoice_generation(services: &AppServices) -> Box<dyn TaskHandler> {
+    Box::new(InvoiceHandler::new(services.dir("invoices")))
 }
 
 /// A handler charging through the configured gateway, or the honest

@@ -1,5 +1,13 @@
 //! The `system_maintenance` domain: backups, log clean-up, health checks and
 //! metric aggregation, and the schedules that run them.
+//!
+//! - [`backups`]: the database backup.
+//! - [`logs`]: the log clean-up.
+//! - [`monitoring`]: health probes.
+
+pub mod backups;
+pub mod logs;
+pub mod monitoring;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +37,9 @@ impl DomainRegistry for SystemDomainRegistry {
         factories(
             &self.services,
             &[
-                ("database_backup", factories::database_backup),
-                ("log_cleanup", factories::log_cleanup),
-                ("health_check", factories::health_check),
+                ("database_backup", backups::database_backup),
+                ("log_cleanup", logs::log_cleanup),
+                ("health_check", monitoring::health_check),
                 ("metric_aggregation", factories::data_processing),
             ],
         )
