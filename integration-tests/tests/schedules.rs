@@ -445,6 +445,14 @@ async fn bad_input_names_the_field_and_stores_nothing(backend: Backend) {
             Code::InvalidArgument,
             "cron or interval is required",
         ),
+        (
+            ScheduleSpec {
+                required_labels: [(String::new(), "eu".to_owned())].into(),
+                ..every_second("blank-label")
+            },
+            Code::InvalidArgument,
+            "schedule.required_labels",
+        ),
     ];
     for (spec, code, names) in cases {
         let status = schedules
@@ -693,7 +701,42 @@ async fn update_replaces_the_definition_and_unknown_names_are_not_found(backend:
     server.stop().await;
 }
 
+/// A schedule's tasks carry its `required_labels`, so they run only where
+/// the labels match; the definition reads back with them.
+async fn a_schedules_tasks_require_its_labels(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    server.register_type("tick", "clock").await;
+    let mut schedules = server.schedules().await;
+    let spec = ScheduleSpec {
+        required_labels: [("region".to_owned(), "eu".to_owned())].into(),
+        paused: true,
+        ..every_second("eu-only")
+    };
+    let created = create(&mut schedules, spec).await;
+    assert_eq!(
+        created.spec.unwrap().required_labels,
+        [("region".to_owned(), "eu".to_owned())].into()
+    );
+    let task = schedules
+        .trigger_schedule(TriggerScheduleRequest {
+            name: "eu-only".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        task.required_labels,
+        [("region".to_owned(), "eu".to_owned())].into()
+    );
+    let stored = get(&mut schedules, "eu-only").await;
+    assert_eq!(stored.spec.unwrap().required_labels.len(), 1);
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_schedules_tasks_require_its_labels,
     update_replaces_the_definition_and_unknown_names_are_not_found,
     a_per_second_schedule_makes_a_task_each_second,
     a_stopped_server_follows_each_catch_up_policy,

@@ -143,6 +143,15 @@ impl Schedule {
         self
     }
 
+    /// Requires a label of the agent that runs each task (see
+    /// `EnqueueTaskRequest.required_labels`).
+    pub fn require_label(mut self, key: &str, value: &str) -> Self {
+        self.spec
+            .required_labels
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     /// Creates the schedule paused (a stored schedule keeps its own state).
     pub fn paused(mut self, paused: bool) -> Self {
         self.spec.paused = paused;

@@ -1278,6 +1278,13 @@ pub struct ScheduleSpec {
     /// never undoes a newer one's change.
     #[prost(uint32, tag = "17")]
     pub revision: u32,
+    /// The labels each task requires of its agent, as EnqueueTaskRequest's
+    /// `required_labels`.
+    #[prost(map = "string, string", tag = "18")]
+    pub required_labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 /// A schedule as stored.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -311,6 +311,7 @@ fn check_spec(spec: v1::ScheduleSpec, config: &QueueConfig) -> Result<ScheduleSp
             timeout: spec.timeout,
             handler_version: spec.handler_version,
             metadata: spec.metadata,
+            required_labels: spec.required_labels,
             ..EnqueueTaskRequest::default()
         },
         config,
@@ -403,6 +404,7 @@ pub fn proto_spec(spec: &ScheduleSpec) -> v1::ScheduleSpec {
         max_attempts: task.max_attempts.unwrap_or(0),
         timeout: task.timeout.map(proto_duration),
         handler_version: task.handler_version.clone(),
+        required_labels: task.required_labels.clone().into_iter().collect(),
         cron: spec.cadence.expression().unwrap_or_default().to_owned(),
         interval: spec.cadence.interval().map(proto_duration),
         timezone: spec.cadence.timezone().to_owned(),

@@ -5,7 +5,6 @@
 //! ids as text (PostgreSQL's `uuid` is selected `::text`), so one decoder
 //! serves both through the small [`Columns`] trait.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -293,7 +292,7 @@ pub fn schedule(row: &impl Columns) -> Result<Schedule> {
             handler_version: row.text("handler_version")?,
             metadata: parse_json("metadata", &row.text("metadata")?)?,
             retry_policy: RetryPolicyPatch::default(),
-            required_labels: BTreeMap::new(),
+            required_labels: parse_json("required_labels", &row.text("required_labels")?)?,
             parent_id: None,
         },
         cadence,

@@ -109,6 +109,9 @@ pub struct Definition {
     /// Metadata for the tasks, KEY=VALUE (repeatable).
     #[arg(long = "metadata", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    /// A label each task requires of its agent, KEY=VALUE (repeatable).
+    #[arg(long = "require-label", value_parser = key_value)]
+    pub required_labels: Vec<(String, String)>,
     /// Create it paused.
     #[arg(long)]
     pub paused: bool,
@@ -150,6 +153,7 @@ impl Definition {
             task_type: self.task_type,
             payload: Some(json_to_struct(&payload)),
             metadata: self.metadata.into_iter().collect(),
+            required_labels: self.required_labels.into_iter().collect(),
             priority: self.priority,
             max_attempts: self.max_attempts.unwrap_or(0),
             cron: self.cron.unwrap_or_default(),
@@ -207,6 +211,7 @@ pub(super) fn schedule_json(schedule: &Schedule) -> Value {
         "upcoming": schedule.upcoming.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "buffered_fire_at": time(&schedule.buffered_fire_at),
         "declared_by": schedule.declared_by,
+        "required_labels": spec.required_labels,
         "runs": schedule.recent_runs.iter().map(run_json).collect::<Vec<_>>(),
     })
 }

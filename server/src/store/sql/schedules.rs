@@ -22,7 +22,7 @@ use crate::store::rules;
 pub const RUNS_KEPT: i64 = 100;
 
 /// Every column of `schedules`, in the order [`Shared::write_schedule`] binds them.
-const COLUMNS: [&str; 24] = [
+const COLUMNS: [&str; 25] = [
     "name",
     "task_type",
     "payload",
@@ -31,6 +31,7 @@ const COLUMNS: [&str; 24] = [
     "max_attempts",
     "timeout_ms",
     "handler_version",
+    "required_labels",
     "cron",
     "interval_ms",
     "timezone",
@@ -128,6 +129,7 @@ where
             .bind(task.max_attempts.map(i64::from))
             .bind(task.timeout.map(duration_millis))
             .bind(task.handler_version.clone())
+            .bind(json_text(&task.required_labels))
             .bind(spec.cadence.expression().map(str::to_owned))
             .bind(spec.cadence.interval().map(duration_millis))
             .bind(spec.cadence.timezone().to_owned())
