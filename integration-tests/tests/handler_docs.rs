@@ -1,6 +1,9 @@
 //! `docs/handlers.md` cannot rot: every grpcurl example names a real method,
 //! real request fields and a task type the agent serves, and every example
-//! run against `taskplane dev` ends as the page says it does.
+//! run against `taskplane dev` ends as the page says it does. The README's
+//! command-line block runs against `taskplane dev` too (its grpcurl
+//! walk-through is `grpcurl_walkthrough.rs`, its schedules
+//! `schedule_docs.rs`).
 
 use std::sync::Arc;
 
@@ -182,6 +185,128 @@ fn steps() -> Vec<Step> {
     steps
 }
 
+/// `taskplane dev` started as a user starts it, in `dir`, with no
+/// `TASKPLANE_*` or `TASK_*` setting of the test's environment.
+struct Dev {
+    _process: tokio::process::Child,
+    /// Where its gRPC server listens.
+    address: String,
+    /// Where its local stand-ins listen.
+    local: String,
+}
+
+impl Dev {
+    async fn start(dir: &std::path::Path) -> Dev {
+        let local = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
+        command
+            .args(["dev", "--listen", "127.0.0.1:0", "--local-listen", &local])
+            .current_dir(dir)
+            .env("RUST_LOG", "warn");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TASKPLANE_") || name.starts_with("TASK_") {
+                command.env_remove(name);
+            }
+        }
+        let (process, address) = spawn_listening(command).await;
+        Dev {
+            _process: process,
+            address,
+            local,
+        }
+    }
+
+    async fn tasks(&self) -> TaskServiceClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        TaskServiceClient::new(channel)
+    }
+}
+
+/// The README's command-line block: the lines of the first `sh` block
+/// after its "The command line" heading.
+fn readme_command_line() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split_once("## The command line")
+        .expect("the README has its command-line section")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a sh block")
+        .0;
+    block
+        .lines()
+        .filter(|line| line.starts_with("taskplane "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every command of the README's command-line block succeeds against
+/// `taskplane dev` (the `--wait` enqueue exits 0 only once its task
+/// COMPLETED); `<id>` stands for a task that went DEAD, which is what
+/// `task attempts` and `task retry` are for.
+#[tokio::test]
+async fn the_readme_command_line_works_against_taskplane_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path()).await;
+    let cli = env!("CARGO_BIN_EXE_taskplane-under-test");
+    let server = format!("--server http://{}", dev.address);
+    // A task DEAD at once: a webhook without its url.
+    let dead = run_shell(&format!(
+        "{cli} enqueue webhook --payload '{{}}' --output json {server}"
+    ))
+    .await;
+    let dead: serde_json::Value = serde_json::from_str(&dead).unwrap();
+    let id = dead["id"]
+        .as_str()
+        .expect("the enqueued task's id")
+        .to_owned();
+    let mut tasks = dev.tasks().await;
+    assert_eq!(
+        wait_terminal(&mut tasks, &id).await.status(),
+        TaskStatus::Dead
+    );
+    let commands = readme_command_line();
+    assert!(commands.len() >= 8, "found only {commands:?}");
+    let mut outputs = Vec::new();
+    for command in &commands {
+        let line = command
+            .split(" #")
+            .next()
+            .unwrap()
+            .trim()
+            .replace("<id>", &id);
+        let rest = line.strip_prefix("taskplane ").unwrap();
+        outputs.push(
+            run_shell(&format!(
+                "cd '{}' && {cli} {rest} {server}",
+                dir.path().display()
+            ))
+            .await,
+        );
+    }
+    let attempts = &outputs[commands
+        .iter()
+        .position(|c| c.contains("task attempts"))
+        .unwrap()];
+    assert!(attempts.contains("payload field 'url'"), "{attempts}");
+    assert_eq!(
+        wait_terminal(&mut tasks, &id).await.attempts,
+        2,
+        "`task retry` ran it again"
+    );
+}
+
 /// Runs every block of the page against `taskplane dev`, started as a user
 /// starts it, in an empty directory: each enqueue must end as the page says
 /// (status, and the result's keys), with nothing but dev's own stand-ins.
@@ -194,28 +319,9 @@ async fn every_example_completes_in_taskplane_dev_as_documented() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
-    command
-        .args(["dev", "--listen", "127.0.0.1:0", "--local-listen", &local])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TASKPLANE_") || name.starts_with("TASK_") {
-            command.env_remove(name);
-        }
-    }
-    let (_dev, address) = spawn_listening(command).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut tasks = TaskServiceClient::new(channel);
+    let dev = Dev::start(dir.path()).await;
+    let (address, local) = (dev.address.clone(), dev.local.clone());
+    let mut tasks = dev.tasks().await;
     let steps = steps();
     let checked = steps.iter().filter(|s| s.expected.is_some()).count();
     assert!(checked >= 20, "only {checked} examples state their outcome");
