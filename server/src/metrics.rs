@@ -81,6 +81,7 @@ pub struct ServerMetrics {
     schedule_fires: Family<ScheduleLabels, Counter>,
     schedule_skips: Family<SkipLabels, Counter>,
     schedule_lag: Family<ScheduleLabels, Histogram, fn() -> Histogram>,
+    paused: Family<TypeLabels, Gauge>,
 }
 
 impl Default for ServerMetrics {
@@ -99,6 +100,7 @@ impl Default for ServerMetrics {
             schedule_fires: Family::default(),
             schedule_skips: Family::default(),
             schedule_lag: Family::new_with_constructor(latency_histogram),
+            paused: Family::default(),
         };
         metrics.registered()
     }
@@ -163,7 +165,24 @@ impl ServerMetrics {
             "From a schedule's fire time to the commit of its task",
             self.schedule_lag.clone(),
         );
+        registry.register(
+            "task_type_paused",
+            "1 while a task type is paused (nothing new is delivered), else 0",
+            self.paused.clone(),
+        );
         self
+    }
+
+    /// Sets each type's paused gauge.
+    pub fn flow_policies(&self, task_types: &[crate::model::TaskType]) {
+        for task_type in task_types {
+            let labels = TypeLabels {
+                task_type: task_type.task_type.clone(),
+            };
+            self.paused
+                .get_or_create(&labels)
+                .set(i64::from(task_type.flow.paused));
+        }
     }
 
     /// Counts a schedule's task enqueued for `fire_at`, and its lag.

@@ -210,6 +210,8 @@ pub struct TaskType {
     pub registered_at: DateTime<Utc>,
     /// Latest registration.
     pub updated_at: DateTime<Utc>,
+    /// The operator's flow-control policy (see [`crate::engine::flow`]).
+    pub flow: crate::engine::flow::FlowPolicy,
 }
 
 /// A validated registration of one task type.
@@ -245,6 +247,10 @@ pub struct Claimant<'a> {
     pub versions: &'a [String],
     /// The agent's labels.
     pub labels: &'a BTreeMap<String, String>,
+    /// Types of the agent under a flow-control policy (paused or limited,
+    /// [`crate::engine::flow`]): claimed within their limits, before the
+    /// rest. Not in `task_types`.
+    pub limited: &'a [String],
 }
 
 /// Who holds a lease and until when.

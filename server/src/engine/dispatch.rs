@@ -12,6 +12,7 @@
 //! the whole replica. A session that is not caught up (its last claim
 //! failed, say) claims again each poll interval.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,10 +103,24 @@ async fn claim_and_assign(
         expires_at: Utc::now() + lease_length,
     };
     let versions = plane.routing.claimable(&session.handler_versions);
+    // Types under a flow-control policy are claimed apart, within their
+    // limits; with none (the usual case) the session's list is used as is.
+    let limited_types = plane.flow.current();
+    let (free_types, limited): (Cow<'_, [String]>, Vec<String>) = if limited_types.is_empty() {
+        (Cow::Borrowed(&session.task_types), Vec::new())
+    } else {
+        let (limited, free) = session
+            .task_types
+            .iter()
+            .cloned()
+            .partition(|task_type| limited_types.contains_key(task_type));
+        (Cow::Owned(free), limited)
+    };
     let claimant = Claimant {
-        task_types: &session.task_types,
+        task_types: &free_types,
         versions: &versions,
         labels: &session.labels,
+        limited: &limited,
     };
     let claim_began = Instant::now();
     let tasks = match plane.store.claim(&claimant, free, &lease).await {

@@ -55,11 +55,13 @@ impl<'a> HandOffs<'a> {
 
     /// The lease to store `task` under: a slot reserved on the caught-up
     /// session serving its type with the most free slots. `None` when no
-    /// session can take it at once, and for a task that names a handler
-    /// version or requires labels: claims route those (see
-    /// [`crate::engine::routing`]).
+    /// session can take it at once, for a task that names a handler
+    /// version or requires labels (claims route those, see
+    /// [`crate::engine::routing`]), and for a type under a flow-control
+    /// policy (claims count those against its limits, see
+    /// [`crate::engine::flow`]).
     pub fn choose(&self, task: &Task) -> Option<Lease> {
-        if !routing::unconstrained(task) {
+        if !routing::unconstrained(task) || self.plane.flow.limits(&task.task_type) {
             return None;
         }
         let session = self.plane.sessions.reserve_for(&task.task_type)?;

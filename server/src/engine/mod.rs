@@ -11,6 +11,8 @@
 //! - [`handoff`]: new tasks handed straight to idle agents at enqueue.
 //! - [`routing`]: which agent may take a task that names a handler version
 //!   or requires labels.
+//! - [`flow`]: an operator's limits on a task type: pause, `max_running`,
+//!   and `max_running_per_key` by a concurrency key.
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
@@ -22,6 +24,7 @@ pub mod completer;
 pub mod dispatch;
 pub mod enqueuer;
 pub mod events;
+pub mod flow;
 pub mod group_commit;
 pub mod handoff;
 pub mod plane;

@@ -14,6 +14,7 @@ use crate::config::QueueConfig;
 use crate::engine::completer::{Completer, ReportedResult};
 use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
+use crate::engine::flow::{FlowChange, FlowView};
 use crate::engine::handoff::HandOffs;
 use crate::engine::prefetch::ClaimTime;
 use crate::engine::routing::{RoutingView, VersionsInUse};
@@ -21,7 +22,7 @@ use crate::engine::sessions::{Session, Sessions, ToAgent};
 use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
 use crate::metrics::ServerMetrics;
-use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus};
+use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus, TaskType};
 use crate::schedule::Firing;
 use crate::store::Store;
 
@@ -58,6 +59,9 @@ pub struct ControlPlane {
     pub schedules_changed: Notify,
     /// The handler versions live agents serve (see [`crate::engine::routing`]).
     pub routing: RoutingView,
+    /// The task types whose flow-control policy limits them (see
+    /// [`crate::engine::flow`]).
+    pub flow: FlowView,
 }
 
 impl ControlPlane {
@@ -87,6 +91,7 @@ impl ControlPlane {
             claim_time: Arc::new(ClaimTime::default()),
             schedules_changed: Notify::new(),
             routing: RoutingView::default(),
+            flow: FlowView::default(),
         }
     }
 
@@ -100,7 +105,36 @@ impl ControlPlane {
         if self.routing.update(VersionsInUse::new(&task_types, &live)) {
             self.sessions.wake_all();
         }
+        self.metrics.flow_policies(&task_types);
+        if self.flow.update(&task_types) {
+            self.sessions.wake_all();
+        }
         Ok(())
+    }
+
+    /// Changes a task type's flow-control policy, and applies it here at
+    /// once: the view of limited types is refreshed and the type's agents
+    /// woken (a resumed type, a raised limit). Other replicas are told by
+    /// the store.
+    pub async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
+        let changed = self.store.set_flow_policy(task_type, change).await?;
+        self.refresh_flow(task_type).await;
+        Ok(changed)
+    }
+
+    /// Re-reads which types are limited after `task_type`'s policy changed
+    /// (here or on another replica), and wakes its agents.
+    pub async fn refresh_flow(&self, task_type: &str) {
+        match self.store.list_task_types(None).await {
+            Ok(task_types) => {
+                self.flow.update(&task_types);
+                self.metrics.flow_policies(&task_types);
+            }
+            Err(error) => {
+                tracing::warn!(%error, task_type, "cannot read flow policies; the next heartbeat round will")
+            }
+        }
+        self.sessions.wake_for([task_type]);
     }
 
     /// Stores tasks atomically and wakes the agents that serve their types,

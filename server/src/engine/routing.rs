@@ -283,6 +283,7 @@ mod tests {
             default_retry_policy: crate::model::RetryPolicy::default(),
             registered_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            flow: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use crate::engine::flow::policy_changed;
 use crate::engine::plane::ControlPlane;
 
 /// Wakes this replica's agents when another replica announces ready work of
@@ -23,7 +24,10 @@ pub async fn relay_ready_notifications(plane: Arc<ControlPlane>) {
     loop {
         tokio::select! {
             notification = notifications.next() => match notification {
-                Some(task_type) => plane.sessions.wake_for([task_type.as_str()]),
+                Some(notice) => match policy_changed(&notice) {
+                    Some(task_type) => plane.refresh_flow(task_type).await,
+                    None => plane.sessions.wake_for([notice.as_str()]),
+                },
                 None => return,
             },
             () = plane.shutdown.cancelled() => return,

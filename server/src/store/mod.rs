@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::config::QueueConfig;
+use crate::engine::flow::FlowChange;
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Claimant, Enqueued, Lease, NewTask, ResultOutcome,
@@ -59,6 +60,13 @@ pub trait Store: Send + Sync + 'static {
     /// One task type, if registered.
     async fn get_task_type(&self, task_type: &str) -> Result<Option<TaskType>> {
         self.common().task_type(task_type).await
+    }
+
+    /// Changes a task type's flow-control policy (see
+    /// [`crate::engine::flow`]) and returns the type as it now is; on
+    /// PostgreSQL every replica is told at commit.
+    async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
+        self.common().set_flow_policy(task_type, change).await
     }
 
     /// Every registered task type (of one domain, if given), by name.
@@ -508,6 +516,7 @@ mod tests {
             default_retry_policy: Default::default(),
             registered_at: now,
             updated_at: now,
+            flow: Default::default(),
         };
         rules::new_task(suite::new_task("a"), &task_type, now)
     }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::TokenRecord;
 use crate::auth::{DomainScope, Role};
+use crate::engine::flow::{ConcurrencyKey, FlowPolicy};
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, NewTask, RecordedTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus,
@@ -185,6 +186,28 @@ pub fn task_type(row: &impl Columns) -> Result<TaskType> {
         default_retry_policy: retry_policy(row)?,
         registered_at: time(row, "registered_at")?,
         updated_at: time(row, "updated_at")?,
+        flow: flow_policy(row)?,
+    })
+}
+
+/// A task type's flow-control policy from its `task_types` row.
+fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
+    let limit = |column: &str| -> Result<Option<u32>> {
+        row.optional_integer(column)?
+            .map(|value| {
+                u32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} {value}")))
+            })
+            .transpose()
+    };
+    Ok(FlowPolicy {
+        paused: row.integer("paused")? != 0,
+        max_running: limit("max_running")?,
+        concurrency_key: row
+            .optional_text("concurrency_key")?
+            .map(|path| ConcurrencyKey::parse(&path))
+            .transpose()
+            .map_err(|error| Error::Corrupt(format!("concurrency_key: {error}")))?,
+        max_running_per_key: limit("max_running_per_key")?,
     })
 }
 

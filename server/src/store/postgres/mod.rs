@@ -26,6 +26,7 @@ use super::sql::{
     self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer, Writes as _,
 };
 use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
+use crate::engine::flow::{FlowChange, policy_notice};
 use crate::error::Result;
 use crate::model::{
     Claimant, Enqueued, Lease, NewTask, ResultOutcome, SessionStatus, Task, TaskType, TaskTypeSpec,
@@ -112,6 +113,46 @@ impl PostgresStore {
         for task_type in types {
             known.insert(task_type.task_type.clone(), task_type.clone());
         }
+    }
+
+    /// Claims of the types no flow-control policy limits: fair across
+    /// types, skipping rows other replicas hold.
+    async fn claim_free(
+        &self,
+        claimant: &Claimant<'_>,
+        limit: u32,
+        lease: &Lease,
+        now: i64,
+    ) -> Result<Vec<Task>> {
+        let task_types = claimant.task_types;
+        // A claim commits without waiting for its WAL flush (the `claims`
+        // connections set synchronous_commit = off): a crash can lose the
+        // last claims, which puts those tasks back to PENDING with their
+        // attempts uncounted, so they run again — what delivery at least
+        // once already allows. It takes one fsync off the path from enqueue
+        // to handler. Enqueues and results stay synchronous, and their
+        // flushes carry any earlier claim to disk with them.
+        if let [task_type] = task_types {
+            // One statement, so no explicit transaction: one round trip.
+            let mut connection = self.claims.acquire().await?;
+            let tasks =
+                writes::claim_type(&mut connection, task_type, limit, claimant, lease, now).await?;
+            return Ok(super::delivery_order(tasks));
+        }
+        let mut tx = self.claims.begin().await?;
+        let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
+        let (first_pass, share) = plan.first_pass();
+        let claimed =
+            writes::claim_each_type(&mut tx, first_pass, share, limit, claimant, lease, now)
+                .await?;
+        plan.record_first_pass(claimed);
+        while let Some((task_type, wanted)) = plan.next_step() {
+            let claimed =
+                writes::claim_type(&mut tx, task_type, wanted, claimant, lease, now).await?;
+            plan.record(claimed);
+        }
+        tx.commit().await?;
+        Ok(plan.into_tasks())
     }
 }
 
@@ -292,6 +333,16 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
+        let changed = self.common.set_flow_policy(task_type, change).await?;
+        // Other replicas refresh their view of limited types at once.
+        sqlx::query(sqlx::AssertSqlSafe(ANNOUNCE_READY.as_str()))
+            .bind(policy_notice(task_type))
+            .execute(&self.pool)
+            .await?;
+        Ok(changed)
+    }
+
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
         let registered = self.common.register_task_types(specs).await?;
         self.remember_types(&registered);
@@ -391,39 +442,36 @@ impl Store for PostgresStore {
     }
 
     async fn claim(&self, claimant: &Claimant<'_>, limit: u32, lease: &Lease) -> Result<Vec<Task>> {
+        let now = millis(Utc::now());
+        // Limited types first, in a transaction of their own: their limits
+        // bound what they take, so they cannot starve the other types,
+        // while a backlog of those could starve them.
+        let mut tasks = Vec::new();
+        if !claimant.limited.is_empty() && limit > 0 {
+            let mut tx = self.claims.begin().await?;
+            for task_type in claimant.limited {
+                let wanted = limit - tasks.len() as u32;
+                if wanted == 0 {
+                    break;
+                }
+                tasks.extend(
+                    limited::claim_limited(&mut tx, task_type, wanted, claimant, lease, now)
+                        .await?,
+                );
+            }
+            tx.commit().await?;
+        }
+        let limit = limit - tasks.len() as u32;
         let task_types = claimant.task_types;
         if limit == 0 || task_types.is_empty() {
-            return Ok(Vec::new());
+            return Ok(tasks);
         }
-        let now = millis(Utc::now());
-        // A claim commits without waiting for its WAL flush (the `claims`
-        // connections set synchronous_commit = off): a crash can lose the
-        // last claims, which puts those tasks back to PENDING with their
-        // attempts uncounted, so they run again — what delivery at least
-        // once already allows. It takes one fsync off the path from enqueue
-        // to handler. Enqueues and results stay synchronous, and their
-        // flushes carry any earlier claim to disk with them.
-        if let [task_type] = task_types {
-            // One statement, so no explicit transaction: one round trip.
-            let mut connection = self.claims.acquire().await?;
-            let tasks =
-                writes::claim_type(&mut connection, task_type, limit, claimant, lease, now).await?;
-            return Ok(super::delivery_order(tasks));
+        let free = self.claim_free(claimant, limit, lease, now).await?;
+        if tasks.is_empty() {
+            return Ok(free);
         }
-        let mut tx = self.claims.begin().await?;
-        let mut plan = super::FairClaim::new(task_types, limit, &self.claim_rotation);
-        let (first_pass, share) = plan.first_pass();
-        let claimed =
-            writes::claim_each_type(&mut tx, first_pass, share, limit, claimant, lease, now)
-                .await?;
-        plan.record_first_pass(claimed);
-        while let Some((task_type, wanted)) = plan.next_step() {
-            let claimed =
-                writes::claim_type(&mut tx, task_type, wanted, claimant, lease, now).await?;
-            plan.record(claimed);
-        }
-        tx.commit().await?;
-        Ok(plan.into_tasks())
+        tasks.extend(free);
+        Ok(tasks)
     }
 
     async fn write_results(&self, batch: ResultBatch) -> Result<Vec<ResultOutcome>> {
@@ -516,6 +564,7 @@ impl Store for PostgresStore {
     }
 }
 
+mod limited;
 #[cfg(test)]
 mod tests;
 mod writes;

@@ -57,7 +57,7 @@ pub(super) async fn claim_type(
 /// and `labels`: it names no version or one of them, and requires no
 /// labels or only ones it has. Most tasks do neither, which costs two
 /// comparisons.
-fn routed(alias: &str, versions: &str, labels: &str) -> String {
+pub(super) fn routed(alias: &str, versions: &str, labels: &str) -> String {
     format!(
         "({alias}.handler_version = ''
              OR {alias}.task_type || E'\\t' || {alias}.handler_version = ANY({versions}::text[]))
@@ -110,20 +110,20 @@ pub(super) async fn claim_each_type(
 /// `ready_id`) and starts their attempts, returning the tasks: `$1` is the
 /// clock and `$2` to `$4` the lease ([`bind_lease`]); `ready`'s own
 /// parameters start at `$5`.
-fn lease_ready(ready: &str) -> String {
+pub(super) fn lease_ready(ready: &str) -> String {
     format!(
         "WITH ready AS ({ready}),
          claimed AS (
              UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
                  updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
-             FROM ready WHERE id = ready.ready_id
+             FROM ready WHERE id = ready.ready_id AND status = 'pending'
              RETURNING {TASK_COLUMNS})
          SELECT * FROM claimed"
     )
 }
 
 /// Binds [`lease_ready`]'s `$1` to `$4`: the clock and the lease.
-fn bind_lease<'q>(
+pub(super) fn bind_lease<'q>(
     query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     lease: &Lease,
     now: i64,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::schedules::Schedules;
 use super::{Dialect, Shared};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
+use crate::engine::flow::FlowChange;
 use crate::error::Result;
 use crate::model::{AgentSession, Attempt, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats};
 use crate::store::rows::Columns;
@@ -122,6 +123,8 @@ pub trait Writer<DB: Database>: Send + Sync {
 pub trait Writes: Send + Sync {
     /// Registers or updates task types: all or none.
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>>;
+    /// Changes a task type's flow-control policy; returns the type.
+    async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType>;
     /// Cancels a PENDING or RUNNING task; returns it before and after.
     async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)>;
     /// Puts a DEAD or CANCELLED task back in the queue.
@@ -197,6 +200,13 @@ where
             &mut tx,
             specs,
             &self.defaults
+        )
+        .await?)
+    }
+
+    async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
+        in_transaction!(self, |tx| Shared::<DB>::set_flow_policy(
+            &mut tx, task_type, change
         )
         .await?)
     }

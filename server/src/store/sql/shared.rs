@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::Dialect;
 use crate::auth::tokens::{IssuedToken, TokenRecord};
+use crate::engine::flow::FlowChange;
 use crate::error::Result;
 use crate::model::{AgentSession, Attempt, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats};
 use crate::store::rows::{self, Columns, duration_millis, json_text, millis};
@@ -133,6 +134,33 @@ where
             }
         }
         Ok(registered)
+    }
+
+    /// Applies `change` to a registered type's flow-control policy inside
+    /// the caller's transaction; `FailedPrecondition` for an unregistered
+    /// type, `InvalidArgument` for limits that do not fit together.
+    pub async fn set_flow_policy(
+        connection: &mut DB::Connection,
+        task_type: &str,
+        change: &FlowChange,
+    ) -> Result<TaskType> {
+        let existing = Self::fetch_task_type(&mut *connection, task_type)
+            .await?
+            .ok_or_else(|| rules::unregistered(task_type))?;
+        let policy = change.apply_to(&existing.flow)?;
+        let row = sqlx::query(
+            "UPDATE task_types SET paused = $2, max_running = NULLIF($3, 0),
+                 concurrency_key = $4, max_running_per_key = NULLIF($5, 0)
+             WHERE task_type = $1 RETURNING *",
+        )
+        .bind(task_type.to_owned())
+        .bind(i64::from(policy.paused))
+        .bind(i64::from(policy.max_running.unwrap_or(0)))
+        .bind(policy.concurrency_key.as_ref().map(ToString::to_string))
+        .bind(i64::from(policy.max_running_per_key.unwrap_or(0)))
+        .fetch_one(&mut *connection)
+        .await?;
+        rows::task_type(&row)
     }
 
     /// Every attempt of a task, oldest first.

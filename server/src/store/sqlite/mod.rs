@@ -33,6 +33,7 @@ use crate::model::{
 };
 
 mod enqueue;
+mod limited;
 mod writer_lock;
 mod writer_thread;
 mod writes;
@@ -392,15 +393,33 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, claimant: &Claimant<'_>, limit: u32, lease: &Lease) -> Result<Vec<Task>> {
-        if limit == 0 || claimant.task_types.is_empty() {
+        if limit == 0 || (claimant.task_types.is_empty() && claimant.limited.is_empty()) {
             return Ok(Vec::new());
         }
         let now = rows::now();
         let (task_types, lease) = (claimant.task_types.to_vec(), lease.clone());
+        let limited = claimant.limited.to_vec();
         let route = writes::Route::new(claimant);
         let rotation = Arc::clone(&self.claim_rotation);
         self.thread
             .write(move |connection| {
+                // Limited types first: their limits bound what they take,
+                // so they cannot starve the other types, while a backlog
+                // of those could starve them.
+                let mut tasks = Vec::new();
+                for task_type in &limited {
+                    let wanted = limit - tasks.len() as u32;
+                    if wanted == 0 {
+                        return Ok(tasks);
+                    }
+                    tasks.extend(limited::claim_limited(
+                        connection, task_type, wanted, &route, &lease, now,
+                    )?);
+                }
+                let limit = limit - tasks.len() as u32;
+                if limit == 0 || task_types.is_empty() {
+                    return Ok(tasks);
+                }
                 // One type takes one step: its share is the whole limit.
                 let mut plan = super::FairClaim::new(&task_types, limit, &rotation);
                 // The first pass reads every type's share in one statement,
@@ -416,7 +435,8 @@ impl Store for SqliteStore {
                         writes::claim_type(connection, task_type, wanted, &route, &lease, now)?;
                     plan.record(claimed);
                 }
-                Ok(plan.into_tasks())
+                tasks.extend(plan.into_tasks());
+                Ok(tasks)
             })
             .await
     }

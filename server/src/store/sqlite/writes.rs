@@ -40,8 +40,10 @@ pub(super) fn claim_type(
 /// A claimant's versions and labels (`model::Claimant`), as the JSON the
 /// claim's statements read them from.
 pub(super) struct Route {
-    versions: String,
-    labels: String,
+    /// The `type<TAB>version` keys, a JSON array.
+    pub(super) versions: String,
+    /// The labels, a JSON object.
+    pub(super) labels: String,
 }
 
 impl Route {
@@ -58,7 +60,7 @@ impl Route {
 /// versions and labels are the parameters `versions` and `labels`: it names
 /// no version or one of them, and requires no labels or only ones it has.
 /// Most tasks do neither, which costs two comparisons.
-fn routed(alias: &str, versions: &str, labels: &str) -> String {
+pub(super) fn routed(alias: &str, versions: &str, labels: &str) -> String {
     format!(
         "({alias}.handler_version = '' OR {alias}.task_type || char(9) || {alias}.handler_version
              IN (SELECT value FROM json_each({versions})))

@@ -361,6 +361,7 @@ async fn a_claim_takes_only_the_versions_and_labels_its_claimant_may(backend: Ba
                 task_types: &types,
                 versions: &versions,
                 labels: &labels,
+                limited: &[],
             };
             let claimed = store.claim(&claimant, 20, &lease()).await.unwrap();
             claimed.iter().map(|t| t.id).collect::<BTreeSet<Uuid>>()

@@ -4,6 +4,7 @@
 
 mod claims;
 mod enqueue;
+mod flow;
 mod history;
 mod leases;
 mod registry;
@@ -82,6 +83,7 @@ pub(crate) fn of_types(task_types: &[String]) -> Claimant<'_> {
         task_types,
         versions: &[],
         labels: &NO_LABELS,
+        limited: &[],
     }
 }
 

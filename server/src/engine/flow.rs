@@ -1,0 +1,389 @@
+//! Flow control: an operator's limits on how much of one task type runs.
+//!
+//! A type may be **paused** (nothing new is delivered; what runs finishes),
+//! limited to **`max_running`** attempts at once across every agent and
+//! replica, and given a **concurrency key** — a path into each task's
+//! payload or metadata, such as `payload.customer_id` — with
+//! **`max_running_per_key`**, so that one customer's flood cannot hold every
+//! slot. Ready tasks of different keys are taken in turn: every key's first
+//! waiting task before any key's second.
+//!
+//! The rules live here; a claim applies them in SQL. Types without a policy
+//! take the claim's fast path. A claim of a limited type goes through
+//! `Store::claim`'s limited path, which locks the type's row (PostgreSQL:
+//! `FOR UPDATE`, so replicas take turns; SQLite has one writer anyway),
+//! counts what runs, and leases only what the limits allow. Which types are
+//! limited or paused is a view ([`FlowView`]) refreshed when this replica
+//! changes a policy, when another replica announces a change (PostgreSQL
+//! `NOTIFY`), and every heartbeat interval. A limited type is never handed
+//! off at enqueue.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use crate::error::Error;
+use crate::model::TaskType;
+
+/// How a replica announces, on the channel of ready work, that a type's
+/// policy changed: the type behind this prefix (task type names have no
+/// ':', so the two kinds of notice cannot be confused).
+const POLICY_NOTICE: &str = "flow:";
+
+/// The notice announcing that `task_type`'s policy changed.
+pub fn policy_notice(task_type: &str) -> String {
+    format!("{POLICY_NOTICE}{task_type}")
+}
+
+/// The task type whose policy a notice says changed; `None` for a notice
+/// of ready work.
+pub fn policy_changed(notice: &str) -> Option<&str> {
+    notice.strip_prefix(POLICY_NOTICE)
+}
+
+/// Where a task's concurrency key is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The task's payload.
+    Payload,
+    /// The task's metadata.
+    Metadata,
+}
+
+/// A path into a task's payload or metadata, e.g. `payload.customer_id`
+/// or `metadata.tenant`: dot-separated names of letters, digits and `_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyKey {
+    /// Payload or metadata.
+    pub source: KeySource,
+    /// The names below it, at least one.
+    pub fields: Vec<String>,
+}
+
+impl ConcurrencyKey {
+    /// Parses `payload.a.b` or `metadata.tenant`, saying what is wrong.
+    pub fn parse(path: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::InvalidArgument(format!(
+                "concurrency_key '{path}' {why}: write a path into the payload or the metadata, e.g. payload.customer_id or metadata.tenant"
+            ))
+        };
+        let mut parts = path.split('.');
+        let source = match parts.next() {
+            Some("payload") => KeySource::Payload,
+            Some("metadata") => KeySource::Metadata,
+            _ => return Err(invalid("does not start with 'payload.' or 'metadata.'")),
+        };
+        let fields: Vec<String> = parts.map(str::to_owned).collect();
+        if fields.is_empty() {
+            return Err(invalid("names no field"));
+        }
+        let valid = |field: &String| {
+            !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !fields.iter().all(valid) || (source == KeySource::Metadata && fields.len() != 1) {
+            return Err(invalid(
+                "has an empty or invalid name (letters, digits and '_'; metadata has one level)",
+            ));
+        }
+        Ok(ConcurrencyKey { source, fields })
+    }
+
+    /// The column the key is read from.
+    pub fn column(&self) -> &'static str {
+        match self.source {
+            KeySource::Payload => "payload",
+            KeySource::Metadata => "metadata",
+        }
+    }
+
+    /// The key's value in a task's payload or metadata, as text; `None`
+    /// when the task does not have it (such tasks share one key).
+    pub fn value_in(
+        &self,
+        payload: &serde_json::Map<String, serde_json::Value>,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Option<String> {
+        match self.source {
+            KeySource::Metadata => metadata.get(&self.fields[0]).cloned(),
+            KeySource::Payload => {
+                let mut value = payload.get(&self.fields[0])?;
+                for field in &self.fields[1..] {
+                    value = value.get(field)?;
+                }
+                match value {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(text) => Some(text.clone()),
+                    other => Some(other.to_string()),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConcurrencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.column(), self.fields.join("."))
+    }
+}
+
+/// One task type's flow-control policy. The default limits nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowPolicy {
+    /// Deliver nothing new.
+    pub paused: bool,
+    /// At most this many running at once, across all agents and replicas.
+    pub max_running: Option<u32>,
+    /// What groups tasks for `max_running_per_key`.
+    pub concurrency_key: Option<ConcurrencyKey>,
+    /// At most this many running at once per key.
+    pub max_running_per_key: Option<u32>,
+}
+
+impl FlowPolicy {
+    /// True when claims of the type must take the limited path.
+    pub fn limits(&self) -> bool {
+        self.paused || self.max_running.is_some() || self.max_running_per_key.is_some()
+    }
+
+    /// Checks that the limits make sense together.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.max_running_per_key.is_some() && self.concurrency_key.is_none() {
+            return Err(Error::InvalidArgument(
+                "max_running_per_key needs a concurrency_key: say what groups the tasks, e.g. --concurrency-key payload.customer_id".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many more tasks of the type may start, given how many run.
+    pub fn room(&self, running: u32) -> u32 {
+        if self.paused {
+            return 0;
+        }
+        self.max_running
+            .map_or(u32::MAX, |max| max.saturating_sub(running))
+    }
+}
+
+/// A change to a type's limits: each `Some` replaces that limit (`Some(0)`,
+/// or an empty key, removes it); `None` keeps it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowChange {
+    /// Pause (`true`) or resume (`false`).
+    pub paused: Option<bool>,
+    /// The new `max_running`; 0 removes it.
+    pub max_running: Option<u32>,
+    /// The new concurrency key; `Some(None)` removes it.
+    pub concurrency_key: Option<Option<ConcurrencyKey>>,
+    /// The new `max_running_per_key`; 0 removes it.
+    pub max_running_per_key: Option<u32>,
+}
+
+impl FlowChange {
+    /// `policy` with this change applied, checked.
+    pub fn apply_to(&self, policy: &FlowPolicy) -> Result<FlowPolicy, Error> {
+        let limit = |value: Option<u32>, old: Option<u32>| match value {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => old,
+        };
+        let changed = FlowPolicy {
+            paused: self.paused.unwrap_or(policy.paused),
+            max_running: limit(self.max_running, policy.max_running),
+            concurrency_key: self
+                .concurrency_key
+                .clone()
+                .unwrap_or_else(|| policy.concurrency_key.clone()),
+            max_running_per_key: limit(self.max_running_per_key, policy.max_running_per_key),
+        };
+        changed.check()?;
+        Ok(changed)
+    }
+}
+
+/// Which task types have a policy that limits them: what decides whether a
+/// claim takes the fast path and whether a task may be handed off.
+#[derive(Debug, Default)]
+pub struct FlowView {
+    limited: RwLock<Arc<HashMap<String, FlowPolicy>>>,
+}
+
+impl FlowView {
+    /// Replaces the view with the policies of `task_types`; true when it
+    /// changed.
+    pub fn update(&self, task_types: &[TaskType]) -> bool {
+        let limited: HashMap<String, FlowPolicy> = task_types
+            .iter()
+            .filter(|t| t.flow.limits())
+            .map(|t| (t.task_type.clone(), t.flow.clone()))
+            .collect();
+        let mut current = self.limited.write().expect("flow view lock poisoned");
+        if **current == limited {
+            return false;
+        }
+        *current = Arc::new(limited);
+        true
+    }
+
+    /// The limited types and their policies now.
+    pub fn current(&self) -> Arc<HashMap<String, FlowPolicy>> {
+        Arc::clone(&self.limited.read().expect("flow view lock poisoned"))
+    }
+
+    /// True when `task_type` has a policy that limits it.
+    pub fn limits(&self, task_type: &str) -> bool {
+        let limited = self.limited.read().expect("flow view lock poisoned");
+        !limited.is_empty() && limited.contains_key(task_type)
+    }
+}
+
+/// Why a due PENDING task of a limited type waits, given how many of its
+/// type (and of its key) run now. `None` when its limits leave room.
+pub fn waiting_for(
+    task_type: &str,
+    policy: &FlowPolicy,
+    running: u32,
+    key: Option<(&str, u32)>,
+) -> Option<String> {
+    if policy.paused {
+        return Some(format!(
+            "task type '{task_type}' is paused: resume it with `taskplane types resume {task_type}`"
+        ));
+    }
+    if let Some(max) = policy.max_running.filter(|max| running >= *max) {
+        return Some(format!(
+            "task type '{task_type}' has {running} running of its max_running {max}"
+        ));
+    }
+    match (key, &policy.concurrency_key, policy.max_running_per_key) {
+        (Some((value, running)), Some(path), Some(max)) if running >= max => Some(format!(
+            "{path} = '{value}' has {running} running of its max_running_per_key {max}"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_name_payload_or_metadata_fields() {
+        let key = ConcurrencyKey::parse("payload.customer.id").unwrap();
+        assert_eq!(key.source, KeySource::Payload);
+        assert_eq!(key.fields, ["customer", "id"]);
+        assert_eq!(key.to_string(), "payload.customer.id");
+        assert_eq!(
+            ConcurrencyKey::parse("metadata.tenant").unwrap().column(),
+            "metadata"
+        );
+        for bad in [
+            "customer_id",
+            "payload",
+            "payload.",
+            "payload.a..b",
+            "payload.a-b",
+            "metadata.a.b",
+            "body.x",
+        ] {
+            let err = ConcurrencyKey::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("'{bad}'")) && err.contains("e.g. payload.customer_id"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_reads_its_value_from_the_task() {
+        let payload = serde_json::json!({"customer": {"id": 42}, "name": "acme", "none": null});
+        let payload = payload.as_object().unwrap();
+        let metadata = [("tenant".to_owned(), "eu-1".to_owned())].into();
+        let read = |path: &str| {
+            ConcurrencyKey::parse(path)
+                .unwrap()
+                .value_in(payload, &metadata)
+        };
+        assert_eq!(read("payload.customer.id").as_deref(), Some("42"));
+        assert_eq!(read("payload.name").as_deref(), Some("acme"));
+        assert_eq!(read("payload.none"), None);
+        assert_eq!(read("payload.missing"), None);
+        assert_eq!(read("metadata.tenant").as_deref(), Some("eu-1"));
+    }
+
+    #[test]
+    fn changes_replace_keep_or_remove_each_limit() {
+        let key = ConcurrencyKey::parse("payload.customer_id").unwrap();
+        let set = FlowChange {
+            max_running: Some(5),
+            concurrency_key: Some(Some(key.clone())),
+            max_running_per_key: Some(1),
+            ..FlowChange::default()
+        };
+        let policy = set.apply_to(&FlowPolicy::default()).unwrap();
+        assert_eq!(policy.max_running, Some(5));
+        assert!(policy.limits() && !policy.paused);
+        let paused = FlowChange {
+            paused: Some(true),
+            ..FlowChange::default()
+        }
+        .apply_to(&policy)
+        .unwrap();
+        assert_eq!(
+            (paused.paused, paused.max_running),
+            (true, Some(5)),
+            "the rest is kept"
+        );
+        assert_eq!(paused.room(0), 0);
+        let cleared = FlowChange {
+            max_running: Some(0),
+            ..FlowChange::default()
+        }
+        .apply_to(&policy)
+        .unwrap();
+        assert_eq!(cleared.max_running, None);
+        assert_eq!(cleared.room(100), u32::MAX);
+        let orphan = FlowChange {
+            concurrency_key: Some(None),
+            ..FlowChange::default()
+        }
+        .apply_to(&policy);
+        assert!(
+            orphan
+                .unwrap_err()
+                .to_string()
+                .contains("needs a concurrency_key")
+        );
+    }
+
+    #[test]
+    fn a_waiting_task_is_told_which_limit_holds_it() {
+        let policy = FlowPolicy {
+            max_running: Some(5),
+            concurrency_key: Some(ConcurrencyKey::parse("payload.customer_id").unwrap()),
+            max_running_per_key: Some(1),
+            ..FlowPolicy::default()
+        };
+        assert_eq!(waiting_for("charge", &policy, 2, Some(("acme", 0))), None);
+        assert!(
+            waiting_for("charge", &policy, 5, None)
+                .unwrap()
+                .contains("5 running of its max_running 5")
+        );
+        assert!(
+            waiting_for("charge", &policy, 2, Some(("acme", 1)))
+                .unwrap()
+                .contains("payload.customer_id = 'acme' has 1 running")
+        );
+        let paused = FlowPolicy {
+            paused: true,
+            ..policy
+        };
+        assert!(
+            waiting_for("charge", &paused, 0, None)
+                .unwrap()
+                .contains("taskplane types resume charge")
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Flow control in claims: per-key limits taken in turn, `max_running`,
+//! pause and resume, and policy changes that check what they are given.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::engine::flow::{ConcurrencyKey, FlowChange};
+
+/// A claimant of `a` under its policy: the limited path alone.
+fn limited(types: &[String]) -> Claimant<'_> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    Claimant {
+        task_types: &[],
+        versions: &[],
+        labels: &NO_LABELS,
+        limited: types,
+    }
+}
+
+/// A task of `a` whose payload names `customer`.
+fn for_customer(customer: &str) -> NewTask {
+    let mut task = new_task("a");
+    task.payload.insert("customer".into(), customer.into());
+    task
+}
+
+fn customers_of(tasks: &[Task]) -> Vec<String> {
+    tasks
+        .iter()
+        .map(|t| t.payload["customer"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_key_limit_takes_each_key_in_turn_and_never_past_its_limit(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let per_customer = FlowChange {
+        concurrency_key: Some(Some(ConcurrencyKey::parse("payload.customer").unwrap())),
+        max_running_per_key: Some(1),
+        ..FlowChange::default()
+    };
+    let changed = store.set_flow_policy("a", &per_customer).await.unwrap();
+    assert_eq!(changed.flow.max_running_per_key, Some(1));
+    // Key x floods first; y and z come after.
+    let mut tasks: Vec<NewTask> = (0..5).map(|_| for_customer("x")).collect();
+    tasks.extend((0..3).map(|_| for_customer("y")));
+    tasks.extend((0..3).map(|_| for_customer("z")));
+    store.enqueue(tasks).await.unwrap();
+    let types = ["a".to_owned()];
+    let first = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    let mut keys = customers_of(&first);
+    keys.sort();
+    assert_eq!(keys, ["x", "y", "z"], "one of each key, not x's flood");
+    assert!(
+        store
+            .claim(&limited(&types), 10, &lease())
+            .await
+            .unwrap()
+            .is_empty(),
+        "every key is at its limit"
+    );
+    let x = first.iter().find(|t| t.payload["customer"] == "x").unwrap();
+    let done = AttemptResult::Completed(JsonObject::new());
+    store.record_results(vec![(x.id, 1, done)]).await.unwrap();
+    let next = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    assert_eq!(
+        customers_of(&next),
+        ["x"],
+        "x's turn again once its task ended"
+    );
+}
+
+async fn max_running_and_pause_hold_claims_until_changed(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    store
+        .set_flow_policy(
+            "a",
+            &FlowChange {
+                max_running: Some(2),
+                ..FlowChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue((0..6).map(|_| new_task("a")).collect())
+        .await
+        .unwrap();
+    let types = ["a".to_owned()];
+    assert_eq!(
+        store
+            .claim(&limited(&types), 10, &lease())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .claim(&limited(&types), 10, &lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let paused = store
+        .set_flow_policy(
+            "a",
+            &FlowChange {
+                paused: Some(true),
+                max_running: Some(0),
+                ..FlowChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(paused.flow.paused && paused.flow.max_running.is_none());
+    assert!(
+        store
+            .claim(&limited(&types), 10, &lease())
+            .await
+            .unwrap()
+            .is_empty(),
+        "paused: nothing new"
+    );
+    let listed = store.list_task_types(None).await.unwrap();
+    assert!(listed[0].flow.paused, "the state reads back");
+    store
+        .set_flow_policy(
+            "a",
+            &FlowChange {
+                paused: Some(false),
+                ..FlowChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim(&limited(&types), 10, &lease())
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "resumed, and no longer limited"
+    );
+}
+
+async fn a_metadata_key_groups_tasks_and_tasks_without_it_share_one(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let per_tenant = FlowChange {
+        concurrency_key: Some(Some(ConcurrencyKey::parse("metadata.tenant").unwrap())),
+        max_running_per_key: Some(2),
+        ..FlowChange::default()
+    };
+    store.set_flow_policy("a", &per_tenant).await.unwrap();
+    let mut tasks = Vec::new();
+    for tenant in ["t1", "t1", "t1", "t2"] {
+        let mut task = new_task("a");
+        task.metadata.insert("tenant".into(), tenant.into());
+        tasks.push(task);
+    }
+    tasks.extend((0..3).map(|_| new_task("a")));
+    store.enqueue(tasks).await.unwrap();
+    let types = ["a".to_owned()];
+    let claimed = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    let mut tenants: Vec<&str> = claimed
+        .iter()
+        .map(|t| t.metadata.get("tenant").map_or("-", String::as_str))
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["-", "-", "t1", "t1", "t2"]);
+}
+
+async fn a_policy_change_checks_its_input_and_changes_nothing_when_refused(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let orphan = FlowChange {
+        max_running_per_key: Some(3),
+        ..FlowChange::default()
+    };
+    let err = store.set_flow_policy("a", &orphan).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let unknown = store
+        .set_flow_policy(
+            "nobody",
+            &FlowChange {
+                paused: Some(true),
+                ..FlowChange::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("'nobody' is not registered"),
+        "{unknown}"
+    );
+    let stored = store.get_task_type("a").await.unwrap().unwrap();
+    assert_eq!(stored.flow, Default::default(), "nothing changed");
+    // A registration later keeps the operator's policy.
+    store
+        .set_flow_policy(
+            "a",
+            &FlowChange {
+                max_running: Some(4),
+                ..FlowChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    let again = store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    assert_eq!(again[0].flow.max_running, Some(4));
+}
+
+crate::on_every_backend!(
+    a_key_limit_takes_each_key_in_turn_and_never_past_its_limit,
+    max_running_and_pause_hold_claims_until_changed,
+    a_metadata_key_groups_tasks_and_tasks_without_it_share_one,
+    a_policy_change_checks_its_input_and_changes_nothing_when_refused,
+);
