@@ -82,6 +82,7 @@ pub struct ServerMetrics {
     schedule_skips: Family<SkipLabels, Counter>,
     schedule_lag: Family<ScheduleLabels, Histogram, fn() -> Histogram>,
     paused: Family<TypeLabels, Gauge>,
+    max_running: Family<TypeLabels, Gauge>,
 }
 
 impl Default for ServerMetrics {
@@ -101,6 +102,7 @@ impl Default for ServerMetrics {
             schedule_skips: Family::default(),
             schedule_lag: Family::new_with_constructor(latency_histogram),
             paused: Family::default(),
+            max_running: Family::default(),
         };
         metrics.registered()
     }
@@ -170,10 +172,15 @@ impl ServerMetrics {
             "1 while a task type is paused (nothing new is delivered), else 0",
             self.paused.clone(),
         );
+        registry.register(
+            "task_type_max_running",
+            "A task type's max_running as this replica enforces it (0: no limit)",
+            self.max_running.clone(),
+        );
         self
     }
 
-    /// Sets each type's paused gauge.
+    /// Sets each type's paused and max_running gauges.
     pub fn flow_policies(&self, task_types: &[crate::model::TaskType]) {
         for task_type in task_types {
             let labels = TypeLabels {
@@ -182,6 +189,9 @@ impl ServerMetrics {
             self.paused
                 .get_or_create(&labels)
                 .set(i64::from(task_type.flow.paused));
+            self.max_running
+                .get_or_create(&labels)
+                .set(i64::from(task_type.flow.max_running.unwrap_or(0)));
         }
     }
 

@@ -2866,6 +2866,40 @@ pub mod agent_service_server {
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetTaskTypePolicyRequest {
+    #[prost(string, tag = "1")]
+    pub task_type: ::prost::alloc::string::String,
+    /// Pause (deliver nothing new; what runs finishes; enqueues are still
+    /// accepted) or resume.
+    #[prost(bool, optional, tag = "2")]
+    pub paused: ::core::option::Option<bool>,
+    /// At most this many running at once, across all agents and replicas;
+    /// 0 removes the limit.
+    #[prost(uint32, optional, tag = "3")]
+    pub max_running: ::core::option::Option<u32>,
+    /// What groups tasks for max_running_per_key: a path into the payload or
+    /// the metadata, e.g. "payload.customer_id" or "metadata.tenant"; ""
+    /// removes it. Tasks without the field share one group.
+    #[prost(string, optional, tag = "4")]
+    pub concurrency_key: ::core::option::Option<::prost::alloc::string::String>,
+    /// At most this many running at once per key (needs concurrency_key);
+    /// 0 removes the limit. Ready tasks of different keys take turns.
+    #[prost(uint32, optional, tag = "5")]
+    pub max_running_per_key: ::core::option::Option<u32>,
+}
+/// A task type's flow-control policy. Zero and empty limit nothing.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FlowPolicy {
+    #[prost(bool, tag = "1")]
+    pub paused: bool,
+    #[prost(uint32, tag = "2")]
+    pub max_running: u32,
+    #[prost(string, tag = "3")]
+    pub concurrency_key: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub max_running_per_key: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DrainAgentRequest {
     /// A session id, an agent id, or an agent name (every live session of
     /// that name), as ListAgents shows them.
@@ -2911,6 +2945,9 @@ pub struct HandlerInfo {
     /// The latest self-check reported by each live agent serving this type.
     #[prost(message, repeated, tag = "12")]
     pub health: ::prost::alloc::vec::Vec<AgentHandlerHealth>,
+    /// The operator's flow-control policy (SetTaskTypePolicy).
+    #[prost(message, optional, tag = "13")]
+    pub flow: ::core::option::Option<FlowPolicy>,
 }
 /// One live agent's self-check of one handler.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -3311,6 +3348,33 @@ pub mod registry_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.RegistryService", "DrainAgent"));
             self.inner.unary(req, path, codec).await
         }
+        /// Changes a task type's flow-control policy (admin): pause or resume it,
+        /// limit how many of it run at once, and how many per concurrency key.
+        /// Each field set replaces that part of the policy; unset fields keep
+        /// theirs. Enforced by every replica's claims; see FlowPolicy.
+        pub async fn set_task_type_policy(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetTaskTypePolicyRequest>,
+        ) -> std::result::Result<tonic::Response<super::HandlerInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.RegistryService/SetTaskTypePolicy",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.RegistryService", "SetTaskTypePolicy"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3378,6 +3442,14 @@ pub mod registry_service_server {
             tonic::Response<super::DrainAgentResponse>,
             tonic::Status,
         >;
+        /// Changes a task type's flow-control policy (admin): pause or resume it,
+        /// limit how many of it run at once, and how many per concurrency key.
+        /// Each field set replaces that part of the policy; unset fields keep
+        /// theirs. Enforced by every replica's claims; see FlowPolicy.
+        async fn set_task_type_policy(
+            &self,
+            request: tonic::Request<super::SetTaskTypePolicyRequest>,
+        ) -> std::result::Result<tonic::Response<super::HandlerInfo>, tonic::Status>;
     }
     /// RegistryService answers what can run: task types, domains and live agents.
     #[derive(Debug)]
@@ -3759,6 +3831,55 @@ pub mod registry_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DrainAgentSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.RegistryService/SetTaskTypePolicy" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetTaskTypePolicySvc<T: RegistryService>(pub Arc<T>);
+                    impl<
+                        T: RegistryService,
+                    > tonic::server::UnaryService<super::SetTaskTypePolicyRequest>
+                    for SetTaskTypePolicySvc<T> {
+                        type Response = super::HandlerInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetTaskTypePolicyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RegistryService>::set_task_type_policy(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetTaskTypePolicySvc(inner);
                         let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -13,6 +13,7 @@ use taskplane_proto::v1;
 use uuid::Uuid;
 
 use crate::config::QueueConfig;
+use crate::engine::flow::{ConcurrencyKey, FlowChange, FlowPolicy};
 use crate::error::{Error, Result};
 use crate::model::{Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
 
@@ -207,7 +208,40 @@ pub fn handler_info(
         default_timeout: Some(proto_duration(task_type.default_timeout)),
         default_retry_policy: Some(proto_retry_policy(&task_type.default_retry_policy)),
         health,
+        flow: Some(proto_flow_policy(&task_type.flow)),
     }
+}
+
+/// A flow-control policy on the wire (zero and empty limit nothing).
+pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
+    v1::FlowPolicy {
+        paused: policy.paused,
+        max_running: policy.max_running.unwrap_or(0),
+        concurrency_key: policy
+            .concurrency_key
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        max_running_per_key: policy.max_running_per_key.unwrap_or(0),
+    }
+}
+
+/// A `SetTaskTypePolicyRequest` as a change, its key path checked.
+pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange> {
+    Ok(FlowChange {
+        paused: request.paused,
+        max_running: request.max_running,
+        concurrency_key: request
+            .concurrency_key
+            .as_deref()
+            .map(|path| {
+                (!path.is_empty())
+                    .then(|| ConcurrencyKey::parse(path))
+                    .transpose()
+            })
+            .transpose()?,
+        max_running_per_key: request.max_running_per_key,
+    })
 }
 
 /// Parses a task id, naming the problem if it is not a UUID.

@@ -9,15 +9,17 @@ use taskplane_proto::v1::{
     AgentHandlerHealth, AgentInfo, DomainInfo, DrainAgentRequest, DrainAgentResponse,
     GetTaskTypeRequest, HandlerHealth, HandlerInfo, ListAgentsRequest, ListAgentsResponse,
     ListDomainsRequest, ListDomainsResponse, ListTaskTypesRequest, ListTaskTypesResponse,
-    RegisterTaskTypeRequest, TaskTypeVersions, ValidateTaskTypeRequest, ValidateTaskTypeResponse,
+    RegisterTaskTypeRequest, SetTaskTypePolicyRequest, TaskTypeVersions, ValidateTaskTypeRequest,
+    ValidateTaskTypeResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::api::convert::{handler_info, retry_policy_patch, std_duration, timestamp};
+use crate::api::convert::{flow_change, handler_info, retry_policy_patch, std_duration, timestamp};
 use crate::auth::{check_domain, principal};
 use crate::engine::plane::ControlPlane;
 use crate::error::{Error, Result};
 use crate::model::{AgentSession, TaskType, TaskTypeSpec};
+use crate::store::unregistered;
 
 /// Serves `RegistryService`.
 pub struct RegistryApi {
@@ -293,5 +295,35 @@ impl RegistryService for RegistryApi {
             })
             .collect();
         Ok(Response::new(DrainAgentResponse { agents }))
+    }
+
+    async fn set_task_type_policy(
+        &self,
+        request: Request<SetTaskTypePolicyRequest>,
+    ) -> Result<Response<HandlerInfo>, Status> {
+        let principal = principal(&request);
+        let request = request.into_inner();
+        check_name("task_type", &request.task_type).map_err(invalid)?;
+        let change = flow_change(&request)?;
+        let task_type = self
+            .plane
+            .store
+            .get_task_type(&request.task_type)
+            .await?
+            .ok_or_else(|| unregistered(&request.task_type))?;
+        check_domain(
+            principal.as_ref(),
+            &task_type.domain,
+            "set task type policies",
+        )?;
+        let changed = self
+            .plane
+            .set_flow_policy(&request.task_type, &change)
+            .await?;
+        tracing::info!(task_type = %changed.task_type, policy = ?changed.flow, "flow-control policy changed");
+        Ok(Response::new(describe(
+            &changed,
+            &self.plane.live_sessions().await?,
+        )))
     }
 }

@@ -278,7 +278,10 @@ impl TaskService for TaskApi {
         let mut answer = proto_task(&task);
         if task.status == TaskStatus::Pending && task.run_at <= chrono::Utc::now() {
             let live = self.plane.live_sessions().await?;
-            answer.waiting_for = routing::waiting_for(&task, &live).unwrap_or_default();
+            let held = self.plane.held_by_flow(&task).await?;
+            answer.waiting_for = held
+                .or_else(|| routing::waiting_for(&task, &live))
+                .unwrap_or_default();
         }
         Ok(Response::new(answer))
     }

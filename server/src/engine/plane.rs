@@ -14,7 +14,7 @@ use crate::config::QueueConfig;
 use crate::engine::completer::{Completer, ReportedResult};
 use crate::engine::enqueuer::Enqueuer;
 use crate::engine::events::TaskEvents;
-use crate::engine::flow::{FlowChange, FlowView};
+use crate::engine::flow::{self, FlowChange, FlowView};
 use crate::engine::handoff::HandOffs;
 use crate::engine::prefetch::ClaimTime;
 use crate::engine::routing::{RoutingView, VersionsInUse};
@@ -22,9 +22,14 @@ use crate::engine::sessions::{Session, Sessions, ToAgent};
 use crate::engine::storage_faults::StorageFaults;
 use crate::error::Result;
 use crate::metrics::ServerMetrics;
-use crate::model::{AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskStatus, TaskType};
+use crate::model::{
+    AgentSession, AttemptResult, Enqueued, NewTask, Task, TaskFilter, TaskStatus, TaskType,
+};
 use crate::schedule::Firing;
 use crate::store::Store;
+
+/// The most running tasks of one type read to explain why a task waits.
+const MAX_RUNNING_READ: u32 = 10_000;
 
 /// The store, the live sessions and the change notices of one replica.
 pub struct ControlPlane {
@@ -120,6 +125,39 @@ impl ControlPlane {
         let changed = self.store.set_flow_policy(task_type, change).await?;
         self.refresh_flow(task_type).await;
         Ok(changed)
+    }
+
+    /// Why a due PENDING task waits for its type's flow-control policy:
+    /// paused, at `max_running`, or its key at `max_running_per_key`.
+    /// `None` when its type has no policy or the limits leave room.
+    pub async fn held_by_flow(&self, task: &Task) -> Result<Option<String>> {
+        let Some(policy) = self.flow.current().get(&task.task_type).cloned() else {
+            return Ok(None);
+        };
+        let running = self
+            .store
+            .list_tasks(&TaskFilter {
+                task_type: Some(task.task_type.clone()),
+                domain: None,
+                status: Some(TaskStatus::Running),
+                before: None,
+                limit: MAX_RUNNING_READ,
+            })
+            .await?;
+        let key = policy.concurrency_key.as_ref().map(|key| {
+            let value = key.value_in(&task.payload, &task.metadata);
+            let same = running
+                .iter()
+                .filter(|other| key.value_in(&other.payload, &other.metadata) == value)
+                .count();
+            (value.unwrap_or_default(), same as u32)
+        });
+        Ok(flow::waiting_for(
+            &task.task_type,
+            &policy,
+            running.len() as u32,
+            key.as_ref().map(|(value, same)| (value.as_str(), *same)),
+        ))
     }
 
     /// Re-reads which types are limited after `task_type`'s policy changed

@@ -21,9 +21,10 @@ use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
     CancelTaskRequest, DrainAgentRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
-    GetTaskTypeRequest, ListAgentsRequest, ListDomainsRequest, ListTaskAttemptsRequest,
-    ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest, RetryTaskRequest, Task,
-    TaskStatus, ValidateTaskTypeRequest, WatchTaskRequest,
+    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
+    ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
+    RetryTaskRequest, SetTaskTypePolicyRequest, Task, TaskStatus, ValidateTaskTypeRequest,
+    WatchTaskRequest,
 };
 
 /// Where the server is and how to print.
@@ -207,6 +208,33 @@ pub enum TypesCommand {
         /// What it does.
         #[arg(long, default_value = "")]
         description: String,
+    },
+    /// Limits how many tasks of a type run at once (admin). Each option
+    /// given replaces that limit; 0 (or an empty key) removes it.
+    Set {
+        /// The task type.
+        task_type: String,
+        /// At most this many running at once, across all agents and replicas.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// What groups tasks for --max-running-per-key: a path into the
+        /// payload or metadata, e.g. payload.customer_id or metadata.tenant.
+        #[arg(long)]
+        concurrency_key: Option<String>,
+        /// At most this many running at once per key.
+        #[arg(long)]
+        max_running_per_key: Option<u32>,
+    },
+    /// Pauses a type (admin): nothing new is delivered, what runs
+    /// finishes, enqueues are still accepted.
+    Pause {
+        /// The task type.
+        task_type: String,
+    },
+    /// Resumes a paused type (admin).
+    Resume {
+        /// The task type.
+        task_type: String,
     },
 }
 
@@ -436,6 +464,8 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
         "domain",
         "versions",
         "live_agents",
+        "paused",
+        "limits",
         "description",
     ];
     match command {
@@ -504,8 +534,66 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 row.clone(),
             );
         }
+        TypesCommand::Set {
+            task_type,
+            max_running,
+            concurrency_key,
+            max_running_per_key,
+        } => {
+            if max_running.is_none() && concurrency_key.is_none() && max_running_per_key.is_none() {
+                return Err(ClientError::Usage(
+                    "types set changes nothing without --max-running, --concurrency-key or --max-running-per-key".into(),
+                ));
+            }
+            let request = SetTaskTypePolicyRequest {
+                task_type,
+                max_running,
+                concurrency_key,
+                max_running_per_key,
+                ..Default::default()
+            };
+            let row = type_json(&client.set_task_type_policy(request).await?.into_inner());
+            print(
+                args.output,
+                &columns,
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+        }
+        TypesCommand::Pause { task_type } => {
+            let row = type_json(&set_paused(&mut client, task_type, true).await?);
+            print(
+                args.output,
+                &columns,
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+        }
+        TypesCommand::Resume { task_type } => {
+            let row = type_json(&set_paused(&mut client, task_type, false).await?);
+            print(
+                args.output,
+                &columns,
+                std::slice::from_ref(&row),
+                row.clone(),
+            );
+        }
     }
     Ok(())
+}
+
+/// Pauses or resumes a task type.
+async fn set_paused(
+    client: &mut RegistryServiceClient<AuthChannel>,
+    task_type: String,
+    paused: bool,
+) -> Result<HandlerInfo, ClientError> {
+    let request = SetTaskTypePolicyRequest {
+        task_type,
+        paused: Some(paused),
+        ..Default::default()
+    };
+    Ok(client.set_task_type_policy(request).await?.into_inner())
 }
 
 /// `taskplane stats`: queue depth per type and status, the last minute's

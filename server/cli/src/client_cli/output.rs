@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use taskplane_proto::json::struct_to_json;
-use taskplane_proto::v1::{HandlerInfo, Task, TaskStatus};
+use taskplane_proto::v1::{FlowPolicy, HandlerInfo, Task, TaskStatus};
 
 use super::Output;
 
@@ -58,11 +58,29 @@ pub(super) fn task_json(task: &Task) -> Value {
 }
 
 pub(super) fn type_json(info: &HandlerInfo) -> Value {
+    let flow = info.flow.clone().unwrap_or_default();
     json!({
         "task_type": info.task_type, "domain": info.domain, "description": info.description,
         "versions": info.versions, "live_agents": info.live_agents,
+        "paused": if flow.paused { "yes" } else { "no" },
+        "limits": limits(&flow),
         "health": info.health.iter().map(|h| json!({"agent": h.agent_name, "healthy": h.healthy, "message": h.message})).collect::<Vec<_>>(),
     })
+}
+
+/// A type's limits in words, e.g. `max_running=5 max_running_per_key=1 by payload.customer_id`.
+fn limits(flow: &FlowPolicy) -> String {
+    let mut limits = Vec::new();
+    if flow.max_running > 0 {
+        limits.push(format!("max_running={}", flow.max_running));
+    }
+    if flow.max_running_per_key > 0 {
+        limits.push(format!(
+            "max_running_per_key={} by {}",
+            flow.max_running_per_key, flow.concurrency_key
+        ));
+    }
+    limits.join(" ")
 }
 
 /// Prints rows as aligned columns, or the JSON value.

@@ -1,0 +1,325 @@
+//! Flow control through real servers and agents: a per-key limit never
+//! runs two tasks of one key at once and lets the keys take turns;
+//! `max_running` holds across two agents, and across two PostgreSQL
+//! replicas; a paused type holds new work while what runs finishes, and
+//! `task get` says why a task waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use integration_tests::{
+    Backend, TestAgent, TestServer, enqueue, enqueue_request, http_get, metric_sample,
+    on_every_backend, wait_for, wait_status, wait_terminal,
+};
+use serde_json::json;
+use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_proto::v1::{
+    EnqueueTasksRequest, GetTaskRequest, ListTaskTypesRequest, SetTaskTypePolicyRequest, TaskStatus,
+};
+use taskplane_server::testing::PostgresSchema;
+use tokio::sync::watch;
+
+/// What ran, as the handlers saw it.
+#[derive(Default)]
+struct Observed {
+    running: HashMap<String, u32>,
+    most_per_key: HashMap<String, u32>,
+    total: u32,
+    most_total: u32,
+    started: Vec<String>,
+    by_agent: HashMap<String, u32>,
+}
+
+/// Sleeps `sleep_ms` (or, with `"hold": true`, until the gate opens),
+/// recording how many tasks of each `customer` run at once.
+struct Tracked {
+    agent: &'static str,
+    observed: Arc<Mutex<Observed>>,
+    gate: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl TaskHandler for Tracked {
+    async fn handle(&self, context: TaskContext) -> Result<TaskResult, TaskError> {
+        let key = context.payload["customer"]
+            .as_str()
+            .unwrap_or("-")
+            .to_owned();
+        {
+            let mut seen = self.observed.lock().unwrap();
+            let running = seen.running.entry(key.clone()).or_default();
+            *running += 1;
+            let now = *running;
+            let most = seen.most_per_key.entry(key.clone()).or_default();
+            *most = (*most).max(now);
+            seen.total += 1;
+            seen.most_total = seen.most_total.max(seen.total);
+            seen.started.push(key.clone());
+            *seen.by_agent.entry(self.agent.to_owned()).or_default() += 1;
+        }
+        if context.payload["hold"].as_bool() == Some(true) {
+            let mut gate = self.gate.clone();
+            gate.wait_for(|open| *open).await.unwrap();
+        } else {
+            let sleep = context.payload["sleep_ms"].as_u64().unwrap_or(30);
+            tokio::time::sleep(Duration::from_millis(sleep)).await;
+        }
+        let mut seen = self.observed.lock().unwrap();
+        *seen.running.get_mut(&key).unwrap() -= 1;
+        seen.total -= 1;
+        Ok(TaskResult::new(json!({})))
+    }
+}
+
+fn tracked(
+    agent: &'static str,
+    observed: &Arc<Mutex<Observed>>,
+    gate: &watch::Receiver<bool>,
+) -> TaskRegistry {
+    let mut registry = TaskRegistry::new();
+    registry.register_handler(
+        "charge",
+        Box::new(Tracked {
+            agent,
+            observed: observed.clone(),
+            gate: gate.clone(),
+        }),
+    );
+    registry
+}
+
+async fn set_policy(server: &TestServer, request: SetTaskTypePolicyRequest) {
+    server
+        .registry()
+        .await
+        .set_task_type_policy(SetTaskTypePolicyRequest {
+            task_type: "charge".into(),
+            ..request
+        })
+        .await
+        .unwrap();
+}
+
+/// Enqueues `count` charges of each customer on `server`, in that order,
+/// in one batch; returns their ids.
+async fn charges(server: &TestServer, customers: &[&str], count: usize) -> Vec<String> {
+    let requests = customers
+        .iter()
+        .flat_map(|customer| {
+            (0..count).map(move |_| enqueue_request("charge", json!({"customer": customer})))
+        })
+        .collect();
+    server
+        .tasks()
+        .await
+        .enqueue_tasks(EnqueueTasksRequest { tasks: requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|result| result.task.unwrap().id)
+        .collect()
+}
+
+async fn wait_all_completed(server: &TestServer, ids: &[String]) {
+    let mut tasks = server.tasks().await;
+    for id in ids {
+        let task = wait_terminal(&mut tasks, id).await;
+        assert_eq!(task.status(), TaskStatus::Completed, "{task:?}");
+    }
+}
+
+async fn a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let agent = TestAgent::start_configured(&server, "a", tracked("a", &observed, &gate), |a| {
+        a.max_concurrency(16)
+    })
+    .await;
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            concurrency_key: Some("payload.customer".into()),
+            max_running_per_key: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    // x's ten are enqueued before y's and z's.
+    let ids = charges(&server, &["x", "y", "z"], 10).await;
+    wait_all_completed(&server, &ids).await;
+    let seen = observed.lock().unwrap();
+    assert_eq!(
+        seen.most_per_key,
+        HashMap::from([("x".into(), 1), ("y".into(), 1), ("z".into(), 1)]),
+        "never two of one key at once"
+    );
+    assert_eq!(seen.most_total, 3, "the three keys ran side by side");
+    let mut first: Vec<&String> = seen.started[..3].iter().collect();
+    first.sort();
+    assert_eq!(
+        first,
+        ["x", "y", "z"],
+        "each key's first before any key's second: y and z did not wait for x's flood"
+    );
+    drop(seen);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+async fn max_running_holds_across_two_agents(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let a = TestAgent::start(&server, "a", tracked("a", &observed, &gate)).await;
+    let b = TestAgent::start(&server, "b", tracked("b", &observed, &gate)).await;
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            max_running: Some(5),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids = charges(&server, &["-"], 40).await;
+    wait_all_completed(&server, &ids).await;
+    let seen = observed.lock().unwrap();
+    assert_eq!(seen.most_total, 5, "16 slots, never more than 5 at once");
+    assert_eq!(seen.by_agent.values().sum::<u32>(), 40);
+    drop(seen);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    server.stop().await;
+}
+
+/// Two replicas on one PostgreSQL database, an agent on each: the limit
+/// set on one holds for both, which take turns through the type's row lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_running_holds_across_two_postgres_replicas() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let backend = Backend::Postgres(schema.url.clone());
+    let one = TestServer::start(&backend).await;
+    let two = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let a = TestAgent::start(&one, "a", tracked("a", &observed, &gate)).await;
+    let b = TestAgent::start(&two, "b", tracked("b", &observed, &gate)).await;
+    set_policy(
+        &one,
+        SetTaskTypePolicyRequest {
+            max_running: Some(5),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Replica two enforces it once told (NOTIFY), as its metric shows.
+    wait_for(|| async {
+        let (_, text) = http_get(two.metrics_address, "/metrics").await;
+        metric_sample(
+            &text,
+            "taskplane_task_type_max_running{task_type=\"charge\"}",
+        ) == Some(5.0)
+    })
+    .await;
+    let mut ids = charges(&one, &["-"], 20).await;
+    ids.extend(charges(&two, &["-"], 20).await);
+    wait_all_completed(&one, &ids).await;
+    let seen = observed.lock().unwrap();
+    assert_eq!(
+        seen.most_total, 5,
+        "16 slots on two replicas, never more than 5 at once"
+    );
+    assert!(
+        seen.by_agent.len() == 2,
+        "both replicas' agents ran some: {:?}",
+        seen.by_agent
+    );
+    drop(seen);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    one.stop().await;
+    two.stop().await;
+    schema.drop().await;
+}
+
+async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (open, gate) = watch::channel(false);
+    let agent = TestAgent::start(&server, "a", tracked("a", &observed, &gate)).await;
+    let mut tasks = server.tasks().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let request = enqueue_request("charge", json!({"hold": true}));
+        held.push(enqueue(&mut tasks, request).await.id);
+    }
+    for id in &held {
+        wait_status(&tasks, id, TaskStatus::Running).await;
+    }
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    let listed = server
+        .registry()
+        .await
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .task_types;
+    assert!(listed[0].flow.as_ref().unwrap().paused);
+    let (_, text) = http_get(server.metrics_address, "/metrics").await;
+    assert_eq!(
+        metric_sample(&text, "taskplane_task_type_paused{task_type=\"charge\"}"),
+        Some(1.0)
+    );
+    // Enqueues are accepted while paused.
+    let later = charges(&server, &["-"], 3).await;
+    open.send(true).unwrap();
+    wait_all_completed(&server, &held).await;
+    // The agent has free slots and the poll interval is 50 ms: only the
+    // pause keeps these waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &later {
+        let task = tasks
+            .get_task(GetTaskRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert!(
+            task.waiting_for.contains("'charge' is paused")
+                && task.waiting_for.contains("taskplane types resume charge"),
+            "{}",
+            task.waiting_for
+        );
+    }
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            paused: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_all_completed(&server, &later).await;
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+on_every_backend!(
+    a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns,
+    max_running_holds_across_two_agents,
+    a_paused_type_holds_new_work_while_what_runs_finishes,
+);
