@@ -152,21 +152,22 @@ async fn a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns(backend: 
     // x's ten are enqueued before y's and z's.
     let ids = charges(&server, &["x", "y", "z"], 10).await;
     wait_all_completed(&server, &ids).await;
-    let seen = observed.lock().unwrap();
-    assert_eq!(
-        seen.most_per_key,
-        HashMap::from([("x".into(), 1), ("y".into(), 1), ("z".into(), 1)]),
-        "never two of one key at once"
-    );
-    assert_eq!(seen.most_total, 3, "the three keys ran side by side");
-    let mut first: Vec<&String> = seen.started[..3].iter().collect();
-    first.sort();
-    assert_eq!(
-        first,
-        ["x", "y", "z"],
-        "each key's first before any key's second: y and z did not wait for x's flood"
-    );
-    drop(seen);
+    {
+        let seen = observed.lock().unwrap();
+        assert_eq!(
+            seen.most_per_key,
+            HashMap::from([("x".into(), 1), ("y".into(), 1), ("z".into(), 1)]),
+            "never two of one key at once"
+        );
+        assert_eq!(seen.most_total, 3, "the three keys ran side by side");
+        let mut first: Vec<&String> = seen.started[..3].iter().collect();
+        first.sort();
+        assert_eq!(
+            first,
+            ["x", "y", "z"],
+            "each key's first before any key's second: y and z did not wait for x's flood"
+        );
+    }
     agent.stop().await.unwrap();
     server.stop().await;
 }
@@ -187,10 +188,11 @@ async fn max_running_holds_across_two_agents(backend: Backend) {
     .await;
     let ids = charges(&server, &["-"], 40).await;
     wait_all_completed(&server, &ids).await;
-    let seen = observed.lock().unwrap();
-    assert_eq!(seen.most_total, 5, "16 slots, never more than 5 at once");
-    assert_eq!(seen.by_agent.values().sum::<u32>(), 40);
-    drop(seen);
+    {
+        let seen = observed.lock().unwrap();
+        assert_eq!(seen.most_total, 5, "16 slots, never more than 5 at once");
+        assert_eq!(seen.by_agent.values().sum::<u32>(), 40);
+    }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     server.stop().await;
@@ -230,17 +232,18 @@ async fn max_running_holds_across_two_postgres_replicas() {
     let mut ids = charges(&one, &["-"], 20).await;
     ids.extend(charges(&two, &["-"], 20).await);
     wait_all_completed(&one, &ids).await;
-    let seen = observed.lock().unwrap();
-    assert_eq!(
-        seen.most_total, 5,
-        "16 slots on two replicas, never more than 5 at once"
-    );
-    assert!(
-        seen.by_agent.len() == 2,
-        "both replicas' agents ran some: {:?}",
-        seen.by_agent
-    );
-    drop(seen);
+    {
+        let seen = observed.lock().unwrap();
+        assert_eq!(
+            seen.most_total, 5,
+            "16 slots on two replicas, never more than 5 at once"
+        );
+        assert!(
+            seen.by_agent.len() == 2,
+            "both replicas' agents ran some: {:?}",
+            seen.by_agent
+        );
+    }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     one.stop().await;
