@@ -124,6 +124,19 @@ async fn charges(server: &TestServer, customers: &[&str], count: usize) -> Vec<S
         .collect()
 }
 
+/// Enqueues `count` charges on `server` that only the agent labelled
+/// `replica` may run; returns their ids.
+async fn labelled_charges(server: &TestServer, replica: &str, count: usize) -> Vec<String> {
+    let mut tasks = server.tasks().await;
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let mut request = enqueue_request("charge", json!({}));
+        request.required_labels = [("replica".to_owned(), replica.to_owned())].into();
+        ids.push(enqueue(&mut tasks, request).await.id);
+    }
+    ids
+}
+
 async fn wait_all_completed(server: &TestServer, ids: &[String]) {
     let mut tasks = server.tasks().await;
     for id in ids {
@@ -200,6 +213,8 @@ async fn max_running_holds_across_two_agents(backend: Backend) {
 
 /// Two replicas on one PostgreSQL database, an agent on each: the limit
 /// set on one holds for both, which take turns through the type's row lock.
+/// Each agent's tasks require its label, so both must run theirs side by
+/// side (left alone, the agent that frees a slot claims it again first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_running_holds_across_two_postgres_replicas() {
     let Some(schema) = PostgresSchema::create().await else {
@@ -210,8 +225,14 @@ async fn max_running_holds_across_two_postgres_replicas() {
     let two = TestServer::start(&backend).await;
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (_open, gate) = watch::channel(false);
-    let a = TestAgent::start(&one, "a", tracked("a", &observed, &gate)).await;
-    let b = TestAgent::start(&two, "b", tracked("b", &observed, &gate)).await;
+    let a = TestAgent::start_configured(&one, "a", tracked("a", &observed, &gate), |agent| {
+        agent.label("replica", "one")
+    })
+    .await;
+    let b = TestAgent::start_configured(&two, "b", tracked("b", &observed, &gate), |agent| {
+        agent.label("replica", "two")
+    })
+    .await;
     set_policy(
         &one,
         SetTaskTypePolicyRequest {
@@ -229,8 +250,8 @@ async fn max_running_holds_across_two_postgres_replicas() {
         ) == Some(5.0)
     })
     .await;
-    let mut ids = charges(&one, &["-"], 20).await;
-    ids.extend(charges(&two, &["-"], 20).await);
+    let mut ids = labelled_charges(&one, "one", 20).await;
+    ids.extend(labelled_charges(&two, "two", 20).await);
     wait_all_completed(&one, &ids).await;
     {
         let seen = observed.lock().unwrap();
@@ -238,10 +259,9 @@ async fn max_running_holds_across_two_postgres_replicas() {
             seen.most_total, 5,
             "16 slots on two replicas, never more than 5 at once"
         );
-        assert!(
-            seen.by_agent.len() == 2,
-            "both replicas' agents ran some: {:?}",
-            seen.by_agent
+        assert_eq!(
+            seen.by_agent,
+            HashMap::from([("a".into(), 20), ("b".into(), 20)])
         );
     }
     a.stop().await.unwrap();
