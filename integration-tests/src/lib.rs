@@ -346,6 +346,42 @@ pub async fn run_shell(command: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The address the documentation's examples name: `taskplane dev`'s.
+pub const DOC_ADDRESS: &str = "127.0.0.1:50051";
+
+/// The `taskplane` and `grpcurl` command lines between the
+/// `<!-- {marker}:start -->` and `<!-- {marker}:end -->` comments of a
+/// document (a path from the repository's root), in order.
+pub fn documented_commands(document: &str, marker: &str) -> Vec<String> {
+    let path = format!("{}/../{document}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let start = text
+        .find(&format!("<!-- {marker}:start -->"))
+        .unwrap_or_else(|| panic!("{document} has no {marker}:start marker"));
+    let end = text
+        .find(&format!("<!-- {marker}:end -->"))
+        .unwrap_or_else(|| panic!("{document} has no {marker}:end marker"));
+    text[start..end]
+        .lines()
+        .filter(|line| line.starts_with("taskplane ") || line.starts_with("grpcurl "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs a documented command against the server at `address`: a
+/// `taskplane …` line with the CLI binary `cli`, a `grpcurl …` line as
+/// written; the documented address and port become `address`'s. Returns
+/// what it printed (panics when it fails).
+pub async fn run_documented(command: &str, cli: &str, address: SocketAddr) -> String {
+    let command = command
+        .replace(DOC_ADDRESS, &address.to_string())
+        .replace("\"port\": 50051", &format!("\"port\": {}", address.port()));
+    match command.strip_prefix("taskplane ") {
+        Some(rest) => run_shell(&format!("{cli} {rest} --server http://{address}")).await,
+        None => run_shell(&command).await,
+    }
+}
+
 /// `GET path` over plain HTTP/1.1: the status line and the body.
 pub async fn http_get(address: SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,35 +6,16 @@
 use std::sync::Arc;
 
 use integration_tests::{
-    Backend, TestAgent, TestServer, grpcurl_available, run_shell, wait_status,
+    Backend, TestAgent, TestServer, documented_commands, grpcurl_available, run_documented,
+    wait_status,
 };
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::egress::{Egress, LOOPBACK};
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::v1::{ListSchedulesRequest, ListTasksRequest, TaskStatus};
 
-const DOC_ADDRESS: &str = "127.0.0.1:50051";
-const DOC_PORT: &str = "\"port\": 50051";
-
-fn documented_commands() -> Vec<String> {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/operations.md"
-    ))
-    .unwrap();
-    let start = doc
-        .find("<!-- schedules:start -->")
-        .expect("the start marker");
-    let end = doc.find("<!-- schedules:end -->").expect("the end marker");
-    doc[start..end]
-        .lines()
-        .filter(|line| line.starts_with("taskplane ") || line.starts_with("grpcurl "))
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn the_schedule_examples_work_against_a_live_server(backend: Backend) {
-    let commands = documented_commands();
+    let commands = documented_commands("docs/operations.md", "schedules");
     assert_eq!(commands.len(), 12, "the examples changed: update this test");
     let with_grpcurl = grpcurl_available();
     if !with_grpcurl {
@@ -50,23 +31,15 @@ async fn the_schedule_examples_work_against_a_live_server(backend: Backend) {
     let config = RegistryConfig::from_lookup(|_| None).unwrap();
     let (registry, _) = setup_registry_with_config(&config, Arc::new(services));
     let agent = TestAgent::start(&server, "dev-agent", registry).await;
-    let address = server.address.to_string();
-    let port = format!("\"port\": {}", server.address.port());
     let cli = env!("CARGO_BIN_EXE_taskplane-under-test");
 
     let mut outputs = Vec::new();
     for command in &commands {
-        let command = command
-            .replace(DOC_ADDRESS, &address)
-            .replace(DOC_PORT, &port);
-        let output = if let Some(rest) = command.strip_prefix("taskplane ") {
-            run_shell(&format!("{cli} {rest} --server http://{address}")).await
-        } else if with_grpcurl {
-            run_shell(&command).await
-        } else {
+        if command.starts_with("grpcurl ") && !with_grpcurl {
             continue;
-        };
-        outputs.push((command, output));
+        }
+        let output = run_documented(command, cli, server.address).await;
+        outputs.push((command.clone(), output));
     }
 
     // `get --from` shows Berlin's move to summer time on 29 March 2026:
