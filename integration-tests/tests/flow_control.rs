@@ -29,6 +29,7 @@ struct Observed {
     total: u32,
     most_total: u32,
     started: Vec<String>,
+    started_at: Vec<std::time::Instant>,
     by_agent: HashMap<String, u32>,
 }
 
@@ -57,6 +58,7 @@ impl TaskHandler for Tracked {
             seen.total += 1;
             seen.most_total = seen.most_total.max(seen.total);
             seen.started.push(key.clone());
+            seen.started_at.push(std::time::Instant::now());
             *seen.by_agent.entry(self.agent.to_owned()).or_default() += 1;
         }
         if context.payload["hold"].as_bool() == Some(true) {
@@ -271,6 +273,50 @@ async fn max_running_holds_across_two_postgres_replicas() {
     schema.drop().await;
 }
 
+/// A rate limit set on one replica is one bucket for both: each replica's
+/// agent runs only its own labelled tasks, and together they start 100 in
+/// 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_two_postgres_replicas() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let backend = Backend::Postgres(schema.url.clone());
+    let one = TestServer::start(&backend).await;
+    let two = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let a = TestAgent::start_configured(&one, "a", tracked("a", &observed, &gate), |agent| {
+        agent.label("replica", "one")
+    })
+    .await;
+    let b = TestAgent::start_configured(&two, "b", tracked("b", &observed, &gate), |agent| {
+        agent.label("replica", "two")
+    })
+    .await;
+    set_policy(
+        &one,
+        SetTaskTypePolicyRequest {
+            rate_limit: Some("20/second".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    labelled_charges(&one, "one", 75).await;
+    labelled_charges(&two, "two", 75).await;
+    let started = starts_in_five_seconds(&observed).await;
+    assert!((95..=105).contains(&started), "{started} starts in 5 s");
+    {
+        let seen = observed.lock().unwrap();
+        assert_eq!(seen.by_agent.len(), 2, "{:?}", seen.by_agent);
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    one.stop().await;
+    two.stop().await;
+    schema.drop().await;
+}
+
 async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let observed = Arc::new(Mutex::new(Observed::default()));
@@ -341,7 +387,48 @@ async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend)
     server.stop().await;
 }
 
+/// How many tasks start in the 5 s from the first start, once a start
+/// came after them.
+async fn starts_in_five_seconds(observed: &Arc<Mutex<Observed>>) -> usize {
+    let five = Duration::from_secs(5);
+    wait_for(|| async {
+        let seen = observed.lock().unwrap();
+        match (seen.started_at.first(), seen.started_at.last()) {
+            (Some(first), Some(last)) => *last - *first >= five,
+            _ => false,
+        }
+    })
+    .await;
+    let seen = observed.lock().unwrap();
+    let first = seen.started_at[0];
+    seen.started_at
+        .iter()
+        .filter(|at| **at - first < five)
+        .count()
+}
+
+async fn a_rate_limit_of_20_per_second_starts_100_in_5_seconds(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let agent = TestAgent::start(&server, "a", tracked("a", &observed, &gate)).await;
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            rate_limit: Some("20/second".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    charges(&server, &["-"], 150).await;
+    let started = starts_in_five_seconds(&observed).await;
+    assert!((95..=105).contains(&started), "{started} starts in 5 s");
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_rate_limit_of_20_per_second_starts_100_in_5_seconds,
     a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns,
     max_running_holds_across_two_agents,
     a_paused_type_holds_new_work_while_what_runs_finishes,

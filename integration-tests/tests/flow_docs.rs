@@ -25,7 +25,7 @@ async fn policy(registry: &RegistryServiceClient<Channel>, task_type: &str) -> F
 
 async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) {
     let commands = documented_commands("docs/operations.md", "flow");
-    assert_eq!(commands.len(), 9, "the examples changed: update this test");
+    assert_eq!(commands.len(), 10, "the examples changed: update this test");
     let with_grpcurl = grpcurl_available();
     let server = TestServer::start(&backend).await;
     let data = tempfile::tempdir().unwrap();
@@ -72,6 +72,7 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
             max_running: 20,
             concurrency_key: "payload.customer_id".into(),
             max_running_per_key: 1,
+            rate_limit: String::new(),
         },
         "the second set kept the first one's key"
     );
@@ -80,6 +81,10 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
         FlowPolicy::default()
     );
     assert_eq!(policy(&registry, "webhook").await, FlowPolicy::default());
+    assert_eq!(
+        policy(&registry, "health_check").await.rate_limit,
+        "20/second"
+    );
     let report = report.expect("the enqueue printed the task");
     wait_status(&server.tasks().await, &report, TaskStatus::Completed).await;
     agent.stop().await.unwrap();

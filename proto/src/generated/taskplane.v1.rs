@@ -2886,6 +2886,11 @@ pub struct SetTaskTypePolicyRequest {
     /// 0 removes the limit. Ready tasks of different keys take turns.
     #[prost(uint32, optional, tag = "5")]
     pub max_running_per_key: ::core::option::Option<u32>,
+    /// At most N task starts per second, minute or hour, across all agents
+    /// and replicas, refilled smoothly: "20/second", "100/minute",
+    /// "1000/hour"; "" removes it.
+    #[prost(string, optional, tag = "6")]
+    pub rate_limit: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// A task type's flow-control policy. Zero and empty limit nothing.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2898,6 +2903,9 @@ pub struct FlowPolicy {
     pub concurrency_key: ::prost::alloc::string::String,
     #[prost(uint32, tag = "4")]
     pub max_running_per_key: u32,
+    /// e.g. "20/second"; empty: none.
+    #[prost(string, tag = "5")]
+    pub rate_limit: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DrainAgentRequest {

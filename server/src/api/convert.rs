@@ -13,7 +13,7 @@ use taskplane_proto::v1;
 use uuid::Uuid;
 
 use crate::config::QueueConfig;
-use crate::engine::flow::{ConcurrencyKey, FlowChange, FlowPolicy};
+use crate::engine::flow::{ConcurrencyKey, FlowChange, FlowPolicy, RateLimit};
 use crate::error::{Error, Result};
 use crate::model::{Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
 
@@ -223,6 +223,10 @@ pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
             .map(ToString::to_string)
             .unwrap_or_default(),
         max_running_per_key: policy.max_running_per_key.unwrap_or(0),
+        rate_limit: policy
+            .rate_limit
+            .map(|rate| rate.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -241,6 +245,15 @@ pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange>
             })
             .transpose()?,
         max_running_per_key: request.max_running_per_key,
+        rate_limit: request
+            .rate_limit
+            .as_deref()
+            .map(|text| {
+                (!text.is_empty())
+                    .then(|| RateLimit::parse(text))
+                    .transpose()
+            })
+            .transpose()?,
     })
 }
 

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::model::TaskType;
@@ -127,6 +128,69 @@ impl fmt::Display for ConcurrencyKey {
     }
 }
 
+/// At most `count` task starts per `per`, refilled smoothly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts per window, at least 1.
+    pub count: u32,
+    /// The window: a second, a minute or an hour.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Parses `20/second`, `100/minute` or `1000/hour` (also `s`, `min`,
+    /// `h`), saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let invalid = || {
+            Error::InvalidArgument(format!(
+                "rate_limit '{text}' is not N/second, N/minute or N/hour with N at least 1, e.g. 20/second"
+            ))
+        };
+        let (count, per) = text.trim().split_once('/').ok_or_else(invalid)?;
+        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+        let per = match per.trim() {
+            "second" | "sec" | "s" => Duration::from_secs(1),
+            "minute" | "min" | "m" => Duration::from_secs(60),
+            "hour" | "h" => Duration::from_secs(3600),
+            _ => return Err(invalid()),
+        };
+        if count == 0 {
+            return Err(invalid());
+        }
+        Ok(RateLimit { count, per })
+    }
+
+    /// Starts per second.
+    fn per_second(&self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+
+    /// The most starts saved up while none were wanted: a second's worth
+    /// (at least one), so a type idle for an hour does not start an hour's
+    /// worth at once, and claims a poll interval apart still reach the rate.
+    fn capacity(&self) -> f64 {
+        self.per_second().max(1.0)
+    }
+
+    /// A bucket of `tokens` last refilled at `refilled_ms`, refilled to
+    /// `now_ms` (Unix milliseconds).
+    pub fn refill(&self, tokens: f64, refilled_ms: i64, now_ms: i64) -> f64 {
+        let elapsed = (now_ms - refilled_ms).max(0) as f64 / 1000.0;
+        (tokens + elapsed * self.per_second()).min(self.capacity())
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = match self.per.as_secs() {
+            1 => "second",
+            60 => "minute",
+            _ => "hour",
+        };
+        write!(f, "{}/{per}", self.count)
+    }
+}
+
 /// One task type's flow-control policy. The default limits nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowPolicy {
@@ -138,12 +202,17 @@ pub struct FlowPolicy {
     pub concurrency_key: Option<ConcurrencyKey>,
     /// At most this many running at once per key.
     pub max_running_per_key: Option<u32>,
+    /// At most this many starts per window.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl FlowPolicy {
     /// True when claims of the type must take the limited path.
     pub fn limits(&self) -> bool {
-        self.paused || self.max_running.is_some() || self.max_running_per_key.is_some()
+        self.paused
+            || self.max_running.is_some()
+            || self.max_running_per_key.is_some()
+            || self.rate_limit.is_some()
     }
 
     /// Checks that the limits make sense together.
@@ -178,6 +247,8 @@ pub struct FlowChange {
     pub concurrency_key: Option<Option<ConcurrencyKey>>,
     /// The new `max_running_per_key`; 0 removes it.
     pub max_running_per_key: Option<u32>,
+    /// The new rate limit; `Some(None)` removes it.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl FlowChange {
@@ -196,6 +267,7 @@ impl FlowChange {
                 .clone()
                 .unwrap_or_else(|| policy.concurrency_key.clone()),
             max_running_per_key: limit(self.max_running_per_key, policy.max_running_per_key),
+            rate_limit: self.rate_limit.unwrap_or(policy.rate_limit),
         };
         changed.check()?;
         Ok(changed)
@@ -260,7 +332,9 @@ pub fn waiting_for(
         (Some((value, running)), Some(path), Some(max)) if running >= max => Some(format!(
             "{path} = '{value}' has {running} running of its max_running_per_key {max}"
         )),
-        _ => None,
+        _ => policy.rate_limit.map(|rate| {
+            format!("task type '{task_type}' starts at most {rate}: it waits its turn")
+        }),
     }
 }
 
@@ -354,6 +428,41 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("needs a concurrency_key")
+        );
+    }
+
+    #[test]
+    fn rate_limits_parse_and_refill_smoothly_up_to_a_seconds_worth() {
+        let rate = RateLimit::parse("20/second").unwrap();
+        assert_eq!(rate.to_string(), "20/second");
+        assert_eq!(
+            RateLimit::parse("100 / min").unwrap().per,
+            Duration::from_secs(60)
+        );
+        for bad in ["20", "0/second", "20/day", "x/hour", "-1/s"] {
+            let err = RateLimit::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("'{bad}'")) && err.contains("e.g. 20/second"),
+                "{err}"
+            );
+        }
+        assert_eq!(rate.refill(0.0, 1_000, 1_050), 1.0, "one start per 50 ms");
+        assert_eq!(rate.refill(0.5, 1_000, 1_000), 0.5);
+        assert_eq!(
+            rate.refill(0.0, 0, 3_600_000),
+            20.0,
+            "an idle hour saves a second's worth"
+        );
+        assert_eq!(
+            rate.refill(3.0, 2_000, 1_000),
+            3.0,
+            "a clock going back adds nothing"
+        );
+        let hourly = RateLimit::parse("1000/hour").unwrap();
+        assert_eq!(
+            hourly.refill(0.0, 0, 3_600_000),
+            1.0,
+            "at least one start saved"
         );
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::TokenRecord;
 use crate::auth::{DomainScope, Role};
-use crate::engine::flow::{ConcurrencyKey, FlowPolicy};
+use crate::engine::flow::{ConcurrencyKey, FlowPolicy, RateLimit};
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, NewTask, RecordedTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus,
@@ -190,6 +190,12 @@ pub fn task_type(row: &impl Columns) -> Result<TaskType> {
     })
 }
 
+/// A type's rate-limit bucket from its `task_types` row: the tokens left
+/// and when they were last refilled (Unix milliseconds).
+pub fn rate_bucket(row: &impl Columns) -> Result<(f64, i64)> {
+    Ok((row.real("rate_tokens")?, row.integer("rate_refilled_at")?))
+}
+
 /// A task type's flow-control policy from its `task_types` row.
 fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
     let limit = |column: &str| -> Result<Option<u32>> {
@@ -208,6 +214,16 @@ fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
             .transpose()
             .map_err(|error| Error::Corrupt(format!("concurrency_key: {error}")))?,
         max_running_per_key: limit("max_running_per_key")?,
+        rate_limit: match (
+            limit("rate_limit")?,
+            row.optional_integer("rate_window_ms")?,
+        ) {
+            (Some(count), Some(window)) => Some(RateLimit {
+                count,
+                per: Duration::from_millis(window.max(0) as u64),
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -224,6 +224,10 @@ pub enum TypesCommand {
         /// At most this many running at once per key.
         #[arg(long)]
         max_running_per_key: Option<u32>,
+        /// At most N starts per second, minute or hour, e.g. 20/second
+        /// (an empty value removes it).
+        #[arg(long)]
+        rate_limit: Option<String>,
     },
     /// Pauses a type (admin): nothing new is delivered, what runs
     /// finishes, enqueues are still accepted.
@@ -539,10 +543,15 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
             max_running,
             concurrency_key,
             max_running_per_key,
+            rate_limit,
         } => {
-            if max_running.is_none() && concurrency_key.is_none() && max_running_per_key.is_none() {
+            if max_running.is_none()
+                && concurrency_key.is_none()
+                && max_running_per_key.is_none()
+                && rate_limit.is_none()
+            {
                 return Err(ClientError::Usage(
-                    "types set changes nothing without --max-running, --concurrency-key or --max-running-per-key".into(),
+                    "types set changes nothing without --max-running, --concurrency-key, --max-running-per-key or --rate-limit".into(),
                 ));
             }
             let request = SetTaskTypePolicyRequest {
@@ -550,6 +559,7 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 max_running,
                 concurrency_key,
                 max_running_per_key,
+                rate_limit,
                 ..Default::default()
             };
             let row = type_json(&client.set_task_type_policy(request).await?.into_inner());

@@ -80,6 +80,9 @@ fn limits(flow: &FlowPolicy) -> String {
             flow.max_running_per_key, flow.concurrency_key
         ));
     }
+    if !flow.rate_limit.is_empty() {
+        limits.push(format!("rate_limit={}", flow.rate_limit));
+    }
     limits.join(" ")
 }
 

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use super::Tx;
 use super::writes::{bind_lease, claim_type, lease_ready, routed};
-use crate::engine::flow::KeySource;
+use crate::engine::flow::{ConcurrencyKey, KeySource};
 use crate::error::{Error, Result};
 use crate::model::{Claimant, Lease, Task};
 use crate::store::rows::{self, json_text};
@@ -29,21 +29,55 @@ pub(super) async fn claim_limited(
         .await?
         .ok_or_else(|| Error::Corrupt(format!("a claim of unregistered type {task_type}")))?;
     let policy = rows::task_type(&row)?.flow;
+    let bucket = rows::rate_bucket(&row)?;
     let running: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasks WHERE status = 'running' AND task_type = $1",
     )
     .bind(task_type.to_owned())
     .fetch_one(&mut **tx)
     .await?;
+    let tokens = policy
+        .rate_limit
+        .map(|rate| rate.refill(bucket.0, bucket.1, now));
     let room = policy
         .room(u32::try_from(running).unwrap_or(u32::MAX))
-        .min(limit);
+        .min(limit)
+        .min(tokens.map_or(u32::MAX, |tokens| tokens as u32));
     if room == 0 {
         return Ok(Vec::new());
     }
-    let (Some(key), Some(per_key)) = (&policy.concurrency_key, policy.max_running_per_key) else {
-        return claim_type(tx, task_type, room, claimant, lease, now).await;
+    let leased = match (&policy.concurrency_key, policy.max_running_per_key) {
+        (Some(key), Some(per_key)) => {
+            claim_by_key(tx, task_type, (key, per_key), room, claimant, lease, now).await?
+        }
+        _ => claim_type(tx, task_type, room, claimant, lease, now).await?,
     };
+    if let Some(tokens) = tokens {
+        // Each start spends a token; the bucket is shared through the row,
+        // which this transaction holds.
+        sqlx::query(
+            "UPDATE task_types SET rate_tokens = $2, rate_refilled_at = $3 WHERE task_type = $1",
+        )
+        .bind(task_type.to_owned())
+        .bind(tokens - leased.len() as f64)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(leased)
+}
+
+/// Leases up to `limit` ready tasks of `task_type`, no key past its limit
+/// `per_key` running; keys take turns.
+async fn claim_by_key(
+    tx: &mut Tx,
+    task_type: &str,
+    (key, per_key): (&ConcurrencyKey, u32),
+    limit: u32,
+    claimant: &Claimant<'_>,
+    lease: &Lease,
+    now: i64,
+) -> Result<Vec<Task>> {
     static BY_PAYLOAD: LazyLock<String> = LazyLock::new(|| by_key("payload"));
     static BY_METADATA: LazyLock<String> = LazyLock::new(|| by_key("metadata"));
     let sql = match key.source {
@@ -52,7 +86,7 @@ pub(super) async fn claim_limited(
     };
     let rows = bind_lease(sqlx::query(sqlx::AssertSqlSafe(sql)), lease, now)
         .bind(task_type.to_owned())
-        .bind(i64::from(room))
+        .bind(i64::from(limit))
         .bind(claimant.versions.to_vec())
         .bind(json_text(claimant.labels))
         .bind(key.fields.clone())

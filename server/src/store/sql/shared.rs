@@ -148,9 +148,15 @@ where
             .await?
             .ok_or_else(|| rules::unregistered(task_type))?;
         let policy = change.apply_to(&existing.flow)?;
+        // A new rate starts with an empty bucket: setting a limit never
+        // lets a burst through.
+        let new_rate = policy.rate_limit != existing.flow.rate_limit;
         let row = sqlx::query(
             "UPDATE task_types SET paused = $2, max_running = NULLIF($3, 0),
-                 concurrency_key = $4, max_running_per_key = NULLIF($5, 0)
+                 concurrency_key = $4, max_running_per_key = NULLIF($5, 0),
+                 rate_limit = NULLIF($6, 0), rate_window_ms = NULLIF($7, 0),
+                 rate_tokens = CASE WHEN $8 = 1 THEN 0 ELSE rate_tokens END,
+                 rate_refilled_at = CASE WHEN $8 = 1 THEN $9 ELSE rate_refilled_at END
              WHERE task_type = $1 RETURNING *",
         )
         .bind(task_type.to_owned())
@@ -158,6 +164,14 @@ where
         .bind(i64::from(policy.max_running.unwrap_or(0)))
         .bind(policy.concurrency_key.as_ref().map(ToString::to_string))
         .bind(i64::from(policy.max_running_per_key.unwrap_or(0)))
+        .bind(i64::from(policy.rate_limit.map_or(0, |rate| rate.count)))
+        .bind(
+            policy
+                .rate_limit
+                .map_or(0, |rate| duration_millis(rate.per)),
+        )
+        .bind(i64::from(new_rate))
+        .bind(millis(Utc::now()))
         .fetch_one(&mut *connection)
         .await?;
         rows::task_type(&row)

@@ -25,14 +25,15 @@ pub(super) fn claim_limited(
     lease: &Lease,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    let policy = {
+    let (policy, bucket) = {
         let mut statement =
             connection.prepare_cached("SELECT * FROM task_types WHERE task_type = ?1")?;
         let rows = statement.query([task_type])?;
-        writer_thread::decode(rows, |row| rows::task_type(row))?
-            .pop()
-            .ok_or_else(|| Error::Corrupt(format!("a claim of unregistered type {task_type}")))?
-            .flow
+        writer_thread::decode(rows, |row| {
+            Ok((rows::task_type(row)?.flow, rows::rate_bucket(row)?))
+        })?
+        .pop()
+        .ok_or_else(|| Error::Corrupt(format!("a claim of unregistered type {task_type}")))?
     };
     let running: u32 = connection
         .prepare_cached(
@@ -40,7 +41,13 @@ pub(super) fn claim_limited(
              WHERE status = 'running' AND task_type = ?1",
         )?
         .query_row([task_type], |row| row.get(0))?;
-    let room = policy.room(running).min(limit);
+    let tokens = policy
+        .rate_limit
+        .map(|rate| rate.refill(bucket.0, bucket.1, millis(now)));
+    let room = policy
+        .room(running)
+        .min(limit)
+        .min(tokens.map_or(u32::MAX, |tokens| tokens as u32));
     if room == 0 {
         return Ok(Vec::new());
     }
@@ -50,7 +57,16 @@ pub(super) fn claim_limited(
         }
         _ => ready_tasks(connection, task_type, room, route, now)?,
     };
-    lease_tasks(connection, ready, lease, now)
+    let leased = lease_tasks(connection, ready, lease, now)?;
+    if let Some(tokens) = tokens {
+        // Each start spends a token; the bucket is shared through the row.
+        connection
+            .prepare_cached(
+                "UPDATE task_types SET rate_tokens = ?2, rate_refilled_at = ?3 WHERE task_type = ?1",
+            )?
+            .execute((task_type, tokens - leased.len() as f64, millis(now)))?;
+    }
+    Ok(leased)
 }
 
 /// Up to `limit` ready tasks of `task_type` that `route` may take, no key

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::engine::flow::{ConcurrencyKey, FlowChange};
+use crate::engine::flow::{ConcurrencyKey, FlowChange, RateLimit};
 
 /// A claimant of `a` under its policy: the limited path alone.
 fn limited(types: &[String]) -> Claimant<'_> {
@@ -217,7 +217,46 @@ async fn a_policy_change_checks_its_input_and_changes_nothing_when_refused(backe
     assert_eq!(again[0].flow.max_running, Some(4));
 }
 
+/// A rate limit starts with an empty bucket and refills at its rate: no
+/// start at once, then one per 50 ms at 20/second.
+async fn a_rate_limit_spends_tokens_as_they_refill(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let rate = FlowChange {
+        rate_limit: Some(Some(RateLimit::parse("20/second").unwrap())),
+        ..FlowChange::default()
+    };
+    let changed = store.set_flow_policy("a", &rate).await.unwrap();
+    assert_eq!(changed.flow.rate_limit.unwrap().to_string(), "20/second");
+    store
+        .enqueue((0..10).map(|_| new_task("a")).collect())
+        .await
+        .unwrap();
+    let types = ["a".to_owned()];
+    let started = std::time::Instant::now();
+    let first = store
+        .claim(&limited(&types), 10, &lease())
+        .await
+        .unwrap()
+        .len();
+    tokio::time::sleep(std::time::Duration::from_millis(160)).await;
+    let second = store
+        .claim(&limited(&types), 10, &lease())
+        .await
+        .unwrap()
+        .len();
+    let elapsed = started.elapsed().as_secs_f64();
+    // At most one token per 50 ms since the limit was set, and at least
+    // the three whole ones of the sleep.
+    assert!(
+        first + second >= 3 && (first + second) as f64 <= 1.0 + elapsed * 20.0,
+        "{first} then {second} in {elapsed} s"
+    );
+}
+
 crate::on_every_backend!(
+    a_rate_limit_spends_tokens_as_they_refill,
     a_key_limit_takes_each_key_in_turn_and_never_past_its_limit,
     max_running_and_pause_hold_claims_until_changed,
     a_metadata_key_groups_tasks_and_tasks_without_it_share_one,
