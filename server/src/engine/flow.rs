@@ -6,7 +6,9 @@
 //! payload or metadata, such as `payload.customer_id` — with
 //! **`max_running_per_key`**, so that one customer's flood cannot hold every
 //! slot. Ready tasks of different keys are taken in turn: every key's first
-//! waiting task before any key's second.
+//! waiting task before any key's second. A **rate limit** allows N starts
+//! per second, minute or hour, refilled smoothly from a token bucket kept
+//! in the type's row.
 //!
 //! The rules live here; a claim applies them in SQL. Types without a policy
 //! take the claim's fast path. A claim of a limited type goes through
