@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use integration_tests::{
-    Backend, TestAgent, TestServer, documented_commands, grpcurl_available, run_documented,
-    wait_status,
+    Backend, TestAgent, TestServer, documented_commands, enqueue, enqueue_request,
+    grpcurl_available, run_documented, wait_status, wait_terminal,
 };
+use serde_json::json;
 use taskplane_agent::RegistryConfig;
 use taskplane_handlers::{AppServices, setup_registry_with_config};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
@@ -25,7 +26,7 @@ async fn policy(registry: &RegistryServiceClient<Channel>, task_type: &str) -> F
 
 async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) {
     let commands = documented_commands("docs/operations.md", "flow");
-    assert_eq!(commands.len(), 10, "the examples changed: update this test");
+    assert_eq!(commands.len(), 14, "the examples changed: update this test");
     let with_grpcurl = grpcurl_available();
     let server = TestServer::start(&backend).await;
     let data = tempfile::tempdir().unwrap();
@@ -34,6 +35,12 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
         setup_registry_with_config(&config, Arc::new(AppServices::new(data.path())));
     let agent = TestAgent::start(&server, "dev-agent", registry).await;
     let cli = env!("CARGO_BIN_EXE_taskplane-under-test");
+    // A webhook without its url, DEAD at once: what the retries find.
+    let mut tasks = server.tasks().await;
+    let dead = enqueue(&mut tasks, enqueue_request("webhook", json!({})))
+        .await
+        .id;
+    wait_status(&tasks, &dead, TaskStatus::Dead).await;
     let mut report = None;
     for command in &commands {
         if command.starts_with("grpcurl ") && !with_grpcurl {
@@ -47,6 +54,10 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
                 .find_map(|line| line.strip_prefix("id "))
                 .unwrap_or_else(|| panic!("{output}"));
             report = Some(id.trim().to_owned());
+        }
+        if command.ends_with("--since 2h --dry-run") {
+            let counts: Vec<&str> = output.lines().last().unwrap().split_whitespace().collect();
+            assert_eq!(counts, ["retry", "1", "0", "0"], "{output}");
         }
         if command == "taskplane types list" {
             let row = output
@@ -85,6 +96,8 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
         policy(&registry, "health_check").await.rate_limit,
         "20/second"
     );
+    let retried = wait_terminal(&mut tasks, &dead).await;
+    assert_eq!(retried.attempts, 2, "the bulk retry ran it again");
     let report = report.expect("the enqueue printed the task");
     wait_status(&server.tasks().await, &report, TaskStatus::Completed).await;
     agent.stop().await.unwrap();

@@ -253,6 +253,21 @@ pub struct Claimant<'a> {
     pub limited: &'a [String],
 }
 
+/// Which tasks a bulk retry, cancel or purge takes: every condition holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSelector {
+    /// Their type.
+    pub task_type: String,
+    /// Their status.
+    pub status: TaskStatus,
+    /// Created at or after this.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before this.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Their last error contains this text.
+    pub error_contains: Option<String>,
+}
+
 /// Who holds a lease and until when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {

@@ -153,6 +153,48 @@ pub struct EnqueueTasksResponse {
     #[prost(message, repeated, tag = "1")]
     pub results: ::prost::alloc::vec::Vec<EnqueueTaskResponse>,
 }
+/// Which tasks a bulk operation takes: every condition set must hold.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TaskSelector {
+    /// Required.
+    #[prost(string, tag = "1")]
+    pub task_type: ::prost::alloc::string::String,
+    /// Required for cancel and purge; retry defaults to DEAD.
+    #[prost(enumeration = "TaskStatus", tag = "2")]
+    pub status: i32,
+    /// Created at or after this.
+    #[prost(message, optional, tag = "3")]
+    pub created_after: ::core::option::Option<::prost_types::Timestamp>,
+    /// Created before this.
+    #[prost(message, optional, tag = "4")]
+    pub created_before: ::core::option::Option<::prost_types::Timestamp>,
+    /// The last error contains this text.
+    #[prost(string, tag = "5")]
+    pub error_contains: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BulkTasksRequest {
+    #[prost(message, optional, tag = "1")]
+    pub selector: ::core::option::Option<TaskSelector>,
+    /// Count the matching tasks and change nothing.
+    #[prost(bool, tag = "2")]
+    pub dry_run: bool,
+    /// Why, for CancelTasks (default "cancelled in bulk").
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BulkTasksResponse {
+    /// The tasks the selector matched.
+    #[prost(uint64, tag = "1")]
+    pub matched: u64,
+    /// Those changed (fewer when some changed state meanwhile); 0 on a dry run.
+    #[prost(uint64, tag = "2")]
+    pub changed: u64,
+    /// The transactions it took.
+    #[prost(uint32, tag = "3")]
+    pub batches: u32,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetTaskRequest {
     #[prost(string, tag = "1")]
@@ -535,6 +577,85 @@ pub mod task_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.TaskService", "RetryTask"));
             self.inner.unary(req, path, codec).await
         }
+        /// Retries every DEAD (or CANCELLED) task a selector matches, in batches
+        /// of at most 500 per transaction; with dry_run, only counts them.
+        pub async fn retry_tasks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.TaskService/RetryTasks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("taskplane.v1.TaskService", "RetryTasks"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Cancels every PENDING (or RUNNING) task a selector matches, in
+        /// batches; with dry_run, only counts them.
+        pub async fn cancel_tasks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.TaskService/CancelTasks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("taskplane.v1.TaskService", "CancelTasks"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deletes every finished (COMPLETED, DEAD or CANCELLED) task a selector
+        /// matches, with its attempts, in batches (admin); with dry_run, only
+        /// counts them.
+        pub async fn purge_tasks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.TaskService/PurgeTasks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("taskplane.v1.TaskService", "PurgeTasks"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Streams the task's state each time it changes, until it is terminal.
         pub async fn watch_task(
             &mut self,
@@ -665,6 +786,34 @@ pub mod task_service_server {
             &self,
             request: tonic::Request<super::RetryTaskRequest>,
         ) -> std::result::Result<tonic::Response<super::Task>, tonic::Status>;
+        /// Retries every DEAD (or CANCELLED) task a selector matches, in batches
+        /// of at most 500 per transaction; with dry_run, only counts them.
+        async fn retry_tasks(
+            &self,
+            request: tonic::Request<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        >;
+        /// Cancels every PENDING (or RUNNING) task a selector matches, in
+        /// batches; with dry_run, only counts them.
+        async fn cancel_tasks(
+            &self,
+            request: tonic::Request<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        >;
+        /// Deletes every finished (COMPLETED, DEAD or CANCELLED) task a selector
+        /// matches, with its attempts, in batches (admin); with dry_run, only
+        /// counts them.
+        async fn purge_tasks(
+            &self,
+            request: tonic::Request<super::BulkTasksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BulkTasksResponse>,
+            tonic::Status,
+        >;
         /// Server streaming response type for the WatchTask method.
         type WatchTaskStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::Task, tonic::Status>,
@@ -1025,6 +1174,141 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RetryTaskSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.TaskService/RetryTasks" => {
+                    #[allow(non_camel_case_types)]
+                    struct RetryTasksSvc<T: TaskService>(pub Arc<T>);
+                    impl<
+                        T: TaskService,
+                    > tonic::server::UnaryService<super::BulkTasksRequest>
+                    for RetryTasksSvc<T> {
+                        type Response = super::BulkTasksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BulkTasksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TaskService>::retry_tasks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RetryTasksSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.TaskService/CancelTasks" => {
+                    #[allow(non_camel_case_types)]
+                    struct CancelTasksSvc<T: TaskService>(pub Arc<T>);
+                    impl<
+                        T: TaskService,
+                    > tonic::server::UnaryService<super::BulkTasksRequest>
+                    for CancelTasksSvc<T> {
+                        type Response = super::BulkTasksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BulkTasksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TaskService>::cancel_tasks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CancelTasksSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.TaskService/PurgeTasks" => {
+                    #[allow(non_camel_case_types)]
+                    struct PurgeTasksSvc<T: TaskService>(pub Arc<T>);
+                    impl<
+                        T: TaskService,
+                    > tonic::server::UnaryService<super::BulkTasksRequest>
+                    for PurgeTasksSvc<T> {
+                        type Response = super::BulkTasksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BulkTasksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TaskService>::purge_tasks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PurgeTasksSvc(inner);
                         let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

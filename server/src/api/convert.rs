@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::config::QueueConfig;
 use crate::engine::flow::{ConcurrencyKey, FlowChange, FlowPolicy, RateLimit};
 use crate::error::{Error, Result};
-use crate::model::{Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus, TaskType};
+use crate::model::{
+    Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskSelector, TaskStatus, TaskType,
+};
 
 /// The longest idempotency key accepted, in bytes.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
@@ -144,6 +146,49 @@ pub fn status_filter(status: i32) -> Result<Option<TaskStatus>> {
                 "status {status} is unknown: use TASK_STATUS_PENDING, _RUNNING, _COMPLETED, _DEAD or _CANCELLED"
             )));
         }
+    })
+}
+
+/// A bulk request's selector, checked: a registered-looking type, and a
+/// status `allowed` (the first is the default when none is given).
+pub fn task_selector(
+    selector: Option<&v1::TaskSelector>,
+    allowed: &[TaskStatus],
+    action: &str,
+) -> Result<TaskSelector> {
+    let selector = selector.cloned().unwrap_or_default();
+    if selector.task_type.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "selector.task_type is required: name the type whose tasks to {action}"
+        )));
+    }
+    check_name("selector.task_type", &selector.task_type).map_err(Error::InvalidArgument)?;
+    let names: Vec<String> = allowed.iter().map(|s| s.as_str().to_uppercase()).collect();
+    let status = match status_filter(selector.status)? {
+        None => allowed[0],
+        Some(status) if allowed.contains(&status) => status,
+        Some(status) => {
+            return Err(Error::InvalidArgument(format!(
+                "selector.status {} is not one that {action} takes: choose {}",
+                status.as_str().to_uppercase(),
+                names.join(" or ")
+            )));
+        }
+    };
+    Ok(TaskSelector {
+        task_type: selector.task_type,
+        status,
+        created_after: selector
+            .created_after
+            .as_ref()
+            .map(|at| instant("selector.created_after", at))
+            .transpose()?,
+        created_before: selector
+            .created_before
+            .as_ref()
+            .map(|at| instant("selector.created_before", at))
+            .transpose()?,
+        error_contains: Some(selector.error_contains).filter(|text| !text.is_empty()),
     })
 }
 

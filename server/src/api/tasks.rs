@@ -7,22 +7,27 @@ use std::time::Duration;
 use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::task_service_server::TaskService;
 use taskplane_proto::v1::{
-    CancelTaskRequest, EnqueueTaskRequest, EnqueueTaskResponse, EnqueueTasksRequest,
-    EnqueueTasksResponse, GetQueueStatsRequest, GetQueueStatsResponse, GetTaskRequest,
-    ListTaskAttemptsRequest, ListTaskAttemptsResponse, ListTasksRequest, ListTasksResponse,
-    RetryTaskRequest, Task as ProtoTask, TaskTypeStats, WatchTaskRequest,
+    BulkTasksRequest, BulkTasksResponse, CancelTaskRequest, EnqueueTaskRequest,
+    EnqueueTaskResponse, EnqueueTasksRequest, EnqueueTasksResponse, GetQueueStatsRequest,
+    GetQueueStatsResponse, GetTaskRequest, ListTaskAttemptsRequest, ListTaskAttemptsResponse,
+    ListTasksRequest, ListTasksResponse, RetryTaskRequest, Task as ProtoTask, TaskTypeStats,
+    WatchTaskRequest,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::api::convert::{new_task, proto_attempt, proto_task, status_filter, task_id};
+use crate::api::convert::{
+    new_task, proto_attempt, proto_task, status_filter, task_id, task_selector,
+};
 use crate::auth::{Principal, check_domain, principal};
+use crate::engine::bulk::BulkAction;
 use crate::engine::plane::ControlPlane;
 use crate::engine::routing;
 use crate::error::{Error, Result};
 use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
+use crate::store::unregistered;
 
 /// The default and the largest page of `ListTasks`.
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -121,6 +126,42 @@ impl TaskApi {
 
     /// Checks that a scoped token's listing names (directly or through a
     /// task type) a domain the token holds.
+    /// Runs a bulk operation on the tasks the request selects, within the
+    /// caller's domains.
+    async fn bulk(
+        &self,
+        request: Request<BulkTasksRequest>,
+        action: BulkAction,
+        allowed: &[TaskStatus],
+        verb: &str,
+    ) -> Result<Response<BulkTasksResponse>, Status> {
+        let principal = principal(&request);
+        let request = request.into_inner();
+        let selector = task_selector(request.selector.as_ref(), allowed, verb)?;
+        let domain = self
+            .plane
+            .store
+            .get_task_type(&selector.task_type)
+            .await?
+            .ok_or_else(|| unregistered(&selector.task_type))?
+            .domain;
+        check_domain(principal.as_ref(), &domain, &format!("{verb} tasks"))?;
+        let outcome = self.plane.bulk(&action, &selector, request.dry_run).await?;
+        tracing::info!(
+            ?selector,
+            action = verb,
+            dry_run = request.dry_run,
+            matched = outcome.matched,
+            changed = outcome.changed,
+            "bulk operation"
+        );
+        Ok(Response::new(BulkTasksResponse {
+            matched: outcome.matched,
+            changed: outcome.changed,
+            batches: outcome.batches,
+        }))
+    }
+
     async fn check_listing(
         &self,
         principal: Option<&Principal>,
@@ -349,6 +390,41 @@ impl TaskService for TaskApi {
         let task = self.plane.retry(id).await?;
         tracing::info!(task_id = %id, "retried");
         Ok(Response::new(proto_task(&task)))
+    }
+
+    async fn retry_tasks(
+        &self,
+        request: Request<BulkTasksRequest>,
+    ) -> Result<Response<BulkTasksResponse>, Status> {
+        let allowed = [TaskStatus::Dead, TaskStatus::Cancelled];
+        self.bulk(request, BulkAction::Retry, &allowed, "retry")
+            .await
+    }
+
+    async fn cancel_tasks(
+        &self,
+        request: Request<BulkTasksRequest>,
+    ) -> Result<Response<BulkTasksResponse>, Status> {
+        let reason = match request.get_ref().reason.as_str() {
+            "" => "cancelled in bulk".to_owned(),
+            reason => reason.to_owned(),
+        };
+        let allowed = [TaskStatus::Pending, TaskStatus::Running];
+        self.bulk(request, BulkAction::Cancel(reason), &allowed, "cancel")
+            .await
+    }
+
+    async fn purge_tasks(
+        &self,
+        request: Request<BulkTasksRequest>,
+    ) -> Result<Response<BulkTasksResponse>, Status> {
+        let allowed = [
+            TaskStatus::Dead,
+            TaskStatus::Cancelled,
+            TaskStatus::Completed,
+        ];
+        self.bulk(request, BulkAction::Purge, &allowed, "purge")
+            .await
     }
 
     async fn list_task_attempts(

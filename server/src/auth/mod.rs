@@ -160,7 +160,12 @@ pub fn access_for(path: &str) -> Access {
     }
     match path.strip_prefix("/taskplane.v1.") {
         Some("TaskService/EnqueueTask" | "TaskService/EnqueueTasks") => Access::Enqueue,
-        Some("TaskService/CancelTask" | "TaskService/RetryTask") => Access::Intervene,
+        Some(
+            "TaskService/CancelTask"
+            | "TaskService/RetryTask"
+            | "TaskService/CancelTasks"
+            | "TaskService/RetryTasks",
+        ) => Access::Intervene,
         Some(
             "TaskService/GetTask"
             | "TaskService/ListTasks"

@@ -16,10 +16,13 @@
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
+//! - [`bulk`]: retry, cancel or purge every task a selector matches, in
+//!   batches.
 //! - [`scheduler`]: firing due schedules, and `TriggerSchedule`.
 //! - [`storage_faults`]: transient storage faults the write paths met, for
 //!   the health check.
 
+pub mod bulk;
 pub mod completer;
 pub mod dispatch;
 pub mod enqueuer;

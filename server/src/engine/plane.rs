@@ -317,17 +317,23 @@ impl ControlPlane {
     /// Cancels a task; a running task's agent, if connected here, is told to stop.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<Task> {
         let (before, after) = self.store.cancel(id, reason).await?;
+        self.stop_attempt(&before, reason);
+        self.events.changed([id]);
+        Ok(after)
+    }
+
+    /// Tells the agent running a task that was just cancelled (`before`,
+    /// as it was) to stop, when that agent is connected here.
+    pub fn stop_attempt(&self, before: &Task, reason: &str) {
         if before.status == TaskStatus::Running
-            && let Some(holder) = self.sessions.holder_of(id)
+            && let Some(holder) = self.sessions.holder_of(before.id)
         {
-            holder.untrack(id);
+            holder.untrack(before.id);
             let _ = holder.outbound.try_send(ToAgent::Cancel {
-                task_id: id,
+                task_id: before.id,
                 reason: reason.to_owned(),
             });
         }
-        self.events.changed([id]);
-        Ok(after)
     }
 
     /// Puts a DEAD or CANCELLED task back in the queue.

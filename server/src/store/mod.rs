@@ -25,7 +25,7 @@ use crate::engine::flow::FlowChange;
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, AttemptResult, Claimant, Enqueued, Lease, NewTask, ResultOutcome,
-    SessionStatus, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats,
+    SessionStatus, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
 };
 use crate::schedule::Firing;
 
@@ -249,6 +249,35 @@ pub trait Store: Send + Sync + 'static {
     /// current (the task was cancelled, say), which changes nothing.
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {
         self.common().give_back(id, attempt, session_id).await
+    }
+
+    /// Retries those of `ids` still DEAD or CANCELLED, in one transaction
+    /// (one batch of a bulk retry).
+    async fn retry_many(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
+        self.common().retry_many(ids).await
+    }
+
+    /// Cancels those of `ids` still PENDING or RUNNING, in one transaction
+    /// (one batch of a bulk cancel); returns each as it was and is.
+    async fn cancel_many(&self, ids: &[Uuid], reason: &str) -> Result<Vec<(Task, Task)>> {
+        self.common().cancel_many(ids, reason).await
+    }
+
+    /// Deletes those of `ids` that are finished, with their attempts, in
+    /// one transaction (one batch of a bulk purge); returns how many went.
+    async fn purge_many(&self, ids: &[Uuid]) -> Result<u64> {
+        self.common().purge_many(ids).await
+    }
+
+    /// Up to `limit` ids of the tasks `selector` matches after `after`, in
+    /// id order: one page of a bulk operation.
+    async fn select_task_ids(
+        &self,
+        selector: &TaskSelector,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        self.common().task_ids(selector, after, limit).await
     }
 
     /// Puts a DEAD or CANCELLED task back in the queue with fresh attempts.

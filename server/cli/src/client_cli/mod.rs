@@ -20,11 +20,11 @@ use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    CancelTaskRequest, DrainAgentRequest, EnqueueTaskRequest, GetQueueStatsRequest, GetTaskRequest,
-    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
-    ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest, RegisterTaskTypeRequest,
-    RetryTaskRequest, SetTaskTypePolicyRequest, Task, TaskStatus, ValidateTaskTypeRequest,
-    WatchTaskRequest,
+    BulkTasksRequest, BulkTasksResponse, CancelTaskRequest, DrainAgentRequest, EnqueueTaskRequest,
+    GetQueueStatsRequest, GetTaskRequest, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest,
+    ListDomainsRequest, ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest,
+    RegisterTaskTypeRequest, RetryTaskRequest, SetTaskTypePolicyRequest, Task, TaskSelector,
+    TaskStatus, ValidateTaskTypeRequest, WatchTaskRequest,
 };
 
 /// Where the server is and how to print.
@@ -150,18 +150,34 @@ pub enum TaskCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Cancels a pending or running task.
+    /// Cancels a pending or running task, or with --type every one a
+    /// selection matches (in batches; --dry-run counts them first).
     Cancel {
-        /// The task id.
-        id: String,
+        /// The task id (or select tasks with --type …).
+        id: Option<String>,
         /// Why, recorded as the task's error.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Which tasks, instead of an id.
+        #[command(flatten)]
+        selection: Selection,
     },
-    /// Puts a dead or cancelled task back in the queue.
+    /// Puts a dead or cancelled task back in the queue, or with --type
+    /// every one a selection matches (in batches; --dry-run counts them
+    /// first).
     Retry {
-        /// The task id.
-        id: String,
+        /// The task id (or select tasks with --type …).
+        id: Option<String>,
+        /// Which tasks, instead of an id.
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// Deletes every finished task a selection matches, with its attempts
+    /// (admin; in batches; --dry-run counts them first).
+    Purge {
+        /// Which tasks, instead of an id.
+        #[command(flatten)]
+        selection: Selection,
     },
     /// Prints the task each time it changes, until it finishes.
     Watch {
@@ -173,6 +189,75 @@ pub enum TaskCommand {
         /// The task id.
         id: String,
     },
+}
+
+/// Which tasks a bulk `task retry|cancel|purge` takes.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Tasks of this type (required for a bulk operation).
+    #[arg(long = "type")]
+    pub task_type: Option<String>,
+    /// Tasks in this status (retry: dead by default; cancel and purge:
+    /// required).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Tasks created within this long, e.g. 2h.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Tasks whose last error contains this text.
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Count the tasks and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl Selection {
+    /// True when any selection option was given.
+    fn given(&self) -> bool {
+        self.task_type.is_some()
+            || self.status.is_some()
+            || self.since.is_some()
+            || self.error.is_some()
+            || self.dry_run
+    }
+
+    /// The bulk request these options make.
+    fn request(self, reason: String) -> Result<BulkTasksRequest, ClientError> {
+        let task_type = self.task_type.ok_or_else(|| {
+            ClientError::Usage(
+                "give a task id, or select tasks with --type (and --status, --since, --error)"
+                    .into(),
+            )
+        })?;
+        let created_after = self.since.map(|since| {
+            let at = std::time::SystemTime::now() - since;
+            prost_types::Timestamp::from(at)
+        });
+        Ok(BulkTasksRequest {
+            selector: Some(TaskSelector {
+                task_type,
+                status: status_arg(self.status)? as i32,
+                created_after,
+                error_contains: self.error.unwrap_or_default(),
+                ..Default::default()
+            }),
+            dry_run: self.dry_run,
+            reason,
+        })
+    }
+}
+
+/// A `--status` option's value.
+fn status_arg(status: Option<String>) -> Result<TaskStatus, ClientError> {
+    let Some(name) = status else {
+        return Ok(TaskStatus::Unspecified);
+    };
+    TaskStatus::from_str_name(&format!("TASK_STATUS_{}", name.to_uppercase())).ok_or_else(|| {
+        ClientError::Usage(format!(
+            "--status {name}: use pending, running, completed, dead or cancelled"
+        ))
+    })
 }
 
 /// `taskplane types …`.
@@ -393,18 +478,7 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             status,
             limit,
         } => {
-            let status = match status {
-                None => TaskStatus::Unspecified,
-                Some(name) => TaskStatus::from_str_name(&format!(
-                    "TASK_STATUS_{}",
-                    name.to_uppercase()
-                ))
-                .ok_or_else(|| {
-                    ClientError::Usage(format!(
-                        "--status {name}: use pending, running, completed, dead or cancelled"
-                    ))
-                })?,
-            };
+            let status = status_arg(status)?;
             let request = ListTasksRequest {
                 task_type: task_type.unwrap_or_default(),
                 domain: domain.unwrap_or_default(),
@@ -421,20 +495,46 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
                 Value::Array(rows.clone()),
             );
         }
-        TaskCommand::Cancel { id, reason } => print_task(
-            args.output,
-            &client
-                .cancel_task(CancelTaskRequest { id, reason })
-                .await?
-                .into_inner(),
-        ),
-        TaskCommand::Retry { id } => print_task(
-            args.output,
-            &client
-                .retry_task(RetryTaskRequest { id })
-                .await?
-                .into_inner(),
-        ),
+        TaskCommand::Cancel {
+            id: Some(id),
+            reason,
+            selection,
+        } => {
+            one_task(&selection)?;
+            let task = client.cancel_task(CancelTaskRequest { id, reason }).await?;
+            print_task(args.output, &task.into_inner());
+        }
+        TaskCommand::Cancel {
+            id: None,
+            reason,
+            selection,
+        } => {
+            let answer = client.cancel_tasks(selection.request(reason)?).await?;
+            print_bulk(args.output, "cancel", &answer.into_inner());
+        }
+        TaskCommand::Retry {
+            id: Some(id),
+            selection,
+        } => {
+            one_task(&selection)?;
+            let task = client.retry_task(RetryTaskRequest { id }).await?;
+            print_task(args.output, &task.into_inner());
+        }
+        TaskCommand::Retry {
+            id: None,
+            selection,
+        } => {
+            let answer = client
+                .retry_tasks(selection.request(String::new())?)
+                .await?;
+            print_bulk(args.output, "retry", &answer.into_inner());
+        }
+        TaskCommand::Purge { selection } => {
+            let answer = client
+                .purge_tasks(selection.request(String::new())?)
+                .await?;
+            print_bulk(args.output, "purge", &answer.into_inner());
+        }
         TaskCommand::Watch { id } => {
             let task = watch(&mut client, &id, args.output).await?;
             print_task(args.output, &task);
@@ -590,6 +690,30 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
         }
     }
     Ok(())
+}
+
+/// Refuses selection options beside a task id.
+fn one_task(selection: &Selection) -> Result<(), ClientError> {
+    if selection.given() {
+        return Err(ClientError::Usage(
+            "give a task id or a selection (--type …), not both".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Prints what a bulk operation matched and changed.
+fn print_bulk(output: Output, action: &str, answer: &BulkTasksResponse) {
+    let row = json!({
+        "action": action, "matched": answer.matched, "changed": answer.changed,
+        "batches": answer.batches,
+    });
+    print(
+        output,
+        &["action", "matched", "changed", "batches"],
+        std::slice::from_ref(&row),
+        row.clone(),
+    );
 }
 
 /// Pauses or resumes a task type.

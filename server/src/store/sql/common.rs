@@ -13,7 +13,9 @@ use super::{Dialect, Shared};
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::engine::flow::FlowChange;
 use crate::error::Result;
-use crate::model::{AgentSession, Attempt, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats};
+use crate::model::{
+    AgentSession, Attempt, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
+};
 use crate::store::rows::Columns;
 use crate::store::rules::TypeDefaults;
 
@@ -37,6 +39,13 @@ pub trait Reads: Send + Sync {
     ) -> Result<Vec<TypeStats>>;
     /// Tasks matching the filter, newest first.
     async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// Up to `limit` ids of tasks a selector matches after `after`, in id order.
+    async fn task_ids(
+        &self,
+        selector: &TaskSelector,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>>;
     /// Sessions that have not ended and were refreshed since `seen_since`.
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>>;
     /// The live sessions some replica asked to drain.
@@ -88,6 +97,15 @@ where
         Shared::<DB>::list_tasks(&self.readers, filter).await
     }
 
+    async fn task_ids(
+        &self,
+        selector: &TaskSelector,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        Shared::<DB>::select_task_ids(&self.readers, selector, after, limit).await
+    }
+
     async fn live_sessions(&self, seen_since: DateTime<Utc>) -> Result<Vec<AgentSession>> {
         Shared::<DB>::live_sessions(&self.readers, seen_since).await
     }
@@ -129,6 +147,13 @@ pub trait Writes: Send + Sync {
     async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)>;
     /// Puts a DEAD or CANCELLED task back in the queue.
     async fn retry(&self, id: Uuid) -> Result<Task>;
+    /// Retries those of `ids` still DEAD or CANCELLED, in one transaction.
+    async fn retry_many(&self, ids: &[Uuid]) -> Result<Vec<Task>>;
+    /// Cancels those of `ids` still PENDING or RUNNING, in one
+    /// transaction; returns each as it was and is.
+    async fn cancel_many(&self, ids: &[Uuid], reason: &str) -> Result<Vec<(Task, Task)>>;
+    /// Deletes those of `ids` that are finished, in one transaction.
+    async fn purge_many(&self, ids: &[Uuid]) -> Result<u64>;
     /// Returns a task its agent gave back unstarted to the queue, its
     /// attempt uncounted; see [`Shared::give_back`].
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>>;
@@ -218,6 +243,24 @@ where
     async fn retry(&self, id: Uuid) -> Result<Task> {
         in_transaction!(self, |tx| Shared::<DB>::retry(&mut tx, id, &self.defaults)
             .await?)
+    }
+
+    async fn retry_many(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
+        in_transaction!(self, |tx| Shared::<DB>::retry_many(
+            &mut tx,
+            ids,
+            &self.defaults
+        )
+        .await?)
+    }
+
+    async fn cancel_many(&self, ids: &[Uuid], reason: &str) -> Result<Vec<(Task, Task)>> {
+        in_transaction!(self, |tx| Shared::<DB>::cancel_many(&mut tx, ids, reason)
+            .await?)
+    }
+
+    async fn purge_many(&self, ids: &[Uuid]) -> Result<u64> {
+        in_transaction!(self, |tx| Shared::<DB>::purge_many(&mut tx, ids).await?)
     }
 
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {

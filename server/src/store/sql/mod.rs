@@ -95,6 +95,8 @@ pub struct Statements {
     cancel: String,
     retry: String,
     give_back: String,
+    select_ids: String,
+    purge_one: String,
     end_one_attempt: String,
     attempts: String,
     queue_stats: String,
@@ -140,6 +142,16 @@ impl Statements {
                      AND lease_session = $4
                  RETURNING task_type"
             ),
+            select_ids: format!(
+                "SELECT {id_text} AS id FROM tasks
+                 WHERE task_type = $1 AND status = $2 AND created_at >= $3 AND created_at < $4
+                     AND ($5 = '' OR last_error LIKE $6 ESCAPE '\\') AND id > $7{id_cast}
+                 ORDER BY id LIMIT $8"
+            ),
+            purge_one: format!(
+                "DELETE FROM tasks WHERE id = $1{id_cast} AND status IN ('completed', 'dead', 'cancelled')
+                 RETURNING task_type"
+            ),
             end_one_attempt: end_attempts_sql(
                 id_text,
                 "$1",
@@ -164,6 +176,18 @@ impl Statements {
         } else {
             &self.fetch_task
         }
+    }
+
+    /// Up to `$8` ids of tasks after id `$7` that match a selector (`$1`
+    /// type, `$2` status, `$3`..`$4` created, `$5` error text or '' and `$6`
+    /// its LIKE pattern), in id order.
+    pub fn select_ids(&self) -> &str {
+        &self.select_ids
+    }
+
+    /// Deletes finished task `$1` (its attempts first, apart).
+    pub fn purge_one(&self) -> &str {
+        &self.purge_one
     }
 
     /// Ends task `$4`'s attempt `$5` at `$1` with outcome `$2` and error

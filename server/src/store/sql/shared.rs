@@ -10,8 +10,10 @@ use uuid::Uuid;
 use super::Dialect;
 use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::engine::flow::FlowChange;
-use crate::error::Result;
-use crate::model::{AgentSession, Attempt, Task, TaskFilter, TaskType, TaskTypeSpec, TypeStats};
+use crate::error::{Error, Result};
+use crate::model::{
+    AgentSession, Attempt, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
+};
 use crate::store::rows::{self, Columns, duration_millis, json_text, millis};
 use crate::store::rules::{self, TypeDefaults};
 
@@ -278,6 +280,93 @@ where
             .fetch_one(&mut *connection)
             .await?;
         Ok((before, rows::task(&row)?))
+    }
+
+    /// Up to `limit` ids of the tasks `selector` matches, after `after`,
+    /// in id order: one page of a bulk operation.
+    pub async fn select_task_ids<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        selector: &TaskSelector,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        let text = selector.error_contains.clone().unwrap_or_default();
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(DB::statements().select_ids()))
+            .bind(selector.task_type.clone())
+            .bind(selector.status.as_str().to_owned())
+            .bind(selector.created_after.map_or(i64::MIN, millis))
+            .bind(selector.created_before.map_or(i64::MAX, millis))
+            .bind(text)
+            .bind(pattern)
+            .bind(after.unwrap_or(Uuid::nil()).to_string())
+            .bind(i64::from(limit))
+            .fetch_all(executor)
+            .await?;
+        rows.iter()
+            .map(|row| rows::parse_uuid(&row.text("id")?))
+            .collect()
+    }
+
+    /// Retries each of `ids` that is still DEAD or CANCELLED, inside the
+    /// caller's transaction; skips the rest (they changed meanwhile).
+    pub async fn retry_many(
+        connection: &mut DB::Connection,
+        ids: &[Uuid],
+        defaults: &TypeDefaults,
+    ) -> Result<Vec<Task>> {
+        let mut retried = Vec::with_capacity(ids.len());
+        for id in ids {
+            match Self::retry(&mut *connection, *id, defaults).await {
+                Ok(task) => retried.push(task),
+                Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(retried)
+    }
+
+    /// Cancels each of `ids` that is still PENDING or RUNNING, inside the
+    /// caller's transaction; skips the rest. Returns each as it was and is.
+    pub async fn cancel_many(
+        connection: &mut DB::Connection,
+        ids: &[Uuid],
+        reason: &str,
+    ) -> Result<Vec<(Task, Task)>> {
+        let mut cancelled = Vec::with_capacity(ids.len());
+        for id in ids {
+            match Self::cancel(&mut *connection, *id, reason).await {
+                Ok(pair) => cancelled.push(pair),
+                Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Deletes each of `ids` that is finished, with its attempts, inside the
+    /// caller's transaction; returns how many went.
+    pub async fn purge_many(connection: &mut DB::Connection, ids: &[Uuid]) -> Result<u64> {
+        let mut purged = 0;
+        for id in ids {
+            let deleted = sqlx::query(sqlx::AssertSqlSafe(DB::statements().purge_one()))
+                .bind(id.to_string())
+                .fetch_optional(&mut *connection)
+                .await?;
+            if deleted.is_some() {
+                sqlx::query("DELETE FROM task_attempts WHERE task_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *connection)
+                    .await?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     /// Puts a DEAD or CANCELLED task back in the queue inside the caller's
