@@ -4,6 +4,9 @@
 /// The longest error text a failure report keeps; the rest is cut off.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
+/// The longest message a progress report keeps; the rest is cut off.
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
+
 /// How long assignments an agent queued beyond its slots (its prefetch)
 /// wait behind handlers that all keep running before the agent gives them
 /// back (`TaskResult.given_back`). The server sizes prefetch windows so

@@ -147,6 +147,19 @@ pub struct Task {
     pub required_labels: BTreeMap<String, String>,
     /// The task whose handler enqueued this one.
     pub parent_id: Option<Uuid>,
+    /// The latest progress its handler reported.
+    pub progress: Option<Progress>,
+}
+
+/// How far a running task's handler says it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Done, from 0 to 1.
+    pub fraction: f64,
+    /// What it is doing, in words.
+    pub message: String,
+    /// When it said so.
+    pub reported_at: DateTime<Utc>,
 }
 
 /// A validated request to enqueue one task.

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use crate::follow_up::FollowUps;
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 use crate::metrics::AgentMetrics;
+use crate::progress::ProgressReports;
 use crate::registry::TaskRegistry;
 
 /// How long a cancelled or timed-out handler may take to stop by itself
@@ -90,6 +91,11 @@ async fn run_in_span(
     let began = std::time::Instant::now();
     let mut context = task_context(&assignment, timeout, cancel.clone());
     context.follow_ups = Some(reporting.follow_ups);
+    context.progress = Some(ProgressReports::new(
+        reporting.outbound.clone(),
+        &assignment.task_id,
+        assignment.attempt,
+    ));
     let outcome = run_task(&registry, context, timeout, cancel).await;
     let ran_for = began.elapsed();
     drop(running);
@@ -145,6 +151,7 @@ fn task_context(
         cancellation: cancel,
         feature_flags: Arc::default(),
         follow_ups: None,
+        progress: None,
     }
 }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::follow_up::{FollowUps, follow_up_request};
+use crate::progress::ProgressReports;
 
 /// Runs one task type.
 ///
@@ -95,6 +96,9 @@ pub struct TaskContext {
     /// How [`TaskContext::enqueue`] reaches the server: the agent's own
     /// connection (`None` outside an agent, e.g. in a unit test).
     pub follow_ups: Option<FollowUps>,
+    /// Where [`TaskContext::report_progress`] goes: the agent's stream
+    /// (`None` outside an agent).
+    pub progress: Option<ProgressReports>,
 }
 
 impl TaskContext {
@@ -119,6 +123,18 @@ impl TaskContext {
             cancellation: CancellationToken::new(),
             feature_flags: Arc::default(),
             follow_ups: None,
+            progress: None,
+        }
+    }
+
+    /// Tells the server how far this attempt is: `fraction` done (0 to 1)
+    /// and what it is doing. `GetTask` and `WatchTask` show the latest, and
+    /// `taskplane enqueue --wait` draws it as a bar. Cheap to call often:
+    /// at most a few reports a second go out. Outside an agent it does
+    /// nothing.
+    pub fn report_progress(&self, fraction: f64, message: impl Into<String>) {
+        if let Some(progress) = &self.progress {
+            progress.report(fraction, message.into());
         }
     }
 

@@ -87,6 +87,7 @@ pub mod factory;
 pub mod follow_up;
 pub mod handler;
 pub mod metrics;
+pub mod progress;
 pub mod registry;
 mod running;
 pub mod runtime;

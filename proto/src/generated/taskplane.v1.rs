@@ -69,6 +69,21 @@ pub struct Task {
     /// The task whose handler enqueued this one (a follow-up), if any.
     #[prost(string, tag = "23")]
     pub parent_id: ::prost::alloc::string::String,
+    /// The latest progress its handler reported (TaskContext::report_progress).
+    #[prost(message, optional, tag = "24")]
+    pub progress: ::core::option::Option<TaskProgress>,
+}
+/// How far a task's handler says it is.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TaskProgress {
+    /// Done, from 0 to 1.
+    #[prost(double, tag = "1")]
+    pub fraction: f64,
+    /// What it is doing, in words.
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub reported_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// How failed attempts are retried: retry n waits
 /// initial_backoff · backoff_factor^(n-1), capped at max_backoff, then
@@ -2617,7 +2632,7 @@ pub mod schedule_service_server {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Message", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "agent_message::Message", tags = "1, 2, 3, 4, 5, 6")]
     pub message: ::core::option::Option<agent_message::Message>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -2634,7 +2649,25 @@ pub mod agent_message {
         Credit(super::Credit),
         #[prost(message, tag = "5")]
         Drain(super::Drain),
+        #[prost(message, tag = "6")]
+        Progress(super::Progress),
     }
+}
+/// How far a running attempt is: kept on the task and shown by GetTask and
+/// WatchTask. Reports of an attempt that no longer runs change nothing.
+/// The SDK sends at most a few a second per task.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Progress {
+    #[prost(string, tag = "1")]
+    pub task_id: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub attempt: u32,
+    /// Done, from 0 to 1.
+    #[prost(double, tag = "3")]
+    pub fraction: f64,
+    /// At most 1 KiB.
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerMessage {

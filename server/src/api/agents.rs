@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use taskplane_proto::json::struct_to_json;
-use taskplane_proto::limits::{MAX_ERROR_BYTES, bounded_text};
+use taskplane_proto::limits::{MAX_ERROR_BYTES, MAX_PROGRESS_MESSAGE_BYTES, bounded_text};
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_server::AgentService;
@@ -36,7 +36,7 @@ use crate::engine::plane::ControlPlane;
 use crate::engine::prefetch::MAX_PREFETCH;
 use crate::engine::sessions::{NewSession, Session, ToAgent};
 use crate::error::{Error, Result};
-use crate::model::{AttemptResult, HandlerCheck, RetryPolicyPatch, TaskTypeSpec};
+use crate::model::{AttemptResult, HandlerCheck, Progress, RetryPolicyPatch, TaskTypeSpec};
 use crate::schedule::ScheduleSpec;
 use crate::schedule::model::declared_by_agent;
 use crate::store::Leases;
@@ -173,6 +173,7 @@ fn message_name(message: &AgentMessageKind) -> &'static str {
         AgentMessageKind::Result(_) => "result",
         AgentMessageKind::Credit(_) => "credit",
         AgentMessageKind::Drain(_) => "drain",
+        AgentMessageKind::Progress(_) => "progress",
     }
 }
 
@@ -467,6 +468,36 @@ async fn handle_message(
         AgentMessageKind::Drain(_) => {
             tracing::info!(session_id = %session.id, "agent is draining");
             session.drain();
+        }
+        AgentMessageKind::Progress(progress) => {
+            if !(0.0..=1.0).contains(&progress.fraction) {
+                return Err(Error::InvalidArgument(format!(
+                    "progress.fraction is {}: report a fraction from 0 to 1",
+                    progress.fraction
+                )));
+            }
+            let task_id = Uuid::parse_str(&progress.task_id).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "progress.task_id '{}' is not a task id",
+                    progress.task_id.escape_debug()
+                ))
+            })?;
+            if !session.holds(task_id) {
+                // A report that crossed a cancel or a lost lease.
+                return Ok(());
+            }
+            let report = Progress {
+                fraction: progress.fraction,
+                message: bounded_text(progress.message, MAX_PROGRESS_MESSAGE_BYTES),
+                reported_at: chrono::Utc::now(),
+            };
+            if plane
+                .store
+                .record_progress(task_id, progress.attempt, &report)
+                .await?
+            {
+                plane.events.changed([task_id]);
+            }
         }
     }
     Ok(())

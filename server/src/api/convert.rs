@@ -218,6 +218,11 @@ pub fn proto_task(task: &Task) -> v1::Task {
         required_labels: task.required_labels.clone().into_iter().collect(),
         waiting_for: String::new(),
         parent_id: task.parent_id.map(|id| id.to_string()).unwrap_or_default(),
+        progress: task.progress.as_ref().map(|progress| v1::TaskProgress {
+            fraction: progress.fraction,
+            message: progress.message.clone(),
+            reported_at: Some(timestamp(progress.reported_at)),
+        }),
     }
 }
 

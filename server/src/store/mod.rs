@@ -24,8 +24,9 @@ use crate::config::QueueConfig;
 use crate::engine::flow::FlowChange;
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, AttemptResult, Claimant, Enqueued, Lease, NewTask, ResultOutcome,
-    SessionStatus, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, AttemptResult, Claimant, Enqueued, Lease, NewTask, Progress,
+    ResultOutcome, SessionStatus, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec,
+    TypeStats,
 };
 use crate::schedule::Firing;
 
@@ -267,6 +268,12 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction (one batch of a bulk purge); returns how many went.
     async fn purge_many(&self, ids: &[Uuid]) -> Result<u64> {
         self.common().purge_many(ids).await
+    }
+
+    /// Keeps the progress a running attempt reported (shown by GetTask and
+    /// WatchTask); false when that attempt no longer runs.
+    async fn record_progress(&self, id: Uuid, attempt: u32, progress: &Progress) -> Result<bool> {
+        self.common().record_progress(id, attempt, progress).await
     }
 
     /// Up to `limit` ids of the tasks `selector` matches after `after`, in

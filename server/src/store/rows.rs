@@ -155,6 +155,10 @@ pub fn task(row: &impl Columns) -> Result<Task> {
             .optional_text("parent_id")?
             .map(|id| parse_uuid(&id))
             .transpose()?,
+        progress: row
+            .optional_text("progress")?
+            .map(|text| parse_json("progress", &text))
+            .transpose()?,
     })
 }
 

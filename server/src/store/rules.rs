@@ -126,6 +126,7 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
         metadata: new.metadata,
         required_labels: new.required_labels,
         parent_id: new.parent_id,
+        progress: None,
     }
 }
 

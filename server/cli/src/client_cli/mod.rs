@@ -85,6 +85,19 @@ pub enum Output {
     Json,
 }
 
+/// A progress report as a bar, e.g. `[########------------]  40% reading`.
+fn progress_bar(fraction: f64, message: &str) -> String {
+    const WIDTH: usize = 20;
+    let fraction = fraction.clamp(0.0, 1.0);
+    let done = (fraction * WIDTH as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}% {message}",
+        "#".repeat(done),
+        "-".repeat(WIDTH - done),
+        fraction * 100.0
+    )
+}
+
 /// `taskplane enqueue`.
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -397,8 +410,14 @@ async fn watch(
     let mut last = None;
     while let Some(task) = stream.message().await? {
         if output == Output::Table {
+            let progress = task
+                .progress
+                .as_ref()
+                .filter(|_| task.status() == TaskStatus::Running)
+                .map(|p| format!("  {}", progress_bar(p.fraction, &p.message)))
+                .unwrap_or_default();
             eprintln!(
-                "{}  {}  attempt {}/{}",
+                "{}  {}  attempt {}/{}{progress}",
                 task.id,
                 status_name(task.status),
                 task.attempts,

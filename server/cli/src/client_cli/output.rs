@@ -54,6 +54,9 @@ pub(super) fn task_json(task: &Task) -> Value {
         "handler_version": task.handler_version, "metadata": task.metadata,
         "required_labels": task.required_labels, "waiting_for": task.waiting_for,
         "parent_id": task.parent_id,
+        "progress": task.progress.as_ref().map(|p| json!({
+            "fraction": p.fraction, "message": p.message, "reported_at": time(&p.reported_at),
+        })),
     })
 }
 

@@ -40,7 +40,7 @@ pub(super) const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payloa
     attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
     metadata::text AS metadata, required_labels::text AS required_labels, \
-    parent_id::text AS parent_id";
+    parent_id::text AS parent_id, progress";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \

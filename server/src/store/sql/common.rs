@@ -14,7 +14,8 @@ use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::engine::flow::FlowChange;
 use crate::error::Result;
 use crate::model::{
-    AgentSession, Attempt, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, Progress, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec,
+    TypeStats,
 };
 use crate::store::rows::Columns;
 use crate::store::rules::TypeDefaults;
@@ -154,6 +155,8 @@ pub trait Writes: Send + Sync {
     async fn cancel_many(&self, ids: &[Uuid], reason: &str) -> Result<Vec<(Task, Task)>>;
     /// Deletes those of `ids` that are finished, in one transaction.
     async fn purge_many(&self, ids: &[Uuid]) -> Result<u64>;
+    /// Keeps a running attempt's progress; false when it no longer runs.
+    async fn record_progress(&self, id: Uuid, attempt: u32, progress: &Progress) -> Result<bool>;
     /// Returns a task its agent gave back unstarted to the queue, its
     /// attempt uncounted; see [`Shared::give_back`].
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>>;
@@ -261,6 +264,10 @@ where
 
     async fn purge_many(&self, ids: &[Uuid]) -> Result<u64> {
         in_transaction!(self, |tx| Shared::<DB>::purge_many(&mut tx, ids).await?)
+    }
+
+    async fn record_progress(&self, id: Uuid, attempt: u32, progress: &Progress) -> Result<bool> {
+        Shared::<DB>::record_progress(&mut **self.writer.hold().await?, id, attempt, progress).await
     }
 
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {

@@ -97,6 +97,7 @@ pub struct Statements {
     give_back: String,
     select_ids: String,
     purge_one: String,
+    record_progress: String,
     end_one_attempt: String,
     attempts: String,
     queue_stats: String,
@@ -152,6 +153,11 @@ impl Statements {
                 "DELETE FROM tasks WHERE id = $1{id_cast} AND status IN ('completed', 'dead', 'cancelled')
                  RETURNING task_type"
             ),
+            record_progress: format!(
+                "UPDATE tasks SET progress = $1
+                 WHERE id = $2{id_cast} AND status = 'running' AND attempts = $3
+                 RETURNING task_type"
+            ),
             end_one_attempt: end_attempts_sql(
                 id_text,
                 "$1",
@@ -183,6 +189,11 @@ impl Statements {
     /// its LIKE pattern), in id order.
     pub fn select_ids(&self) -> &str {
         &self.select_ids
+    }
+
+    /// Sets task `$2`'s progress to `$1` while attempt `$3` runs.
+    pub fn record_progress(&self) -> &str {
+        &self.record_progress
     }
 
     /// Deletes finished task `$1` (its attempts first, apart).

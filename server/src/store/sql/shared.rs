@@ -12,7 +12,8 @@ use crate::auth::tokens::{IssuedToken, TokenRecord};
 use crate::engine::flow::FlowChange;
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentSession, Attempt, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec, TypeStats,
+    AgentSession, Attempt, Progress, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec,
+    TypeStats,
 };
 use crate::store::rows::{self, Columns, duration_millis, json_text, millis};
 use crate::store::rules::{self, TypeDefaults};
@@ -367,6 +368,24 @@ where
             }
         }
         Ok(purged)
+    }
+
+    /// Keeps the progress attempt `attempt` of task `id` reported; false
+    /// when that attempt no longer runs (the fence), which changes nothing.
+    pub async fn record_progress(
+        connection: &mut DB::Connection,
+        id: Uuid,
+        attempt: u32,
+        progress: &Progress,
+    ) -> Result<bool> {
+        let progress = serde_json::to_string(progress).expect("progress serializes");
+        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().record_progress()))
+            .bind(progress)
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .fetch_optional(&mut *connection)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Puts a DEAD or CANCELLED task back in the queue inside the caller's

@@ -45,7 +45,7 @@ pub use writer_thread::open as open_writer;
 /// The columns of a whole task, as `rows::task` reads them.
 pub(super) const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
     timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, \
-    finished_at, result, last_error, idempotency_key, handler_version, metadata, required_labels, parent_id";
+    finished_at, result, last_error, idempotency_key, handler_version, metadata, required_labels, parent_id, progress";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, updated_at, \
