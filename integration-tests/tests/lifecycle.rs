@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use integration_tests::{Backend, TestAgent, TestServer, enqueue, enqueue_request, wait_terminal};
+use integration_tests::{
+    Backend, TestAgent, TestServer, enqueue, enqueue_request, run_shell, wait_terminal,
+};
 use prost_types::Timestamp;
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
@@ -375,7 +377,31 @@ async fn watch_task_streams_every_state_until_terminal(backend: Backend) {
     server.stop().await;
 }
 
+/// `--idempotency-window 1s`: the key answers with its task within the
+/// second, and makes a new task after it.
+async fn a_windowed_key_makes_a_new_task_once_its_window_passed(backend: Backend) {
+    let (server, agent, _) = setup(&backend).await;
+    let cli = env!("CARGO_BIN_EXE_taskplane-under-test");
+    let command = format!(
+        "{cli} enqueue scripted --payload '{{}}' --idempotency-key digest --idempotency-window 1s --output json --server {}",
+        server.url()
+    );
+    let enqueue = || run_shell(&command);
+    let id = |output: String| -> String {
+        let task: serde_json::Value = serde_json::from_str(&output).unwrap();
+        task["id"].as_str().unwrap().to_owned()
+    };
+    let first = id(enqueue().await);
+    assert_eq!(id(enqueue().await), first, "within the window");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = id(enqueue().await);
+    assert_ne!(later, first, "past the window: a new task");
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
 integration_tests::on_every_backend!(
+    a_windowed_key_makes_a_new_task_once_its_window_passed,
     retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revives_them,
     delayed_tasks_are_not_delivered_early,
     ready_tasks_go_out_by_priority_then_age,

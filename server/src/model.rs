@@ -175,6 +175,8 @@ pub struct NewTask {
     pub run_at: Option<DateTime<Utc>>,
     /// Deduplication key within the type.
     pub idempotency_key: Option<String>,
+    /// How long the key holds; `None`: as long as its task is kept.
+    pub idempotency_window: Option<Duration>,
     /// `None` takes the type's default.
     pub max_attempts: Option<u32>,
     /// `None` takes the type's default.

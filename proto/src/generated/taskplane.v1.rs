@@ -148,6 +148,11 @@ pub struct EnqueueTaskRequest {
     /// its own task's id when it enqueues follow-ups). It must exist.
     #[prost(string, tag = "12")]
     pub parent_id: ::prost::alloc::string::String,
+    /// How long idempotency_key holds: a task that took the key longer ago
+    /// than this lets it go, and this request makes a new task ("unique for
+    /// 10 minutes"). Unset: the key holds as long as its task is kept.
+    #[prost(message, optional, tag = "13")]
+    pub idempotency_window: ::core::option::Option<::prost_types::Duration>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EnqueueTaskResponse {

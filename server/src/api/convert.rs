@@ -441,12 +441,24 @@ pub fn new_task(
             ))
         })?),
     };
+    let idempotency_window = request
+        .idempotency_window
+        .as_ref()
+        .map(|window| std_duration("idempotency_window", window))
+        .transpose()?;
+    if idempotency_window.is_some() && request.idempotency_key.is_empty() {
+        return Err(Error::InvalidArgument(
+            "idempotency_window needs an idempotency_key: say which key the window applies to"
+                .into(),
+        ));
+    }
     Ok(NewTask {
         task_type: request.task_type,
         payload,
         priority: request.priority,
         run_at,
         idempotency_key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
+        idempotency_window,
         max_attempts: Some(request.max_attempts).filter(|&n| n > 0),
         timeout,
         handler_version: request.handler_version,

@@ -264,6 +264,7 @@ mod tests {
                     priority: 0,
                     run_at: None,
                     idempotency_key: None,
+                    idempotency_window: None,
                     max_attempts: None,
                     timeout: None,
                     handler_version: String::new(),

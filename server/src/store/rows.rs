@@ -328,6 +328,7 @@ pub fn schedule(row: &impl Columns) -> Result<Schedule> {
                 .map_err(|_| Error::Corrupt(format!("schedule {name}: priority")))?,
             run_at: None,
             idempotency_key: None,
+            idempotency_window: None,
             max_attempts: optional_count("max_attempts")?,
             timeout: row
                 .optional_integer("timeout_ms")?

@@ -130,6 +130,22 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
     }
 }
 
+/// For each new task whose idempotency key has a window, the creation
+/// time before which a task holding the key lets it go (`now` less the
+/// window); `None` for the rest.
+pub fn key_windows(tasks: &[NewTask], now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let window = chrono::Duration::from_std(task.idempotency_window?).ok()?;
+            Some(
+                now.checked_sub_signed(window)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            )
+        })
+        .collect()
+}
+
 /// The tasks to store for `tasks`, each with its type's defaults from
 /// `types`; refused whole if one names a type that is not there.
 pub fn new_tasks(

@@ -118,6 +118,10 @@ pub struct EnqueueArgs {
     /// Enqueueing the same key again returns the existing task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// How long the key holds, e.g. 10m: past it, the same key makes a new
+    /// task ("unique for 10 minutes").
+    #[arg(long, value_parser = humantime::parse_duration, requires = "idempotency_key")]
+    pub idempotency_window: Option<std::time::Duration>,
     /// Attempts before the task is DEAD (default: the type's).
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -448,6 +452,9 @@ pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), Clie
         priority: enqueue.priority,
         run_at,
         idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
+        idempotency_window: enqueue
+            .idempotency_window
+            .and_then(|window| prost_types::Duration::try_from(window).ok()),
         max_attempts: enqueue.max_attempts.unwrap_or(0),
         handler_version: enqueue.handler_version.unwrap_or_default(),
         metadata: enqueue.metadata.into_iter().collect(),

@@ -353,10 +353,20 @@ impl Store for PostgresStore {
         let (tasks, hand_off, now, firing) = (batch.tasks, batch.hand_off, batch.now, batch.firing);
         let mut tx = self.pool.begin().await?;
         let types = fetch_task_types(&mut tx, &tasks).await?;
+        let windows = rules::key_windows(&tasks, now);
         let mut tasks = rules::new_tasks(tasks, &types, now)?;
         let leases = rules::hand_off(&mut tasks, hand_off);
         let mut enqueued = Vec::with_capacity(tasks.len());
-        for (task, lease) in tasks.into_iter().zip(leases) {
+        for ((task, lease), window) in tasks.into_iter().zip(leases).zip(windows) {
+            if let (Some(key), Some(created_before)) = (&task.idempotency_key, window) {
+                Shared::<Postgres>::release_expired_key(
+                    &mut tx,
+                    &task.task_type,
+                    key,
+                    created_before,
+                )
+                .await?;
+            }
             if writes::insert_tasks(&mut tx, std::slice::from_ref(&task), &[lease], &[])
                 .await?
                 .contains(&task.id)

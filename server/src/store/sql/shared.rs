@@ -370,6 +370,27 @@ where
         Ok(purged)
     }
 
+    /// Lets the task that took `key` for `task_type` before `created_before`
+    /// let go of it, inside the caller's transaction: the key's window has
+    /// passed, so an enqueue with it makes a new task.
+    pub async fn release_expired_key(
+        connection: &mut DB::Connection,
+        task_type: &str,
+        key: &str,
+        created_before: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET idempotency_key = NULL
+             WHERE task_type = $1 AND idempotency_key = $2 AND created_at < $3",
+        )
+        .bind(task_type.to_owned())
+        .bind(key.to_owned())
+        .bind(millis(created_before))
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
     /// Keeps the progress attempt `attempt` of task `id` reported; false
     /// when that attempt no longer runs (the fence), which changes nothing.
     pub async fn record_progress(

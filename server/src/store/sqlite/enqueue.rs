@@ -27,11 +27,21 @@ pub(super) async fn enqueue_with_keys(
     } = batch;
     let mut tx = write(writer).await?;
     let types = fetch_task_types(&mut tx, &tasks).await?;
+    let windows = rules::key_windows(&tasks, now);
     let mut tasks = rules::new_tasks(tasks, &types, now)?;
     let leases = rules::hand_off(&mut tasks, hand_off);
     let mut enqueued = Vec::with_capacity(tasks.len());
-    for (task, lease) in tasks.into_iter().zip(leases) {
+    for ((task, lease), window) in tasks.into_iter().zip(leases).zip(windows) {
         if let Some(key) = &task.idempotency_key {
+            if let Some(created_before) = window {
+                Shared::<Sqlite>::release_expired_key(
+                    &mut tx,
+                    &task.task_type,
+                    key,
+                    created_before,
+                )
+                .await?;
+            }
             let existing: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM tasks WHERE task_type = ? AND idempotency_key = ?",
             )

@@ -21,6 +21,36 @@ async fn idempotency_keys_return_the_existing_task(backend: Backend) {
     assert!(other_type.created, "keys are scoped to their task type");
 }
 
+/// A key with a window holds only that long: within it the same task
+/// answers, past it a new task takes the key from the old one.
+async fn a_keys_window_lets_a_new_task_take_it_once_passed(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let keyed = |window: std::time::Duration| NewTask {
+        idempotency_key: Some("digest".into()),
+        idempotency_window: Some(window),
+        ..new_task("a")
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let first = store.enqueue(vec![keyed(hour)]).await.unwrap().remove(0);
+    let again = store.enqueue(vec![keyed(hour)]).await.unwrap().remove(0);
+    assert!(first.created && !again.created);
+    assert_eq!(first.task.id, again.task.id, "within the window");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let later = store
+        .enqueue(vec![keyed(std::time::Duration::from_millis(10))])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(later.created, "past the window: a new task");
+    assert_ne!(later.task.id, first.task.id);
+    let old = store.get_task(first.task.id).await.unwrap().unwrap();
+    assert_eq!(old.idempotency_key, None, "the old task let the key go");
+    let held = store.enqueue(vec![keyed(hour)]).await.unwrap().remove(0);
+    assert_eq!(held.task.id, later.task.id, "the new task holds it now");
+}
+
 async fn a_batch_is_stored_whole_or_not_at_all(backend: Backend) {
     let (_dir, store) = open(backend).await;
     let store = &*store;
@@ -99,6 +129,7 @@ async fn a_follow_up_keeps_its_parent_and_labels(backend: Backend) {
 }
 
 crate::on_every_backend!(
+    a_keys_window_lets_a_new_task_take_it_once_passed,
     a_follow_up_keeps_its_parent_and_labels,
     idempotency_keys_return_the_existing_task,
     a_batch_is_stored_whole_or_not_at_all,

@@ -94,6 +94,7 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
         priority: 0,
         run_at: None,
         idempotency_key: None,
+        idempotency_window: None,
         max_attempts: None,
         timeout: None,
         handler_version: String::new(),
