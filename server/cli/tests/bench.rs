@@ -140,7 +140,12 @@ fn check_backlog(figures: &Value) {
 /// W5–W8: every task ran once, and each figure is one that could only
 /// come from a run.
 fn check_scale(report: &Value, backend: &str) {
-    for workload in ["W5 many agents", "W6 many task types", "W7 slow handlers"] {
+    for workload in [
+        "W5 many agents",
+        "W6 many task types",
+        "W7 slow handlers",
+        "W10 flow control",
+    ] {
         let figures = figures(report, backend, workload);
         assert_eq!(number(figures, "lost"), 0.0, "{workload}: {figures}");
         assert_eq!(number(figures, "duplicated"), 0.0, "{workload}: {figures}");
@@ -157,6 +162,13 @@ fn check_scale(report: &Value, backend: &str) {
     let w6 = figures(report, backend, "W6 many task types");
     assert_eq!(number(w6, "task_types"), 1000.0);
     assert!(number(w6, "fraction_of_one_type") > 0.0, "{w6}");
+    let w10 = figures(report, backend, "W10 flow control");
+    assert_eq!(number(w10, "keys"), 1000.0);
+    assert!(number(w10, "fraction_of_no_policy") > 0.0, "{w10}");
+    assert!(
+        number(w10, "rate_limited_fraction_of_no_policy") > 0.0,
+        "{w10}"
+    );
     let w7 = figures(report, backend, "W7 slow handlers");
     assert_eq!(number(w7, "tasks"), 300.0);
     let fraction = number(w7, "fraction_of_ideal");
@@ -205,7 +217,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         ])
         .args([
             "--workloads",
-            "w1,w2,w3,w4,w5,w6,w7,w8,w9",
+            "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10",
             "--output",
             "json",
         ])

@@ -263,14 +263,14 @@ pub(super) async fn enqueue_batched(
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<f64> {
-    enqueue_spread(servers, |_| task_type.to_owned(), count, batch, bar).await
+    enqueue_spread(servers, |_| noop(task_type), count, batch, bar).await
 }
 
 /// Enqueues `count` no-op tasks in batches, the `i`th of type
 /// `type_of(i)`; returns tasks/s.
 pub(super) async fn enqueue_spread(
     servers: &Servers,
-    type_of: impl Fn(usize) -> String,
+    request_of: impl Fn(usize) -> EnqueueTaskRequest,
     count: usize,
     batch: usize,
     bar: &indicatif::ProgressBar,
@@ -282,7 +282,7 @@ pub(super) async fn enqueue_spread(
         let size = batch.min(count - sent);
         client
             .enqueue_tasks(EnqueueTasksRequest {
-                tasks: (sent..sent + size).map(|i| noop(&type_of(i))).collect(),
+                tasks: (sent..sent + size).map(&request_of).collect(),
             })
             .await?;
         sent += size;

@@ -10,12 +10,14 @@
 //! - [`backlog`]: W3, latency and throughput over a seeded backlog.
 //! - [`scale`]: W5–W9, many agents, many types, slow handlers, many
 //!   producers, idle agents.
+//! - [`flow`]: W10, W1's work under a per-key limit and a rate limit.
 //! - [`harness`]: the database, servers and agents the workloads run on.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
 //! - [`usage`]: this process's CPU time and peak memory.
 
 mod backlog;
+mod flow;
 mod harness;
 mod limit;
 mod probe;
@@ -75,7 +77,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "w1,w2,w3,w4,w5,w6,w7,w8,w9"
+        default_value = "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10"
     )]
     pub workloads: Vec<String>,
     /// W1: tasks to enqueue and process.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use taskplane_proto::v1::EnqueueTaskRequest;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -28,7 +29,7 @@ pub(super) async fn w5(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
     const SLOTS: u32 = 4;
     let one_agent_probe = Arc::new(Probe::default());
     let one_agent = Agents::start(servers, 1, SLOTS * AGENTS as u32, &one_agent_probe).await?;
-    let noop_type = |_| NOOP_TYPE.to_owned();
+    let noop_type = |_| noop(NOOP_TYPE);
     let one_agent_rate =
         enqueue_and_run(args, servers, &one_agent_probe, noop_type, "W5 one agent").await?;
     one_agent.stop().await;
@@ -63,13 +64,13 @@ pub(super) async fn w5(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
 pub(super) async fn w6(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
     let one_type_probe = Arc::new(Probe::default());
     let one_type = Agents::start(servers, 1, args.concurrency, &one_type_probe).await?;
-    let noop_type = |_| NOOP_TYPE.to_owned();
+    let noop_type = |_| noop(NOOP_TYPE);
     let one_type_rate =
         enqueue_and_run(args, servers, &one_type_probe, noop_type, "W6 one type").await?;
     one_type.stop().await;
     let probe = Arc::new(Probe::default());
     let agents = Agents::start_many_types(servers, args.concurrency, &probe).await?;
-    let spread = |i| many_type(i % MANY_TYPES);
+    let spread = |i| noop(&many_type(i % MANY_TYPES));
     let rate = enqueue_and_run(args, servers, &probe, spread, "W6 process (1,000 types)").await?;
     agents.stop().await;
     let mut figures = Figures::new();
@@ -83,17 +84,17 @@ pub(super) async fn w6(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
 /// Enqueues `args.tasks` no-op tasks in batches, the `i`th of type
 /// `type_of(i)`, to agents already connected, and waits until `probe` saw
 /// each one run: tasks/s, enqueue included.
-async fn enqueue_and_run(
+pub(super) async fn enqueue_and_run(
     args: &BenchArgs,
     servers: &Servers,
     probe: &Probe,
-    type_of: impl Fn(usize) -> String,
+    request_of: impl Fn(usize) -> EnqueueTaskRequest,
     label: &str,
 ) -> anyhow::Result<f64> {
     let bar = progress(args, args.tasks as u64, label);
     let started = Instant::now();
     let hidden = indicatif::ProgressBar::hidden();
-    enqueue_spread(servers, type_of, args.tasks, args.batch_size, &hidden).await?;
+    enqueue_spread(servers, request_of, args.tasks, args.batch_size, &hidden).await?;
     wait_ran(probe, args.tasks, &bar).await?;
     let rate = args.tasks as f64 / started.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -102,7 +103,7 @@ async fn enqueue_and_run(
 
 /// Records a workload's `rate` and the `control` rate it is compared with,
 /// named `{control_name}_per_sec`, and their ratio.
-fn insert_rates(figures: &mut Figures, rate: f64, control_name: &str, control: f64) {
+pub(super) fn insert_rates(figures: &mut Figures, rate: f64, control_name: &str, control: f64) {
     figures.insert("enqueued_and_processed_per_sec".into(), json!(rate.round()));
     figures.insert(format!("{control_name}_per_sec"), json!(control.round()));
     figures.insert(
@@ -388,7 +389,7 @@ impl ServerProcess {
 pub(super) type Figures = serde_json::Map<String, Value>;
 
 /// Lost and duplicated runs of `expected` tasks.
-fn insert_counts(figures: &mut Figures, probe: &Probe, expected: usize) {
+pub(super) fn insert_counts(figures: &mut Figures, probe: &Probe, expected: usize) {
     figures.insert("lost".into(), json!(expected - probe.distinct()));
     figures.insert("duplicated".into(), json!(probe.duplicates()));
 }

@@ -287,6 +287,9 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
         if wants("w7") {
             record("W7 slow handlers", super::scale::w7(&args, &servers).await?);
         }
+        if wants("w10") {
+            record("W10 flow control", super::flow::w10(&args, &servers).await?);
+        }
         if wants("w8") {
             record(
                 "W8 many producers",
