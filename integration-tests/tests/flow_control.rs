@@ -1,5 +1,5 @@
 //! Flow control through real servers and agents: a per-key limit never
-//! runs two tasks of one key at once and lets the keys take turns;
+//! runs two tasks of one key at once and lets another key start beside it;
 //! `max_running` holds across two agents, and across two PostgreSQL
 //! replicas; a paused type holds new work while what runs finishes, and
 //! `task get` says why a task waits.
@@ -147,7 +147,7 @@ async fn wait_all_completed(server: &TestServer, ids: &[String]) {
     }
 }
 
-async fn a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns(backend: Backend) {
+async fn a_key_limit_never_runs_two_of_one_key_and_others_start_beside_it(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (_open, gate) = watch::channel(false);
@@ -429,7 +429,7 @@ async fn a_rate_limit_of_20_per_second_starts_100_in_5_seconds(backend: Backend)
 
 on_every_backend!(
     a_rate_limit_of_20_per_second_starts_100_in_5_seconds,
-    a_key_limit_never_runs_two_of_one_key_and_the_keys_take_turns,
+    a_key_limit_never_runs_two_of_one_key_and_others_start_beside_it,
     max_running_holds_across_two_agents,
     a_paused_type_holds_new_work_while_what_runs_finishes,
 );

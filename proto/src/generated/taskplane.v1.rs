@@ -3205,7 +3205,7 @@ pub struct SetTaskTypePolicyRequest {
     #[prost(string, optional, tag = "4")]
     pub concurrency_key: ::core::option::Option<::prost::alloc::string::String>,
     /// At most this many running at once per key (needs concurrency_key);
-    /// 0 removes the limit. Ready tasks of different keys take turns.
+    /// 0 removes the limit. A claim takes the oldest ready tasks whose keys have room.
     #[prost(uint32, optional, tag = "5")]
     pub max_running_per_key: ::core::option::Option<u32>,
     /// At most N task starts per second, minute or hour, across all agents

@@ -5,8 +5,9 @@
 //! replica, and given a **concurrency key** — a path into each task's
 //! payload or metadata, such as `payload.customer_id` — with
 //! **`max_running_per_key`**, so that one customer's flood cannot hold every
-//! slot. Ready tasks of different keys are taken in turn: every key's first
-//! waiting task before any key's second. A **rate limit** allows N starts
+//! slot: a claim takes the oldest ready tasks whose keys have room, so a
+//! flood of one key never holds more than its share and the other keys'
+//! tasks start as slots free. A **rate limit** allows N starts
 //! per second, minute or hour, refilled smoothly from a token bucket kept
 //! in the type's row.
 //!

@@ -2,9 +2,12 @@
 //! ([`crate::engine::flow`]). The claim locks the type's row (`FOR
 //! UPDATE`), so the claims of every replica take turns; counts what runs;
 //! and leases only what the limits leave room for — with a concurrency
-//! key, every key's first waiting task before any key's second.
+//! key, the oldest ready tasks whose keys have room.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
+
+use sqlx::Row as _;
 
 use super::Tx;
 use super::writes::{bind_lease, claim_type, lease_ready, routed};
@@ -67,8 +70,15 @@ pub(super) async fn claim_limited(
     Ok(leased)
 }
 
-/// Leases up to `limit` ready tasks of `task_type`, no key past its limit
-/// `per_key` running; keys take turns.
+/// How many ready tasks a keyed claim reads at a time.
+const CHUNK: i64 = 256;
+
+/// Leases up to `limit` ready tasks of `task_type` in priority then age
+/// order, skipping those whose key already has `per_key` running or
+/// picked: no key holds more than its share, so another key's tasks start
+/// as soon as slots free. The ready index is read a chunk at a time, only
+/// as far as the picks need. The type's row lock keeps other limited
+/// claims out; the lease still takes PENDING rows only.
 async fn claim_by_key(
     tx: &mut Tx,
     task_type: &str,
@@ -78,44 +88,87 @@ async fn claim_by_key(
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    static BY_PAYLOAD: LazyLock<String> = LazyLock::new(|| by_key("payload"));
-    static BY_METADATA: LazyLock<String> = LazyLock::new(|| by_key("metadata"));
-    let sql = match key.source {
-        KeySource::Payload => BY_PAYLOAD.as_str(),
-        KeySource::Metadata => BY_METADATA.as_str(),
+    static RUNNING: LazyLock<[String; 2]> =
+        LazyLock::new(|| ["payload", "metadata"].map(running_by_key));
+    static READY: LazyLock<[String; 2]> =
+        LazyLock::new(|| ["payload", "metadata"].map(ready_by_key));
+    static LEASE: LazyLock<String> =
+        LazyLock::new(|| lease_ready("SELECT unnest($5::text[])::uuid AS ready_id"));
+    let source = match key.source {
+        KeySource::Payload => 0,
+        KeySource::Metadata => 1,
     };
-    let rows = bind_lease(sqlx::query(sqlx::AssertSqlSafe(sql)), lease, now)
+    let mut taken: HashMap<Option<String>, u32> = HashMap::new();
+    let running = sqlx::query(sqlx::AssertSqlSafe(RUNNING[source].as_str()))
         .bind(task_type.to_owned())
-        .bind(i64::from(limit))
-        .bind(claimant.versions.to_vec())
-        .bind(json_text(claimant.labels))
         .bind(key.fields.clone())
-        .bind(i64::from(per_key))
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in &running {
+        let count: i64 = row.try_get("n")?;
+        taken.insert(row.try_get("k")?, u32::try_from(count).unwrap_or(u32::MAX));
+    }
+    let mut picked: Vec<String> = Vec::new();
+    // Where the previous chunk ended: (priority, run_at, id).
+    let mut after = (i64::MAX, i64::MIN, uuid::Uuid::nil().to_string());
+    'chunks: loop {
+        let chunk = sqlx::query(sqlx::AssertSqlSafe(READY[source].as_str()))
+            .bind(task_type.to_owned())
+            .bind(key.fields.clone())
+            .bind(now)
+            .bind(claimant.versions.to_vec())
+            .bind(json_text(claimant.labels))
+            .bind(after.0)
+            .bind(after.1)
+            .bind(after.2.clone())
+            .bind(CHUNK)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &chunk {
+            let id: String = row.try_get("id")?;
+            let count = taken.entry(row.try_get("k")?).or_default();
+            if *count < per_key {
+                *count += 1;
+                picked.push(id.clone());
+                if picked.len() == limit as usize {
+                    break 'chunks;
+                }
+            }
+            after = (row.try_get("priority")?, row.try_get("run_at")?, id);
+        }
+        if (chunk.len() as i64) < CHUNK {
+            break;
+        }
+    }
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = bind_lease(sqlx::query(sqlx::AssertSqlSafe(LEASE.as_str())), lease, now)
+        .bind(picked)
         .fetch_all(&mut **tx)
         .await?;
     rows.iter().map(rows::task).collect()
 }
 
-/// The claim of ready tasks keyed by `column` (`$9` the path, `$10` the
-/// limit per key): ranked within each key in priority then age order and
-/// taken by rank, no key past its limit. The type's row lock keeps other
-/// limited claims out; a lease still skips rows that another claim took
-/// meanwhile (`lease_ready` leases PENDING rows only).
-fn by_key(column: &str) -> String {
-    let value = format!("{column} #>> $9::text[]");
-    lease_ready(&format!(
-        "WITH running AS (
-             SELECT {value} AS k, count(*) AS n FROM tasks
-             WHERE status = 'running' AND task_type = $5 GROUP BY 1),
-         ranked AS (
-             SELECT id, {value} AS k, priority, run_at,
-                 row_number() OVER (PARTITION BY {value} ORDER BY priority DESC, run_at, id) AS turn
-             FROM tasks
-             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {})
-         SELECT ranked.id AS ready_id FROM ranked
-         LEFT JOIN running ON running.k IS NOT DISTINCT FROM ranked.k
-         WHERE ranked.turn <= $10 - coalesce(running.n, 0)
-         ORDER BY ranked.turn, ranked.priority DESC, ranked.run_at, ranked.id LIMIT $6",
-        routed("tasks", "$7", "$8")
-    ))
+/// How many tasks of type `$1` run per value of `column` at path `$2`.
+fn running_by_key(column: &str) -> String {
+    format!(
+        "SELECT {column} #>> $2::text[] AS k, count(*) AS n FROM tasks
+         WHERE status = 'running' AND task_type = $1 GROUP BY 1"
+    )
+}
+
+/// A chunk of type `$1`'s ready tasks with their key (`column` at path
+/// `$2`), due by `$3`, that the claimant (`$4` versions, `$5` labels) may
+/// take, after (`$6` priority, `$7` run_at, `$8` id), in delivery order,
+/// `$9` at most.
+fn ready_by_key(column: &str) -> String {
+    format!(
+        "SELECT id::text AS id, {column} #>> $2::text[] AS k, priority, run_at FROM tasks
+         WHERE status = 'pending' AND task_type = $1 AND run_at <= $3 AND {}
+             AND (priority < $6 OR (priority = $6
+                 AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))
+         ORDER BY priority DESC, run_at, id LIMIT $9",
+        routed("tasks", "$4", "$5")
+    )
 }

@@ -2,8 +2,10 @@
 //! ([`crate::engine::flow`]), on the writer thread: the policy is read in
 //! the claim's own transaction (the one writer makes it exact), what runs
 //! is counted through the index of leased tasks, and only what the limits
-//! leave room for is leased — with a concurrency key, every key's first
-//! waiting task before any key's second.
+//! leave room for is leased — with a concurrency key, the oldest ready
+//! tasks whose keys have room.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -13,7 +15,7 @@ use super::writes::{Route, lease_tasks, ready_tasks, routed};
 use crate::engine::flow::ConcurrencyKey;
 use crate::error::{Error, Result};
 use crate::model::{Lease, Task};
-use crate::store::rows::{self, millis};
+use crate::store::rows::{self, json_text, millis};
 
 /// Leases up to `limit` ready tasks of `task_type` within its policy's
 /// limits.
@@ -69,9 +71,11 @@ pub(super) fn claim_limited(
     Ok(leased)
 }
 
-/// Up to `limit` ready tasks of `task_type` that `route` may take, no key
-/// past `per_key` running: ranked within each key in priority then age
-/// order, and taken by rank, so keys take turns.
+/// Up to `limit` ready tasks of `task_type` that `route` may take, in
+/// priority then age order, skipping those whose key already has
+/// `per_key` running or picked: no key holds more than its share, so
+/// another key's tasks start as soon as slots free. The ready index is read
+/// only as far as the picks need.
 fn ready_by_key(
     connection: &rusqlite::Connection,
     task_type: &str,
@@ -81,42 +85,51 @@ fn ready_by_key(
     route: &Route,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    let value = format!("json_extract({}, ?3)", key.column());
-    let columns: Vec<String> = TASK_COLUMNS
-        .split(',')
-        .map(|column| format!("tasks.{0} AS {0}", column.trim()))
-        .collect();
-    // One statement per key column; rusqlite caches each.
-    let sql = format!(
-        "WITH running AS (
-             SELECT {value} AS k, count(*) AS n FROM tasks INDEXED BY tasks_leased
-             WHERE status = 'running' AND task_type = ?1 GROUP BY 1),
-         ranked AS (
-             SELECT id, {value} AS k, priority, run_at,
-                 row_number() OVER (PARTITION BY {value} ORDER BY priority DESC, run_at, id) AS turn
-             FROM tasks
-             WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?2 AND {}),
-         picked AS (
-             SELECT ranked.id AS picked_id, ranked.turn AS picked_turn,
-                 ranked.priority AS picked_priority, ranked.run_at AS picked_run_at
-             FROM ranked LEFT JOIN running ON running.k IS ranked.k
-             WHERE ranked.turn <= ?4 - coalesce(running.n, 0)
-             ORDER BY ranked.turn, ranked.priority DESC, ranked.run_at, ranked.id LIMIT ?5)
-         SELECT {} FROM picked JOIN tasks ON tasks.id = picked.picked_id
-         ORDER BY picked_turn, picked_priority DESC, picked_run_at, picked_id",
-        routed("tasks", "?6", "?7"),
-        columns.join(", ")
-    );
+    let value = format!("CAST(json_extract({}, ?2) AS TEXT)", key.column());
     let path = format!("$.{}", key.fields.join("."));
+    let mut taken: HashMap<Option<String>, u32> = HashMap::new();
+    {
+        let sql = format!(
+            "SELECT {value} AS k, count(*) FROM tasks INDEXED BY tasks_leased
+             WHERE status = 'running' AND task_type = ?1 GROUP BY 1"
+        );
+        let mut statement = connection.prepare_cached(&sql)?;
+        let mut rows = statement.query((task_type, &path))?;
+        while let Some(row) = rows.next()? {
+            taken.insert(row.get(0)?, row.get(1)?);
+        }
+    }
+    let sql = format!(
+        "SELECT id, {value} AS k FROM tasks
+         WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?3 AND {}
+         ORDER BY priority DESC, run_at, id",
+        routed("tasks", "?4", "?5")
+    );
+    let mut picked: Vec<String> = Vec::new();
+    {
+        let mut statement = connection.prepare_cached(&sql)?;
+        let mut rows = statement.query((
+            task_type,
+            &path,
+            millis(now),
+            &route.versions,
+            &route.labels,
+        ))?;
+        while picked.len() < limit as usize
+            && let Some(row) = rows.next()?
+        {
+            let count = taken.entry(row.get(1)?).or_default();
+            if *count < per_key {
+                *count += 1;
+                picked.push(row.get(0)?);
+            }
+        }
+    }
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?1))
+         ORDER BY priority DESC, run_at, id"
+    );
     let mut statement = connection.prepare_cached(&sql)?;
-    let ready = statement.query((
-        task_type,
-        millis(now),
-        path,
-        per_key,
-        limit,
-        &route.versions,
-        &route.labels,
-    ))?;
+    let ready = statement.query([json_text(&picked)])?;
     writer_thread::decode(ready, |row| rows::task(row))
 }
