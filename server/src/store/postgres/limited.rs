@@ -33,8 +33,12 @@ pub(super) async fn claim_limited(
         .ok_or_else(|| Error::Corrupt(format!("a claim of unregistered type {task_type}")))?;
     let policy = rows::task_type(&row)?.flow;
     let bucket = rows::rate_bucket(&row)?;
+    // The type is counted in a FILTER, not the WHERE: with it in the
+    // WHERE and no fresh statistics (a table just filled), the planner
+    // joined the type's whole index to the running ones — 3.5 ms per
+    // claim over 60,000 tasks instead of 0.02 ms through `tasks_leased`.
     let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE status = 'running' AND task_type = $1",
+        "SELECT count(*) FILTER (WHERE task_type = $1) FROM tasks WHERE status = 'running'",
     )
     .bind(task_type.to_owned())
     .fetch_one(&mut **tx)
@@ -125,7 +129,7 @@ async fn claim_by_key(
             .fetch_all(&mut **tx)
             .await?;
         for row in &chunk {
-            let id: String = row.try_get("id")?;
+            let id: String = row.try_get("task_id")?;
             let count = taken.entry(row.try_get("k")?).or_default();
             if *count < per_key {
                 *count += 1;
@@ -150,21 +154,24 @@ async fn claim_by_key(
     rows.iter().map(rows::task).collect()
 }
 
-/// How many tasks of type `$1` run per value of `column` at path `$2`.
+/// How many tasks of type `$1` run per value of `column` at path `$2`
+/// (the type in a FILTER, as in `claim_limited`'s count; other types'
+/// keys count 0).
 fn running_by_key(column: &str) -> String {
     format!(
-        "SELECT {column} #>> $2::text[] AS k, count(*) AS n FROM tasks
-         WHERE status = 'running' AND task_type = $1 GROUP BY 1"
+        "SELECT {column} #>> $2::text[] AS k, count(*) FILTER (WHERE task_type = $1) AS n
+         FROM tasks WHERE status = 'running' GROUP BY 1"
     )
 }
 
 /// A chunk of type `$1`'s ready tasks with their key (`column` at path
 /// `$2`), due by `$3`, that the claimant (`$4` versions, `$5` labels) may
 /// take, after (`$6` priority, `$7` run_at, `$8` id), in delivery order,
-/// `$9` at most.
+/// `$9` at most. The id is named `task_id`: named `id`, the text would be
+/// what `ORDER BY id` sorts, and the ready index's order would be lost.
 fn ready_by_key(column: &str) -> String {
     format!(
-        "SELECT id::text AS id, {column} #>> $2::text[] AS k, priority, run_at FROM tasks
+        "SELECT id::text AS task_id, {column} #>> $2::text[] AS k, priority, run_at FROM tasks
          WHERE status = 'pending' AND task_type = $1 AND run_at <= $3 AND {}
              AND (priority < $6 OR (priority = $6
                  AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))
