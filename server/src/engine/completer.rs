@@ -187,6 +187,11 @@ fn announce(plane: &ControlPlane, completion: &ReportedResult, outcome: ResultOu
         ResultOutcome::Stale => {
             let (task_id, attempt) = (completion.task_id, completion.attempt);
             tracing::warn!(task_id = %task_id, attempt, session_id = %completion.session.id, "stale result rejected");
+            if completion.session.holds_newer(task_id, attempt) {
+                // The agent runs a newer attempt of the task: a cancel
+                // names only the task, and would stop that one.
+                return;
+            }
             let reason = format!(
                 "attempt {attempt} of task {task_id} is no longer the current lease; its result was not recorded"
             );

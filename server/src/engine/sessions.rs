@@ -360,6 +360,16 @@ impl Session {
         self.state().in_flight.contains_key(&task_id)
     }
 
+    /// True when the agent holds an attempt of the task newer than
+    /// `attempt` (the task came back to it after that attempt's lease was
+    /// lost).
+    pub fn holds_newer(&self, task_id: Uuid, attempt: u32) -> bool {
+        self.state()
+            .in_flight
+            .get(&task_id)
+            .is_some_and(|held| held.attempt > attempt)
+    }
+
     /// Sets the agent's slots (credit); 0 pauses delivery.
     pub fn set_slots(&self, slots: u32) {
         let mut state = self.state();
