@@ -75,6 +75,7 @@ pub struct ServerMetrics {
     completed: Family<TypeLabels, Counter>,
     failed: Family<TypeLabels, Counter>,
     dead: Family<TypeLabels, Counter>,
+    expired: Family<TypeLabels, Counter>,
     lease_expiries: Counter,
     dispatch_latency: Histograms,
     run_time: Histograms,
@@ -95,6 +96,7 @@ impl Default for ServerMetrics {
             completed: Family::default(),
             failed: Family::default(),
             dead: Family::default(),
+            expired: Family::default(),
             lease_expiries: Counter::default(),
             dispatch_latency: Family::new_with_constructor(latency_histogram),
             run_time: Family::new_with_constructor(latency_histogram),
@@ -136,6 +138,11 @@ impl ServerMetrics {
             "tasks_dead",
             "Tasks that failed for good",
             self.dead.clone(),
+        );
+        registry.register(
+            "tasks_expired",
+            "Tasks that ended EXPIRED: not started by their start_by, never run",
+            self.expired.clone(),
         );
         registry.register(
             "lease_expiries",
@@ -224,6 +231,13 @@ impl ServerMetrics {
         }
     }
 
+    /// Counts tasks that ended EXPIRED.
+    pub fn expired<'a>(&self, task_types: impl Iterator<Item = &'a str>) {
+        for task_type in task_types {
+            self.expired.get_or_create(&labels(task_type)).inc();
+        }
+    }
+
     /// Records an assignment: how long the task waited since it was due.
     pub fn assigned(&self, task: &Task, now: DateTime<Utc>) {
         let waited = (now - task.run_at).to_std().unwrap_or_default();
@@ -240,7 +254,7 @@ impl ServerMetrics {
             TaskStatus::Completed => self.completed.get_or_create(&labels).inc(),
             TaskStatus::Dead => self.dead.get_or_create(&labels).inc(),
             TaskStatus::Pending => self.failed.get_or_create(&labels).inc(),
-            TaskStatus::Running | TaskStatus::Cancelled => return,
+            TaskStatus::Running | TaskStatus::Cancelled | TaskStatus::Expired => return,
         };
         if let Some(started) = task.started_at {
             let finished = task.finished_at.unwrap_or(task.updated_at);

@@ -22,6 +22,8 @@ pub enum TaskStatus {
     Dead,
     /// Cancelled by a client.
     Cancelled,
+    /// Not started by its `start_by`; never run.
+    Expired,
 }
 
 impl TaskStatus {
@@ -33,6 +35,7 @@ impl TaskStatus {
             TaskStatus::Completed => "completed",
             TaskStatus::Dead => "dead",
             TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Expired => "expired",
         }
     }
 
@@ -44,6 +47,7 @@ impl TaskStatus {
             "completed" => TaskStatus::Completed,
             "dead" => TaskStatus::Dead,
             "cancelled" => TaskStatus::Cancelled,
+            "expired" => TaskStatus::Expired,
             _ => return None,
         })
     }
@@ -52,7 +56,10 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled
+            TaskStatus::Completed
+                | TaskStatus::Dead
+                | TaskStatus::Cancelled
+                | TaskStatus::Expired
         )
     }
 }
@@ -149,6 +156,8 @@ pub struct Task {
     pub parent_id: Option<Uuid>,
     /// The latest progress its handler reported.
     pub progress: Option<Progress>,
+    /// Not leased to an agent by then, it ends EXPIRED.
+    pub start_by: Option<DateTime<Utc>>,
 }
 
 /// How far a running task's handler says it is.
@@ -191,6 +200,8 @@ pub struct NewTask {
     pub required_labels: BTreeMap<String, String>,
     /// The task this one follows from.
     pub parent_id: Option<Uuid>,
+    /// The deadline to start by; `None` is none.
+    pub start_by: Option<DateTime<Utc>>,
 }
 
 /// The outcome of enqueueing one task.

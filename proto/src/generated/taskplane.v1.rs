@@ -72,6 +72,9 @@ pub struct Task {
     /// The latest progress its handler reported (TaskContext::report_progress).
     #[prost(message, optional, tag = "24")]
     pub progress: ::core::option::Option<TaskProgress>,
+    /// If it has not started by this instant it ends EXPIRED, never run.
+    #[prost(message, optional, tag = "25")]
+    pub start_by: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// How far a task's handler says it is.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -153,6 +156,11 @@ pub struct EnqueueTaskRequest {
     /// 10 minutes"). Unset: the key holds as long as its task is kept.
     #[prost(message, optional, tag = "13")]
     pub idempotency_window: ::core::option::Option<::prost_types::Duration>,
+    /// A deadline to start by: a task not leased to an agent by this instant
+    /// ends EXPIRED and never runs. After run_at, and in the future. Unset:
+    /// no deadline.
+    #[prost(message, optional, tag = "14")]
+    pub start_by: ::core::option::Option<::prost_types::Timestamp>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EnqueueTaskResponse {
@@ -318,6 +326,9 @@ pub struct TaskTypeStats {
     /// Tasks that went DEAD in the last minute.
     #[prost(uint64, tag = "9")]
     pub dead_last_minute: u64,
+    /// Tasks that ended EXPIRED (not started by their start_by).
+    #[prost(uint64, tag = "10")]
+    pub expired: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetQueueStatsResponse {
@@ -345,6 +356,8 @@ pub enum TaskStatus {
     Dead = 4,
     /// Cancelled by a client.
     Cancelled = 5,
+    /// Not started by its start_by; never run.
+    Expired = 6,
 }
 impl TaskStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -359,6 +372,7 @@ impl TaskStatus {
             Self::Completed => "TASK_STATUS_COMPLETED",
             Self::Dead => "TASK_STATUS_DEAD",
             Self::Cancelled => "TASK_STATUS_CANCELLED",
+            Self::Expired => "TASK_STATUS_EXPIRED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -370,6 +384,7 @@ impl TaskStatus {
             "TASK_STATUS_COMPLETED" => Some(Self::Completed),
             "TASK_STATUS_DEAD" => Some(Self::Dead),
             "TASK_STATUS_CANCELLED" => Some(Self::Cancelled),
+            "TASK_STATUS_EXPIRED" => Some(Self::Expired),
             _ => None,
         }
     }
@@ -575,7 +590,8 @@ pub mod task_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.TaskService", "CancelTask"));
             self.inner.unary(req, path, codec).await
         }
-        /// Puts a DEAD or CANCELLED task back in the queue.
+        /// Puts a DEAD, CANCELLED or EXPIRED task back in the queue (an EXPIRED
+        /// one without its start_by).
         pub async fn retry_task(
             &mut self,
             request: impl tonic::IntoRequest<super::RetryTaskRequest>,
@@ -597,7 +613,7 @@ pub mod task_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.TaskService", "RetryTask"));
             self.inner.unary(req, path, codec).await
         }
-        /// Retries every DEAD (or CANCELLED) task a selector matches, in batches
+        /// Retries every DEAD (or CANCELLED, or EXPIRED) task a selector matches, in batches
         /// of at most 500 per transaction; with dry_run, only counts them.
         pub async fn retry_tasks(
             &mut self,
@@ -649,7 +665,7 @@ pub mod task_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.TaskService", "CancelTasks"));
             self.inner.unary(req, path, codec).await
         }
-        /// Deletes every finished (COMPLETED, DEAD or CANCELLED) task a selector
+        /// Deletes every finished (COMPLETED, DEAD, CANCELLED or EXPIRED) task a selector
         /// matches, with its attempts, in batches (admin); with dry_run, only
         /// counts them.
         pub async fn purge_tasks(
@@ -801,12 +817,13 @@ pub mod task_service_server {
             &self,
             request: tonic::Request<super::CancelTaskRequest>,
         ) -> std::result::Result<tonic::Response<super::Task>, tonic::Status>;
-        /// Puts a DEAD or CANCELLED task back in the queue.
+        /// Puts a DEAD, CANCELLED or EXPIRED task back in the queue (an EXPIRED
+        /// one without its start_by).
         async fn retry_task(
             &self,
             request: tonic::Request<super::RetryTaskRequest>,
         ) -> std::result::Result<tonic::Response<super::Task>, tonic::Status>;
-        /// Retries every DEAD (or CANCELLED) task a selector matches, in batches
+        /// Retries every DEAD (or CANCELLED, or EXPIRED) task a selector matches, in batches
         /// of at most 500 per transaction; with dry_run, only counts them.
         async fn retry_tasks(
             &self,
@@ -824,7 +841,7 @@ pub mod task_service_server {
             tonic::Response<super::BulkTasksResponse>,
             tonic::Status,
         >;
-        /// Deletes every finished (COMPLETED, DEAD or CANCELLED) task a selector
+        /// Deletes every finished (COMPLETED, DEAD, CANCELLED or EXPIRED) task a selector
         /// matches, with its attempts, in batches (admin); with dry_run, only
         /// counts them.
         async fn purge_tasks(

@@ -129,6 +129,7 @@ pub fn proto_status(status: TaskStatus) -> v1::TaskStatus {
         TaskStatus::Completed => v1::TaskStatus::Completed,
         TaskStatus::Dead => v1::TaskStatus::Dead,
         TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+        TaskStatus::Expired => v1::TaskStatus::Expired,
     }
 }
 
@@ -141,9 +142,10 @@ pub fn status_filter(status: i32) -> Result<Option<TaskStatus>> {
         Ok(v1::TaskStatus::Completed) => Some(TaskStatus::Completed),
         Ok(v1::TaskStatus::Dead) => Some(TaskStatus::Dead),
         Ok(v1::TaskStatus::Cancelled) => Some(TaskStatus::Cancelled),
+        Ok(v1::TaskStatus::Expired) => Some(TaskStatus::Expired),
         Err(_) => {
             return Err(Error::InvalidArgument(format!(
-                "status {status} is unknown: use TASK_STATUS_PENDING, _RUNNING, _COMPLETED, _DEAD or _CANCELLED"
+                "status {status} is unknown: use TASK_STATUS_PENDING, _RUNNING, _COMPLETED, _DEAD, _CANCELLED or _EXPIRED"
             )));
         }
     })
@@ -223,6 +225,7 @@ pub fn proto_task(task: &Task) -> v1::Task {
             message: progress.message.clone(),
             reported_at: Some(timestamp(progress.reported_at)),
         }),
+        start_by: task.start_by.map(timestamp),
     }
 }
 
@@ -431,6 +434,13 @@ pub fn new_task(
         .map(|t| instant("run_at", t))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
+    let start_by = request
+        .start_by
+        .as_ref()
+        .map(|t| instant("start_by", t))
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    check_start_by(start_by, run_at, Utc::now()).map_err(invalid)?;
     let retry_policy =
         retry_policy_patch(request.retry_policy.as_ref()).map_err(|e| invalid(e.to_string()))?;
     let parent_id = match request.parent_id.as_str() {
@@ -466,7 +476,34 @@ pub fn new_task(
         retry_policy,
         required_labels: request.required_labels.into_iter().collect(),
         parent_id,
+        start_by,
     })
+}
+
+/// Checks a task's deadline to start by: in the future, and after its
+/// `run_at` (a task may not be due only once it can no longer start).
+fn check_start_by(
+    start_by: Option<DateTime<Utc>>,
+    run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> std::result::Result<(), String> {
+    let Some(start_by) = start_by else {
+        return Ok(());
+    };
+    if start_by <= now {
+        return Err(format!(
+            "start_by {} has passed: give a deadline in the future, or leave start_by unset",
+            start_by.to_rfc3339()
+        ));
+    }
+    if let Some(run_at) = run_at.filter(|&run_at| start_by <= run_at) {
+        return Err(format!(
+            "start_by {} is not after run_at {}: the task could never start; move start_by later or run_at earlier",
+            start_by.to_rfc3339(),
+            run_at.to_rfc3339()
+        ));
+    }
+    Ok(())
 }
 
 /// The assignment that sends a claimed task to its agent.

@@ -396,7 +396,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<BulkTasksRequest>,
     ) -> Result<Response<BulkTasksResponse>, Status> {
-        let allowed = [TaskStatus::Dead, TaskStatus::Cancelled];
+        let allowed = [TaskStatus::Dead, TaskStatus::Cancelled, TaskStatus::Expired];
         self.bulk(request, BulkAction::Retry, &allowed, "retry")
             .await
     }
@@ -421,6 +421,7 @@ impl TaskService for TaskApi {
         let allowed = [
             TaskStatus::Dead,
             TaskStatus::Cancelled,
+            TaskStatus::Expired,
             TaskStatus::Completed,
         ];
         self.bulk(request, BulkAction::Purge, &allowed, "purge")
@@ -466,6 +467,7 @@ impl TaskService for TaskApi {
                 completed: count(s, TaskStatus::Completed),
                 dead: count(s, TaskStatus::Dead),
                 cancelled: count(s, TaskStatus::Cancelled),
+                expired: count(s, TaskStatus::Expired),
                 completed_last_minute: s.completed_recently,
                 dead_last_minute: s.dead_recently,
             })

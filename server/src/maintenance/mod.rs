@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | lease maintenance: refresh live sessions, end silent ones, reap expired leases | heartbeat interval (a third of the lease) | [`leases`] |
 //! | wake idle agents whose delayed tasks or retries came due | poll interval | [`due`] |
+//! | expire tasks not started by their `start_by` | poll interval | [`deadlines`] |
 //! | WAL checkpoint (SQLite; a no-op elsewhere) | 250 ms | [`start`] |
 //! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
@@ -15,6 +16,7 @@
 //! TLS and tokens files are watched by the server's transport
 //! (`transport::reload`), which owns what it reloads.
 
+pub mod deadlines;
 pub mod due;
 pub mod health;
 pub mod leases;
@@ -59,6 +61,12 @@ pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
         plane.config.poll_interval,
         "waking agents for tasks come due",
         |plane| async move { due::wake_for_due_tasks(&plane).await },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        plane.config.poll_interval,
+        "expiring tasks past their start_by",
+        |plane| async move { deadlines::expire_overdue(&plane).await },
     ));
     plane.tasks.spawn(every(
         plane.clone(),

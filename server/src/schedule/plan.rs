@@ -271,6 +271,7 @@ mod tests {
                     metadata: Default::default(),
                     required_labels: Default::default(),
                     parent_id: None,
+                    start_by: None,
                     retry_policy: Default::default(),
                 },
                 cadence: Cadence::every(Duration::from_secs(10)).unwrap(),

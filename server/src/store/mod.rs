@@ -276,6 +276,13 @@ pub trait Store: Send + Sync + 'static {
         self.common().record_progress(id, attempt, progress).await
     }
 
+    /// Ends EXPIRED up to `limit` PENDING tasks whose deadline to start by
+    /// has passed at `now` (claims already skip them); returns their ids
+    /// and types.
+    async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>> {
+        self.common().expire_overdue(now, limit).await
+    }
+
     /// Up to `limit` ids of the tasks `selector` matches after `after`, in
     /// id order: one page of a bulk operation.
     async fn select_task_ids(

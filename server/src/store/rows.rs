@@ -159,6 +159,7 @@ pub fn task(row: &impl Columns) -> Result<Task> {
             .optional_text("progress")?
             .map(|text| parse_json("progress", &text))
             .transpose()?,
+        start_by: optional_time(row, "start_by")?,
     })
 }
 
@@ -338,6 +339,7 @@ pub fn schedule(row: &impl Columns) -> Result<Schedule> {
             retry_policy: RetryPolicyPatch::default(),
             required_labels: parse_json("required_labels", &row.text("required_labels")?)?,
             parent_id: None,
+            start_by: None,
         },
         cadence,
         jitter: duration(row, "jitter_ms")?,

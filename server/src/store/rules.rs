@@ -127,6 +127,10 @@ pub fn new_task(new: NewTask, task_type: &TaskType, now: DateTime<Utc>) -> Task 
         required_labels: new.required_labels,
         parent_id: new.parent_id,
         progress: None,
+        // Stored at millisecond precision, like every instant.
+        start_by: new
+            .start_by
+            .and_then(|at| super::rows::from_millis(at.timestamp_millis()).ok()),
     }
 }
 
@@ -317,6 +321,10 @@ pub fn end_attempt(
     })
 }
 
+/// The error an EXPIRED task carries.
+pub const EXPIRED_ERROR: &str =
+    "expired: no agent started it before its start_by deadline, so it never ran";
+
 /// Checks that a task can be cancelled.
 pub fn check_cancellable(task: &Task) -> Result<(), Error> {
     if task.status.is_terminal() {
@@ -331,9 +339,12 @@ pub fn check_cancellable(task: &Task) -> Result<(), Error> {
 
 /// Checks that a task can be retried.
 pub fn check_retryable(task: &Task) -> Result<(), Error> {
-    if !matches!(task.status, TaskStatus::Dead | TaskStatus::Cancelled) {
+    if !matches!(
+        task.status,
+        TaskStatus::Dead | TaskStatus::Cancelled | TaskStatus::Expired
+    ) {
         return Err(Error::FailedPrecondition(format!(
-            "task {} is {}: only DEAD or CANCELLED tasks can be retried",
+            "task {} is {}: only DEAD, CANCELLED or EXPIRED tasks can be retried",
             task.id,
             task.status.as_str().to_uppercase()
         )));

@@ -115,6 +115,14 @@ pub struct EnqueueArgs {
     /// Run no earlier than this long from now, e.g. 10m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<Duration>,
+    /// Start by this RFC 3339 time or never: a task no agent has started
+    /// by then ends EXPIRED.
+    #[arg(long, conflicts_with = "start_within")]
+    pub start_by: Option<String>,
+    /// Start within this long from now (e.g. 10m) or never: a task no agent
+    /// has started by then ends EXPIRED.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub start_within: Option<Duration>,
     /// Enqueueing the same key again returns the existing task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -160,7 +168,8 @@ pub enum TaskCommand {
         /// Only this domain.
         #[arg(long)]
         domain: Option<String>,
-        /// Only this status: pending, running, completed, dead, cancelled.
+        /// Only this status: pending, running, completed, dead, cancelled,
+        /// expired.
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -179,7 +188,7 @@ pub enum TaskCommand {
         #[command(flatten)]
         selection: Selection,
     },
-    /// Puts a dead or cancelled task back in the queue, or with --type
+    /// Puts a dead, cancelled or expired task back in the queue, or with --type
     /// every one a selection matches (in batches; --dry-run counts them
     /// first).
     Retry {
@@ -265,6 +274,26 @@ impl Selection {
     }
 }
 
+/// An instant given as an RFC 3339 time (`option`'s value) or as a span
+/// from now.
+fn instant_arg(
+    option: &str,
+    at: Option<&str>,
+    from_now: Option<Duration>,
+) -> Result<Option<prost_types::Timestamp>, ClientError> {
+    Ok(match (at, from_now) {
+        (Some(at), _) => Some(at.parse::<prost_types::Timestamp>().map_err(|e| {
+            ClientError::Usage(format!(
+                "{option} {at}: {e}; give an RFC 3339 time such as 2026-12-07T18:00:00Z"
+            ))
+        })?),
+        (None, Some(span)) => Some(prost_types::Timestamp::from(
+            std::time::SystemTime::now() + span,
+        )),
+        (None, None) => None,
+    })
+}
+
 /// A `--status` option's value.
 fn status_arg(status: Option<String>) -> Result<TaskStatus, ClientError> {
     let Some(name) = status else {
@@ -272,7 +301,7 @@ fn status_arg(status: Option<String>) -> Result<TaskStatus, ClientError> {
     };
     TaskStatus::from_str_name(&format!("TASK_STATUS_{}", name.to_uppercase())).ok_or_else(|| {
         ClientError::Usage(format!(
-            "--status {name}: use pending, running, completed, dead or cancelled"
+            "--status {name}: use pending, running, completed, dead, cancelled or expired"
         ))
     })
 }
@@ -436,21 +465,18 @@ async fn watch(
 /// `taskplane enqueue`.
 pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), ClientError> {
     let payload = parse_payload(&enqueue.payload)?;
-    let run_at = match (&enqueue.run_at, enqueue.delay) {
-        (Some(at), _) => Some(
-            at.parse::<prost_types::Timestamp>()
-                .map_err(|e| ClientError::Usage(format!("--run-at {at}: {e}")))?,
-        ),
-        (None, Some(delay)) => Some(prost_types::Timestamp::from(
-            std::time::SystemTime::now() + delay,
-        )),
-        (None, None) => None,
-    };
+    let run_at = instant_arg("--run-at", enqueue.run_at.as_deref(), enqueue.delay)?;
+    let start_by = instant_arg(
+        "--start-by",
+        enqueue.start_by.as_deref(),
+        enqueue.start_within,
+    )?;
     let request = EnqueueTaskRequest {
         task_type: enqueue.task_type,
         payload: Some(json_to_struct(&payload)),
         priority: enqueue.priority,
         run_at,
+        start_by,
         idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
         idempotency_window: enqueue
             .idempotency_window
@@ -772,7 +798,7 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         .task_types;
     let rows: Vec<Value> = stats
         .iter()
-        .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
+        .map(|s| json!({"task_type": s.task_type, "domain": s.domain, "pending": s.pending, "running": s.running, "completed": s.completed, "dead": s.dead, "cancelled": s.cancelled, "expired": s.expired, "completed_per_min": s.completed_last_minute, "dead_per_min": s.dead_last_minute}))
         .collect();
     if args.output == Output::Json {
         // The rows alone, as scripts read them; `schedule list --output
@@ -788,6 +814,7 @@ pub async fn stats(args: &ClientArgs, domain: Option<String>) -> Result<(), Clie
         "completed",
         "dead",
         "cancelled",
+        "expired",
         "completed_per_min",
         "dead_per_min",
     ];

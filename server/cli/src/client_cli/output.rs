@@ -53,7 +53,7 @@ pub(super) fn task_json(task: &Task) -> Value {
         "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
         "handler_version": task.handler_version, "metadata": task.metadata,
         "required_labels": task.required_labels, "waiting_for": task.waiting_for,
-        "parent_id": task.parent_id,
+        "parent_id": task.parent_id, "start_by": time(&task.start_by),
         "progress": task.progress.as_ref().map(|p| json!({
             "fraction": p.fraction, "message": p.message, "reported_at": time(&p.reported_at),
         })),

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use sqlx::Row as _;
 
 use super::Tx;
-use super::writes::{bind_lease, claim_type, lease_ready, routed};
+use super::writes::{bind_lease, claim_type, lease_ready, claimable};
 use crate::engine::flow::{ConcurrencyKey, KeySource};
 use crate::error::{Error, Result};
 use crate::model::{Claimant, Lease, Task};
@@ -176,6 +176,6 @@ fn ready_by_key(column: &str) -> String {
              AND (priority < $6 OR (priority = $6
                  AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))
          ORDER BY priority DESC, run_at, id LIMIT $9",
-        routed("tasks", "$4", "$5")
+        claimable("tasks", "$3", "$4", "$5")
     )
 }

@@ -40,7 +40,7 @@ pub(super) const TASK_COLUMNS: &str = "id::text AS id, task_type, domain, payloa
     attempts, max_attempts, timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, idempotency_key, handler_version, \
     metadata::text AS metadata, required_labels::text AS required_labels, \
-    parent_id::text AS parent_id, progress";
+    parent_id::text AS parent_id, progress, start_by";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id::text AS id, task_type, status, started_at, finished_at, updated_at, \
@@ -193,7 +193,7 @@ impl Writer<Postgres> for PgPool {
 /// rows, and none waits.
 const PURGE: &str = "WITH doomed AS (
         SELECT id FROM tasks WHERE finished_at < $1
-          AND status IN ('completed', 'dead', 'cancelled')
+          AND status IN ('completed', 'dead', 'cancelled', 'expired')
         ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED),
     attempts AS (DELETE FROM task_attempts WHERE task_id IN (SELECT id::text FROM doomed))
     DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)";
@@ -325,7 +325,8 @@ impl Store for PostgresStore {
         Ok(sqlx::query_scalar(
             "SELECT wanted FROM unnest($1::text[]) AS wanted WHERE EXISTS (
                  SELECT 1 FROM tasks
-                 WHERE status = 'pending' AND task_type = wanted AND run_at <= $2)",
+                 WHERE status = 'pending' AND task_type = wanted AND run_at <= $2
+                     AND (start_by IS NULL OR start_by > $2))",
         )
         .bind(task_types.to_vec())
         .bind(millis(now))

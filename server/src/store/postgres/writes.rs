@@ -35,7 +35,7 @@ pub(super) async fn claim_type(
              WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
              ORDER BY priority DESC, run_at, id LIMIT $6
              FOR UPDATE SKIP LOCKED",
-            routed("tasks", "$7", "$8")
+            claimable("tasks", "$1", "$7", "$8")
         ))
     });
     let rows = bind_lease(
@@ -52,14 +52,16 @@ pub(super) async fn claim_type(
     rows.iter().map(rows::task).collect()
 }
 
-/// The condition that a task of `alias` may go to the claimant whose
-/// versions (a `text[]`) and labels (JSON) are the parameters `versions`
-/// and `labels`: it names no version or one of them, and requires no
-/// labels or only ones it has. Most tasks do neither, which costs two
-/// comparisons.
-pub(super) fn routed(alias: &str, versions: &str, labels: &str) -> String {
+/// The condition that a ready task of `alias` may go, at the instant
+/// `now`, to the claimant whose versions (a `text[]`) and labels (JSON) are
+/// the parameters `versions` and `labels`: its deadline to start by has not
+/// passed (a task past it waits only to be expired), it names no version or
+/// one of them, and it requires no labels or only ones it has. Most tasks
+/// do none of that, which costs three comparisons.
+pub(super) fn claimable(alias: &str, now: &str, versions: &str, labels: &str) -> String {
     format!(
-        "({alias}.handler_version = ''
+        "({alias}.start_by IS NULL OR {alias}.start_by > {now})
+         AND ({alias}.handler_version = ''
              OR {alias}.task_type || E'\\t' || {alias}.handler_version = ANY({versions}::text[]))
          AND ({alias}.required_labels = '{{}}'::jsonb
              OR {alias}.required_labels <@ {labels}::jsonb)"
@@ -91,7 +93,7 @@ pub(super) async fn claim_each_type(
                  ORDER BY priority DESC, run_at, id LIMIT $6
                  FOR UPDATE SKIP LOCKED) AS picked
              LIMIT $7",
-            routed("tasks", "$8", "$9")
+            claimable("tasks", "$1", "$8", "$9")
         ))
     });
     let query = sqlx::query(sqlx::AssertSqlSafe(CLAIM_EACH_TYPE.as_str()));
@@ -157,7 +159,8 @@ pub(super) async fn insert_tasks(
         checked,
     )
     .bind(each(tasks, |t| json_text(&t.required_labels)))
-    .bind(each(tasks, |t| t.parent_id.map(|id| id.to_string())));
+    .bind(each(tasks, |t| t.parent_id.map(|id| id.to_string())))
+    .bind(each(tasks, |t| t.start_by.map(millis)));
     let inserted: Vec<String> = query.fetch_all(connection).await?;
     inserted.iter().map(|id| parse_uuid(id)).collect()
 }
@@ -216,29 +219,30 @@ type InsertQuery<'q> = sqlx::query::QueryScalar<'q, Postgres, String, sqlx::post
 
 /// Inserts a batch of tasks from arrays (see [`insert_tasks`]): `$1` to
 /// `$20` the tasks' columns, `$21` the ready channel, `$22` to `$28` the
-/// task types checked, `$29` the tasks' required labels and `$30` their
-/// parents.
+/// task types checked, `$29` the tasks' required labels, `$30` their
+/// parents and `$31` their deadlines to start by.
 const INSERT_TASKS: &str = "WITH inserted AS (
              INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
                  idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
                  retry_max_ms, lease_session, lease_agent, lease_expires_at, required_labels,
-                 parent_id)
+                 parent_id, start_by)
              SELECT id::uuid, task_type, domain, payload::jsonb, status, priority, attempts,
                  max_attempts, timeout_ms, run_at, created_at, created_at,
                  CASE WHEN status = 'running' THEN created_at END,
                  idempotency_key, handler_version, metadata::jsonb, retry_initial_ms,
                  retry_factor, retry_max_ms, lease_session, lease_agent, lease_expires_at,
-                 required_labels::jsonb, parent_id::uuid
+                 required_labels::jsonb, parent_id::uuid, start_by
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
                  $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[],
                  $16::float8[], $17::bigint[], $18::text[], $19::text[], $20::bigint[],
-                 $29::text[], $30::text[])
+                 $29::text[], $30::text[], $31::bigint[])
                  AS new (id, task_type, domain, payload, status, priority, attempts,
                      max_attempts, timeout_ms, run_at, created_at, idempotency_key,
                      handler_version, metadata, retry_initial_ms, retry_factor, retry_max_ms,
-                     lease_session, lease_agent, lease_expires_at, required_labels, parent_id)
+                     lease_session, lease_agent, lease_expires_at, required_labels, parent_id,
+                     start_by)
              WHERE NOT EXISTS (
                  SELECT 1 FROM UNNEST($22::text[], $23::text[], $24::bigint[], $25::bigint[],
                      $26::bigint[], $27::float8[], $28::bigint[])

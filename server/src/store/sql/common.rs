@@ -146,9 +146,10 @@ pub trait Writes: Send + Sync {
     async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType>;
     /// Cancels a PENDING or RUNNING task; returns it before and after.
     async fn cancel(&self, id: Uuid, reason: &str) -> Result<(Task, Task)>;
-    /// Puts a DEAD or CANCELLED task back in the queue.
+    /// Puts a DEAD, CANCELLED or EXPIRED task back in the queue.
     async fn retry(&self, id: Uuid) -> Result<Task>;
-    /// Retries those of `ids` still DEAD or CANCELLED, in one transaction.
+    /// Retries those of `ids` still DEAD, CANCELLED or EXPIRED, in one
+    /// transaction.
     async fn retry_many(&self, ids: &[Uuid]) -> Result<Vec<Task>>;
     /// Cancels those of `ids` still PENDING or RUNNING, in one
     /// transaction; returns each as it was and is.
@@ -157,6 +158,9 @@ pub trait Writes: Send + Sync {
     async fn purge_many(&self, ids: &[Uuid]) -> Result<u64>;
     /// Keeps a running attempt's progress; false when it no longer runs.
     async fn record_progress(&self, id: Uuid, attempt: u32, progress: &Progress) -> Result<bool>;
+    /// Ends EXPIRED up to `limit` tasks past their deadline to start by;
+    /// returns their ids and types.
+    async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>>;
     /// Returns a task its agent gave back unstarted to the queue, its
     /// attempt uncounted; see [`Shared::give_back`].
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>>;
@@ -268,6 +272,11 @@ where
 
     async fn record_progress(&self, id: Uuid, attempt: u32, progress: &Progress) -> Result<bool> {
         Shared::<DB>::record_progress(&mut **self.writer.hold().await?, id, attempt, progress).await
+    }
+
+    async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>> {
+        in_transaction!(self, |tx| Shared::<DB>::expire_overdue(&mut tx, now, limit)
+            .await?)
     }
 
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {

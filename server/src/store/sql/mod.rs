@@ -98,6 +98,7 @@ pub struct Statements {
     select_ids: String,
     purge_one: String,
     record_progress: String,
+    expire_overdue: String,
     end_one_attempt: String,
     attempts: String,
     queue_stats: String,
@@ -131,7 +132,7 @@ impl Statements {
             ),
             retry: format!(
                 "UPDATE tasks SET status = 'pending', max_attempts = attempts + $1, run_at = $2,
-                     updated_at = $2, finished_at = NULL, result = NULL
+                     updated_at = $2, finished_at = NULL, result = NULL, start_by = NULL
                  WHERE id = $3{id_cast} RETURNING {task_columns}"
             ),
             give_back: format!(
@@ -150,13 +151,23 @@ impl Statements {
                  ORDER BY id LIMIT $8"
             ),
             purge_one: format!(
-                "DELETE FROM tasks WHERE id = $1{id_cast} AND status IN ('completed', 'dead', 'cancelled')
+                "DELETE FROM tasks WHERE id = $1{id_cast} AND status IN ('completed', 'dead', 'cancelled', 'expired')
                  RETURNING task_type"
             ),
             record_progress: format!(
                 "UPDATE tasks SET progress = $1
                  WHERE id = $2{id_cast} AND status = 'running' AND attempts = $3
                  RETURNING task_type"
+            ),
+            expire_overdue: format!(
+                "UPDATE tasks SET status = 'expired', finished_at = $1, updated_at = $1,
+                     last_error = $2
+                 WHERE id IN (
+                     SELECT id FROM tasks
+                     WHERE status = 'pending' AND start_by IS NOT NULL AND start_by <= $1
+                     ORDER BY start_by LIMIT $3{for_update})
+                     AND status = 'pending'
+                 RETURNING {id_text} AS id, task_type"
             ),
             end_one_attempt: end_attempts_sql(
                 id_text,
@@ -194,6 +205,13 @@ impl Statements {
     /// Sets task `$2`'s progress to `$1` while attempt `$3` runs.
     pub fn record_progress(&self) -> &str {
         &self.record_progress
+    }
+
+    /// Ends EXPIRED, at `$1` with error `$2`, up to `$3` PENDING tasks whose
+    /// deadline to start by has passed, through the `tasks_start_by` index;
+    /// returns their ids and types.
+    pub fn expire_overdue(&self) -> &str {
+        &self.expire_overdue
     }
 
     /// Deletes finished task `$1` (its attempts first, apart).

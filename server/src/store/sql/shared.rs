@@ -15,7 +15,7 @@ use crate::model::{
     AgentSession, Attempt, Progress, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec,
     TypeStats,
 };
-use crate::store::rows::{self, Columns, duration_millis, json_text, millis};
+use crate::store::rows::{self, Columns, duration_millis, json_text, millis, parse_uuid};
 use crate::store::rules::{self, TypeDefaults};
 
 /// The shared statements, run over executors of database `DB`.
@@ -409,7 +409,26 @@ where
         Ok(row.is_some())
     }
 
-    /// Puts a DEAD or CANCELLED task back in the queue inside the caller's
+    /// Ends EXPIRED up to `limit` PENDING tasks not started by their
+    /// `start_by`, the earliest deadlines first; returns their ids and
+    /// types.
+    pub async fn expire_overdue(
+        connection: &mut DB::Connection,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(DB::statements().expire_overdue()))
+            .bind(millis(now))
+            .bind(rules::EXPIRED_ERROR.to_owned())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *connection)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((parse_uuid(&row.text("id")?)?, row.text("task_type")?)))
+            .collect()
+    }
+
+    /// Puts a DEAD, CANCELLED or EXPIRED task back in the queue inside the caller's
     /// transaction, with its type's attempts (or `defaults`') afresh.
     pub async fn retry(
         connection: &mut DB::Connection,

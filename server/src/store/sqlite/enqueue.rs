@@ -90,7 +90,7 @@ pub(super) async fn fetch_task_types(
         .collect()
 }
 
-/// The most tasks one INSERT writes: 22 bound values each, well inside
+/// The most tasks one INSERT writes: 25 bound values each, well inside
 /// SQLite's 32,766.
 pub(super) const ROWS_PER_INSERT: usize = 500;
 
@@ -101,13 +101,13 @@ pub(super) async fn insert_tasks(
     tasks: &[Task],
     leases: &[Option<Lease>],
 ) -> Result<()> {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = format!(
         "INSERT INTO tasks (id, task_type, domain, payload, status, priority, attempts,
              max_attempts, timeout_ms, run_at, created_at, updated_at, started_at,
              idempotency_key, handler_version, metadata, retry_initial_ms, retry_factor,
              retry_max_ms, lease_session, lease_agent, lease_expires_at, required_labels,
-             parent_id)
+             parent_id, start_by)
          VALUES {}",
         vec![ROW; tasks.len()].join(", ")
     );
@@ -137,7 +137,8 @@ pub(super) async fn insert_tasks(
             .bind(lease.as_ref().map(|l| l.agent_id.to_string()))
             .bind(lease.as_ref().map(|l| millis(l.expires_at)))
             .bind(json_text(&task.required_labels))
-            .bind(task.parent_id.map(|id| id.to_string()));
+            .bind(task.parent_id.map(|id| id.to_string()))
+            .bind(task.start_by.map(millis));
     }
     query.execute(connection).await?;
     Ok(())

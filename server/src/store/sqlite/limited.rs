@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::TASK_COLUMNS;
 use super::writer_thread;
-use super::writes::{Route, lease_tasks, ready_tasks, routed};
+use super::writes::{Route, lease_tasks, ready_tasks, claimable};
 use crate::engine::flow::ConcurrencyKey;
 use crate::error::{Error, Result};
 use crate::model::{Lease, Task};
@@ -103,7 +103,7 @@ fn ready_by_key(
         "SELECT id, {value} AS k FROM tasks
          WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?3 AND {}
          ORDER BY priority DESC, run_at, id",
-        routed("tasks", "?4", "?5")
+        claimable("tasks", "?3", "?4", "?5")
     );
     let mut picked: Vec<String> = Vec::new();
     {

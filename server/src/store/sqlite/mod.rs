@@ -45,7 +45,7 @@ pub use writer_thread::open as open_writer;
 /// The columns of a whole task, as `rows::task` reads them.
 pub(super) const TASK_COLUMNS: &str = "id, task_type, domain, payload, status, priority, attempts, max_attempts, \
     timeout_ms, retry_initial_ms, retry_factor, retry_max_ms, run_at, created_at, updated_at, started_at, \
-    finished_at, result, last_error, idempotency_key, handler_version, metadata, required_labels, parent_id, progress";
+    finished_at, result, last_error, idempotency_key, handler_version, metadata, required_labels, parent_id, progress, start_by";
 
 /// What a recorded result returns (see [`rows::recorded_task`]).
 pub(super) const RECORDED_COLUMNS: &str = "id, task_type, status, started_at, finished_at, updated_at, \
@@ -147,7 +147,7 @@ impl SqliteStore {
 /// The ids one purge batch deletes (?1 the cutoff, ?2 the batch size),
 /// read from the `tasks_finished` index: only what it deletes.
 const PURGED_TASKS: &str = "SELECT id FROM tasks WHERE finished_at < ?1
-     AND status IN ('completed', 'dead', 'cancelled') ORDER BY finished_at LIMIT ?2";
+     AND status IN ('completed', 'dead', 'cancelled', 'expired') ORDER BY finished_at LIMIT ?2";
 
 /// Copies what the write-ahead log holds into the database, without waiting
 /// for the writer or readers; answers (busy, frames in the log, frames
@@ -335,7 +335,8 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar(
             "SELECT value FROM json_each($1) WHERE EXISTS (
                  SELECT 1 FROM tasks
-                 WHERE status = 'pending' AND task_type = value AND run_at <= $2)",
+                 WHERE status = 'pending' AND task_type = value AND run_at <= $2
+                     AND (start_by IS NULL OR start_by > $2))",
         )
         .bind(json_text(task_types))
         .bind(millis(now))

@@ -56,13 +56,16 @@ impl Route {
     }
 }
 
-/// The condition that a task of `alias` may go to the claimant whose
-/// versions and labels are the parameters `versions` and `labels`: it names
-/// no version or one of them, and requires no labels or only ones it has.
-/// Most tasks do neither, which costs two comparisons.
-pub(super) fn routed(alias: &str, versions: &str, labels: &str) -> String {
+/// The condition that a ready task of `alias` may go, at the instant
+/// `now`, to the claimant whose versions and labels are the parameters
+/// `versions` and `labels`: its deadline to start by has not passed (a task
+/// past it waits only to be expired), it names no version or one of them,
+/// and it requires no labels or only ones it has. Most tasks do none of
+/// that, which costs three comparisons.
+pub(super) fn claimable(alias: &str, now: &str, versions: &str, labels: &str) -> String {
     format!(
-        "({alias}.handler_version = '' OR {alias}.task_type || char(9) || {alias}.handler_version
+        "({alias}.start_by IS NULL OR {alias}.start_by > {now})
+         AND ({alias}.handler_version = '' OR {alias}.task_type || char(9) || {alias}.handler_version
              IN (SELECT value FROM json_each({versions})))
          AND ({alias}.required_labels = '{{}}' OR NOT EXISTS (
              SELECT 1 FROM json_each({alias}.required_labels) AS required
@@ -85,7 +88,7 @@ pub(super) fn ready_tasks(
             "SELECT {TASK_COLUMNS} FROM tasks
              WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?2 AND {}
              ORDER BY priority DESC, run_at, id LIMIT ?3",
-            routed("tasks", "?4", "?5")
+            claimable("tasks", "?2", "?4", "?5")
         )
     });
     let mut statement = connection.prepare_cached(&READY)?;
@@ -128,7 +131,7 @@ pub(super) fn ready_in_turn(
                  ORDER BY candidate.priority DESC, candidate.run_at, candidate.id LIMIT ?3)
              LIMIT ?4",
             columns.join(", "),
-            routed("candidate", "?5", "?6")
+            claimable("candidate", "?2", "?5", "?6")
         )
     });
     let mut statement = connection.prepare_cached(&READY_IN_TURN)?;

@@ -3,6 +3,7 @@
 //! one file per concern, with the helpers they share here.
 
 mod claims;
+mod deadlines;
 mod enqueue;
 mod flow;
 mod history;
@@ -102,6 +103,7 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
         retry_policy: Default::default(),
         required_labels: BTreeMap::new(),
         parent_id: None,
+        start_by: None,
     }
 }
 
