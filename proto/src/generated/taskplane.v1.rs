@@ -3209,7 +3209,7 @@ pub struct SetTaskTypePolicyRequest {
     #[prost(string, tag = "1")]
     pub task_type: ::prost::alloc::string::String,
     /// Pause (deliver nothing new; what runs finishes; enqueues are still
-    /// accepted) or resume.
+    /// accepted unless refuse_enqueues) or resume.
     #[prost(bool, optional, tag = "2")]
     pub paused: ::core::option::Option<bool>,
     /// At most this many running at once, across all agents and replicas;
@@ -3230,6 +3230,10 @@ pub struct SetTaskTypePolicyRequest {
     /// "1000/hour"; "" removes it.
     #[prost(string, optional, tag = "6")]
     pub rate_limit: ::core::option::Option<::prost::alloc::string::String>,
+    /// While paused, refuse new tasks of the type (FAILED_PRECONDITION)
+    /// instead of queueing them. A resume clears it unless it is set again.
+    #[prost(bool, optional, tag = "7")]
+    pub refuse_enqueues: ::core::option::Option<bool>,
 }
 /// A task type's flow-control policy. Zero and empty limit nothing.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -3245,6 +3249,9 @@ pub struct FlowPolicy {
     /// e.g. "20/second"; empty: none.
     #[prost(string, tag = "5")]
     pub rate_limit: ::prost::alloc::string::String,
+    /// Paused and refusing new tasks.
+    #[prost(bool, tag = "6")]
+    pub refuse_enqueues: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DrainAgentRequest {

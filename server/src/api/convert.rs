@@ -269,6 +269,7 @@ pub fn handler_info(
 pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
     v1::FlowPolicy {
         paused: policy.paused,
+        refuse_enqueues: policy.refuse_enqueues,
         max_running: policy.max_running.unwrap_or(0),
         concurrency_key: policy
             .concurrency_key
@@ -287,6 +288,7 @@ pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
 pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange> {
     Ok(FlowChange {
         paused: request.paused,
+        refuse_enqueues: request.refuse_enqueues,
         max_running: request.max_running,
         concurrency_key: request
             .concurrency_key

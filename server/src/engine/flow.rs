@@ -199,6 +199,8 @@ impl fmt::Display for RateLimit {
 pub struct FlowPolicy {
     /// Deliver nothing new.
     pub paused: bool,
+    /// While paused, refuse new tasks instead of queueing them.
+    pub refuse_enqueues: bool,
     /// At most this many running at once, across all agents and replicas.
     pub max_running: Option<u32>,
     /// What groups tasks for `max_running_per_key`.
@@ -228,6 +230,18 @@ impl FlowPolicy {
         Ok(())
     }
 
+    /// Refuses new tasks of `task_type` while it is paused and refusing
+    /// them.
+    pub fn check_enqueue(&self, task_type: &str) -> Result<(), Error> {
+        if self.paused && self.refuse_enqueues {
+            return Err(Error::FailedPrecondition(format!(
+                "task type '{task_type}' is paused and refuses new tasks: enqueue it again after \
+                 `taskplane types resume {task_type}`"
+            )));
+        }
+        Ok(())
+    }
+
     /// How many more tasks of the type may start, given how many run.
     pub fn room(&self, running: u32) -> u32 {
         if self.paused {
@@ -244,6 +258,8 @@ impl FlowPolicy {
 pub struct FlowChange {
     /// Pause (`true`) or resume (`false`).
     pub paused: Option<bool>,
+    /// Refuse enqueues while paused; a resume without it clears it.
+    pub refuse_enqueues: Option<bool>,
     /// The new `max_running`; 0 removes it.
     pub max_running: Option<u32>,
     /// The new concurrency key; `Some(None)` removes it.
@@ -262,8 +278,11 @@ impl FlowChange {
             Some(n) => Some(n),
             None => old,
         };
+        let paused = self.paused.unwrap_or(policy.paused);
         let changed = FlowPolicy {
-            paused: self.paused.unwrap_or(policy.paused),
+            paused,
+            refuse_enqueues: paused
+                && self.refuse_enqueues.unwrap_or(policy.refuse_enqueues),
             max_running: limit(self.max_running, policy.max_running),
             concurrency_key: self
                 .concurrency_key

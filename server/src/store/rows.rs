@@ -212,6 +212,7 @@ fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
     };
     Ok(FlowPolicy {
         paused: row.integer("paused")? != 0,
+        refuse_enqueues: row.integer("refuse_enqueues")? != 0,
         max_running: limit("max_running")?,
         concurrency_key: row
             .optional_text("concurrency_key")?

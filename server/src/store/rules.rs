@@ -166,7 +166,10 @@ pub fn new_tasks(
             {
                 Err(unknown_version(&new, task_type))
             }
-            Some(task_type) => Ok(new_task(new, task_type, now)),
+            Some(task_type) => {
+                task_type.flow.check_enqueue(&task_type.task_type)?;
+                Ok(new_task(new, task_type, now))
+            }
             None => Err(unregistered(&new.task_type)),
         })
         .collect()

@@ -361,10 +361,14 @@ pub enum TypesCommand {
         rate_limit: Option<String>,
     },
     /// Pauses a type (admin): nothing new is delivered, what runs
-    /// finishes, enqueues are still accepted.
+    /// finishes, enqueues are still accepted (unless --refuse-enqueues).
     Pause {
         /// The task type.
         task_type: String,
+        /// Refuse new tasks of the type while it is paused, instead of
+        /// queueing them.
+        #[arg(long)]
+        refuse_enqueues: bool,
     },
     /// Resumes a paused type (admin).
     Resume {
@@ -722,8 +726,11 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 row.clone(),
             );
         }
-        TypesCommand::Pause { task_type } => {
-            let row = type_json(&set_paused(&mut client, task_type, true).await?);
+        TypesCommand::Pause {
+            task_type,
+            refuse_enqueues,
+        } => {
+            let row = type_json(&set_paused(&mut client, task_type, true, refuse_enqueues).await?);
             print(
                 args.output,
                 &columns,
@@ -732,7 +739,7 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
             );
         }
         TypesCommand::Resume { task_type } => {
-            let row = type_json(&set_paused(&mut client, task_type, false).await?);
+            let row = type_json(&set_paused(&mut client, task_type, false, false).await?);
             print(
                 args.output,
                 &columns,
@@ -768,15 +775,17 @@ fn print_bulk(output: Output, action: &str, answer: &BulkTasksResponse) {
     );
 }
 
-/// Pauses or resumes a task type.
+/// Pauses (refusing enqueues or not) or resumes a task type.
 async fn set_paused(
     client: &mut RegistryServiceClient<AuthChannel>,
     task_type: String,
     paused: bool,
+    refuse_enqueues: bool,
 ) -> Result<HandlerInfo, ClientError> {
     let request = SetTaskTypePolicyRequest {
         task_type,
         paused: Some(paused),
+        refuse_enqueues: Some(refuse_enqueues),
         ..Default::default()
     };
     Ok(client.set_task_type_policy(request).await?.into_inner())

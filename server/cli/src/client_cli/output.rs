@@ -65,7 +65,11 @@ pub(super) fn type_json(info: &HandlerInfo) -> Value {
     json!({
         "task_type": info.task_type, "domain": info.domain, "description": info.description,
         "versions": info.versions, "live_agents": info.live_agents,
-        "paused": if flow.paused { "yes" } else { "no" },
+        "paused": match (flow.paused, flow.refuse_enqueues) {
+            (true, true) => "yes, refusing enqueues",
+            (true, false) => "yes",
+            _ => "no",
+        },
         "limits": limits(&flow),
         "health": info.health.iter().map(|h| json!({"agent": h.agent_name, "healthy": h.healthy, "message": h.message})).collect::<Vec<_>>(),
     })

@@ -145,8 +145,9 @@ fn each<T, U>(items: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
 /// Inserts tasks in one statement, skipping any whose idempotency key is
 /// taken: PENDING, announced to every replica when it commits, or RUNNING
 /// under the lease beside them, their first attempts started. When a
-/// type in `checked` no longer has the domain and defaults given there, it
-/// inserts nothing. Returns the ids it inserted.
+/// type in `checked` no longer has the domain and defaults given there, or
+/// is now paused refusing enqueues, it inserts nothing. Returns the ids it
+/// inserted.
 pub(super) async fn insert_tasks(
     connection: &mut PgConnection,
     tasks: &[Task],
@@ -255,7 +256,8 @@ const INSERT_TASKS: &str = "WITH inserted AS (
                          AND t.default_timeout_ms = checked.timeout_ms
                          AND t.retry_initial_ms = checked.initial_ms
                          AND t.retry_factor = checked.factor
-                         AND t.retry_max_ms = checked.max_ms))
+                         AND t.retry_max_ms = checked.max_ms
+                         AND NOT (t.paused <> 0 AND t.refuse_enqueues <> 0)))
              ON CONFLICT (task_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, task_type, status)
          SELECT inserted.id::text FROM inserted,

@@ -159,7 +159,8 @@ where
                  concurrency_key = $4, max_running_per_key = NULLIF($5, 0),
                  rate_limit = NULLIF($6, 0), rate_window_ms = NULLIF($7, 0),
                  rate_tokens = CASE WHEN $8 = 1 THEN 0 ELSE rate_tokens END,
-                 rate_refilled_at = CASE WHEN $8 = 1 THEN $9 ELSE rate_refilled_at END
+                 rate_refilled_at = CASE WHEN $8 = 1 THEN $9 ELSE rate_refilled_at END,
+                 refuse_enqueues = $10
              WHERE task_type = $1 RETURNING *",
         )
         .bind(task_type.to_owned())
@@ -175,6 +176,7 @@ where
         )
         .bind(i64::from(new_rate))
         .bind(millis(Utc::now()))
+        .bind(i64::from(policy.refuse_enqueues))
         .fetch_one(&mut *connection)
         .await?;
         rows::task_type(&row)

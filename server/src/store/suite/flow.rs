@@ -255,10 +255,62 @@ async fn a_rate_limit_spends_tokens_as_they_refill(backend: Backend) {
     );
 }
 
+async fn a_pause_refusing_enqueues_refuses_them_on_every_replica(backend: Backend) {
+    let (_dir, store) = open(backend.clone()).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    // A second replica that has enqueued before, so it remembers the type
+    // as it was (PostgreSQL only: a SQLite file has one server).
+    let other = match &backend {
+        Backend::Postgres(url) => Some(PostgresStore::open(url, defaults()).await.unwrap()),
+        Backend::Sqlite => None,
+    };
+    if let Some(other) = &other {
+        other.enqueue(vec![new_task("a")]).await.unwrap();
+    }
+    let before = newest_tasks(store, 10).await.len();
+    let refusing = FlowChange {
+        paused: Some(true),
+        refuse_enqueues: Some(true),
+        ..FlowChange::default()
+    };
+    let paused = store.set_flow_policy("a", &refusing).await.unwrap();
+    assert!(paused.flow.paused && paused.flow.refuse_enqueues);
+    let refused = store.enqueue(vec![new_task("a")]).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::FailedPrecondition(m) if m.contains("paused and refuses new tasks")
+            && m.contains("taskplane types resume a")),
+        "{refused:?}"
+    );
+    if let Some(other) = &other {
+        let refused = other.enqueue(vec![new_task("a")]).await.unwrap_err();
+        assert!(matches!(refused, Error::FailedPrecondition(_)), "{refused:?}");
+    }
+    assert_eq!(newest_tasks(store, 10).await.len(), before, "nothing was written");
+
+    // A resume clears the refusal; a plain pause queues new tasks.
+    let resume = FlowChange {
+        paused: Some(false),
+        ..FlowChange::default()
+    };
+    let resumed = store.set_flow_policy("a", &resume).await.unwrap();
+    assert!(!resumed.flow.refuse_enqueues);
+    let pause = FlowChange {
+        paused: Some(true),
+        ..FlowChange::default()
+    };
+    store.set_flow_policy("a", &pause).await.unwrap();
+    store.enqueue(vec![new_task("a")]).await.unwrap();
+    if let Some(other) = &other {
+        other.enqueue(vec![new_task("a")]).await.unwrap();
+    }
+}
+
 crate::on_every_backend!(
     a_rate_limit_spends_tokens_as_they_refill,
     a_key_limit_takes_each_key_in_turn_and_never_past_its_limit,
     max_running_and_pause_hold_claims_until_changed,
     a_metadata_key_groups_tasks_and_tasks_without_it_share_one,
     a_policy_change_checks_its_input_and_changes_nothing_when_refused,
+    a_pause_refusing_enqueues_refuses_them_on_every_replica,
 );
