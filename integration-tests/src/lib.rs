@@ -535,10 +535,7 @@ pub async fn wait_terminal<T: Transport>(client: &mut TaskServiceClient<T>, id: 
     assert!(
         matches!(
             task.status(),
-            TaskStatus::Completed
-                | TaskStatus::Dead
-                | TaskStatus::Cancelled
-                | TaskStatus::Expired
+            TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled | TaskStatus::Expired
         ),
         "watch ended on a non-terminal state: {task:?}"
     );

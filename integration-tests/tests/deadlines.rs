@@ -67,7 +67,11 @@ async fn a_task_not_started_by_its_deadline_expires_and_never_runs(backend: Back
     let ended = wait_terminal(&mut tasks, &expiring.id).await;
     assert_eq!(ended.status(), TaskStatus::Expired, "{ended:?}");
     assert_eq!(ended.attempts, 0);
-    assert!(ended.last_error.contains("start_by"), "{}", ended.last_error);
+    assert!(
+        ended.last_error.contains("start_by"),
+        "{}",
+        ended.last_error
+    );
     set_paused(&server, false).await;
     let done = wait_terminal(&mut tasks, &in_time.id).await;
     assert_eq!(done.status(), TaskStatus::Completed);

@@ -2,7 +2,8 @@
 //! runs two tasks of one key at once and lets another key start beside it;
 //! `max_running` holds across two agents, and across two PostgreSQL
 //! replicas; a paused type holds new work while what runs finishes, and
-//! `task get` says why a task waits.
+//! `task get` says why a task waits; limits an agent declares in code hold
+//! like an operator's, and one that does not work refuses the registration.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,9 +15,12 @@ use integration_tests::{
     on_every_backend, wait_for, wait_status, wait_terminal,
 };
 use serde_json::json;
-use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_agent::{FlowLimits, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
+use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
+use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 use taskplane_proto::v1::{
-    EnqueueTasksRequest, GetTaskRequest, ListTaskTypesRequest, SetTaskTypePolicyRequest, TaskStatus,
+    AgentMessage, DomainRegistration, EnqueueTasksRequest, FlowPolicy, GetTaskRequest,
+    ListTaskTypesRequest, Register, SetTaskTypePolicyRequest, TaskStatus, TaskTypeRegistration,
 };
 use taskplane_server::testing::PostgresSchema;
 use tokio::sync::watch;
@@ -39,6 +43,7 @@ struct Tracked {
     agent: &'static str,
     observed: Arc<Mutex<Observed>>,
     gate: watch::Receiver<bool>,
+    limits: Option<FlowLimits>,
 }
 
 #[async_trait]
@@ -73,12 +78,26 @@ impl TaskHandler for Tracked {
         seen.total -= 1;
         Ok(TaskResult::new(json!({})))
     }
+
+    fn flow_limits(&self) -> Option<FlowLimits> {
+        self.limits.clone()
+    }
 }
 
 fn tracked(
     agent: &'static str,
     observed: &Arc<Mutex<Observed>>,
     gate: &watch::Receiver<bool>,
+) -> TaskRegistry {
+    declaring(agent, observed, gate, None)
+}
+
+/// [`tracked`], its handler declaring `limits`.
+fn declaring(
+    agent: &'static str,
+    observed: &Arc<Mutex<Observed>>,
+    gate: &watch::Receiver<bool>,
+    limits: Option<FlowLimits>,
 ) -> TaskRegistry {
     let mut registry = TaskRegistry::new();
     registry.register_handler(
@@ -87,9 +106,23 @@ fn tracked(
             agent,
             observed: observed.clone(),
             gate: gate.clone(),
+            limits,
         }),
     );
     registry
+}
+
+/// The `charge` type's policy as `ListTaskTypes` shows it.
+async fn listed_policy(server: &TestServer) -> FlowPolicy {
+    let listed = server
+        .registry()
+        .await
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .task_types;
+    listed[0].flow.clone().unwrap()
 }
 
 async fn set_policy(server: &TestServer, request: SetTaskTypePolicyRequest) {
@@ -339,15 +372,7 @@ async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend)
         },
     )
     .await;
-    let listed = server
-        .registry()
-        .await
-        .list_task_types(ListTaskTypesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .task_types;
-    assert!(listed[0].flow.as_ref().unwrap().paused);
+    assert!(listed_policy(&server).await.paused);
     let (_, text) = http_get(server.metrics_address, "/metrics").await;
     assert_eq!(
         metric_sample(&text, "taskplane_task_type_paused{task_type=\"charge\"}"),
@@ -427,7 +452,97 @@ async fn a_rate_limit_of_20_per_second_starts_100_in_5_seconds(backend: Backend)
     server.stop().await;
 }
 
+async fn limits_an_agent_declares_hold_until_it_declares_others(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let two_at_once = Some(FlowLimits::new().max_running(2));
+    let registry = declaring("a", &observed, &gate, two_at_once.clone());
+    let agent = TestAgent::start(&server, "a", registry).await;
+    assert_eq!(listed_policy(&server).await.max_running, 2);
+    // The agent has 8 slots; the declared limit holds it to 2.
+    let ids = charges(&server, &["-"], 8).await;
+    wait_all_completed(&server, &ids).await;
+    assert_eq!(observed.lock().unwrap().most_total, 2);
+
+    // An operator's change holds until the agent registers again, which
+    // brings the code's limit back; a pause survives that registration.
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            max_running: Some(3),
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(listed_policy(&server).await.max_running, 3);
+    agent.stop().await.unwrap();
+    let registry = declaring("a", &observed, &gate, two_at_once);
+    let agent = TestAgent::start(&server, "a", registry).await;
+    let policy = listed_policy(&server).await;
+    assert_eq!((policy.max_running, policy.paused), (2, true));
+    // An agent that declares nothing leaves the stored limits alone.
+    agent.stop().await.unwrap();
+    let agent = TestAgent::start(&server, "a", declaring("a", &observed, &gate, None)).await;
+    assert_eq!(listed_policy(&server).await.max_running, 2);
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+async fn limits_that_do_not_work_refuse_the_registration(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let register = AgentMessage {
+        message: Some(AgentMessageKind::Register(Register {
+            agent_name: "a".into(),
+            max_concurrency: 4,
+            domains: vec![DomainRegistration {
+                domain: "billing".into(),
+                task_types: vec![TaskTypeRegistration {
+                    task_type: "charge".into(),
+                    flow: Some(FlowLimits::new().max_running_per_key(1).to_proto()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    };
+    let (outbound, receiver) = tokio::sync::mpsc::channel(1);
+    outbound.send(register).await.unwrap();
+    let answer = async {
+        AgentServiceClient::new(server.channel().await)
+            .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await?
+            .into_inner()
+            .message()
+            .await
+    };
+    let refused = answer.await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("task type 'charge' declares flow limits that do not work")
+            && refused.message().contains("needs a concurrency_key"),
+        "{}",
+        refused.message()
+    );
+    let listed = server
+        .registry()
+        .await
+        .list_task_types(ListTaskTypesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .task_types;
+    assert!(listed.is_empty(), "nothing was registered: {listed:?}");
+    server.stop().await;
+}
+
 on_every_backend!(
+    limits_an_agent_declares_hold_until_it_declares_others,
+    limits_that_do_not_work_refuse_the_registration,
     a_rate_limit_of_20_per_second_starts_100_in_5_seconds,
     a_key_limit_never_runs_two_of_one_key_and_others_start_beside_it,
     max_running_holds_across_two_agents,

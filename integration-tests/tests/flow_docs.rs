@@ -84,6 +84,7 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
             concurrency_key: "payload.customer_id".into(),
             max_running_per_key: 1,
             rate_limit: String::new(),
+            refuse_enqueues: false,
         },
         "the second set kept the first one's key"
     );

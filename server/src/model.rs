@@ -56,10 +56,7 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed
-                | TaskStatus::Dead
-                | TaskStatus::Cancelled
-                | TaskStatus::Expired
+            TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled | TaskStatus::Expired
         )
     }
 }
@@ -259,6 +256,9 @@ pub struct TaskTypeSpec {
     pub default_timeout: Option<Duration>,
     /// Overrides of the stored (or the server's default) retry policy.
     pub default_retry_policy: RetryPolicyPatch,
+    /// Flow-control limits its agent declares, replacing the stored ones;
+    /// `None` keeps those.
+    pub flow: Option<crate::engine::flow::FlowChange>,
 }
 
 /// What one claim may take: ready tasks of `task_types` that name no

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::flow::FlowLimits;
 use crate::follow_up::{FollowUps, follow_up_request};
 use crate::progress::ProgressReports;
 
@@ -33,6 +34,12 @@ pub trait TaskHandler: Send + Sync {
     /// Free-form capability tags, e.g. `["smtp"]`.
     fn capabilities(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Flow-control limits for the task type (see [`FlowLimits`]): `None`
+    /// (the default) declares none and leaves what an operator set.
+    fn flow_limits(&self) -> Option<FlowLimits> {
+        None
     }
 
     /// Checks the handler's own dependencies (a connection, a directory).

@@ -84,6 +84,7 @@
 pub mod config;
 mod execution;
 pub mod factory;
+pub mod flow;
 pub mod follow_up;
 pub mod handler;
 pub mod metrics;
@@ -97,6 +98,7 @@ mod work;
 
 pub use config::RegistryConfig;
 pub use factory::{FactoryRegistry, HandlerFactory};
+pub use flow::FlowLimits;
 pub use handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 pub use registry::{DomainRegistry, HandlerInfo, RegistryHealthStatus, TaskRegistry};
 pub use runtime::{Agent, AgentBuilder, AgentError, ConnectionState};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use taskplane_proto::names::check_name;
 
+use crate::flow::FlowLimits;
 use crate::handler::{HandlerHealth, TaskContext, TaskError, TaskHandler, TaskResult};
 use crate::schedule::Schedule;
 
@@ -47,6 +48,8 @@ pub struct HandlerInfo {
     pub description: String,
     /// The handler versions served.
     pub versions: Vec<String>,
+    /// The flow-control limits the handler declares.
+    pub flow: Option<FlowLimits>,
 }
 
 /// The self-checks of a registry's handlers, by task type.
@@ -229,6 +232,7 @@ impl TaskRegistry {
             capabilities: handler.capabilities(),
             description: handler.description(),
             versions: handler.versions(),
+            flow: handler.flow_limits(),
         })
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 
+use crate::flow::FlowLimits;
 use crate::follow_up::FollowUps;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
@@ -390,6 +391,7 @@ impl Agent {
                         description: info.description,
                         versions: info.versions,
                         capabilities: info.capabilities,
+                        flow: info.flow.as_ref().map(FlowLimits::to_proto),
                     })
                     .collect(),
             })

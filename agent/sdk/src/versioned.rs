@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 
+use crate::flow::FlowLimits;
 use crate::handler::{TaskContext, TaskError, TaskHandler, TaskResult};
 
 /// The handler versions a [`VersionedHandler`] knows.
@@ -134,6 +135,15 @@ impl TaskHandler for VersionedHandler {
 
     fn description(&self) -> String {
         self.description.clone()
+    }
+
+    /// The limits of the newest version that declares any: the versions
+    /// share one task type, and so one policy.
+    fn flow_limits(&self) -> Option<FlowLimits> {
+        [&self.v3_handler, &self.v2_handler, &self.v1_handler]
+            .into_iter()
+            .flatten()
+            .find_map(|handler| handler.flow_limits())
     }
 
     fn versions(&self) -> Vec<String> {

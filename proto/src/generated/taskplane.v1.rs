@@ -2767,6 +2767,27 @@ pub struct TaskTypeRegistration {
     pub versions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "4")]
     pub capabilities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Flow-control limits the handler declares for its type. Set, they
+    /// replace the type's limits at each registration (an operator's
+    /// `types set` holds until an agent next registers other ones); unset,
+    /// the stored limits stay as they are. Pausing is left to operators.
+    #[prost(message, optional, tag = "5")]
+    pub flow: ::core::option::Option<FlowLimits>,
+}
+/// A task type's limits, as an agent declares them (each as in
+/// RegistryService.SetTaskTypePolicy; zero and empty limit nothing).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FlowLimits {
+    #[prost(uint32, tag = "1")]
+    pub max_running: u32,
+    /// e.g. "payload.customer_id" or "metadata.tenant".
+    #[prost(string, tag = "2")]
+    pub concurrency_key: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub max_running_per_key: u32,
+    /// e.g. "20/second".
+    #[prost(string, tag = "4")]
+    pub rate_limit: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Registered {

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::api::convert::{
-    MAX_HANDLER_VERSION_BYTES, assignment, cancel, heartbeat_ack, proto_duration,
+    MAX_HANDLER_VERSION_BYTES, assignment, cancel, declared_flow, heartbeat_ack, proto_duration,
 };
 use crate::api::schedules::schedule_spec;
 use crate::auth::{Principal, StreamPermit, check_domain, principal};
@@ -155,6 +155,17 @@ fn registration_specs(register: &Register, config: &QueueConfig) -> Result<Vec<T
                 default_max_attempts: None,
                 default_timeout: None,
                 default_retry_policy: RetryPolicyPatch::default(),
+                flow: task_type
+                    .flow
+                    .as_ref()
+                    .map(declared_flow)
+                    .transpose()
+                    .map_err(|error| {
+                        invalid(format!(
+                            "task type '{}' declares flow limits that do not work: {error}",
+                            task_type.task_type
+                        ))
+                    })?,
             });
         }
     }
@@ -230,6 +241,9 @@ impl AgentService for AgentApi {
             .inspect_err(|error| {
                 tracing::warn!(agent = %register.agent_name, %error, "registration refused");
             })?;
+        for spec in specs.iter().filter(|spec| spec.flow.is_some()) {
+            self.plane.refresh_flow(&spec.task_type).await;
+        }
         for (declared_by, specs) in &schedules {
             let written = self
                 .plane

@@ -284,6 +284,22 @@ pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
     }
 }
 
+/// The limits an agent declares for a type, as a change that replaces
+/// every limit (pausing is left to operators), checked to fit together.
+pub fn declared_flow(limits: &v1::FlowLimits) -> Result<FlowChange> {
+    let change = flow_change(&v1::SetTaskTypePolicyRequest {
+        task_type: String::new(),
+        paused: None,
+        max_running: Some(limits.max_running),
+        concurrency_key: Some(limits.concurrency_key.clone()),
+        max_running_per_key: Some(limits.max_running_per_key),
+        rate_limit: Some(limits.rate_limit.clone()),
+        refuse_enqueues: None,
+    })?;
+    change.apply_to(&FlowPolicy::default())?;
+    Ok(change)
+}
+
 /// A `SetTaskTypePolicyRequest` as a change, its key path checked.
 pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange> {
     Ok(FlowChange {

@@ -131,6 +131,7 @@ impl RegistryService for RegistryApi {
                 .map(|t| std_duration("default_timeout", t))
                 .transpose()?,
             default_retry_policy: retry_policy_patch(request.default_retry_policy.as_ref())?,
+            flow: None,
         };
         let registered = self.plane.store.register_task_types(&[spec]).await?;
         let task_type = &registered[0];

@@ -281,8 +281,7 @@ impl FlowChange {
         let paused = self.paused.unwrap_or(policy.paused);
         let changed = FlowPolicy {
             paused,
-            refuse_enqueues: paused
-                && self.refuse_enqueues.unwrap_or(policy.refuse_enqueues),
+            refuse_enqueues: paused && self.refuse_enqueues.unwrap_or(policy.refuse_enqueues),
             max_running: limit(self.max_running, policy.max_running),
             concurrency_key: self
                 .concurrency_key

@@ -24,7 +24,10 @@ pub async fn expire_overdue(plane: &ControlPlane) -> Result<()> {
         if expired.is_empty() {
             return Ok(());
         }
-        tracing::info!(count = expired.len(), "tasks expired: not started by their start_by");
+        tracing::info!(
+            count = expired.len(),
+            "tasks expired: not started by their start_by"
+        );
         plane
             .metrics
             .expired(expired.iter().map(|(_, task_type)| task_type.as_str()));

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use sqlx::Row as _;
 
 use super::Tx;
-use super::writes::{bind_lease, claim_type, lease_ready, claimable};
+use super::writes::{bind_lease, claim_type, claimable, lease_ready};
 use crate::engine::flow::{ConcurrencyKey, KeySource};
 use crate::error::{Error, Result};
 use crate::model::{Claimant, Lease, Task};

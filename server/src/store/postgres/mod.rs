@@ -107,6 +107,16 @@ impl PostgresStore {
             .collect()
     }
 
+    /// Tells every replica that `task_type`'s flow-control policy changed,
+    /// so that each refreshes its view of limited types at once.
+    async fn announce_policy(&self, task_type: &str) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(ANNOUNCE_READY.as_str()))
+            .bind(policy_notice(task_type))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Remembers task types as just read or written.
     fn remember_types<'a>(&self, types: impl IntoIterator<Item = &'a TaskType>) {
         let mut known = self.known_types.write().expect("known types lock poisoned");
@@ -336,17 +346,17 @@ impl Store for PostgresStore {
 
     async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
         let changed = self.common.set_flow_policy(task_type, change).await?;
-        // Other replicas refresh their view of limited types at once.
-        sqlx::query(sqlx::AssertSqlSafe(ANNOUNCE_READY.as_str()))
-            .bind(policy_notice(task_type))
-            .execute(&self.pool)
-            .await?;
+        self.announce_policy(task_type).await?;
         Ok(changed)
     }
 
     async fn register_task_types(&self, specs: &[TaskTypeSpec]) -> Result<Vec<TaskType>> {
         let registered = self.common.register_task_types(specs).await?;
         self.remember_types(&registered);
+        // Limits an agent declared reach other replicas' views at once.
+        for spec in specs.iter().filter(|spec| spec.flow.is_some()) {
+            self.announce_policy(&spec.task_type).await?;
+        }
         Ok(registered)
     }
 

@@ -126,7 +126,15 @@ where
             .fetch_optional(&mut *connection)
             .await?;
             match row {
-                Some(row) => registered.push(rows::task_type(&row)?),
+                Some(row) => {
+                    let stored = rows::task_type(&row)?;
+                    registered.push(match &spec.flow {
+                        Some(change) if change.apply_to(&stored.flow)? != stored.flow => {
+                            Self::set_flow_policy(&mut *connection, &spec.task_type, change).await?
+                        }
+                        _ => stored,
+                    });
+                }
                 None => {
                     let owner = Self::fetch_task_type(&mut *connection, &spec.task_type)
                         .await?

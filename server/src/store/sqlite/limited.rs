@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::TASK_COLUMNS;
 use super::writer_thread;
-use super::writes::{Route, lease_tasks, ready_tasks, claimable};
+use super::writes::{Route, claimable, lease_tasks, ready_tasks};
 use crate::engine::flow::ConcurrencyKey;
 use crate::error::{Error, Result};
 use crate::model::{Lease, Task};

@@ -284,9 +284,16 @@ async fn a_pause_refusing_enqueues_refuses_them_on_every_replica(backend: Backen
     );
     if let Some(other) = &other {
         let refused = other.enqueue(vec![new_task("a")]).await.unwrap_err();
-        assert!(matches!(refused, Error::FailedPrecondition(_)), "{refused:?}");
+        assert!(
+            matches!(refused, Error::FailedPrecondition(_)),
+            "{refused:?}"
+        );
     }
-    assert_eq!(newest_tasks(store, 10).await.len(), before, "nothing was written");
+    assert_eq!(
+        newest_tasks(store, 10).await.len(),
+        before,
+        "nothing was written"
+    );
 
     // A resume clears the refusal; a plain pause queues new tasks.
     let resume = FlowChange {

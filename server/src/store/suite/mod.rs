@@ -73,6 +73,7 @@ pub(crate) fn spec(task_type: &str, domain: &str) -> TaskTypeSpec {
         default_max_attempts: None,
         default_timeout: None,
         default_retry_policy: Default::default(),
+        flow: None,
     }
 }
 
