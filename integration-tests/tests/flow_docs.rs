@@ -85,6 +85,7 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
             max_running_per_key: 1,
             rate_limit: String::new(),
             refuse_enqueues: false,
+            rate_limit_key: String::new(),
         },
         "the second set kept the first one's key"
     );

@@ -33,6 +33,9 @@ pub struct FlowLimits {
     pub max_running_per_key: Option<u32>,
     /// At most N starts per second, minute or hour, e.g. `"20/second"`.
     pub rate_limit: Option<String>,
+    /// Keeps the rate limit per value of this key, e.g.
+    /// `"payload.customer_id"`.
+    pub rate_limit_key: Option<String>,
 }
 
 impl FlowLimits {
@@ -65,6 +68,13 @@ impl FlowLimits {
         self
     }
 
+    /// Keeps the rate limit per value of this key (`payload.<field>` or
+    /// `metadata.<key>`).
+    pub fn rate_limit_key(mut self, path: impl Into<String>) -> Self {
+        self.rate_limit_key = Some(path.into());
+        self
+    }
+
     /// The wire form: unset limits are zero or empty, which limit nothing.
     pub fn to_proto(&self) -> v1::FlowLimits {
         v1::FlowLimits {
@@ -72,6 +82,7 @@ impl FlowLimits {
             concurrency_key: self.concurrency_key.clone().unwrap_or_default(),
             max_running_per_key: self.max_running_per_key.unwrap_or(0),
             rate_limit: self.rate_limit.clone().unwrap_or_default(),
+            rate_limit_key: self.rate_limit_key.clone().unwrap_or_default(),
         }
     }
 }

@@ -2788,6 +2788,9 @@ pub struct FlowLimits {
     /// e.g. "20/second".
     #[prost(string, tag = "4")]
     pub rate_limit: ::prost::alloc::string::String,
+    /// rate_limit per value of this key, e.g. "payload.customer_id".
+    #[prost(string, tag = "5")]
+    pub rate_limit_key: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Registered {
@@ -3255,6 +3258,10 @@ pub struct SetTaskTypePolicyRequest {
     /// instead of queueing them. A resume clears it unless it is set again.
     #[prost(bool, optional, tag = "7")]
     pub refuse_enqueues: ::core::option::Option<bool>,
+    /// Keep rate_limit per value of this key (a path as for concurrency_key):
+    /// each key may start rate_limit tasks per window. "" removes it.
+    #[prost(string, optional, tag = "8")]
+    pub rate_limit_key: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// A task type's flow-control policy. Zero and empty limit nothing.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -3273,6 +3280,9 @@ pub struct FlowPolicy {
     /// Paused and refusing new tasks.
     #[prost(bool, tag = "6")]
     pub refuse_enqueues: bool,
+    /// rate_limit holds per value of this key; empty: for the whole type.
+    #[prost(string, tag = "7")]
+    pub rate_limit_key: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DrainAgentRequest {

@@ -13,7 +13,7 @@ use taskplane_proto::v1;
 use uuid::Uuid;
 
 use crate::config::QueueConfig;
-use crate::engine::flow::{ConcurrencyKey, FlowChange, FlowPolicy, RateLimit};
+use crate::engine::flow::{FlowChange, FlowPolicy, KeyPath, RateLimit};
 use crate::error::{Error, Result};
 use crate::model::{
     Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskSelector, TaskStatus, TaskType,
@@ -281,6 +281,11 @@ pub fn proto_flow_policy(policy: &FlowPolicy) -> v1::FlowPolicy {
             .rate_limit
             .map(|rate| rate.to_string())
             .unwrap_or_default(),
+        rate_limit_key: policy
+            .rate_limit_key
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 
@@ -294,6 +299,7 @@ pub fn declared_flow(limits: &v1::FlowLimits) -> Result<FlowChange> {
         concurrency_key: Some(limits.concurrency_key.clone()),
         max_running_per_key: Some(limits.max_running_per_key),
         rate_limit: Some(limits.rate_limit.clone()),
+        rate_limit_key: Some(limits.rate_limit_key.clone()),
         refuse_enqueues: None,
     })?;
     change.apply_to(&FlowPolicy::default())?;
@@ -306,15 +312,7 @@ pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange>
         paused: request.paused,
         refuse_enqueues: request.refuse_enqueues,
         max_running: request.max_running,
-        concurrency_key: request
-            .concurrency_key
-            .as_deref()
-            .map(|path| {
-                (!path.is_empty())
-                    .then(|| ConcurrencyKey::parse(path))
-                    .transpose()
-            })
-            .transpose()?,
+        concurrency_key: key_path_change("concurrency_key", request.concurrency_key.as_deref())?,
         max_running_per_key: request.max_running_per_key,
         rate_limit: request
             .rate_limit
@@ -325,7 +323,18 @@ pub fn flow_change(request: &v1::SetTaskTypePolicyRequest) -> Result<FlowChange>
                     .transpose()
             })
             .transpose()?,
+        rate_limit_key: key_path_change("rate_limit_key", request.rate_limit_key.as_deref())?,
     })
+}
+
+/// A key path given as `option`: unset keeps it, empty removes it.
+fn key_path_change(option: &str, path: Option<&str>) -> Result<Option<Option<KeyPath>>> {
+    path.map(|path| {
+        (!path.is_empty())
+            .then(|| KeyPath::parse(option, path))
+            .transpose()
+    })
+    .transpose()
 }
 
 /// Parses a task id, naming the problem if it is not a UUID.

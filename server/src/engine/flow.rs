@@ -9,7 +9,9 @@
 //! flood of one key never holds more than its share and the other keys'
 //! tasks start as slots free. A **rate limit** allows N starts
 //! per second, minute or hour, refilled smoothly from a token bucket kept
-//! in the type's row.
+//! in the type's row — or, with a **rate limit key**, N per window for
+//! each value of that key, from a bucket per key (`rate_buckets`; see
+//! [`crate::engine::admission`]).
 //!
 //! The rules live here; a claim applies them in SQL. Types without a policy
 //! take the claim's fast path. A claim of a limited type goes through
@@ -56,20 +58,23 @@ pub enum KeySource {
 
 /// A path into a task's payload or metadata, e.g. `payload.customer_id`
 /// or `metadata.tenant`: dot-separated names of letters, digits and `_`.
+/// What groups tasks for a per-key limit (the concurrency key, the rate
+/// limit key).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConcurrencyKey {
+pub struct KeyPath {
     /// Payload or metadata.
     pub source: KeySource,
     /// The names below it, at least one.
     pub fields: Vec<String>,
 }
 
-impl ConcurrencyKey {
-    /// Parses `payload.a.b` or `metadata.tenant`, saying what is wrong.
-    pub fn parse(path: &str) -> Result<Self, Error> {
+impl KeyPath {
+    /// Parses `payload.a.b` or `metadata.tenant` given as `option`, saying
+    /// what is wrong.
+    pub fn parse(option: &str, path: &str) -> Result<Self, Error> {
         let invalid = |why: &str| {
             Error::InvalidArgument(format!(
-                "concurrency_key '{path}' {why}: write a path into the payload or the metadata, e.g. payload.customer_id or metadata.tenant"
+                "{option} '{path}' {why}: write a path into the payload or the metadata, e.g. payload.customer_id or metadata.tenant"
             ))
         };
         let mut parts = path.split('.');
@@ -90,7 +95,7 @@ impl ConcurrencyKey {
                 "has an empty or invalid name (letters, digits and '_'; metadata has one level)",
             ));
         }
-        Ok(ConcurrencyKey { source, fields })
+        Ok(KeyPath { source, fields })
     }
 
     /// The column the key is read from.
@@ -125,7 +130,7 @@ impl ConcurrencyKey {
     }
 }
 
-impl fmt::Display for ConcurrencyKey {
+impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.column(), self.fields.join("."))
     }
@@ -171,8 +176,14 @@ impl RateLimit {
     /// The most starts saved up while none were wanted: a second's worth
     /// (at least one), so a type idle for an hour does not start an hour's
     /// worth at once, and claims a poll interval apart still reach the rate.
-    fn capacity(&self) -> f64 {
+    pub fn capacity(&self) -> f64 {
         self.per_second().max(1.0)
+    }
+
+    /// How long an empty bucket takes to fill: a bucket last refilled this
+    /// long ago is full, as good as none.
+    pub fn fill_time(&self) -> Duration {
+        Duration::from_secs_f64(self.capacity() / self.per_second())
     }
 
     /// A bucket of `tokens` last refilled at `refilled_ms`, refilled to
@@ -204,11 +215,14 @@ pub struct FlowPolicy {
     /// At most this many running at once, across all agents and replicas.
     pub max_running: Option<u32>,
     /// What groups tasks for `max_running_per_key`.
-    pub concurrency_key: Option<ConcurrencyKey>,
+    pub concurrency_key: Option<KeyPath>,
     /// At most this many running at once per key.
     pub max_running_per_key: Option<u32>,
-    /// At most this many starts per window.
+    /// At most this many starts per window (per `rate_limit_key` value
+    /// when that is set).
     pub rate_limit: Option<RateLimit>,
+    /// What groups tasks for a rate limit per key.
+    pub rate_limit_key: Option<KeyPath>,
 }
 
 impl FlowPolicy {
@@ -220,8 +234,25 @@ impl FlowPolicy {
             || self.rate_limit.is_some()
     }
 
+    /// True when a claim must read each ready task's key: a limit per
+    /// concurrency key or a rate limit per key.
+    pub fn keyed(&self) -> bool {
+        (self.concurrency_key.is_some() && self.max_running_per_key.is_some())
+            || (self.rate_limit.is_some() && self.rate_limit_key.is_some())
+    }
+
+    /// The rate limit of the whole type, when it has one not kept per key.
+    pub fn type_rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit.filter(|_| self.rate_limit_key.is_none())
+    }
+
     /// Checks that the limits make sense together.
     pub fn check(&self) -> Result<(), Error> {
+        if self.rate_limit_key.is_some() && self.rate_limit.is_none() {
+            return Err(Error::InvalidArgument(
+                "rate_limit_key needs a rate_limit: say how many starts each key may have, e.g. --rate-limit 5/second".into(),
+            ));
+        }
         if self.max_running_per_key.is_some() && self.concurrency_key.is_none() {
             return Err(Error::InvalidArgument(
                 "max_running_per_key needs a concurrency_key: say what groups the tasks, e.g. --concurrency-key payload.customer_id".into(),
@@ -263,11 +294,13 @@ pub struct FlowChange {
     /// The new `max_running`; 0 removes it.
     pub max_running: Option<u32>,
     /// The new concurrency key; `Some(None)` removes it.
-    pub concurrency_key: Option<Option<ConcurrencyKey>>,
+    pub concurrency_key: Option<Option<KeyPath>>,
     /// The new `max_running_per_key`; 0 removes it.
     pub max_running_per_key: Option<u32>,
     /// The new rate limit; `Some(None)` removes it.
     pub rate_limit: Option<Option<RateLimit>>,
+    /// The new rate limit key; `Some(None)` removes it.
+    pub rate_limit_key: Option<Option<KeyPath>>,
 }
 
 impl FlowChange {
@@ -289,6 +322,10 @@ impl FlowChange {
                 .unwrap_or_else(|| policy.concurrency_key.clone()),
             max_running_per_key: limit(self.max_running_per_key, policy.max_running_per_key),
             rate_limit: self.rate_limit.unwrap_or(policy.rate_limit),
+            rate_limit_key: self
+                .rate_limit_key
+                .clone()
+                .unwrap_or_else(|| policy.rate_limit_key.clone()),
         };
         changed.check()?;
         Ok(changed)
@@ -353,8 +390,11 @@ pub fn waiting_for(
         (Some((value, running)), Some(path), Some(max)) if running >= max => Some(format!(
             "{path} = '{value}' has {running} running of its max_running_per_key {max}"
         )),
-        _ => policy.rate_limit.map(|rate| {
-            format!("task type '{task_type}' starts at most {rate}: it waits its turn")
+        _ => policy.rate_limit.map(|rate| match &policy.rate_limit_key {
+            Some(path) => format!(
+                "task type '{task_type}' starts at most {rate} per {path}: it waits its turn"
+            ),
+            None => format!("task type '{task_type}' starts at most {rate}: it waits its turn"),
         }),
     }
 }
@@ -365,12 +405,14 @@ mod tests {
 
     #[test]
     fn key_paths_name_payload_or_metadata_fields() {
-        let key = ConcurrencyKey::parse("payload.customer.id").unwrap();
+        let key = KeyPath::parse("concurrency_key", "payload.customer.id").unwrap();
         assert_eq!(key.source, KeySource::Payload);
         assert_eq!(key.fields, ["customer", "id"]);
         assert_eq!(key.to_string(), "payload.customer.id");
         assert_eq!(
-            ConcurrencyKey::parse("metadata.tenant").unwrap().column(),
+            KeyPath::parse("concurrency_key", "metadata.tenant")
+                .unwrap()
+                .column(),
             "metadata"
         );
         for bad in [
@@ -382,7 +424,9 @@ mod tests {
             "metadata.a.b",
             "body.x",
         ] {
-            let err = ConcurrencyKey::parse(bad).unwrap_err().to_string();
+            let err = KeyPath::parse("concurrency_key", bad)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(&format!("'{bad}'")) && err.contains("e.g. payload.customer_id"),
                 "{err}"
@@ -396,7 +440,7 @@ mod tests {
         let payload = payload.as_object().unwrap();
         let metadata = [("tenant".to_owned(), "eu-1".to_owned())].into();
         let read = |path: &str| {
-            ConcurrencyKey::parse(path)
+            KeyPath::parse("concurrency_key", path)
                 .unwrap()
                 .value_in(payload, &metadata)
         };
@@ -409,7 +453,7 @@ mod tests {
 
     #[test]
     fn changes_replace_keep_or_remove_each_limit() {
-        let key = ConcurrencyKey::parse("payload.customer_id").unwrap();
+        let key = KeyPath::parse("concurrency_key", "payload.customer_id").unwrap();
         let set = FlowChange {
             max_running: Some(5),
             concurrency_key: Some(Some(key.clone())),
@@ -491,7 +535,9 @@ mod tests {
     fn a_waiting_task_is_told_which_limit_holds_it() {
         let policy = FlowPolicy {
             max_running: Some(5),
-            concurrency_key: Some(ConcurrencyKey::parse("payload.customer_id").unwrap()),
+            concurrency_key: Some(
+                KeyPath::parse("concurrency_key", "payload.customer_id").unwrap(),
+            ),
             max_running_per_key: Some(1),
             ..FlowPolicy::default()
         };

@@ -12,7 +12,8 @@
 //! - [`routing`]: which agent may take a task that names a handler version
 //!   or requires labels.
 //! - [`flow`]: an operator's limits on a task type: pause, `max_running`,
-//!   and `max_running_per_key` by a concurrency key.
+//!   `max_running_per_key` by a concurrency key, and rate limits; with
+//!   [`admission`], which ready tasks a claim under keyed limits takes.
 //! - [`enqueuer`] and [`completer`]: enqueues and results written in
 //!   batches, sharing the batching step of [`group_commit`].
 //! - [`events`]: task-change notices for `WatchTask`.
@@ -22,6 +23,7 @@
 //! - [`storage_faults`]: transient storage faults the write paths met, for
 //!   the health check.
 
+pub mod admission;
 pub mod bulk;
 pub mod completer;
 pub mod dispatch;

@@ -10,6 +10,7 @@
 //! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
 //! | fold the finished-task counts | 30 s | [`task_counts`] |
+//! | prune the full rate buckets of keys | 30 s | [`rate_buckets`] |
 //! | health: probe the database with a write, report on `grpc.health.v1` | 1 s | [`health`] |
 //! | fire due schedules | until the next fire time, at most 1 s | [`schedules`] |
 //!
@@ -20,6 +21,7 @@ pub mod deadlines;
 pub mod due;
 pub mod health;
 pub mod leases;
+pub mod rate_buckets;
 pub mod retention;
 pub mod schedules;
 pub mod task_counts;
@@ -79,6 +81,12 @@ pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
         FOLD_INTERVAL,
         "folding the finished-task counts",
         |plane| async move { task_counts::fold(&plane).await },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        FOLD_INTERVAL,
+        "pruning full rate buckets",
+        |plane| async move { rate_buckets::prune(&plane).await },
     ));
     plane
         .tasks

@@ -283,6 +283,14 @@ pub trait Store: Send + Sync + 'static {
         self.common().expire_overdue(now, limit).await
     }
 
+    /// Deletes `task_type`'s rate buckets per key last spent from before
+    /// `full_since`: full again by now, as good as none.
+    async fn prune_rate_buckets(&self, task_type: &str, full_since: DateTime<Utc>) -> Result<()> {
+        self.common()
+            .prune_rate_buckets(task_type, full_since)
+            .await
+    }
+
     /// Up to `limit` ids of the tasks `selector` matches after `after`, in
     /// id order: one page of a bulk operation.
     async fn select_task_ids(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::TokenRecord;
 use crate::auth::{DomainScope, Role};
-use crate::engine::flow::{ConcurrencyKey, FlowPolicy, RateLimit};
+use crate::engine::flow::{FlowPolicy, KeyPath, RateLimit};
 use crate::error::{Error, Result};
 use crate::model::{
     AgentSession, Attempt, NewTask, RecordedTask, RetryPolicy, RetryPolicyPatch, Task, TaskStatus,
@@ -216,7 +216,7 @@ fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
         max_running: limit("max_running")?,
         concurrency_key: row
             .optional_text("concurrency_key")?
-            .map(|path| ConcurrencyKey::parse(&path))
+            .map(|path| KeyPath::parse("concurrency_key", &path))
             .transpose()
             .map_err(|error| Error::Corrupt(format!("concurrency_key: {error}")))?,
         max_running_per_key: limit("max_running_per_key")?,
@@ -230,6 +230,11 @@ fn flow_policy(row: &impl Columns) -> Result<FlowPolicy> {
             }),
             _ => None,
         },
+        rate_limit_key: row
+            .optional_text("rate_limit_key")?
+            .map(|path| KeyPath::parse("rate_limit_key", &path))
+            .transpose()
+            .map_err(|error| Error::Corrupt(format!("rate_limit_key: {error}")))?,
     })
 }
 

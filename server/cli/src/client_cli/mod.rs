@@ -359,6 +359,10 @@ pub enum TypesCommand {
         /// (an empty value removes it).
         #[arg(long)]
         rate_limit: Option<String>,
+        /// Keep --rate-limit per value of this key (a path as for
+        /// --concurrency-key): each key may start that many per window.
+        #[arg(long)]
+        rate_limit_key: Option<String>,
     },
     /// Pauses a type (admin): nothing new is delivered, what runs
     /// finishes, enqueues are still accepted (unless --refuse-enqueues).
@@ -700,14 +704,16 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
             concurrency_key,
             max_running_per_key,
             rate_limit,
+            rate_limit_key,
         } => {
             if max_running.is_none()
                 && concurrency_key.is_none()
                 && max_running_per_key.is_none()
                 && rate_limit.is_none()
+                && rate_limit_key.is_none()
             {
                 return Err(ClientError::Usage(
-                    "types set changes nothing without --max-running, --concurrency-key, --max-running-per-key or --rate-limit".into(),
+                    "types set changes nothing without --max-running, --concurrency-key, --max-running-per-key, --rate-limit or --rate-limit-key".into(),
                 ));
             }
             let request = SetTaskTypePolicyRequest {
@@ -716,6 +722,7 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 concurrency_key,
                 max_running_per_key,
                 rate_limit,
+                rate_limit_key,
                 ..Default::default()
             };
             let row = type_json(&client.set_task_type_policy(request).await?.into_inner());

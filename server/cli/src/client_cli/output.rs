@@ -89,6 +89,9 @@ fn limits(flow: &FlowPolicy) -> String {
     }
     if !flow.rate_limit.is_empty() {
         limits.push(format!("rate_limit={}", flow.rate_limit));
+        if !flow.rate_limit_key.is_empty() {
+            limits.push(format!("per {}", flow.rate_limit_key));
+        }
     }
     limits.join(" ")
 }

@@ -1,8 +1,8 @@
 //! Claims of a task type under a flow-control policy
 //! ([`crate::engine::flow`]). The claim locks the type's row (`FOR
 //! UPDATE`), so the claims of every replica take turns; counts what runs;
-//! and leases only what the limits leave room for — with a concurrency
-//! key, the oldest ready tasks whose keys have room.
+//! and leases only what the limits leave room for — with a key, the
+//! oldest ready tasks whose keys have room ([`KeyedAdmission`]).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -11,7 +11,8 @@ use sqlx::Row as _;
 
 use super::Tx;
 use super::writes::{bind_lease, claim_type, claimable, lease_ready};
-use crate::engine::flow::{ConcurrencyKey, KeySource};
+use crate::engine::admission::KeyedAdmission;
+use crate::engine::flow::{FlowPolicy, KeyPath, KeySource};
 use crate::error::{Error, Result};
 use crate::model::{Claimant, Lease, Task};
 use crate::store::rows::{self, json_text};
@@ -44,7 +45,7 @@ pub(super) async fn claim_limited(
     .fetch_one(&mut **tx)
     .await?;
     let tokens = policy
-        .rate_limit
+        .type_rate_limit()
         .map(|rate| rate.refill(bucket.0, bucket.1, now));
     let room = policy
         .room(u32::try_from(running).unwrap_or(u32::MAX))
@@ -53,11 +54,10 @@ pub(super) async fn claim_limited(
     if room == 0 {
         return Ok(Vec::new());
     }
-    let leased = match (&policy.concurrency_key, policy.max_running_per_key) {
-        (Some(key), Some(per_key)) => {
-            claim_by_key(tx, task_type, (key, per_key), room, claimant, lease, now).await?
-        }
-        _ => claim_type(tx, task_type, room, claimant, lease, now).await?,
+    let leased = if policy.keyed() {
+        claim_by_key(tx, task_type, &policy, room, claimant, lease, now).await?
+    } else {
+        claim_type(tx, task_type, room, claimant, lease, now).await?
     };
     if let Some(tokens) = tokens {
         // Each start spends a token; the bucket is shared through the row,
@@ -78,15 +78,17 @@ pub(super) async fn claim_limited(
 const CHUNK: i64 = 256;
 
 /// Leases up to `limit` ready tasks of `task_type` in priority then age
-/// order, skipping those whose key already has `per_key` running or
-/// picked: no key holds more than its share, so another key's tasks start
-/// as soon as slots free. The ready index is read a chunk at a time, only
-/// as far as the picks need. The type's row lock keeps other limited
-/// claims out; the lease still takes PENDING rows only.
+/// order, each admitted by its keys ([`KeyedAdmission`]): no concurrency
+/// key holds more than its share and no rate key starts more than its
+/// bucket holds, so another key's tasks start as soon as there is room.
+/// The ready index is read a chunk at a time, only as far as the picks
+/// need, and the rate buckets of a chunk's keys in one query. The type's
+/// row lock keeps other limited claims out; the lease still takes PENDING
+/// rows only.
 async fn claim_by_key(
     tx: &mut Tx,
     task_type: &str,
-    (key, per_key): (&ConcurrencyKey, u32),
+    policy: &FlowPolicy,
     limit: u32,
     claimant: &Claimant<'_>,
     lease: &Lease,
@@ -94,31 +96,43 @@ async fn claim_by_key(
 ) -> Result<Vec<Task>> {
     static RUNNING: LazyLock<[String; 2]> =
         LazyLock::new(|| ["payload", "metadata"].map(running_by_key));
-    static READY: LazyLock<[String; 2]> =
-        LazyLock::new(|| ["payload", "metadata"].map(ready_by_key));
+    static READY: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+        ["payload", "metadata"].map(|column| {
+            ["payload", "metadata"].map(|rate_column| ready_by_key(column, rate_column))
+        })
+    });
     static LEASE: LazyLock<String> =
         LazyLock::new(|| lease_ready("SELECT unnest($5::text[])::uuid AS ready_id"));
-    let source = match key.source {
-        KeySource::Payload => 0,
-        KeySource::Metadata => 1,
-    };
-    let mut taken: HashMap<Option<String>, u32> = HashMap::new();
-    let running = sqlx::query(sqlx::AssertSqlSafe(RUNNING[source].as_str()))
-        .bind(task_type.to_owned())
-        .bind(key.fields.clone())
-        .fetch_all(&mut **tx)
-        .await?;
-    for row in &running {
-        let count: i64 = row.try_get("n")?;
-        taken.insert(row.try_get("k")?, u32::try_from(count).unwrap_or(u32::MAX));
+    let concurrency = policy
+        .concurrency_key
+        .as_ref()
+        .filter(|_| policy.max_running_per_key.is_some());
+    let rate = policy
+        .rate_limit_key
+        .as_ref()
+        .filter(|_| policy.rate_limit.is_some());
+    let mut running = HashMap::new();
+    if let Some(key) = concurrency {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(RUNNING[source(key)].as_str()))
+            .bind(task_type.to_owned())
+            .bind(key.fields.clone())
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let count: i64 = row.try_get("n")?;
+            running.insert(row.try_get("k")?, u32::try_from(count).unwrap_or(u32::MAX));
+        }
     }
+    let mut admission = KeyedAdmission::new(policy, running, now);
+    // A key the policy lacks reads NULL through a NULL path.
+    let ready = &READY[concurrency.map_or(0, source)][rate.map_or(0, source)];
     let mut picked: Vec<String> = Vec::new();
     // Where the previous chunk ended: (priority, run_at, id).
     let mut after = (i64::MAX, i64::MIN, uuid::Uuid::nil().to_string());
     'chunks: loop {
-        let chunk = sqlx::query(sqlx::AssertSqlSafe(READY[source].as_str()))
+        let chunk = sqlx::query(sqlx::AssertSqlSafe(ready.as_str()))
             .bind(task_type.to_owned())
-            .bind(key.fields.clone())
+            .bind(concurrency.map(|key| key.fields.clone()))
             .bind(now)
             .bind(claimant.versions.to_vec())
             .bind(json_text(claimant.labels))
@@ -126,13 +140,14 @@ async fn claim_by_key(
             .bind(after.1)
             .bind(after.2.clone())
             .bind(CHUNK)
+            .bind(rate.map(|key| key.fields.clone()))
             .fetch_all(&mut **tx)
             .await?;
+        load_buckets(tx, task_type, &chunk, &mut admission).await?;
         for row in &chunk {
             let id: String = row.try_get("task_id")?;
-            let count = taken.entry(row.try_get("k")?).or_default();
-            if *count < per_key {
-                *count += 1;
+            let rate_key: Option<String> = row.try_get("rk")?;
+            if admission.admit(row.try_get("k")?, rate_key.as_deref()) {
                 picked.push(id.clone());
                 if picked.len() == limit as usize {
                     break 'chunks;
@@ -144,6 +159,21 @@ async fn claim_by_key(
             break;
         }
     }
+    let spent = admission.spent();
+    if !spent.is_empty() {
+        sqlx::query(
+            "INSERT INTO rate_buckets (task_type, key, tokens, refilled_at)
+             SELECT $1, key, tokens, $4 FROM unnest($2::text[], $3::float8[]) AS s (key, tokens)
+             ON CONFLICT (task_type, key) DO UPDATE
+                 SET tokens = excluded.tokens, refilled_at = excluded.refilled_at",
+        )
+        .bind(task_type.to_owned())
+        .bind(spent.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>())
+        .bind(spent.iter().map(|(_, tokens)| *tokens).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
     if picked.is_empty() {
         return Ok(Vec::new());
     }
@@ -152,6 +182,55 @@ async fn claim_by_key(
         .fetch_all(&mut **tx)
         .await?;
     rows.iter().map(rows::task).collect()
+}
+
+/// Loads, in one query, the rate buckets of the keys in `chunk` that
+/// `admission` has not met yet.
+async fn load_buckets(
+    tx: &mut Tx,
+    task_type: &str,
+    chunk: &[sqlx::postgres::PgRow],
+    admission: &mut KeyedAdmission,
+) -> Result<()> {
+    let mut wanted: Vec<Option<String>> = Vec::new();
+    for row in chunk {
+        let rate_key: Option<String> = row.try_get("rk")?;
+        if admission.needs_bucket(rate_key.as_deref()) && !wanted.contains(&rate_key) {
+            wanted.push(rate_key);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = wanted
+        .iter()
+        .map(|key| key.clone().unwrap_or_default())
+        .collect();
+    let stored: HashMap<String, (f64, i64)> = sqlx::query_as(
+        "SELECT key, tokens, refilled_at FROM rate_buckets
+         WHERE task_type = $1 AND key = ANY($2::text[])",
+    )
+    .bind(task_type.to_owned())
+    .bind(keys)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(key, tokens, refilled_at)| (key, (tokens, refilled_at)))
+    .collect();
+    for key in wanted {
+        let bucket = stored.get(key.as_deref().unwrap_or_default()).copied();
+        admission.load_bucket(key.as_deref(), bucket);
+    }
+    Ok(())
+}
+
+/// Which of [`running_by_key`]'s and [`ready_by_key`]'s columns a key is
+/// read from.
+fn source(key: &KeyPath) -> usize {
+    match key.source {
+        KeySource::Payload => 0,
+        KeySource::Metadata => 1,
+    }
 }
 
 /// How many tasks of type `$1` run per value of `column` at path `$2`
@@ -164,14 +243,16 @@ fn running_by_key(column: &str) -> String {
     )
 }
 
-/// A chunk of type `$1`'s ready tasks with their key (`column` at path
-/// `$2`), due by `$3`, that the claimant (`$4` versions, `$5` labels) may
-/// take, after (`$6` priority, `$7` run_at, `$8` id), in delivery order,
-/// `$9` at most. The id is named `task_id`: named `id`, the text would be
-/// what `ORDER BY id` sorts, and the ready index's order would be lost.
-fn ready_by_key(column: &str) -> String {
+/// A chunk of type `$1`'s ready tasks with their concurrency key
+/// (`column` at path `$2`) and rate key (`rate_column` at path `$10`), due
+/// by `$3`, that the claimant (`$4` versions, `$5` labels) may take, after
+/// (`$6` priority, `$7` run_at, `$8` id), in delivery order, `$9` at most.
+/// The id is named `task_id`: named `id`, the text would be what
+/// `ORDER BY id` sorts, and the ready index's order would be lost.
+fn ready_by_key(column: &str, rate_column: &str) -> String {
     format!(
-        "SELECT id::text AS task_id, {column} #>> $2::text[] AS k, priority, run_at FROM tasks
+        "SELECT id::text AS task_id, {column} #>> $2::text[] AS k,
+             {rate_column} #>> $10::text[] AS rk, priority, run_at FROM tasks
          WHERE status = 'pending' AND task_type = $1 AND run_at <= $3 AND {}
              AND (priority < $6 OR (priority = $6
                  AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))

@@ -161,6 +161,9 @@ pub trait Writes: Send + Sync {
     /// Ends EXPIRED up to `limit` tasks past their deadline to start by;
     /// returns their ids and types.
     async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>>;
+    /// Deletes `task_type`'s rate buckets last spent from before
+    /// `full_since` (full again by now).
+    async fn prune_rate_buckets(&self, task_type: &str, full_since: DateTime<Utc>) -> Result<()>;
     /// Returns a task its agent gave back unstarted to the queue, its
     /// attempt uncounted; see [`Shared::give_back`].
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>>;
@@ -277,6 +280,15 @@ where
     async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>> {
         in_transaction!(self, |tx| Shared::<DB>::expire_overdue(&mut tx, now, limit)
             .await?)
+    }
+
+    async fn prune_rate_buckets(&self, task_type: &str, full_since: DateTime<Utc>) -> Result<()> {
+        sqlx::query("DELETE FROM rate_buckets WHERE task_type = $1 AND refilled_at < $2")
+            .bind(task_type.to_owned())
+            .bind(crate::store::rows::millis(full_since))
+            .execute(&mut **self.writer.hold().await?)
+            .await?;
+        Ok(())
     }
 
     async fn give_back(&self, id: Uuid, attempt: u32, session_id: Uuid) -> Result<Option<String>> {

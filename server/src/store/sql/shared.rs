@@ -159,16 +159,25 @@ where
             .await?
             .ok_or_else(|| rules::unregistered(task_type))?;
         let policy = change.apply_to(&existing.flow)?;
-        // A new rate starts with an empty bucket: setting a limit never
-        // lets a burst through.
-        let new_rate = policy.rate_limit != existing.flow.rate_limit;
+        // A new rate for the type starts with an empty bucket: setting a
+        // limit never lets a burst through. Buckets per key, counted
+        // under another rate or key, are dropped: each key starts full,
+        // as a key never seen does (one second's worth at most).
+        let new_rate = policy.rate_limit != existing.flow.rate_limit
+            || policy.rate_limit_key != existing.flow.rate_limit_key;
+        if new_rate {
+            sqlx::query("DELETE FROM rate_buckets WHERE task_type = $1")
+                .bind(task_type.to_owned())
+                .execute(&mut *connection)
+                .await?;
+        }
         let row = sqlx::query(
             "UPDATE task_types SET paused = $2, max_running = NULLIF($3, 0),
                  concurrency_key = $4, max_running_per_key = NULLIF($5, 0),
                  rate_limit = NULLIF($6, 0), rate_window_ms = NULLIF($7, 0),
                  rate_tokens = CASE WHEN $8 = 1 THEN 0 ELSE rate_tokens END,
                  rate_refilled_at = CASE WHEN $8 = 1 THEN $9 ELSE rate_refilled_at END,
-                 refuse_enqueues = $10
+                 refuse_enqueues = $10, rate_limit_key = $11
              WHERE task_type = $1 RETURNING *",
         )
         .bind(task_type.to_owned())
@@ -185,6 +194,7 @@ where
         .bind(i64::from(new_rate))
         .bind(millis(Utc::now()))
         .bind(i64::from(policy.refuse_enqueues))
+        .bind(policy.rate_limit_key.as_ref().map(ToString::to_string))
         .fetch_one(&mut *connection)
         .await?;
         rows::task_type(&row)

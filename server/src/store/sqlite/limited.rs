@@ -2,8 +2,8 @@
 //! ([`crate::engine::flow`]), on the writer thread: the policy is read in
 //! the claim's own transaction (the one writer makes it exact), what runs
 //! is counted through the index of leased tasks, and only what the limits
-//! leave room for is leased — with a concurrency key, the oldest ready
-//! tasks whose keys have room.
+//! leave room for is leased — with a key, the oldest ready tasks whose keys
+//! have room ([`KeyedAdmission`]).
 
 use std::collections::HashMap;
 
@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use super::TASK_COLUMNS;
 use super::writer_thread;
 use super::writes::{Route, claimable, lease_tasks, ready_tasks};
-use crate::engine::flow::ConcurrencyKey;
+use crate::engine::admission::KeyedAdmission;
+use crate::engine::flow::{FlowPolicy, KeyPath};
 use crate::error::{Error, Result};
 use crate::model::{Lease, Task};
 use crate::store::rows::{self, json_text, millis};
@@ -44,7 +45,7 @@ pub(super) fn claim_limited(
         )?
         .query_row([task_type], |row| row.get(0))?;
     let tokens = policy
-        .rate_limit
+        .type_rate_limit()
         .map(|rate| rate.refill(bucket.0, bucket.1, millis(now)));
     let room = policy
         .room(running)
@@ -53,11 +54,10 @@ pub(super) fn claim_limited(
     if room == 0 {
         return Ok(Vec::new());
     }
-    let ready = match (&policy.concurrency_key, policy.max_running_per_key) {
-        (Some(key), Some(per_key)) => {
-            ready_by_key(connection, task_type, key, per_key, room, route, now)?
-        }
-        _ => ready_tasks(connection, task_type, room, route, now)?,
+    let ready = if policy.keyed() {
+        ready_by_key(connection, task_type, &policy, room, route, now)?
+    } else {
+        ready_tasks(connection, task_type, room, route, now)?
     };
     let leased = lease_tasks(connection, ready, lease, now)?;
     if let Some(tokens) = tokens {
@@ -72,23 +72,31 @@ pub(super) fn claim_limited(
 }
 
 /// Up to `limit` ready tasks of `task_type` that `route` may take, in
-/// priority then age order, skipping those whose key already has
-/// `per_key` running or picked: no key holds more than its share, so
-/// another key's tasks start as soon as slots free. The ready index is read
-/// only as far as the picks need.
+/// priority then age order, each admitted by its keys
+/// ([`KeyedAdmission`]): no concurrency key holds more than its share and
+/// no rate key starts more than its bucket holds, so another key's tasks
+/// start as soon as there is room. The ready index is read only as far as
+/// the picks need; the buckets spent from are written back.
 fn ready_by_key(
     connection: &rusqlite::Connection,
     task_type: &str,
-    key: &ConcurrencyKey,
-    per_key: u32,
+    policy: &FlowPolicy,
     limit: u32,
     route: &Route,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    let value = format!("CAST(json_extract({}, ?2) AS TEXT)", key.column());
-    let path = format!("$.{}", key.fields.join("."));
-    let mut taken: HashMap<Option<String>, u32> = HashMap::new();
-    {
+    let concurrency = policy
+        .concurrency_key
+        .as_ref()
+        .filter(|_| policy.max_running_per_key.is_some());
+    let rate = policy
+        .rate_limit_key
+        .as_ref()
+        .filter(|_| policy.rate_limit.is_some());
+    let (value, path) = key_value(concurrency, "?2");
+    let (rate_value, rate_path) = key_value(rate, "?6");
+    let mut running = HashMap::new();
+    if concurrency.is_some() {
         let sql = format!(
             "SELECT {value} AS k, count(*) FROM tasks INDEXED BY tasks_leased
              WHERE status = 'running' AND task_type = ?1 GROUP BY 1"
@@ -96,11 +104,15 @@ fn ready_by_key(
         let mut statement = connection.prepare_cached(&sql)?;
         let mut rows = statement.query((task_type, &path))?;
         while let Some(row) = rows.next()? {
-            taken.insert(row.get(0)?, row.get(1)?);
+            running.insert(row.get(0)?, row.get(1)?);
         }
     }
+    let mut admission = KeyedAdmission::new(policy, running, millis(now));
+    let mut bucket = connection.prepare_cached(
+        "SELECT tokens, refilled_at FROM rate_buckets WHERE task_type = ?1 AND key = ?2",
+    )?;
     let sql = format!(
-        "SELECT id, {value} AS k FROM tasks
+        "SELECT id, {value} AS k, {rate_value} AS rk FROM tasks
          WHERE status = 'pending' AND task_type = ?1 AND run_at <= ?3 AND {}
          ORDER BY priority DESC, run_at, id",
         claimable("tasks", "?3", "?4", "?5")
@@ -114,16 +126,32 @@ fn ready_by_key(
             millis(now),
             &route.versions,
             &route.labels,
+            &rate_path,
         ))?;
         while picked.len() < limit as usize
             && let Some(row) = rows.next()?
         {
-            let count = taken.entry(row.get(1)?).or_default();
-            if *count < per_key {
-                *count += 1;
+            let rate_key: Option<String> = row.get(2)?;
+            if admission.needs_bucket(rate_key.as_deref()) {
+                let key = rate_key.as_deref().unwrap_or_default();
+                let stored = bucket
+                    .query_map((task_type, key), |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .next()
+                    .transpose()?;
+                admission.load_bucket(rate_key.as_deref(), stored);
+            }
+            if admission.admit(row.get(1)?, rate_key.as_deref()) {
                 picked.push(row.get(0)?);
             }
         }
+    }
+    let mut spend = connection.prepare_cached(
+        "INSERT INTO rate_buckets (task_type, key, tokens, refilled_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (task_type, key) DO UPDATE
+             SET tokens = excluded.tokens, refilled_at = excluded.refilled_at",
+    )?;
+    for (key, tokens) in admission.spent() {
+        spend.execute((task_type, key, tokens, millis(now)))?;
     }
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?1))
@@ -132,4 +160,17 @@ fn ready_by_key(
     let mut statement = connection.prepare_cached(&sql)?;
     let ready = statement.query([json_text(&picked)])?;
     writer_thread::decode(ready, |row| rows::task(row))
+}
+
+/// The SQL reading a task's value of `key` (bound as `parameter`, a JSON
+/// path), and the path to bind. For no key, the parameter itself, bound
+/// NULL: it reads NULL, and the statement still has the parameter.
+fn key_value(key: Option<&KeyPath>, parameter: &str) -> (String, Option<String>) {
+    match key {
+        Some(key) => (
+            format!("CAST(json_extract({}, {parameter}) AS TEXT)", key.column()),
+            Some(format!("$.{}", key.fields.join("."))),
+        ),
+        None => (format!("CAST({parameter} AS TEXT)"), None),
+    }
 }

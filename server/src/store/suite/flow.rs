@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::engine::flow::{ConcurrencyKey, FlowChange, RateLimit};
+use crate::engine::flow::{FlowChange, KeyPath, RateLimit};
 
 /// A claimant of `a` under its policy: the limited path alone.
 fn limited(types: &[String]) -> Claimant<'_> {
@@ -36,7 +36,9 @@ async fn a_key_limit_takes_each_key_in_turn_and_never_past_its_limit(backend: Ba
     let store = &*store;
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
     let per_customer = FlowChange {
-        concurrency_key: Some(Some(ConcurrencyKey::parse("payload.customer").unwrap())),
+        concurrency_key: Some(Some(
+            KeyPath::parse("concurrency_key", "payload.customer").unwrap(),
+        )),
         max_running_per_key: Some(1),
         ..FlowChange::default()
     };
@@ -153,7 +155,9 @@ async fn a_metadata_key_groups_tasks_and_tasks_without_it_share_one(backend: Bac
     let store = &*store;
     store.register_task_types(&[spec("a", "d")]).await.unwrap();
     let per_tenant = FlowChange {
-        concurrency_key: Some(Some(ConcurrencyKey::parse("metadata.tenant").unwrap())),
+        concurrency_key: Some(Some(
+            KeyPath::parse("concurrency_key", "metadata.tenant").unwrap(),
+        )),
         max_running_per_key: Some(2),
         ..FlowChange::default()
     };
@@ -255,6 +259,84 @@ async fn a_rate_limit_spends_tokens_as_they_refill(backend: Backend) {
     );
 }
 
+async fn a_rate_limit_per_key_gives_each_key_its_own_bucket(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let orphan = FlowChange {
+        rate_limit_key: Some(Some(
+            KeyPath::parse("rate_limit_key", "payload.customer").unwrap(),
+        )),
+        ..FlowChange::default()
+    };
+    let refused = store.set_flow_policy("a", &orphan).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("rate_limit_key needs a rate_limit")
+    );
+    let per_customer = FlowChange {
+        rate_limit: Some(Some(RateLimit::parse("2/second").unwrap())),
+        ..orphan
+    };
+    let changed = store.set_flow_policy("a", &per_customer).await.unwrap();
+    assert_eq!(
+        changed.flow.rate_limit_key.unwrap().to_string(),
+        "payload.customer"
+    );
+    // x floods first; y comes after, and the tasks without a customer.
+    let mut tasks: Vec<NewTask> = (0..5).map(|_| for_customer("x")).collect();
+    tasks.extend((0..5).map(|_| for_customer("y")));
+    tasks.extend((0..3).map(|_| new_task("a")));
+    store.enqueue(tasks).await.unwrap();
+    let types = ["a".to_owned()];
+    let started = std::time::Instant::now();
+    let first = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let mut keys: Vec<Option<&str>> = first
+        .iter()
+        .map(|t| t.payload.get("customer").and_then(|c| c.as_str()))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [None, None, Some("x"), Some("x"), Some("y"), Some("y")],
+        "each key's full bucket, a second's worth: 2"
+    );
+    let drained = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let spent_for = started.elapsed().as_secs_f64();
+    assert!(
+        drained.len() as f64 <= (spent_for * 2.0).ceil() * 3.0,
+        "{} more after {spent_for} s",
+        drained.len()
+    );
+    // Pruning a bucket spent from just now keeps it: the next claim finds
+    // it as it was, not full.
+    store
+        .prune_rate_buckets("a", Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let after_prune = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let spent_for = started.elapsed().as_secs_f64();
+    assert!(
+        (drained.len() + after_prune.len()) as f64 <= (spent_for * 2.0).ceil() * 3.0,
+        "{} more after {spent_for} s",
+        after_prune.len()
+    );
+    // A bucket pruned as full is full: each key starts a second's worth
+    // again (x and y have 2 of their 3 left, no customer its last one).
+    store
+        .prune_rate_buckets("a", Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let refilled = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let claimed = first.len() + drained.len() + after_prune.len();
+    assert_eq!(
+        refilled.len(),
+        5.min(13 - claimed),
+        "{claimed} claimed before"
+    );
+}
+
 async fn a_pause_refusing_enqueues_refuses_them_on_every_replica(backend: Backend) {
     let (_dir, store) = open(backend.clone()).await;
     let store = &*store;
@@ -320,4 +402,5 @@ crate::on_every_backend!(
     a_metadata_key_groups_tasks_and_tasks_without_it_share_one,
     a_policy_change_checks_its_input_and_changes_nothing_when_refused,
     a_pause_refusing_enqueues_refuses_them_on_every_replica,
+    a_rate_limit_per_key_gives_each_key_its_own_bucket,
 );
