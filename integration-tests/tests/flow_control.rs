@@ -337,7 +337,7 @@ async fn a_rate_limit_holds_across_two_postgres_replicas() {
     .await;
     labelled_charges(&one, "one", 75).await;
     labelled_charges(&two, "two", 75).await;
-    let started = starts_in_five_seconds(&observed).await;
+    let started = starts_within(&observed, Duration::from_secs(5)).await.len();
     assert!((95..=105).contains(&started), "{started} starts in 5 s");
     {
         let seen = observed.lock().unwrap();
@@ -412,14 +412,13 @@ async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend)
     server.stop().await;
 }
 
-/// How many tasks start in the 5 s from the first start, once a start
-/// came after them.
-async fn starts_in_five_seconds(observed: &Arc<Mutex<Observed>>) -> usize {
-    let five = Duration::from_secs(5);
+/// The keys of the tasks that started in `window` from the first start,
+/// once a start came after it.
+async fn starts_within(observed: &Arc<Mutex<Observed>>, window: Duration) -> Vec<String> {
     wait_for(|| async {
         let seen = observed.lock().unwrap();
         match (seen.started_at.first(), seen.started_at.last()) {
-            (Some(first), Some(last)) => *last - *first >= five,
+            (Some(first), Some(last)) => *last - *first >= window,
             _ => false,
         }
     })
@@ -428,8 +427,10 @@ async fn starts_in_five_seconds(observed: &Arc<Mutex<Observed>>) -> usize {
     let first = seen.started_at[0];
     seen.started_at
         .iter()
-        .filter(|at| **at - first < five)
-        .count()
+        .zip(&seen.started)
+        .filter(|(at, _)| **at - first < window)
+        .map(|(_, key)| key.clone())
+        .collect()
 }
 
 async fn a_rate_limit_of_20_per_second_starts_100_in_5_seconds(backend: Backend) {
@@ -446,8 +447,34 @@ async fn a_rate_limit_of_20_per_second_starts_100_in_5_seconds(backend: Backend)
     )
     .await;
     charges(&server, &["-"], 150).await;
-    let started = starts_in_five_seconds(&observed).await;
+    let started = starts_within(&observed, Duration::from_secs(5)).await.len();
     assert!((95..=105).contains(&started), "{started} starts in 5 s");
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+async fn a_rate_limit_per_key_holds_for_each_key(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (_open, gate) = watch::channel(false);
+    let agent = TestAgent::start(&server, "a", tracked("a", &observed, &gate)).await;
+    set_policy(
+        &server,
+        SetTaskTypePolicyRequest {
+            rate_limit: Some("10/second".into()),
+            rate_limit_key: Some("payload.customer".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // x floods first; y's tasks come after all of x's.
+    charges(&server, &["x", "y"], 60).await;
+    let started = starts_within(&observed, Duration::from_secs(3)).await;
+    // Each key: its full bucket (a second's worth, 10), then 10 a second.
+    for customer in ["x", "y"] {
+        let count = started.iter().filter(|key| *key == customer).count();
+        assert!((36..=44).contains(&count), "{customer} started {count} in 3 s");
+    }
     agent.stop().await.unwrap();
     server.stop().await;
 }
@@ -544,6 +571,7 @@ on_every_backend!(
     limits_an_agent_declares_hold_until_it_declares_others,
     limits_that_do_not_work_refuse_the_registration,
     a_rate_limit_of_20_per_second_starts_100_in_5_seconds,
+    a_rate_limit_per_key_holds_for_each_key,
     a_key_limit_never_runs_two_of_one_key_and_others_start_beside_it,
     max_running_holds_across_two_agents,
     a_paused_type_holds_new_work_while_what_runs_finishes,
