@@ -26,7 +26,7 @@ async fn policy(registry: &RegistryServiceClient<Channel>, task_type: &str) -> F
 
 async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) {
     let commands = documented_commands("docs/operations.md", "flow");
-    assert_eq!(commands.len(), 14, "the examples changed: update this test");
+    assert_eq!(commands.len(), 20, "the examples changed: update this test");
     let with_grpcurl = grpcurl_available();
     let server = TestServer::start(&backend).await;
     let data = tempfile::tempdir().unwrap();
@@ -47,6 +47,37 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
             continue;
         }
         let output = run_documented(command, cli, server.address).await;
+        if command == "taskplane types pause webhook --refuse-enqueues" {
+            let refused = tasks
+                .enqueue_task(enqueue_request("webhook", json!({})))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+            assert!(
+                refused
+                    .message()
+                    .contains("task type 'webhook' is paused and refuses new tasks"),
+                "{}",
+                refused.message()
+            );
+        }
+        if command.contains("--start-within") || command.contains("\"start_by\"")
+        {
+            let id = output
+                .lines()
+                .find_map(|line| line.strip_prefix("id ").map(str::trim))
+                .or_else(|| {
+                    output
+                        .split("\"id\": \"")
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                })
+                .unwrap_or_else(|| panic!("{output}"));
+            let done = wait_terminal(&mut tasks, id).await;
+            assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+            assert!(done.start_by.is_some(), "{done:?}");
+            continue;
+        }
         if command.starts_with("taskplane enqueue") {
             // The task as `task get` prints it: a line per field.
             let id = output
@@ -83,9 +114,9 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
             max_running: 20,
             concurrency_key: "payload.customer_id".into(),
             max_running_per_key: 1,
-            rate_limit: String::new(),
+            rate_limit: "10/second".into(),
             refuse_enqueues: false,
-            rate_limit_key: String::new(),
+            rate_limit_key: "payload.customer_id".into(),
         },
         "the second set kept the first one's key"
     );

@@ -38,12 +38,16 @@ pub(super) fn claim_limited(
         .pop()
         .ok_or_else(|| Error::Corrupt(format!("a claim of unregistered type {task_type}")))?
     };
-    let running: u32 = connection
-        .prepare_cached(
-            "SELECT count(*) FROM tasks INDEXED BY tasks_leased
-             WHERE status = 'running' AND task_type = ?1",
-        )?
-        .query_row([task_type], |row| row.get(0))?;
+    // What runs matters only to max_running.
+    let running: u32 = match policy.max_running {
+        Some(_) => connection
+            .prepare_cached(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_leased
+                 WHERE status = 'running' AND task_type = ?1",
+            )?
+            .query_row([task_type], |row| row.get(0))?,
+        None => 0,
+    };
     let tokens = policy
         .type_rate_limit()
         .map(|rate| rate.refill(bucket.0, bucket.1, millis(now)));
