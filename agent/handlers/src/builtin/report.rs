@@ -192,7 +192,7 @@ impl ReportHandler {
                     .ok_or_else(|| {
                         TaskError::bad_payload(
                             "history.status",
-                            "pending, running, completed, dead or cancelled",
+                            "pending, running, completed, dead, cancelled or expired",
                         )
                     })?
             }
@@ -303,7 +303,9 @@ impl TaskHandler for ReportHandler {
             .and_then(|n| n.as_str())
             .unwrap_or(&context.task_id)
             .to_owned();
+        context.report_progress(0.5, format!("rendering {} rows", rows.len()));
         let bytes = render(format, &title, &columns, &rows);
+        context.report_progress(0.9, format!("writing {} bytes", bytes.len()));
         let mut result = write_report(&self.output_dir, &stem, format, &bytes).await?;
         result["rows"] = json!(rows.len());
         result["format"] = json!(format.extension());

@@ -334,7 +334,7 @@ where
             .collect()
     }
 
-    /// Retries each of `ids` that is still DEAD or CANCELLED, inside the
+    /// Retries each of `ids` that is still DEAD, CANCELLED or EXPIRED, inside the
     /// caller's transaction; skips the rest (they changed meanwhile).
     pub async fn retry_many(
         connection: &mut DB::Connection,
@@ -343,11 +343,9 @@ where
     ) -> Result<Vec<Task>> {
         let mut retried = Vec::with_capacity(ids.len());
         for id in ids {
-            match Self::retry(&mut *connection, *id, defaults).await {
-                Ok(task) => retried.push(task),
-                Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => {}
-                Err(error) => return Err(error),
-            }
+            retried.extend(unless_changed(
+                Self::retry(&mut *connection, *id, defaults).await,
+            )?);
         }
         Ok(retried)
     }
@@ -361,11 +359,9 @@ where
     ) -> Result<Vec<(Task, Task)>> {
         let mut cancelled = Vec::with_capacity(ids.len());
         for id in ids {
-            match Self::cancel(&mut *connection, *id, reason).await {
-                Ok(pair) => cancelled.push(pair),
-                Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => {}
-                Err(error) => return Err(error),
-            }
+            cancelled.extend(unless_changed(
+                Self::cancel(&mut *connection, *id, reason).await,
+            )?);
         }
         Ok(cancelled)
     }
@@ -659,5 +655,16 @@ where
             .fetch_optional(executor)
             .await?;
         row.as_ref().map(rows::token_record).transpose()
+    }
+}
+
+/// What a one-task change inside a bulk operation did: `None` when the
+/// task was gone or no longer in a state the change takes (it changed
+/// since it was selected), which the batch skips.
+fn unless_changed<T>(outcome: Result<T>) -> Result<Option<T>> {
+    match outcome {
+        Ok(changed) => Ok(Some(changed)),
+        Err(Error::FailedPrecondition(_) | Error::NotFound(_)) => Ok(None),
+        Err(error) => Err(error),
     }
 }
