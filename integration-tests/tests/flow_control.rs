@@ -473,7 +473,10 @@ async fn a_rate_limit_per_key_holds_for_each_key(backend: Backend) {
     // Each key: its full bucket (a second's worth, 10), then 10 a second.
     for customer in ["x", "y"] {
         let count = started.iter().filter(|key| *key == customer).count();
-        assert!((36..=44).contains(&count), "{customer} started {count} in 3 s");
+        assert!(
+            (36..=44).contains(&count),
+            "{customer} started {count} in 3 s"
+        );
     }
     agent.stop().await.unwrap();
     server.stop().await;

@@ -61,8 +61,7 @@ async fn the_flow_control_examples_work_against_a_live_server(backend: Backend) 
                 refused.message()
             );
         }
-        if command.contains("--start-within") || command.contains("\"start_by\"")
-        {
+        if command.contains("--start-within") || command.contains("\"start_by\"") {
             let id = output
                 .lines()
                 .find_map(|line| line.strip_prefix("id ").map(str::trim))
