@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use sqlx::Row as _;
+use sqlx::postgres::PgRow;
 
 use super::Tx;
 use super::writes::{bind_lease, claim_type, claimable, lease_ready};
@@ -99,8 +100,6 @@ async fn claim_by_key(
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    static RUNNING: LazyLock<[String; 2]> =
-        LazyLock::new(|| ["payload", "metadata"].map(running_by_key));
     static READY: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
         ["payload", "metadata"].map(|column| {
             ["payload", "metadata"].map(|rate_column| ready_by_key(column, rate_column))
@@ -116,26 +115,14 @@ async fn claim_by_key(
         .rate_limit_key
         .as_ref()
         .filter(|_| policy.rate_limit.is_some());
-    let mut running = HashMap::new();
-    if let Some(key) = concurrency {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(RUNNING[source(key)].as_str()))
-            .bind(task_type.to_owned())
-            .bind(key.fields.clone())
-            .fetch_all(&mut **tx)
-            .await?;
-        for row in &rows {
-            let count: i64 = row.try_get("n")?;
-            running.insert(row.try_get("k")?, u32::try_from(count).unwrap_or(u32::MAX));
-        }
-    }
-    let mut admission = KeyedAdmission::new(policy, running, now);
     // A key the policy lacks reads NULL through a NULL path.
     let ready = &READY[concurrency.map_or(0, source)][rate.map_or(0, source)];
+    let mut admission: Option<KeyedAdmission> = None;
     let mut picked: Vec<String> = Vec::new();
     // Where the previous chunk ended: (priority, run_at, id).
     let mut after = (i64::MAX, i64::MIN, uuid::Uuid::nil().to_string());
     'chunks: loop {
-        let chunk = sqlx::query(sqlx::AssertSqlSafe(ready.as_str()))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(ready.as_str()))
             .bind(task_type.to_owned())
             .bind(concurrency.map(|key| key.fields.clone()))
             .bind(now)
@@ -146,9 +133,12 @@ async fn claim_by_key(
             .bind(after.2.clone())
             .bind(CHUNK)
             .bind(rate.map(|key| key.fields.clone()))
+            .bind(admission.is_none() && concurrency.is_some())
             .fetch_all(&mut **tx)
             .await?;
-        load_buckets(tx, task_type, &chunk, &mut admission).await?;
+        let (running, chunk) = running_and_ready(rows)?;
+        let admission = admission.get_or_insert_with(|| KeyedAdmission::new(policy, running, now));
+        load_buckets(tx, task_type, &chunk, admission).await?;
         for row in &chunk {
             let id: String = row.try_get("task_id")?;
             let rate_key: Option<String> = row.try_get("rk")?;
@@ -164,7 +154,9 @@ async fn claim_by_key(
             break;
         }
     }
-    let spent = admission.spent();
+    let spent = admission
+        .map(|admission| admission.spent())
+        .unwrap_or_default();
     if !spent.is_empty() {
         sqlx::query(
             "INSERT INTO rate_buckets (task_type, key, tokens, refilled_at)
@@ -194,7 +186,7 @@ async fn claim_by_key(
 async fn load_buckets(
     tx: &mut Tx,
     task_type: &str,
-    chunk: &[sqlx::postgres::PgRow],
+    chunk: &[PgRow],
     admission: &mut KeyedAdmission,
 ) -> Result<()> {
     let mut wanted: Vec<Option<String>> = Vec::new();
@@ -229,8 +221,7 @@ async fn load_buckets(
     Ok(())
 }
 
-/// Which of [`running_by_key`]'s and [`ready_by_key`]'s columns a key is
-/// read from.
+/// Which of [`ready_by_key`]'s columns a key is read from.
 fn source(key: &KeyPath) -> usize {
     match key.source {
         KeySource::Payload => 0,
@@ -238,30 +229,59 @@ fn source(key: &KeyPath) -> usize {
     }
 }
 
-/// How many tasks of type `$1` run per value of `column` at path `$2`
-/// (the type in a FILTER, as in `claim_limited`'s count; other types'
-/// keys count 0).
-fn running_by_key(column: &str) -> String {
-    format!(
-        "SELECT {column} #>> $2::text[] AS k, count(*) FILTER (WHERE task_type = $1) AS n
-         FROM tasks WHERE status = 'running' GROUP BY 1"
-    )
-}
-
 /// A chunk of type `$1`'s ready tasks with their concurrency key
 /// (`column` at path `$2`) and rate key (`rate_column` at path `$10`), due
 /// by `$3`, that the claimant (`$4` versions, `$5` labels) may take, after
-/// (`$6` priority, `$7` run_at, `$8` id), in delivery order, `$9` at most.
-/// The id is named `task_id`: named `id`, the text would be what
-/// `ORDER BY id` sorts, and the ready index's order would be lost.
+/// (`$6` priority, `$7` run_at, `$8` id), in delivery order, `$9` at most;
+/// and when `$11`, first, how many tasks of the type run per concurrency
+/// key (the type in a FILTER, as in `claim_limited`'s count; other types'
+/// keys count 0). Both in one statement, so one snapshot taken after the
+/// type's row was locked, and one round trip fewer. The id is named
+/// `task_id`: named `id`, the text would be what `ORDER BY id` sorts, and
+/// the ready index's order would be lost.
 fn ready_by_key(column: &str, rate_column: &str) -> String {
     format!(
-        "SELECT id::text AS task_id, {column} #>> $2::text[] AS k,
-             {rate_column} #>> $10::text[] AS rk, priority, run_at FROM tasks
-         WHERE status = 'pending' AND task_type = $1 AND run_at <= $3 AND {}
-             AND (priority < $6 OR (priority = $6
-                 AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))
-         ORDER BY priority DESC, run_at, id LIMIT $9",
+        "SELECT 'running' AS kind, NULL::text AS task_id, {column} #>> $2::text[] AS k,
+             NULL::text AS rk, count(*) FILTER (WHERE task_type = $1) AS n,
+             NULL::bigint AS priority, NULL::bigint AS run_at
+         FROM tasks WHERE $11 AND status = 'running' GROUP BY 3
+         UNION ALL
+         (SELECT 'ready', id::text AS task_id, {column} #>> $2::text[],
+              {rate_column} #>> $10::text[], 0, priority, run_at FROM tasks
+          WHERE status = 'pending' AND task_type = $1 AND run_at <= $3 AND {}
+              AND (priority < $6 OR (priority = $6
+                  AND (run_at > $7 OR (run_at = $7 AND id > $8::uuid))))
+          ORDER BY priority DESC, run_at, id LIMIT $9)",
         claimable("tasks", "$3", "$4", "$5")
     )
+}
+
+/// [`ready_by_key`]'s rows apart: the running count per concurrency key,
+/// and the ready tasks in delivery order (a UNION does not promise to keep
+/// the branch's order, so it is restored here: a UUIDv7's text sorts as
+/// the id does).
+fn running_and_ready(rows: Vec<PgRow>) -> Result<(HashMap<Option<String>, u32>, Vec<PgRow>)> {
+    let mut running = HashMap::new();
+    let mut ready = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<&str, _>("kind")? == "running" {
+            let count: i64 = row.try_get("n")?;
+            running.insert(row.try_get("k")?, u32::try_from(count).unwrap_or(u32::MAX));
+        } else {
+            ready.push(row);
+        }
+    }
+    let order = |row: &PgRow| -> Result<(std::cmp::Reverse<i64>, i64, String)> {
+        Ok((
+            std::cmp::Reverse(row.try_get("priority")?),
+            row.try_get("run_at")?,
+            row.try_get("task_id")?,
+        ))
+    };
+    let mut keyed = ready
+        .into_iter()
+        .map(|row| Ok((order(&row)?, row)))
+        .collect::<Result<Vec<_>>>()?;
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((running, keyed.into_iter().map(|(_, row)| row).collect()))
 }
