@@ -17,7 +17,7 @@ use crate::model::{
     AgentSession, Attempt, Progress, Task, TaskFilter, TaskSelector, TaskType, TaskTypeSpec,
     TypeStats,
 };
-use crate::store::rows::Columns;
+use crate::store::rows::{Columns, millis};
 use crate::store::rules::TypeDefaults;
 
 /// The reads both databases serve the same way. [`Store`](super::Store)
@@ -278,6 +278,11 @@ where
     }
 
     async fn expire_overdue(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, String)>> {
+        // A read first: most rounds find nothing, and need not take the
+        // writer (SQLite's one writer, every 500 ms) to learn it.
+        if !Shared::<DB>::any_overdue(&self.readers, now).await? {
+            return Ok(Vec::new());
+        }
         in_transaction!(self, |tx| Shared::<DB>::expire_overdue(&mut tx, now, limit)
             .await?)
     }
@@ -285,7 +290,7 @@ where
     async fn prune_rate_buckets(&self, task_type: &str, full_since: DateTime<Utc>) -> Result<()> {
         sqlx::query("DELETE FROM rate_buckets WHERE task_type = $1 AND refilled_at < $2")
             .bind(task_type.to_owned())
-            .bind(crate::store::rows::millis(full_since))
+            .bind(millis(full_since))
             .execute(&mut **self.writer.hold().await?)
             .await?;
         Ok(())

@@ -425,6 +425,21 @@ where
         Ok(row.is_some())
     }
 
+    /// Whether any PENDING task's deadline to start by has passed at `now`.
+    pub async fn any_overdue<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM tasks
+             WHERE status = 'pending' AND start_by IS NOT NULL AND start_by <= $1 LIMIT 1",
+        )
+        .bind(millis(now))
+        .fetch_optional(executor)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Ends EXPIRED up to `limit` PENDING tasks not started by their
     /// `start_by`, the earliest deadlines first; returns their ids and
     /// types.
