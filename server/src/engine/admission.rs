@@ -20,6 +20,10 @@ use std::collections::HashMap;
 
 use super::flow::{FlowPolicy, RateLimit};
 
+/// How many tasks run per concurrency key value (`None`: tasks without
+/// the key's field).
+pub type RunningPerKey = HashMap<Option<String>, u32>;
+
 /// A rate key's bucket as stored: tokens, and when they were counted
 /// (Unix milliseconds).
 pub type StoredBucket = (f64, i64);
@@ -29,7 +33,7 @@ pub type StoredBucket = (f64, i64);
 #[derive(Debug)]
 pub struct KeyedAdmission {
     per_key: Option<u32>,
-    taken: HashMap<Option<String>, u32>,
+    taken: RunningPerKey,
     rate: Option<RateLimit>,
     /// Each rate key's tokens now, and how many this claim spent.
     buckets: HashMap<String, (f64, u32)>,
@@ -39,7 +43,7 @@ pub struct KeyedAdmission {
 impl KeyedAdmission {
     /// The admission of a claim at `now_ms` under `policy`, given how many
     /// tasks run per concurrency key.
-    pub fn new(policy: &FlowPolicy, running: HashMap<Option<String>, u32>, now_ms: i64) -> Self {
+    pub fn new(policy: &FlowPolicy, running: RunningPerKey, now_ms: i64) -> Self {
         KeyedAdmission {
             per_key: policy
                 .max_running_per_key

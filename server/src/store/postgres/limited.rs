@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 
 use super::Tx;
 use super::writes::{bind_lease, claim_type, claimable, lease_ready};
-use crate::engine::admission::KeyedAdmission;
+use crate::engine::admission::{KeyedAdmission, RunningPerKey};
 use crate::engine::flow::{FlowPolicy, KeyPath, KeySource};
 use crate::error::{Error, Result};
 use crate::model::{Claimant, Lease, Task};
@@ -260,7 +260,7 @@ fn ready_by_key(column: &str, rate_column: &str) -> String {
 /// and the ready tasks in delivery order (a UNION does not promise to keep
 /// the branch's order, so it is restored here: a UUIDv7's text sorts as
 /// the id does).
-fn running_and_ready(rows: Vec<PgRow>) -> Result<(HashMap<Option<String>, u32>, Vec<PgRow>)> {
+fn running_and_ready(rows: Vec<PgRow>) -> Result<(RunningPerKey, Vec<PgRow>)> {
     let mut running = HashMap::new();
     let mut ready = Vec::with_capacity(rows.len());
     for row in rows {
