@@ -45,13 +45,9 @@ impl KeyedAdmission {
     /// tasks run per concurrency key.
     pub fn new(policy: &FlowPolicy, running: RunningPerKey, now_ms: i64) -> Self {
         KeyedAdmission {
-            per_key: policy
-                .max_running_per_key
-                .filter(|_| policy.concurrency_key.is_some()),
+            per_key: policy.limited_key().and(policy.max_running_per_key),
             taken: running,
-            rate: policy
-                .rate_limit
-                .filter(|_| policy.rate_limit_key.is_some()),
+            rate: policy.rate_key().and(policy.rate_limit),
             buckets: HashMap::new(),
             now_ms,
         }

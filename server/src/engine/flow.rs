@@ -237,8 +237,21 @@ impl FlowPolicy {
     /// True when a claim must read each ready task's key: a limit per
     /// concurrency key or a rate limit per key.
     pub fn keyed(&self) -> bool {
-        (self.concurrency_key.is_some() && self.max_running_per_key.is_some())
-            || (self.rate_limit.is_some() && self.rate_limit_key.is_some())
+        self.limited_key().is_some() || self.rate_key().is_some()
+    }
+
+    /// The concurrency key, when a per-key limit applies to it.
+    pub fn limited_key(&self) -> Option<&KeyPath> {
+        self.concurrency_key
+            .as_ref()
+            .filter(|_| self.max_running_per_key.is_some())
+    }
+
+    /// The rate limit key, when the rate limit is kept per key.
+    pub fn rate_key(&self) -> Option<&KeyPath> {
+        self.rate_limit_key
+            .as_ref()
+            .filter(|_| self.rate_limit.is_some())
     }
 
     /// The rate limit of the whole type, when it has one not kept per key.

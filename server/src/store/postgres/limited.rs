@@ -107,14 +107,7 @@ async fn claim_by_key(
     });
     static LEASE: LazyLock<String> =
         LazyLock::new(|| lease_ready("SELECT unnest($5::text[])::uuid AS ready_id"));
-    let concurrency = policy
-        .concurrency_key
-        .as_ref()
-        .filter(|_| policy.max_running_per_key.is_some());
-    let rate = policy
-        .rate_limit_key
-        .as_ref()
-        .filter(|_| policy.rate_limit.is_some());
+    let (concurrency, rate) = (policy.limited_key(), policy.rate_key());
     // A key the policy lacks reads NULL through a NULL path.
     let ready = &READY[concurrency.map_or(0, source)][rate.map_or(0, source)];
     let mut admission: Option<KeyedAdmission> = None;

@@ -89,14 +89,7 @@ fn ready_by_key(
     route: &Route,
     now: DateTime<Utc>,
 ) -> Result<Vec<Task>> {
-    let concurrency = policy
-        .concurrency_key
-        .as_ref()
-        .filter(|_| policy.max_running_per_key.is_some());
-    let rate = policy
-        .rate_limit_key
-        .as_ref()
-        .filter(|_| policy.rate_limit.is_some());
+    let (concurrency, rate) = (policy.limited_key(), policy.rate_key());
     let (value, path) = key_value(concurrency, "?2");
     let (rate_value, rate_path) = key_value(rate, "?6");
     let mut running = HashMap::new();
