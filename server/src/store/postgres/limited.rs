@@ -60,7 +60,22 @@ pub(super) async fn claim_limited(
     if room == 0 {
         return Ok(Vec::new());
     }
-    let leased = if policy.keyed() {
+    let leased = if let (Some(key), Some(per_key), None) = (
+        policy.limited_key(),
+        policy.max_running_per_key,
+        policy.rate_key(),
+    ) {
+        // A limit per concurrency key alone: one statement takes what the
+        // first chunk of ready tasks allows, and the chunked claim goes on
+        // only when that is not enough.
+        let mut leased =
+            claim_first_chunk(tx, task_type, (key, per_key), room, claimant, lease, now).await?;
+        let more = room - leased.len() as u32;
+        if more > 0 {
+            leased.extend(claim_by_key(tx, task_type, &policy, more, claimant, lease, now).await?);
+        }
+        leased
+    } else if policy.keyed() {
         claim_by_key(tx, task_type, &policy, room, claimant, lease, now).await?
     } else {
         claim_type(tx, task_type, room, claimant, lease, now).await?
@@ -82,6 +97,64 @@ pub(super) async fn claim_limited(
 
 /// How many ready tasks a keyed claim reads at a time.
 const CHUNK: i64 = 256;
+
+/// Leases, in one statement, up to `limit` of the first [`CHUNK`] ready
+/// tasks of `task_type` in delivery order whose concurrency key has room
+/// under `per_key`: each key's tasks are numbered in order after the ones
+/// it has running, and those numbered within the limit are taken, as
+/// [`KeyedAdmission`] would take them from that chunk.
+async fn claim_first_chunk(
+    tx: &mut Tx,
+    task_type: &str,
+    (key, per_key): (&KeyPath, u32),
+    limit: u32,
+    claimant: &Claimant<'_>,
+    lease: &Lease,
+    now: i64,
+) -> Result<Vec<Task>> {
+    static FIRST_CHUNK: LazyLock<[String; 2]> =
+        LazyLock::new(|| ["payload", "metadata"].map(first_chunk));
+    let rows = bind_lease(
+        sqlx::query(sqlx::AssertSqlSafe(FIRST_CHUNK[source(key)].as_str())),
+        lease,
+        now,
+    )
+    .bind(task_type.to_owned())
+    .bind(key.fields.clone())
+    .bind(claimant.versions.to_vec())
+    .bind(json_text(claimant.labels))
+    .bind(CHUNK)
+    .bind(i64::from(per_key))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(rows::task).collect()
+}
+
+/// [`claim_first_chunk`]'s statement, the key read from `column`: after
+/// [`lease_ready`]'s `$1` to `$4`, the type `$5`, the key's path `$6`, the
+/// claimant's versions `$7` and labels `$8`, the chunk's size `$9`, the
+/// limit per key `$10` and the most to take `$11`.
+fn first_chunk(column: &str) -> String {
+    lease_ready(&format!(
+        "WITH running AS (
+             SELECT {column} #>> $6::text[] AS k, count(*) FILTER (WHERE task_type = $5) AS n
+             FROM tasks WHERE status = 'running' GROUP BY 1),
+         chunk AS (
+             SELECT id, {column} #>> $6::text[] AS k, priority, run_at FROM tasks
+             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
+             ORDER BY priority DESC, run_at, id LIMIT $9),
+         numbered AS (
+             SELECT chunk.id, chunk.priority, chunk.run_at,
+                 coalesce(running.n, 0) + row_number() OVER (
+                     PARTITION BY chunk.k ORDER BY chunk.priority DESC, chunk.run_at, chunk.id)
+                     AS place
+             FROM chunk LEFT JOIN running ON running.k IS NOT DISTINCT FROM chunk.k)
+         SELECT id AS ready_id FROM numbered WHERE place <= $10
+         ORDER BY priority DESC, run_at, id LIMIT $11",
+        claimable("tasks", "$1", "$7", "$8")
+    ))
+}
 
 /// Leases up to `limit` ready tasks of `task_type` in priority then age
 /// order, each admitted by its keys ([`KeyedAdmission`]): no concurrency
