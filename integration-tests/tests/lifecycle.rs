@@ -140,7 +140,7 @@ async fn retries_wait_their_backoff_and_exhausted_tasks_die_then_retry_task_revi
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message()
-            .contains("only DEAD or CANCELLED tasks can be retried"),
+            .contains("only DEAD, CANCELLED or EXPIRED tasks can be retried"),
         "{}",
         err.message()
     );
