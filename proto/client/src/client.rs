@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskplane_common::connect::{AuthChannel, ConnectOptions};
+use taskplane_proto::trace::TRACEPARENT;
 use taskplane_proto::v1;
 use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
@@ -68,6 +69,12 @@ impl ClientBuilder {
     pub fn tls_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.options.tls_cert = Some(cert.into());
         self.options.tls_key = Some(key.into());
+        self
+    }
+
+    /// Token and TLS settings as the agent and the CLI hold them.
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -177,9 +184,13 @@ impl Client {
         } else {
             Resend::Unsafe
         };
+        let trace = task.trace_header();
         let answer = self
             .call(resend, |channel| {
-                let request = request.clone();
+                let mut request = tonic::Request::new(request.clone());
+                if let Some(trace) = &trace {
+                    request.metadata_mut().insert(TRACEPARENT, trace.clone());
+                }
                 async move { TaskServiceClient::new(channel).enqueue_task(request).await }
             })
             .await?;

@@ -51,4 +51,6 @@ mod task;
 pub use client::{Client, ClientBuilder, TaskStream};
 pub use error::{Error, Result};
 pub use options::{NewTask, TaskFilter};
-pub use task::{Enqueued, Task, TaskStatus};
+pub use task::{Enqueued, Progress, Task, TaskStatus};
+pub use taskplane_common::connect::ConnectOptions;
+pub use taskplane_proto::trace::TraceParent;

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskplane_proto::json::json_to_struct;
+use taskplane_proto::trace::TraceParent;
 use taskplane_proto::v1;
+use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::error::{Error, Result};
 use crate::task::TaskStatus;
@@ -41,6 +43,7 @@ pub struct NewTask {
     handler_version: Option<String>,
     metadata: BTreeMap<String, String>,
     required_labels: BTreeMap<String, String>,
+    traceparent: Option<TraceParent>,
 }
 
 impl NewTask {
@@ -59,6 +62,7 @@ impl NewTask {
             handler_version: None,
             metadata: BTreeMap::new(),
             required_labels: BTreeMap::new(),
+            traceparent: None,
         }
     }
 
@@ -138,6 +142,20 @@ impl NewTask {
     pub fn require_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.required_labels.insert(key.into(), value.into());
         self
+    }
+
+    /// Carries a W3C trace context to the handler, so its spans join the
+    /// caller's trace.
+    pub fn traceparent(mut self, trace: TraceParent) -> Self {
+        self.traceparent = Some(trace);
+        self
+    }
+
+    /// The `traceparent` header to send with the enqueue, if any.
+    pub(crate) fn trace_header(&self) -> Option<MetadataValue<Ascii>> {
+        self.traceparent
+            .as_ref()
+            .map(|trace| trace.to_string().parse().expect("a trace context is ASCII"))
     }
 
     /// True when sending it twice cannot make two tasks.

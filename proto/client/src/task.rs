@@ -54,9 +54,8 @@ pub struct Task {
     pub required_labels: BTreeMap<String, String>,
     /// The task whose handler enqueued it.
     pub parent_id: Option<String>,
-    /// The latest progress its handler reported: done (0 to 1), and what
-    /// it is doing.
-    pub progress: Option<(f64, String)>,
+    /// The latest progress its handler reported.
+    pub progress: Option<Progress>,
     /// Why a due PENDING task waits (no agent, a paused type, a limit), as
     /// `get` reports it.
     pub waiting_for: Option<String>,
@@ -101,9 +100,11 @@ impl From<v1::Task> for Task {
             created_at: instant(task.created_at.as_ref()),
             started_at: instant(task.started_at.as_ref()),
             finished_at: instant(task.finished_at.as_ref()),
-            progress: task
-                .progress
-                .map(|progress| (progress.fraction, progress.message)),
+            progress: task.progress.map(|progress| Progress {
+                fraction: progress.fraction,
+                reported_at: instant(progress.reported_at.as_ref()),
+                message: progress.message,
+            }),
             id: task.id,
             task_type: task.task_type,
             domain: task.domain,
@@ -119,6 +120,17 @@ impl From<v1::Task> for Task {
             waiting_for: text(task.waiting_for),
         }
     }
+}
+
+/// How far a task's handler says it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Done, from 0 to 1.
+    pub fraction: f64,
+    /// What it is doing, in words.
+    pub message: String,
+    /// When it said so.
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 /// What an enqueue did: the task, and whether this call created it (false

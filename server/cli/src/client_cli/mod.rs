@@ -15,17 +15,18 @@ mod schedule_cli;
 pub(crate) use output::say;
 use output::{TASK_COLUMNS, print, print_task, status_name, task_json, time, type_json};
 pub use schedule_cli::{ScheduleCommand, schedule};
-use taskplane_proto::json::json_to_struct;
-use taskplane_proto::trace::{TRACEPARENT, TraceParent};
+use taskplane_client::{
+    Client, Error as ClientLibraryError, NewTask, Task, TaskFilter, TraceParent,
+};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{
-    BulkTasksRequest, BulkTasksResponse, CancelTaskRequest, DrainAgentRequest, EnqueueTaskRequest,
-    GetQueueStatsRequest, GetTaskRequest, GetTaskTypeRequest, HandlerInfo, ListAgentsRequest,
-    ListDomainsRequest, ListTaskAttemptsRequest, ListTaskTypesRequest, ListTasksRequest,
-    RegisterTaskTypeRequest, RetryTaskRequest, SetTaskTypePolicyRequest, Task, TaskSelector,
-    TaskStatus, ValidateTaskTypeRequest, WatchTaskRequest,
+    BulkTasksRequest, BulkTasksResponse, DrainAgentRequest, GetQueueStatsRequest,
+    GetTaskTypeRequest, HandlerInfo, ListAgentsRequest, ListDomainsRequest,
+    ListTaskAttemptsRequest, ListTaskTypesRequest, RegisterTaskTypeRequest,
+    SetTaskTypePolicyRequest, TaskSelector, TaskStatus, ValidateTaskTypeRequest,
 };
+use tokio_stream::StreamExt as _;
 
 /// Where the server is and how to print.
 #[derive(Debug, Args)]
@@ -280,16 +281,18 @@ fn instant_arg(
     option: &str,
     at: Option<&str>,
     from_now: Option<Duration>,
-) -> Result<Option<prost_types::Timestamp>, ClientError> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ClientError> {
     Ok(match (at, from_now) {
-        (Some(at), _) => Some(at.parse::<prost_types::Timestamp>().map_err(|e| {
-            ClientError::Usage(format!(
-                "{option} {at}: {e}; give an RFC 3339 time such as 2026-12-07T18:00:00Z"
-            ))
-        })?),
-        (None, Some(span)) => Some(prost_types::Timestamp::from(
-            std::time::SystemTime::now() + span,
-        )),
+        (Some(at), _) => Some(
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|e| {
+                    ClientError::Usage(format!(
+                        "{option} {at}: {e}; give an RFC 3339 time such as 2026-12-07T18:00:00Z"
+                    ))
+                })?
+                .to_utc(),
+        ),
+        (None, Some(span)) => Some(chrono::Utc::now() + span),
         (None, None) => None,
     })
 }
@@ -381,6 +384,30 @@ pub enum TypesCommand {
     },
 }
 
+impl From<ClientLibraryError> for ClientError {
+    /// The library's error as the CLI prints it: the gRPC status in words,
+    /// as for the calls the CLI makes itself.
+    fn from(error: ClientLibraryError) -> Self {
+        use tonic::Code;
+        let status =
+            |code: Code, message: String| ClientError::Status(tonic::Status::new(code, message));
+        match error {
+            ClientLibraryError::InvalidRequest(message) => status(Code::InvalidArgument, message),
+            ClientLibraryError::Refused(message) => status(Code::FailedPrecondition, message),
+            ClientLibraryError::NotFound(message) => status(Code::NotFound, message),
+            ClientLibraryError::Unauthenticated(message) => status(Code::Unauthenticated, message),
+            ClientLibraryError::PermissionDenied(message) => {
+                status(Code::PermissionDenied, message)
+            }
+            ClientLibraryError::Throttled(message) => status(Code::ResourceExhausted, message),
+            ClientLibraryError::Unavailable(message) => status(Code::Unavailable, message),
+            ClientLibraryError::Server(answer) => ClientError::Status(answer),
+            ClientLibraryError::Config(reason) => ClientError::Usage(reason),
+            timeout @ ClientLibraryError::Timeout(_) => ClientError::Usage(timeout.to_string()),
+        }
+    }
+}
+
 /// A client failure, printed with its gRPC status in words.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -439,28 +466,44 @@ fn parse_payload(text: &str) -> Result<serde_json::Map<String, Value>, ClientErr
     }
 }
 
-async fn watch(
-    client: &mut TaskServiceClient<AuthChannel>,
-    id: &str,
-    output: Output,
-) -> Result<Task, ClientError> {
-    let mut stream = client
-        .watch_task(WatchTaskRequest { id: id.to_owned() })
-        .await?
-        .into_inner();
+/// The generated client of `TaskService`, for what the client library does
+/// not cover (bulk operations, attempts).
+async fn tasks_client(args: &ClientArgs) -> Result<TaskServiceClient<AuthChannel>, ClientError> {
+    Ok(TaskServiceClient::new(channel(args).await?))
+}
+
+/// The client library's connection to `--server`, with the token and TLS
+/// settings given.
+async fn client(args: &ClientArgs) -> Result<Client, ClientError> {
+    Client::builder()
+        .server(args.server.clone())
+        .connect_options(args.connect.options())
+        .connect()
+        .await
+        .map_err(|error| match error {
+            ClientLibraryError::Unavailable(reason) => {
+                ClientError::Unreachable(args.server.clone(), reason)
+            }
+            other => other.into(),
+        })
+}
+
+async fn watch(client: &Client, id: &str, output: Output) -> Result<Task, ClientError> {
+    let mut states = client.watch(id).await?;
     let mut last = None;
-    while let Some(task) = stream.message().await? {
+    while let Some(task) = states.next().await {
+        let task = task?;
         if output == Output::Table {
             let progress = task
                 .progress
                 .as_ref()
-                .filter(|_| task.status() == TaskStatus::Running)
+                .filter(|_| task.status == TaskStatus::Running)
                 .map(|p| format!("  {}", progress_bar(p.fraction, &p.message)))
                 .unwrap_or_default();
             eprintln!(
                 "{}  {}  attempt {}/{}{progress}",
                 task.id,
-                status_name(task.status),
+                status_name(task.status as i32),
                 task.attempts,
                 task.max_attempts
             );
@@ -472,81 +515,86 @@ async fn watch(
 
 /// `taskplane enqueue`.
 pub async fn enqueue(args: &ClientArgs, enqueue: EnqueueArgs) -> Result<(), ClientError> {
+    let task = new_task(enqueue.task_type.clone(), &enqueue)?;
+    let client = client(args).await?;
+    let task = client.enqueue_task(task).await?.task;
+    if !enqueue.wait {
+        print_task(args.output, &task);
+        return Ok(());
+    }
+    let done = watch(&client, &task.id, args.output).await?;
+    print_task(args.output, &done);
+    match done.status {
+        TaskStatus::Completed => Ok(()),
+        status => Err(ClientError::Unfinished(
+            done.id.clone(),
+            status_name(status as i32),
+            done.last_error.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+/// The task `taskplane enqueue` asks for, its options checked.
+fn new_task(task_type: String, enqueue: &EnqueueArgs) -> Result<NewTask, ClientError> {
     let payload = parse_payload(&enqueue.payload)?;
-    let run_at = instant_arg("--run-at", enqueue.run_at.as_deref(), enqueue.delay)?;
-    let start_by = instant_arg(
+    let mut task = NewTask::new(task_type, Value::Object(payload)).priority(enqueue.priority);
+    if let Some(at) = instant_arg("--run-at", enqueue.run_at.as_deref(), enqueue.delay)? {
+        task = task.run_at(at);
+    }
+    if let Some(at) = instant_arg(
         "--start-by",
         enqueue.start_by.as_deref(),
         enqueue.start_within,
-    )?;
-    let request = EnqueueTaskRequest {
-        task_type: enqueue.task_type,
-        payload: Some(json_to_struct(&payload)),
-        priority: enqueue.priority,
-        run_at,
-        start_by,
-        idempotency_key: enqueue.idempotency_key.unwrap_or_default(),
-        idempotency_window: enqueue
-            .idempotency_window
-            .and_then(|window| prost_types::Duration::try_from(window).ok()),
-        max_attempts: enqueue.max_attempts.unwrap_or(0),
-        handler_version: enqueue.handler_version.unwrap_or_default(),
-        metadata: enqueue.metadata.into_iter().collect(),
-        required_labels: enqueue.required_labels.into_iter().collect(),
-        ..Default::default()
-    };
-    let mut request = tonic::Request::new(request);
+    )? {
+        task = task.start_by(at);
+    }
+    if let Some(key) = &enqueue.idempotency_key {
+        task = task.idempotency_key(key);
+    }
+    if let Some(window) = enqueue.idempotency_window {
+        task = task.idempotency_window(window);
+    }
+    if let Some(attempts) = enqueue.max_attempts {
+        task = task.max_attempts(attempts);
+    }
+    if let Some(version) = &enqueue.handler_version {
+        task = task.version(version);
+    }
+    for (key, value) in &enqueue.metadata {
+        task = task.metadata(key, value);
+    }
+    for (key, value) in &enqueue.required_labels {
+        task = task.require_label(key, value);
+    }
     if let Some(value) = &enqueue.traceparent {
         let trace = TraceParent::parse(value).ok_or_else(|| {
             ClientError::Usage(format!(
                 "--traceparent '{value}' is not a W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
             ))
         })?;
-        let header = trace.to_string().parse().expect("a trace context is ASCII");
-        request.metadata_mut().insert(TRACEPARENT, header);
+        task = task.traceparent(trace);
     }
-    let mut client = TaskServiceClient::new(channel(args).await?);
-    let response = client.enqueue_task(request).await?.into_inner();
-    let task = response.task.unwrap_or_default();
-    if !enqueue.wait {
-        print_task(args.output, &task);
-        return Ok(());
-    }
-    let done = watch(&mut client, &task.id, args.output).await?;
-    print_task(args.output, &done);
-    match TaskStatus::try_from(done.status) {
-        Ok(TaskStatus::Completed) => Ok(()),
-        _ => Err(ClientError::Unfinished(
-            done.id.clone(),
-            status_name(done.status),
-            done.last_error.clone(),
-        )),
-    }
+    Ok(task)
 }
 
 /// `taskplane task …`.
 pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientError> {
-    let mut client = TaskServiceClient::new(channel(args).await?);
+    let library = client(args).await?;
     match command {
-        TaskCommand::Get { id } => print_task(
-            args.output,
-            &client.get_task(GetTaskRequest { id }).await?.into_inner(),
-        ),
+        TaskCommand::Get { id } => print_task(args.output, &library.get(&id).await?),
         TaskCommand::List {
             task_type,
             domain,
             status,
             limit,
         } => {
-            let status = status_arg(status)?;
-            let request = ListTasksRequest {
-                task_type: task_type.unwrap_or_default(),
-                domain: domain.unwrap_or_default(),
-                status: status as i32,
-                page_size: limit,
-                ..Default::default()
+            let filter = TaskFilter {
+                task_type,
+                domain,
+                status: Some(status_arg(status)?).filter(|s| *s != TaskStatus::Unspecified),
+                limit: Some(limit),
             };
-            let tasks = client.list_tasks(request).await?.into_inner().tasks;
+            let tasks = library.list(&filter).await?;
             let rows: Vec<Value> = tasks.iter().map(task_json).collect();
             print(
                 args.output,
@@ -561,15 +609,17 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             selection,
         } => {
             one_task(&selection)?;
-            let task = client.cancel_task(CancelTaskRequest { id, reason }).await?;
-            print_task(args.output, &task.into_inner());
+            print_task(args.output, &library.cancel(&id, &reason).await?);
         }
         TaskCommand::Cancel {
             id: None,
             reason,
             selection,
         } => {
-            let answer = client.cancel_tasks(selection.request(reason)?).await?;
+            let answer = tasks_client(args)
+                .await?
+                .cancel_tasks(selection.request(reason)?)
+                .await?;
             print_bulk(args.output, "cancel", &answer.into_inner());
         }
         TaskCommand::Retry {
@@ -577,30 +627,32 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             selection,
         } => {
             one_task(&selection)?;
-            let task = client.retry_task(RetryTaskRequest { id }).await?;
-            print_task(args.output, &task.into_inner());
+            print_task(args.output, &library.retry(&id).await?);
         }
         TaskCommand::Retry {
             id: None,
             selection,
         } => {
-            let answer = client
+            let answer = tasks_client(args)
+                .await?
                 .retry_tasks(selection.request(String::new())?)
                 .await?;
             print_bulk(args.output, "retry", &answer.into_inner());
         }
         TaskCommand::Purge { selection } => {
-            let answer = client
+            let answer = tasks_client(args)
+                .await?
                 .purge_tasks(selection.request(String::new())?)
                 .await?;
             print_bulk(args.output, "purge", &answer.into_inner());
         }
         TaskCommand::Watch { id } => {
-            let task = watch(&mut client, &id, args.output).await?;
+            let task = watch(&library, &id, args.output).await?;
             print_task(args.output, &task);
         }
         TaskCommand::Attempts { id } => {
-            let attempts = client
+            let attempts = tasks_client(args)
+                .await?
                 .list_task_attempts(ListTaskAttemptsRequest { id })
                 .await?
                 .into_inner()

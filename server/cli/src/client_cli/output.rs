@@ -1,9 +1,10 @@
 //! How the client commands print: aligned columns for people, JSON for
 //! scripts, and a quiet end when stdout closes early.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use taskplane_proto::json::struct_to_json;
-use taskplane_proto::v1::{FlowPolicy, HandlerInfo, Task, TaskStatus};
+use taskplane_client::Task;
+use taskplane_proto::v1::{FlowPolicy, HandlerInfo, TaskStatus};
 
 use super::Output;
 
@@ -43,19 +44,25 @@ pub(super) fn time(at: &Option<prost_types::Timestamp>) -> String {
     at.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
+/// An instant as RFC 3339, with as many fractional digits as it needs.
+fn instant(at: Option<DateTime<Utc>>) -> String {
+    at.map(|at| at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
 pub(super) fn task_json(task: &Task) -> Value {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
     json!({
-        "id": task.id, "task_type": task.task_type, "domain": task.domain, "status": status_name(task.status),
+        "id": task.id, "task_type": task.task_type, "domain": task.domain, "status": status_name(task.status as i32),
         "priority": task.priority, "attempts": task.attempts, "max_attempts": task.max_attempts,
-        "payload": task.payload.as_ref().map(|p| Value::Object(struct_to_json(p))),
-        "result": task.result.as_ref().map(|r| Value::Object(struct_to_json(r))),
-        "last_error": task.last_error, "run_at": time(&task.run_at), "created_at": time(&task.created_at),
-        "finished_at": time(&task.finished_at), "idempotency_key": task.idempotency_key,
-        "handler_version": task.handler_version, "metadata": task.metadata,
-        "required_labels": task.required_labels, "waiting_for": task.waiting_for,
-        "parent_id": task.parent_id, "start_by": time(&task.start_by),
+        "payload": task.payload, "result": task.result,
+        "last_error": text(&task.last_error), "run_at": instant(task.run_at), "created_at": instant(task.created_at),
+        "finished_at": instant(task.finished_at), "idempotency_key": text(&task.idempotency_key),
+        "handler_version": text(&task.handler_version), "metadata": task.metadata,
+        "required_labels": task.required_labels, "waiting_for": text(&task.waiting_for),
+        "parent_id": text(&task.parent_id), "start_by": instant(task.start_by),
         "progress": task.progress.as_ref().map(|p| json!({
-            "fraction": p.fraction, "message": p.message, "reported_at": time(&p.reported_at),
+            "fraction": p.fraction, "message": p.message, "reported_at": instant(p.reported_at),
         })),
     })
 }

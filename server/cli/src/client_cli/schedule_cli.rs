@@ -11,7 +11,7 @@ use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::{
     CatchUpPolicy, CreateScheduleRequest, DeleteScheduleRequest, GetScheduleRequest,
     ListSchedulesRequest, OverlapPolicy, PauseScheduleRequest, ResumeScheduleRequest, Schedule,
-    ScheduleRun, ScheduleSpec, TriggerScheduleRequest, UpdateScheduleRequest,
+    ScheduleRun, ScheduleSpec, UpdateScheduleRequest,
 };
 
 use super::output::{print, print_task, status_name, time};
@@ -343,12 +343,7 @@ pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(),
             );
         }
         ScheduleCommand::Trigger { name } => {
-            let task = client
-                .trigger_schedule(TriggerScheduleRequest { name })
-                .await?
-                .into_inner()
-                .task
-                .unwrap_or_default();
+            let task = super::client(args).await?.trigger_schedule(&name).await?;
             print_task(args.output, &task);
         }
     }
