@@ -1,10 +1,13 @@
 //! The agent stream protocol spoken by hand, message by message: register
-//! first, atomic registration, credit-based delivery, fencing, and leases
+//! first, atomic registration, credit-based delivery, fencing (a stale
+//! result never cancels the agent's newer attempt of the task), and leases
 //! returned the moment a stream closes.
 
 use std::time::Duration;
 
-use integration_tests::{Backend, TestServer, enqueue, enqueue_request, wait_status};
+use integration_tests::{
+    Backend, TestServer, enqueue, enqueue_request, fast_queue, wait_status, wait_terminal,
+};
 use serde_json::json;
 use taskplane_proto::v1::agent_message::Message as Agent;
 use taskplane_proto::v1::server_message::Message as Server;
@@ -13,6 +16,7 @@ use taskplane_proto::v1::{
     ListTaskTypesRequest, Register, ServerMessage, TaskResult, TaskStatus, TaskTypeRegistration,
     task_result,
 };
+use taskplane_server::QueueConfig;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
@@ -201,7 +205,7 @@ async fn registration_is_atomic(backend: Backend) {
 
 async fn delivery_never_exceeds_the_agents_credit(backend: Backend) {
     let server = TestServer::start(&backend).await;
-    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
+    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 3))
         .await
         .unwrap();
     let Server::Registered(registered) = agent.next().await else {
@@ -308,6 +312,79 @@ async fn stale_results_are_fenced_and_the_agent_is_told(backend: Backend) {
     );
 }
 
+/// An attempt timed out comes back to the same agent as a new attempt;
+/// the old attempt's late result is stale, and the server must not answer
+/// it with a cancel, which names only the task and would stop the new one.
+async fn a_stale_result_leaves_the_agents_newer_attempt_alone(backend: Backend) {
+    let queue = QueueConfig {
+        timeout_grace: Duration::from_millis(50),
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&backend, queue).await;
+    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
+        .await
+        .unwrap();
+    agent.next().await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("render", json!({}));
+    request.timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 100_000_000,
+    });
+    let id = enqueue(&mut tasks, request).await.id;
+    let first = agent.next_assignment().await;
+    assert_eq!(first.attempt, 1);
+    // The agent sits on attempt 1 past its timeout: the server ends it,
+    // tells the agent, and the retry comes back to this agent.
+    let second = loop {
+        match agent.next().await {
+            Server::Assignment(assignment) => break assignment,
+            Server::Cancel(cancel) => assert!(
+                cancel.reason.contains("timed out") || cancel.reason.contains("timeout"),
+                "{}",
+                cancel.reason
+            ),
+            other => panic!("expected the retry's assignment, got {other:?}"),
+        }
+    };
+    assert_eq!((second.task_id.as_str(), second.attempt), (id.as_str(), 2));
+    // Another task, whose result is written after the stale one: once it
+    // is seen COMPLETED, the stale result has been dealt with.
+    let other = enqueue(&mut tasks, enqueue_request("render", json!({})))
+        .await
+        .id;
+    let marker = agent.next_assignment().await;
+    assert_eq!(marker.task_id, other);
+    agent.send_result(&id, 1).await;
+    agent.complete(&marker).await;
+    assert_eq!(
+        wait_terminal(&mut tasks, &other).await.status(),
+        TaskStatus::Completed
+    );
+    // Whatever the stale result made the server send, while the agent
+    // still runs attempt 2, is queued before the answer to this heartbeat.
+    agent
+        .outbound
+        .send(AgentMessage {
+            message: Some(Agent::Heartbeat(Heartbeat {
+                running_task_ids: Vec::new(),
+                handler_health: Vec::new(),
+            })),
+        })
+        .await
+        .unwrap();
+    loop {
+        match agent.next().await {
+            Server::HeartbeatAck(_) => break,
+            Server::Cancel(cancel) => panic!("attempt 2 was cancelled: {}", cancel.reason),
+            _ => {}
+        }
+    }
+    agent.complete(&second).await;
+    let done = wait_terminal(&mut tasks, &id).await;
+    assert_eq!((done.status(), done.attempts), (TaskStatus::Completed, 2));
+}
+
 async fn a_closed_stream_returns_its_leased_tasks_at_once(backend: Backend) {
     let server = TestServer::start(&backend).await;
     let mut agent = RawAgent::open(&server, register("doomed", &[("reports", &["render"])], 4))
@@ -407,6 +484,7 @@ integration_tests::on_every_backend!(
     registration_is_atomic,
     delivery_never_exceeds_the_agents_credit,
     stale_results_are_fenced_and_the_agent_is_told,
+    a_stale_result_leaves_the_agents_newer_attempt_alone,
     a_closed_stream_returns_its_leased_tasks_at_once,
 );
 
