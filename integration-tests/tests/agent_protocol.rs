@@ -205,7 +205,7 @@ async fn registration_is_atomic(backend: Backend) {
 
 async fn delivery_never_exceeds_the_agents_credit(backend: Backend) {
     let server = TestServer::start(&backend).await;
-    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 3))
+    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
         .await
         .unwrap();
     let Server::Registered(registered) = agent.next().await else {
@@ -321,7 +321,7 @@ async fn a_stale_result_leaves_the_agents_newer_attempt_alone(backend: Backend) 
         ..fast_queue()
     };
     let server = TestServer::start_with(&backend, queue).await;
-    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 2))
+    let mut agent = RawAgent::open(&server, register("slow", &[("reports", &["render"])], 3))
         .await
         .unwrap();
     agent.next().await;
