@@ -140,16 +140,19 @@ async fn claim_first_chunk(
     rows.iter().map(rows::task).collect()
 }
 
-/// [`claim_first_chunk`]'s statement, the key read from `column`: after
+/// [`claim_first_chunk`]'s statement, the key read from `column`. Both
+/// CTEs are materialized so each key is read from its JSON once: inlined,
+/// the join compared keys read afresh for every pair (0.30 against
+/// 0.16 ms over 20,000 ready tasks, `EXPLAIN ANALYZE`). After
 /// [`lease_ready`]'s `$1` to `$4`, the type `$5`, the key's path `$6`, the
 /// claimant's versions `$7` and labels `$8`, the chunk's size `$9`, the
 /// limit per key `$10` and the most to take `$11`.
 fn first_chunk(column: &str) -> String {
     lease_ready(&format!(
-        "WITH running AS (
+        "WITH running AS MATERIALIZED (
              SELECT {column} #>> $6::text[] AS k, count(*) FILTER (WHERE task_type = $5) AS n
              FROM tasks WHERE status = 'running' GROUP BY 1),
-         chunk AS (
+         chunk AS MATERIALIZED (
              SELECT id, {column} #>> $6::text[] AS k, priority, run_at FROM tasks
              WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
              ORDER BY priority DESC, run_at, id LIMIT $9),
