@@ -10,14 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use integration_tests::{
-    Backend, TestAgent, TestServer, enqueue, enqueue_request, http_get, metric_sample,
+    Backend, TestAgent, TestServer, enqueue, enqueue_request, fast_queue, http_get, metric_sample,
     on_every_backend, wait_terminal,
 };
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
 use taskplane_proto::v1::{
-    GetQueueStatsRequest, RetryTaskRequest, SetTaskTypePolicyRequest, TaskStatus,
+    GetQueueStatsRequest, GetTaskRequest, RetryTaskRequest, SetTaskTypePolicyRequest, TaskStatus,
 };
+use taskplane_server::QueueConfig;
 
 /// Counts the tasks that reached it.
 struct Counting(Arc<AtomicU32>);
@@ -141,7 +142,36 @@ async fn a_deadline_past_or_before_run_at_is_refused(backend: Backend) {
     server.stop().await;
 }
 
+/// Between its deadline and the expiry round (a poll interval, here long),
+/// a task is still PENDING, and `GetTask` says why it will not run.
+async fn a_task_past_its_deadline_says_so_until_it_expires(backend: Backend) {
+    let queue = QueueConfig {
+        poll_interval: Duration::from_secs(30),
+        ..fast_queue()
+    };
+    let server = TestServer::start_with(&backend, queue).await;
+    server.register_type("charge", "billing").await;
+    let mut tasks = server.tasks().await;
+    let mut request = enqueue_request("charge", json!({}));
+    request.start_by = Some(in_from_now(Duration::from_millis(100)));
+    let id = enqueue(&mut tasks, request).await.id;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let task = tasks
+        .get_task(GetTaskRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.status(), TaskStatus::Pending);
+    assert!(
+        task.waiting_for.contains("start_by") && task.waiting_for.contains("ends EXPIRED"),
+        "{}",
+        task.waiting_for
+    );
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_task_past_its_deadline_says_so_until_it_expires,
     a_task_not_started_by_its_deadline_expires_and_never_runs,
     a_deadline_past_or_before_run_at_is_refused,
 );

@@ -317,7 +317,16 @@ impl TaskService for TaskApi {
         let id = task_id(&request.into_inner().id)?;
         let task = self.load_visible(id, principal.as_ref()).await?;
         let mut answer = proto_task(&task);
-        if task.status == TaskStatus::Pending && task.run_at <= chrono::Utc::now() {
+        let now = chrono::Utc::now();
+        if let Some(start_by) = task
+            .start_by
+            .filter(|at| task.status == TaskStatus::Pending && *at <= now)
+        {
+            answer.waiting_for = format!(
+                "its start_by {} has passed: no claim takes it, and it ends EXPIRED within a poll interval",
+                start_by.to_rfc3339()
+            );
+        } else if task.status == TaskStatus::Pending && task.run_at <= now {
             let live = self.plane.live_sessions().await?;
             let held = self.plane.held_by_flow(&task).await?;
             answer.waiting_for = held
