@@ -246,28 +246,66 @@ async fn max_running_holds_across_two_agents(backend: Backend) {
     server.stop().await;
 }
 
+/// Two replicas on one fresh PostgreSQL schema, each with an agent whose
+/// label (`replica` = `one` or `two`) names it, both watched by one
+/// [`Observed`]. `None` without PostgreSQL.
+struct Replicas {
+    schema: PostgresSchema,
+    one: TestServer,
+    two: TestServer,
+    agents: [TestAgent; 2],
+    observed: Arc<Mutex<Observed>>,
+    _gate: watch::Sender<bool>,
+}
+
+impl Replicas {
+    async fn start() -> Option<Replicas> {
+        let schema = PostgresSchema::create().await?;
+        let backend = Backend::Postgres(schema.url.clone());
+        let one = TestServer::start(&backend).await;
+        let two = TestServer::start(&backend).await;
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let (open, gate) = watch::channel(false);
+        let a = TestAgent::start_configured(&one, "a", tracked("a", &observed, &gate), |agent| {
+            agent.label("replica", "one")
+        })
+        .await;
+        let b = TestAgent::start_configured(&two, "b", tracked("b", &observed, &gate), |agent| {
+            agent.label("replica", "two")
+        })
+        .await;
+        Some(Replicas {
+            schema,
+            one,
+            two,
+            agents: [a, b],
+            observed,
+            _gate: open,
+        })
+    }
+
+    async fn stop(self) {
+        for agent in self.agents {
+            agent.stop().await.unwrap();
+        }
+        self.one.stop().await;
+        self.two.stop().await;
+        self.schema.drop().await;
+    }
+}
+
 /// Two replicas on one PostgreSQL database, an agent on each: the limit
 /// set on one holds for both, which take turns through the type's row lock.
 /// Each agent's tasks require its label, so both must run theirs side by
 /// side (left alone, the agent that frees a slot claims it again first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_running_holds_across_two_postgres_replicas() {
-    let Some(schema) = PostgresSchema::create().await else {
+    let Some(replicas) = Replicas::start().await else {
         return;
     };
-    let backend = Backend::Postgres(schema.url.clone());
-    let one = TestServer::start(&backend).await;
-    let two = TestServer::start(&backend).await;
-    let observed = Arc::new(Mutex::new(Observed::default()));
-    let (_open, gate) = watch::channel(false);
-    let a = TestAgent::start_configured(&one, "a", tracked("a", &observed, &gate), |agent| {
-        agent.label("replica", "one")
-    })
-    .await;
-    let b = TestAgent::start_configured(&two, "b", tracked("b", &observed, &gate), |agent| {
-        agent.label("replica", "two")
-    })
-    .await;
+    let Replicas {
+        one, two, observed, ..
+    } = &replicas;
     set_policy(
         &one,
         SetTaskTypePolicyRequest {
@@ -299,11 +337,7 @@ async fn max_running_holds_across_two_postgres_replicas() {
             HashMap::from([("a".into(), 20), ("b".into(), 20)])
         );
     }
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
-    one.stop().await;
-    two.stop().await;
-    schema.drop().await;
+    replicas.stop().await;
 }
 
 /// A rate limit set on one replica is one bucket for both: each replica's
@@ -311,22 +345,12 @@ async fn max_running_holds_across_two_postgres_replicas() {
 /// 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_across_two_postgres_replicas() {
-    let Some(schema) = PostgresSchema::create().await else {
+    let Some(replicas) = Replicas::start().await else {
         return;
     };
-    let backend = Backend::Postgres(schema.url.clone());
-    let one = TestServer::start(&backend).await;
-    let two = TestServer::start(&backend).await;
-    let observed = Arc::new(Mutex::new(Observed::default()));
-    let (_open, gate) = watch::channel(false);
-    let a = TestAgent::start_configured(&one, "a", tracked("a", &observed, &gate), |agent| {
-        agent.label("replica", "one")
-    })
-    .await;
-    let b = TestAgent::start_configured(&two, "b", tracked("b", &observed, &gate), |agent| {
-        agent.label("replica", "two")
-    })
-    .await;
+    let Replicas {
+        one, two, observed, ..
+    } = &replicas;
     set_policy(
         &one,
         SetTaskTypePolicyRequest {
@@ -343,11 +367,7 @@ async fn a_rate_limit_holds_across_two_postgres_replicas() {
         let seen = observed.lock().unwrap();
         assert_eq!(seen.by_agent.len(), 2, "{:?}", seen.by_agent);
     }
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
-    one.stop().await;
-    two.stop().await;
-    schema.drop().await;
+    replicas.stop().await;
 }
 
 async fn a_paused_type_holds_new_work_while_what_runs_finishes(backend: Backend) {

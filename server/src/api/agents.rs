@@ -241,8 +241,13 @@ impl AgentService for AgentApi {
             .inspect_err(|error| {
                 tracing::warn!(agent = %register.agent_name, %error, "registration refused");
             })?;
-        for spec in specs.iter().filter(|spec| spec.flow.is_some()) {
-            self.plane.refresh_flow(&spec.task_type).await;
+        let declared: Vec<&str> = specs
+            .iter()
+            .filter(|spec| spec.flow.is_some())
+            .map(|spec| spec.task_type.as_str())
+            .collect();
+        if !declared.is_empty() {
+            self.plane.refresh_flow(&declared).await;
         }
         for (declared_by, specs) in &schedules {
             let written = self

@@ -123,7 +123,7 @@ impl ControlPlane {
     /// the store.
     pub async fn set_flow_policy(&self, task_type: &str, change: &FlowChange) -> Result<TaskType> {
         let changed = self.store.set_flow_policy(task_type, change).await?;
-        self.refresh_flow(task_type).await;
+        self.refresh_flow(&[task_type]).await;
         Ok(changed)
     }
 
@@ -160,19 +160,19 @@ impl ControlPlane {
         ))
     }
 
-    /// Re-reads which types are limited after `task_type`'s policy changed
-    /// (here or on another replica), and wakes its agents.
-    pub async fn refresh_flow(&self, task_type: &str) {
+    /// Re-reads which types are limited after the policies of `changed`
+    /// changed (here or on another replica), and wakes their agents.
+    pub async fn refresh_flow(&self, changed: &[&str]) {
         match self.store.list_task_types(None).await {
             Ok(task_types) => {
                 self.flow.update(&task_types);
                 self.metrics.flow_policies(&task_types);
             }
             Err(error) => {
-                tracing::warn!(%error, task_type, "cannot read flow policies; the next heartbeat round will")
+                tracing::warn!(%error, ?changed, "cannot read flow policies; the next heartbeat round will")
             }
         }
-        self.sessions.wake_for([task_type]);
+        self.sessions.wake_for(changed.iter().copied());
     }
 
     /// Stores tasks atomically and wakes the agents that serve their types,

@@ -25,7 +25,7 @@ pub async fn relay_ready_notifications(plane: Arc<ControlPlane>) {
         tokio::select! {
             notification = notifications.next() => match notification {
                 Some(notice) => match policy_changed(&notice) {
-                    Some(task_type) => plane.refresh_flow(task_type).await,
+                    Some(task_type) => plane.refresh_flow(&[task_type]).await,
                     None => plane.sessions.wake_for([notice.as_str()]),
                 },
                 None => return,

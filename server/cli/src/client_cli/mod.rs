@@ -579,9 +579,8 @@ fn new_task(task_type: String, enqueue: &EnqueueArgs) -> Result<NewTask, ClientE
 
 /// `taskplane task …`.
 pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientError> {
-    let library = client(args).await?;
     match command {
-        TaskCommand::Get { id } => print_task(args.output, &library.get(&id).await?),
+        TaskCommand::Get { id } => print_task(args.output, &client(args).await?.get(&id).await?),
         TaskCommand::List {
             task_type,
             domain,
@@ -594,7 +593,7 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
                 status: Some(status_arg(status)?).filter(|s| *s != TaskStatus::Unspecified),
                 limit: Some(limit),
             };
-            let tasks = library.list(&filter).await?;
+            let tasks = client(args).await?.list(&filter).await?;
             let rows: Vec<Value> = tasks.iter().map(task_json).collect();
             print(
                 args.output,
@@ -609,7 +608,10 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             selection,
         } => {
             one_task(&selection)?;
-            print_task(args.output, &library.cancel(&id, &reason).await?);
+            print_task(
+                args.output,
+                &client(args).await?.cancel(&id, &reason).await?,
+            );
         }
         TaskCommand::Cancel {
             id: None,
@@ -627,7 +629,7 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             selection,
         } => {
             one_task(&selection)?;
-            print_task(args.output, &library.retry(&id).await?);
+            print_task(args.output, &client(args).await?.retry(&id).await?);
         }
         TaskCommand::Retry {
             id: None,
@@ -647,7 +649,7 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             print_bulk(args.output, "purge", &answer.into_inner());
         }
         TaskCommand::Watch { id } => {
-            let task = watch(&library, &id, args.output).await?;
+            let task = watch(&client(args).await?, &id, args.output).await?;
             print_task(args.output, &task);
         }
         TaskCommand::Attempts { id } => {
@@ -701,13 +703,7 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 .get_task_type(GetTaskTypeRequest { task_type })
                 .await?
                 .into_inner();
-            let row = type_json(&info);
-            print(
-                args.output,
-                &columns,
-                std::slice::from_ref(&row),
-                row.clone(),
-            );
+            print_type(args.output, &columns, &info);
         }
         TypesCommand::Validate { task_type, version } => {
             let answer = client
@@ -742,12 +738,10 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 description,
                 ..Default::default()
             };
-            let row = type_json(&client.register_task_type(request).await?.into_inner());
-            print(
+            print_type(
                 args.output,
                 &columns,
-                std::slice::from_ref(&row),
-                row.clone(),
+                &client.register_task_type(request).await?.into_inner(),
             );
         }
         TypesCommand::Set {
@@ -777,37 +771,37 @@ pub async fn types(args: &ClientArgs, command: TypesCommand) -> Result<(), Clien
                 rate_limit_key,
                 ..Default::default()
             };
-            let row = type_json(&client.set_task_type_policy(request).await?.into_inner());
-            print(
+            print_type(
                 args.output,
                 &columns,
-                std::slice::from_ref(&row),
-                row.clone(),
+                &client.set_task_type_policy(request).await?.into_inner(),
             );
         }
         TypesCommand::Pause {
             task_type,
             refuse_enqueues,
         } => {
-            let row = type_json(&set_paused(&mut client, task_type, true, refuse_enqueues).await?);
-            print(
+            print_type(
                 args.output,
                 &columns,
-                std::slice::from_ref(&row),
-                row.clone(),
+                &set_paused(&mut client, task_type, true, refuse_enqueues).await?,
             );
         }
         TypesCommand::Resume { task_type } => {
-            let row = type_json(&set_paused(&mut client, task_type, false, false).await?);
-            print(
+            print_type(
                 args.output,
                 &columns,
-                std::slice::from_ref(&row),
-                row.clone(),
+                &set_paused(&mut client, task_type, false, false).await?,
             );
         }
     }
     Ok(())
+}
+
+/// Prints one task type as a row of `columns`, or as JSON.
+fn print_type(output: Output, columns: &[&str], info: &HandlerInfo) {
+    let row = type_json(info);
+    print(output, columns, std::slice::from_ref(&row), row.clone());
 }
 
 /// Refuses selection options beside a task id.

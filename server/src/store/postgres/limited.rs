@@ -60,22 +60,7 @@ pub(super) async fn claim_limited(
     if room == 0 {
         return Ok(Vec::new());
     }
-    let leased = if let (Some(key), Some(per_key), None) = (
-        policy.limited_key(),
-        policy.max_running_per_key,
-        policy.rate_key(),
-    ) {
-        // A limit per concurrency key alone: one statement takes what the
-        // first chunk of ready tasks allows, and the chunked claim goes on
-        // only when that is not enough.
-        let mut leased =
-            claim_first_chunk(tx, task_type, (key, per_key), room, claimant, lease, now).await?;
-        let more = room - leased.len() as u32;
-        if more > 0 {
-            leased.extend(claim_by_key(tx, task_type, &policy, more, claimant, lease, now).await?);
-        }
-        leased
-    } else if policy.keyed() {
+    let leased = if policy.keyed() {
         claim_by_key(tx, task_type, &policy, room, claimant, lease, now).await?
     } else {
         claim_type(tx, task_type, room, claimant, lease, now).await?
@@ -98,82 +83,21 @@ pub(super) async fn claim_limited(
 /// How many ready tasks a keyed claim reads at a time.
 const CHUNK: i64 = 256;
 
-/// How many ready tasks [`claim_first_chunk`] reads for a claim of
-/// `limit`: twice as many, so a few keys at their limit still leave
-/// enough, but not a whole [`CHUNK`], since reading each task's key costs
-/// (a claim of 16 reading 256 keys ran at two thirds of a free claim's
-/// rate).
+/// How many ready tasks a keyed claim of `limit` reads first: twice as
+/// many, so a few keys at their limit still leave enough, but not a whole
+/// [`CHUNK`], since reading each task's key costs. Later chunks, read only
+/// when keys at their limit fill the first, are whole.
 fn first_chunk_size(limit: u32) -> i64 {
     (2 * i64::from(limit)).clamp(16, CHUNK)
-}
-
-/// Leases, in one statement, up to `limit` of the first few ready tasks
-/// (see [`first_chunk_size`]) of `task_type` in delivery order whose concurrency key has room
-/// under `per_key`: each key's tasks are numbered in order after the ones
-/// it has running, and those numbered within the limit are taken, as
-/// [`KeyedAdmission`] would take them from that chunk.
-async fn claim_first_chunk(
-    tx: &mut Tx,
-    task_type: &str,
-    (key, per_key): (&KeyPath, u32),
-    limit: u32,
-    claimant: &Claimant<'_>,
-    lease: &Lease,
-    now: i64,
-) -> Result<Vec<Task>> {
-    static FIRST_CHUNK: LazyLock<[String; 2]> =
-        LazyLock::new(|| ["payload", "metadata"].map(first_chunk));
-    let rows = bind_lease(
-        sqlx::query(sqlx::AssertSqlSafe(FIRST_CHUNK[source(key)].as_str())),
-        lease,
-        now,
-    )
-    .bind(task_type.to_owned())
-    .bind(key.fields.clone())
-    .bind(claimant.versions.to_vec())
-    .bind(json_text(claimant.labels))
-    .bind(first_chunk_size(limit))
-    .bind(i64::from(per_key))
-    .bind(i64::from(limit))
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.iter().map(rows::task).collect()
-}
-
-/// [`claim_first_chunk`]'s statement, the key read from `column`. Both
-/// CTEs are materialized so each key is read from its JSON once: inlined,
-/// the join compared keys read afresh for every pair (0.30 against
-/// 0.16 ms over 20,000 ready tasks, `EXPLAIN ANALYZE`). After
-/// [`lease_ready`]'s `$1` to `$4`, the type `$5`, the key's path `$6`, the
-/// claimant's versions `$7` and labels `$8`, the chunk's size `$9`, the
-/// limit per key `$10` and the most to take `$11`.
-fn first_chunk(column: &str) -> String {
-    lease_ready(&format!(
-        "WITH running AS MATERIALIZED (
-             SELECT {column} #>> $6::text[] AS k, count(*) FILTER (WHERE task_type = $5) AS n
-             FROM tasks WHERE status = 'running' GROUP BY 1),
-         chunk AS MATERIALIZED (
-             SELECT id, {column} #>> $6::text[] AS k, priority, run_at FROM tasks
-             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
-             ORDER BY priority DESC, run_at, id LIMIT $9),
-         numbered AS (
-             SELECT chunk.id, chunk.priority, chunk.run_at,
-                 coalesce(running.n, 0) + row_number() OVER (
-                     PARTITION BY chunk.k ORDER BY chunk.priority DESC, chunk.run_at, chunk.id)
-                     AS place
-             FROM chunk LEFT JOIN running ON running.k IS NOT DISTINCT FROM chunk.k)
-         SELECT id AS ready_id FROM numbered WHERE place <= $10
-         ORDER BY priority DESC, run_at, id LIMIT $11",
-        claimable("tasks", "$1", "$7", "$8")
-    ))
 }
 
 /// Leases up to `limit` ready tasks of `task_type` in priority then age
 /// order, each admitted by its keys ([`KeyedAdmission`]): no concurrency
 /// key holds more than its share and no rate key starts more than its
 /// bucket holds, so another key's tasks start as soon as there is room.
-/// The ready index is read a chunk at a time, only as far as the picks
-/// need, and the rate buckets of a chunk's keys in one query. The type's
+/// The ready index is read a chunk at a time (a small one first, see
+/// [`first_chunk_size`]), only as far as the picks need, and the rate
+/// buckets of a chunk's keys in one query. The type's
 /// row lock keeps other limited claims out; the lease still takes PENDING
 /// rows only.
 async fn claim_by_key(
@@ -200,6 +124,10 @@ async fn claim_by_key(
     // Where the previous chunk ended: (priority, run_at, id).
     let mut after = (i64::MAX, i64::MIN, uuid::Uuid::nil().to_string());
     'chunks: loop {
+        let size = match admission {
+            None => first_chunk_size(limit),
+            Some(_) => CHUNK,
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(ready.as_str()))
             .bind(task_type.to_owned())
             .bind(concurrency.map(|key| key.fields.clone()))
@@ -209,7 +137,7 @@ async fn claim_by_key(
             .bind(after.0)
             .bind(after.1)
             .bind(after.2.clone())
-            .bind(CHUNK)
+            .bind(size)
             .bind(rate.map(|key| key.fields.clone()))
             .bind(admission.is_none() && concurrency.is_some())
             .fetch_all(&mut **tx)
@@ -228,7 +156,7 @@ async fn claim_by_key(
             }
             after = (row.try_get("priority")?, row.try_get("run_at")?, id);
         }
-        if (chunk.len() as i64) < CHUNK {
+        if (chunk.len() as i64) < size {
             break;
         }
     }

@@ -17,6 +17,15 @@ fn limited(types: &[String]) -> Claimant<'_> {
     }
 }
 
+/// Up to `limit` tasks of `a`, claimed under its policy by a new lease.
+async fn claim_a(store: &dyn Store, limit: u32) -> Vec<Task> {
+    let types = ["a".to_owned()];
+    store
+        .claim(&limited(&types), limit, &lease())
+        .await
+        .unwrap()
+}
+
 /// A task of `a` whose payload names `customer`.
 fn for_customer(customer: &str) -> NewTask {
     let mut task = new_task("a");
@@ -49,23 +58,18 @@ async fn a_key_limit_takes_each_key_in_turn_and_never_past_its_limit(backend: Ba
     tasks.extend((0..3).map(|_| for_customer("y")));
     tasks.extend((0..3).map(|_| for_customer("z")));
     store.enqueue(tasks).await.unwrap();
-    let types = ["a".to_owned()];
-    let first = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    let first = claim_a(store, 10).await;
     let mut keys = customers_of(&first);
     keys.sort();
     assert_eq!(keys, ["x", "y", "z"], "one of each key, not x's flood");
     assert!(
-        store
-            .claim(&limited(&types), 10, &lease())
-            .await
-            .unwrap()
-            .is_empty(),
+        claim_a(store, 10).await.is_empty(),
         "every key is at its limit"
     );
     let x = first.iter().find(|t| t.payload["customer"] == "x").unwrap();
     let done = AttemptResult::Completed(JsonObject::new());
     store.record_results(vec![(x.id, 1, done)]).await.unwrap();
-    let next = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    let next = claim_a(store, 10).await;
     assert_eq!(
         customers_of(&next),
         ["x"],
@@ -91,22 +95,8 @@ async fn max_running_and_pause_hold_claims_until_changed(backend: Backend) {
         .enqueue((0..6).map(|_| new_task("a")).collect())
         .await
         .unwrap();
-    let types = ["a".to_owned()];
-    assert_eq!(
-        store
-            .claim(&limited(&types), 10, &lease())
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(
-        store
-            .claim(&limited(&types), 10, &lease())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(claim_a(store, 10).await.len(), 2);
+    assert!(claim_a(store, 10).await.is_empty());
     let paused = store
         .set_flow_policy(
             "a",
@@ -119,14 +109,7 @@ async fn max_running_and_pause_hold_claims_until_changed(backend: Backend) {
         .await
         .unwrap();
     assert!(paused.flow.paused && paused.flow.max_running.is_none());
-    assert!(
-        store
-            .claim(&limited(&types), 10, &lease())
-            .await
-            .unwrap()
-            .is_empty(),
-        "paused: nothing new"
-    );
+    assert!(claim_a(store, 10).await.is_empty(), "paused: nothing new");
     let listed = store.list_task_types(None).await.unwrap();
     assert!(listed[0].flow.paused, "the state reads back");
     store
@@ -140,11 +123,7 @@ async fn max_running_and_pause_hold_claims_until_changed(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .claim(&limited(&types), 10, &lease())
-            .await
-            .unwrap()
-            .len(),
+        claim_a(store, 10).await.len(),
         4,
         "resumed, and no longer limited"
     );
@@ -170,8 +149,7 @@ async fn a_metadata_key_groups_tasks_and_tasks_without_it_share_one(backend: Bac
     }
     tasks.extend((0..3).map(|_| new_task("a")));
     store.enqueue(tasks).await.unwrap();
-    let types = ["a".to_owned()];
-    let claimed = store.claim(&limited(&types), 10, &lease()).await.unwrap();
+    let claimed = claim_a(store, 10).await;
     let mut tenants: Vec<&str> = claimed
         .iter()
         .map(|t| t.metadata.get("tenant").map_or("-", String::as_str))
@@ -237,19 +215,10 @@ async fn a_rate_limit_spends_tokens_as_they_refill(backend: Backend) {
         .enqueue((0..10).map(|_| new_task("a")).collect())
         .await
         .unwrap();
-    let types = ["a".to_owned()];
     let started = std::time::Instant::now();
-    let first = store
-        .claim(&limited(&types), 10, &lease())
-        .await
-        .unwrap()
-        .len();
+    let first = claim_a(store, 10).await.len();
     tokio::time::sleep(std::time::Duration::from_millis(160)).await;
-    let second = store
-        .claim(&limited(&types), 10, &lease())
-        .await
-        .unwrap()
-        .len();
+    let second = claim_a(store, 10).await.len();
     let elapsed = started.elapsed().as_secs_f64();
     // At most one token per 50 ms since the limit was set, and at least
     // the three whole ones of the sleep.
@@ -289,9 +258,8 @@ async fn a_rate_limit_per_key_gives_each_key_its_own_bucket(backend: Backend) {
     tasks.extend((0..5).map(|_| for_customer("y")));
     tasks.extend((0..3).map(|_| new_task("a")));
     store.enqueue(tasks).await.unwrap();
-    let types = ["a".to_owned()];
     let started = std::time::Instant::now();
-    let first = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let first = claim_a(store, 20).await;
     let mut keys: Vec<Option<&str>> = first
         .iter()
         .map(|t| t.payload.get("customer").and_then(|c| c.as_str()))
@@ -302,7 +270,7 @@ async fn a_rate_limit_per_key_gives_each_key_its_own_bucket(backend: Backend) {
         [None, None, Some("x"), Some("x"), Some("y"), Some("y")],
         "each key's full bucket, a second's worth: 2"
     );
-    let drained = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let drained = claim_a(store, 20).await;
     let spent_for = started.elapsed().as_secs_f64();
     assert!(
         drained.len() as f64 <= (spent_for * 2.0).ceil() * 3.0,
@@ -315,7 +283,7 @@ async fn a_rate_limit_per_key_gives_each_key_its_own_bucket(backend: Backend) {
         .prune_rate_buckets("a", Utc::now() - chrono::Duration::seconds(1))
         .await
         .unwrap();
-    let after_prune = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let after_prune = claim_a(store, 20).await;
     let spent_for = started.elapsed().as_secs_f64();
     assert!(
         (drained.len() + after_prune.len()) as f64 <= (spent_for * 2.0).ceil() * 3.0,
@@ -328,7 +296,7 @@ async fn a_rate_limit_per_key_gives_each_key_its_own_bucket(backend: Backend) {
         .prune_rate_buckets("a", Utc::now() + chrono::Duration::minutes(1))
         .await
         .unwrap();
-    let refilled = store.claim(&limited(&types), 20, &lease()).await.unwrap();
+    let refilled = claim_a(store, 20).await;
     let claimed = first.len() + drained.len() + after_prune.len();
     assert_eq!(
         refilled.len(),
