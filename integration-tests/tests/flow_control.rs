@@ -307,7 +307,7 @@ async fn max_running_holds_across_two_postgres_replicas() {
         one, two, observed, ..
     } = &replicas;
     set_policy(
-        &one,
+        one,
         SetTaskTypePolicyRequest {
             max_running: Some(5),
             ..Default::default()
@@ -323,9 +323,9 @@ async fn max_running_holds_across_two_postgres_replicas() {
         ) == Some(5.0)
     })
     .await;
-    let mut ids = labelled_charges(&one, "one", 20).await;
-    ids.extend(labelled_charges(&two, "two", 20).await);
-    wait_all_completed(&one, &ids).await;
+    let mut ids = labelled_charges(one, "one", 20).await;
+    ids.extend(labelled_charges(two, "two", 20).await);
+    wait_all_completed(one, &ids).await;
     {
         let seen = observed.lock().unwrap();
         assert_eq!(
@@ -352,16 +352,16 @@ async fn a_rate_limit_holds_across_two_postgres_replicas() {
         one, two, observed, ..
     } = &replicas;
     set_policy(
-        &one,
+        one,
         SetTaskTypePolicyRequest {
             rate_limit: Some("20/second".into()),
             ..Default::default()
         },
     )
     .await;
-    labelled_charges(&one, "one", 75).await;
-    labelled_charges(&two, "two", 75).await;
-    let started = starts_within(&observed, Duration::from_secs(5)).await.len();
+    labelled_charges(one, "one", 75).await;
+    labelled_charges(two, "two", 75).await;
+    let started = starts_within(observed, Duration::from_secs(5)).await.len();
     assert!((95..=105).contains(&started), "{started} starts in 5 s");
     {
         let seen = observed.lock().unwrap();
