@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod conformance;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
@@ -317,6 +318,32 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether `python3` can run the Python package's tests (`grpcio`,
+/// `protobuf` and `pytest` installed; `.ci/run` installs them). Without
+/// them the Python tests are skipped with a note, unless
+/// `TASKPLANE_REQUIRE_PYTHON=1` (as in CI) makes that a failure.
+pub fn python_sdk_available() -> bool {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import grpc, google.protobuf, pytest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var("TASKPLANE_REQUIRE_PYTHON").is_err(),
+            "python3 with grpcio, protobuf and pytest is required: pip install './agent/python[test]'"
+        );
+        eprintln!(
+            "skipped: python3 lacks grpcio, protobuf or pytest (pip install './agent/python[test]')"
+        );
+    }
+    available
+}
+
+/// The Python package's directory.
+pub fn python_package_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/python")
 }
 
 /// Whether grpcurl is installed (`.ci/run` installs it; doc tests that
