@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use integration_tests::{Backend, TestAgent, TestServer, on_every_backend};
 use serde_json::json;
 use taskplane_agent::{TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult};
-use taskplane_client::{Client, Error, NewTask, TaskFilter, TaskStatus};
+use taskplane_client::{Client, Error, NewTask, Schedule, TaskFilter, TaskStatus};
 use taskplane_server::testing::PostgresSchema;
 use tokio_stream::StreamExt;
 
@@ -135,9 +135,56 @@ async fn a_client_reports_what_it_cannot_reach(backend: Backend) {
     assert!(matches!(misspelt, Error::Config(_)), "{misspelt:?}");
 }
 
+async fn a_client_manages_schedules(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let _agent = TestAgent::start(&server, "a", echo_registry()).await;
+    let client = Client::connect(server.url()).await.unwrap();
+
+    let nightly = Schedule::cron("nightly", "echo", "0 2 * * *")
+        .timezone("Europe/Berlin")
+        .payload(json!({"from": "schedule"}));
+    let stored = client.create_schedule(nightly.clone()).await.unwrap();
+    let spec = stored.spec.clone().unwrap();
+    assert_eq!(
+        (spec.name.as_str(), spec.timezone.as_str()),
+        ("nightly", "Europe/Berlin")
+    );
+    assert!(stored.next_fire_at.is_some() && !stored.paused);
+    let again = client.create_schedule(nightly).await.unwrap_err();
+    assert!(matches!(again, Error::Refused(_)), "{again:?}");
+
+    let upcoming = client
+        .get_schedule_upcoming("nightly", 3, Some("2030-01-01T00:00:00Z".parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(upcoming.upcoming.len(), 3);
+    assert_eq!(
+        upcoming.upcoming[0].seconds, 1_893_459_600,
+        "02:00 in Berlin on 1 January 2030"
+    );
+    assert!(client.pause_schedule("nightly").await.unwrap().paused);
+    assert!(!client.resume_schedule("nightly").await.unwrap().paused);
+    let hourly = Schedule::cron("nightly", "echo", "0 * * * *").payload(json!({"from": "update"}));
+    let changed = client.update_schedule(hourly).await.unwrap();
+    assert_eq!(changed.spec.unwrap().cron, "0 * * * *");
+    let listed = client.list_schedules(Some("echo"), None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    let fired = client.trigger_schedule("nightly").await.unwrap();
+    let done = client.wait(&fired.id, PATIENCE).await.unwrap();
+    assert_eq!(
+        done.result.map(serde_json::Value::Object),
+        Some(json!({"from": "update"}))
+    );
+    client.delete_schedule("nightly").await.unwrap();
+    let gone = client.get_schedule("nightly").await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound(_)), "{gone:?}");
+}
+
 on_every_backend!(
     a_client_enqueues_follows_and_changes_tasks,
     a_client_reports_what_it_cannot_reach,
+    a_client_manages_schedules,
 );
 
 #[tokio::test]

@@ -11,7 +11,6 @@ use serde_json::Value;
 use taskplane_common::connect::{AuthChannel, ConnectOptions};
 use taskplane_proto::trace::TRACEPARENT;
 use taskplane_proto::v1;
-use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use tokio::sync::Mutex;
 use tokio_stream::{Stream, StreamExt};
@@ -142,7 +141,7 @@ struct Current {
 
 /// Whether a call may be sent again after its server went away.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Resend {
+pub(crate) enum Resend {
     /// Sending it twice changes nothing twice.
     Safe,
     /// The first may have acted.
@@ -325,32 +324,10 @@ impl Client {
         }
     }
 
-    /// Fires a schedule now, whatever its cadence; returns the task it
-    /// enqueued.
-    pub async fn trigger_schedule(&self, name: &str) -> Result<Task> {
-        let request = v1::TriggerScheduleRequest {
-            name: name.to_owned(),
-        };
-        let answer = self
-            .call(Resend::Unsafe, |channel| {
-                let request = request.clone();
-                async move {
-                    ScheduleServiceClient::new(channel)
-                        .trigger_schedule(request)
-                        .await
-                }
-            })
-            .await?;
-        answer
-            .task
-            .map(Task::from)
-            .ok_or_else(|| Error::Server(Status::internal("TriggerSchedule answered no task")))
-    }
-
     /// Runs `call` on the current server's connection; when the server is
     /// gone, moves to the next and, for a call safe to resend, sends it
     /// there, trying each server once.
-    async fn call<T, F, Fut>(&self, resend: Resend, call: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, resend: Resend, call: F) -> Result<T>
     where
         F: Fn(AuthChannel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,

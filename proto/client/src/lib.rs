@@ -46,11 +46,15 @@
 mod client;
 mod error;
 mod options;
+pub mod schedule;
+mod schedules;
 mod task;
 
 pub use client::{Client, ClientBuilder, TaskStream};
 pub use error::{Error, Result};
 pub use options::{NewTask, TaskFilter};
+pub use schedule::Schedule;
+pub use schedules::StoredSchedule;
 pub use task::{Enqueued, Progress, Task, TaskStatus};
 pub use taskplane_common::connect::ConnectOptions;
 pub use taskplane_proto::trace::TraceParent;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use taskplane_proto::json::json_to_struct;
+use taskplane_client::NewTask;
 use taskplane_proto::v1::SetTaskTypePolicyRequest;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 
@@ -24,12 +24,7 @@ pub(super) async fn w10(args: &BenchArgs, servers: &Servers) -> anyhow::Result<F
     let mut registry = RegistryServiceClient::new(servers.channel().await?);
     // Every run enqueues the same tasks, each naming its key, so the
     // policies are all that differs.
-    let keyed_task = |i: usize| {
-        let payload = json!({ "key": i % KEYS });
-        let mut request = noop(NOOP_TYPE);
-        request.payload = Some(json_to_struct(payload.as_object().expect("an object")));
-        request
-    };
+    let keyed_task = |i: usize| NewTask::new(NOOP_TYPE, json!({ "key": i % KEYS }));
     let plain = run(args, servers, "W10 no policy", keyed_task).await?;
     set(
         &mut registry,
@@ -80,7 +75,7 @@ async fn run(
     args: &BenchArgs,
     servers: &Servers,
     label: &str,
-    request_of: impl Fn(usize) -> taskplane_proto::v1::EnqueueTaskRequest,
+    request_of: impl Fn(usize) -> NewTask,
 ) -> anyhow::Result<(f64, Arc<Probe>)> {
     let probe = Arc::new(Probe::default());
     let agents = Agents::start(servers, 1, args.concurrency, &probe).await?;

@@ -6,14 +6,10 @@ use std::time::{Duration, Instant};
 
 use taskplane_agent::Agent;
 use taskplane_agent::ConnectOptions;
+use taskplane_client::{Client, NewTask, Schedule, TaskFilter, TaskStatus};
 use taskplane_common::AuthChannel;
+use taskplane_proto::v1::RegisterTaskTypeRequest;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
-use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
-use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{
-    CreateScheduleRequest, EnqueueTaskRequest, EnqueueTasksRequest, ListTasksRequest,
-    RegisterTaskTypeRequest, ScheduleSpec, TaskStatus,
-};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -169,9 +165,19 @@ pub(super) struct Servers {
 }
 
 impl Servers {
-    /// A new connection to the first server, where clients enqueue.
+    /// A new connection to the first server.
     pub(super) async fn channel(&self) -> anyhow::Result<AuthChannel> {
         Ok(self.options.connect(&self.urls[0]).await?)
+    }
+
+    /// A client of the first server, on a new connection: how the
+    /// workloads enqueue, as a user's service would.
+    pub(super) async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::builder()
+            .server(self.urls[0].clone())
+            .connect_options(self.options.clone())
+            .connect()
+            .await?)
     }
 }
 
@@ -198,37 +204,26 @@ pub(super) async fn define_schedules(servers: &Servers, count: usize) -> anyhow:
     if count == 0 {
         return Ok(());
     }
-    let channel = servers.channel().await?;
-    RegistryServiceClient::new(channel.clone())
+    RegistryServiceClient::new(servers.channel().await?)
         .register_task_type(RegisterTaskTypeRequest {
             task_type: SCHEDULED_TYPE.into(),
             domain: "bench".into(),
             ..Default::default()
         })
         .await?;
-    let mut schedules = ScheduleServiceClient::new(channel);
+    let client = servers.client().await?;
     for i in 0..count {
-        let spec = ScheduleSpec {
-            name: format!("bench-{i}"),
-            task_type: SCHEDULED_TYPE.into(),
-            cron: format!("{} {} * * *", i % 60, (i / 60) % 24),
-            ..Default::default()
-        };
-        schedules
-            .create_schedule(CreateScheduleRequest {
-                schedule: Some(spec),
-            })
+        let cron = format!("{} {} * * *", i % 60, (i / 60) % 24);
+        client
+            .create_schedule(Schedule::cron(&format!("bench-{i}"), SCHEDULED_TYPE, &cron))
             .await?;
     }
     Ok(())
 }
 
-pub(super) fn noop(task_type: &str) -> EnqueueTaskRequest {
-    EnqueueTaskRequest {
-        task_type: task_type.into(),
-        payload: Some(Default::default()),
-        ..Default::default()
-    }
+/// A no-op task of `task_type`: an empty payload.
+pub(super) fn noop(task_type: &str) -> NewTask {
+    NewTask::new(task_type, serde_json::json!({}))
 }
 
 /// Where progress bars that run at the same time draw: the terminal, or
@@ -270,20 +265,18 @@ pub(super) async fn enqueue_batched(
 /// `type_of(i)`; returns tasks/s.
 pub(super) async fn enqueue_spread(
     servers: &Servers,
-    request_of: impl Fn(usize) -> EnqueueTaskRequest,
+    request_of: impl Fn(usize) -> NewTask,
     count: usize,
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<f64> {
-    let mut client = TaskServiceClient::new(servers.channel().await?);
+    let client = servers.client().await?;
     let started = Instant::now();
     let mut sent = 0;
     while sent < count {
         let size = batch.min(count - sent);
         client
-            .enqueue_tasks(EnqueueTasksRequest {
-                tasks: (sent..sent + size).map(&request_of).collect(),
-            })
+            .enqueue_batch((sent..sent + size).map(&request_of).collect())
             .await?;
         sent += size;
         bar.set_position(sent as u64);
@@ -300,13 +293,13 @@ pub(super) async fn enqueue_single(
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..clients {
-        let mut client = TaskServiceClient::new(servers.channel().await?);
+        let client = servers.client().await?;
         let share = count / clients + usize::from(worker < count % clients);
         workers.push(tokio::spawn(async move {
             for _ in 0..share {
                 client.enqueue_task(noop(NOOP_TYPE)).await?;
             }
-            Ok::<_, tonic::Status>(())
+            Ok::<_, taskplane_client::Error>(())
         }));
     }
     for worker in workers {
@@ -345,22 +338,16 @@ pub(super) async fn wait_drained(
 ) -> anyhow::Result<()> {
     wait_ran(probe, expected, bar).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut client = TaskServiceClient::new(servers.channel().await?);
+    let client = servers.client().await?;
     for status in [TaskStatus::Pending, TaskStatus::Running] {
+        let filter = TaskFilter {
+            task_type: Some(NOOP_TYPE.into()),
+            status: Some(status),
+            limit: Some(1),
+            ..TaskFilter::default()
+        };
         loop {
-            let request = ListTasksRequest {
-                task_type: NOOP_TYPE.into(),
-                status: status as i32,
-                page_size: 1,
-                ..Default::default()
-            };
-            if client
-                .list_tasks(request)
-                .await?
-                .into_inner()
-                .tasks
-                .is_empty()
-            {
+            if client.list(&filter).await?.is_empty() {
                 break;
             }
             anyhow::ensure!(

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskplane_proto::v1::EnqueueTaskRequest;
-use taskplane_proto::v1::task_service_client::TaskServiceClient;
+use taskplane_client::NewTask;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -88,7 +87,7 @@ pub(super) async fn enqueue_and_run(
     args: &BenchArgs,
     servers: &Servers,
     probe: &Probe,
-    request_of: impl Fn(usize) -> EnqueueTaskRequest,
+    request_of: impl Fn(usize) -> NewTask,
     label: &str,
 ) -> anyhow::Result<f64> {
     let bar = progress(args, args.tasks as u64, label);
@@ -163,28 +162,30 @@ pub(super) async fn w7(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Fi
 /// over its own connection costs on this machine, clients included.
 pub(super) async fn w8(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Figures> {
     const PRODUCERS: usize = 64;
-    let floor = call_repeatedly(servers, PRODUCERS, args.duration, |channel| {
-        let health = HealthClient::new(channel);
-        move || {
+    let mut health_checks = Vec::new();
+    for _ in 0..PRODUCERS {
+        let health = HealthClient::new(servers.channel().await?);
+        health_checks.push(move || {
             let mut health = health.clone();
             async move {
                 health.check(HealthCheckRequest::default()).await?;
                 Ok(())
             }
-        }
-    })
-    .await?;
-    let enqueues = call_repeatedly(servers, PRODUCERS, args.duration, |channel| {
-        let client = TaskServiceClient::new(channel);
-        move || {
-            let mut client = client.clone();
+        });
+    }
+    let floor = call_repeatedly(health_checks, args.duration).await?;
+    let mut producers = Vec::new();
+    for _ in 0..PRODUCERS {
+        let client = servers.client().await?;
+        producers.push(move || {
+            let client = client.clone();
             async move {
                 client.enqueue_task(noop(PRODUCERS_TYPE)).await?;
                 Ok(())
             }
-        }
-    })
-    .await?;
+        });
+    }
+    let enqueues = call_repeatedly(producers, args.duration).await?;
     let mut figures = Figures::new();
     figures.insert("producers".into(), json!(PRODUCERS));
     figures.insert("accepted".into(), json!(enqueues.calls()));
@@ -221,23 +222,17 @@ impl Calls {
     }
 }
 
-/// Runs `clients` clients, each on its own connection, each making `call`
-/// one after another for `duration`.
-async fn call_repeatedly<F, Fut>(
-    servers: &Servers,
-    clients: usize,
-    duration: Duration,
-    client: impl Fn(taskplane_common::AuthChannel) -> F,
-) -> anyhow::Result<Calls>
+/// Runs each of `clients` (each on its own connection) making its call
+/// one after another for `duration`, all at once.
+async fn call_repeatedly<F, Fut>(clients: Vec<F>, duration: Duration) -> anyhow::Result<Calls>
 where
     F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let until = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..clients {
-        let mut call = client(servers.channel().await?);
+    for mut call in clients {
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < until {
@@ -245,7 +240,7 @@ where
                 call().await?;
                 latencies.push(began.elapsed().as_secs_f64() * 1000.0);
             }
-            Ok::<_, tonic::Status>(latencies)
+            Ok::<_, anyhow::Error>(latencies)
         }));
     }
     let mut latencies_ms = Vec::new();

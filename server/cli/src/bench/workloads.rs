@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskplane_agent::ConnectOptions;
-use taskplane_proto::v1::task_service_client::TaskServiceClient;
 
 use super::backlog::w3;
 use super::harness::*;
@@ -131,7 +130,7 @@ pub(super) async fn w2(
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let probe = Arc::new(Probe::default());
     let agents = Agents::start(servers, args.agents, args.concurrency, &probe).await?;
-    let mut client = TaskServiceClient::new(servers.channel().await?);
+    let client = servers.client().await?;
     let total = w2_tasks(args);
     let round_trips =
         limit::rpc_round_trips(servers.channel().await?, total.min(1000), args.rate).await?;
@@ -151,13 +150,7 @@ pub(super) async fn w2(
     for _ in 0..total {
         ticker.tick().await;
         let at = Instant::now();
-        let id = client
-            .enqueue_task(noop(NOOP_TYPE))
-            .await?
-            .into_inner()
-            .task
-            .map(|t| t.id)
-            .unwrap_or_default();
+        let id = client.enqueue_task(noop(NOOP_TYPE)).await?.task.id;
         accepted.push(at.elapsed().as_secs_f64() * 1000.0);
         sent.push((id, at));
         bar.inc(1);

@@ -9,13 +9,11 @@ use taskplane_common::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::schedule_service_client::ScheduleServiceClient;
 use taskplane_proto::v1::{
-    CatchUpPolicy, CreateScheduleRequest, DeleteScheduleRequest, GetScheduleRequest,
-    ListSchedulesRequest, OverlapPolicy, PauseScheduleRequest, ResumeScheduleRequest, Schedule,
-    ScheduleRun, ScheduleSpec, UpdateScheduleRequest,
+    CatchUpPolicy, ListSchedulesRequest, OverlapPolicy, Schedule, ScheduleRun, ScheduleSpec,
 };
 
 use super::output::{print, print_task, status_name, time};
-use super::{ClientArgs, ClientError, Output, channel, key_value, parse_payload};
+use super::{ClientArgs, ClientError, Output, key_value, parse_payload};
 
 /// `taskplane schedule …`.
 #[derive(Debug, Subcommand)]
@@ -227,7 +225,7 @@ fn run_json(run: &ScheduleRun) -> Value {
 
 /// `taskplane schedule …`.
 pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(), ClientError> {
-    let mut client = ScheduleServiceClient::new(channel(args).await?);
+    let client = super::client(args).await?;
     let one = |schedule: Schedule| {
         let row = schedule_json(&schedule);
         print(
@@ -239,26 +237,15 @@ pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(),
     };
     match command {
         ScheduleCommand::Create(definition) => {
-            let request = CreateScheduleRequest {
-                schedule: Some(definition.spec()?),
-            };
-            one(client.create_schedule(request).await?.into_inner());
+            one(client.create_schedule(definition.spec()?).await?);
         }
         ScheduleCommand::Update(definition) => {
-            let request = UpdateScheduleRequest {
-                schedule: Some(definition.spec()?),
-            };
-            one(client.update_schedule(request).await?.into_inner());
+            one(client.update_schedule(definition.spec()?).await?);
         }
         ScheduleCommand::List { task_type, domain } => {
             let schedules = client
-                .list_schedules(ListSchedulesRequest {
-                    task_type: task_type.unwrap_or_default(),
-                    domain: domain.unwrap_or_default(),
-                })
-                .await?
-                .into_inner()
-                .schedules;
+                .list_schedules(task_type.as_deref(), domain.as_deref())
+                .await?;
             let rows: Vec<Value> = schedules.iter().map(schedule_json).collect();
             print(
                 args.output,
@@ -274,19 +261,16 @@ pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(),
         } => {
             let upcoming_from = from
                 .map(|text| {
-                    text.parse::<prost_types::Timestamp>().map_err(|e| {
-                        ClientError::Usage(format!("--from is not an RFC 3339 time: {e}"))
-                    })
+                    chrono::DateTime::parse_from_rfc3339(&text)
+                        .map(|at| at.to_utc())
+                        .map_err(|e| {
+                            ClientError::Usage(format!("--from is not an RFC 3339 time: {e}"))
+                        })
                 })
                 .transpose()?;
             let schedule = client
-                .get_schedule(GetScheduleRequest {
-                    name,
-                    upcoming_from,
-                    upcoming_count: upcoming,
-                })
-                .await?
-                .into_inner();
+                .get_schedule_upcoming(&name, upcoming, upcoming_from)
+                .await?;
             let row = schedule_json(&schedule);
             if args.output == Output::Json {
                 print(args.output, &[], &[], row);
@@ -320,21 +304,13 @@ pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(),
             );
         }
         ScheduleCommand::Pause { name } => {
-            one(client
-                .pause_schedule(PauseScheduleRequest { name })
-                .await?
-                .into_inner());
+            one(client.pause_schedule(&name).await?);
         }
         ScheduleCommand::Resume { name } => {
-            one(client
-                .resume_schedule(ResumeScheduleRequest { name })
-                .await?
-                .into_inner());
+            one(client.resume_schedule(&name).await?);
         }
         ScheduleCommand::Delete { name } => {
-            client
-                .delete_schedule(DeleteScheduleRequest { name: name.clone() })
-                .await?;
+            client.delete_schedule(&name).await?;
             print(
                 args.output,
                 &["deleted"],
@@ -343,7 +319,7 @@ pub async fn schedule(args: &ClientArgs, command: ScheduleCommand) -> Result<(),
             );
         }
         ScheduleCommand::Trigger { name } => {
-            let task = super::client(args).await?.trigger_schedule(&name).await?;
+            let task = client.trigger_schedule(&name).await?;
             print_task(args.output, &task);
         }
     }
