@@ -182,3 +182,50 @@ async fn the_readmes_python_agent_and_client_run() {
     );
     assert_eq!(printed.trim(), "COMPLETED {'shout': 'HI'}");
 }
+
+#[test]
+fn the_bench_drains_w1_with_the_python_noop_agent() {
+    if !python_sdk_available() {
+        return;
+    }
+    let agent = format!(
+        "PYTHONPATH={dir} python3 {dir}/examples/noop_agent.py",
+        dir = python_package_dir().display()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"))
+        .args([
+            "bench",
+            "--workloads",
+            "w1x",
+            "--tasks",
+            "300",
+            "--batch-size",
+            "100",
+        ])
+        .args(["--agent-command", &agent, "--output", "json"])
+        .output()
+        .expect("taskplane bench runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let figures = report["results"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|row| row["workload"] == "W1x external agent")
+        })
+        .map(|row| &row["figures"])
+        .unwrap_or_else(|| panic!("no W1x row in {report}"));
+    assert_eq!(
+        (figures["completed"].as_u64(), figures["dead"].as_u64()),
+        (Some(300), Some(0)),
+        "{figures}"
+    );
+    assert!(
+        figures["processed_per_sec"].as_f64().unwrap() > 0.0,
+        "{figures}"
+    );
+}

@@ -17,6 +17,7 @@
 //! - [`usage`]: this process's CPU time and peak memory.
 
 mod backlog;
+mod external;
 mod flow;
 mod harness;
 mod limit;
@@ -134,6 +135,11 @@ pub struct BenchArgs {
     /// over the day), to show that many schedules cost the queue nothing.
     #[arg(long, default_value_t = 0)]
     pub schedules: usize,
+    /// W1x: the command that starts the agent draining W1 (run with
+    /// `sh -c`; it gets `TASKPLANE_SERVER`, `BENCH_TASK_TYPE` and
+    /// `BENCH_DOMAIN`), e.g. "python3 agent/python/examples/noop_agent.py".
+    #[arg(long)]
+    pub agent_command: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,

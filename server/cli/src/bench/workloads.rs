@@ -259,6 +259,12 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
                 record("W1 throughput (wide)", w1(&wide, &servers, limits).await?);
             }
         }
+        if wants("w1x") {
+            record(
+                "W1x external agent",
+                super::external::w1_external(&args, &servers).await?,
+            );
+        }
         if wants("w2") {
             let limit = latency_limit.as_deref();
             let bar = progress(&args, w2_tasks(&args) as u64, "W2 steady rate");
