@@ -88,7 +88,12 @@ class _Run:
     ctx: TaskContext
     started: float = field(default_factory=time.monotonic)
     task: Optional[asyncio.Task[None]] = None
-    cancel_reason: Optional[str] = None
+    #: Why the attempt was stopped (cancelled, timed out, drained) and
+    #: whether the queue should retry it.
+    stopped: Optional[TaskFailure] = None
+    #: Set when the stopped handler ran past the grace and was interrupted.
+    interrupted: bool = False
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_progress: Optional[tuple[float, str]] = None
     last_progress: float = -math.inf
     progress_timer: Optional[asyncio.TimerHandle] = None
@@ -386,59 +391,65 @@ class _Session:
         ctx._progress = report
         self.running[assignment.task_id] = run
         run.task = asyncio.create_task(self._execute(run))
+        run.timers.append(
+            self.loop.call_later(
+                ctx.timeout, self._stop, run, TaskFailure(f"timed out after {ctx.timeout:g}s", retryable=True)
+            )
+        )
 
     def _cancel(self, task_id: str, reason: str) -> None:
         run = self.running.get(task_id)
         if run is not None:
             log.info("cancelling task %s: %s", task_id, reason)
-            run.cancel_reason = reason or "cancelled"
-            run.ctx.cancel()
+            self._stop(run, TaskFailure(f"cancelled: {reason or 'on request'}", retryable=False))
             return
         # A cancelled task waiting here never starts (the server has ended it).
         self.queued = collections.deque(entry for entry in self.queued if entry[0].task_id != task_id)
+
+    def _stop(self, run: _Run, why: TaskFailure) -> None:
+        """Tells a running handler to stop, and interrupts it if it has not
+        returned after the grace; its attempt is reported as ``why``."""
+        if run.stopped is not None or run.task is None or run.task.done():
+            return
+        run.stopped = why
+        run.ctx.cancel()
+
+        def interrupt() -> None:
+            if run.task is not None and not run.task.done():
+                run.interrupted = True
+                run.task.cancel()
+
+        run.timers.append(self.loop.call_later(CANCEL_GRACE, interrupt))
 
     async def _execute(self, run: _Run) -> None:
         assignment = run.assignment
         registration = self.agent.registry.get(assignment.task_type)
         outcome: Union[dict[str, Any], BaseException]
-        if registration is None:
-            outcome = TaskFailure(f"this agent has no handler for task type '{assignment.task_type}'", retryable=False)
-        else:
-            outcome = await self._outcome(run, registration.handler)
+        try:
+            if registration is None:
+                raise TaskFailure(
+                    f"this agent has no handler for task type '{assignment.task_type}'", retryable=False
+                )
+            output = await run_handler(registration.handler, run.ctx)
+            outcome = {} if output is None else output
+        except asyncio.CancelledError:
+            if not run.interrupted:
+                raise  # the session is ending: nothing is reported
+            outcome = TaskFailure("interrupted")
+        except Exception as error:  # the handler's failure is its attempt's result
+            outcome = error
+        finally:
+            for timer in run.timers:
+                timer.cancel()
+            if run.progress_timer is not None:
+                run.progress_timer.cancel()
+        if run.stopped is not None:
+            outcome = run.stopped
         ran_for = time.monotonic() - run.started
         del self.running[assignment.task_id]
-        if run.progress_timer is not None:
-            run.progress_timer.cancel()
         if self.queued and len(self.running) < self.agent.max_concurrency:
             self._start(self.queued.popleft()[0])
         self._send(self._result(assignment, outcome, ran_for))
-
-    async def _outcome(self, run: _Run, handler: Any) -> Union[dict[str, Any], BaseException]:
-        """The handler's output or the error that ended it, within its timeout
-        and cancellation (a handler that ignores either is interrupted
-        after the grace)."""
-        ctx = run.ctx
-        work = asyncio.ensure_future(run_handler(handler, ctx))
-        stop = asyncio.ensure_future(ctx.cancelled.wait())
-        try:
-            done, _ = await asyncio.wait({work, stop}, timeout=ctx.timeout, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
-                ctx.cancel()
-                await asyncio.wait({work}, timeout=CANCEL_GRACE)
-                if not work.done():
-                    work.cancel()
-                if run.cancel_reason is not None:
-                    return TaskFailure(f"cancelled: {run.cancel_reason}", retryable=False)
-                return TaskFailure(f"timed out after {ctx.timeout:g}s", retryable=True)
-            if run.cancel_reason is not None:
-                return TaskFailure(f"cancelled: {run.cancel_reason}", retryable=False)
-            error = work.exception()
-            if error is not None:
-                return error
-            output = work.result()
-            return {} if output is None else output
-        finally:
-            stop.cancel()
 
     def _result(
         self, assignment: agent_pb2.Assignment, outcome: Union[dict[str, Any], BaseException], ran_for: float
@@ -537,8 +548,7 @@ class _Session:
         if runs:
             _, late = await asyncio.wait(runs, timeout=self.agent.drain_grace)
             for run in list(self.running.values()):
-                run.cancel_reason = "the agent drained before it finished"
-                run.ctx.cancel()
+                self._stop(run, TaskFailure("the agent drained before it finished", retryable=True))
             if late:
                 await asyncio.wait(late, timeout=CANCEL_GRACE + 1.0)
         self.outbox.put_nowait(None)
@@ -575,8 +585,6 @@ def _failure_message(
 ) -> agent_pb2.AgentMessage:
     if isinstance(error, TaskFailure):
         return _failed(assignment, str(error), error.retryable, ran_for, error.retry_after)
-    if isinstance(error, asyncio.CancelledError):
-        return _failed(assignment, "the handler was interrupted", True, ran_for)
     # An unexpected exception may be a passing fault: the retry policy bounds it.
     log.warning("task %s failed: %s: %s", assignment.task_id, type(error).__name__, error)
     return _failed(assignment, f"{type(error).__name__}: {error}", True, ran_for)

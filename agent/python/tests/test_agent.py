@@ -219,3 +219,28 @@ def test_handlers_enqueue_follow_ups_over_the_agents_connection(server: Server) 
             assert followed.parent_id == task.id and followed.result == {"parent": task.id}
     finally:
         agent.stop()
+
+
+def test_a_handler_that_ignores_cancellation_is_interrupted(server: Server) -> None:
+    registry = TaskRegistry(RegistryConfig())
+    started = threading.Event()
+
+    async def stubborn(ctx: TaskContext) -> dict:
+        started.set()
+        await asyncio.sleep(60)  # never looks at ctx.cancelled
+        return {}
+
+    registry.register_handler("stubborn", stubborn, domain="demo")
+    registry.register_handler("quick", lambda ctx: {"ok": True}, domain="demo")
+    agent = ThreadedAgent(Agent(registry, server.url, max_concurrency=1, prefetch=0))
+    agent.registered()
+    try:
+        with Client(server.url) as client:
+            task = client.enqueue("stubborn", {})
+            assert started.wait(20)
+            client.cancel(task.id)
+            # One slot, held for a minute unless the interrupt frees it.
+            quick = client.wait(client.enqueue("quick", {}).id, timeout=20)
+            assert quick.status == "COMPLETED" and quick.result == {"ok": True}
+    finally:
+        agent.stop()
