@@ -89,16 +89,18 @@ def seconds(value: Seconds) -> float:
 
 def to_duration(value: Seconds) -> duration_pb2.Duration:
     """Seconds (or a ``timedelta``) as a ``Duration``."""
-    duration = duration_pb2.Duration()
-    duration.FromTimedelta(_dt.timedelta(seconds=seconds(value)))
-    return duration
+    nanos = round(seconds(value) * 1e9)
+    whole, part = divmod(abs(nanos), 1_000_000_000)
+    sign = -1 if nanos < 0 else 1
+    return duration_pb2.Duration(seconds=sign * whole, nanos=sign * part)
 
 
 def from_duration(message: Any, field: str, default: float) -> float:
     """``message.field`` in seconds, or ``default`` when unset or zero."""
     if not message.HasField(field):
         return default
-    value = getattr(message, field).ToTimedelta().total_seconds()
+    duration = getattr(message, field)
+    value = duration.seconds + duration.nanos / 1e9
     return value if value > 0 else default
 
 

@@ -391,11 +391,7 @@ class _Session:
         ctx._progress = report
         self.running[assignment.task_id] = run
         run.task = asyncio.create_task(self._execute(run))
-        run.timers.append(
-            self.loop.call_later(
-                ctx.timeout, self._stop, run, TaskFailure(f"timed out after {ctx.timeout:g}s", retryable=True)
-            )
-        )
+        run.timers.append(self.loop.call_later(ctx.timeout, self._time_out, run))
 
     def _cancel(self, task_id: str, reason: str) -> None:
         run = self.running.get(task_id)
@@ -405,6 +401,9 @@ class _Session:
             return
         # A cancelled task waiting here never starts (the server has ended it).
         self.queued = collections.deque(entry for entry in self.queued if entry[0].task_id != task_id)
+
+    def _time_out(self, run: _Run) -> None:
+        self._stop(run, TaskFailure(f"timed out after {run.ctx.timeout:g}s", retryable=True))
 
     def _stop(self, run: _Run, why: TaskFailure) -> None:
         """Tells a running handler to stop, and interrupts it if it has not

@@ -4,7 +4,6 @@ cancellation signal, feature flags, and a client for follow-up tasks."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -38,18 +37,19 @@ class TaskContext:
     timeout: float = 300.0
     feature_flags: dict[str, bool] = field(default_factory=dict)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    _cancelled_flag: threading.Event = field(default_factory=threading.Event, repr=False)
+    # Read by blocking handlers on other threads: a bool is enough there.
+    _cancelled_flag: bool = field(default=False, repr=False)
     _progress: Optional[ProgressSink] = field(default=None, repr=False)
     _client: Optional["AsyncClient"] = field(default=None, repr=False)
     _started: float = field(default_factory=time.monotonic, repr=False)
 
     def is_cancelled(self) -> bool:
         """Whether the attempt should stop (safe from any thread)."""
-        return self._cancelled_flag.is_set()
+        return self._cancelled_flag
 
     def cancel(self) -> None:
         """Marks the attempt cancelled (the agent calls this)."""
-        self._cancelled_flag.set()
+        self._cancelled_flag = True
         self.cancelled.set()
 
     def remaining(self) -> float:

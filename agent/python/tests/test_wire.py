@@ -56,3 +56,10 @@ def test_statuses_compare_with_their_names() -> None:
 def test_error_text_is_cut_on_a_character_boundary() -> None:
     assert _wire.bounded_text("short", 10) == "short"
     assert _wire.bounded_text("abé", 3) == "ab [cut: too long]"
+
+
+def test_durations_keep_their_sign_and_fraction() -> None:
+    assert (_wire.to_duration(1.5).seconds, _wire.to_duration(1.5).nanos) == (1, 500_000_000)
+    negative = _wire.to_duration(-0.25)
+    assert (negative.seconds, negative.nanos) == (0, -250_000_000)
+    assert _wire.to_duration(dt.timedelta(minutes=2)).seconds == 120
