@@ -244,3 +244,41 @@ def test_a_handler_that_ignores_cancellation_is_interrupted(server: Server) -> N
             assert quick.status == "COMPLETED" and quick.result == {"ok": True}
     finally:
         agent.stop()
+
+
+def test_tokens_admit_the_agent_and_the_client_and_nothing_else(tmp_path) -> None:
+    import re
+    import subprocess
+
+    from conftest import taskplane_binary
+
+    data = tmp_path / "secured"
+    data.mkdir()
+
+    def token(name: str, role: str) -> str:
+        printed = subprocess.run(
+            [taskplane_binary(), "token", "create", "--name", name, "--role", role, "--domain", "demo",
+             "--database-url", f"sqlite://{data / 'taskplane.db'}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        match = re.search(r"tp_\S+", printed)
+        assert match, printed
+        return match.group(0)
+
+    agent_token, client_token = token("py-agent", "agent"), token("py-client", "client")
+    server = start_server(data, "--auth")
+    registry = TaskRegistry(RegistryConfig())
+    registry.register_handler("shout", lambda ctx: {"shout": ctx.payload["text"].upper()}, domain="demo")
+    with pytest.raises(taskplane.AgentRefused, match="(?i)token"):
+        asyncio.run(Agent(registry, server.url).run(handle_signals=False))
+    agent = ThreadedAgent(Agent(registry, server.url, token=agent_token))
+    agent.registered()
+    try:
+        with Client(server.url, token=client_token) as client:
+            done = client.wait(client.enqueue("shout", {"text": "hi"}).id, timeout=20)
+            assert done.result == {"shout": "HI"}
+        with Client(server.url) as anonymous, pytest.raises(taskplane.Unauthenticated):
+            anonymous.enqueue("shout", {"text": "hi"})
+    finally:
+        agent.stop()
+        server.stop()
