@@ -5,16 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::pki::Ca;
-use integration_tests::{
-    Backend, TestServer, enqueue, fast_queue, wait_for, wait_for_agent, wait_status,
-};
+use integration_tests::{Backend, TestServer, fast_queue, wait_for, wait_for_agent};
 use serde_json::json;
 use taskplane_agent::{Agent, ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry};
 use taskplane_common::connect::ConnectError;
-use taskplane_proto::json::json_to_struct;
+use taskplane_proto::v1::ListDomainsRequest;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
-use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{EnqueueTaskRequest, ListDomainsRequest, TaskStatus};
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::{TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
@@ -277,23 +273,21 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
         ..trust
     };
     let channel = server.connect_as(&client).await.unwrap();
-    let mut tasks = TaskServiceClient::new(channel.clone());
-    wait_for_agent(&RegistryServiceClient::new(channel.clone()), "echo-agent").await;
-    let id = enqueue(
-        &mut tasks,
-        EnqueueTaskRequest {
-            task_type: "echo_task".into(),
-            payload: Some(json_to_struct(json!({"word": "hi"}).as_object().unwrap())),
-            ..Default::default()
-        },
-    )
-    .await
-    .id;
-    let done = wait_status(&tasks, &id, TaskStatus::Completed).await;
-    assert_eq!(
-        taskplane_proto::json::struct_to_json(done.result.as_ref().unwrap())["echo"]["word"],
-        "hi"
-    );
+    wait_for_agent(&RegistryServiceClient::new(channel), "echo-agent").await;
+    // The client crate, with the same token-over-TLS settings.
+    let tasks = taskplane_client::Client::builder()
+        .server(server.url())
+        .connect_options(client)
+        .connect()
+        .await
+        .unwrap();
+    let task = tasks
+        .enqueue("echo_task", json!({"word": "hi"}))
+        .await
+        .unwrap();
+    let done = tasks.wait(&task.id, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(done.status, taskplane_client::TaskStatus::Completed);
+    assert_eq!(done.result.unwrap()["echo"]["word"], "hi");
     stop.cancel();
     agent_task.await.unwrap().unwrap();
     server.stop().await;
