@@ -160,12 +160,17 @@ async fn charges(server: &TestServer, customers: &[&str], count: usize) -> Vec<S
 }
 
 /// Enqueues `count` charges on `server` that only the agent labelled
-/// `replica` may run; returns their ids.
-async fn labelled_charges(server: &TestServer, replica: &str, count: usize) -> Vec<String> {
+/// `replica` may run, each sleeping `sleep_ms`; returns their ids.
+async fn labelled_charges(
+    server: &TestServer,
+    replica: &str,
+    count: usize,
+    sleep_ms: u64,
+) -> Vec<String> {
     let mut tasks = server.tasks().await;
     let mut ids = Vec::new();
     for _ in 0..count {
-        let mut request = enqueue_request("charge", json!({}));
+        let mut request = enqueue_request("charge", json!({ "sleep_ms": sleep_ms }));
         request.required_labels = [("replica".to_owned(), replica.to_owned())].into();
         ids.push(enqueue(&mut tasks, request).await.id);
     }
@@ -323,8 +328,11 @@ async fn max_running_holds_across_two_postgres_replicas() {
         ) == Some(5.0)
     })
     .await;
-    let mut ids = labelled_charges(one, "one", 20).await;
-    ids.extend(labelled_charges(two, "two", 20).await);
+    // Long enough that tasks enqueued one by one pile up to the limit: with
+    // 30 ms tasks each could finish before the next arrived, and the limit
+    // was sometimes never reached (4 at most).
+    let mut ids = labelled_charges(one, "one", 20, 300).await;
+    ids.extend(labelled_charges(two, "two", 20, 300).await);
     wait_all_completed(one, &ids).await;
     {
         let seen = observed.lock().unwrap();
@@ -359,8 +367,8 @@ async fn a_rate_limit_holds_across_two_postgres_replicas() {
         },
     )
     .await;
-    labelled_charges(one, "one", 75).await;
-    labelled_charges(two, "two", 75).await;
+    labelled_charges(one, "one", 75, 30).await;
+    labelled_charges(two, "two", 75, 30).await;
     let started = starts_within(observed, Duration::from_secs(5)).await.len();
     assert!((95..=105).contains(&started), "{started} starts in 5 s");
     {
