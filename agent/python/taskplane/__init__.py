@@ -16,6 +16,7 @@ from .connection import DEFAULT_SERVER, Connection
 from .context import TaskContext
 from .errors import (
     ConfigError,
+    DeadlineExceeded,
     InvalidRequest,
     NotFound,
     PermanentError,
@@ -39,6 +40,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConfigError",
+    "DeadlineExceeded",
     "Connection",
     "DEFAULT_SERVER",
     "FlowLimits",

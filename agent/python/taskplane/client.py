@@ -23,7 +23,14 @@ import grpc.aio
 
 from . import _wire
 from .connection import DEFAULT_SERVER, Connection, split_servers
-from .errors import InvalidRequest, TaskplaneError, Unavailable, WaitTimeout, from_rpc_error
+from .errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    TaskplaneError,
+    Unavailable,
+    WaitTimeout,
+    from_rpc_error,
+)
 from .v1 import schedule_pb2, schedule_pb2_grpc, task_pb2, task_pb2_grpc
 
 
@@ -399,8 +406,10 @@ class Client:
                     last = task
                     if task.status.is_finished:
                         return task
+            except DeadlineExceeded:
+                pass  # the loop's own deadline decides
             except TaskplaneError as error:
-                if not (error.retryable or "DEADLINE_EXCEEDED" in str(error)):
+                if not error.retryable:
                     raise
             time.sleep(min(_WATCH_RETRY, max(0.0, deadline - time.monotonic())))
 

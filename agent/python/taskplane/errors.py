@@ -53,6 +53,10 @@ class Unavailable(TaskplaneError):
     retryable = True
 
 
+class DeadlineExceeded(TaskplaneError):
+    """The call's own timeout (``watch(timeout=...)``) ran out before it ended."""
+
+
 class ConfigError(TaskplaneError):
     """The client's or agent's own settings are wrong (a URL, a TLS file)."""
 
@@ -81,6 +85,7 @@ _BY_CODE = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Throttled,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
 
