@@ -11,7 +11,9 @@
 //! - [`transport`]: the listener, TLS and reloading its files.
 //! - [`store`]: durable state behind one trait; [`store::SqliteStore`] is the
 //!   embedded default, [`store::PostgresStore`] serves several replicas.
-//! - [`metrics`]: the Prometheus metrics served on `--metrics-listen`.
+//! - [`metrics`]: the Prometheus metrics served on `--metrics-listen`,
+//!   and [`activity`], the last hour by type and minute that the console
+//!   charts.
 //! - [`testing`]: a private PostgreSQL schema per test or benchmark run,
 //!   and the macro that runs a test on both databases.
 //! - [`model`], [`error`], [`config`], [`backoff`]: domain types, the one
@@ -19,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod backoff;

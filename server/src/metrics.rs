@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::activity::{Event, RecentActivity};
 use crate::engine::plane::ControlPlane;
 use crate::model::{RecordedTask, Task, TaskStatus};
 
@@ -84,6 +85,7 @@ pub struct ServerMetrics {
     schedule_lag: Family<ScheduleLabels, Histogram, fn() -> Histogram>,
     paused: Family<TypeLabels, Gauge>,
     max_running: Family<TypeLabels, Gauge>,
+    activity: RecentActivity,
 }
 
 impl Default for ServerMetrics {
@@ -105,6 +107,7 @@ impl Default for ServerMetrics {
             schedule_lag: Family::new_with_constructor(latency_histogram),
             paused: Family::default(),
             max_running: Family::default(),
+            activity: RecentActivity::default(),
         };
         metrics.registered()
     }
@@ -187,6 +190,11 @@ impl ServerMetrics {
         self
     }
 
+    /// The last hour's assignments and results by type and minute.
+    pub fn activity(&self) -> &RecentActivity {
+        &self.activity
+    }
+
     /// Sets each type's paused and max_running gauges.
     pub fn flow_policies(&self, task_types: &[crate::model::TaskType]) {
         for task_type in task_types {
@@ -244,18 +252,26 @@ impl ServerMetrics {
         self.dispatch_latency
             .get_or_create(&labels(&task.task_type))
             .observe(waited.as_secs_f64());
+        self.activity.record(
+            &task.task_type,
+            Event::Dispatched(waited.as_secs_f64() * 1000.0),
+            now,
+        );
     }
 
     /// Records a result as written: the task's new state and, for a finished
     /// attempt, how long it ran.
     pub fn recorded(&self, task: &RecordedTask) {
         let labels = labels(&task.task_type);
-        match task.status {
-            TaskStatus::Completed => self.completed.get_or_create(&labels).inc(),
-            TaskStatus::Dead => self.dead.get_or_create(&labels).inc(),
-            TaskStatus::Pending => self.failed.get_or_create(&labels).inc(),
+        let (counter, event) = match task.status {
+            TaskStatus::Completed => (&self.completed, Event::Completed),
+            TaskStatus::Dead => (&self.dead, Event::Dead),
+            TaskStatus::Pending => (&self.failed, Event::Failed),
             TaskStatus::Running | TaskStatus::Cancelled | TaskStatus::Expired => return,
         };
+        counter.get_or_create(&labels).inc();
+        self.activity
+            .record(&task.task_type, event, task.updated_at);
         if let Some(started) = task.started_at {
             let finished = task.finished_at.unwrap_or(task.updated_at);
             let ran = (finished - started).to_std().unwrap_or_default();

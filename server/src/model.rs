@@ -483,6 +483,14 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only tasks older than this id (the page token).
     pub before: Option<Uuid>,
+    /// Only tasks created at or after this.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created before this.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only tasks whose last error contains this text.
+    pub error_contains: Option<String>,
+    /// Only the follow-ups of this task.
+    pub parent_id: Option<Uuid>,
     /// At most this many.
     pub limit: u32,
 }

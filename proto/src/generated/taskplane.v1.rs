@@ -243,6 +243,18 @@ pub struct ListTasksRequest {
     /// From the previous answer's next_page_token.
     #[prost(string, tag = "5")]
     pub page_token: ::prost::alloc::string::String,
+    /// Created at or after this.
+    #[prost(message, optional, tag = "6")]
+    pub created_after: ::core::option::Option<::prost_types::Timestamp>,
+    /// Created before this.
+    #[prost(message, optional, tag = "7")]
+    pub created_before: ::core::option::Option<::prost_types::Timestamp>,
+    /// The last error contains this text.
+    #[prost(string, tag = "8")]
+    pub error_contains: ::prost::alloc::string::String,
+    /// Only the follow-ups of this task (those enqueued by its handler).
+    #[prost(string, tag = "9")]
+    pub parent_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListTasksResponse {
@@ -334,6 +346,49 @@ pub struct TaskTypeStats {
 pub struct GetQueueStatsResponse {
     #[prost(message, repeated, tag = "1")]
     pub task_types: ::prost::alloc::vec::Vec<TaskTypeStats>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetRecentActivityRequest {
+    /// Empty covers every domain.
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+}
+/// What happened to one task type's tasks in one minute on this replica.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ActivityMinute {
+    /// The minute's first instant.
+    #[prost(message, optional, tag = "1")]
+    pub start: ::core::option::Option<::prost_types::Timestamp>,
+    /// Assigned to an agent.
+    #[prost(uint64, tag = "2")]
+    pub dispatched: u64,
+    #[prost(uint64, tag = "3")]
+    pub completed: u64,
+    /// Attempts that failed and will be retried.
+    #[prost(uint64, tag = "4")]
+    pub failed: u64,
+    #[prost(uint64, tag = "5")]
+    pub dead: u64,
+    /// From due to assignment, over the tasks dispatched in the minute.
+    #[prost(double, tag = "6")]
+    pub dispatch_latency_mean_ms: f64,
+    #[prost(double, tag = "7")]
+    pub dispatch_latency_max_ms: f64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TypeActivity {
+    #[prost(string, tag = "1")]
+    pub task_type: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub domain: ::prost::alloc::string::String,
+    /// Oldest first; only minutes in which something happened.
+    #[prost(message, repeated, tag = "3")]
+    pub minutes: ::prost::alloc::vec::Vec<ActivityMinute>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetRecentActivityResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub task_types: ::prost::alloc::vec::Vec<TypeActivity>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListTaskAttemptsResponse {
@@ -767,6 +822,36 @@ pub mod task_service_client {
                 .insert(GrpcMethod::new("taskplane.v1.TaskService", "GetQueueStats"));
             self.inner.unary(req, path, codec).await
         }
+        /// Per task type and minute of the last hour, as this replica saw them:
+        /// tasks dispatched, completed, failed and dead, and how long dispatched
+        /// tasks waited from due to assignment. Kept in memory since the
+        /// replica started.
+        pub async fn get_recent_activity(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetRecentActivityRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetRecentActivityResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::WireCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/taskplane.v1.TaskService/GetRecentActivity",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("taskplane.v1.TaskService", "GetRecentActivity"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -876,6 +961,17 @@ pub mod task_service_server {
             request: tonic::Request<super::GetQueueStatsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::GetQueueStatsResponse>,
+            tonic::Status,
+        >;
+        /// Per task type and minute of the last hour, as this replica saw them:
+        /// tasks dispatched, completed, failed and dead, and how long dispatched
+        /// tasks waited from due to assignment. Kept in memory since the
+        /// replica started.
+        async fn get_recent_activity(
+            &self,
+            request: tonic::Request<super::GetRecentActivityRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetRecentActivityResponse>,
             tonic::Status,
         >;
     }
@@ -1483,6 +1579,52 @@ pub mod task_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetQueueStatsSvc(inner);
+                        let codec = crate::codec::WireCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/taskplane.v1.TaskService/GetRecentActivity" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetRecentActivitySvc<T: TaskService>(pub Arc<T>);
+                    impl<
+                        T: TaskService,
+                    > tonic::server::UnaryService<super::GetRecentActivityRequest>
+                    for GetRecentActivitySvc<T> {
+                        type Response = super::GetRecentActivityResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetRecentActivityRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TaskService>::get_recent_activity(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetRecentActivitySvc(inner);
                         let codec = crate::codec::WireCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -16,7 +16,8 @@ use crate::config::QueueConfig;
 use crate::engine::flow::{FlowChange, FlowPolicy, KeyPath, RateLimit};
 use crate::error::{Error, Result};
 use crate::model::{
-    Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskSelector, TaskStatus, TaskType,
+    Attempt, NewTask, RetryPolicy, RetryPolicyPatch, Task, TaskFilter, TaskSelector, TaskStatus,
+    TaskType,
 };
 
 /// The longest idempotency key accepted, in bytes.
@@ -180,18 +181,43 @@ pub fn task_selector(
     Ok(TaskSelector {
         task_type: selector.task_type,
         status,
-        created_after: selector
-            .created_after
-            .as_ref()
-            .map(|at| instant("selector.created_after", at))
-            .transpose()?,
-        created_before: selector
-            .created_before
-            .as_ref()
-            .map(|at| instant("selector.created_before", at))
-            .transpose()?,
+        created_after: optional_instant("selector.created_after", &selector.created_after)?,
+        created_before: optional_instant("selector.created_before", &selector.created_before)?,
         error_contains: Some(selector.error_contains).filter(|text| !text.is_empty()),
     })
+}
+
+/// The filter of a `ListTasks` request, returning at most `limit` tasks.
+pub fn task_filter(request: v1::ListTasksRequest, limit: u32) -> Result<TaskFilter> {
+    let before = match request.page_token.as_str() {
+        "" => None,
+        token => Some(Uuid::parse_str(token).map_err(|_| {
+            Error::InvalidArgument("page_token is not one this server issued: pass next_page_token from the previous answer".into())
+        })?),
+    };
+    let parent_id = match request.parent_id.as_str() {
+        "" => None,
+        id => Some(Uuid::parse_str(id).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "parent_id '{id}' is not a task id: pass the id of the task whose follow-ups to list"
+            ))
+        })?),
+    };
+    Ok(TaskFilter {
+        task_type: Some(request.task_type).filter(|t| !t.is_empty()),
+        domain: Some(request.domain).filter(|d| !d.is_empty()),
+        status: status_filter(request.status)?,
+        before,
+        created_after: optional_instant("created_after", &request.created_after)?,
+        created_before: optional_instant("created_before", &request.created_before)?,
+        error_contains: Some(request.error_contains).filter(|text| !text.is_empty()),
+        parent_id,
+        limit,
+    })
+}
+
+fn optional_instant(field: &str, at: &Option<Timestamp>) -> Result<Option<DateTime<Utc>>> {
+    at.as_ref().map(|at| instant(field, at)).transpose()
 }
 
 /// The wire form of a task.

@@ -7,11 +7,11 @@ use std::time::Duration;
 use taskplane_proto::trace::{TRACEPARENT, TraceParent};
 use taskplane_proto::v1::task_service_server::TaskService;
 use taskplane_proto::v1::{
-    BulkTasksRequest, BulkTasksResponse, CancelTaskRequest, EnqueueTaskRequest,
+    ActivityMinute, BulkTasksRequest, BulkTasksResponse, CancelTaskRequest, EnqueueTaskRequest,
     EnqueueTaskResponse, EnqueueTasksRequest, EnqueueTasksResponse, GetQueueStatsRequest,
-    GetQueueStatsResponse, GetTaskRequest, ListTaskAttemptsRequest, ListTaskAttemptsResponse,
-    ListTasksRequest, ListTasksResponse, RetryTaskRequest, Task as ProtoTask, TaskTypeStats,
-    WatchTaskRequest,
+    GetQueueStatsResponse, GetRecentActivityRequest, GetRecentActivityResponse, GetTaskRequest,
+    ListTaskAttemptsRequest, ListTaskAttemptsResponse, ListTasksRequest, ListTasksResponse,
+    RetryTaskRequest, Task as ProtoTask, TaskTypeStats, TypeActivity, WatchTaskRequest,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -19,14 +19,14 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::api::convert::{
-    new_task, proto_attempt, proto_task, status_filter, task_id, task_selector,
+    new_task, proto_attempt, proto_task, task_filter, task_id, task_selector, timestamp,
 };
 use crate::auth::{Principal, check_domain, principal};
 use crate::engine::bulk::BulkAction;
 use crate::engine::plane::ControlPlane;
 use crate::engine::routing;
 use crate::error::{Error, Result};
-use crate::model::{Enqueued, NewTask, Task, TaskFilter, TaskStatus};
+use crate::model::{Enqueued, NewTask, Task, TaskStatus};
 use crate::store::unregistered;
 
 /// The default and the largest page of `ListTasks`.
@@ -348,19 +348,7 @@ impl TaskService for TaskApi {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let before = match request.page_token.as_str() {
-            "" => None,
-            token => Some(Uuid::parse_str(token).map_err(|_| {
-                Error::InvalidArgument("page_token is not one this server issued: pass next_page_token from the previous answer".into())
-            })?),
-        };
-        let filter = TaskFilter {
-            task_type: Some(request.task_type).filter(|t| !t.is_empty()),
-            domain: Some(request.domain).filter(|d| !d.is_empty()),
-            status: status_filter(request.status)?,
-            before,
-            limit,
-        };
+        let filter = task_filter(request, limit)?;
         let tasks = self.plane.store.list_tasks(&filter).await?;
         let next_page_token = match tasks.last() {
             Some(last) if tasks.len() as u32 == limit => last.id.to_string(),
@@ -482,6 +470,51 @@ impl TaskService for TaskApi {
             })
             .collect();
         Ok(Response::new(GetQueueStatsResponse { task_types }))
+    }
+
+    async fn get_recent_activity(
+        &self,
+        request: Request<GetRecentActivityRequest>,
+    ) -> Result<Response<GetRecentActivityResponse>, Status> {
+        let principal = principal(&request);
+        let domain = request.into_inner().domain;
+        self.check_listing(principal.as_ref(), &domain, "").await?;
+        let domains: std::collections::HashMap<String, String> = self
+            .plane
+            .store
+            .list_task_types(Some(domain.as_str()).filter(|d| !d.is_empty()))
+            .await?
+            .into_iter()
+            .map(|t| (t.task_type, t.domain))
+            .collect();
+        let task_types = self
+            .plane
+            .metrics
+            .activity()
+            .last_hour(chrono::Utc::now())
+            .into_iter()
+            .filter_map(|(task_type, minutes)| {
+                let domain = domains.get(&task_type)?.clone();
+                let minutes = minutes
+                    .iter()
+                    .map(|minute| ActivityMinute {
+                        start: Some(timestamp(minute.start())),
+                        dispatched: minute.dispatched,
+                        completed: minute.completed,
+                        failed: minute.failed,
+                        dead: minute.dead,
+                        dispatch_latency_mean_ms: minute.latency_mean_ms(),
+                        dispatch_latency_max_ms: minute.latency_max_ms,
+                    })
+                    .collect();
+                Some(TypeActivity {
+                    task_type,
+                    domain,
+                    minutes,
+                })
+            })
+            .collect();
+        Ok(Response::new(GetRecentActivityResponse { task_types }))
     }
 
     type WatchTaskStream = TaskStream;

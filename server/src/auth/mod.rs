@@ -172,6 +172,7 @@ pub fn access_for(path: &str) -> Access {
             | "TaskService/WatchTask"
             | "TaskService/ListTaskAttempts"
             | "TaskService/GetQueueStats"
+            | "TaskService/GetRecentActivity"
             | "RegistryService/ListTaskTypes"
             | "RegistryService/GetTaskType"
             | "RegistryService/ValidateTaskType"

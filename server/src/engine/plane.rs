@@ -140,8 +140,8 @@ impl ControlPlane {
                 task_type: Some(task.task_type.clone()),
                 domain: None,
                 status: Some(TaskStatus::Running),
-                before: None,
                 limit: MAX_RUNNING_READ,
+                ..TaskFilter::default()
             })
             .await?;
         let key = policy.concurrency_key.as_ref().map(|key| {

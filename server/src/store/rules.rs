@@ -450,6 +450,24 @@ pub fn task_listing(filter: &TaskFilter, id_cast: &str) -> (String, Vec<String>)
         values.push(before.to_string());
         conditions.push(format!("id < ${}{id_cast}", values.len()));
     }
+    // Ids are UUIDv7, ordered by their creation millisecond: a time range
+    // is a range of the primary key.
+    if let Some(after) = filter.created_after {
+        values.push(first_id_at(after).to_string());
+        conditions.push(format!("id >= ${}{id_cast}", values.len()));
+    }
+    if let Some(before) = filter.created_before {
+        values.push(first_id_at(before).to_string());
+        conditions.push(format!("id < ${}{id_cast}", values.len()));
+    }
+    if let Some(text) = &filter.error_contains {
+        values.push(like_pattern(text));
+        conditions.push(format!("last_error LIKE ${} ESCAPE '\\'", values.len()));
+    }
+    if let Some(parent) = filter.parent_id {
+        values.push(parent.to_string());
+        conditions.push(format!("parent_id = ${}{id_cast}", values.len()));
+    }
     let filters = if conditions.is_empty() {
         String::new()
     } else {
@@ -457,6 +475,28 @@ pub fn task_listing(filter: &TaskFilter, id_cast: &str) -> (String, Vec<String>)
     };
     let limit = values.len() + 1;
     (format!("{filters}ORDER BY id DESC LIMIT ${limit}"), values)
+}
+
+/// The smallest UUIDv7 of instant `at`: every task created at or after
+/// `at` has an id at least this, every one created before a smaller id.
+pub fn first_id_at(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching text that contains `text`
+/// (its `%`, `_` and `\` taken literally).
+pub fn like_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }
 
 #[cfg(test)]
@@ -467,10 +507,9 @@ mod listing_tests {
     fn a_listing_names_only_the_filters_given() {
         let everything = TaskFilter {
             task_type: None,
-            domain: None,
             status: None,
-            before: None,
             limit: 10,
+            ..TaskFilter::default()
         };
         assert_eq!(
             task_listing(&everything, ""),
@@ -491,5 +530,37 @@ mod listing_tests {
                 vec!["send_email".to_owned(), before.to_string()]
             )
         );
+    }
+
+    #[test]
+    fn a_time_range_is_a_range_of_ids() {
+        let at = DateTime::parse_from_rfc3339("2026-12-07T10:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = first_id_at(at);
+        assert_eq!(first.get_version_num(), 7);
+        let later = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.timestamp() as u64,
+            at.timestamp_subsec_nanos(),
+        ));
+        let earlier = first_id_at(at - chrono::Duration::milliseconds(1));
+        assert!(
+            earlier < first && first <= later,
+            "{earlier} {first} {later}"
+        );
+        let filter = TaskFilter {
+            created_after: Some(at),
+            error_contains: Some("50%_off\\".into()),
+            parent_id: Some(later),
+            limit: 5,
+            ..TaskFilter::default()
+        };
+        let (sql, values) = task_listing(&filter, "");
+        assert_eq!(
+            sql,
+            "WHERE id >= $1 AND last_error LIKE $2 ESCAPE '\\' AND parent_id = $3 ORDER BY id DESC LIMIT $4"
+        );
+        assert_eq!(values[1], "%50\\%\\_off\\\\%");
     }
 }

@@ -224,18 +224,26 @@ class GetTaskRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("task_type", "domain", "status", "page_size", "page_token")
+    __slots__ = ("task_type", "domain", "status", "page_size", "page_token", "created_after", "created_before", "error_contains", "parent_id")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     domain: str
     status: TaskStatus
     page_size: int
     page_token: str
-    def __init__(self, task_type: _Optional[str] = ..., domain: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    error_contains: str
+    parent_id: str
+    def __init__(self, task_type: _Optional[str] = ..., domain: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_contains: _Optional[str] = ..., parent_id: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks", "next_page_token")
@@ -324,6 +332,46 @@ class GetQueueStatsResponse(_message.Message):
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
     task_types: _containers.RepeatedCompositeFieldContainer[TaskTypeStats]
     def __init__(self, task_types: _Optional[_Iterable[_Union[TaskTypeStats, _Mapping]]] = ...) -> None: ...
+
+class GetRecentActivityRequest(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class ActivityMinute(_message.Message):
+    __slots__ = ("start", "dispatched", "completed", "failed", "dead", "dispatch_latency_mean_ms", "dispatch_latency_max_ms")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_LATENCY_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_LATENCY_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    dispatched: int
+    completed: int
+    failed: int
+    dead: int
+    dispatch_latency_mean_ms: float
+    dispatch_latency_max_ms: float
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatched: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., dead: _Optional[int] = ..., dispatch_latency_mean_ms: _Optional[float] = ..., dispatch_latency_max_ms: _Optional[float] = ...) -> None: ...
+
+class TypeActivity(_message.Message):
+    __slots__ = ("task_type", "domain", "minutes")
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    task_type: str
+    domain: str
+    minutes: _containers.RepeatedCompositeFieldContainer[ActivityMinute]
+    def __init__(self, task_type: _Optional[str] = ..., domain: _Optional[str] = ..., minutes: _Optional[_Iterable[_Union[ActivityMinute, _Mapping]]] = ...) -> None: ...
+
+class GetRecentActivityResponse(_message.Message):
+    __slots__ = ("task_types",)
+    TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    task_types: _containers.RepeatedCompositeFieldContainer[TypeActivity]
+    def __init__(self, task_types: _Optional[_Iterable[_Union[TypeActivity, _Mapping]]] = ...) -> None: ...
 
 class ListTaskAttemptsResponse(_message.Message):
     __slots__ = ("attempts",)

@@ -95,6 +95,11 @@ class TaskServiceStub:
                 request_serializer=taskplane_dot_v1_dot_task__pb2.GetQueueStatsRequest.SerializeToString,
                 response_deserializer=taskplane_dot_v1_dot_task__pb2.GetQueueStatsResponse.FromString,
                 _registered_method=True)
+        self.GetRecentActivity = channel.unary_unary(
+                '/taskplane.v1.TaskService/GetRecentActivity',
+                request_serializer=taskplane_dot_v1_dot_task__pb2.GetRecentActivityRequest.SerializeToString,
+                response_deserializer=taskplane_dot_v1_dot_task__pb2.GetRecentActivityResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -191,6 +196,16 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecentActivity(self, request, context):
+        """Per task type and minute of the last hour, as this replica saw them:
+        tasks dispatched, completed, failed and dead, and how long dispatched
+        tasks waited from due to assignment. Kept in memory since the
+        replica started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +268,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetQueueStats,
                     request_deserializer=taskplane_dot_v1_dot_task__pb2.GetQueueStatsRequest.FromString,
                     response_serializer=taskplane_dot_v1_dot_task__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
+            'GetRecentActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecentActivity,
+                    request_deserializer=taskplane_dot_v1_dot_task__pb2.GetRecentActivityRequest.FromString,
+                    response_serializer=taskplane_dot_v1_dot_task__pb2.GetRecentActivityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +600,33 @@ class TaskService:
             '/taskplane.v1.TaskService/GetQueueStats',
             taskplane_dot_v1_dot_task__pb2.GetQueueStatsRequest.SerializeToString,
             taskplane_dot_v1_dot_task__pb2.GetQueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecentActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskplane.v1.TaskService/GetRecentActivity',
+            taskplane_dot_v1_dot_task__pb2.GetRecentActivityRequest.SerializeToString,
+            taskplane_dot_v1_dot_task__pb2.GetRecentActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

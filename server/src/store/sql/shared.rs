@@ -312,12 +312,7 @@ where
         limit: u32,
     ) -> Result<Vec<Uuid>> {
         let text = selector.error_contains.clone().unwrap_or_default();
-        let pattern = format!(
-            "%{}%",
-            text.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = rules::like_pattern(&text);
         let rows = sqlx::query(sqlx::AssertSqlSafe(DB::statements().select_ids()))
             .bind(selector.task_type.clone())
             .bind(selector.status.as_str().to_owned())

@@ -94,10 +94,9 @@ async fn pending_and_running_listings_read_their_partial_indexes() {
     for (status, index) in cases {
         let filter = TaskFilter {
             task_type: Some("send_email".into()),
-            domain: None,
             status: Some(status),
-            before: None,
             limit: 10,
+            ..TaskFilter::default()
         };
         let plan = listing_plan(&store, &filter, listing_source(&filter)).await;
         assert!(

@@ -59,10 +59,9 @@ async fn a_batch_is_stored_whole_or_not_at_all(backend: Backend) {
         store
             .list_tasks(&TaskFilter {
                 task_type: Some("a".into()),
-                domain: None,
                 status: None,
-                before: None,
                 limit: 5000,
+                ..TaskFilter::default()
             })
             .await
             .unwrap()

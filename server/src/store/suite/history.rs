@@ -181,7 +181,87 @@ async fn purges_delete_only_tasks_finished_before_the_cutoff(backend: Backend) {
     );
 }
 
+async fn listings_filter_by_creation_time_error_text_and_parent(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let first = store.enqueue(vec![new_task("a")]).await.unwrap()[0]
+        .task
+        .clone();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let between = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let child = NewTask {
+        parent_id: Some(first.id),
+        ..new_task("a")
+    };
+    let later = store
+        .enqueue(vec![child, new_task("a")])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.task)
+        .collect::<Vec<_>>();
+    let claimed = store
+        .claim(&of_types(&["a".into()]), 3, &lease())
+        .await
+        .unwrap();
+    for task in &claimed {
+        let error = format!("100%_sure {}", task.id);
+        let outcome = AttemptResult::Failed {
+            error: if task.id == later[1].id {
+                error
+            } else {
+                "other".into()
+            },
+            retryable: false,
+            jitter: 0.0,
+            retry_after: None,
+        };
+        store.record_result(task.id, 1, outcome).await.unwrap();
+    }
+    let ids = async |filter: TaskFilter| {
+        store
+            .list_tasks(&TaskFilter {
+                limit: 10,
+                ..filter
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    let after = ids(TaskFilter {
+        created_after: Some(between),
+        ..TaskFilter::default()
+    });
+    assert_eq!(after.await, vec![later[1].id, later[0].id]);
+    let before = ids(TaskFilter {
+        created_before: Some(between),
+        ..TaskFilter::default()
+    });
+    assert_eq!(before.await, vec![first.id]);
+    // `%` and `_` are the text itself, not wildcards.
+    let by_error = ids(TaskFilter {
+        error_contains: Some("0%_s".into()),
+        ..TaskFilter::default()
+    });
+    assert_eq!(by_error.await, vec![later[1].id]);
+    let wildcard = ids(TaskFilter {
+        error_contains: Some("0_%s".into()),
+        ..TaskFilter::default()
+    });
+    assert!(wildcard.await.is_empty());
+    let children = ids(TaskFilter {
+        parent_id: Some(first.id),
+        ..TaskFilter::default()
+    });
+    assert_eq!(children.await, vec![later[0].id]);
+}
+
 crate::on_every_backend!(
+    listings_filter_by_creation_time_error_text_and_parent,
     queue_stats_count_each_status_and_recent_completions,
     finished_counts_follow_every_way_in_and_out_and_survive_folding,
     purges_delete_only_tasks_finished_before_the_cutoff,

@@ -112,11 +112,8 @@ pub(crate) fn new_task(task_type: &str) -> NewTask {
 pub(crate) async fn newest_tasks(store: &dyn Store, limit: u32) -> Vec<Task> {
     store
         .list_tasks(&TaskFilter {
-            task_type: None,
-            domain: None,
-            status: None,
-            before: None,
             limit,
+            ..TaskFilter::default()
         })
         .await
         .unwrap()
