@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod conformance;
 pub mod pki;
 pub mod proxy;
@@ -63,6 +64,8 @@ pub struct TestServer {
     pub database_url: String,
     /// Where its Prometheus metrics are served.
     pub metrics_address: SocketAddr,
+    /// Where its web console is served.
+    pub console_address: SocketAddr,
     tls: bool,
     config: ServerConfig,
     stop: CancellationToken,
@@ -94,6 +97,7 @@ impl TestServer {
             queue,
             security,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            console_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
         Self::serve(config, data_dir).await
     }
@@ -105,6 +109,7 @@ impl TestServer {
         let server = Server::bind(config.clone()).await.expect("server binds");
         let address = server.local_addr();
         let metrics_address = server.metrics_addr().expect("metrics bound");
+        let console_address = server.console_addr().expect("console bound");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
@@ -113,6 +118,7 @@ impl TestServer {
             data_dir,
             database_url,
             metrics_address,
+            console_address,
             tls,
             config,
             stop,

@@ -205,6 +205,7 @@ impl Dev {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskplane-under-test"));
         command
             .args(["dev", "--listen", "127.0.0.1:0", "--local-listen", &local])
+            .args(["--console-listen", "127.0.0.1:0"])
             .current_dir(dir)
             .env("RUST_LOG", "warn");
         for (name, _) in std::env::vars() {

@@ -223,6 +223,8 @@ async fn dev_with_logs(
             "127.0.0.1:0",
             "--local-listen",
             "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
         ])
         .current_dir(dir)
         .env("TASKPLANE_LOG_FORMAT", format)

@@ -1000,6 +1000,7 @@ async fn a_malformed_tokens_file_stops_the_start_with_the_reason() {
             ..SecurityConfig::default()
         },
         metrics_listen: None,
+        console_listen: None,
     };
     let error = taskplane_server::Server::bind(config)
         .await

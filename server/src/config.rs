@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub security: SecurityConfig,
     /// Where Prometheus scrapes `/metrics` (plain HTTP); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web console is served (HTTPS when TLS is configured);
+    /// `None` serves none.
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// TLS and authentication settings.
@@ -163,6 +166,7 @@ impl Default for ServerConfig {
             queue: QueueConfig::default(),
             security: SecurityConfig::default(),
             metrics_listen: None,
+            console_listen: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //!   reflection) and shuts down gracefully.
 //! - [`api`]: the thin gRPC services and the wire conversion.
 //! - [`auth`]: bearer tokens, roles, domain scopes and per-token quotas.
+//! - [`console`]: the web console (`--console-listen`), calling the gRPC
+//!   services in process with the signed-in token.
 //! - [`engine`]: the queue engine of one replica (sessions, dispatch,
 //!   hand-offs, the group commits of enqueues and results).
 //! - [`maintenance`]: every periodic loop, started in one place.
@@ -26,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod maintenance;

@@ -13,13 +13,14 @@ use taskplane_proto::v1::schedule_service_server::ScheduleServiceServer;
 use taskplane_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
+use tonic::service::Routes;
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tower::layer::util::{Identity, Stack};
+use tower::Layer as _;
 
 use crate::api::{AgentApi, RegistryApi, ScheduleApi, TaskApi};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{SecurityConfig, ServerConfig};
+use crate::console::Console;
 use crate::engine::completer::run_completer;
 use crate::engine::enqueuer::run_enqueuer;
 use crate::engine::plane::ControlPlane;
@@ -36,6 +37,7 @@ pub struct Server {
     tls: Option<Arc<ServerTls>>,
     reload_interval: std::time::Duration,
     metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -67,6 +69,12 @@ impl Server {
             })?),
             None => None,
         };
+        let console_listener = match config.console_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("binding the console address {address}: pass another --console-listen")
+            })?),
+            None => None,
+        };
         let authenticator = match &security.auth {
             Some(auth) => Some(Arc::new(
                 Authenticator::new(store.clone(), auth.tokens_file.clone(), auth.cache_ttl)
@@ -80,7 +88,15 @@ impl Server {
             tls,
             reload_interval: security.reload_interval,
             metrics_listener,
+            console_listener,
         })
+    }
+
+    /// The web console's address, if one was asked for.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The metrics endpoint's address, if one was asked for.
@@ -133,7 +149,15 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         // Just opened (and migrated), the database takes writes.
         maintenance::health::report(&health, tonic_health::ServingStatus::Serving).await;
-        let router = router(&plane, health_service)?;
+        let routes = routes(&plane, health_service)?;
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(plane.authenticator.clone()))
+            .add_routes(routes.clone());
+        if let Some(listener) = self.console_listener {
+            let service = AuthLayer::new(plane.authenticator.clone()).layer(routes);
+            let console = Console::new(service, plane.clone(), self.tls.is_some());
+            plane.tasks.spawn(console.serve(listener, self.tls.clone()));
+        }
         maintenance::start(&plane, health);
         if let Some(listener) = self.metrics_listener {
             let scraped = plane.clone();
@@ -188,13 +212,11 @@ impl Server {
     }
 }
 
-/// Every gRPC service behind the authentication layer: tasks, registry and
-/// agents (each refusing messages over the configured size), health (see
-/// `maintenance::health`) and both versions of reflection.
-fn router(
-    plane: &Arc<ControlPlane>,
-    health: HealthServer<impl Health>,
-) -> anyhow::Result<Router<Stack<AuthLayer, Identity>>> {
+/// Every gRPC service: tasks, registry and agents (each refusing messages
+/// over the configured size), health (see `maintenance::health`) and both
+/// versions of reflection. The listener serves them behind the
+/// authentication layer, and so does the console, in process.
+fn routes(plane: &Arc<ControlPlane>, health: HealthServer<impl Health>) -> anyhow::Result<Routes> {
     // Both reflection versions describe every service, each other included,
     // so old (v1alpha-only) and new clients list the same set.
     let reflection = || {
@@ -207,9 +229,7 @@ fn router(
             )
     };
     let max_message = plane.config.max_message_bytes;
-    Ok(tonic::transport::Server::builder()
-        .layer(AuthLayer::new(plane.authenticator.clone()))
-        .add_service(health)
+    Ok(Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
@@ -239,6 +259,17 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
         insecure,
         ..
     } = &config.security;
+    if let Some(console) = config.console_listen
+        && !console.ip().is_loopback()
+        && auth.is_none()
+        && !insecure
+    {
+        anyhow::bail!(
+            "refusing to serve the web console on {console} without authentication: anyone who \
+             reaches it could cancel and retry tasks. Turn tokens on (--auth), serve it on \
+             127.0.0.1, or pass --insecure if a proxy in front authenticates"
+        );
+    }
     if config.listen.ip().is_loopback() {
         return Ok(());
     }
@@ -262,8 +293,18 @@ mod tests {
     use crate::config::AuthConfig;
 
     fn exposed(listen: &str, auth: bool, insecure: bool) -> anyhow::Result<()> {
+        exposed_with_console(listen, None, auth, insecure)
+    }
+
+    fn exposed_with_console(
+        listen: &str,
+        console: Option<&str>,
+        auth: bool,
+        insecure: bool,
+    ) -> anyhow::Result<()> {
         check_exposure(&ServerConfig {
             listen: listen.parse().unwrap(),
+            console_listen: console.map(|c| c.parse().unwrap()),
             security: SecurityConfig {
                 auth: auth.then(AuthConfig::default),
                 insecure,
@@ -281,5 +322,15 @@ mod tests {
         assert!(exposed("10.1.2.3:1", false, false).is_err());
         assert!(exposed("0.0.0.0:1", true, false).is_ok());
         assert!(exposed("0.0.0.0:1", false, true).is_ok());
+    }
+
+    #[test]
+    fn the_console_beyond_loopback_needs_tokens_too() {
+        let console =
+            |address, auth| exposed_with_console("127.0.0.1:1", Some(address), auth, false);
+        assert!(console("127.0.0.1:2", false).is_ok());
+        let refused = console("0.0.0.0:2", false).unwrap_err().to_string();
+        assert!(refused.contains("web console on 0.0.0.0:2"), "{refused}");
+        assert!(console("0.0.0.0:2", true).is_ok());
     }
 }

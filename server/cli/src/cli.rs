@@ -27,6 +27,10 @@ use taskplane_server::model::RetryPolicy;
 use taskplane_server::{QueueConfig, Server, ServerConfig, SqliteDurability};
 use tokio_util::sync::CancellationToken;
 
+/// Where `taskplane dev` serves the web console unless told otherwise.
+const DEV_CONSOLE_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7070);
+
 /// What `taskplane --version` prints: the release and the commit built.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -191,6 +195,11 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090).
     #[arg(long, env = "TASKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the web console at http://ADDRESS/ (https with --tls-cert);
+    /// beyond loopback only with --auth. `dev` serves it on
+    /// 127.0.0.1:7070 unless told otherwise.
+    #[arg(long, env = "TASKPLANE_CONSOLE_LISTEN")]
+    console_listen: Option<SocketAddr>,
     /// How long past its timeout an attempt may go unanswered before the
     /// server ends it as timed out and tells its agent to stop.
     #[arg(long, env = "TASKPLANE_TIMEOUT_GRACE", default_value_t = queue_default(|q| q.timeout_grace))]
@@ -322,6 +331,7 @@ impl ServeArgs {
                 ..SecurityConfig::default()
             },
             metrics_listen: self.metrics_listen,
+            console_listen: self.console_listen,
         }
     }
 }
@@ -372,16 +382,25 @@ fn finish(result: Result<(), client_cli::ClientError>) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs, security: SecurityArgs) -> anyhow::Result<()> {
     let mut config = args.config();
     security.apply(&mut config);
+    let tls = config.security.tls.is_some();
     let server = Server::bind(config).await?;
     tracing::info!(address = %server.local_addr(), database = %args.database_url, "taskplane control plane listening");
     println!("taskplane listening on {}", server.local_addr());
+    if let Some(console) = server.console_addr() {
+        let scheme = if tls { "https" } else { "http" };
+        tracing::info!(address = %console, "web console listening");
+        println!("web console on {scheme}://{console}/");
+    }
     server.serve(shutdown_signal()).await
 }
 
 async fn dev(dev: DevArgs) -> anyhow::Result<()> {
     let args = dev.serve;
-    let server = Server::bind(args.config()).await?;
+    let mut config = args.config();
+    config.console_listen.get_or_insert(DEV_CONSOLE_LISTEN);
+    let server = Server::bind(config).await?;
     let address = server.local_addr();
+    let console = server.console_addr();
     let stop = CancellationToken::new();
     let server_stop = stop.clone();
     let server_task = tokio::spawn(server.serve(async move { server_stop.cancelled().await }));
@@ -421,7 +440,7 @@ async fn dev(dev: DevArgs) -> anyhow::Result<()> {
             .await
             .is_ok()
         {
-            print_welcome(address, &local);
+            print_welcome(address, console, &local);
         }
     });
     let agent_stop = stop.clone();
@@ -435,7 +454,10 @@ async fn dev(dev: DevArgs) -> anyhow::Result<()> {
     Ok(agent_result?)
 }
 
-fn print_welcome(address: SocketAddr, local: &LocalServices) {
+fn print_welcome(address: SocketAddr, console: Option<SocketAddr>, local: &LocalServices) {
+    let console = console.map_or_else(String::new, |console| {
+        format!("The web console: http://{console}/\n")
+    });
     let local: String = local
         .described
         .iter()
@@ -444,7 +466,7 @@ fn print_welcome(address: SocketAddr, local: &LocalServices) {
     println!(
         r#"taskplane dev listening on {address}
 An agent serving user_management, billing, system_maintenance and platform is connected.
-Local stand-ins for outside services:
+{console}Local stand-ins for outside services:
 {local}
 Try it (grpcurl lists every service through reflection):
   grpcurl -plaintext {address} list

@@ -104,7 +104,17 @@ async fn terminate(mut child: Child) -> std::process::ExitStatus {
 #[tokio::test]
 async fn dev_runs_tasks_end_to_end_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, address) = start(dir.path(), &["dev", "--local-listen", "127.0.0.1:0"]).await;
+    let (child, address) = start(
+        dir.path(),
+        &[
+            "dev",
+            "--local-listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     assert!(
         dir.path().join("taskplane-data/taskplane.db").exists(),
         "SQLite file under ./taskplane-data/"
@@ -206,7 +216,17 @@ async fn taskplane(url: &str, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, address) = start(dir.path(), &["dev", "--local-listen", "127.0.0.1:0"]).await;
+    let (child, address) = start(
+        dir.path(),
+        &[
+            "dev",
+            "--local-listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     let url = format!("http://{address}");
 
     let (ok, out, _) = taskplane(&url, &["health"]).await;

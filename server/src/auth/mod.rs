@@ -18,7 +18,7 @@ pub mod tokens;
 use std::collections::BTreeSet;
 
 pub use authenticator::Authenticator;
-pub use layer::AuthLayer;
+pub use layer::{AuthLayer, AuthService};
 pub use quotas::{Quotas, StreamPermit};
 
 /// What a token is for.

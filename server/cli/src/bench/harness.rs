@@ -72,6 +72,7 @@ impl RunningServer {
         let config = ServerConfig {
             security: Default::default(),
             metrics_listen: None,
+            console_listen: None,
             listen: "127.0.0.1:0".parse()?,
             database_url: database_url.to_owned(),
             queue: QueueConfig {
