@@ -132,17 +132,45 @@ impl Browser {
 
     /// The text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("its text")
+        self.attempt(css, async |element| element.text().await)
+            .await
+    }
+
+    /// The attribute `name` of the first element matching `css`.
+    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.attempt(css, async |element| element.attr(name).await)
+            .await
     }
 
     /// Clicks the first element matching `css`.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("a click");
+        self.attempt(css, async |element| element.click().await)
+            .await
     }
 
     /// Types `text` into the field matching `css`.
     pub async fn type_into(&self, css: &str, text: &str) {
-        self.find(css).await.send_keys(text).await.expect("typing");
+        self.attempt(css, async |element| element.send_keys(text).await)
+            .await
+    }
+
+    /// `act` on the first element matching `css`, found again when a live
+    /// update replaced it in between.
+    async fn attempt<T>(
+        &self,
+        css: &str,
+        act: impl AsyncFn(Element) -> Result<T, fantoccini::error::CmdError>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match act(self.find(css).await).await {
+                Ok(value) => return value,
+                Err(fantoccini::error::CmdError::Standard(error))
+                    if error.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && tokio::time::Instant::now() < deadline => {}
+                Err(error) => panic!("{css}: {error}"),
+            }
+        }
     }
 
     /// Runs `script` in the page and returns what it returns.

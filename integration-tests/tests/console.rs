@@ -151,11 +151,8 @@ async fn an_operator_follows_retries_and_pauses_tasks_in_the_browser() {
         .goto("/tasks?task_type=ledger_sync&status=DEAD")
         .await;
     browser.click("#bulk-retry").await;
-    let count = browser.find("#bulk-count").await;
-    assert_eq!(
-        count.attr("data-matched").await.unwrap().as_deref(),
-        Some("3")
-    );
+    let matched = browser.attr("#bulk-count", "data-matched").await;
+    assert_eq!(matched.as_deref(), Some("3"));
     assert!(
         browser
             .text("#bulk-count")

@@ -292,3 +292,52 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
     agent_task.await.unwrap().unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_over_the_servers_tls() {
+    let files = Files::new();
+    let ca = Ca::new("taskplane CA");
+    let server = TestServer::start_secured(
+        &Backend::Sqlite,
+        fast_queue(),
+        tls_only(files.server_identity(&ca, false)),
+    )
+    .await;
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let url = format!("https://127.0.0.1:{}/", server.console_address.port());
+    let answer = tokio::process::Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&ca_file)
+        .arg(&url)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&answer.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("<title>Overview · taskplane</title>"),
+        "{text}"
+    );
+    let cookie = text
+        .lines()
+        .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.ends_with("; Secure"),
+        "the session cookie stays on TLS: {cookie}"
+    );
+    let plain = tokio::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5"])
+        .arg(format!(
+            "http://127.0.0.1:{}/",
+            server.console_address.port()
+        ))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("200 OK"),
+        "no plaintext beside TLS"
+    );
+    server.stop().await;
+}

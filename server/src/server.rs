@@ -189,7 +189,12 @@ impl Server {
         });
         match &self.tls {
             Some(tls) => {
-                let incoming = transport::tls::incoming(self.listener, tls.clone(), stop.clone());
+                let incoming = transport::tls::incoming(
+                    self.listener,
+                    tls.clone(),
+                    transport::tls::ALPN_GRPC,
+                    stop.clone(),
+                );
                 router
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await?

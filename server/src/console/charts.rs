@@ -10,7 +10,7 @@ use taskplane_proto::v1::ActivityMinute;
 /// Minutes across a chart.
 const MINUTES: i64 = 60;
 /// Pixels per minute.
-const STEP: i64 = 4;
+const STEP: i64 = 3;
 /// The chart's height in pixels.
 const HEIGHT: f64 = 36.0;
 
@@ -53,6 +53,7 @@ pub fn chart(minutes: &[ActivityMinute], now_minute: i64, series: Series) -> Mar
             html! {
                 svg.chart viewBox={ "0 0 " (width) " " (HEIGHT) } width=(width) height=(HEIGHT)
                     role="img" aria-label={ (total) " completed in the last hour" } {
+                    (axis(width))
                     @for minute in minutes {
                         @let x = at(minute) * STEP;
                         @let done = minute.completed as f64 / most * HEIGHT;
@@ -85,6 +86,7 @@ pub fn chart(minutes: &[ActivityMinute], now_minute: i64, series: Series) -> Mar
             html! {
                 svg.chart viewBox={ "0 0 " (width) " " (HEIGHT) } width=(width) height=(HEIGHT)
                     role="img" aria-label={ "dispatch latency, at most " (format!("{most:.1}")) " ms mean per minute" } {
+                    (axis(width))
                     polyline.latency points=(points.trim_end()) {}
                     @for minute in &dispatched {
                         circle.latency cx=(at(minute) * STEP + STEP / 2)
@@ -97,6 +99,11 @@ pub fn chart(minutes: &[ActivityMinute], now_minute: i64, series: Series) -> Mar
             }
         }
     }
+}
+
+/// The chart's baseline, so an empty hour still reads as a chart.
+fn axis(width: i64) -> Markup {
+    html! { line.axis x1="0" y1=(HEIGHT - 0.5) x2=(width) y2=(HEIGHT - 0.5) {} }
 }
 
 #[cfg(test)]
@@ -122,15 +129,15 @@ mod tests {
         let minutes = [minute(now - 59, 10, 2.0), minute(now, 20, 4.0)];
         let bars = chart(&minutes, now, Series::Throughput).into_string();
         assert!(
-            bars.contains(r#"x="0" y="18.0" width="3" height="18.0""#),
+            bars.contains(r#"x="0" y="18.0" width="2" height="18.0""#),
             "{bars}"
         );
         assert!(
-            bars.contains(r#"x="236" y="0.0" width="3" height="36.0""#),
+            bars.contains(r#"x="177" y="0.0" width="2" height="36.0""#),
             "{bars}"
         );
         assert!(bars.contains("30 completed in the last hour"));
         let line = chart(&minutes, now, Series::DispatchLatency).into_string();
-        assert!(line.contains(r#"points="2,18.0 238,1.0""#), "{line}");
+        assert!(line.contains(r#"points="1,18.0 178,1.0""#), "{line}");
     }
 }

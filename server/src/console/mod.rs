@@ -93,7 +93,12 @@ impl Console {
         let stop = self.plane.shutdown.clone();
         match tls {
             Some(tls) => {
-                let incoming = transport::tls::incoming(listener, tls, stop.clone());
+                let incoming = transport::tls::incoming(
+                    listener,
+                    tls,
+                    transport::tls::ALPN_HTTP1,
+                    stop.clone(),
+                );
                 serve_connections(incoming, router, stop).await
             }
             None => {

@@ -77,6 +77,17 @@ pub async fn overview(
         );
         types.extend(task_types_in(&calls, &session, domain).await?);
     }
+    // Types registered but without a task yet are listed too, at zero.
+    for t in &types {
+        if !stats.iter().any(|s| s.task_type == t.task_type) {
+            stats.push(TaskTypeStats {
+                task_type: t.task_type.clone(),
+                domain: t.domain.clone(),
+                ..TaskTypeStats::default()
+            });
+        }
+    }
+    stats.sort_by(|a, b| (&a.domain, &a.task_type).cmp(&(&b.domain, &b.task_type)));
     let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
     let paused = |name: &str| {
         types
@@ -102,7 +113,7 @@ pub async fn overview(
                         th { "Task type" } th { "Domain" }
                         th.num { "Pending" } th.num { "Running" } th.num { "Completed" } th.num { "Dead" }
                         th.num { "Cancelled" } th.num { "Expired" }
-                        th { "Completed per minute, last hour" } th { "Dispatch latency (mean ms)" } th { "State" }
+                        th { "Completed / min, 1 h" } th { "Dispatch ms, 1 h" } th { "State" }
                     } }
                     tbody {
                         @for s in &stats {

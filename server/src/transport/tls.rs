@@ -56,8 +56,16 @@ impl ServerTls {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().expect("tls config lock").clone())
+    /// An acceptor offering `alpn` (`h2` for gRPC, `http/1.1` for the
+    /// console), with the certificate in force.
+    fn acceptor(&self, alpn: &'static [u8]) -> TlsAcceptor {
+        let current = self.current.read().expect("tls config lock").clone();
+        if current.alpn_protocols.iter().any(|p| p == alpn) {
+            return TlsAcceptor::from(current);
+        }
+        let mut config = (*current).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        TlsAcceptor::from(Arc::new(config))
     }
 }
 
@@ -105,15 +113,22 @@ fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| Error::Config(format!("the TLS certificate does not match its key: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![ALPN_GRPC.to_vec()];
     Ok(config)
 }
 
-/// Accepts TCP connections and yields those that complete a TLS handshake;
-/// failed handshakes are logged and dropped. Stops when `stop` is cancelled.
+/// The ALPN name of gRPC's HTTP/2.
+pub const ALPN_GRPC: &[u8] = b"h2";
+/// The ALPN name of the console's HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Accepts TCP connections and yields those that complete a TLS handshake
+/// offering `alpn`; failed handshakes are logged and dropped. Stops when
+/// `stop` is cancelled.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
+    alpn: &'static [u8],
     stop: CancellationToken,
 ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
@@ -131,7 +146,7 @@ pub fn incoming(
                 () = stop.cancelled() => return,
             };
             crate::transport::listener::send_at_once(&stream);
-            let acceptor = tls.acceptor();
+            let acceptor = tls.acceptor(alpn);
             let sender = sender.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

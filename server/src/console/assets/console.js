@@ -50,7 +50,12 @@ document.addEventListener("DOMContentLoaded", () => {
   events.addEventListener("open", () => {
     document.body.dataset.live = "connected";
     if (state) { state.textContent = "●"; state.classList.add("on"); }
+    // What changed between rendering this page and subscribing.
+    refresh();
   });
+  // A page left behind (or kept in the back-forward cache) lets its
+  // connection go: browsers allow only six per site.
+  window.addEventListener("pagehide", () => events.close());
   events.addEventListener("error", () => {
     document.body.dataset.live = "reconnecting";
     if (state) { state.textContent = "○"; state.classList.remove("on"); }
