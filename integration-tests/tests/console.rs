@@ -389,12 +389,10 @@ async fn actions_need_the_session_secret_and_the_consoles_own_origin() {
         "{policy}"
     );
     assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
-    let cookie = header(&head, "set-cookie").unwrap();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
+        header(&head, "set-cookie").is_none(),
+        "without tokens every browser shares one session: nothing to keep"
     );
-    let session = cookie.split(';').next().unwrap().to_owned();
     let csrf = body
         .split("data-csrf=\"")
         .nth(1)
@@ -406,7 +404,7 @@ async fn actions_need_the_session_secret_and_the_consoles_own_origin() {
 
     let cancel = |query: String, extra: &str| {
         format!(
-            "POST /tasks/{id}/cancel{query} HTTP/1.1\r\nHost: {address}\r\nCookie: {session}\r\n{extra}\
+            "POST /tasks/{id}/cancel{query} HTTP/1.1\r\nHost: {address}\r\n{extra}\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nConnection: close\r\n\r\nback=/"
         )
     };
@@ -458,7 +456,8 @@ async fn actions_need_the_session_secret_and_the_consoles_own_origin() {
 #[tokio::test]
 async fn with_tokens_on_nothing_is_shown_before_signing_in() {
     let dir = tempfile::tempdir().unwrap();
-    let (security, _) = tokens(dir.path(), &[("ops", Role::Admin, &[])]);
+    let (security, secrets) = tokens(dir.path(), &[("ops", Role::Admin, &[])]);
+    let admin = secrets[0].clone();
     let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), security).await;
     for path in ["/", "/tasks", "/agents", "/types", "/events"] {
         let (head, body) = http(
@@ -470,5 +469,43 @@ async fn with_tokens_on_nothing_is_shown_before_signing_in() {
         assert_eq!(header(&head, "location"), Some("/login"), "{path}");
         assert!(body.is_empty(), "{path}: {body}");
     }
+    let login = |token: &str, origin: &str| {
+        let body = format!("token={token}");
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {address}\r\nOrigin: {origin}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len(),
+            address = server.console_address,
+        )
+    };
+    let own = format!("http://{}", server.console_address);
+    let (head, body) = http(server.console_address, &login("tp_nobody_wrong", &own)).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(header(&head, "set-cookie").is_none(), "{head}");
+    assert!(body.contains("class=\"error\""), "{body}");
+    let (head, _) = http(
+        server.console_address,
+        &login(&admin, "http://evil.example"),
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "signing in from another site: {head}"
+    );
+    let (head, _) = http(server.console_address, &login(&admin, &own)).await;
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = header(&head, "set-cookie").unwrap();
+    assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap();
+    let (head, body) = http(
+        server.console_address,
+        &format!(
+            "GET /types HTTP/1.1\r\nHost: x\r\nCookie: {session}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("<h1>Task types</h1>"), "{body}");
     server.stop().await;
 }

@@ -297,41 +297,61 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
 async fn the_console_is_served_over_the_servers_tls() {
     let files = Files::new();
     let ca = Ca::new("taskplane CA");
-    let server = TestServer::start_secured(
-        &Backend::Sqlite,
-        fast_queue(),
-        tls_only(files.server_identity(&ca, false)),
-    )
-    .await;
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens_path = tokens_dir.path().join("tokens.toml");
+    let admin = issue("ops", Role::Admin, vec![]).unwrap();
+    let mut file = TokensFile::default();
+    file.add(&admin);
+    file.save(&tokens_path).unwrap();
+    let security = SecurityConfig {
+        auth: Some(AuthConfig {
+            tokens_file: Some(tokens_path),
+            ..AuthConfig::default()
+        }),
+        ..tls_only(files.server_identity(&ca, false))
+    };
+    let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), security).await;
     let ca_file = files.write("ca.pem", &ca.pem);
-    let url = format!("https://127.0.0.1:{}/", server.console_address.port());
-    let answer = tokio::process::Command::new("curl")
-        .args(["-sS", "-i", "--cacert"])
-        .arg(&ca_file)
-        .arg(&url)
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&answer.stdout);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let port = server.console_address.port();
+    let curl = |args: Vec<String>| {
+        let ca_file = ca_file.clone();
+        async move {
+            let answer = tokio::process::Command::new("curl")
+                .args(["-sS", "-i", "--max-time", "5", "--cacert"])
+                .arg(&ca_file)
+                .args(args)
+                .output()
+                .await
+                .expect("curl runs");
+            String::from_utf8_lossy(&answer.stdout).into_owned()
+        }
+    };
+    let page = curl(vec![format!("https://127.0.0.1:{port}/login")]).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(
-        text.contains("<title>Overview · taskplane</title>"),
-        "{text}"
+        page.contains("<title>Sign in · taskplane</title>"),
+        "{page}"
     );
-    let cookie = text
+    let signed_in = curl(vec![
+        "-H".into(),
+        format!("Origin: https://127.0.0.1:{port}"),
+        "--data-urlencode".into(),
+        format!("token={}", admin.token),
+        format!("https://127.0.0.1:{port}/login"),
+    ])
+    .await;
+    assert!(signed_in.starts_with("HTTP/1.1 303"), "{signed_in}");
+    let cookie = signed_in
         .lines()
         .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
         .unwrap_or_default();
     assert!(
-        cookie.ends_with("; Secure"),
-        "the session cookie stays on TLS: {cookie}"
+        cookie.contains("HttpOnly; SameSite=Strict") && cookie.trim_end().ends_with("; Secure"),
+        "the session cookie stays on TLS, out of scripts' reach: {cookie}"
     );
     let plain = tokio::process::Command::new("curl")
         .args(["-sS", "-i", "--max-time", "5"])
-        .arg(format!(
-            "http://127.0.0.1:{}/",
-            server.console_address.port()
-        ))
+        .arg(format!("http://127.0.0.1:{port}/login"))
         .output()
         .await
         .expect("curl runs");

@@ -36,13 +36,7 @@ pub async fn guard(
 ) -> Response {
     let path = request.uri().path();
     let open = path.starts_with("/assets/") || path == "/login";
-    let mut started = None;
-    let mut found = session_of(&console, request.headers());
-    if found.is_none() && console.plane.authenticator.is_none() {
-        let id = console.sessions.start(None, None);
-        started = Some(sessions::set_cookie(&id, console.secure));
-        found = console.sessions.get(&id).map(|session| (id, session));
-    }
+    let found = session_of(&console, request.headers()).or_else(|| console.anonymous.clone());
     if request.method() == Method::POST {
         if !same_origin(request.headers()) {
             return refused("this action came from another site: use the console's own pages");
@@ -83,9 +77,6 @@ pub async fn guard(
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    if let Some(cookie) = started.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.append(header::SET_COOKIE, cookie);
-    }
     response
 }
 
@@ -162,9 +153,7 @@ pub async fn login(State(console): State<Arc<Console>>, Form(form): Form<LoginFo
     match authenticator.authenticate(token).await {
         Ok(principal) => {
             tracing::info!(token = %principal.token_id, name = %principal.name, "console: signed in");
-            let id = console
-                .sessions
-                .start(Some(token.to_owned()), Some(principal));
+            let id = console.sessions.start(token.to_owned(), principal);
             let mut response = Redirect::to("/").into_response();
             if let Ok(cookie) = HeaderValue::from_str(&sessions::set_cookie(&id, console.secure)) {
                 response.headers_mut().append(header::SET_COOKIE, cookie);

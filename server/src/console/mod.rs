@@ -36,13 +36,17 @@ pub use calls::InProcess;
 use crate::engine::plane::ControlPlane;
 use crate::transport;
 use crate::transport::tls::ServerTls;
-use sessions::Sessions;
+use sessions::{Session, Sessions};
 
 /// What every console request shares.
 pub struct Console {
     service: InProcess,
     plane: Arc<ControlPlane>,
     sessions: Sessions,
+    /// Without authentication, the one session every browser shares (its
+    /// form secret still keeps other sites from acting), so requests
+    /// without a cookie start no new session.
+    anonymous: Option<(String, Session)>,
     secure: bool,
 }
 
@@ -52,10 +56,16 @@ impl Console {
     /// it has one, refreshing pages on its task events, until its shutdown.
     /// `secure`: served over TLS (its cookie is marked `Secure`).
     pub fn new(service: InProcess, plane: Arc<ControlPlane>, secure: bool) -> Arc<Self> {
+        let sessions = Sessions::default();
+        let anonymous = match plane.authenticator {
+            Some(_) => None,
+            None => Some(sessions.anonymous()),
+        };
         Arc::new(Console {
             service,
             plane,
-            sessions: Sessions::default(),
+            sessions,
+            anonymous,
             secure,
         })
     }

@@ -24,7 +24,8 @@ pub struct Session {
     /// The secret every form of this session carries (`?csrf=`): a page of
     /// another site cannot read it, so cannot forge an action.
     pub csrf: String,
-    expires: Instant,
+    /// `None` for the shared session of a console without authentication.
+    expires: Option<Instant>,
 }
 
 impl Session {
@@ -34,6 +35,10 @@ impl Session {
             .as_ref()
             .filter(|principal| principal.is_scoped())
             .map(|principal| principal.domains.to_list())
+    }
+
+    fn is_live(&self) -> bool {
+        self.expires.is_none_or(|expires| expires > Instant::now())
     }
 
     /// Whether this session may see `domain`.
@@ -53,19 +58,30 @@ pub struct Sessions {
 impl Sessions {
     /// Starts a session acting with `token` (as `principal`) and returns
     /// its id, the cookie's value.
-    pub fn start(&self, token: Option<String>, principal: Option<Principal>) -> String {
+    pub fn start(&self, token: String, principal: Principal) -> String {
         let id = random_hex();
         let session = Session {
-            token,
-            principal,
+            token: Some(token),
+            principal: Some(principal),
             csrf: random_hex(),
-            expires: Instant::now() + LIFETIME,
+            expires: Some(Instant::now() + LIFETIME),
         };
         let mut sessions = self.by_id.lock().expect("sessions lock");
-        let now = Instant::now();
-        sessions.retain(|_, session| session.expires > now);
+        sessions.retain(|_, session| session.is_live());
         sessions.insert(id.clone(), session);
         id
+    }
+
+    /// The session of a console without authentication: never stored,
+    /// never ending.
+    pub fn anonymous(&self) -> (String, Session) {
+        let session = Session {
+            token: None,
+            principal: None,
+            csrf: random_hex(),
+            expires: None,
+        };
+        (random_hex(), session)
     }
 
     /// The live session named `id`.
@@ -73,7 +89,7 @@ impl Sessions {
         let sessions = self.by_id.lock().expect("sessions lock");
         sessions
             .get(id)
-            .filter(|session| session.expires > Instant::now())
+            .filter(|session| session.is_live())
             .cloned()
     }
 
@@ -118,7 +134,14 @@ mod tests {
     #[test]
     fn sessions_are_found_by_their_cookie_until_ended() {
         let sessions = Sessions::default();
-        let id = sessions.start(Some("tp_x".into()), None);
+        let principal = Principal {
+            token_id: "tp_x".into(),
+            token_sha256: String::new(),
+            name: "ops".into(),
+            role: crate::auth::Role::Admin,
+            domains: crate::auth::DomainScope::All,
+        };
+        let id = sessions.start("tp_x".into(), principal);
         let header = format!("theme=dark; {COOKIE}={id}; other=1");
         let found = cookie(&header, COOKIE).unwrap();
         let session = sessions.get(found).unwrap();
