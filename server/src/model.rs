@@ -491,6 +491,9 @@ pub struct TaskFilter {
     pub error_contains: Option<String>,
     /// Only the follow-ups of this task.
     pub parent_id: Option<Uuid>,
+    /// Only this task and newer ones: the window a listing reads first
+    /// (see `Dialect::listing_window`).
+    pub from_id: Option<Uuid>,
     /// At most this many.
     pub limit: u32,
 }

@@ -137,6 +137,31 @@ fn check_backlog(figures: &Value) {
     }
 }
 
+/// W11: W1 ran in pairs without and with a viewer, and every page
+/// answered over the seeded store.
+fn check_console(figures: &Value) {
+    assert_eq!(number(figures, "rounds"), ROUNDS as f64);
+    assert_eq!(number(figures, "w1_tasks"), (TASKS * 5) as f64);
+    assert_eq!(number(figures, "seeded_tasks"), (BACKLOG * 2) as f64);
+    for side in ["without", "with"] {
+        let runs = figures[format!("w1_runs_{side}")].as_array().unwrap();
+        assert_eq!(runs.len() as u64, ROUNDS, "{figures}");
+        assert!(number(figures, &format!("w1_processed_per_sec_{side}_console")) > 0.0);
+    }
+    for page in [
+        "overview_ms",
+        "tasks_ms",
+        "tasks_pending_of_a_type_ms",
+        "tasks_completed_ms",
+        "task_types_ms",
+        "agents_ms",
+        "tasks_error_text_matching_none_ms",
+        "tasks_page_21_ms",
+    ] {
+        assert!(number(figures, page) > 0.0, "{page}: {figures}");
+    }
+}
+
 /// W5–W8: every task ran once, and each figure is one that could only
 /// come from a run.
 fn check_scale(report: &Value, backend: &str) {
@@ -217,7 +242,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         ])
         .args([
             "--workloads",
-            "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10",
+            "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11",
             "--output",
             "json",
         ])
@@ -272,6 +297,7 @@ fn every_workload_runs_and_every_task_runs_exactly_once() {
         );
         assert!(0.0 < limit_p50 && limit_p50 <= limit_p99, "{latency}");
         check_backlog(figures(&report, backend, "W3 backlog"));
+        check_console(figures(&report, backend, "W11 console open"));
         check_scale(&report, backend);
     }
     if postgres.is_some() {

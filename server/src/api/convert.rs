@@ -212,6 +212,7 @@ pub fn task_filter(request: v1::ListTasksRequest, limit: u32) -> Result<TaskFilt
         created_before: optional_instant("created_before", &request.created_before)?,
         error_contains: Some(request.error_contains).filter(|text| !text.is_empty()),
         parent_id,
+        from_id: None,
         limit,
     })
 }

@@ -3,6 +3,7 @@
 //! every action, and the security headers of every answer.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Form;
 use axum::extract::{Request, State};
@@ -34,7 +35,7 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
+    let path = request.uri().path().to_owned();
     let open = path.starts_with("/assets/") || path == "/login";
     let found = session_of(&console, request.headers()).or_else(|| console.anonymous.clone());
     if request.method() == Method::POST {
@@ -64,7 +65,13 @@ pub async fn guard(
         None if !open => return Redirect::to("/login").into_response(),
         None => {}
     }
+    let page = request.method() == Method::GET && !open && path != "/events";
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
+    if page {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        console.render_micros.store(micros, Ordering::Relaxed);
+    }
     let headers = response.headers_mut();
     for (name, value) in [
         ("content-security-policy", CONTENT_SECURITY_POLICY),

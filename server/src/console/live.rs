@@ -3,9 +3,15 @@
 //! however busy the queue is (and every [`QUIET_REFRESH`] even when no
 //! task changed, for agents and counts that move without a task event).
 //! The page's script then fetches itself again and swaps in its live part.
+//!
+//! Refreshes are also spaced by [`RENDER_SHARE`] times the latest page's
+//! render time, so an open page never keeps the server busier than about
+//! a tenth of its time however slow its queries grow (at most
+//! [`SLOWEST_REFRESH`] apart).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,6 +26,15 @@ use super::Console;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often a page refreshes with no task event.
 pub const QUIET_REFRESH: Duration = Duration::from_secs(5);
+/// Refreshes are at least this many render times apart.
+pub const RENDER_SHARE: u32 = 10;
+/// The longest spacing a slow page's refreshes get.
+pub const SLOWEST_REFRESH: Duration = Duration::from_secs(10);
+
+/// How far apart refreshes are after a page took `render` to draw.
+fn spacing(render: Duration) -> Duration {
+    (render * RENDER_SHARE).clamp(REFRESH_EVERY, SLOWEST_REFRESH)
+}
 
 /// `GET /events`.
 pub async fn events(
@@ -43,8 +58,9 @@ pub async fn events(
                 () = tokio::time::sleep_until(last + QUIET_REFRESH) => {}
                 () = stop.cancelled() => return,
             }
+            let render = Duration::from_micros(console.render_micros.load(Ordering::Relaxed));
             tokio::select! {
-                () = tokio::time::sleep_until(last + REFRESH_EVERY) => {}
+                () = tokio::time::sleep_until(last + spacing(render)) => {}
                 () = stop.cancelled() => return,
             }
             notices = notices.resubscribe();
@@ -56,4 +72,16 @@ pub async fn events(
         }
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(receiver)).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_pages_refresh_less_often() {
+        assert_eq!(spacing(Duration::from_millis(2)), REFRESH_EVERY);
+        assert_eq!(spacing(Duration::from_millis(200)), Duration::from_secs(2));
+        assert_eq!(spacing(Duration::from_secs(5)), SLOWEST_REFRESH);
+    }
 }

@@ -21,6 +21,7 @@ mod sessions;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -48,6 +49,9 @@ pub struct Console {
     /// without a cookie start no new session.
     anonymous: Option<(String, Session)>,
     secure: bool,
+    /// How long the latest page took to render, in microseconds: live
+    /// updates are spaced by it (see [`live`]).
+    render_micros: AtomicU64,
 }
 
 impl Console {
@@ -67,6 +71,7 @@ impl Console {
             sessions,
             anonymous,
             secure,
+            render_micros: AtomicU64::new(0),
         })
     }
 

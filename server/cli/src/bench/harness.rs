@@ -60,6 +60,8 @@ impl Database {
 /// A server the benchmark started in this process.
 pub(super) struct RunningServer {
     pub(super) url: String,
+    /// Its web console (W11).
+    pub(super) console: std::net::SocketAddr,
     pub(super) stop: CancellationToken,
     pub(super) task: JoinHandle<anyhow::Result<()>>,
 }
@@ -72,7 +74,7 @@ impl RunningServer {
         let config = ServerConfig {
             security: Default::default(),
             metrics_listen: None,
-            console_listen: None,
+            console_listen: Some("127.0.0.1:0".parse()?),
             listen: "127.0.0.1:0".parse()?,
             database_url: database_url.to_owned(),
             queue: QueueConfig {
@@ -82,10 +84,18 @@ impl RunningServer {
         };
         let server = Server::bind(config).await?;
         let url = format!("http://{}", server.local_addr());
+        let console = server
+            .console_addr()
+            .ok_or_else(|| anyhow::anyhow!("the console was asked for"))?;
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
-        Ok(RunningServer { url, stop, task })
+        Ok(RunningServer {
+            url,
+            console,
+            stop,
+            task,
+        })
     }
 
     pub(super) async fn stop(self) -> anyhow::Result<()> {

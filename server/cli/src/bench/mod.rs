@@ -11,12 +11,15 @@
 //! - [`scale`]: W5–W9, many agents, many types, slow handlers, many
 //!   producers, idle agents.
 //! - [`flow`]: W10, W1's work under a per-key limit and a rate limit.
+//! - [`console`]: W11, W1 with the web console open, and its pages over a
+//!   million tasks.
 //! - [`harness`]: the database, servers and agents the workloads run on.
 //! - [`limit`]: the limit rows.
 //! - [`probe`]: the no-op agent that counts executions and start times.
 //! - [`usage`]: this process's CPU time and peak memory.
 
 mod backlog;
+mod console;
 mod external;
 mod flow;
 mod harness;
@@ -78,7 +81,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10"
+        default_value = "w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11"
     )]
     pub workloads: Vec<String>,
     /// W1: tasks to enqueue and process.
@@ -124,11 +127,13 @@ pub struct BenchArgs {
     /// enqueue.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// W3: PENDING tasks of another type (and as many COMPLETED) seeded first.
+    /// W3: PENDING tasks of another type (and as many COMPLETED) seeded
+    /// first; W11 times the console's pages over as many.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
     /// W3: rounds, each measuring W2 over the backlog and on an empty
-    /// control queue at the same time, then W1 on each in turn.
+    /// control queue at the same time, then W1 on each in turn. W11: pairs
+    /// of W1 runs, without and with the console open.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     /// Active schedules defined before the workloads run (daily, spread

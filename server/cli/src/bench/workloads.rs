@@ -312,6 +312,13 @@ async fn run_workloads(args: BenchArgs) -> anyhow::Result<()> {
             record("W4 two replicas", w1(&agents_args, &replicas, None).await?);
             second.stop().await?;
         }
+        // Last: it leaves the store seeded with the backlog.
+        if let (true, Some(database), Some(server)) = (wants("w11"), &database, &server) {
+            let seeded = wants("w3");
+            let figures =
+                super::console::w11(&args, &servers, server.console, database, seeded).await?;
+            record("W11 console open", figures);
+        }
         if let Some(server) = server {
             server.stop().await?;
         }

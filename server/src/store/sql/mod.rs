@@ -248,6 +248,14 @@ pub trait Dialect: Database {
     fn listing_source(_filter: &TaskFilter) -> &'static str {
         "tasks"
     }
+
+    /// Where a listing of `filter` looks first, and how many of the newest
+    /// rows there: when those hold a full page, it is the answer; otherwise
+    /// the listing reads from [`Dialect::listing_source`]. `None` reads
+    /// from the source at once.
+    fn listing_window(_filter: &TaskFilter) -> Option<(&'static str, u32)> {
+        None
+    }
 }
 
 /// The `queue_stats` query, reading PENDING and RUNNING tasks from

@@ -226,27 +226,52 @@ where
         rows::queue_stats(&rows)
     }
 
-    /// Tasks matching the filter, newest first (see [`rules::task_listing`]).
-    pub async fn list_tasks<'e>(
-        executor: impl Executor<'e, Database = DB>,
+    /// Tasks matching the filter, newest first (see [`rules::task_listing`]),
+    /// from the dialect's window first when it has one.
+    pub async fn list_tasks(pool: &sqlx::Pool<DB>, filter: &TaskFilter) -> Result<Vec<Task>> {
+        if let Some((window, rows)) = DB::listing_window(filter) {
+            // The oldest task of the window: the `rows`-th newest of the
+            // type below the page's start.
+            let edge = TaskFilter {
+                task_type: filter.task_type.clone(),
+                before: filter.before,
+                limit: 1,
+                ..TaskFilter::default()
+            };
+            let offset = format!(" OFFSET {}", rows.saturating_sub(1));
+            let edge = Self::listing(pool, window, &edge, &offset).await?;
+            let windowed = TaskFilter {
+                from_id: edge.first().map(|task| task.id),
+                ..filter.clone()
+            };
+            let found = Self::listing(pool, window, &windowed, "").await?;
+            // A full page, or the whole type fits in the window.
+            if found.len() as u32 == filter.limit || edge.is_empty() {
+                return Ok(found);
+            }
+        }
+        Self::listing(pool, DB::listing_source(filter), filter, "").await
+    }
+
+    /// `filter`'s listing read from `source`, with `tail` after its limit.
+    async fn listing(
+        pool: &sqlx::Pool<DB>,
+        source: &str,
         filter: &TaskFilter,
+        tail: &str,
     ) -> Result<Vec<Task>> {
         let statements = DB::statements();
         let (listing, values) = rules::task_listing(filter, statements.id_cast);
         let sql = format!(
-            "SELECT {} FROM {} {listing}",
-            statements.task_columns,
-            DB::listing_source(filter)
+            "SELECT {} FROM {source} {listing}{tail}",
+            statements.task_columns
         );
         let query = values
             .into_iter()
             .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |query, value| {
                 query.bind(value)
             });
-        let rows = query
-            .bind(i64::from(filter.limit))
-            .fetch_all(executor)
-            .await?;
+        let rows = query.bind(i64::from(filter.limit)).fetch_all(pool).await?;
         rows.iter().map(rows::task).collect()
     }
 

@@ -225,6 +225,24 @@ fn listing_source(filter: &TaskFilter) -> &'static str {
     }
 }
 
+/// PENDING tasks of a type, newest first, are looked for among the
+/// type's newest [`PENDING_WINDOW`] tasks first, through `tasks_by_type`
+/// in id order: when most of a type waits (a backlog), a page is there,
+/// where the ready index would have to read and sort every pending task of
+/// the type (a second at a million). When few wait among much history, the
+/// window holds less than a page and the ready index answers.
+fn listing_window(filter: &TaskFilter) -> Option<(&'static str, u32)> {
+    match (filter.status, &filter.task_type) {
+        (Some(TaskStatus::Pending), Some(_)) => Some((TASKS_BY_TYPE, PENDING_WINDOW)),
+        _ => None,
+    }
+}
+
+/// Tasks of a type in id order.
+const TASKS_BY_TYPE: &str = "tasks INDEXED BY tasks_by_type";
+/// How many of a type's newest tasks a PENDING listing reads first.
+const PENDING_WINDOW: u32 = 2000;
+
 /// The shared statements in SQLite's spelling (see `impl Dialect`).
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
     Statements::new(&Spelling {
@@ -247,6 +265,10 @@ impl Dialect for Sqlite {
 
     fn listing_source(filter: &TaskFilter) -> &'static str {
         listing_source(filter)
+    }
+
+    fn listing_window(filter: &TaskFilter) -> Option<(&'static str, u32)> {
+        listing_window(filter)
     }
 }
 

@@ -260,7 +260,74 @@ async fn listings_filter_by_creation_time_error_text_and_parent(backend: Backend
     assert_eq!(children.await, vec![later[0].id]);
 }
 
+async fn pending_listings_page_newest_first_in_a_backlog_and_among_history(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let store = &*store;
+    store
+        .register_task_types(&[spec("backlog", "d"), spec("history", "d")])
+        .await
+        .unwrap();
+    // A backlog: more waiting tasks than a listing's first window.
+    let mut backlog = Vec::new();
+    for _ in 0..3 {
+        let batch = (0..1000).map(|_| new_task("backlog")).collect();
+        backlog.extend(
+            store
+                .enqueue(batch)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.task.id),
+        );
+    }
+    // History: a few old tasks wait behind many newer finished ones.
+    let waiting = NewTask {
+        priority: -1,
+        ..new_task("history")
+    };
+    let old: Vec<Uuid> = store
+        .enqueue(vec![waiting; 5])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.task.id)
+        .collect();
+    let batch = (0..2500).map(|_| new_task("history")).collect();
+    store.enqueue(batch).await.unwrap();
+    let claimed = store
+        .claim(&of_types(&["history".into()]), 2500, &lease())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2500);
+    let done = claimed
+        .iter()
+        .map(|t| (t.id, 1, AttemptResult::Completed(JsonObject::new())))
+        .collect();
+    store.record_results(done).await.unwrap();
+
+    let pending = |task_type: &str, before: Option<Uuid>| TaskFilter {
+        task_type: Some(task_type.into()),
+        status: Some(TaskStatus::Pending),
+        before,
+        limit: 50,
+        ..TaskFilter::default()
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let newest: Vec<Uuid> = backlog.iter().rev().copied().collect();
+    let first = ids(store.list_tasks(&pending("backlog", None)).await.unwrap());
+    assert_eq!(first, newest[..50]);
+    let deep = ids(store
+        .list_tasks(&pending("backlog", Some(newest[2979])))
+        .await
+        .unwrap());
+    assert_eq!(deep, newest[2980..], "the last page, past the first window");
+    let waiting = ids(store.list_tasks(&pending("history", None)).await.unwrap());
+    let expected: Vec<Uuid> = old.iter().rev().copied().collect();
+    assert_eq!(waiting, expected, "found behind 2,500 finished tasks");
+}
+
 crate::on_every_backend!(
+    pending_listings_page_newest_first_in_a_backlog_and_among_history,
     listings_filter_by_creation_time_error_text_and_parent,
     queue_stats_count_each_status_and_recent_completions,
     finished_counts_follow_every_way_in_and_out_and_survive_folding,
