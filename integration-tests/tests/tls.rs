@@ -12,7 +12,7 @@ use taskplane_common::connect::ConnectError;
 use taskplane_proto::v1::ListDomainsRequest;
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_server::auth::Role;
-use taskplane_server::auth::tokens::{TokensFile, issue};
+use taskplane_server::auth::tokens::{IssuedToken, TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig, TlsFiles};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,23 @@ fn tls_only(tls: TlsFiles) -> SecurityConfig {
         tls: Some(tls),
         reload_interval: Duration::from_millis(50),
         ..SecurityConfig::default()
+    }
+}
+
+/// TLS with an identity signed by `ca`, and these tokens checked.
+fn with_tokens(files: &Files, tokens: &[&IssuedToken], ca: &Ca) -> SecurityConfig {
+    let mut file = TokensFile::default();
+    for token in tokens {
+        file.add(token);
+    }
+    let path = files.0.path().join("tokens.toml");
+    file.save(&path).unwrap();
+    SecurityConfig {
+        auth: Some(AuthConfig {
+            tokens_file: Some(path),
+            ..AuthConfig::default()
+        }),
+        ..tls_only(files.server_identity(ca, false))
     }
 }
 
@@ -232,22 +249,10 @@ impl TaskHandler for Echo {
 async fn an_agent_with_a_token_over_tls_serves_its_domain() {
     let files = Files::new();
     let ca = Ca::new("taskplane CA");
-    let tokens_dir = tempfile::tempdir().unwrap();
-    let tokens_path = tokens_dir.path().join("tokens.toml");
     // Handlers registered outside a domain belong to `default`.
     let agent_token = issue("echo-agent", Role::Agent, vec!["default".into()]).unwrap();
     let client_token = issue("echo-client", Role::Client, vec![]).unwrap();
-    let mut file = TokensFile::default();
-    file.add(&agent_token);
-    file.add(&client_token);
-    file.save(&tokens_path).unwrap();
-    let security = SecurityConfig {
-        auth: Some(AuthConfig {
-            tokens_file: Some(tokens_path),
-            ..AuthConfig::default()
-        }),
-        ..tls_only(files.server_identity(&ca, false))
-    };
+    let security = with_tokens(&files, &[&agent_token, &client_token], &ca);
     let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), security).await;
     let trust = trusting(&files, &ca, "ca.pem");
 
@@ -297,19 +302,8 @@ async fn an_agent_with_a_token_over_tls_serves_its_domain() {
 async fn the_console_is_served_over_the_servers_tls() {
     let files = Files::new();
     let ca = Ca::new("taskplane CA");
-    let tokens_dir = tempfile::tempdir().unwrap();
-    let tokens_path = tokens_dir.path().join("tokens.toml");
     let admin = issue("ops", Role::Admin, vec![]).unwrap();
-    let mut file = TokensFile::default();
-    file.add(&admin);
-    file.save(&tokens_path).unwrap();
-    let security = SecurityConfig {
-        auth: Some(AuthConfig {
-            tokens_file: Some(tokens_path),
-            ..AuthConfig::default()
-        }),
-        ..tls_only(files.server_identity(&ca, false))
-    };
+    let security = with_tokens(&files, &[&admin], &ca);
     let server = TestServer::start_secured(&Backend::Sqlite, fast_queue(), security).await;
     let ca_file = files.write("ca.pem", &ca.pem);
     let port = server.console_address.port();
