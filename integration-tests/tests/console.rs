@@ -16,9 +16,12 @@ use serde_json::json;
 use taskplane_agent::{
     ConnectOptions, TaskContext, TaskError, TaskHandler, TaskRegistry, TaskResult,
 };
+use taskplane_proto::json::{json_to_struct, struct_to_json};
 use taskplane_proto::v1::registry_service_client::RegistryServiceClient;
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
-use taskplane_proto::v1::{GetTaskRequest, RegisterTaskTypeRequest, TaskStatus};
+use taskplane_proto::v1::{
+    CreateScheduleRequest, GetTaskRequest, RegisterTaskTypeRequest, ScheduleSpec, TaskStatus,
+};
 use taskplane_server::auth::Role;
 use taskplane_server::auth::tokens::{TokensFile, issue};
 use taskplane_server::config::{AuthConfig, SecurityConfig};
@@ -229,6 +232,70 @@ async fn an_operator_follows_retries_and_pauses_tasks_in_the_browser() {
             .contains("default")
     );
     browser.screenshot("agents").await;
+
+    // A schedule run from the page makes its task now.
+    server
+        .schedules()
+        .await
+        .create_schedule(CreateScheduleRequest {
+            schedule: Some(ScheduleSpec {
+                name: "hourly-echo".into(),
+                task_type: "echo".into(),
+                payload: Some(json_to_struct(
+                    json!({"from": "schedule"}).as_object().unwrap(),
+                )),
+                interval: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                ..ScheduleSpec::default()
+            }),
+        })
+        .await
+        .unwrap();
+    browser.goto("/types").await;
+    browser
+        .click(
+            "tr[data-schedule='hourly-echo'] form[action^='/schedules/hourly-echo/trigger'] button",
+        )
+        .await;
+    let triggered = browser.text(".notice.done").await;
+    let run = triggered
+        .strip_prefix("Triggered hourly-echo: task ")
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or_else(|| panic!("{triggered}"));
+    let done = wait_status(&tasks, run, TaskStatus::Completed).await;
+    assert_eq!(
+        struct_to_json(done.result.as_ref().unwrap())["from"],
+        "schedule"
+    );
+
+    // Draining the agent from the page: it takes nothing new.
+    browser.goto("/agents").await;
+    browser
+        .click("tr[data-agent='console-agent'] form[action*='/drain'] button")
+        .await;
+    assert_eq!(
+        browser.text(".notice.done").await,
+        "Draining console-agent."
+    );
+    browser
+        .find("tr[data-agent='console-agent'] .badge.paused")
+        .await;
+    let after = enqueue(&mut tasks, enqueue_request("echo", json!({})))
+        .await
+        .id;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = tasks
+        .get_task(GetTaskRequest { id: after })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        waiting.status(),
+        TaskStatus::Pending,
+        "a draining agent takes nothing new"
+    );
 
     browser.close().await;
     agent.stop().await.unwrap();
