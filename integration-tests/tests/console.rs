@@ -68,7 +68,11 @@ async fn an_operator_follows_retries_and_pauses_tasks_in_the_browser() {
     let mut registry = TaskRegistry::new();
     registry.register_handler("echo", Box::new(Echo));
     registry.register_handler("ledger_sync", Box::new(Flaky(broken.clone())));
-    let agent = TestAgent::start(&server, "console-agent", registry).await;
+    registry.set_feature_flags([("new_ledger".to_owned(), true)]);
+    let agent = TestAgent::start_configured(&server, "console-agent", registry, |agent| {
+        agent.label("region", "eu-west")
+    })
+    .await;
     let mut tasks = server.tasks().await;
     let browser = Browser::open(&console_url(&server)).await;
 
@@ -225,12 +229,10 @@ async fn an_operator_follows_retries_and_pauses_tasks_in_the_browser() {
         .await;
     browser.screenshot("overview").await;
     browser.goto("/agents").await;
-    assert!(
-        browser
-            .text("tr[data-agent='console-agent']")
-            .await
-            .contains("default")
-    );
+    let row = browser.text("tr[data-agent='console-agent']").await;
+    for shown in ["default", "region=eu-west", "new_ledger"] {
+        assert!(row.contains(shown), "{shown} in {row}");
+    }
     browser.screenshot("agents").await;
 
     // A schedule run from the page makes its task now.
