@@ -482,3 +482,53 @@ fn version_names_the_commit_it_was_built_from() {
         )
     );
 }
+
+#[tokio::test]
+async fn dev_prints_the_web_consoles_address_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane"))
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--local-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--console-listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("taskplane starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("The web console: ") {
+                return url.to_owned();
+            }
+        }
+        panic!("no console address printed");
+    })
+    .await
+    .expect("prints in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /types HTTP/1.1\r\nHost: dev\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("data-type=\"invoice_generation\""),
+        "the example domains' types are listed"
+    );
+    assert!(terminate(child).await.success());
+}
