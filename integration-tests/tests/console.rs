@@ -222,6 +222,34 @@ async fn an_operator_follows_retries_and_pauses_tasks_in_the_browser() {
     );
     wait_status(&tasks, &held, TaskStatus::Completed).await;
 
+    // Dark mode, kept across pages; arrow keys move between table rows.
+    browser.goto("/tasks?task_type=ledger_sync").await;
+    let background = "return getComputedStyle(document.body).backgroundColor";
+    let light = browser.run(background).await;
+    browser.click("#theme").await;
+    let dark = browser.run(background).await;
+    assert_ne!(light, dark, "the switch changes the colours");
+    browser.goto("/tasks?task_type=ledger_sync").await;
+    assert_eq!(browser.run(background).await, dark, "and is remembered");
+    browser.click("#theme").await;
+    let first = browser
+        .run("const a = document.querySelector('#tasks tbody tr a'); a.focus(); return a.textContent")
+        .await;
+    browser
+        .find("#tasks tbody tr a")
+        .await
+        .send_keys("\u{E015}")
+        .await
+        .expect("ArrowDown");
+    let second = browser
+        .run("return document.activeElement.textContent")
+        .await;
+    let rows = browser
+        .run("return [...document.querySelectorAll('#tasks tbody tr a')].map(a => a.textContent)")
+        .await;
+    assert_eq!(rows[0], first);
+    assert_eq!(rows[1], second, "ArrowDown focused the next row");
+
     // The pictures of docs/console.md.
     browser.goto("/").await;
     browser
