@@ -40,6 +40,9 @@ pub struct Browser {
     pub client: Client,
     base: String,
     _driver: Child,
+    /// Chromium's profile, removed with the browser (Chromium leaves its
+    /// own in /tmp when chromedriver is stopped).
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -57,12 +60,14 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
+        let profile = tempfile::tempdir().expect("a profile directory");
         let capabilities = json!({
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1280,900", "--force-device-scale-factor=1",
+                    format!("--user-data-dir={}", profile.path().display()),
                 ],
             }
         });
@@ -89,6 +94,7 @@ impl Browser {
             client,
             base: base.trim_end_matches('/').to_owned(),
             _driver: driver,
+            _profile: profile,
         }
     }
 
