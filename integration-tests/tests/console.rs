@@ -410,6 +410,8 @@ async fn a_token_signs_in_and_a_scoped_token_sees_only_its_domains() {
     assert!(browser.has("tr[data-type='send_newsletter']").await);
     assert!(browser.text("header .who").await.contains("ops"));
     browser.click("header form button").await;
+    // The click returns before the answer arrives: wait for the form.
+    browser.find("form.login").await;
     assert_eq!(browser.path().await, "/login");
 
     // A client token scoped to billing sees billing only, and cannot act
