@@ -23,7 +23,8 @@ use uuid::Uuid;
 use super::rows::{self, json_text, millis, parse_uuid};
 use super::rules::{self, TypeDefaults};
 use super::sql::{
-    self, Common, Dialect, Held, Shared, SharedStore, Spelling, Statements, Writer, Writes as _,
+    self, Common, Dialect, Held, STILL_RUNNING, Shared, SharedStore, Spelling, Statements, Writer,
+    Writes as _,
 };
 use super::{EnqueueBatch, Leases, ReadyNotifications, ResultBatch, Store};
 use crate::engine::flow::{FlowChange, policy_notice};
@@ -264,7 +265,7 @@ async fn return_to_queue(
         "WITH held AS (SELECT id FROM tasks WHERE status = 'running' AND {condition} FOR UPDATE),
               ended AS ({end_attempts})
          UPDATE tasks SET {assignments}
-         WHERE status = 'running' AND id IN (SELECT id FROM held)
+         WHERE {STILL_RUNNING} AND id IN (SELECT id FROM held)
          RETURNING id::text, task_type"
     )))
     .bind(bound)

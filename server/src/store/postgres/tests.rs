@@ -173,3 +173,107 @@ async fn a_type_registered_again_on_another_replica_is_never_used_stale() {
     assert_eq!(all.len(), 4, "nothing written twice");
     schema.drop().await;
 }
+
+/// How many times `plan` names `index`.
+fn scans_of(plan: &str, index: &str) -> usize {
+    plan.matches(index).count()
+}
+
+#[tokio::test]
+async fn statements_that_find_tasks_by_id_use_the_primary_key_after_an_idle_analyze() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let batch = || (0..2_000).map(|_| new_task("a")).collect::<Vec<_>>();
+    store.enqueue(batch()).await.unwrap();
+    // Statistics taken while nothing waits or runs, as autovacuum takes
+    // them on a quiet queue: they put both partial indexes at one row.
+    sqlx::query("UPDATE tasks SET status = 'completed', finished_at = 0")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE tasks")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    store.enqueue(batch()).await.unwrap();
+
+    let statements = Postgres::statements();
+    let lease_picked = writes::lease_ready("SELECT unnest($5::text[])::uuid AS ready_id");
+    // Each statement's parameters, typed as the store binds them.
+    let cases = [
+        (
+            "a claim",
+            writes::CLAIM_TYPE.as_str(),
+            "bigint, text, text, bigint, text, bigint, text[], text",
+            1,
+        ),
+        (
+            "a lease of picked tasks",
+            lease_picked.as_str(),
+            "bigint, text, text, bigint, text[]",
+            0,
+        ),
+        (
+            "a completion batch",
+            writes::COMPLETE_IN_BULK.as_str(),
+            "bigint, text[], bigint[], text[]",
+            0,
+        ),
+        (
+            "one result",
+            writes::RECORD_ONE.as_str(),
+            "text, text, text, bigint, bigint, text, bigint",
+            0,
+        ),
+        (
+            "a give-back",
+            statements.give_back(),
+            "bigint, text, bigint, text",
+            0,
+        ),
+        (
+            "progress",
+            statements.record_progress(),
+            "text, text, bigint",
+            0,
+        ),
+    ];
+    let mut tx = store.pool.begin().await.unwrap();
+    // The plan a prepared statement settles on after its first runs.
+    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for (name, statement, types, ready_scans) in cases {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE checked ({types}) AS {statement}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let nulls = vec!["NULL"; types.split(',').count()].join(", ");
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE checked({nulls})"
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert_eq!(
+            scans_of(&plan, "tasks_ready"),
+            ready_scans,
+            "{name}: {plan}"
+        );
+        assert_eq!(scans_of(&plan, "tasks_leased"), 0, "{name}: {plan}");
+        assert!(plan.contains("tasks_pkey"), "{name}: {plan}");
+        sqlx::raw_sql("DEALLOCATE checked")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    drop(tx);
+    schema.drop().await;
+}

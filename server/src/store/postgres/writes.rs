@@ -16,7 +16,19 @@ use crate::model::{
 };
 use crate::store::rows::{self, duration_millis, json_text, millis, parse_uuid};
 use crate::store::rules;
-use crate::store::sql::Shared;
+use crate::store::sql::{STILL_PENDING, STILL_RUNNING, Shared};
+
+/// [`claim_type`]'s statement: `$5` the type, `$6` the limit, `$7` and
+/// `$8` the claimant's versions and labels.
+pub(super) static CLAIM_TYPE: LazyLock<String> = LazyLock::new(|| {
+    lease_ready(&format!(
+        "SELECT id AS ready_id FROM tasks
+         WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
+         ORDER BY priority DESC, run_at, id LIMIT $6
+         FOR UPDATE SKIP LOCKED",
+        claimable("tasks", "$1", "$7", "$8")
+    ))
+});
 
 /// Leases up to `limit` ready tasks of one type, in priority then age order,
 /// skipping rows other replicas hold, and starts their attempts, in one
@@ -29,15 +41,6 @@ pub(super) async fn claim_type(
     lease: &Lease,
     now: i64,
 ) -> Result<Vec<Task>> {
-    static CLAIM_TYPE: LazyLock<String> = LazyLock::new(|| {
-        lease_ready(&format!(
-            "SELECT id AS ready_id FROM tasks
-             WHERE status = 'pending' AND task_type = $5 AND run_at <= $1 AND {}
-             ORDER BY priority DESC, run_at, id LIMIT $6
-             FOR UPDATE SKIP LOCKED",
-            claimable("tasks", "$1", "$7", "$8")
-        ))
-    });
     let rows = bind_lease(
         sqlx::query(sqlx::AssertSqlSafe(CLAIM_TYPE.as_str())),
         lease,
@@ -118,7 +121,7 @@ pub(super) fn lease_ready(ready: &str) -> String {
          claimed AS (
              UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1,
                  updated_at = $1, lease_session = $2, lease_agent = $3, lease_expires_at = $4
-             FROM ready WHERE id = ready.ready_id AND status = 'pending'
+             FROM ready WHERE id = ready.ready_id AND {STILL_PENDING}
              RETURNING {TASK_COLUMNS})
          SELECT * FROM claimed"
     )
@@ -265,6 +268,23 @@ const INSERT_TASKS: &str = "WITH inserted AS (
               FROM (SELECT DISTINCT task_type FROM inserted WHERE status = 'pending') AS types)
                  AS announced";
 
+/// [`complete_in_bulk`]'s statement: `$1` the clock, `$2` to `$4` the
+/// ids, attempts and results.
+pub(super) static COMPLETE_IN_BULK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH completed AS (
+             UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
+                 finished_at = $1, updated_at = $1, lease_expires_at = NULL
+             FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
+             WHERE id = c.completed_id::uuid AND {STILL_RUNNING} AND attempts = c.completed_attempt
+             RETURNING {RECORDED_COLUMNS}),
+         counted AS (
+             INSERT INTO task_counts (task_type, status, second, count)
+             SELECT task_type, 'completed', $1 / 1000, count(*) FROM completed GROUP BY task_type)
+         SELECT * FROM completed"
+    )
+});
+
 /// Completes many attempts in one statement: the tasks still RUNNING at that
 /// attempt become COMPLETED (the fence), keeping who ran the attempt, which
 /// is how their attempts read as completed (`store::attempts_sql`), and a
@@ -291,26 +311,26 @@ pub(super) async fn complete_in_bulk(
         attempts.push(i64::from(*attempt));
         values.push(json_text(value));
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH completed AS (
-             UPDATE tasks SET status = 'completed', result = c.completed_result::jsonb, last_error = NULL,
-                 finished_at = $1, updated_at = $1, lease_expires_at = NULL
-             FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c(completed_id, completed_attempt, completed_result)
-             WHERE id = c.completed_id::uuid AND status = 'running' AND attempts = c.completed_attempt
-             RETURNING {RECORDED_COLUMNS}),
-         counted AS (
-             INSERT INTO task_counts (task_type, status, second, count)
-             SELECT task_type, 'completed', $1 / 1000, count(*) FROM completed GROUP BY task_type)
-         SELECT * FROM completed"
-    )))
-    .bind(millis(now))
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&values)
-    .fetch_all(connection)
-    .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(COMPLETE_IN_BULK.as_str()))
+        .bind(millis(now))
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&values)
+        .fetch_all(connection)
+        .await?;
     rows.iter().map(rows::recorded_task).collect()
 }
+
+/// [`record_one`]'s statement: `$1` to `$5` the attempt's end, `$6` the
+/// task and `$7` its attempt.
+pub(super) static RECORD_ONE: LazyLock<String> = LazyLock::new(|| {
+    let assignments = rules::end_attempt_assignments("$1", "$2::jsonb", "$3", "$4", "$5");
+    format!(
+        "UPDATE tasks SET {assignments}
+         WHERE id = $6::uuid AND {STILL_RUNNING} AND attempts = $7
+         RETURNING {RECORDED_COLUMNS}"
+    )
+});
 
 /// Records one attempt's result inside a batch's transaction.
 pub(super) async fn record_one(
@@ -337,14 +357,6 @@ pub(super) async fn record_one(
         )
         .await?;
     }
-    static RECORD_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let assignments = rules::end_attempt_assignments("$1", "$2::jsonb", "$3", "$4", "$5");
-        format!(
-            "UPDATE tasks SET {assignments}
-             WHERE id = $6::uuid AND status = 'running' AND attempts = $7
-             RETURNING {RECORDED_COLUMNS}"
-        )
-    });
     let row = sqlx::query(sqlx::AssertSqlSafe(RECORD_ONE.as_str()))
         .bind(end.status.as_str())
         .bind(end.result)

@@ -49,6 +49,21 @@ use sqlx::Database;
 
 use crate::model::TaskFilter;
 
+/// The guard of a statement that changes a task it found by id (or that a
+/// read before it picked): the task is still PENDING. Spelled `status || ''`
+/// so that no planner can take it for the predicate of the partial index
+/// of PENDING tasks (`tasks_ready`): after PostgreSQL analyzes a table
+/// while nothing waits, its statistics put that index at one row, and with
+/// a plain `status = 'pending'` beside `id = …` it scanned the whole index
+/// for each row instead of looking the id up (a claim over a backlog of
+/// 100,000 tasks: 2.9 → 278 ms). The primary key is then the only index
+/// the statement can use.
+pub const STILL_PENDING: &str = "status || '' = 'pending'";
+
+/// As [`STILL_PENDING`], for RUNNING tasks and their partial index
+/// (`tasks_leased`).
+pub const STILL_RUNNING: &str = "status || '' = 'running'";
+
 /// How one database spells what differs in the shared SQL.
 pub struct Spelling {
     /// The columns of a whole task, as [`rows::task`] reads them.
@@ -140,7 +155,7 @@ impl Statements {
                      started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
                      lease_session = NULL, lease_agent = NULL, lease_expires_at = NULL,
                      updated_at = $1
-                 WHERE id = $2{id_cast} AND status = 'running' AND attempts = $3
+                 WHERE id = $2{id_cast} AND {STILL_RUNNING} AND attempts = $3
                      AND lease_session = $4
                  RETURNING task_type"
             ),
@@ -156,7 +171,7 @@ impl Statements {
             ),
             record_progress: format!(
                 "UPDATE tasks SET progress = $1
-                 WHERE id = $2{id_cast} AND status = 'running' AND attempts = $3
+                 WHERE id = $2{id_cast} AND {STILL_RUNNING} AND attempts = $3
                  RETURNING task_type"
             ),
             expire_overdue: format!(
@@ -166,7 +181,7 @@ impl Statements {
                      SELECT id FROM tasks
                      WHERE status = 'pending' AND start_by IS NOT NULL AND start_by <= $1
                      ORDER BY start_by LIMIT $3{for_update})
-                     AND status = 'pending'
+                     AND {STILL_PENDING}
                  RETURNING {id_text} AS id, task_type"
             ),
             end_one_attempt: end_attempts_sql(
@@ -200,6 +215,12 @@ impl Statements {
     /// its LIKE pattern), in id order.
     pub fn select_ids(&self) -> &str {
         &self.select_ids
+    }
+
+    /// Returns task `$2`'s attempt `$3`, still queued with session `$4`,
+    /// to the queue uncounted at `$1`; returns its type.
+    pub fn give_back(&self) -> &str {
+        &self.give_back
     }
 
     /// Sets task `$2`'s progress to `$1` while attempt `$3` runs.

@@ -518,7 +518,7 @@ where
         attempt: u32,
         session_id: Uuid,
     ) -> Result<Option<String>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().give_back.as_str()))
+        let row = sqlx::query(sqlx::AssertSqlSafe(DB::statements().give_back()))
             .bind(millis(Utc::now()))
             .bind(id.to_string())
             .bind(i64::from(attempt))
