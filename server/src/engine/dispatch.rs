@@ -3,7 +3,8 @@
 //! Each session has one dispatcher: it claims ready tasks of the session's
 //! types, as many as the agent has free slots and room in its prefetch
 //! window (up to a batch), and sends them as assignments. It sleeps until
-//! woken by new work, a freed slot or more credit. A claim that comes back
+//! woken by new work, a freed slot, more credit, or a slow handler's slot
+//! coming due a claim before its end (see [`crate::engine::prefetch`]). A claim that comes back
 //! short leaves the session caught up, so new tasks can be handed to it at
 //! enqueue (see [`crate::engine::handoff`]), and a caught-up session makes
 //! no claim at all until work of its types is announced: by an enqueue,
@@ -52,6 +53,8 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
         claim_anyway = tokio::select! {
             () = session.wake.notified() => false,
             () = sleep_for(retry_after) => true,
+            // A slow handler's slot, claimed for a claim before it ends.
+            () = sleep_until(session.next_reclaim()) => false,
             () = session.closed.cancelled() => return,
         };
     }
@@ -59,8 +62,13 @@ pub async fn dispatch_session(plane: Arc<ControlPlane>, session: Arc<Session>) {
 
 /// Sleeps for `wait`; forever when there is none.
 async fn sleep_for(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
+    sleep_until(wait.map(|wait| Instant::now() + wait)).await;
+}
+
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
     }
 }

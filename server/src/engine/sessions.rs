@@ -208,6 +208,13 @@ impl Session {
         free
     }
 
+    /// When a running attempt's slot may next be claimed for ahead of its
+    /// end (slow handlers only; see [`Prefetch::reclaim_after`]): the
+    /// dispatcher wakes then.
+    pub fn next_reclaim(&self) -> Option<Instant> {
+        self.state().next_reclaim()
+    }
+
     /// Tells the session that work of its types may be waiting: it is no
     /// longer caught up, and its dispatcher wakes to claim.
     pub fn announce_work(&self) {
@@ -436,13 +443,41 @@ impl SessionState {
         (self.in_flight.len() - self.queued.len()) as u32
     }
 
-    /// Room for new assignments, in the slots and the prefetch window.
+    /// Room for new assignments, in the slots and the prefetch window, or,
+    /// for slow handlers, in the slots of attempts due to end within a
+    /// claim (see [`Prefetch::reclaim_after`]).
     fn free_slots(&self) -> u32 {
         if self.draining {
             return 0;
         }
-        (self.slots + self.prefetch.window(self.slots))
-            .saturating_sub(self.in_flight.len() as u32 + self.reserved)
+        let beyond = match self.prefetch.reclaim_after() {
+            Some(after) => self.started_before(after).min(self.prefetch.most()),
+            None => self.prefetch.window(self.slots),
+        };
+        (self.slots + beyond).saturating_sub(self.in_flight.len() as u32 + self.reserved)
+    }
+
+    /// The running attempts that started at least `ago`.
+    fn started_before(&self, ago: Duration) -> u32 {
+        self.in_flight
+            .values()
+            .filter_map(|attempt| attempt.started_at)
+            .filter(|started| started.elapsed() >= ago)
+            .count() as u32
+    }
+
+    /// When the next running attempt's slot may be claimed for, if the
+    /// handlers are slow enough to be claimed for ahead and one is yet to
+    /// reach that point.
+    fn next_reclaim(&self) -> Option<Instant> {
+        let after = self.prefetch.reclaim_after()?;
+        let now = Instant::now();
+        self.in_flight
+            .values()
+            .filter_map(|attempt| attempt.started_at)
+            .map(|started| started + after)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Forgets an assignment; a queued one's turn comes when a running one
@@ -580,6 +615,42 @@ mod tests {
             outbound,
         });
         (session, claim_time)
+    }
+
+    #[test]
+    fn a_slow_handlers_slot_is_claimed_for_a_claim_before_it_is_due_to_end() {
+        let (session, claim_time) = prefetching_session(2, 8);
+        claim_time.took(Duration::from_millis(5));
+        let task = Uuid::now_v7();
+        session.place(task, 1, MINUTE);
+        assert!(session.untrack_attempt(task, 1, Some(Duration::from_millis(50))));
+        assert_eq!(session.next_reclaim(), None, "nothing runs");
+
+        let placed = Instant::now();
+        let [first, second] = [Uuid::now_v7(), Uuid::now_v7()];
+        session.place(first, 1, MINUTE);
+        session.place(second, 1, MINUTE);
+        let after_placing = Instant::now();
+        assert_eq!(session.free_slots(), 0, "both slots run, no window");
+        let due = session.next_reclaim().expect("a slot comes due");
+        let lead = Duration::from_millis(45);
+        assert!(due >= placed + lead && due <= after_placing + lead);
+
+        std::thread::sleep(lead + Duration::from_millis(1));
+        assert_eq!(session.free_slots(), 2, "both slots are due within a claim");
+        assert_eq!(session.next_reclaim(), None);
+        let [third, fourth] = [Uuid::now_v7(), Uuid::now_v7()];
+        session.place(third, 1, MINUTE);
+        session.place(fourth, 1, MINUTE);
+        assert_eq!(
+            session.status().running,
+            2,
+            "the next tasks wait their turn"
+        );
+        assert_eq!(session.free_slots(), 0, "one task claimed ahead per slot");
+        assert!(session.untrack_attempt(first, 1, Some(Duration::from_millis(50))));
+        assert_eq!(session.status().running, 2, "the next one starts at once");
+        assert_eq!(session.free_slots(), 0);
     }
 
     #[test]

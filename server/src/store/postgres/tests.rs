@@ -277,3 +277,20 @@ async fn statements_that_find_tasks_by_id_use_the_primary_key_after_an_idle_anal
     drop(tx);
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn the_store_knows_whether_the_database_vacuums_on_its_own() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    let setting = async |name: &str| -> String {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    };
+    let expected = setting("autovacuum").await == "on" && setting("track_counts").await == "on";
+    assert_eq!(vacuums_on_its_own(&store.pool).await.unwrap(), expected);
+    schema.drop().await;
+}
