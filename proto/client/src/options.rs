@@ -219,6 +219,14 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// At most this many (the server's default when `None`).
     pub limit: Option<u32>,
+    /// Only tasks created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only tasks whose last error contains this text.
+    pub error_contains: Option<String>,
+    /// Only the follow-ups of this task (its id).
+    pub parent_id: Option<String>,
 }
 
 impl TaskFilter {
@@ -228,6 +236,10 @@ impl TaskFilter {
             domain: self.domain.clone().unwrap_or_default(),
             status: self.status.unwrap_or(TaskStatus::Unspecified) as i32,
             page_size: self.limit.unwrap_or(0),
+            created_after: self.created_after.map(timestamp),
+            created_before: self.created_before.map(timestamp),
+            error_contains: self.error_contains.clone().unwrap_or_default(),
+            parent_id: self.parent_id.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -274,6 +274,51 @@ async fn the_client_commands_enqueue_follow_and_inspect_tasks() {
     .await;
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(ok && listed[0]["id"] == id, "{out}");
+    // A task whose handler refuses its payload (`--wait` then fails,
+    // naming it), found by its error text and by when it was created; the
+    // completed one has no follow-ups.
+    let (ok, _, err) = taskplane(
+        &url,
+        &[
+            "enqueue",
+            "metric_aggregation",
+            "--payload",
+            r#"{"rows": "not a list"}"#,
+            "--wait",
+        ],
+    )
+    .await;
+    let error = "must be a JSON array";
+    assert!(!ok && err.contains(error), "{err}");
+    let failed_id = err
+        .split_whitespace()
+        .find(|word| uuid::Uuid::parse_str(word).is_ok())
+        .unwrap_or_default()
+        .to_owned();
+    let list_ids = async |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["task", "list", "--output", "json"];
+        args.extend(filters);
+        let (ok, out, err) = taskplane(&url, &args).await;
+        assert!(ok, "{filters:?}: {err}");
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        listed
+            .iter()
+            .map(|task| task["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(list_ids(&["--error", error]).await, vec![failed_id.clone()]);
+    let recent = list_ids(&["--since", "10m"]).await;
+    assert!(
+        recent.contains(&failed_id) && recent.contains(&id.to_owned()),
+        "{recent:?}"
+    );
+    assert_eq!(list_ids(&["--parent", id]).await, Vec::<String>::new());
+    assert!(!list_ids(&[]).await.is_empty());
+    let (ok, _, err) = taskplane(&url, &["task", "list", "--since", "1000000years"]).await;
+    assert!(
+        !ok && err.contains("--since") && err.contains("too long ago"),
+        "{err}"
+    );
     let (ok, out, _) = taskplane(&url, &["task", "attempts", id]).await;
     assert!(ok && out.contains("completed"), "{out}");
     let (ok, out, _) = taskplane(&url, &["stats", "--output", "json"]).await;

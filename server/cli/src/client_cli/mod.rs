@@ -173,6 +173,15 @@ pub enum TaskCommand {
         /// expired.
         #[arg(long)]
         status: Option<String>,
+        /// Only tasks created within this long, e.g. 2h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only tasks whose last error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// Only the follow-ups of this task (its id).
+        #[arg(long)]
+        parent: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -257,10 +266,11 @@ impl Selection {
                     .into(),
             )
         })?;
-        let created_after = self.since.map(|since| {
-            let at = std::time::SystemTime::now() - since;
-            prost_types::Timestamp::from(at)
-        });
+        let created_after = self
+            .since
+            .map(created_within)
+            .transpose()?
+            .map(|at| prost_types::Timestamp::from(std::time::SystemTime::from(at)));
         Ok(BulkTasksRequest {
             selector: Some(TaskSelector {
                 task_type,
@@ -273,6 +283,19 @@ impl Selection {
             reason,
         })
     }
+}
+
+/// The instant `--since` names: that long ago.
+fn created_within(since: Duration) -> Result<chrono::DateTime<chrono::Utc>, ClientError> {
+    chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|since| chrono::Utc::now().checked_sub_signed(since))
+        .ok_or_else(|| {
+            ClientError::Usage(format!(
+                "--since {}: too long ago; give a span such as 2h or 30days",
+                humantime::format_duration(since)
+            ))
+        })
 }
 
 /// An instant given as an RFC 3339 time (`option`'s value) or as a span
@@ -585,6 +608,9 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
             task_type,
             domain,
             status,
+            since,
+            error,
+            parent,
             limit,
         } => {
             let filter = TaskFilter {
@@ -592,6 +618,10 @@ pub async fn task(args: &ClientArgs, command: TaskCommand) -> Result<(), ClientE
                 domain,
                 status: Some(status_arg(status)?).filter(|s| *s != TaskStatus::Unspecified),
                 limit: Some(limit),
+                created_after: since.map(created_within).transpose()?,
+                error_contains: error,
+                parent_id: parent,
+                ..TaskFilter::default()
             };
             let tasks = client(args).await?.list(&filter).await?;
             let rows: Vec<Value> = tasks.iter().map(task_json).collect();
