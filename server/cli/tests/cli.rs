@@ -9,15 +9,17 @@ use serde_json::json;
 use taskplane_proto::json::{json_to_struct, struct_to_json};
 use taskplane_proto::v1::task_service_client::TaskServiceClient;
 use taskplane_proto::v1::{EnqueueTaskRequest, Task, TaskStatus, WatchTaskRequest};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use tonic::transport::Channel;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`; returns the child
 /// and the address it printed.
-async fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+/// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`, with its
+/// stdout read line by line.
+fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane"))
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
@@ -27,7 +29,12 @@ async fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("taskplane starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+async fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let (child, mut lines) = spawn(dir, args);
     let first = tokio::time::timeout(PATIENCE, lines.next_line())
         .await
         .expect("prints in time")
@@ -531,22 +538,16 @@ fn version_names_the_commit_it_was_built_from() {
 #[tokio::test]
 async fn dev_prints_the_web_consoles_address_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taskplane"))
-        .args([
+    let (child, mut lines) = spawn(
+        dir.path(),
+        &[
             "dev",
-            "--listen",
-            "127.0.0.1:0",
             "--local-listen",
             "127.0.0.1:0",
-        ])
-        .args(["--console-listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("taskplane starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            "--console-listen",
+            "127.0.0.1:0",
+        ],
+    );
     let url = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.strip_prefix("The web console: ") {
