@@ -246,15 +246,21 @@ impl Session {
     /// every agent; left to claims, the agents already claiming take it
     /// all before the idle ones hear of it.
     pub fn reserve(&self) -> bool {
-        if self.closed.is_cancelled() {
-            return false;
-        }
         let mut state = self.state();
-        if !state.is_caught_up() || state.free_slots() == 0 {
+        if self.hand_off_room(&state) == 0 {
             return false;
         }
         state.reserved += 1;
         true
+    }
+
+    /// How many tasks handed off at enqueue the session could take now:
+    /// its free room if it is caught up and open, else none.
+    fn hand_off_room(&self, state: &SessionState) -> u32 {
+        if self.closed.is_cancelled() || !state.is_caught_up() {
+            return 0;
+        }
+        state.free_slots()
     }
 
     /// Fills a reserved slot with an attempt sent to the agent. It starts
@@ -557,14 +563,18 @@ impl Sessions {
     }
 
     /// Reserves room for a task of this type on the caught-up session
-    /// serving it that has the most free room, if any.
+    /// serving it that has the most free room, if any. A session busy
+    /// claiming is passed over, however much room it has: it is not caught
+    /// up, and its claim finds the task if no other session takes it.
     pub fn reserve_for(&self, task_type: &str) -> Option<Arc<Session>> {
         let session = self
             .read()
             .values()
             .filter(|s| s.serves(task_type))
-            .max_by_key(|s| s.free_slots())
-            .cloned()?;
+            .map(|s| (s.hand_off_room(&s.state()), s))
+            .filter(|(room, _)| *room > 0)
+            .max_by_key(|(room, _)| *room)
+            .map(|(_, s)| Arc::clone(s))?;
         session.reserve().then_some(session)
     }
 
@@ -599,13 +609,22 @@ mod tests {
 
     /// A session and the claim time that sizes its window.
     fn prefetching_session(slots: u32, max_prefetch: u32) -> (Session, Arc<ClaimTime>) {
+        session_serving(slots, max_prefetch, &[])
+    }
+
+    /// A session of `task_types` and the claim time that sizes its window.
+    fn session_serving(
+        slots: u32,
+        max_prefetch: u32,
+        task_types: &[&str],
+    ) -> (Session, Arc<ClaimTime>) {
         let (outbound, _) = tokio::sync::mpsc::channel(1);
         let claim_time = Arc::new(ClaimTime::default());
         let session = Session::new(NewSession {
             agent_id: Uuid::now_v7(),
             agent_name: "test".into(),
             domains: vec![],
-            task_types: vec![],
+            task_types: task_types.iter().map(ToString::to_string).collect(),
             labels: BTreeMap::new(),
             feature_flags: BTreeMap::new(),
             handler_versions: BTreeMap::new(),
@@ -743,5 +762,28 @@ mod tests {
         assert_eq!(session.free_slots(), 1);
         session.drain();
         assert!(!session.reserve(), "a draining session takes nothing new");
+    }
+
+    #[test]
+    fn a_hand_off_passes_over_a_session_busy_claiming_for_a_caught_up_one() {
+        let sessions = Sessions::default();
+        let claiming = Arc::new(session_serving(4, 0, &["a"]).0);
+        let idle = Arc::new(session_serving(2, 0, &["a"]).0);
+        idle.caught_up(idle.work_announced());
+        sessions.insert(claiming.clone());
+        sessions.insert(idle.clone());
+
+        let chosen = sessions
+            .reserve_for("a")
+            .expect("the caught-up session has room, though less");
+        assert!(Arc::ptr_eq(&chosen, &idle));
+        assert_eq!((idle.free_slots(), claiming.free_slots()), (1, 4));
+        assert!(sessions.reserve_for("b").is_none(), "nobody serves b");
+
+        // Caught up, the session with the most room takes the next one.
+        claiming.caught_up(claiming.work_announced());
+        let chosen = sessions.reserve_for("a").expect("both have room");
+        assert!(Arc::ptr_eq(&chosen, &claiming));
+        assert_eq!(claiming.free_slots(), 3);
     }
 }
