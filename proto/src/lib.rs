@@ -26,7 +26,26 @@ pub mod v1 {
     include!("generated/taskplane.v1.rs");
 }
 
+impl v1::TaskStatus {
+    /// The status's name without the enum's `TASK_STATUS_` prefix
+    /// (`PENDING`, `COMPLETED`, …): how the CLI and the console show it.
+    pub fn short_name(self) -> &'static str {
+        self.as_str_name().trim_start_matches("TASK_STATUS_")
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every taskplane proto and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/taskplane_descriptor.bin");
 
 pub use prost_types;
+
+#[cfg(test)]
+mod tests {
+    use super::v1::TaskStatus;
+
+    #[test]
+    fn a_status_is_shown_without_its_enum_prefix() {
+        assert_eq!(TaskStatus::Completed.short_name(), "COMPLETED");
+        assert_eq!(TaskStatus::Dead.short_name(), "DEAD");
+    }
+}

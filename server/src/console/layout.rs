@@ -157,7 +157,7 @@ pub fn time(at: &Option<Timestamp>) -> Markup {
 /// A status's name in capitals, as the CLI and gRPC show it.
 pub fn status_name(status: i32) -> &'static str {
     TaskStatus::try_from(status)
-        .map(|status| status.as_str_name().trim_start_matches("TASK_STATUS_"))
+        .map(TaskStatus::short_name)
         .unwrap_or("UNKNOWN")
 }
 

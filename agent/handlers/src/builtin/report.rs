@@ -234,14 +234,7 @@ impl ReportHandler {
                 };
                 let mut row = Map::new();
                 row.insert("id".into(), json!(task.id));
-                row.insert(
-                    "status".into(),
-                    json!(
-                        task.status()
-                            .as_str_name()
-                            .trim_start_matches("TASK_STATUS_")
-                    ),
-                );
+                row.insert("status".into(), json!(task.status().short_name()));
                 row.insert("attempts".into(), json!(task.attempts));
                 row.insert("created_at".into(), json!(time(task.created_at)));
                 row.insert("finished_at".into(), json!(time(task.finished_at)));

@@ -30,13 +30,11 @@ pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// A status's name as the CLI prints it (empty for a status it does not
+/// know).
 pub(super) fn status_name(status: i32) -> String {
     TaskStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("TASK_STATUS_")
-                .to_owned()
-        })
+        .map(|status| status.short_name().to_owned())
         .unwrap_or_default()
 }
 
