@@ -15,8 +15,6 @@ use tonic::transport::Channel;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`; returns the child
-/// and the address it printed.
 /// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`, with its
 /// stdout read line by line.
 fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
@@ -33,6 +31,8 @@ fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, Lines<BufReader<ChildS
     (child, lines)
 }
 
+/// Starts `taskplane <args> --listen 127.0.0.1:0` in `dir`; returns the child
+/// and the address it printed.
 async fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
     let (child, mut lines) = spawn(dir, args);
     let first = tokio::time::timeout(PATIENCE, lines.next_line())
