@@ -7,6 +7,7 @@
 //! | wake idle agents whose delayed tasks or retries came due | poll interval | [`due`] |
 //! | expire tasks not started by their `start_by` | poll interval | [`deadlines`] |
 //! | WAL checkpoint (SQLite; a no-op elsewhere) | 250 ms | [`start`] |
+//! | vacuum `tasks` once claims and results left enough dead rows (PostgreSQL; a no-op elsewhere) | 1 s | [`start`] |
 //! | wake-ups from other replicas (PostgreSQL) | as they arrive | [`wakeups`] |
 //! | retention: purge finished tasks in batches | purge interval | [`retention`] |
 //! | fold the finished-task counts | 30 s | [`task_counts`] |
@@ -38,6 +39,9 @@ use crate::error::Result;
 
 /// How often the write-ahead log is checkpointed.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the store is asked whether its dead rows call for a vacuum.
+const VACUUM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the finished-task counts are folded.
 const FOLD_INTERVAL: Duration = Duration::from_secs(30);
@@ -75,6 +79,12 @@ pub fn start(plane: &Arc<ControlPlane>, health: HealthReporter) {
         CHECKPOINT_INTERVAL,
         "checkpoint",
         |plane| async move { plane.store.checkpoint().await },
+    ));
+    plane.tasks.spawn(every(
+        plane.clone(),
+        VACUUM_CHECK_INTERVAL,
+        "vacuum",
+        |plane| async move { plane.store.vacuum().await },
     ));
     plane.tasks.spawn(every(
         plane.clone(),

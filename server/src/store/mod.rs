@@ -347,6 +347,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Clears the dead row versions that claims and results leave behind,
+    /// once there are enough that claims would spend time walking over them.
+    /// The server calls it every second; a no-op where the database removes
+    /// them as it goes.
+    async fn vacuum(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Deletes up to `limit` finished tasks (completed, dead, cancelled) that
     /// finished before `before`, with their attempts, and agent sessions that
     /// ended before it, in one short transaction. Returns the tasks deleted;

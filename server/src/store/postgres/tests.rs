@@ -294,3 +294,69 @@ async fn the_store_knows_whether_the_database_vacuums_on_its_own() {
     assert_eq!(vacuums_on_its_own(&store.pool).await.unwrap(), expected);
     schema.drop().await;
 }
+
+/// The index pages (and table pages) an empty claim of `task_type` reads:
+/// with nothing pending, every one but the few on the way down holds the
+/// dead entries of tasks claimed earlier.
+async fn pages_an_empty_claim_reads(store: &PostgresStore, task_type: &str) -> u64 {
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+         SELECT id FROM tasks WHERE task_type = $1 AND status = 'pending'
+         ORDER BY priority DESC, run_at, id LIMIT 10",
+    )
+    .bind(task_type)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    let top = &plan[0]["Plan"];
+    top["Shared Hit Blocks"].as_u64().unwrap() + top["Shared Read Blocks"].as_u64().unwrap()
+}
+
+/// Claims leave dead entries at the head of the ready index, where the
+/// next claim starts reading. Once enough have piled up the store vacuums
+/// the table itself (autovacuum being off on the test server, or a minute
+/// away on a default one), and an empty claim reads a handful of pages
+/// again; below the threshold it leaves the table alone.
+#[tokio::test]
+async fn the_store_vacuums_the_dead_entries_its_claims_left_once_they_are_enough() {
+    let Some(schema) = PostgresSchema::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(&schema.url, defaults()).await.unwrap();
+    store.register_task_types(&[spec("a", "d")]).await.unwrap();
+    let total = vacuum::VACUUM_AFTER_ROWS as usize + 1_000;
+    for _ in 0..total / 1_000 {
+        store
+            .enqueue((0..1_000).map(|_| new_task("a")).collect())
+            .await
+            .unwrap();
+    }
+    let claimant = ["a".to_owned()];
+    let lease = lease();
+    let options = store.pool.connect_options();
+    let mut claimed = 0;
+    while claimed < total {
+        let batch = store
+            .claim(&of_types(&claimant), 1_000, &lease)
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "{claimed} of {total} claimed");
+        claimed += batch.len();
+        if claimed < vacuum::VACUUM_AFTER_ROWS as usize {
+            assert!(!store.vacuum.vacuum_if_due(&options).await.unwrap());
+        }
+    }
+    let before = pages_an_empty_claim_reads(&store, "a").await;
+    assert!(store.vacuum.vacuum_if_due(&options).await.unwrap());
+    let after = pages_an_empty_claim_reads(&store, "a").await;
+    assert!(before >= 30, "{before} pages before the vacuum");
+    assert!(
+        after <= 8,
+        "{after} pages after the vacuum, {before} before"
+    );
+    assert!(
+        !store.vacuum.vacuum_if_due(&options).await.unwrap(),
+        "the count starts again after a vacuum"
+    );
+    schema.drop().await;
+}
