@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use taskplane_agent::ConnectOptions;
-use taskplane_agent::{Agent, AgentBuilder, AgentError, TaskRegistry};
+use taskplane_agent::{Agent, AgentBuilder, AgentError, Concurrency, TaskRegistry};
 use taskplane_common::connect::AuthChannel;
 use taskplane_proto::json::json_to_struct;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
@@ -229,6 +229,7 @@ impl TestServer {
 pub struct TestAgent {
     stop: CancellationToken,
     task: JoinHandle<Result<(), AgentError>>,
+    concurrency: Concurrency,
 }
 
 impl TestAgent {
@@ -254,11 +255,21 @@ impl TestAgent {
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
             .drain_grace(Duration::from_secs(5));
         let agent = configure(agent).build().expect("valid agent");
+        let concurrency = agent.concurrency();
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(agent.run(async move { token.cancelled().await }));
         wait_for_agent(&server.registry().await, name).await;
-        TestAgent { stop, task }
+        TestAgent {
+            stop,
+            task,
+            concurrency,
+        }
+    }
+
+    /// The agent's slots, to change while it runs.
+    pub fn concurrency(&self) -> &Concurrency {
+        &self.concurrency
     }
 
     /// Drains the agent and waits for it to exit; returns how it ended.

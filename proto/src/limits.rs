@@ -7,6 +7,10 @@ pub const MAX_ERROR_BYTES: usize = 4096;
 /// The longest message a progress report keeps; the rest is cut off.
 pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
 
+/// The most slots one agent session may have: at registration
+/// (`max_concurrency`) and in a `credit` message.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
 /// How long assignments an agent queued beyond its slots (its prefetch)
 /// wait behind handlers that all keep running before the agent gives them
 /// back (`TaskResult.given_back`). The server sizes prefetch windows so

@@ -81,6 +81,7 @@
 
 #![warn(missing_docs)]
 
+pub mod concurrency;
 pub mod config;
 mod execution;
 pub mod factory;
@@ -96,6 +97,7 @@ pub mod schedule;
 pub mod versioned;
 mod work;
 
+pub use concurrency::Concurrency;
 pub use config::RegistryConfig;
 pub use factory::{FactoryRegistry, HandlerFactory};
 pub use flow::FlowLimits;

@@ -11,12 +11,13 @@ use std::time::Duration;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_client::AgentServiceClient;
 
+use crate::concurrency::{Concurrency, check_slots};
 use crate::flow::FlowLimits;
 use crate::follow_up::FollowUps;
 use taskplane_proto::v1::server_message::Message as ServerMessageKind;
 use taskplane_proto::v1::{
-    AgentMessage, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register, Registered,
-    TaskTypeRegistration,
+    AgentMessage, Credit, DomainRegistration, Drain, HandlerHealth, Heartbeat, Register,
+    Registered, TaskTypeRegistration,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -63,6 +64,12 @@ pub enum AgentError {
     /// The server refused the registration (bad name, domain conflict, denied).
     #[error("the server refused the registration: {0}")]
     Refused(tonic::Status),
+    /// More slots than the server accepts for one agent.
+    #[error(
+        "{0} slots is more than one agent may have ({max}); run several agents instead",
+        max = taskplane_proto::limits::MAX_CONCURRENCY
+    )]
+    TooManySlots(u32),
     /// No server could be registered with for as long as
     /// [`AgentBuilder::give_up_after`] allows.
     #[error("gave up after {after:?} without reaching a control plane; the last error: {last}")]
@@ -212,7 +219,7 @@ impl AgentBuilder {
             servers: self.servers,
             next_server: AtomicUsize::new(0),
             name: self.name,
-            max_concurrency: self.max_concurrency,
+            concurrency: Concurrency::new(check_slots(self.max_concurrency)?),
             prefetch: self.prefetch.unwrap_or(
                 self.max_concurrency
                     .saturating_mul(DEFAULT_PREFETCH_PER_SLOT),
@@ -235,7 +242,7 @@ pub struct Agent {
     servers: Vec<String>,
     next_server: AtomicUsize,
     name: String,
-    max_concurrency: u32,
+    concurrency: Concurrency,
     prefetch: u32,
     labels: BTreeMap<String, String>,
     reconnect_min: Duration,
@@ -258,6 +265,17 @@ const OLDER_SERVERS_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// How long registering on a server may take before the agent tries the
 /// next one: a frozen server accepts connections and then says nothing.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tells the server the agent's slots changed to `slots`. A closed stream
+/// needs no telling: the next registration carries them.
+async fn send_credit(outbound: &mpsc::Sender<AgentMessage>, slots: u32) {
+    let credit = AgentMessageKind::Credit(Credit { slots });
+    let _ = outbound
+        .send(AgentMessage {
+            message: Some(credit),
+        })
+        .await;
+}
 
 /// How long the server of a session may be silent before the agent leaves
 /// it: a lease less one heartbeat interval, so that the agent stops its
@@ -303,6 +321,12 @@ impl Agent {
     /// for a scrape endpoint.
     pub fn metrics(&self) -> Arc<AgentMetrics> {
         self.metrics.clone()
+    }
+
+    /// A handle to the agent's slots, to change how many tasks it runs at
+    /// once while it runs (see [`Concurrency`]).
+    pub fn concurrency(&self) -> Concurrency {
+        self.concurrency.clone()
     }
 
     /// Follows the connection's state, e.g. to report readiness or to wait
@@ -400,7 +424,7 @@ impl Agent {
             message: Some(AgentMessageKind::Register(Register {
                 agent_name: self.name.clone(),
                 domains,
-                max_concurrency: self.max_concurrency,
+                max_concurrency: self.concurrency.get(),
                 labels: self.labels.clone().into_iter().collect(),
                 feature_flags: self
                     .registry
@@ -441,7 +465,7 @@ impl Agent {
         let mut client =
             AgentServiceClient::new(channel).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let (outbound, receiver) =
-            mpsc::channel::<AgentMessage>((self.max_concurrency + self.prefetch) as usize + 16);
+            mpsc::channel::<AgentMessage>((self.concurrency.get() + self.prefetch) as usize + 16);
         outbound
             .try_send(self.register_message())
             .expect("a new channel has room");
@@ -466,6 +490,10 @@ impl Agent {
 
     /// One connection: register, then serve until the stream ends or shutdown.
     async fn serve_once(&self, stop: &CancellationToken) -> Result<SessionEnd, ConnectError> {
+        // Slots changed from here on reach this session as `credit`; the
+        // registration carries them as they are when it is sent.
+        let mut slots = self.concurrency.subscribe();
+        slots.mark_unchanged();
         let (outbound, mut inbound, registered, follow_ups) = self.open_session().await?;
         let heartbeat_every = registered
             .heartbeat_interval
@@ -483,8 +511,12 @@ impl Agent {
             session_id: registered.session_id.clone(),
         });
 
+        if *slots.borrow() == 0 {
+            // A registration gets at least one slot: pause again at once.
+            send_credit(&outbound, 0).await;
+        }
         let mut work = Work::new(
-            self.max_concurrency,
+            *slots.borrow(),
             Launcher {
                 registry: self.registry.clone(),
                 metrics: self.metrics.clone(),
@@ -525,6 +557,11 @@ impl Agent {
                     )));
                 }
                 Some(()) = work.next_finished() => {}
+                Ok(()) = slots.changed() => {
+                    let slots = *slots.borrow_and_update();
+                    work.set_slots(slots);
+                    send_credit(&outbound, slots).await;
+                }
                 () = sleep_until_some(give_back_at), if give_back_at.is_some() => {
                     work.give_back_if_stuck().await;
                 }

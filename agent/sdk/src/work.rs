@@ -96,7 +96,7 @@ impl Work {
     /// No work yet, for an agent with `slots` slots.
     pub(crate) fn new(slots: u32, launcher: Launcher) -> Self {
         Work {
-            slots: slots.max(1) as usize,
+            slots: slots as usize,
             launcher,
             running: Running::default(),
             handlers: JoinSet::new(),
@@ -171,12 +171,25 @@ impl Work {
         if let Ok((task_id, attempt)) = finished {
             self.running.finished(&task_id, attempt);
         }
+        self.start_queued();
+        Some(())
+    }
+
+    /// Changes the slots to `slots` (0 starts nothing more) and starts the
+    /// queued assignments the new ones have room for. Handlers already
+    /// running beyond fewer slots finish.
+    pub(crate) fn set_slots(&mut self, slots: u32) {
+        self.slots = slots as usize;
+        self.start_queued();
+    }
+
+    /// Starts the oldest queued assignments while a slot is free.
+    fn start_queued(&mut self) {
         while self.handlers.len() < self.slots
             && let Some(next) = self.queued.pop_front()
         {
             self.start(next);
         }
-        Some(())
     }
 
     /// When the queued assignments are to be given back if no slot frees

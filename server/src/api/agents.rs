@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use taskplane_proto::json::struct_to_json;
-use taskplane_proto::limits::{MAX_ERROR_BYTES, MAX_PROGRESS_MESSAGE_BYTES, bounded_text};
+use taskplane_proto::limits::{
+    MAX_CONCURRENCY, MAX_ERROR_BYTES, MAX_PROGRESS_MESSAGE_BYTES, bounded_text,
+};
 use taskplane_proto::names::check_name;
 use taskplane_proto::v1::agent_message::Message as AgentMessageKind;
 use taskplane_proto::v1::agent_service_server::AgentService;
@@ -41,8 +43,6 @@ use crate::schedule::ScheduleSpec;
 use crate::schedule::model::declared_by_agent;
 use crate::store::Leases;
 
-/// The most slots one session may ask for.
-const MAX_CONCURRENCY: u32 = 10_000;
 /// Outbound messages buffered beyond the agent's slots (cancels, notices).
 const OUTBOUND_HEADROOM: usize = 64;
 /// The longest task-type description accepted, in bytes.
