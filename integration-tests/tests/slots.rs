@@ -52,6 +52,7 @@ async fn enqueue(tasks: &mut TaskServiceClient<Channel>, count: usize) -> Vec<St
     ids
 }
 
+/// The status of task `id`.
 async fn status(tasks: &mut TaskServiceClient<Channel>, id: &str) -> TaskStatus {
     tasks
         .get_task(GetTaskRequest { id: id.to_owned() })
@@ -59,6 +60,17 @@ async fn status(tasks: &mut TaskServiceClient<Channel>, id: &str) -> TaskStatus 
         .unwrap()
         .into_inner()
         .status()
+}
+
+/// Waits until every task of `ids` is COMPLETED.
+async fn wait_completed(tasks: &TaskServiceClient<Channel>, ids: &[String]) {
+    for id in ids {
+        wait_for(|| {
+            let mut tasks = tasks.clone();
+            async move { status(&mut tasks, id).await == TaskStatus::Completed }
+        })
+        .await;
+    }
 }
 
 /// How long a test waits to see that something does not happen.
@@ -95,15 +107,7 @@ async fn slots_changed_while_running_reach_the_server_at_once(backend: Backend) 
     agent.concurrency().set(0).unwrap();
     tokio::time::sleep(QUIET).await;
     gate.open.store(true, Ordering::SeqCst);
-    for id in &first {
-        let mut tasks = tasks.clone();
-        wait_for(|| {
-            let mut tasks = tasks.clone();
-            async move { status(&mut tasks, id).await == TaskStatus::Completed }
-        })
-        .await;
-        assert_eq!(status(&mut tasks, id).await, TaskStatus::Completed);
-    }
+    wait_completed(&tasks, &first).await;
     let paused = enqueue(&mut tasks, 2).await;
     tokio::time::sleep(QUIET).await;
     for id in &paused {
@@ -116,13 +120,7 @@ async fn slots_changed_while_running_reach_the_server_at_once(backend: Backend) 
     assert_eq!(gate.started.load(Ordering::SeqCst), 4);
 
     agent.concurrency().set(2).unwrap();
-    for id in &paused {
-        wait_for(|| {
-            let mut tasks = tasks.clone();
-            async move { status(&mut tasks, id).await == TaskStatus::Completed }
-        })
-        .await;
-    }
+    wait_completed(&tasks, &paused).await;
     assert_eq!(gate.started.load(Ordering::SeqCst), 6);
     agent.stop().await.unwrap();
     server.stop().await;
